@@ -1,0 +1,1 @@
+//! strata-core: pure logic.

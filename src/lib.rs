@@ -1,0 +1,1 @@
+//! strata: layered Helm profiles from Git.

@@ -1,0 +1,1 @@
+//! testkit: real servers for tests.
