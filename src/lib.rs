@@ -1,1 +1,2 @@
 //! strata: layered Helm profiles from Git.
+pub mod process;
