@@ -1,0 +1,220 @@
+//! The HTTP status API (axum).
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /status` | the [`Status`](crate::status::Status) as JSON |
+//! | `GET /healthz` | 200 `ok` while the process serves requests |
+//! | `GET /readyz` | 200 `ready` once the agent has processed its first revision (fetched and validated it: accepted and being applied, or rejected, or the fetch failed and the error is in `/status`), 503 before that and while draining after a shutdown signal |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! `/status` and `/metrics` requests get a `http` tracing span; the health routes do not.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracing::Instrument;
+
+use crate::metrics::Metrics;
+use crate::status::StatusStore;
+
+/// Readiness of the agent: starting -> ready -> draining.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+const STARTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The first revision was processed. Ignored once draining.
+    pub fn set_ready(&self) {
+        let _ = self
+            .0
+            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    /// Shutdown began: never ready again.
+    pub fn set_draining(&self) {
+        self.0.store(DRAINING, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == READY
+    }
+    fn describe(&self) -> &'static str {
+        match self.0.load(Ordering::SeqCst) {
+            STARTING => "starting: the first revision has not been processed yet",
+            READY => "ready",
+            _ => "draining: shutting down",
+        }
+    }
+}
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub status: StatusStore,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+}
+
+/// The router, without a listener (tests drive it with `oneshot`).
+pub fn app(state: AppState) -> Router {
+    let traced = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(trace_request));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(traced)
+        .with_state(state)
+}
+
+async fn trace_request(req: Request, next: Next) -> Response {
+    let span = tracing::debug_span!("http", method = %req.method(), path = %req.uri().path());
+    next.run(req).instrument(span).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, state.readiness.describe()).into_response()
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    axum::Json(state.status.snapshot()).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Serve `app` on `listener` until `shutdown` completes, then finish open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{LayerId, LayerPhase, LayerStatus, OverallPhase, ReleaseStatus};
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn state() -> AppState {
+        AppState {
+            status: StatusStore::new(),
+            metrics: Arc::new(Metrics::new()),
+            readiness: Readiness::new(),
+        }
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let res = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let code = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn status_returns_the_current_status_as_json() {
+        let st = state();
+        st.status.update(|s| {
+            s.phase = OverallPhase::Progressing;
+            s.layers.push(LayerStatus {
+                layer: LayerId::Number(10),
+                phase: LayerPhase::Pending,
+                ready_at: None,
+                releases: vec![ReleaseStatus::pending(
+                    "cert-manager",
+                    "cert-manager",
+                    "cm",
+                    "cert-manager",
+                    "1.2.3",
+                )],
+            });
+        });
+        let (code, body) = get(app(st), "/status").await;
+        assert_eq!(code, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["phase"], "Progressing");
+        assert_eq!(v["layers"][0]["layer"], 10);
+        assert_eq!(v["layers"][0]["releases"][0]["name"], "cert-manager");
+        assert_eq!(v["layers"][0]["releases"][0]["phase"], "Pending");
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_starting_ready_draining() {
+        let st = state();
+        let (code, body) = get(app(st.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("starting"));
+        st.readiness.set_ready();
+        assert_eq!(get(app(st.clone()), "/readyz").await.0, StatusCode::OK);
+        st.readiness.set_draining();
+        let (code, body) = get(app(st.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("draining"));
+        st.readiness.set_ready();
+        assert_eq!(
+            get(app(st.clone()), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining is final"
+        );
+        assert_eq!(
+            get(app(st), "/healthz").await,
+            (StatusCode::OK, "ok".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_text_format() {
+        let st = state();
+        st.metrics.set_revision("abc123");
+        let (code, body) = get(app(st), "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            body.contains("strata_revision_info{commit=\"abc123\"} 1"),
+            "{body}"
+        );
+        assert!(body.contains("# TYPE strata_releases gauge"), "{body}");
+        assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn unknown_route_is_404() {
+        assert_eq!(get(app(state()), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,591 @@
+//! The agent's status model, shared by the HTTP API (`GET /status`), the status ConfigMap,
+//! Kubernetes Events and the Prometheus gauges.
+//!
+//! [`StatusStore`] owns the one current [`Status`]. Every change goes through
+//! [`StatusStore::update`], which notifies subscribers (the reporter writing the ConfigMap) and
+//! broadcasts release phase [`Transition`]s (Events, logs).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+/// Phase of one release in the current revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum ReleasePhase {
+    /// Not started yet (its layer has not started, or it waits for a concurrency slot).
+    Pending,
+    /// `helm upgrade --install` is running and writing objects.
+    Installing,
+    /// Objects are written; helm waits for them to become ready.
+    Waiting,
+    /// Deployed at the desired chart version and values, and ready.
+    Ready,
+    /// helm failed (its message is in `message`).
+    Failed,
+    /// Never started because a release of a lower layer failed.
+    Skipped,
+}
+
+impl ReleasePhase {
+    /// Every phase, in display order (bounded label set of `strata_releases{phase}`).
+    pub const ALL: [ReleasePhase; 6] = [
+        ReleasePhase::Pending,
+        ReleasePhase::Installing,
+        ReleasePhase::Waiting,
+        ReleasePhase::Ready,
+        ReleasePhase::Failed,
+        ReleasePhase::Skipped,
+    ];
+
+    /// The phase as written in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleasePhase::Pending => "Pending",
+            ReleasePhase::Installing => "Installing",
+            ReleasePhase::Waiting => "Waiting",
+            ReleasePhase::Ready => "Ready",
+            ReleasePhase::Failed => "Failed",
+            ReleasePhase::Skipped => "Skipped",
+        }
+    }
+
+    /// Whether the release will not change any more in this revision.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ReleasePhase::Ready | ReleasePhase::Failed | ReleasePhase::Skipped
+        )
+    }
+}
+
+impl std::fmt::Display for ReleasePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Overall phase of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OverallPhase {
+    /// No revision processed yet.
+    Starting,
+    /// A revision is being applied.
+    Progressing,
+    /// Every layer of the current revision is Ready.
+    Ready,
+    /// A release of the current revision failed.
+    Failed,
+    /// The newest revision was rejected and no revision was ever applied.
+    Invalid,
+    /// The newest revision was rejected (or could not be fetched) while an older good revision
+    /// keeps being served.
+    Degraded,
+}
+
+/// A Git revision (one commit of the profile repository).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionInfo {
+    pub commit: String,
+    /// RFC 3339 time the commit was fetched.
+    pub fetched_at: String,
+}
+
+/// One problem found in a revision: the file, the field inside it and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProblemView {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ProblemView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.message)
+        }
+    }
+}
+
+/// A revision that was rejected before any helm ran, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedRevision {
+    pub commit: String,
+    pub fetched_at: String,
+    pub problems: Vec<ProblemView>,
+}
+
+/// A resource of a release that is not ready yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotReady {
+    pub kind: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub reason: String,
+}
+
+/// Status of one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    /// Helm release name.
+    pub name: String,
+    pub namespace: String,
+    /// Profile name in the profile list.
+    pub profile: String,
+    pub chart: String,
+    pub version: String,
+    pub phase: ReleasePhase,
+    /// What the agent decided: `install`, `upgrade`, `none` (already up to date), `blocked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm_revision: Option<u64>,
+    /// helm processes started for this release in this revision.
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub not_ready: Vec<NotReady>,
+}
+
+impl ReleaseStatus {
+    /// A release that has not started.
+    pub fn pending(profile: &str, name: &str, namespace: &str, chart: &str, version: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            profile: profile.to_string(),
+            chart: chart.to_string(),
+            version: version.to_string(),
+            phase: ReleasePhase::Pending,
+            action: None,
+            helm_revision: None,
+            attempts: 0,
+            started_at: None,
+            ready_at: None,
+            message: None,
+            not_ready: Vec::new(),
+        }
+    }
+}
+
+/// A layer: a number, or the group of releases without a layer (installed last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LayerId {
+    Number(u64),
+    Unlayered,
+}
+
+impl Serialize for LayerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LayerId::Number(n) => s.serialize_u64(*n),
+            LayerId::Unlayered => s.serialize_str("unlayered"),
+        }
+    }
+}
+
+impl std::fmt::Display for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerId::Number(n) => write!(f, "{n}"),
+            LayerId::Unlayered => f.write_str("unlayered"),
+        }
+    }
+}
+
+/// Phase of a layer, derived from its releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LayerPhase {
+    Pending,
+    Progressing,
+    Ready,
+    Failed,
+    Skipped,
+}
+
+/// Status of one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStatus {
+    pub layer: LayerId,
+    pub phase: LayerPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
+    pub releases: Vec<ReleaseStatus>,
+}
+
+impl LayerStatus {
+    /// The layer's phase as its releases make it: Failed if one failed, Skipped if all were
+    /// skipped, Ready if all are ready, Pending if none started, else Progressing.
+    pub fn derive_phase(releases: &[ReleaseStatus]) -> LayerPhase {
+        let all = |p: ReleasePhase| releases.iter().all(|r| r.phase == p);
+        if releases.iter().any(|r| r.phase == ReleasePhase::Failed) {
+            LayerPhase::Failed
+        } else if !releases.is_empty() && all(ReleasePhase::Skipped) {
+            LayerPhase::Skipped
+        } else if all(ReleasePhase::Ready) {
+            LayerPhase::Ready
+        } else if all(ReleasePhase::Pending) {
+            LayerPhase::Pending
+        } else {
+            LayerPhase::Progressing
+        }
+    }
+}
+
+/// Everything the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub phase: OverallPhase,
+    /// The revision whose layers are shown below (being applied or applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionInfo>,
+    /// The last revision whose every layer became Ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<RevisionInfo>,
+    /// The newest revision, when it was rejected (cleared when a newer one is accepted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_revision: Option<RejectedRevision>,
+    /// The last error that is not about one release (e.g. the Git fetch failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub layers: Vec<LayerStatus>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            phase: OverallPhase::Starting,
+            revision: None,
+            last_applied_revision: None,
+            rejected_revision: None,
+            last_error: None,
+            layers: Vec::new(),
+        }
+    }
+}
+
+impl Status {
+    /// Number of releases in each phase (for `strata_releases{phase}`).
+    pub fn count_by_phase(&self) -> Vec<(ReleasePhase, i64)> {
+        ReleasePhase::ALL
+            .iter()
+            .map(|p| {
+                let n = self
+                    .layers
+                    .iter()
+                    .flat_map(|l| &l.releases)
+                    .filter(|r| r.phase == *p)
+                    .count();
+                (*p, i64::try_from(n).unwrap_or(i64::MAX))
+            })
+            .collect()
+    }
+
+    /// Find a release by namespace and name.
+    pub fn release_mut(&mut self, namespace: &str, name: &str) -> Option<&mut ReleaseStatus> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.releases.iter_mut())
+            .find(|r| r.namespace == namespace && r.name == name)
+    }
+
+    /// Find a release by namespace and name.
+    pub fn release(&self, namespace: &str, name: &str) -> Option<&ReleaseStatus> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.releases.iter())
+            .find(|r| r.namespace == namespace && r.name == name)
+    }
+
+    /// Recompute each layer's phase from its releases.
+    pub fn refresh_layer_phases(&mut self) {
+        for layer in &mut self.layers {
+            layer.phase = LayerStatus::derive_phase(&layer.releases);
+        }
+    }
+
+    /// Phases of every release and layer, used to detect phase changes.
+    fn phase_fingerprint(&self) -> Vec<(String, String)> {
+        let mut v = vec![("".to_string(), format!("{:?}", self.phase))];
+        for l in &self.layers {
+            v.push((l.layer.to_string(), format!("{:?}", l.phase)));
+            for r in &l.releases {
+                v.push((format!("{}/{}", r.namespace, r.name), r.phase.to_string()));
+            }
+        }
+        v
+    }
+}
+
+/// A release changed phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub release: String,
+    pub namespace: String,
+    pub from: ReleasePhase,
+    pub to: ReleasePhase,
+    pub message: Option<String>,
+}
+
+/// A change notification: the generation counter, and whether a phase changed (writers of
+/// the status ConfigMap write at once on phase changes and throttle the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Change {
+    pub generation: u64,
+    pub phase_changed: bool,
+}
+
+type Observer = Box<dyn Fn(&Status) + Send + Sync>;
+
+struct Inner {
+    status: std::sync::RwLock<Status>,
+    changes: watch::Sender<Change>,
+    transitions: broadcast::Sender<Transition>,
+    observers: std::sync::RwLock<Vec<Observer>>,
+}
+
+/// The shared, current status. Cheap to clone.
+#[derive(Clone)]
+pub struct StatusStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for StatusStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StatusStore {
+    pub fn new() -> Self {
+        let (changes, _) = watch::channel(Change::default());
+        let (transitions, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(Inner {
+                status: std::sync::RwLock::new(Status::default()),
+                changes,
+                transitions,
+                observers: std::sync::RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> Status {
+        self.inner
+            .status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Run `f` on the status; layer phases are recomputed afterwards, release phase changes
+    /// are broadcast as [`Transition`]s and subscribers are notified.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
+        let (result, transitions, phase_changed, snapshot) = {
+            let mut guard = self.inner.status.write().unwrap_or_else(|e| e.into_inner());
+            let before = guard.phase_fingerprint();
+            let before_releases: Vec<(String, String, ReleasePhase)> = guard
+                .layers
+                .iter()
+                .flat_map(|l| &l.releases)
+                .map(|r| (r.namespace.clone(), r.name.clone(), r.phase))
+                .collect();
+            let result = f(&mut guard);
+            guard.refresh_layer_phases();
+            let after = guard.phase_fingerprint();
+            let mut transitions = Vec::new();
+            for r in guard.layers.iter().flat_map(|l| &l.releases) {
+                let from = before_releases
+                    .iter()
+                    .find(|(ns, n, _)| *ns == r.namespace && *n == r.name)
+                    .map(|(_, _, p)| *p);
+                if let Some(from) = from
+                    && from != r.phase
+                {
+                    transitions.push(Transition {
+                        release: r.name.clone(),
+                        namespace: r.namespace.clone(),
+                        from,
+                        to: r.phase,
+                        message: r.message.clone(),
+                    });
+                }
+            }
+            (result, transitions, before != after, guard.clone())
+        };
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            observer(&snapshot);
+        }
+        for t in transitions {
+            // No receiver is fine: nobody listens in `strata plan` or in unit tests.
+            let _ = self.inner.transitions.send(t);
+        }
+        self.inner.changes.send_modify(|c| {
+            c.generation += 1;
+            c.phase_changed |= phase_changed;
+        });
+        result
+    }
+
+    /// Register a function called with the new status after every update (metrics gauges).
+    pub fn observe(&self, f: impl Fn(&Status) + Send + Sync + 'static) {
+        f(&self.snapshot());
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Change notifications. A receiver resets `phase_changed` itself by noting the generation
+    /// it last wrote; see [`crate::report`].
+    pub fn subscribe(&self) -> watch::Receiver<Change> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Release phase transitions.
+    pub fn transitions(&self) -> broadcast::Receiver<Transition> {
+        self.inner.transitions.subscribe()
+    }
+
+    /// Clear the `phase_changed` flag (called by the writer after it wrote).
+    pub fn clear_phase_changed(&self) {
+        self.inner.changes.send_if_modified(|c| {
+            let was = c.phase_changed;
+            c.phase_changed = false;
+            was
+        });
+    }
+}
+
+/// Current time, RFC 3339 in UTC.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u64, phases: &[ReleasePhase]) -> LayerStatus {
+        let releases: Vec<_> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut r = ReleaseStatus::pending("p", &format!("r{n}-{i}"), "ns", "c", "1.0.0");
+                r.phase = *p;
+                r
+            })
+            .collect();
+        LayerStatus {
+            layer: LayerId::Number(n),
+            phase: LayerStatus::derive_phase(&releases),
+            ready_at: None,
+            releases,
+        }
+    }
+
+    #[test]
+    fn layer_phase_is_derived_from_releases() {
+        use ReleasePhase::*;
+        assert_eq!(layer(1, &[Ready, Ready]).phase, LayerPhase::Ready);
+        assert_eq!(layer(1, &[Ready, Failed]).phase, LayerPhase::Failed);
+        assert_eq!(layer(1, &[Skipped, Skipped]).phase, LayerPhase::Skipped);
+        assert_eq!(layer(1, &[Pending, Pending]).phase, LayerPhase::Pending);
+        assert_eq!(layer(1, &[Ready, Waiting]).phase, LayerPhase::Progressing);
+        assert_eq!(layer(1, &[Ready, Pending]).phase, LayerPhase::Progressing);
+    }
+
+    #[test]
+    fn status_serializes_with_camel_case_and_unlayered_name() {
+        let mut s = Status {
+            phase: OverallPhase::Progressing,
+            ..Status::default()
+        };
+        let mut l = layer(2, &[ReleasePhase::Waiting]);
+        l.releases[0].not_ready.push(NotReady {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            namespace: Some("ns".into()),
+            reason: "0/1 replicas available".into(),
+        });
+        l.releases[0].helm_revision = Some(3);
+        s.layers.push(l);
+        s.layers.push(LayerStatus {
+            layer: LayerId::Unlayered,
+            phase: LayerPhase::Pending,
+            ready_at: None,
+            releases: vec![],
+        });
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["phase"], "Progressing");
+        assert_eq!(v["layers"][0]["layer"], 2);
+        assert_eq!(v["layers"][1]["layer"], "unlayered");
+        let r = &v["layers"][0]["releases"][0];
+        assert_eq!(r["phase"], "Waiting");
+        assert_eq!(r["helmRevision"], 3);
+        assert_eq!(r["notReady"][0]["kind"], "Deployment");
+        assert_eq!(r["notReady"][0]["reason"], "0/1 replicas available");
+    }
+
+    #[test]
+    fn update_broadcasts_transitions_and_phase_changes() {
+        let store = StatusStore::new();
+        store.update(|s| s.layers.push(layer(1, &[ReleasePhase::Pending])));
+        let mut tr = store.transitions();
+        let changes = store.subscribe();
+        store.clear_phase_changed();
+        store.update(|s| {
+            let r = s.release_mut("ns", "r1-0").unwrap();
+            r.message = Some("started".into());
+        });
+        assert!(
+            !changes.borrow().phase_changed,
+            "message only: no phase change"
+        );
+        assert!(tr.try_recv().is_err());
+        store.update(|s| s.release_mut("ns", "r1-0").unwrap().phase = ReleasePhase::Installing);
+        assert!(changes.borrow().phase_changed);
+        let t = tr.try_recv().unwrap();
+        assert_eq!(
+            (t.from, t.to),
+            (ReleasePhase::Pending, ReleasePhase::Installing)
+        );
+        assert_eq!(t.release, "r1-0");
+        assert_eq!(store.snapshot().layers[0].phase, LayerPhase::Progressing);
+    }
+
+    #[test]
+    fn counts_by_phase_cover_every_phase() {
+        let mut s = Status::default();
+        s.layers
+            .push(layer(1, &[ReleasePhase::Ready, ReleasePhase::Ready]));
+        s.layers.push(layer(2, &[ReleasePhase::Failed]));
+        let counts = s.count_by_phase();
+        assert_eq!(counts.len(), 6);
+        assert!(counts.contains(&(ReleasePhase::Ready, 2)));
+        assert!(counts.contains(&(ReleasePhase::Failed, 1)));
+        assert!(counts.contains(&(ReleasePhase::Pending, 0)));
+    }
+}
