@@ -7,6 +7,7 @@
 //! - [`metrics`]: Prometheus metrics; [`telemetry`]: logs and OTLP traces;
 //! - [`report`]: the `strata-status` ConfigMap and Kubernetes Events.
 pub mod config;
+pub mod helm;
 pub mod metrics;
 pub mod process;
 pub mod server;

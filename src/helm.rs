@@ -1,0 +1,1039 @@
+//! The one door to helm: every helm command the agent runs goes through [`Helm`].
+//!
+//! One [`Helm`] per agent: it detects the helm major version once (flags differ between helm 3
+//! and helm 4), keeps helm's cache, config and data homes and the Kubernetes discovery cache
+//! under the agent's work dir (nothing leaks between agents or tests), stores releases in
+//! Secrets (`HELM_DRIVER=secret`) and passes values only through 0600 files.
+//! Each command runs in a `helm` tracing span with its command, release, namespace and helm
+//! version, and records its exit code and duration.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::process::{self, Command, Redactor};
+
+/// Extra time given to the helm process beyond the `--timeout` passed to helm, so helm can
+/// report its own timeout (and record the failed release) before we kill it.
+pub const PROCESS_GRACE: Duration = Duration::from_secs(30);
+/// Timeout of commands that only read (status, history, list, get values, version).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Errors of helm commands.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not run helm {command}: {source}")]
+    Process {
+        command: &'static str,
+        #[source]
+        source: process::Error,
+    },
+    #[error("helm {command} of release {namespace}/{release} failed ({kind}): {message}")]
+    Command {
+        command: &'static str,
+        release: String,
+        namespace: String,
+        kind: FailureKind,
+        /// Helm's own message: from its first `Error:` line to the end (redacted).
+        message: String,
+        exit_code: Option<i32>,
+    },
+    #[error(
+        "helm {command} of release {namespace}/{release} did not finish within {timeout:?} and was killed; the release may be left pending"
+    )]
+    Killed {
+        command: &'static str,
+        release: String,
+        namespace: String,
+        timeout: Duration,
+    },
+    #[error("could not parse the output of helm {command} for {object}: {source}")]
+    Parse {
+        command: &'static str,
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("`helm version` printed {0:?}, which is not a version; check the --helm binary")]
+    Version(String),
+    #[error("helm {0} is not supported; strata needs helm 3 or helm 4")]
+    Unsupported(HelmVersion),
+    #[error("could not prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The failure class, for helm command failures.
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            Error::Command { kind, .. } => Some(*kind),
+            Error::Killed { .. } => Some(FailureKind::Timeout),
+            _ => None,
+        }
+    }
+
+    /// Helm's own message, for helm command failures.
+    pub fn helm_message(&self) -> Option<&str> {
+        match self {
+            Error::Command { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of failure helm reported (from its message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// `another operation (install/upgrade/rollback) is in progress`: the release is pending.
+    OperationInProgress,
+    /// `no matches for kind ...`: a kind (usually a CRD of another chart) is not served.
+    NoMatchesForKind,
+    /// A hook (pre/post install/upgrade/...) failed.
+    HookFailed,
+    /// Waiting for readiness or an operation timed out.
+    Timeout,
+    /// The release does not exist.
+    ReleaseNotFound,
+    /// The Kubernetes API server could not be reached.
+    ClusterUnreachable,
+    /// The chart could not be loaded or rendered.
+    Chart,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::OperationInProgress => "operation in progress",
+            FailureKind::NoMatchesForKind => "kind not served",
+            FailureKind::HookFailed => "hook failed",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ReleaseNotFound => "release not found",
+            FailureKind::ClusterUnreachable => "cluster unreachable",
+            FailureKind::Chart => "chart invalid",
+            FailureKind::Other => "error",
+        })
+    }
+}
+
+/// Classifies helm's error message.
+pub fn classify(message: &str) -> FailureKind {
+    let m = message.to_ascii_lowercase();
+    if m.contains("another operation (install/upgrade/rollback) is in progress") {
+        FailureKind::OperationInProgress
+    } else if m.contains("no matches for kind") || m.contains("ensure crds are installed first") {
+        FailureKind::NoMatchesForKind
+    } else if [
+        "failed pre-install",
+        "failed post-install",
+        "failed pre-upgrade",
+        "failed post-upgrade",
+        "failed pre-rollback",
+        "failed post-rollback",
+        "failed pre-delete",
+        "failed post-delete",
+    ]
+    .iter()
+    .any(|h| m.contains(h))
+    {
+        FailureKind::HookFailed
+    } else if m.contains("context deadline exceeded")
+        || m.contains("timed out waiting")
+        || m.contains("timeout waiting")
+    {
+        FailureKind::Timeout
+    } else if m.contains("release: not found")
+        || m.contains("has no deployed releases")
+        || (m.contains("release") && m.contains("not found") && !m.contains("namespaces"))
+    {
+        FailureKind::ReleaseNotFound
+    } else if m.contains("kubernetes cluster unreachable") || m.contains("connection refused") {
+        FailureKind::ClusterUnreachable
+    } else if m.contains("chart.yaml file is missing")
+        || m.contains("parse error")
+        || m.contains("template:")
+        || m.contains("validation: chart.metadata")
+    {
+        FailureKind::Chart
+    } else {
+        FailureKind::Other
+    }
+}
+
+/// Extracts helm's message from its stderr: from the first `Error:` line to the end, without
+/// the `Error: ` prefix. Without such a line: the last few non-empty lines.
+pub fn error_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    if let Some(i) = lines.iter().position(|l| l.starts_with("Error:")) {
+        let mut out = lines[i].trim_start_matches("Error:").trim().to_string();
+        for l in &lines[i + 1..] {
+            if !l.trim().is_empty() {
+                out.push('\n');
+                out.push_str(l.trim_end());
+            }
+        }
+        return out;
+    }
+    let tail: Vec<&str> = lines
+        .iter()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(5)
+        .copied()
+        .collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// A helm version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct HelmVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl HelmVersion {
+    /// Parses `v4.1.4`, `v3.19.0+g3d8990f`, `4.1.4`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let t = text.trim().trim_start_matches('v');
+        let core = t.split(['+', '-']).next().unwrap_or("");
+        let parts: Vec<&str> = core.split('.').collect();
+        let num = |i: usize| -> Result<u64> {
+            parts
+                .get(i)
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::Version(text.trim().to_string()))
+        };
+        if parts.len() != 3 {
+            return Err(Error::Version(text.trim().to_string()));
+        }
+        Ok(Self {
+            major: num(0)?,
+            minor: num(1)?,
+            patch: num(2)?,
+        })
+    }
+}
+
+impl fmt::Display for HelmVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// How to reach helm and the cluster.
+#[derive(Clone, Debug)]
+pub struct HelmConfig {
+    /// The helm binary (a path, or a name looked up on PATH).
+    pub binary: PathBuf,
+    /// Helm's homes, caches and values files go under `<work_dir>/helm`.
+    pub work_dir: PathBuf,
+    /// A kubeconfig; `None` means in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// A kubeconfig context.
+    pub kube_context: Option<String>,
+}
+
+/// One helm install or upgrade.
+#[derive(Clone, Debug)]
+pub struct UpgradeRequest {
+    pub release: String,
+    pub namespace: String,
+    /// A chart archive (.tgz) or directory.
+    pub chart: PathBuf,
+    /// A values file (see [`Helm::write_values`]).
+    pub values_file: PathBuf,
+    pub timeout: Duration,
+    pub create_namespace: bool,
+    /// Wait for readiness (and jobs). The agent always waits.
+    pub wait: bool,
+}
+
+/// A release as helm prints it (`-o json` of install/upgrade/status).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ReleaseInfo {
+    pub name: String,
+    pub namespace: String,
+    pub revision: u64,
+    pub status: String,
+    pub description: String,
+    pub chart_name: String,
+    pub chart_version: String,
+    pub app_version: Option<String>,
+    pub last_deployed: Option<String>,
+    /// The user-supplied values of this revision.
+    pub config: serde_json::Value,
+    /// The rendered manifest (YAML documents).
+    pub manifest: String,
+    pub notes: Option<String>,
+}
+
+/// One line of `helm history -o json`.
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
+pub struct HistoryEntry {
+    pub revision: u64,
+    #[serde(default)]
+    pub updated: Option<String>,
+    pub status: String,
+    /// `name-version`.
+    pub chart: String,
+    #[serde(default)]
+    pub app_version: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One line of `helm list -A -o json`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ListEntry {
+    pub name: String,
+    pub namespace: String,
+    pub revision: u64,
+    pub status: String,
+    /// `name-version`.
+    pub chart: String,
+    pub app_version: Option<String>,
+    pub updated: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRelease {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    info: RawInfo,
+    #[serde(default)]
+    chart: Option<RawChart>,
+    #[serde(default)]
+    config: Option<serde_json::Value>,
+    #[serde(default)]
+    manifest: String,
+}
+
+#[derive(Deserialize, Default)]
+struct RawInfo {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    last_deployed: Option<String>,
+    #[serde(default)]
+    notes: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawChart {
+    metadata: RawChartMeta,
+}
+
+#[derive(Deserialize)]
+struct RawChartMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default, rename = "appVersion")]
+    app_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawListEntry {
+    name: String,
+    namespace: String,
+    revision: serde_json::Value,
+    #[serde(default)]
+    updated: Option<String>,
+    status: String,
+    chart: String,
+    #[serde(default)]
+    app_version: Option<String>,
+}
+
+/// Parses a release as printed by `-o json` (install, upgrade, status).
+pub fn parse_release(json: &[u8]) -> Result<ReleaseInfo, serde_json::Error> {
+    let raw: RawRelease = serde_json::from_slice(json)?;
+    let (chart_name, chart_version, app_version) = match raw.chart {
+        Some(c) => (
+            c.metadata.name,
+            c.metadata.version,
+            c.metadata.app_version.filter(|a| !a.is_empty()),
+        ),
+        None => (String::new(), String::new(), None),
+    };
+    Ok(ReleaseInfo {
+        name: raw.name,
+        namespace: raw.namespace,
+        revision: raw.version,
+        status: raw.info.status,
+        description: raw.info.description,
+        chart_name,
+        chart_version,
+        app_version,
+        last_deployed: raw.info.last_deployed.filter(|d| !d.is_empty()),
+        config: raw
+            .config
+            .filter(|c| !c.is_null())
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        manifest: raw.manifest,
+        notes: raw.info.notes.filter(|n| !n.is_empty()),
+    })
+}
+
+/// Parses `helm history -o json`.
+pub fn parse_history(json: &[u8]) -> Result<Vec<HistoryEntry>, serde_json::Error> {
+    serde_json::from_slice(json)
+}
+
+/// Parses `helm list -o json` (revision is a string there).
+pub fn parse_list(json: &[u8]) -> Result<Vec<ListEntry>, serde_json::Error> {
+    let raw: Vec<RawListEntry> = serde_json::from_slice(json)?;
+    Ok(raw
+        .into_iter()
+        .map(|r| ListEntry {
+            revision: match &r.revision {
+                serde_json::Value::String(s) => s.parse().unwrap_or(0),
+                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+                _ => 0,
+            },
+            name: r.name,
+            namespace: r.namespace,
+            status: r.status,
+            chart: r.chart,
+            app_version: r.app_version.filter(|a| !a.is_empty()),
+            updated: r.updated,
+        })
+        .collect())
+}
+
+/// A Go duration for `--timeout`.
+pub fn go_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The arguments of `helm upgrade --install` for a helm major version.
+pub fn upgrade_args(major: u64, req: &UpgradeRequest) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "upgrade".into(),
+        "--install".into(),
+        req.release.clone().into(),
+        req.chart.clone().into(),
+        "--namespace".into(),
+        req.namespace.clone().into(),
+        "--values".into(),
+        req.values_file.clone().into(),
+        "--timeout".into(),
+        go_duration(req.timeout).into(),
+    ];
+    if req.wait {
+        if major >= 4 {
+            // helm 4: kstatus watcher (event driven); its default is hookOnly.
+            args.push("--wait=watcher".into());
+        } else {
+            args.push("--wait".into());
+        }
+        args.push("--wait-for-jobs".into());
+    }
+    if req.create_namespace {
+        args.push("--create-namespace".into());
+    }
+    args.push("--output".into());
+    args.push("json".into());
+    args
+}
+
+/// The one helm the agent uses.
+#[derive(Clone, Debug)]
+pub struct Helm {
+    binary: PathBuf,
+    version: HelmVersion,
+    home: PathBuf,
+    kubeconfig: Option<PathBuf>,
+    kube_context: Option<String>,
+    redactor: Redactor,
+}
+
+impl Helm {
+    /// Detects the helm version and prepares helm's isolated homes under the work dir.
+    pub async fn new(config: HelmConfig, redactor: Redactor) -> Result<Self> {
+        let home = config.work_dir.join("helm");
+        for dir in ["cache", "config", "data", "kube-cache", "values", "home"] {
+            let path = home.join(dir);
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io { path, source })?;
+        }
+        let version = Self::detect(&config.binary).await?;
+        if !(3..=4).contains(&version.major) {
+            return Err(Error::Unsupported(version));
+        }
+        Ok(Self {
+            binary: config.binary,
+            version,
+            home,
+            kubeconfig: config.kubeconfig,
+            kube_context: config.kube_context,
+            redactor,
+        })
+    }
+
+    /// `helm version --template '{{.Version}}'`.
+    pub async fn detect(binary: &Path) -> Result<HelmVersion> {
+        let cmd = Command::new(binary)
+            .args(["version", "--template", "{{.Version}}"])
+            .timeout(READ_TIMEOUT);
+        let out = process::run(&cmd, &Redactor::new())
+            .await
+            .map_err(|source| Error::Process {
+                command: "version",
+                source,
+            })?;
+        HelmVersion::parse(&out.stdout_text())
+    }
+
+    pub fn version(&self) -> HelmVersion {
+        self.version
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The environment helm runs with: isolated homes, secret storage driver.
+    pub fn environment(&self) -> Vec<(OsString, OsString)> {
+        let p = |d: &str| self.home.join(d).into_os_string();
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("HOME".into(), p("home")),
+            ("HELM_CACHE_HOME".into(), p("cache")),
+            ("HELM_CONFIG_HOME".into(), p("config")),
+            ("HELM_DATA_HOME".into(), p("data")),
+            ("KUBECACHEDIR".into(), p("kube-cache")),
+            ("HELM_DRIVER".into(), "secret".into()),
+            ("HELM_NO_PLUGINS".into(), "1".into()),
+        ];
+        if let Some(k) = &self.kubeconfig {
+            env.push(("KUBECONFIG".into(), k.clone().into_os_string()));
+        }
+        env
+    }
+
+    /// Writes values to a 0600 file under the work dir and returns its path. The same
+    /// release reuses its file.
+    pub fn write_values(
+        &self,
+        namespace: &str,
+        release: &str,
+        values: &serde_json::Value,
+    ) -> Result<PathBuf> {
+        let dir = self.home.join("values");
+        let path = dir.join(format!("{namespace}.{release}.yaml"));
+        let tmp = dir.join(format!(".{namespace}.{release}.yaml.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        // JSON is YAML: helm reads it as a values file.
+        let text = serde_json::to_vec_pretty(values).expect("a JSON value serializes");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut file = opts.open(&tmp).map_err(io(&tmp))?;
+        file.write_all(&text).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    fn base_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(ctx) = &self.kube_context {
+            args.push("--kube-context".into());
+            args.push(ctx.into());
+        }
+        args
+    }
+
+    #[tracing::instrument(
+        name = "helm",
+        skip(self, args, timeout),
+        fields(
+            helm.version = %self.version,
+            exit_code = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        )
+    )]
+    async fn exec(
+        &self,
+        cmd: &'static str,
+        release: &str,
+        namespace: &str,
+        args: Vec<OsString>,
+        timeout: Duration,
+    ) -> Result<process::Output> {
+        let span = tracing::Span::current();
+        let mut all = args;
+        all.extend(self.base_args());
+        let command = Command::new(&self.binary)
+            .args(all)
+            .envs(self.environment())
+            .timeout(timeout);
+        let started = std::time::Instant::now();
+        let result = process::run(&command, &self.redactor).await;
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
+        let err = match result {
+            Ok(out) => {
+                span.record("exit_code", 0);
+                tracing::debug!(cmd, release, namespace, "helm finished");
+                return Ok(out);
+            }
+            Err(process::Error::Failed {
+                code,
+                stderr,
+                stdout,
+                ..
+            }) => {
+                if let Some(c) = code {
+                    span.record("exit_code", c);
+                }
+                let text = if stderr.trim().is_empty() {
+                    stdout
+                } else {
+                    stderr
+                };
+                let message = error_message(&text);
+                Error::Command {
+                    command: cmd,
+                    release: release.to_string(),
+                    namespace: namespace.to_string(),
+                    kind: classify(&message),
+                    message,
+                    exit_code: code,
+                }
+            }
+            Err(process::Error::Timeout { timeout, .. }) => Error::Killed {
+                command: cmd,
+                release: release.to_string(),
+                namespace: namespace.to_string(),
+                timeout,
+            },
+            Err(source) => Error::Process {
+                command: cmd,
+                source,
+            },
+        };
+        span.record("otel.status_code", "ERROR");
+        span.record("error", tracing::field::display(&err));
+        tracing::warn!(cmd, release, namespace, error = %err, "helm failed");
+        Err(err)
+    }
+
+    /// `helm upgrade --install` with waiting; returns the release helm printed.
+    pub async fn upgrade_install(&self, req: &UpgradeRequest) -> Result<ReleaseInfo> {
+        let args = upgrade_args(self.version.major, req);
+        let out = self
+            .exec(
+                "upgrade",
+                &req.release,
+                &req.namespace,
+                args,
+                req.timeout + PROCESS_GRACE,
+            )
+            .await?;
+        parse_release(&out.stdout).map_err(|source| Error::Parse {
+            command: "upgrade",
+            object: format!("{}/{}", req.namespace, req.release),
+            source,
+        })
+    }
+
+    /// `helm uninstall --wait`.
+    pub async fn uninstall(&self, release: &str, namespace: &str, timeout: Duration) -> Result<()> {
+        let args: Vec<OsString> = vec![
+            "uninstall".into(),
+            release.into(),
+            "--namespace".into(),
+            namespace.into(),
+            "--timeout".into(),
+            go_duration(timeout).into(),
+            "--wait".into(),
+        ];
+        self.exec(
+            "uninstall",
+            release,
+            namespace,
+            args,
+            timeout + PROCESS_GRACE,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `helm rollback RELEASE [REVISION] --wait`; `None` rolls back to the previous revision.
+    pub async fn rollback(
+        &self,
+        release: &str,
+        namespace: &str,
+        revision: Option<u64>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["rollback".into(), release.into()];
+        if let Some(r) = revision {
+            args.push(r.to_string().into());
+        }
+        args.extend::<[OsString; 5]>([
+            "--namespace".into(),
+            namespace.into(),
+            "--timeout".into(),
+            go_duration(timeout).into(),
+            if self.version.major >= 4 {
+                "--wait=watcher".into()
+            } else {
+                "--wait".into()
+            },
+        ]);
+        self.exec(
+            "rollback",
+            release,
+            namespace,
+            args,
+            timeout + PROCESS_GRACE,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `helm status -o json`.
+    pub async fn status(&self, release: &str, namespace: &str) -> Result<ReleaseInfo> {
+        let args: Vec<OsString> = vec![
+            "status".into(),
+            release.into(),
+            "--namespace".into(),
+            namespace.into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        let out = self
+            .exec("status", release, namespace, args, READ_TIMEOUT)
+            .await?;
+        parse_release(&out.stdout).map_err(|source| Error::Parse {
+            command: "status",
+            object: format!("{namespace}/{release}"),
+            source,
+        })
+    }
+
+    /// `helm history -o json`.
+    pub async fn history(&self, release: &str, namespace: &str) -> Result<Vec<HistoryEntry>> {
+        let args: Vec<OsString> = vec![
+            "history".into(),
+            release.into(),
+            "--namespace".into(),
+            namespace.into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        let out = self
+            .exec("history", release, namespace, args, READ_TIMEOUT)
+            .await?;
+        parse_history(&out.stdout).map_err(|source| Error::Parse {
+            command: "history",
+            object: format!("{namespace}/{release}"),
+            source,
+        })
+    }
+
+    /// `helm list -A -o json` (helm 3 adds `--all` to include failed and pending releases,
+    /// which helm 4 lists by default).
+    pub async fn list_all(&self) -> Result<Vec<ListEntry>> {
+        let mut args: Vec<OsString> = vec![
+            "list".into(),
+            "--all-namespaces".into(),
+            "--output".into(),
+            "json".into(),
+            "--max".into(),
+            "100000".into(),
+        ];
+        if self.version.major < 4 {
+            args.push("--all".into());
+        }
+        let out = self.exec("list", "*", "*", args, READ_TIMEOUT).await?;
+        parse_list(&out.stdout).map_err(|source| Error::Parse {
+            command: "list",
+            object: "all releases".into(),
+            source,
+        })
+    }
+
+    /// `helm get values -o json` (user-supplied values; `{}` when none).
+    pub async fn get_values(&self, release: &str, namespace: &str) -> Result<serde_json::Value> {
+        let args: Vec<OsString> = vec![
+            "get".into(),
+            "values".into(),
+            release.into(),
+            "--namespace".into(),
+            namespace.into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        let out = self
+            .exec("get-values", release, namespace, args, READ_TIMEOUT)
+            .await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|source| Error::Parse {
+                command: "get values",
+                object: format!("{namespace}/{release}"),
+                source,
+            })?;
+        Ok(if v.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            v
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> UpgradeRequest {
+        UpgradeRequest {
+            release: "cert-manager".into(),
+            namespace: "cert-manager".into(),
+            chart: "/cache/sha256/abc.tgz".into(),
+            values_file: "/work/helm/values/cert-manager.cert-manager.yaml".into(),
+            timeout: Duration::from_secs(300),
+            create_namespace: true,
+            wait: true,
+        }
+    }
+
+    fn strs(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn upgrade_args_helm4_use_watcher() {
+        let args = strs(upgrade_args(4, &req()));
+        assert_eq!(
+            args,
+            [
+                "upgrade",
+                "--install",
+                "cert-manager",
+                "/cache/sha256/abc.tgz",
+                "--namespace",
+                "cert-manager",
+                "--values",
+                "/work/helm/values/cert-manager.cert-manager.yaml",
+                "--timeout",
+                "300s",
+                "--wait=watcher",
+                "--wait-for-jobs",
+                "--create-namespace",
+                "--output",
+                "json"
+            ]
+        );
+        assert!(!args.iter().any(|a| a == "--set" || a.contains("atomic")));
+    }
+
+    #[test]
+    fn upgrade_args_helm3_use_plain_wait_and_respect_flags() {
+        let mut r = req();
+        r.create_namespace = false;
+        r.timeout = Duration::from_millis(1500);
+        let args = strs(upgrade_args(3, &r));
+        assert!(args.contains(&"--wait".to_string()));
+        assert!(args.contains(&"--wait-for-jobs".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--wait=")));
+        assert!(!args.contains(&"--create-namespace".to_string()));
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--timeout" && w[1] == "1500ms")
+        );
+        r.wait = false;
+        let args = strs(upgrade_args(3, &r));
+        assert!(!args.iter().any(|a| a.starts_with("--wait")));
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            HelmVersion::parse("v4.1.4").unwrap(),
+            HelmVersion {
+                major: 4,
+                minor: 1,
+                patch: 4
+            }
+        );
+        assert_eq!(HelmVersion::parse("v3.19.0+g3d8990f\n").unwrap().minor, 19);
+        assert!(HelmVersion::parse("garbage").is_err());
+        assert!(HelmVersion::parse("v4.1").is_err());
+        assert_eq!(HelmVersion::parse("3.2.1").unwrap().to_string(), "v3.2.1");
+    }
+
+    #[test]
+    fn error_message_takes_from_the_error_line() {
+        let stderr = "level=DEBUG msg=\"preparing\"\nError: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress\n\n";
+        let m = error_message(stderr);
+        assert_eq!(
+            m,
+            "UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"
+        );
+        assert_eq!(classify(&m), FailureKind::OperationInProgress);
+        let m = error_message("warn one\nwarn two\n");
+        assert_eq!(m, "warn one\nwarn two");
+    }
+
+    #[test]
+    fn classify_known_helm_messages() {
+        let cases = [
+            (
+                "INSTALLATION FAILED: unable to build kubernetes objects from release manifest: resource mapping not found for name: \"linkerd-identity\" namespace: \"linkerd\" from \"\": no matches for kind \"Certificate\" in version \"cert-manager.io/v1\"\nensure CRDs are installed first",
+                FailureKind::NoMatchesForKind,
+            ),
+            (
+                "failed post-install: resource Job/linkerd/check not ready. status: Failed",
+                FailureKind::HookFailed,
+            ),
+            (
+                "failed pre-install: 1 error occurred:\n\t* job check failed: BackoffLimitExceeded",
+                FailureKind::HookFailed,
+            ),
+            (
+                "resource Deployment/ns/x not ready. status: InProgress, message: ...\ncontext deadline exceeded",
+                FailureKind::Timeout,
+            ),
+            ("release: not found", FailureKind::ReleaseNotFound),
+            (
+                "Kubernetes cluster unreachable: Get \"https://127.0.0.1:1/version\": dial tcp 127.0.0.1:1: connect: connection refused",
+                FailureKind::ClusterUnreachable,
+            ),
+            (
+                "create: failed to create: namespaces \"x\" not found",
+                FailureKind::Other,
+            ),
+        ];
+        for (msg, kind) in cases {
+            assert_eq!(classify(msg), kind, "{msg}");
+        }
+    }
+
+    #[test]
+    fn release_json_parses() {
+        let json = br#"{"name":"flagger","info":{"first_deployed":"2026-01-01T00:00:00Z","last_deployed":"2026-01-01T00:00:01Z","deleted":"","description":"Install complete","status":"deployed","notes":"hi"},"chart":{"metadata":{"name":"flagger","version":"1.2.3","appVersion":"1.2.3","apiVersion":"v2"},"lock":null,"templates":[],"values":{}},"config":{"replicas":2},"manifest":"---\nkind: A\n","version":3,"namespace":"flagger-system"}"#;
+        let r = parse_release(json).unwrap();
+        assert_eq!(r.name, "flagger");
+        assert_eq!(r.namespace, "flagger-system");
+        assert_eq!(r.revision, 3);
+        assert_eq!(r.status, "deployed");
+        assert_eq!(r.chart_name, "flagger");
+        assert_eq!(r.chart_version, "1.2.3");
+        assert_eq!(r.config["replicas"], 2);
+        assert_eq!(r.notes.as_deref(), Some("hi"));
+        // No config at all: an empty map.
+        let r = parse_release(br#"{"name":"x","version":1,"info":{"status":"failed"}}"#).unwrap();
+        assert!(r.config.as_object().unwrap().is_empty());
+        assert!(parse_release(b"not json").is_err());
+    }
+
+    #[test]
+    fn history_and_list_parse() {
+        let h = parse_history(br#"[{"revision":1,"updated":"2026-01-01T00:00:00Z","status":"superseded","chart":"linkerd-0.1.0","app_version":"2.14","description":"Install complete"},{"revision":2,"updated":"2026-01-01T00:01:00Z","status":"deployed","chart":"linkerd-0.1.1","app_version":"2.14","description":"Upgrade complete"}]"#).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].revision, 2);
+        assert_eq!(h[1].chart, "linkerd-0.1.1");
+        let l = parse_list(br#"[{"name":"linkerd","namespace":"linkerd","revision":"2","updated":"2026-01-01 00:01:00 +0000 UTC","status":"deployed","chart":"linkerd-0.1.1","app_version":""}]"#).unwrap();
+        assert_eq!(l[0].revision, 2);
+        assert_eq!(l[0].app_version, None);
+    }
+
+    #[tokio::test]
+    async fn values_file_is_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let helm = Helm {
+            binary: "helm".into(),
+            version: HelmVersion::parse("v4.1.4").unwrap(),
+            home: dir.path().join("helm"),
+            kubeconfig: Some("/k".into()),
+            kube_context: None,
+            redactor: Redactor::new(),
+        };
+        std::fs::create_dir_all(dir.path().join("helm/values")).unwrap();
+        let p = helm
+            .write_values("ns", "rel", &serde_json::json!({"a": {"b": 1}}))
+            .unwrap();
+        let p2 = helm
+            .write_values("ns", "rel", &serde_json::json!({"a": 2}))
+            .unwrap();
+        assert_eq!(p, p2);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({"a": 2})
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let env = helm.environment();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone().into_string().unwrap())
+        };
+        assert_eq!(get("HELM_DRIVER").as_deref(), Some("secret"));
+        assert_eq!(get("KUBECONFIG").as_deref(), Some("/k"));
+        assert!(
+            get("HELM_CACHE_HOME")
+                .unwrap()
+                .starts_with(dir.path().to_str().unwrap())
+        );
+    }
+
+    fn tools_helm(major: u64) -> Option<PathBuf> {
+        let root = std::env::var_os("STRATA_TOOLS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools"));
+        let p = root.join(format!("helm{major}")).join("helm");
+        p.exists().then_some(p)
+    }
+
+    #[tokio::test]
+    async fn detects_the_real_helm_versions() {
+        for major in [3, 4] {
+            let Some(bin) = tools_helm(major) else {
+                panic!("helm{major} not installed: run scripts/install-tools.sh");
+            };
+            let v = Helm::detect(&bin).await.unwrap();
+            assert_eq!(v.major, major);
+        }
+    }
+}
