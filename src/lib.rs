@@ -10,6 +10,7 @@ pub mod config;
 pub mod helm;
 pub mod metrics;
 pub mod process;
+pub mod report;
 pub mod server;
 pub mod status;
 pub mod telemetry;

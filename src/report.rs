@@ -1,0 +1,279 @@
+//! Status for `kubectl`: the ConfigMap `strata-status` (key `status.json`) in the agent's
+//! namespace, kept current by server-side apply (field manager `strata`), and core/v1 Events
+//! for release transitions (reasons `Installing`, `Ready`, `Failed`) whose involvedObject is
+//! that ConfigMap:
+//!
+//! ```text
+//! kubectl -n strata-system get configmap strata-status -o jsonpath='{.data.status\.json}'
+//! kubectl -n strata-system get events --field-selector involvedObject.name=strata-status
+//! ```
+//!
+//! Writes are throttled: a phase change (of the agent, a layer or a release) is written at
+//! once; other changes (messages, not-ready resources) at most once per `min_interval`.
+//! Failures to write are logged and retried on the next change: reporting never stops the
+//! agent.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::status::{ReleasePhase, StatusStore, Transition};
+
+/// Name of the status ConfigMap.
+pub const CONFIGMAP_NAME: &str = "strata-status";
+/// Key of the status JSON in the ConfigMap.
+pub const STATUS_KEY: &str = "status.json";
+const FIELD_MANAGER: &str = "strata";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "writing ConfigMap {namespace}/{CONFIGMAP_NAME} failed: {source}; check that namespace {namespace} exists and the agent may patch configmaps there"
+    )]
+    ConfigMap {
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error(
+        "creating an Event in {namespace} for release {release} failed: {source}; check that the agent may create events there"
+    )]
+    Event {
+        namespace: String,
+        release: String,
+        source: kube::Error,
+    },
+    #[error("encoding the status as JSON failed: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Writes the status ConfigMap and Events.
+#[derive(Clone)]
+pub struct Reporter {
+    client: kube::Client,
+    namespace: String,
+    status: StatusStore,
+    instance: String,
+}
+
+impl Reporter {
+    pub fn new(client: kube::Client, namespace: impl Into<String>, status: StatusStore) -> Self {
+        let instance = std::env::var("HOSTNAME")
+            .or_else(|_| std::env::var("POD_NAME"))
+            .unwrap_or_else(|_| "strata".to_string());
+        Self {
+            client,
+            namespace: namespace.into(),
+            status,
+            instance,
+        }
+    }
+
+    /// Apply the current status to the ConfigMap; returns the ConfigMap as stored.
+    pub async fn write_status(&self) -> Result<ConfigMap> {
+        let snapshot = self.status.snapshot();
+        let json = serde_json::to_string_pretty(&snapshot)?;
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": CONFIGMAP_NAME,
+                "namespace": self.namespace,
+                "labels": {
+                    "app.kubernetes.io/name": "strata",
+                    "app.kubernetes.io/managed-by": "strata",
+                },
+            },
+            "data": { STATUS_KEY: json },
+        });
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.patch(
+            CONFIGMAP_NAME,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .map_err(|source| Error::ConfigMap {
+            namespace: self.namespace.clone(),
+            source,
+        })
+    }
+
+    /// Create an Event for a release transition, attached to the status ConfigMap.
+    pub async fn write_event(&self, cm: &ConfigMap, t: &Transition) -> Result<()> {
+        let Some((reason, type_)) = event_reason(t.to) else {
+            return Ok(());
+        };
+        let message = match &t.message {
+            Some(m) if !m.is_empty() => {
+                format!("release {}/{}: {}: {}", t.namespace, t.release, reason, m)
+            }
+            _ => format!("release {}/{}: {}", t.namespace, t.release, reason),
+        };
+        let now = jiff::Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{CONFIGMAP_NAME}.")),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("ConfigMap".into()),
+                name: Some(CONFIGMAP_NAME.into()),
+                namespace: Some(self.namespace.clone()),
+                uid: cm.metadata.uid.clone(),
+                resource_version: cm.metadata.resource_version.clone(),
+                field_path: None,
+            },
+            reason: Some(reason.into()),
+            message: Some(truncate(&message, 1024)),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            action: Some(reason.into()),
+            reporting_component: Some("strata".into()),
+            reporting_instance: Some(self.instance.clone()),
+            source: Some(EventSource {
+                component: Some("strata".into()),
+                host: None,
+            }),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        api.create(&PostParams::default(), &event)
+            .await
+            .map_err(|source| Error::Event {
+                namespace: self.namespace.clone(),
+                release: format!("{}/{}", t.namespace, t.release),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Run until `shutdown`: keep the ConfigMap current and emit Events. A last write is made
+    /// on shutdown.
+    pub fn spawn(self, min_interval: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(async move { self.run(min_interval, shutdown).await })
+    }
+
+    async fn run(self, min_interval: Duration, shutdown: CancellationToken) {
+        let mut changes = self.status.subscribe();
+        let mut transitions = self.status.transitions();
+        let mut last_write: Option<tokio::time::Instant> = None;
+        let mut cm: Option<ConfigMap> = None;
+        let mut pending = true;
+        loop {
+            if pending {
+                let phase_changed = changes.borrow_and_update().phase_changed;
+                if !phase_changed && let Some(last) = last_write {
+                    let due = last + min_interval;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = shutdown.cancelled() => {}
+                        _ = changes.changed() => { continue; }
+                    }
+                }
+                self.status.clear_phase_changed();
+                match self.write_status().await {
+                    Ok(c) => {
+                        cm = Some(c);
+                        pending = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "status ConfigMap not written"),
+                }
+                last_write = Some(tokio::time::Instant::now());
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() { break; }
+                    pending = true;
+                }
+                t = transitions.recv() => {
+                    match t {
+                        Ok(t) => {
+                            if cm.is_none() {
+                                match self.write_status().await {
+                                    Ok(c) => cm = Some(c),
+                                    Err(e) => tracing::warn!(error = %e, "status ConfigMap not written"),
+                                }
+                            }
+                            if let Some(c) = &cm
+                                && let Err(e) = self.write_event(c, &t).await
+                            {
+                                tracing::warn!(error = %e, "event not written");
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(skipped = n, "release events skipped: too many at once");
+                        }
+                        Err(_) => break,
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    pending = true;
+                }
+            }
+        }
+        if let Err(e) = self.write_status().await {
+            tracing::warn!(error = %e, "final status ConfigMap not written");
+        }
+    }
+}
+
+/// Event reason and type for a transition; `None` for transitions without an Event.
+fn event_reason(to: ReleasePhase) -> Option<(&'static str, &'static str)> {
+    match to {
+        ReleasePhase::Installing => Some(("Installing", "Normal")),
+        ReleasePhase::Ready => Some(("Ready", "Normal")),
+        ReleasePhase::Failed => Some(("Failed", "Warning")),
+        _ => None,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_installing_ready_failed_make_events() {
+        assert_eq!(
+            event_reason(ReleasePhase::Installing),
+            Some(("Installing", "Normal"))
+        );
+        assert_eq!(event_reason(ReleasePhase::Ready), Some(("Ready", "Normal")));
+        assert_eq!(
+            event_reason(ReleasePhase::Failed),
+            Some(("Failed", "Warning"))
+        );
+        assert_eq!(event_reason(ReleasePhase::Waiting), None);
+        assert_eq!(event_reason(ReleasePhase::Skipped), None);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("ééé", 3), "é...");
+    }
+}
