@@ -6,6 +6,7 @@
 //! - [`server`]: the HTTP API (`/status`, `/healthz`, `/readyz`, `/metrics`);
 //! - [`metrics`]: Prometheus metrics; [`telemetry`]: logs and OTLP traces;
 //! - [`report`]: the `strata-status` ConfigMap and Kubernetes Events.
+pub mod agent;
 pub mod config;
 pub mod helm;
 pub mod metrics;

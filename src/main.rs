@@ -1,1 +1,129 @@
-fn main() {}
+//! The strata binary: parse arguments, start telemetry, call the library, flush telemetry.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use strata::agent::{self, AgentConfig, Outcome};
+use strata::config::{Cli, Command, LogArgs, PlanArgs, RunArgs, agent_namespace};
+use strata::{plan_cmd, telemetry};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let Cli {
+        command,
+        log: LogArgs {
+            log_format,
+            log_level,
+        },
+    } = Cli::parse();
+    let telemetry = match telemetry::init(log_format, &log_level) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match command {
+            Command::Run(args) => run(args).await,
+            Command::Plan(args) => plan(args).await,
+        }
+    });
+    // Stop the runtime (and any helm child, killed on drop) before the blocking flush.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    telemetry.shutdown();
+    code
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        source,
+        once,
+        interval,
+        concurrency,
+        helm,
+        default_timeout,
+        listen,
+        kubeconfig,
+        namespace,
+    } = args;
+    let config = AgentConfig {
+        source: source.into(),
+        once,
+        interval,
+        concurrency: usize::from(concurrency),
+        helm,
+        default_timeout,
+        listen,
+        kubeconfig,
+        namespace: agent_namespace(namespace),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    match agent::run(config, shutdown).await {
+        Ok(Outcome::AllReady) => ExitCode::SUCCESS,
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::NotReady) => ExitCode::from(1),
+        Err(e) => {
+            tracing::error!(error = %e, "strata stopped");
+            eprintln!("strata: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn plan(args: PlanArgs) -> ExitCode {
+    let PlanArgs { source, output } = args;
+    match plan_cmd::run(source.into(), output, &mut std::io::stdout()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("strata: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Two-stage shutdown: the first SIGTERM/SIGINT drains (a running helm finishes and is
+/// recorded), the second exits at once.
+async fn signals(shutdown: CancellationToken) {
+    let mut first = true;
+    loop {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        if first {
+            tracing::info!("shutdown requested: draining (signal again to exit at once)");
+            shutdown.cancel();
+            first = false;
+        } else {
+            eprintln!("strata: second signal, exiting now");
+            std::process::exit(130);
+        }
+    }
+}

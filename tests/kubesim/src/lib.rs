@@ -1,1 +1,46 @@
-//! kubesim: a simulated Kubernetes API server.
+//! kubesim: a simulated Kubernetes API server (in-memory store + HTTP/TLS API) with simulated
+//! controllers, for testing strata against real helm, kubectl and kube-rs.
+//!
+//! # Public API summary
+//!
+//! ## Store (`kubesim::store`, for controllers and tests)
+//! - [`store::Store`]: cheap `Clone` (an `Arc` inside). Objects are `serde_json::Value`, keyed
+//!   by [`ResourceKey`] (group + plural; all versions of a group share storage), namespace, name.
+//! - `store.get(&res, Some("ns"), "name") -> Option<Value>`
+//! - `store.list(&res, Some("ns") | None) -> (Vec<Value>, u64 /* resourceVersion */)`
+//! - `store.create(&res, obj) -> Result<Value, ApiError>`: defaults, uid, creationTimestamp,
+//!   generation (kinds that track it), resourceVersion, generateName, namespace must exist and
+//!   not be Terminating.
+//! - `store.update(&res, obj) -> Result<Value, ApiError>`: PUT; 409 Conflict when
+//!   `metadata.resourceVersion` is given and stale; unconditional without it. Status is kept
+//!   for kinds with a status subresource; generation bumps on spec changes only. Writing an
+//!   object that is unchanged is a no-op (no event, same resourceVersion).
+//! - `store.update_status(&res, obj)`: only `.status` changes; generation untouched.
+//! - `store.update_with(&res, ns, name, |obj| ...)` / `store.update_status_with(...)`:
+//!   read-modify-write under the store lock (never conflicts).
+//! - `store.delete(&res, ns, name, Propagation::Background) -> Result<Deleted, ApiError>`;
+//!   `Deleted::Gone(obj)` or `Deleted::Pending(obj)` (finalizers / foreground / namespace).
+//! - `store.subscribe() -> tokio::sync::broadcast::Receiver<WatchEvent>`: every change;
+//!   `WatchEvent { kind: EventKind::{Added, Modified, Deleted}, resource: ResourceKey,
+//!   object: Arc<Value>, resource_version: u64 }`.
+//! - `store.resource_for_kind("apps/v1", "Deployment") -> Option<ResourceKey>`,
+//!   `store.resource_info(&res) -> Option<ResourceInfo>`, `ResourceKey::new("apps", "deployments")`.
+//! - Writes from Rust go through the same rules and watch events as HTTP writes, but not
+//!   through the request log or fault injection.
+//!
+//! ## Server
+//! - [`start`]`(Config::default()).await -> anyhow::Result<Cluster>`; [`Cluster`] has `url()`,
+//!   `ca_pem()`, `token()`, `write_kubeconfig(path)`, `write_in_cluster_env(dir)`, `store()`,
+//!   `controls()`, `shutdown().await`.
+//! - Admin endpoint under `/kubesim/...` on the same server (see README.md).
+
+// `pub mod controllers;` is added once H2's controllers compile.
+pub(crate) mod defaults;
+pub mod error;
+pub mod registry;
+pub mod store;
+pub mod util;
+
+pub use error::ApiError;
+pub use registry::{ResourceInfo, ResourceKey};
+pub use store::{Deleted, EventKind, Propagation, Store, StoreConfig, WatchEvent};

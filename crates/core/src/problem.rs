@@ -1,0 +1,159 @@
+//! Validation problems: what is wrong, in which file, at which field.
+//!
+//! Every parser in this crate collects *all* problems it finds and returns them at once as
+//! [`Problems`], so a user fixes a bad revision in one round.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One thing wrong with an input.
+///
+/// `field` is a path such as `profiles[cert-manager].chart.version` (the profile's name is used
+/// once it is known, its index otherwise: `profiles[2]`). An empty `field` means the whole file.
+/// `line`/`column` (1-based) point into the file when the position is known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl Problem {
+    /// A problem without a known position.
+    pub fn new(
+        file: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            field: field.into(),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    /// Attach a 1-based line and column (0 means unknown and is ignored).
+    #[must_use]
+    pub fn at(mut self, line: u32, column: u32) -> Self {
+        if line > 0 {
+            self.line = Some(line);
+            self.column = (column > 0).then_some(column);
+        }
+        self
+    }
+}
+
+/// `file: field: message (line L, column C)`; the field part is left out when empty.
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)?;
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, " (line {l}, column {c})"),
+            (Some(l), None) => write!(f, " (line {l})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A non-empty list of problems; the error type of every parser and of the planner.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, thiserror::Error)]
+#[serde(transparent)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+    pub fn push(&mut self, p: Problem) {
+        self.0.push(p);
+    }
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Problem> {
+        self.0.iter()
+    }
+    /// `Ok(value)` when no problem was recorded, the problems otherwise.
+    pub fn into_result<T>(self, value: T) -> Result<T, Problems> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl From<Problem> for Problems {
+    fn from(p: Problem) -> Self {
+        Self(vec![p])
+    }
+}
+
+impl IntoIterator for Problems {
+    type Item = Problem;
+    type IntoIter = std::vec::IntoIter<Problem>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// One problem per line.
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_with_and_without_position() {
+        let p = Problem::new("profiles.yaml", "profiles[a].version", "bad range");
+        assert_eq!(
+            p.to_string(),
+            "profiles.yaml: profiles[a].version: bad range"
+        );
+        let p = p.at(3, 7);
+        assert_eq!(
+            p.to_string(),
+            "profiles.yaml: profiles[a].version: bad range (line 3, column 7)"
+        );
+        let whole = Problem::new("f.yaml", "", "empty file");
+        assert_eq!(whole.to_string(), "f.yaml: empty file");
+    }
+
+    #[test]
+    fn problems_join_lines_and_result() {
+        let mut ps = Problems::new();
+        assert_eq!(ps.clone().into_result(1), Ok(1));
+        ps.push(Problem::new("a", "x", "one"));
+        ps.push(Problem::new("a", "y", "two"));
+        assert_eq!(ps.to_string(), "a: x: one\na: y: two");
+        assert!(ps.into_result(()).is_err());
+    }
+}

@@ -1,0 +1,928 @@
+//! The profile list: which profiles (Helm charts) a cluster gets, at which versions, with
+//! which values, and how their layers are assigned. See `docs/profile-list.md`.
+//!
+//! [`parse`] validates the whole document and reports every problem at once. The returned
+//! [`ProfileList`] has every default applied (release name, namespace, timeout, layering
+//! model), so callers never re-derive them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problems;
+use crate::types::{GoDuration, LayerNumber, check_dns1123_label, check_repo_path};
+use crate::version::VersionConstraint;
+use crate::yaml::{self, Ctx, Node, Value, join};
+
+/// The only `apiVersion` accepted.
+pub const API_VERSION: &str = "strata.dev/v1alpha1";
+/// The `kind` of a profile list.
+pub const KIND: &str = "ProfileList";
+/// Default of `defaults.timeout`.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// Default of `defaults.namespace`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Helm's limit on release names.
+pub const MAX_RELEASE_NAME: usize = 53;
+
+/// Field names accepted at the top of the document (the JSON Schema lists the same).
+pub const TOP_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "layering",
+    "repositories",
+    "defaults",
+    "profiles",
+];
+/// Field names accepted in `layering`.
+pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
+/// Field names accepted in each `repositories[]` entry.
+pub const REPOSITORY_FIELDS: &[&str] = &["name", "url"];
+/// Field names accepted in `defaults`.
+pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace"];
+/// Field names accepted in each `profiles[]` entry.
+pub const PROFILE_FIELDS: &[&str] = &[
+    "name",
+    "chart",
+    "version",
+    "releaseName",
+    "namespace",
+    "values",
+    "valuesFiles",
+    "layer",
+    "timeout",
+];
+/// Field names accepted in `profiles[].chart`.
+pub const CHART_FIELDS: &[&str] = &["repository", "name", "path"];
+
+/// A validated profile list with every default applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileList {
+    pub api_version: String,
+    pub kind: String,
+    pub layering: Layering,
+    pub repositories: Vec<Repository>,
+    pub defaults: Defaults,
+    pub profiles: Vec<Profile>,
+}
+
+impl ProfileList {
+    pub fn repository(&self, name: &str) -> Option<&Repository> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+}
+
+/// How layers are assigned (a `layer` on a profile overrides every model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayeringModel {
+    /// The chart's own layer annotation (`strata.dev/layer` or `weave.works/layer`).
+    #[default]
+    Annotation,
+    /// The chart's category annotation, mapped to a layer by `layering.categories`.
+    Category,
+    /// A master list in the Git repository (`layering.allocationFile`) gives every component
+    /// (chart name) a unique layer.
+    Allocated,
+}
+
+impl std::fmt::Display for LayeringModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Annotation => "annotation",
+            Self::Category => "category",
+            Self::Allocated => "allocated",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Layering {
+    pub model: LayeringModel,
+    /// Category -> layer (model `category` only; gaps allowed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: BTreeMap<String, LayerNumber>,
+    /// Path of the allocation file in the Git repository (model `allocated` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_file: Option<String>,
+}
+
+/// A chart repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    pub name: String,
+    pub url: String,
+}
+
+/// The kind of a chart repository, from its URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// `http://` or `https://`: a classic Helm repository with an `index.yaml`.
+    Http,
+    /// `oci://`: parsed, but not supported yet (reported as a problem).
+    Oci,
+}
+
+impl Repository {
+    /// The kind from the URL scheme; `None` for an unsupported scheme.
+    pub fn kind(&self) -> Option<RepositoryKind> {
+        repository_kind(&self.url)
+    }
+}
+
+fn repository_kind(url: &str) -> Option<RepositoryKind> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        Some(RepositoryKind::Http)
+    } else if lower.starts_with("oci://") {
+        Some(RepositoryKind::Oci)
+    } else {
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub timeout: GoDuration,
+    pub namespace: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            timeout: GoDuration::from_secs(DEFAULT_TIMEOUT_SECS),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+}
+
+/// Where a profile's chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ChartRef {
+    /// A chart `name` in the repository called `repository` (see [`ProfileList::repositories`]).
+    Repository { repository: String, name: String },
+    /// A chart directory inside the Git repository (normalized, relative).
+    Path { path: String },
+}
+
+impl std::fmt::Display for ChartRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Repository { repository, name } => write!(f, "{repository}/{name}"),
+            Self::Path { path } => write!(f, "git:{path}"),
+        }
+    }
+}
+
+/// One profile with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Profile {
+    /// Unique in the list; a DNS-1123 label.
+    pub name: String,
+    pub chart: ChartRef,
+    /// Required for repository charts; for path charts, checked against Chart.yaml if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionConstraint>,
+    /// Defaults to `name`; DNS-1123 label of at most 53 characters.
+    pub release_name: String,
+    /// Defaults to `defaults.namespace`; created if missing.
+    pub namespace: String,
+    /// Inline values, applied after every values file.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// Paths in the Git repository, merged in order.
+    pub values_files: Vec<String>,
+    /// Overrides every layering model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<LayerNumber>,
+    /// Defaults to `defaults.timeout`.
+    pub timeout: GoDuration,
+}
+
+/// Parse and validate a profile list. `file` names the file in problems.
+pub fn parse(file: &str, text: &str) -> Result<ProfileList, Problems> {
+    let root = yaml::parse(file, text).map_err(Problems::from)?;
+    let mut ctx = Ctx::new(file);
+    let list = validate(&mut ctx, &root);
+    match list {
+        Some(l) if ctx.problems.is_empty() => Ok(l),
+        _ => {
+            if ctx.problems.is_empty() {
+                ctx.report(Some(&root), "", "the profile list could not be read");
+            }
+            Err(ctx.problems)
+        }
+    }
+}
+
+fn validate(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
+    if root.value == Value::Null {
+        ctx.report(None, "", "the file is empty; expected a ProfileList document");
+        return None;
+    }
+    let top = ctx.map(root, "", Some(TOP_FIELDS))?;
+
+    let api_version = ctx
+        .required(&top, "apiVersion", "")
+        .and_then(|n| ctx.string(n, "apiVersion").map(|s| (n, s)));
+    if let Some((n, v)) = &api_version
+        && v != API_VERSION
+    {
+        ctx.report(
+            Some(n),
+            "apiVersion",
+            format!("unsupported apiVersion `{v}`; expected `{API_VERSION}`"),
+        );
+    }
+    let kind = ctx
+        .required(&top, "kind", "")
+        .and_then(|n| ctx.string(n, "kind").map(|s| (n, s)));
+    if let Some((n, k)) = &kind
+        && k != KIND
+    {
+        ctx.report(
+            Some(n),
+            "kind",
+            format!("unexpected kind `{k}`; expected `{KIND}`"),
+        );
+    }
+
+    let layering = top
+        .get("layering")
+        .map_or_else(|| Some(Layering::default()), |n| layering(ctx, n));
+    let (repositories, repos_ok) = top
+        .get("repositories")
+        .map_or_else(|| (Vec::new(), true), |n| repositories(ctx, n));
+    let defaults = top
+        .get("defaults")
+        .map_or_else(|| Some(Defaults::default()), |n| defaults(ctx, n));
+    let profiles_node = ctx.required(&top, "profiles", "");
+
+    let (Some(layering), Some(defaults), true) = (layering, defaults.clone(), repos_ok) else {
+        // Still validate the profiles so every problem is reported at once.
+        if let Some(n) = profiles_node {
+            profiles(ctx, n, &repositories, &defaults.unwrap_or_default());
+        }
+        return None;
+    };
+    let profiles = profiles(ctx, profiles_node?, &repositories, &defaults)?;
+    Some(ProfileList {
+        api_version: api_version?.1,
+        kind: kind?.1,
+        layering,
+        repositories,
+        defaults,
+        profiles,
+    })
+}
+
+/// A layer written as a number (`10`) or a string (`layer-10`, `"10"`).
+pub(crate) fn layer_value(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<LayerNumber> {
+    let parsed = match &node.value {
+        Value::Int(i) => u32::try_from(*i).ok().map(LayerNumber),
+        Value::Str(s) => LayerNumber::parse(s).ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        let shown = node
+            .scalar_text()
+            .unwrap_or_else(|| node.type_name().to_owned());
+        ctx.report(
+            Some(node),
+            path,
+            format!(
+                "`{shown}` is not a layer: write `layer-N` or `N` with N a non-negative integer"
+            ),
+        );
+    }
+    parsed
+}
+
+fn duration_value(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<GoDuration> {
+    let text = match &node.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => {
+            ctx.report(
+                Some(node),
+                path,
+                format!("`{i}` has no unit; write a duration like 90s, 5m or 1h30m"),
+            );
+            return None;
+        }
+        _ => {
+            ctx.report(
+                Some(node),
+                path,
+                format!("must be a duration like 5m, found {}", node.type_name()),
+            );
+            return None;
+        }
+    };
+    match GoDuration::parse(&text) {
+        Ok(d) if d.0.is_zero() => {
+            ctx.report(Some(node), path, "must be longer than zero");
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            ctx.report(Some(node), path, e.to_string());
+            None
+        }
+    }
+}
+
+fn layering(ctx: &mut Ctx<'_>, node: &Node) -> Option<Layering> {
+    let f = ctx.map(node, "layering", Some(LAYERING_FIELDS))?;
+    let mut ok = true;
+    let model = match f.get("model") {
+        None => LayeringModel::Annotation,
+        Some(n) => match ctx.string(n, "layering.model").as_deref() {
+            Some("annotation") => LayeringModel::Annotation,
+            Some("category") => LayeringModel::Category,
+            Some("allocated") => LayeringModel::Allocated,
+            Some(other) => {
+                ctx.report(
+                    Some(n),
+                    "layering.model",
+                    format!(
+                        "unknown layering model `{other}`; expected annotation, category or allocated"
+                    ),
+                );
+                return None;
+            }
+            None => return None,
+        },
+    };
+    let mut categories = BTreeMap::new();
+    if let Some(n) = f.get("categories") {
+        if model != LayeringModel::Category {
+            ctx.report(
+                Some(n),
+                "layering.categories",
+                format!("only used with `model: category` (the model is `{model}`)"),
+            );
+            ok = false;
+        } else if let Some(cf) = ctx.map(n, "layering.categories", None) {
+            for (name, _, v) in &cf.entries {
+                let path = format!("layering.categories.{name}");
+                if name.trim().is_empty() {
+                    ctx.report(Some(v), &path, "a category name must not be empty");
+                    ok = false;
+                    continue;
+                }
+                match layer_value(ctx, v, &path) {
+                    Some(l) => {
+                        categories.insert(name.clone(), l);
+                    }
+                    None => ok = false,
+                }
+            }
+        } else {
+            ok = false;
+        }
+    }
+    if model == LayeringModel::Category && categories.is_empty() && ok {
+        ctx.report(
+            Some(node),
+            "layering.categories",
+            "model `category` needs a map of categories to layer numbers",
+        );
+        ok = false;
+    }
+    let mut allocation_file = None;
+    match (f.get("allocationFile"), model) {
+        (Some(n), LayeringModel::Allocated) => {
+            if let Some(s) = ctx.string(n, "layering.allocationFile") {
+                match check_repo_path(&s) {
+                    Ok(p) => allocation_file = Some(p),
+                    Err(e) => {
+                        ctx.report(Some(n), "layering.allocationFile", e.to_string());
+                        ok = false;
+                    }
+                }
+            } else {
+                ok = false;
+            }
+        }
+        (Some(n), _) => {
+            ctx.report(
+                Some(n),
+                "layering.allocationFile",
+                format!("only used with `model: allocated` (the model is `{model}`)"),
+            );
+            ok = false;
+        }
+        (None, LayeringModel::Allocated) => {
+            ctx.report(
+                Some(node),
+                "layering.allocationFile",
+                "model `allocated` needs the path of the allocation file in the repository",
+            );
+            ok = false;
+        }
+        (None, _) => {}
+    }
+    ok.then_some(Layering {
+        model,
+        categories,
+        allocation_file,
+    })
+}
+
+/// The repositories that could be read (so profiles can still be checked against their
+/// names) and whether all of them were valid.
+fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
+    let Some(items) = ctx.seq(node, "repositories") else {
+        return (Vec::new(), false);
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("repositories[{i}]");
+        let Some(f) = ctx.map(item, &path, Some(REPOSITORY_FIELDS)) else {
+            ok = false;
+            continue;
+        };
+        let name = ctx
+            .required(&f, "name", &path)
+            .and_then(|n| ctx.string(n, &join(&path, "name")).map(|s| (n, s)));
+        let url = ctx
+            .required(&f, "url", &path)
+            .and_then(|n| ctx.string(n, &join(&path, "url")).map(|s| (n, s)));
+        let (Some((name_node, name)), Some((url_node, url))) = (name, url) else {
+            ok = false;
+            continue;
+        };
+        let path = format!("repositories[{name}]");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            ctx.report(
+                Some(name_node),
+                &join(&path, "name"),
+                format!("`{name}` is not a valid repository name: use letters, digits, '-', '_' and '.'"),
+            );
+            ok = false;
+        }
+        if let Some(first) = seen.insert(name.clone(), i) {
+            ctx.report(
+                Some(name_node),
+                &join(&path, "name"),
+                format!(
+                    "duplicate repository name `{name}`: repositories[{first}] and repositories[{i}] both use it"
+                ),
+            );
+            ok = false;
+        }
+        match repository_kind(&url) {
+            Some(RepositoryKind::Http) => {
+                let host = url.split_once("://").map_or("", |(_, r)| r);
+                if host.is_empty() || host.starts_with('/') || url.contains(char::is_whitespace) {
+                    ctx.report(
+                        Some(url_node),
+                        &join(&path, "url"),
+                        format!("`{url}` is not a valid repository URL"),
+                    );
+                    ok = false;
+                }
+            }
+            Some(RepositoryKind::Oci) => {
+                ctx.report(
+                    Some(url_node),
+                    &join(&path, "url"),
+                    format!(
+                        "OCI repositories are not supported yet (`{url}`); use an http(s) Helm repository"
+                    ),
+                );
+                ok = false;
+            }
+            None => {
+                ctx.report(
+                    Some(url_node),
+                    &join(&path, "url"),
+                    format!("`{url}` is not supported: the URL must start with https:// or http://"),
+                );
+                ok = false;
+            }
+        }
+        out.push(Repository { name, url });
+    }
+    (out, ok)
+}
+
+fn defaults(ctx: &mut Ctx<'_>, node: &Node) -> Option<Defaults> {
+    let f = ctx.map(node, "defaults", Some(DEFAULTS_FIELDS))?;
+    let mut d = Defaults::default();
+    let mut ok = true;
+    if let Some(n) = f.get("timeout") {
+        match duration_value(ctx, n, "defaults.timeout") {
+            Some(t) => d.timeout = t,
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("namespace") {
+        match ctx.string(n, "defaults.namespace") {
+            Some(ns) => {
+                if let Err(e) = check_dns1123_label(&ns, 63) {
+                    ctx.report(Some(n), "defaults.namespace", e.to_string());
+                    ok = false;
+                }
+                d.namespace = ns;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(d)
+}
+
+fn profiles(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    repos: &[Repository],
+    defaults: &Defaults,
+) -> Option<Vec<Profile>> {
+    let items = ctx.seq(node, "profiles")?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    let mut releases: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let index_path = format!("profiles[{i}]");
+        let Some(f) = ctx.map(item, &index_path, Some(PROFILE_FIELDS)) else {
+            ok = false;
+            continue;
+        };
+        // The name first: later fields are reported as `profiles[<name>]`.
+        let mut path = index_path.clone();
+        let mut name = None;
+        if let Some(n) = ctx.required(&f, "name", &index_path)
+            && let Some(s) = ctx.string(n, &join(&index_path, "name"))
+        {
+            if let Err(e) = check_dns1123_label(&s, 63) {
+                ctx.report(Some(n), &join(&index_path, "name"), e.to_string());
+                ok = false;
+            } else if let Some(first) = names.get(&s) {
+                ctx.report(
+                    Some(n),
+                    &join(&index_path, "name"),
+                    format!(
+                        "duplicate profile name `{s}`: profiles[{first}] and profiles[{i}] both use it"
+                    ),
+                );
+                ok = false;
+            } else {
+                names.insert(s.clone(), i);
+                path = format!("profiles[{s}]");
+            }
+            name = Some(s);
+        }
+        let p = profile(ctx, &f, &path, name, repos, defaults);
+        let Some(p) = p else {
+            ok = false;
+            continue;
+        };
+        let key = (p.namespace.clone(), p.release_name.clone());
+        if let Some(other) = releases.get(&key) {
+            ctx.report(
+                f.get("releaseName").or(Some(item)),
+                &join(&path, "releaseName"),
+                format!(
+                    "release `{}` in namespace `{}` is already used by profile `{other}`; give one of them another releaseName or namespace",
+                    key.1, key.0
+                ),
+            );
+            ok = false;
+        } else {
+            releases.insert(key, p.name.clone());
+        }
+        out.push(p);
+    }
+    ok.then_some(out)
+}
+
+fn profile(
+    ctx: &mut Ctx<'_>,
+    f: &yaml::Fields<'_>,
+    path: &str,
+    name: Option<String>,
+    repos: &[Repository],
+    defaults: &Defaults,
+) -> Option<Profile> {
+    let mut ok = name.is_some();
+
+    // chart
+    let chart = ctx
+        .required(f, "chart", path)
+        .and_then(|n| chart_ref(ctx, n, &join(path, "chart"), repos));
+    ok &= chart.is_some();
+
+    // version
+    let vpath = join(path, "version");
+    let version = match f.get("version") {
+        None => {
+            if let Some(ChartRef::Repository { .. }) = &chart {
+                ctx.report(
+                    Some(f.node),
+                    &vpath,
+                    "missing required field `version` (required for charts from a repository; an exact version like 1.2.3 or a range like ~1.2)",
+                );
+                ok = false;
+            }
+            None
+        }
+        Some(n) => {
+            let text = match &n.value {
+                Value::Str(s) => Some(s.clone()),
+                Value::Int(i) => Some(i.to_string()),
+                Value::Float(_) => {
+                    ctx.report(
+                        Some(n),
+                        &vpath,
+                        format!(
+                            "`{}` was read as a number; quote the version, e.g. \"{}\"",
+                            n.scalar_text().unwrap_or_default(),
+                            n.scalar_text().unwrap_or_default()
+                        ),
+                    );
+                    None
+                }
+                _ => {
+                    ctx.report(
+                        Some(n),
+                        &vpath,
+                        format!("must be a version string, found {}", n.type_name()),
+                    );
+                    None
+                }
+            };
+            match text.map(|t| VersionConstraint::parse(&t)) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    ctx.report(Some(n), &vpath, e.to_string());
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+
+    // releaseName
+    let release_name = match f.get("releaseName") {
+        Some(n) => match ctx.string(n, &join(path, "releaseName")) {
+            Some(s) => {
+                if let Err(e) = check_dns1123_label(&s, MAX_RELEASE_NAME) {
+                    ctx.report(Some(n), &join(path, "releaseName"), e.to_string());
+                    ok = false;
+                }
+                Some(s)
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => {
+            if let Some(n) = &name
+                && n.len() > MAX_RELEASE_NAME
+            {
+                ctx.report(
+                    Some(f.node),
+                    &join(path, "releaseName"),
+                    format!(
+                        "the profile name is longer than {MAX_RELEASE_NAME} characters, helm's limit for release names; set a shorter releaseName"
+                    ),
+                );
+                ok = false;
+            }
+            name.clone()
+        }
+    };
+
+    // namespace
+    let namespace = match f.get("namespace") {
+        Some(n) => match ctx.string(n, &join(path, "namespace")) {
+            Some(s) => {
+                if let Err(e) = check_dns1123_label(&s, 63) {
+                    ctx.report(Some(n), &join(path, "namespace"), e.to_string());
+                    ok = false;
+                }
+                s
+            }
+            None => {
+                ok = false;
+                String::new()
+            }
+        },
+        None => defaults.namespace.clone(),
+    };
+
+    // values
+    let values = match f.get("values") {
+        None => serde_json::Map::new(),
+        Some(n) => match n.to_json() {
+            serde_json::Value::Object(m) if matches!(n.value, Value::Map(_)) => {
+                // Duplicate keys inside values are as confusing as anywhere else.
+                check_duplicate_keys(ctx, n, &join(path, "values"));
+                m
+            }
+            _ => {
+                ctx.report(
+                    Some(n),
+                    &join(path, "values"),
+                    format!("must be a mapping of values, found {}", n.type_name()),
+                );
+                ok = false;
+                serde_json::Map::new()
+            }
+        },
+    };
+
+    // valuesFiles
+    let mut values_files = Vec::new();
+    if let Some(n) = f.get("valuesFiles") {
+        let vf_path = join(path, "valuesFiles");
+        if let Some(items) = ctx.seq(n, &vf_path) {
+            for (j, item) in items.iter().enumerate() {
+                let ip = format!("{vf_path}[{j}]");
+                match ctx.string(item, &ip).map(|s| check_repo_path(&s)) {
+                    Some(Ok(p)) => values_files.push(p),
+                    Some(Err(e)) => {
+                        ctx.report(Some(item), &ip, e.to_string());
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        } else {
+            ok = false;
+        }
+    }
+
+    // layer
+    let layer = match f.get("layer") {
+        Some(n) => {
+            let l = layer_value(ctx, n, &join(path, "layer"));
+            ok &= l.is_some();
+            l
+        }
+        None => None,
+    };
+
+    // timeout
+    let timeout = match f.get("timeout") {
+        Some(n) => {
+            let t = duration_value(ctx, n, &join(path, "timeout"));
+            ok &= t.is_some();
+            t
+        }
+        None => Some(defaults.timeout),
+    };
+
+    if !ok {
+        return None;
+    }
+    Some(Profile {
+        name: name?,
+        chart: chart?,
+        version,
+        release_name: release_name?,
+        namespace,
+        values,
+        values_files,
+        layer,
+        timeout: timeout?,
+    })
+}
+
+fn check_duplicate_keys(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
+    match &node.value {
+        Value::Map(entries) => {
+            let mut seen = BTreeSet::new();
+            for (k, v) in entries {
+                let key = k.scalar_text().unwrap_or_default();
+                let p = join(path, &key);
+                if !seen.insert(key.clone()) {
+                    ctx.report(
+                        Some(k),
+                        &p,
+                        format!("duplicate key `{key}`: each key may appear once"),
+                    );
+                }
+                check_duplicate_keys(ctx, v, &p);
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_duplicate_keys(ctx, item, &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn chart_ref(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    repos: &[Repository],
+) -> Option<ChartRef> {
+    let f = ctx.map(node, path, Some(CHART_FIELDS))?;
+    let repository = f.get("repository");
+    let name = f.get("name");
+    let chart_path = f.get("path");
+    match (repository, name, chart_path) {
+        (_, _, Some(p)) if repository.is_some() || name.is_some() => {
+            ctx.report(
+                Some(p),
+                path,
+                "give either `repository` and `name`, or `path`, not both",
+            );
+            None
+        }
+        (None, None, None) => {
+            ctx.report(
+                Some(node),
+                path,
+                "missing chart source: give `repository` and `name`, or `path`",
+            );
+            None
+        }
+        (None, None, Some(p)) => {
+            let s = ctx.string(p, &join(path, "path"))?;
+            match check_repo_path(&s) {
+                Ok(p) => Some(ChartRef::Path { path: p }),
+                Err(e) => {
+                    ctx.report(Some(p), &join(path, "path"), e.to_string());
+                    None
+                }
+            }
+        }
+        (r, n, None) => {
+            if r.is_none() {
+                ctx.report(
+                    Some(node),
+                    &join(path, "repository"),
+                    "missing required field `repository` (the chart repository that holds `name`)",
+                );
+            }
+            if n.is_none() {
+                ctx.report(
+                    Some(node),
+                    &join(path, "name"),
+                    "missing required field `name` (the chart's name in the repository)",
+                );
+            }
+            let repo = ctx.string(r?, &join(path, "repository"));
+            let chart_name = ctx.string(n?, &join(path, "name"));
+            let (repo, chart_name) = (repo?, chart_name?);
+            let mut ok = true;
+            if chart_name.is_empty() || chart_name.contains(['/', ' ', '\\']) {
+                ctx.report(
+                    n,
+                    &join(path, "name"),
+                    format!("`{chart_name}` is not a valid chart name"),
+                );
+                ok = false;
+            }
+            if !repos.iter().any(|x| x.name == repo) {
+                let known: Vec<&str> = repos.iter().map(|x| x.name.as_str()).collect();
+                ctx.report(
+                    r,
+                    &join(path, "repository"),
+                    if known.is_empty() {
+                        format!("unknown repository `{repo}`: no repositories are declared")
+                    } else {
+                        format!(
+                            "unknown repository `{repo}`; declared repositories: {}",
+                            known.join(", ")
+                        )
+                    },
+                );
+                ok = false;
+            }
+            ok.then_some(ChartRef::Repository {
+                repository: repo,
+                name: chart_name,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+use super::*;
+use std::time::Duration;
+
+const FULL: &str = r#"
+apiVersion: strata.dev/v1alpha1
+kind: ProfileList
+layering:
+  model: category
+  categories:
+    certificates: 10
+    service-mesh: "layer-20"
+repositories:
+  - name: platform
+    url: https://charts.example.com
+defaults:
+  timeout: 2m
+  namespace: platform
+profiles:
+  - name: cert-manager
+    chart:
+      repository: platform
+      name: cert-manager
+    version: "1.14.x"
+    namespace: cert-manager
+    values: {installCRDs: true, nested: {a: [1, 2]}}
+    valuesFiles: [values/cert-manager.yaml, ./values/common.yaml]
+    layer: 10
+    timeout: 10m
+  - name: linkerd
+    chart:
+      path: charts/linkerd
+    releaseName: mesh
+"#;
+
+fn messages(text: &str) -> Vec<String> {
+    match parse("p.yaml", text) {
+        Ok(l) => panic!("expected problems, got {l:?}"),
+        Err(ps) => ps.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn has(msgs: &[String], needle: &str) -> bool {
+    msgs.iter().any(|m| m.contains(needle))
+}
+
+fn minimal(profiles: &str) -> String {
+    format!(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: platform\n    url: https://charts.example.com\nprofiles:\n{profiles}"
+    )
+}
+
+#[test]
+fn full_example_parses_with_defaults_applied() {
+    let l = parse("p.yaml", FULL).unwrap();
+    assert_eq!(l.layering.model, LayeringModel::Category);
+    assert_eq!(l.layering.categories["service-mesh"], LayerNumber(20));
+    assert_eq!(l.repositories[0].kind(), Some(RepositoryKind::Http));
+    let cm = l.profile("cert-manager").unwrap();
+    assert_eq!(
+        cm.chart,
+        ChartRef::Repository {
+            repository: "platform".into(),
+            name: "cert-manager".into()
+        }
+    );
+    assert_eq!(cm.version.as_ref().unwrap().as_str(), "1.14.x");
+    assert_eq!(cm.release_name, "cert-manager");
+    assert_eq!(cm.namespace, "cert-manager");
+    assert_eq!(cm.values["installCRDs"], serde_json::json!(true));
+    assert_eq!(
+        cm.values_files,
+        vec!["values/cert-manager.yaml", "values/common.yaml"]
+    );
+    assert_eq!(cm.layer, Some(LayerNumber(10)));
+    assert_eq!(cm.timeout.0, Duration::from_secs(600));
+    let ld = l.profile("linkerd").unwrap();
+    assert_eq!(
+        ld.chart,
+        ChartRef::Path {
+            path: "charts/linkerd".into()
+        }
+    );
+    assert_eq!(ld.version, None);
+    assert_eq!(ld.release_name, "mesh");
+    assert_eq!(ld.namespace, "platform");
+    assert_eq!(ld.timeout.0, Duration::from_secs(120));
+    assert!(ld.values.is_empty());
+}
+
+#[test]
+fn defaults_when_sections_are_absent() {
+    let l = parse(
+        "p.yaml",
+        &minimal("  - name: a\n    chart: {repository: platform, name: a}\n    version: 1.0.0\n"),
+    )
+    .unwrap();
+    assert_eq!(l.layering.model, LayeringModel::Annotation);
+    assert_eq!(l.defaults.namespace, "default");
+    assert_eq!(l.defaults.timeout.0, Duration::from_secs(300));
+    assert_eq!(l.profiles[0].namespace, "default");
+}
+
+#[test]
+fn yaml_syntax_error_has_line() {
+    let ps = parse("p.yaml", "apiVersion: [x\nkind: y\n").unwrap_err();
+    assert_eq!(ps.len(), 1);
+    assert!(ps.0[0].line.is_some());
+    assert!(ps.to_string().starts_with("p.yaml: invalid YAML"), "{ps}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+apiVersion: strata.dev/v1beta9
+kind: ProfileList
+colour: blue
+repositories:
+  - name: platform
+    url: https://charts.example.com
+  - name: platform
+    url: oci://registry.example.com/charts
+  - name: weird
+    url: ftp://x
+defaults:
+  timeout: 5
+profiles:
+  - name: cert-manager
+    chart: {repository: nowhere, name: cert-manager}
+    version: "banana"
+    extra: 1
+  - name: cert-manager
+    chart: {repository: platform, name: x}
+    version: 1.0.0
+  - name: Bad_Name
+    chart: {path: ../outside}
+  - name: both
+    chart: {repository: platform, name: both, path: charts/both}
+    version: 1.0.0
+  - name: noversion
+    chart: {repository: platform, name: nv}
+  - name: a
+    chart: {path: charts/a}
+    releaseName: shared
+    timeout: 10x
+    layer: top
+  - name: b
+    chart: {path: charts/b}
+    releaseName: shared
+    values: [1, 2]
+    valuesFiles: [/etc/passwd]
+  - name: floaty
+    chart: {repository: platform, name: f}
+    version: 1.2
+"#;
+    let m = messages(text);
+    let expect = [
+        "p.yaml: apiVersion: unsupported apiVersion `strata.dev/v1beta9`",
+        "colour: unknown field `colour`",
+        "repositories[platform].name: duplicate repository name `platform`",
+        "OCI repositories are not supported yet",
+        "repositories[weird].url: `ftp://x` is not supported",
+        "defaults.timeout: `5` has no unit",
+        "profiles[cert-manager].chart.repository: unknown repository `nowhere`; declared repositories: platform, platform, weird",
+        "profiles[cert-manager].version: `banana` is not a version constraint",
+        "profiles[cert-manager].extra: unknown field `extra`",
+        "profiles[1].name: duplicate profile name `cert-manager`: profiles[0] and profiles[1] both use it",
+        "profiles[2].name: `Bad_Name` is not a valid name",
+        "profiles[2].chart.path: `../outside` is not a usable path",
+        "profiles[both].chart: give either `repository` and `name`, or `path`, not both",
+        "profiles[noversion].version: missing required field `version`",
+        "profiles[a].timeout: `10x` is not a duration",
+        "profiles[a].layer: `top` is not a layer",
+        "profiles[b].values: must be a mapping of values, found a list",
+        "profiles[b].valuesFiles[0]: `/etc/passwd` is not a usable path",
+        "profiles[floaty].version: `1.2` was read as a number; quote the version",
+    ];
+    for e in expect {
+        assert!(has(&m, e), "missing {e:?} in:\n{}", m.join("\n"));
+    }
+    assert_eq!(m.len(), expect.len(), "unexpected extra problems:\n{}", m.join("\n"));
+}
+
+#[test]
+fn duplicate_release_in_namespace() {
+    let m = messages(&minimal(
+        "  - name: a\n    chart: {path: charts/a}\n    releaseName: shared\n  - name: b\n    chart: {path: charts/b}\n    releaseName: shared\n  - name: c\n    chart: {path: charts/c}\n    releaseName: shared\n    namespace: other\n",
+    ));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("profiles[b].releaseName: release `shared` in namespace `default` is already used by profile `a`"),
+        "{m:?}"
+    );
+    assert!(m[0].contains("(line 7"), "{m:?}");
+}
+
+#[test]
+fn release_name_length_and_default() {
+    let long = "a".repeat(60);
+    let m = messages(&minimal(&format!(
+        "  - name: {long}\n    chart: {{path: charts/a}}\n"
+    )));
+    assert!(has(&m, "longer than 53 characters"), "{m:?}");
+    let m = messages(&minimal(&format!(
+        "  - name: ok\n    chart: {{path: charts/a}}\n    releaseName: {long}\n"
+    )));
+    assert!(has(&m, "profiles[ok].releaseName: `aaaa"), "{m:?}");
+}
+
+#[test]
+fn missing_top_fields_and_wrong_types() {
+    let m = messages("foo: 1\n");
+    assert!(has(&m, "apiVersion: missing required field `apiVersion`"), "{m:?}");
+    assert!(has(&m, "kind: missing required field `kind`"), "{m:?}");
+    assert!(has(&m, "profiles: missing required field `profiles`"), "{m:?}");
+    assert!(has(&m, "foo: unknown field `foo`"), "{m:?}");
+    let m = messages("- a\n- b\n");
+    assert_eq!(m, vec!["p.yaml: must be a mapping, found a list (line 1, column 1)"]);
+    let m = messages("");
+    assert!(has(&m, "the file is empty"), "{m:?}");
+    let m = messages("apiVersion: strata.dev/v1alpha1\nkind: Other\nprofiles: {}\n");
+    assert!(has(&m, "kind: unexpected kind `Other`"), "{m:?}");
+    assert!(has(&m, "profiles: must be a list, found a mapping"), "{m:?}");
+}
+
+#[test]
+fn layering_rules() {
+    let base = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nprofiles: []\n";
+    let m = messages(&format!("{base}layering: {{model: category}}\n"));
+    assert!(has(&m, "layering.categories: model `category` needs a map"), "{m:?}");
+    let m = messages(&format!("{base}layering: {{model: allocated}}\n"));
+    assert!(has(&m, "layering.allocationFile: model `allocated` needs the path"), "{m:?}");
+    let m = messages(&format!(
+        "{base}layering: {{model: annotation, categories: {{a: 1}}, allocationFile: x.yaml}}\n"
+    ));
+    assert!(has(&m, "layering.categories: only used with `model: category`"), "{m:?}");
+    assert!(has(&m, "layering.allocationFile: only used with `model: allocated`"), "{m:?}");
+    let m = messages(&format!("{base}layering: {{model: random}}\n"));
+    assert!(has(&m, "unknown layering model `random`"), "{m:?}");
+    let m = messages(&format!(
+        "{base}layering: {{model: category, categories: {{a: -1, b: layer-x}}}}\n"
+    ));
+    assert!(has(&m, "layering.categories.a: `-1` is not a layer"), "{m:?}");
+    assert!(has(&m, "layering.categories.b: `layer-x` is not a layer"), "{m:?}");
+    let l = parse(
+        "p.yaml",
+        &format!("{base}layering: {{model: allocated, allocationFile: ./layers.yaml}}\n"),
+    )
+    .unwrap();
+    assert_eq!(l.layering.allocation_file.as_deref(), Some("layers.yaml"));
+}
+
+#[test]
+fn chart_source_rules() {
+    let m = messages(&minimal("  - name: a\n    chart: {}\n"));
+    assert!(has(&m, "profiles[a].chart: missing chart source"), "{m:?}");
+    let m = messages(&minimal("  - name: a\n    chart: {repository: platform}\n    version: 1.0.0\n"));
+    assert!(has(&m, "profiles[a].chart.name: missing required field `name`"), "{m:?}");
+    let m = messages(&minimal("  - name: a\n    chart: {name: a}\n    version: 1.0.0\n"));
+    assert!(has(&m, "profiles[a].chart.repository: missing required field"), "{m:?}");
+    let m = messages(&minimal("  - name: a\n    chart: {path: charts/a, colour: red}\n"));
+    assert!(has(&m, "profiles[a].chart.colour: unknown field"), "{m:?}");
+}
+
+#[test]
+fn values_duplicate_keys_reported() {
+    let m = messages(&minimal(
+        "  - name: a\n    chart: {path: charts/a}\n    values:\n      x: 1\n      nested: {y: 1, y: 2}\n      x: 3\n",
+    ));
+    assert!(has(&m, "profiles[a].values.x: duplicate key `x`"), "{m:?}");
+    assert!(has(&m, "profiles[a].values.nested.y: duplicate key `y`"), "{m:?}");
+}
+
+#[test]
+fn version_ranges_accepted() {
+    for v in ["1.2.3", "\">=1.2, <2\"", "~1.2", "^1.2", "1.2.x", "\">=1.2 <2 || ^3\"", "v1.0.0", "2"] {
+        let text = minimal(&format!(
+            "  - name: a\n    chart: {{repository: platform, name: a}}\n    version: {v}\n"
+        ));
+        assert!(parse("p.yaml", &text).is_ok(), "{v}: {:?}", parse("p.yaml", &text));
+    }
+}
+
+#[test]
+fn serializes_with_the_documented_field_names() {
+    let l = parse("p.yaml", FULL).unwrap();
+    let json = serde_json::to_value(&l).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+    };
+    let mut top = keys(&json);
+    top.sort();
+    let mut expected: Vec<String> = TOP_FIELDS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(top, expected);
+    let mut p = keys(&json["profiles"][0]);
+    p.sort();
+    let mut expected: Vec<String> = PROFILE_FIELDS.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(p, expected);
+    // The serialized form parses back to the same list (JSON is YAML).
+    let again = parse("p.json", &json.to_string()).unwrap();
+    assert_eq!(again, l);
+}

@@ -1,0 +1,546 @@
+//! Chart versions and version constraints with helm's syntax (Masterminds/semver v3).
+//!
+//! Accepted, as helm users write them:
+//! - exact: `1.2.3`, `=1.2.3`, `v1.2.3` (a leading `v` is ignored everywhere);
+//! - comparisons: `>1.2`, `>=1.2.3`, `<2`, `<=1.4`, `!=1.3.0` (`=>`/`=<` too);
+//! - wildcards: `1.2.x`, `1.2.*`, `1.x`, `*`, and partial versions `1.2` (= `1.2.x`);
+//! - tilde `~1.2.3` (>=1.2.3 <1.3.0), `~1` (>=1 <2), `~>` as an alias;
+//! - caret `^1.2.3` (>=1.2.3 <2), `^0.2.3` (>=0.2.3 <0.3.0), `^0.0.3` (=0.0.3);
+//! - hyphen ranges `1.2 - 1.4.5` (>=1.2.0 <=1.4.5);
+//! - AND: comparators separated by spaces or commas (`>=1.2 <2`, `>=1.2, <2`);
+//!   OR: `||` between AND groups.
+//!
+//! Pre-releases follow helm: a pre-release version (`1.3.0-rc.1`) satisfies a comparator only
+//! when that comparator itself names a pre-release (`>=1.3.0-0`, `~1.3.0-rc.0`); otherwise
+//! pre-releases never match. Build metadata is ignored when comparing.
+//!
+//! The evaluation is written here on top of `semver::Version` rather than mapped onto
+//! `semver::VersionReq`, whose meaning differs (a bare `1.2.3` is a caret range there, an exact
+//! version in helm; it has no `!=` and no `||`).
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use semver::{BuildMetadata, Prerelease, Version};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a version or constraint did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("`{value}` is not a semantic version: {reason}")]
+    InvalidVersion { value: String, reason: String },
+    #[error("`{value}` is not a version constraint: {reason}")]
+    InvalidConstraint { value: String, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parse a chart version like helm does: a leading `v` is allowed, and `1` / `1.2` are read
+/// as `1.0.0` / `1.2.0`.
+pub fn parse_version(text: &str) -> Result<Version> {
+    let t = text.trim();
+    let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
+    if let Ok(v) = Version::parse(t) {
+        return Ok(v);
+    }
+    if t.split(['-', '+']).next().is_some_and(|core| {
+        core.split('.').any(|p| matches!(p, "x" | "X" | "*"))
+    }) {
+        return Err(Error::InvalidVersion {
+            value: text.to_owned(),
+            reason: "wildcards are not allowed in a version".into(),
+        });
+    }
+    let partial = parse_partial(t).map_err(|reason| Error::InvalidVersion {
+        value: text.to_owned(),
+        reason,
+    })?;
+    match partial {
+        Partial {
+            major: Some(major),
+            minor,
+            patch,
+            pre,
+        } => Ok(Version {
+            major,
+            minor: minor.unwrap_or(0),
+            patch: patch.unwrap_or(0),
+            pre,
+            build: BuildMetadata::EMPTY,
+        }),
+        _ => Err(Error::InvalidVersion {
+            value: text.to_owned(),
+            reason: "wildcards are not allowed in a version".into(),
+        }),
+    }
+}
+
+/// A version with possibly missing (wildcard) parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Partial {
+    major: Option<u64>,
+    minor: Option<u64>,
+    patch: Option<u64>,
+    pre: Prerelease,
+}
+
+fn parse_partial(t: &str) -> std::result::Result<Partial, String> {
+    let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
+    if t.is_empty() {
+        return Err("the version is empty".into());
+    }
+    // Build metadata is ignored.
+    let t = t.split_once('+').map_or(t, |(a, _)| a);
+    let (core, pre) = match t.split_once('-') {
+        Some((c, p)) => (
+            c,
+            Prerelease::new(p).map_err(|e| format!("bad pre-release `{p}`: {e}"))?,
+        ),
+        None => (t, Prerelease::EMPTY),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() > 3 {
+        return Err("more than three numeric parts".into());
+    }
+    let mut nums: [Option<u64>; 3] = [None; 3];
+    let mut wild = false;
+    for (i, p) in parts.iter().enumerate() {
+        if matches!(*p, "x" | "X" | "*") {
+            wild = true;
+            continue;
+        }
+        if wild {
+            return Err("a number follows a wildcard".into());
+        }
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{p}` is not a number"));
+        }
+        if p.len() > 1 && p.starts_with('0') {
+            return Err(format!("`{p}` has a leading zero"));
+        }
+        nums[i] = Some(p.parse().map_err(|_| format!("`{p}` is too large"))?);
+    }
+    if !pre.is_empty() && nums.iter().any(Option::is_none) {
+        return Err("a pre-release needs a full major.minor.patch version".into());
+    }
+    Ok(Partial {
+        major: nums[0],
+        minor: nums[1],
+        patch: nums[2],
+        pre,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Tilde,
+    Caret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Comparator {
+    op: Op,
+    v: Partial,
+}
+
+fn ver(major: u64, minor: u64, patch: u64, pre: Prerelease) -> Version {
+    Version {
+        major,
+        minor,
+        patch,
+        pre,
+        build: BuildMetadata::EMPTY,
+    }
+}
+
+/// The lowest version `-0` pre-release, used as an exclusive upper bound so that
+/// `<2.0.0-0` also excludes `2.0.0-rc.1`.
+fn upper(major: u64, minor: u64, patch: u64) -> Version {
+    ver(
+        major,
+        minor,
+        patch,
+        Prerelease::new("0").unwrap_or(Prerelease::EMPTY),
+    )
+}
+
+fn cmp(a: &Version, b: &Version) -> Ordering {
+    a.cmp_precedence(b)
+}
+
+impl Comparator {
+    fn floor(&self) -> Version {
+        ver(
+            self.v.major.unwrap_or(0),
+            self.v.minor.unwrap_or(0),
+            self.v.patch.unwrap_or(0),
+            self.v.pre.clone(),
+        )
+    }
+
+    /// Exclusive upper bound of the wildcard range `1.2.x` / `1.x`; `None` for a full version
+    /// or a `*`.
+    fn wildcard_ceiling(&self) -> Option<Version> {
+        match (self.v.major, self.v.minor, self.v.patch) {
+            (Some(ma), None, _) => Some(upper(ma.saturating_add(1), 0, 0)),
+            (Some(ma), Some(mi), None) => Some(upper(ma, mi.saturating_add(1), 0)),
+            _ => None,
+        }
+    }
+
+    fn in_wildcard(&self, v: &Version) -> bool {
+        if self.v.major.is_none() {
+            return true;
+        }
+        let floor = self.floor();
+        match self.wildcard_ceiling() {
+            Some(ceil) => cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less,
+            None => cmp(v, &floor) == Ordering::Equal,
+        }
+    }
+
+    fn matches(&self, v: &Version) -> bool {
+        if !v.pre.is_empty() && self.v.pre.is_empty() {
+            return false;
+        }
+        let floor = self.floor();
+        let any = self.v.major.is_none();
+        match self.op {
+            Op::Eq => self.in_wildcard(v),
+            Op::Ne => !self.in_wildcard(v),
+            Op::Gt => {
+                if any {
+                    return false;
+                }
+                match self.wildcard_ceiling() {
+                    Some(ceil) => cmp(v, &ceil) != Ordering::Less,
+                    None => cmp(v, &floor) == Ordering::Greater,
+                }
+            }
+            Op::Ge => any || cmp(v, &floor) != Ordering::Less,
+            Op::Lt => !any && cmp(v, &floor) == Ordering::Less,
+            Op::Le => {
+                if any {
+                    return true;
+                }
+                match self.wildcard_ceiling() {
+                    Some(ceil) => cmp(v, &ceil) == Ordering::Less,
+                    None => cmp(v, &floor) != Ordering::Greater,
+                }
+            }
+            Op::Tilde => {
+                let Some(ma) = self.v.major else { return true };
+                let ceil = match self.v.minor {
+                    Some(mi) => upper(ma, mi.saturating_add(1), 0),
+                    None => upper(ma.saturating_add(1), 0, 0),
+                };
+                cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less
+            }
+            Op::Caret => {
+                let Some(ma) = self.v.major else { return true };
+                let ceil = match (ma, self.v.minor, self.v.patch) {
+                    (0, None, _) => upper(1, 0, 0),
+                    (0, Some(0), None) => upper(0, 1, 0),
+                    (0, Some(0), Some(p)) => upper(0, 0, p.saturating_add(1)),
+                    (0, Some(mi), _) => upper(0, mi.saturating_add(1), 0),
+                    (ma, _, _) => upper(ma.saturating_add(1), 0, 0),
+                };
+                cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less
+            }
+        }
+    }
+}
+
+/// A version constraint in helm's syntax; see the module documentation.
+/// Serializes as the text it was written as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionConstraint {
+    text: String,
+    /// OR of AND groups.
+    groups: Vec<Vec<Comparator>>,
+}
+
+impl VersionConstraint {
+    pub fn parse(text: &str) -> Result<Self> {
+        let fail = |reason: String| Error::InvalidConstraint {
+            value: text.to_owned(),
+            reason,
+        };
+        if text.trim().is_empty() {
+            return Err(fail("it is empty".into()));
+        }
+        let mut groups = Vec::new();
+        for group in text.split("||") {
+            let tokens = tokenize(group);
+            if tokens.is_empty() {
+                return Err(fail("an empty alternative around `||`".into()));
+            }
+            let mut comps = Vec::new();
+            let mut i = 0;
+            while i < tokens.len() {
+                // Hyphen range: `A - B`.
+                if i + 2 < tokens.len() && tokens[i + 1] == "-" {
+                    let lo = parse_partial(&tokens[i]).map_err(&fail)?;
+                    let hi = parse_partial(&tokens[i + 2]).map_err(&fail)?;
+                    comps.push(Comparator { op: Op::Ge, v: lo });
+                    comps.push(Comparator { op: Op::Le, v: hi });
+                    i += 3;
+                    continue;
+                }
+                comps.push(parse_comparator(&tokens[i]).map_err(&fail)?);
+                i += 1;
+            }
+            groups.push(comps);
+        }
+        Ok(Self {
+            text: text.trim().to_owned(),
+            groups,
+        })
+    }
+
+    /// Does `v` satisfy the constraint?
+    pub fn matches(&self, v: &Version) -> bool {
+        self.groups.iter().any(|g| g.iter().all(|c| c.matches(v)))
+    }
+
+    /// Parse `version` leniently (leading `v`, partial) and test it; unparsable versions never
+    /// match.
+    pub fn matches_str(&self, version: &str) -> bool {
+        parse_version(version).is_ok_and(|v| self.matches(&v))
+    }
+
+    /// The version when the constraint names exactly one (`1.2.3`, `=v1.2.3`).
+    pub fn exact(&self) -> Option<Version> {
+        match self.groups.as_slice() {
+            [g] => match g.as_slice() {
+                [
+                    Comparator {
+                        op: Op::Eq,
+                        v:
+                            Partial {
+                                major: Some(_),
+                                minor: Some(_),
+                                patch: Some(_),
+                                ..
+                            },
+                    },
+                ] => Some(g[0].floor()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Does any comparator name a pre-release (so pre-release versions may match)?
+    pub fn names_prerelease(&self) -> bool {
+        self.groups.iter().flatten().any(|c| !c.v.pre.is_empty())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Split an AND group on spaces and commas, gluing operators to the version after them
+/// (`>= 1.2` is one comparator) and keeping a lone `-` for hyphen ranges.
+fn tokenize(group: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut pending_op = String::new();
+    for raw in group.split([' ', ',', '\t']).filter(|s| !s.is_empty()) {
+        if raw.chars().all(|c| "<>=!~^".contains(c)) {
+            pending_op.push_str(raw);
+            continue;
+        }
+        if pending_op.is_empty() {
+            out.push(raw.to_owned());
+        } else {
+            out.push(format!("{pending_op}{raw}"));
+            pending_op.clear();
+        }
+    }
+    if !pending_op.is_empty() {
+        out.push(pending_op);
+    }
+    out
+}
+
+fn parse_comparator(tok: &str) -> std::result::Result<Comparator, String> {
+    let ops = [
+        (">=", Op::Ge),
+        ("=>", Op::Ge),
+        ("<=", Op::Le),
+        ("=<", Op::Le),
+        ("!=", Op::Ne),
+        ("~>", Op::Tilde),
+        (">", Op::Gt),
+        ("<", Op::Lt),
+        ("=", Op::Eq),
+        ("~", Op::Tilde),
+        ("^", Op::Caret),
+    ];
+    let (op, rest) = ops
+        .iter()
+        .find_map(|(p, op)| tok.strip_prefix(p).map(|r| (*op, r)))
+        .unwrap_or((Op::Eq, tok));
+    if rest.is_empty() {
+        return Err(format!("operator `{tok}` has no version after it"));
+    }
+    let v = parse_partial(rest)?;
+    Ok(Comparator { op, v })
+}
+
+impl fmt::Display for VersionConstraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for VersionConstraint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionConstraint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        VersionConstraint::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yes(c: &str, vs: &[&str]) {
+        let c = VersionConstraint::parse(c).unwrap();
+        for v in vs {
+            assert!(c.matches_str(v), "{c} should match {v}");
+        }
+    }
+    fn no(c: &str, vs: &[&str]) {
+        let c = VersionConstraint::parse(c).unwrap();
+        for v in vs {
+            assert!(!c.matches_str(v), "{c} should not match {v}");
+        }
+    }
+
+    #[test]
+    fn versions_parse_leniently() {
+        assert_eq!(parse_version("v1.14.4").unwrap(), Version::new(1, 14, 4));
+        assert_eq!(parse_version("1.2").unwrap(), Version::new(1, 2, 0));
+        assert_eq!(parse_version("2").unwrap(), Version::new(2, 0, 0));
+        assert!(parse_version("1.2.x").is_err());
+        assert!(parse_version("banana").is_err());
+        assert!(parse_version("01.2.3").is_err());
+    }
+
+    #[test]
+    fn bare_version_is_exact_not_caret() {
+        yes("1.2.3", &["1.2.3", "v1.2.3", "1.2.3+build.5"]);
+        no("1.2.3", &["1.2.4", "1.3.0", "1.2.3-rc.1"]);
+        yes("=v1.2.3", &["1.2.3"]);
+        assert_eq!(
+            VersionConstraint::parse("v1.2.3").unwrap().exact(),
+            Some(Version::new(1, 2, 3))
+        );
+        assert_eq!(VersionConstraint::parse("1.2.x").unwrap().exact(), None);
+        assert_eq!(VersionConstraint::parse(">=1.2.3").unwrap().exact(), None);
+    }
+
+    #[test]
+    fn wildcards_and_partials() {
+        yes("1.14.x", &["1.14.0", "1.14.9"]);
+        no("1.14.x", &["1.13.9", "1.15.0", "1.14.1-rc.1"]);
+        yes("1.2", &["1.2.0", "1.2.7"]);
+        no("1.2", &["1.3.0"]);
+        yes("1.*", &["1.0.0", "1.99.0"]);
+        no("1.*", &["2.0.0", "0.9.0"]);
+        yes("*", &["0.0.1", "9.9.9"]);
+        no("*", &["1.0.0-alpha"]);
+    }
+
+    #[test]
+    fn comparisons() {
+        yes(">=1.2, <2", &["1.2.0", "1.9.9"]);
+        no(">=1.2, <2", &["1.1.9", "2.0.0", "2.0.0-rc.1"]);
+        yes(">=1.2 <2", &["1.5.0"]);
+        yes(">= 1.2 , < 2", &["1.5.0"]);
+        yes(">1.2.3", &["1.2.4"]);
+        no(">1.2.3", &["1.2.3"]);
+        // `>1.2` means above the whole 1.2.x range; `<=1.2` includes it.
+        no(">1.2", &["1.2.5"]);
+        yes(">1.2", &["1.3.0"]);
+        yes("<=1.2", &["1.2.9"]);
+        no("<=1.2", &["1.3.0"]);
+        yes("<1.2", &["1.1.9"]);
+        no("<1.2", &["1.2.0"]);
+        yes("!=1.3.0", &["1.2.0", "1.4.0"]);
+        no("!=1.3.0", &["1.3.0"]);
+        yes("=>1.0 =<1.1", &["1.1.5"]);
+    }
+
+    #[test]
+    fn tilde_and_caret() {
+        yes("~1.2.3", &["1.2.3", "1.2.9"]);
+        no("~1.2.3", &["1.2.2", "1.3.0"]);
+        yes("~1", &["1.0.0", "1.9.0"]);
+        no("~1", &["2.0.0"]);
+        yes("~>1.2", &["1.2.0", "1.2.5"]);
+        yes("^1.2.3", &["1.2.3", "1.9.0"]);
+        no("^1.2.3", &["2.0.0", "1.2.2"]);
+        yes("^0.2.3", &["0.2.3", "0.2.9"]);
+        no("^0.2.3", &["0.3.0"]);
+        yes("^0.0.3", &["0.0.3"]);
+        no("^0.0.3", &["0.0.4"]);
+        yes("^0", &["0.9.9"]);
+        no("^0", &["1.0.0"]);
+        yes("^1.x", &["1.5.0"]);
+    }
+
+    #[test]
+    fn hyphen_ranges_and_or() {
+        yes("1.2 - 1.4.5", &["1.2.0", "1.4.5"]);
+        no("1.2 - 1.4.5", &["1.4.6", "1.1.0"]);
+        yes("1.2 - 1.4", &["1.4.9"]);
+        yes("~1.2 || ^3", &["1.2.5", "3.1.0"]);
+        no("~1.2 || ^3", &["2.0.0"]);
+    }
+
+    #[test]
+    fn prereleases_only_when_named() {
+        yes(">=1.3.0-0", &["1.3.0-rc.1", "1.4.0", "1.4.0-beta"]);
+        yes("~1.3.0-rc.0", &["1.3.0-rc.1", "1.3.5"]);
+        no("~1.3.0-rc.0", &["1.4.0-rc.1"]);
+        no(">=1.0", &["1.3.0-rc.1"]);
+        assert!(
+            VersionConstraint::parse(">=1.3.0-0")
+                .unwrap()
+                .names_prerelease()
+        );
+        assert!(!VersionConstraint::parse("1.x").unwrap().names_prerelease());
+    }
+
+    #[test]
+    fn bad_constraints() {
+        for bad in [
+            "", "||", "1.2 ||", ">=", "banana", "1.x.3", "1.2.3.4", ">=1.2-rc", "~ ",
+        ] {
+            assert!(VersionConstraint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn serializes_as_text() {
+        let c = VersionConstraint::parse(">=1.2, <2").unwrap();
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\">=1.2, <2\"");
+        let back: VersionConstraint = serde_json::from_str("\">=1.2, <2\"").unwrap();
+        assert_eq!(back, c);
+    }
+}

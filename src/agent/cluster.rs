@@ -1,0 +1,156 @@
+//! Reads arbitrary objects (a release's manifest objects) from the cluster with kube-rs'
+//! dynamic API, resolving each kind through discovery once and caching the answer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+
+/// One object of a release manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+impl ObjectRef {
+    /// From a manifest object (`apiVersion`, `kind`, `metadata.name`, `metadata.namespace`);
+    /// `None` when one of the first three is missing.
+    pub fn from_manifest(obj: &serde_json::Value) -> Option<Self> {
+        let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        Some(Self {
+            api_version: s(&obj["apiVersion"])?,
+            kind: s(&obj["kind"])?,
+            name: s(&obj["metadata"]["name"])?,
+            namespace: s(&obj["metadata"]["namespace"]).filter(|n| !n.is_empty()),
+        })
+    }
+
+    fn gvk(&self) -> GroupVersionKind {
+        let (group, version) = match self.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", self.api_version.as_str()),
+        };
+        GroupVersionKind::gvk(group, version, &self.kind)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot find kind {kind} ({api_version}) in the cluster's API discovery: {source}")]
+    Discovery {
+        api_version: String,
+        kind: String,
+        source: kube::Error,
+    },
+    #[error("reading {kind} {name} failed: {source}")]
+    Get {
+        kind: String,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Cached dynamic reader.
+pub struct ClusterReader {
+    client: kube::Client,
+    kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+}
+
+impl ClusterReader {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn resolve(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
+        let gvk = r.gvk();
+        if let Some(hit) = self
+            .kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&gvk)
+        {
+            return Ok(hit.clone());
+        }
+        let found = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|source| Error::Discovery {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+                source,
+            })?;
+        self.kinds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(gvk, found.clone());
+        Ok(found)
+    }
+
+    /// The object as the cluster has it, `None` when it does not exist (yet). Namespaced
+    /// objects without a namespace are looked up in `default_namespace` (helm installs them
+    /// into the release namespace).
+    pub async fn get(
+        &self,
+        r: &ObjectRef,
+        default_namespace: &str,
+    ) -> Result<Option<serde_json::Value>> {
+        let (ar, caps) = self.resolve(r).await?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+            Scope::Namespaced => Api::namespaced_with(
+                self.client.clone(),
+                r.namespace.as_deref().unwrap_or(default_namespace),
+                &ar,
+            ),
+        };
+        let obj = api.get_opt(&r.name).await.map_err(|source| Error::Get {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            source,
+        })?;
+        Ok(obj.map(|o| {
+            let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
+            // DynamicObject drops apiVersion/kind when the server omits them; put them back
+            // so readiness rules can dispatch on kind.
+            if let Some(m) = v.as_object_mut() {
+                m.insert("apiVersion".into(), r.api_version.clone().into());
+                m.insert("kind".into(), r.kind.clone().into());
+            }
+            v
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_refs_come_from_manifest_objects() {
+        let obj = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"}
+        });
+        let r = ObjectRef::from_manifest(&obj).unwrap();
+        assert_eq!(r.name, "web");
+        assert_eq!(r.namespace.as_deref(), Some("shop"));
+        let gvk = r.gvk();
+        assert_eq!((gvk.group.as_str(), gvk.version.as_str()), ("apps", "v1"));
+        let core = ObjectRef::from_manifest(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}
+        }))
+        .unwrap();
+        assert_eq!(core.gvk().group, "");
+        assert_eq!(core.namespace, None);
+        assert!(ObjectRef::from_manifest(&serde_json::json!({"kind": "X"})).is_none());
+    }
+}

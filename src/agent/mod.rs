@@ -1,0 +1,3 @@
+//! The agent loop.
+pub mod cluster;
+pub mod layers;

@@ -1,0 +1,565 @@
+//! Delivery checks: the kustomize manifests in `deploy/` render with the pinned kubectl and say
+//! what the agent needs (security context, probes, grace period, configuration, RBAC); the
+//! Cluster API payload in `deploy/capi/` is exactly what `scripts/gen-capi.sh` generates now and
+//! stays far below the ConfigMap size limit; the delivery scripts are valid bash (and
+//! shellcheck-clean where shellcheck is installed).
+//!
+//! Tools: `$STRATA_TOOLS_DIR/kubectl/kubectl`, else `<workspace>/.tools/kubectl/kubectl`
+//! (installed by `scripts/install-tools.sh`, which `scripts/test.sh` runs first).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tools_dir() -> PathBuf {
+    std::env::var_os("STRATA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".tools"))
+}
+
+fn kubectl() -> Result<PathBuf> {
+    let path = tools_dir().join("kubectl/kubectl");
+    ensure!(
+        path.is_file(),
+        "pinned kubectl not found at {}: run scripts/install-tools.sh (or set STRATA_TOOLS_DIR)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `kubectl kustomize <dir>` (dir relative to the repository root).
+fn kustomize(dir: &str) -> Result<String> {
+    let out = Command::new(kubectl()?)
+        .arg("kustomize")
+        .arg(repo().join(dir))
+        .output()
+        .with_context(|| format!("running kubectl kustomize {dir}"))?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn documents(yaml: &str) -> Result<Vec<Value>> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).context("parsing rendered YAML")?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn render(dir: &str) -> Result<Vec<Value>> {
+    documents(&kustomize(dir)?)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} named {name} in the rendered manifests"))
+}
+
+fn kinds_and_names(docs: &[Value]) -> BTreeSet<(String, String, String)> {
+    docs.iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap_or_default().to_owned(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Go-style duration as used by the agent's flags ("90s", "5m", "1h30m") in seconds.
+fn go_duration_secs(text: &str) -> Result<u64> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            other => bail!("unexpected unit {other:?} in duration {text:?}"),
+        };
+        let n: u64 = number
+            .parse()
+            .with_context(|| format!("bad duration {text:?}"))?;
+        total += n * unit;
+        number.clear();
+    }
+    ensure!(number.is_empty(), "duration {text:?} lacks a unit");
+    Ok(total)
+}
+
+fn agent_container(deployment: &Value) -> Result<&Value> {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "strata"))
+        .context("Deployment strata has no container named strata")
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+#[test]
+fn base_renders_every_object_the_agent_needs() -> Result<()> {
+    let docs = render("deploy")?;
+    let have = kinds_and_names(&docs);
+    let ns = "strata-system";
+    for (kind, namespace, name) in [
+        ("Namespace", "", ns),
+        ("ServiceAccount", ns, "strata"),
+        ("ClusterRole", "", "strata"),
+        ("ClusterRoleBinding", "", "strata"),
+        ("ConfigMap", ns, "strata-config"),
+        ("Deployment", ns, "strata"),
+        ("Service", ns, "strata"),
+    ] {
+        let key = (kind.to_owned(), namespace.to_owned(), name.to_owned());
+        ensure!(have.contains(&key), "missing {key:?}; rendered: {have:?}");
+    }
+    // The Namespace comes first so `kubectl apply` and a ClusterResourceSet create it before
+    // the namespaced objects.
+    ensure!(
+        docs[0]["kind"] == "Namespace",
+        "first object is {}",
+        docs[0]["kind"]
+    );
+
+    // The ClusterRoleBinding grants the ClusterRole to the Deployment's ServiceAccount.
+    let binding = find(&docs, "ClusterRoleBinding", "strata")?;
+    ensure!(binding["roleRef"]["kind"] == "ClusterRole" && binding["roleRef"]["name"] == "strata");
+    let deployment = find(&docs, "Deployment", "strata")?;
+    let sa = &deployment["spec"]["template"]["spec"]["serviceAccountName"];
+    ensure!(
+        binding["subjects"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|s| s["kind"] == "ServiceAccount" && &s["name"] == sa && s["namespace"] == ns)),
+        "ClusterRoleBinding strata does not bind ServiceAccount {sa} in {ns}"
+    );
+
+    let config = find(&docs, "ConfigMap", "strata-config")?;
+    for key in [
+        "STRATA_GIT_URL",
+        "STRATA_GIT_REF",
+        "STRATA_PROFILES_PATH",
+        "STRATA_INTERVAL",
+    ] {
+        ensure!(
+            config["data"][key].as_str().is_some_and(|v| !v.is_empty()),
+            "ConfigMap strata-config lacks {key}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn deployment_is_hardened_probed_and_outlives_helm() -> Result<()> {
+    let docs = render("deploy")?;
+    let deployment = find(&docs, "Deployment", "strata")?;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = agent_container(deployment)?;
+
+    ensure!(deployment["spec"]["replicas"] == 1, "replicas must be 1");
+    ensure!(
+        deployment["spec"]["strategy"]["type"] == "Recreate",
+        "two agents must never run at once (strategy Recreate)"
+    );
+
+    // Pod and container security context.
+    ensure!(pod["securityContext"]["runAsNonRoot"] == true);
+    ensure!(pod["securityContext"]["runAsUser"] == 65532);
+    ensure!(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault");
+    let sc = &c["securityContext"];
+    ensure!(sc["runAsNonRoot"] == true, "container runAsNonRoot: {sc}");
+    ensure!(sc["runAsUser"] == 65532, "container runAsUser: {sc}");
+    ensure!(
+        sc["readOnlyRootFilesystem"] == true,
+        "readOnlyRootFilesystem: {sc}"
+    );
+    ensure!(
+        sc["allowPrivilegeEscalation"] == false,
+        "allowPrivilegeEscalation: {sc}"
+    );
+    ensure!(
+        sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+        "capabilities.drop: {sc}"
+    );
+    ensure!(sc["seccompProfile"]["type"] == "RuntimeDefault");
+    ensure!(
+        sc["capabilities"]["add"].is_null(),
+        "no capability may be added"
+    );
+
+    // Probes on the status API port.
+    let port = c["ports"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "http"))
+        .context("container port named http")?;
+    ensure!(port["containerPort"] == 8080, "status API port: {port}");
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        ensure!(get["path"] == path, "{probe} path: {get}");
+        ensure!(
+            get["port"] == "http" || get["port"] == 8080,
+            "{probe} port: {get}"
+        );
+    }
+
+    // /tmp is the only writable place: an emptyDir, and every home/cache points into it.
+    let tmp_mount = c["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/tmp"))
+        .context("no volume mounted at /tmp")?;
+    let tmp_volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == tmp_mount["name"]))
+        .context("volume for /tmp")?;
+    ensure!(
+        tmp_volume["emptyDir"].is_object(),
+        "/tmp is not an emptyDir: {tmp_volume}"
+    );
+    for var in [
+        "HOME",
+        "HELM_CACHE_HOME",
+        "HELM_CONFIG_HOME",
+        "HELM_DATA_HOME",
+    ] {
+        let v = env_value(c, var).with_context(|| format!("env {var} not set"))?;
+        ensure!(
+            v["value"].as_str().is_some_and(|p| p.starts_with("/tmp")),
+            "{var} must be under /tmp: {v}"
+        );
+    }
+    let config = find(&docs, "ConfigMap", "strata-config")?;
+    ensure!(
+        config["data"]["STRATA_WORK_DIR"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/tmp/")),
+        "STRATA_WORK_DIR must be under /tmp"
+    );
+
+    // Configuration from the ConfigMap, credentials from an optional Secret, own namespace
+    // from the Downward API.
+    let env_from = c["envFrom"].as_array().context("envFrom")?;
+    ensure!(
+        env_from
+            .iter()
+            .any(|e| e["configMapRef"]["name"] == "strata-config"),
+        "envFrom lacks ConfigMap strata-config"
+    );
+    ensure!(
+        env_from
+            .iter()
+            .any(|e| e["secretRef"]["name"] == "strata-git-credentials"
+                && e["secretRef"]["optional"] == true),
+        "envFrom lacks the optional Secret strata-git-credentials"
+    );
+    let ns = env_value(c, "STRATA_NAMESPACE").context("env STRATA_NAMESPACE")?;
+    ensure!(ns["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace");
+
+    // Resources are set (requests and a memory limit).
+    ensure!(c["resources"]["requests"]["cpu"].is_string());
+    ensure!(c["resources"]["requests"]["memory"].is_string());
+    ensure!(c["resources"]["limits"]["memory"].is_string());
+
+    // The grace period outlives the longest helm timeout: the default timeout and the 10m
+    // documented for the longest profile, plus a margin.
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .context("terminationGracePeriodSeconds")?;
+    let default_timeout = go_duration_secs(
+        config["data"]["STRATA_DEFAULT_TIMEOUT"]
+            .as_str()
+            .context("STRATA_DEFAULT_TIMEOUT")?,
+    )?;
+    let longest = default_timeout.max(600);
+    ensure!(
+        grace >= longest + 30,
+        "terminationGracePeriodSeconds {grace} must exceed the longest helm timeout {longest}s by a margin"
+    );
+    Ok(())
+}
+
+#[test]
+fn service_exposes_the_status_api_to_prometheus() -> Result<()> {
+    let docs = render("deploy")?;
+    let svc = find(&docs, "Service", "strata")?;
+    let port = svc["spec"]["ports"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "http"))
+        .context("Service port named http")?;
+    ensure!(port["port"] == 8080, "Service port: {port}");
+    let a = &svc["metadata"]["annotations"];
+    ensure!(a["prometheus.io/scrape"] == "true", "annotations: {a}");
+    ensure!(a["prometheus.io/port"] == "8080", "annotations: {a}");
+    ensure!(a["prometheus.io/path"] == "/metrics", "annotations: {a}");
+
+    // The selector matches the agent's pods.
+    let deployment = find(&docs, "Deployment", "strata")?;
+    let labels = deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .context("pod labels")?;
+    let selector = svc["spec"]["selector"].as_object().context("selector")?;
+    ensure!(!selector.is_empty());
+    for (k, v) in selector {
+        ensure!(
+            labels.get(k) == Some(v),
+            "selector {k}={v} does not match the pod labels"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn narrow_rbac_overlay_has_no_cluster_wide_wildcard() -> Result<()> {
+    let docs = render("deploy/examples/narrow-rbac")?;
+    let have = kinds_and_names(&docs);
+    ensure!(
+        !have.contains(&("ClusterRoleBinding".into(), String::new(), "strata".into())),
+        "the base's cluster-wide binding must be removed"
+    );
+    // No ClusterRole grants "*" on resources.
+    for role in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            ensure!(
+                !rule["resources"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == "*")),
+                "ClusterRole {} still grants every resource",
+                role["metadata"]["name"]
+            );
+        }
+    }
+    // Every target namespace exists and has a Role bound to the agent's ServiceAccount.
+    for ns in ["cert-manager", "linkerd", "flagger", "strata-system"] {
+        if ns != "strata-system" {
+            find(&docs, "Namespace", ns)?;
+        }
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == ns)
+            .with_context(|| format!("no RoleBinding in {ns}"))?;
+        ensure!(
+            binding["subjects"][0]["name"] == "strata"
+                && binding["subjects"][0]["namespace"] == "strata-system",
+            "RoleBinding in {ns} is not for strata: {binding}"
+        );
+        let role = binding["roleRef"]["name"].as_str().context("roleRef")?;
+        ensure!(
+            docs.iter().any(|d| d["kind"] == "Role"
+                && d["metadata"]["namespace"] == ns
+                && d["metadata"]["name"] == role),
+            "RoleBinding in {ns} refers to missing Role {role}"
+        );
+    }
+    // The agent can still write its status ConfigMap.
+    let agent = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "strata-system")
+        .context("Role in strata-system")?;
+    ensure!(
+        agent["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|x| x.iter().any(|x| x == "configmaps"))
+                    && r["verbs"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|v| v == "patch"))
+            })),
+        "agent Role cannot patch its status ConfigMap"
+    );
+    // The Deployment is untouched.
+    find(&docs, "Deployment", "strata")?;
+    Ok(())
+}
+
+const PAYLOAD: &str = "deploy/capi/strata-agent-manifests.yaml";
+const PAYLOAD_LIMIT: usize = 64 * 1024;
+
+#[test]
+fn capi_payload_is_up_to_date() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/gen-capi.sh"))
+        .arg(tmp.path())
+        .env("KUBECTL", kubectl()?)
+        .output()
+        .context("running scripts/gen-capi.sh")?;
+    ensure!(
+        out.status.success(),
+        "scripts/gen-capi.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = std::fs::read_to_string(tmp.path().join("strata-agent-manifests.yaml"))?;
+    let committed = std::fs::read_to_string(repo().join(PAYLOAD))?;
+    if fresh != committed {
+        let line = fresh
+            .lines()
+            .zip(committed.lines())
+            .position(|(a, b)| a != b)
+            .map_or_else(|| "length".to_owned(), |n| format!("line {}", n + 1));
+        bail!(
+            "{PAYLOAD} is stale (first difference at {line}): run scripts/gen-capi.sh and commit it"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn capi_payload_holds_the_rendered_agent_and_is_small() -> Result<()> {
+    let committed = std::fs::read_to_string(repo().join(PAYLOAD))?;
+    let size = committed.len();
+    println!("{PAYLOAD}: {size} bytes (limit checked: {PAYLOAD_LIMIT}; ConfigMap limit 1 MiB)");
+    ensure!(
+        size < PAYLOAD_LIMIT,
+        "payload is {size} bytes, over {PAYLOAD_LIMIT}"
+    );
+
+    let cm: Value = serde_saphyr::from_str(&committed)?;
+    ensure!(cm["kind"] == "ConfigMap" && cm["metadata"]["name"] == "strata-agent-manifests");
+    let payload = cm["data"]["strata.yaml"]
+        .as_str()
+        .context("data.strata.yaml")?;
+    ensure!(
+        payload == kustomize("deploy/capi/agent")?,
+        "payload differs from kubectl kustomize deploy/capi/agent"
+    );
+
+    // The payload is the base plus the per-cluster profile path.
+    let docs = documents(payload)?;
+    let base = render("deploy")?;
+    ensure!(
+        kinds_and_names(&docs) == kinds_and_names(&base),
+        "payload objects differ from deploy/"
+    );
+    let config = find(&docs, "ConfigMap", "strata-config")?;
+    ensure!(
+        config["data"]["STRATA_PROFILES_PATH"]
+            .as_str()
+            .is_some_and(|p| p.contains("{cluster}")),
+        "payload profile path is not per cluster: {}",
+        config["data"]["STRATA_PROFILES_PATH"]
+    );
+    let c = agent_container(find(&docs, "Deployment", "strata")?)?;
+    ensure!(
+        c["envFrom"]
+            .as_array()
+            .and_then(|e| e.last())
+            .is_some_and(|e| e["configMapRef"]["name"] == "strata-cluster"
+                && e["configMapRef"]["optional"] == true),
+        "per-cluster overrides (optional ConfigMap strata-cluster) must be loaded last"
+    );
+    Ok(())
+}
+
+#[test]
+fn cluster_resource_set_reconciles_the_payload() -> Result<()> {
+    let docs = render("deploy/capi")?;
+    let crs = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterResourceSet")
+        .context("no ClusterResourceSet")?;
+    ensure!(
+        crs["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("addons.cluster.x-k8s.io/")),
+        "apiVersion {}",
+        crs["apiVersion"]
+    );
+    ensure!(crs["spec"]["strategy"] == "Reconcile");
+    ensure!(crs["spec"]["clusterSelector"]["matchLabels"]["strata.dev/agent"] == "enabled");
+    let resources = crs["spec"]["resources"].as_array().context("resources")?;
+    ensure!(!resources.is_empty());
+    for r in resources {
+        ensure!(r["kind"] == "ConfigMap", "resource {r}");
+        let cm = find(&docs, "ConfigMap", r["name"].as_str().context("name")?)?;
+        ensure!(
+            cm["metadata"]["namespace"] == crs["metadata"]["namespace"],
+            "payload ConfigMap must be in the ClusterResourceSet's namespace"
+        );
+    }
+    Ok(())
+}
+
+fn shell_scripts() -> Vec<PathBuf> {
+    [
+        "scripts/gen-capi.sh",
+        "scripts/check-image-layout.sh",
+        "scripts/collect-git-closure.sh",
+        "kind-config/run.sh",
+    ]
+    .iter()
+    .map(|p| repo().join(p))
+    .collect()
+}
+
+#[test]
+fn delivery_scripts_are_valid_bash() -> Result<()> {
+    for script in shell_scripts() {
+        ensure!(script.is_file(), "{} is missing", script.display());
+        let out = Command::new("bash").arg("-n").arg(&script).output()?;
+        ensure!(
+            out.status.success(),
+            "bash -n {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(shellcheck) = which("shellcheck") {
+            let out = Command::new(shellcheck).arg(&script).output()?;
+            ensure!(
+                out.status.success(),
+                "shellcheck {}:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        } else {
+            eprintln!(
+                "shellcheck not installed: only `bash -n` checked {}",
+                script.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn go_duration_parser_reads_agent_durations() -> Result<()> {
+    assert_eq!(go_duration_secs("90s")?, 90);
+    assert_eq!(go_duration_secs("5m")?, 300);
+    assert_eq!(go_duration_secs("1h30m")?, 5400);
+    assert!(go_duration_secs("5").is_err());
+    assert!(go_duration_secs("5d").is_err());
+    Ok(())
+}

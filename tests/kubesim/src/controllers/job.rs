@@ -1,0 +1,225 @@
+//! Jobs: a pod per attempt (up to `parallelism` at once) until `completions` pods succeeded
+//! (conditions SuccessCriteriaMet + Complete) or more than `backoffLimit` failed (conditions
+//! FailureTarget + Failed, reason BackoffLimitExceeded).
+
+use serde_json::{Map, Value, json};
+
+use super::model::{condition_status, conditions, int_at, name, terminating, uid};
+use super::{pod, replicaset};
+
+/// What the Job controller wants done.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Pods to create.
+    pub create: Vec<Value>,
+    /// Names of pods to delete (active pods of a failed Job).
+    pub delete: Vec<String>,
+    /// The Job's status.
+    pub status: Value,
+}
+
+/// Whether the Job reached a terminal condition.
+pub fn finished(job: &Value) -> bool {
+    condition_status(job, "Complete") == Some("True")
+        || condition_status(job, "Failed") == Some("True")
+}
+
+/// Reconciles a Job given its pods.
+pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
+    let mut plan = Plan::default();
+    let old = job.get("status").cloned().unwrap_or(json!({}));
+    let completions = int_at(job, "/spec/completions", 1).max(0);
+    let parallelism = int_at(job, "/spec/parallelism", 1).max(0);
+    let backoff_limit = int_at(job, "/spec/backoffLimit", 6).max(0);
+    let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
+    let succeeded = pods.iter().filter(|p| pod::phase(p) == "Succeeded").count() as i64;
+    let failed = pods.iter().filter(|p| pod::phase(p) == "Failed").count() as i64;
+    let active: Vec<&Value> = pods
+        .iter()
+        .filter(|p| !terminating(p) && !matches!(pod::phase(p), "Succeeded" | "Failed"))
+        .collect();
+    let ready = active.iter().filter(|p| pod::is_ready(p)).count() as i64;
+
+    let mut status = Map::new();
+    let start = old
+        .get("startTime")
+        .filter(|v| !v.is_null())
+        .cloned()
+        .unwrap_or_else(|| json!(now));
+
+    let (cond, complete, failed_now) = if finished(job) {
+        // Terminal: keep what was reported.
+        plan.status = old;
+        return plan;
+    } else if failed > backoff_limit {
+        let msg = "Job has reached the specified backoff limit";
+        plan.delete = active.iter().map(|p| name(p).to_owned()).collect();
+        (
+            conditions(
+                None,
+                &[
+                    ("FailureTarget", "True", "BackoffLimitExceeded", msg),
+                    ("Failed", "True", "BackoffLimitExceeded", msg),
+                ],
+                now,
+                false,
+            ),
+            false,
+            true,
+        )
+    } else if succeeded >= completions {
+        let msg = "Reached expected number of succeeded pods";
+        (
+            conditions(
+                None,
+                &[
+                    ("SuccessCriteriaMet", "True", "CompletionsReached", msg),
+                    ("Complete", "True", "CompletionsReached", msg),
+                ],
+                now,
+                false,
+            ),
+            true,
+            false,
+        )
+    } else {
+        if !suspended && !terminating(job) {
+            let want_active = parallelism.min(completions - succeeded);
+            for _ in (active.len() as i64)..want_active {
+                let mut p = replicaset::pod_from_template(job, node);
+                let labels = &mut p["metadata"]["labels"];
+                if !labels.is_object() {
+                    *labels = json!({});
+                }
+                for (k, v) in [
+                    ("batch.kubernetes.io/controller-uid", uid(job)),
+                    ("batch.kubernetes.io/job-name", name(job)),
+                    ("controller-uid", uid(job)),
+                    ("job-name", name(job)),
+                ] {
+                    labels[k] = json!(v);
+                }
+                plan.create.push(p);
+            }
+        }
+        (Value::Null, false, false)
+    };
+
+    if !suspended {
+        status.insert("startTime".into(), start);
+    }
+    if !cond.is_null() {
+        status.insert("conditions".into(), cond);
+    }
+    if complete {
+        status.insert("completionTime".into(), json!(now));
+    }
+    let shown_active = if complete || failed_now {
+        0
+    } else {
+        active.len() as i64 + plan.create.len() as i64
+    };
+    if shown_active > 0 {
+        status.insert("active".into(), json!(shown_active));
+    }
+    status.insert("ready".into(), json!(if complete || failed_now { 0 } else { ready }));
+    if succeeded > 0 {
+        status.insert("succeeded".into(), json!(succeeded));
+    }
+    if failed > 0 {
+        status.insert("failed".into(), json!(failed));
+    }
+    status.insert("terminating".into(), json!(0));
+    status.insert("uncountedTerminatedPods".into(), json!({}));
+    plan.status = Value::Object(status);
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(completions: i64, parallelism: i64, backoff: i64) -> Value {
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "migrate", "namespace": "ns", "uid": "j-uid", "generation": 1},
+            "spec": {"completions": completions, "parallelism": parallelism,
+                "backoffLimit": backoff,
+                "template": {"metadata": {"labels": {"app": "m"}},
+                    "spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox"}]}}}})
+    }
+
+    fn finished_pod(mut p: Value, i: usize, phase: &str) -> Value {
+        p["metadata"]["name"] = json!(format!("migrate-{i}"));
+        p["status"] = json!({"phase": phase});
+        p
+    }
+
+    #[test]
+    fn runs_a_pod_then_completes() {
+        let j = job(1, 1, 6);
+        let plan = reconcile(&j, &[], "n", "t0");
+        assert_eq!(plan.create.len(), 1);
+        let p = &plan.create[0];
+        assert_eq!(p["metadata"]["labels"]["job-name"], "migrate");
+        assert_eq!(p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"], "j-uid");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Job");
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+        assert_eq!(plan.status["startTime"], "t0");
+        assert_eq!(plan.status["active"], 1);
+        assert!(plan.status.get("conditions").is_none());
+
+        let mut j2 = j.clone();
+        j2["status"] = plan.status.clone();
+        let done = finished_pod(plan.create[0].clone(), 0, "Succeeded");
+        let plan = reconcile(&j2, &[done], "n", "t1");
+        assert!(plan.create.is_empty());
+        assert_eq!(plan.status["succeeded"], 1);
+        assert_eq!(plan.status["startTime"], "t0");
+        assert_eq!(plan.status["completionTime"], "t1");
+        let c = plan.status["conditions"].as_array().unwrap();
+        assert_eq!(c[0]["type"], "SuccessCriteriaMet");
+        assert_eq!(c[1]["type"], "Complete");
+        assert_eq!(c[1]["status"], "True");
+        // Terminal jobs do not change any more.
+        let mut j3 = j2.clone();
+        j3["status"] = plan.status.clone();
+        assert_eq!(reconcile(&j3, &[], "n", "t2").status, plan.status);
+    }
+
+    #[test]
+    fn fails_after_backoff_limit_plus_one_failed_pods() {
+        let j = job(1, 1, 2);
+        let template = reconcile(&j, &[], "n", "t").create.remove(0);
+        let pods: Vec<Value> = (0..2)
+            .map(|i| finished_pod(template.clone(), i, "Failed"))
+            .collect();
+        let plan = reconcile(&j, &pods, "n", "t");
+        assert_eq!(plan.create.len(), 1, "retries while failed <= backoffLimit");
+        assert_eq!(plan.status["failed"], 2);
+        let pods: Vec<Value> = (0..3)
+            .map(|i| finished_pod(template.clone(), i, "Failed"))
+            .collect();
+        let plan = reconcile(&j, &pods, "n", "t");
+        assert!(plan.create.is_empty());
+        assert_eq!(plan.status["failed"], 3);
+        let c = plan.status["conditions"].as_array().unwrap();
+        assert_eq!(c[0]["type"], "FailureTarget");
+        assert_eq!(c[1]["type"], "Failed");
+        assert_eq!(c[1]["reason"], "BackoffLimitExceeded");
+        assert!(plan.status.get("completionTime").is_none());
+    }
+
+    #[test]
+    fn parallelism_bounds_active_pods() {
+        let j = job(5, 2, 6);
+        let plan = reconcile(&j, &[], "n", "t");
+        assert_eq!(plan.create.len(), 2);
+        let template = plan.create[0].clone();
+        let pods: Vec<Value> = (0..4)
+            .map(|i| finished_pod(template.clone(), i, "Succeeded"))
+            .collect();
+        let plan = reconcile(&j, &pods, "n", "t");
+        assert_eq!(plan.create.len(), 1, "only one completion left");
+    }
+}

@@ -1,0 +1,189 @@
+//! A tiny HTTP/1.1 server on 127.0.0.1 that can be stopped and started again on the same port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// A request with its body read.
+pub struct Request {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+pub type Response = http::Response<Full<Bytes>>;
+pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+
+/// Builds a response with a status and body.
+pub fn response(status: u16, body: impl Into<Bytes>) -> Response {
+    http::Response::builder()
+        .status(status)
+        .body(Full::new(body.into()))
+        .expect("valid response")
+}
+
+/// An HTTP server bound to `127.0.0.1:port`.
+pub struct HttpServer {
+    addr: SocketAddr,
+    handler: Handler,
+    running: Mutex<Option<CancellationToken>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl HttpServer {
+    /// Binds 127.0.0.1:0 and serves `handler`.
+    pub async fn start(handler: Handler) -> anyhow::Result<Self> {
+        let server = Self {
+            addr: "127.0.0.1:0".parse().expect("valid address"),
+            handler,
+            running: Mutex::new(None),
+            requests: Arc::new(AtomicUsize::new(0)),
+        };
+        let addr = server.bind_and_serve(server.addr)?;
+        Ok(Self { addr, ..server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests were received since the start.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.lock().expect("lock").is_some()
+    }
+
+    /// Stops accepting and closes every open connection. The port is released.
+    pub fn stop(&self) {
+        if let Some(token) = self.running.lock().expect("lock").take() {
+            token.cancel();
+        }
+    }
+
+    /// Starts again on the same port (after [`HttpServer::stop`]).
+    pub async fn restart(&self) -> anyhow::Result<()> {
+        self.stop();
+        // The listener task drops its socket on cancellation; retry briefly until the port
+        // is free again.
+        let mut last = None;
+        for _ in 0..100 {
+            match self.bind_and_serve(self.addr) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    fn bind_and_serve(&self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let socket = TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(addr)
+            .with_context(|| format!("binding {addr}"))?;
+        let listener = socket.listen(128)?;
+        let bound = listener.local_addr()?;
+        let token = CancellationToken::new();
+        *self.running.lock().expect("lock") = Some(token.clone());
+        let handler = self.handler.clone();
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                let requests = requests.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                            let handler = handler.clone();
+                            let requests = requests.clone();
+                            async move {
+                                requests.fetch_add(1, Ordering::SeqCst);
+                                let (parts, body) = req.into_parts();
+                                let body = match body.collect().await {
+                                    Ok(b) => b.to_bytes(),
+                                    Err(_) => Bytes::new(),
+                                };
+                                let request = Request {
+                                    method: parts.method,
+                                    uri: parts.uri,
+                                    headers: parts.headers,
+                                    body,
+                                };
+                                Ok::<_, std::convert::Infallible>(handler(request).await)
+                            }
+                        });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = conn => {}
+                    }
+                });
+            }
+        });
+        Ok(bound)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Checks HTTP basic auth against `user`/`password`.
+pub fn basic_auth_ok(headers: &http::HeaderMap, user: &str, password: &str) -> bool {
+    use base64::Engine;
+    let Some(value) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    decoded == format!("{user}:{password}").as_bytes()
+}
+
+/// A 401 asking for basic auth.
+pub fn unauthorized() -> Response {
+    http::Response::builder()
+        .status(401)
+        .header(http::header::WWW_AUTHENTICATE, "Basic realm=\"testkit\"")
+        .body(Full::new(Bytes::from_static(b"authentication required\n")))
+        .expect("valid response")
+}
