@@ -176,7 +176,7 @@ impl ChartRepo {
 }
 
 fn serve_file(root: &Path, path: &str, req: &Request) -> http::Response {
-    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+    if req.method != ::http::Method::GET && req.method != ::http::Method::HEAD {
         return http::response(405, "method not allowed\n");
     }
     let rel = path.trim_start_matches('/');
@@ -189,12 +189,12 @@ fn serve_file(root: &Path, path: &str, req: &Request) -> http::Response {
     let etag = format!("\"{:x}\"", sha2::Sha256::digest(&data));
     let inm = req
         .headers
-        .get(http::header::IF_NONE_MATCH)
+        .get(::http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
     if inm == Some(etag.as_str()) {
-        return http::Response::builder()
+        return ::http::Response::builder()
             .status(304)
-            .header(http::header::ETAG, etag)
+            .header(::http::header::ETAG, etag)
             .body(Full::new(Bytes::new()))
             .expect("valid");
     }
@@ -203,11 +203,11 @@ fn serve_file(root: &Path, path: &str, req: &Request) -> http::Response {
     } else {
         "application/gzip"
     };
-    http::Response::builder()
+    ::http::Response::builder()
         .status(200)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(http::header::ETAG, etag)
-        .body(Full::new(if req.method == http::Method::HEAD {
+        .header(::http::header::CONTENT_TYPE, content_type)
+        .header(::http::header::ETAG, etag)
+        .body(Full::new(if req.method == ::http::Method::HEAD {
             Bytes::new()
         } else {
             Bytes::from(data)

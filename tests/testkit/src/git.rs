@@ -364,7 +364,7 @@ pub fn parse_cgi(out: &[u8]) -> anyhow::Result<Response> {
         bail!("CGI response without header end");
     };
     let head = String::from_utf8_lossy(&out[..head_end]);
-    let mut builder = http::Response::builder().status(200);
+    let mut builder = ::http::Response::builder().status(200);
     for line in head.lines() {
         let Some((name, value)) = line.split_once(':') else {
             continue;

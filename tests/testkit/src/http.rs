@@ -46,14 +46,14 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds 127.0.0.1:0 and serves `handler`.
     pub async fn start(handler: Handler) -> anyhow::Result<Self> {
-        let server = Self {
+        let mut server = Self {
             addr: "127.0.0.1:0".parse().expect("valid address"),
             handler,
             running: Mutex::new(None),
             requests: Arc::new(AtomicUsize::new(0)),
         };
-        let addr = server.bind_and_serve(server.addr)?;
-        Ok(Self { addr, ..server })
+        server.addr = server.bind_and_serve(server.addr)?;
+        Ok(server)
     }
 
     pub fn addr(&self) -> SocketAddr {
