@@ -44,32 +44,32 @@ pub(crate) fn apply(
         ("", "secrets") => {
             let m = obj.as_object_mut().expect("object");
             set_default(m, "type", json!("Opaque"));
-            if let Some(sd) = m.remove("stringData") {
-                if let Some(sd) = sd.as_object() {
-                    let data = obj_mut(obj, "data");
-                    for (k, v) in sd {
-                        let s = v.as_str().unwrap_or("");
-                        data.insert(
-                            k.clone(),
-                            json!(base64::engine::general_purpose::STANDARD.encode(s)),
-                        );
-                    }
+            if let Some(sd) = m.remove("stringData")
+                && let Some(sd) = sd.as_object()
+            {
+                let data = obj_mut(obj, "data");
+                for (k, v) in sd {
+                    let s = v.as_str().unwrap_or("");
+                    data.insert(
+                        k.clone(),
+                        json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                    );
                 }
             }
-            if let Some(o) = old {
-                if o["type"] != obj["type"] {
-                    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-                    return Err(ApiError::invalid(
-                        "",
-                        "Secret",
-                        &name,
-                        vec![ApiError::cause(
-                            "FieldValueInvalid",
-                            "type",
-                            format!("Invalid value: {}: field is immutable", obj["type"]),
-                        )],
-                    ));
-                }
+            if let Some(o) = old
+                && o["type"] != obj["type"]
+            {
+                let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                return Err(ApiError::invalid(
+                    "",
+                    "Secret",
+                    &name,
+                    vec![ApiError::cause(
+                        "FieldValueInvalid",
+                        "type",
+                        format!("Invalid value: {}: field is immutable", obj["type"]),
+                    )],
+                ));
             }
         }
         ("", "services") => default_service(obj, old, ctx)?,
@@ -272,12 +272,11 @@ fn default_job(obj: &mut Value, old: Option<&Value>, ctx: &mut DefaultCtx<'_>) {
         labels.insert("controller-uid".into(), json!(uid));
         labels.insert("job-name".into(), json!(name));
     }
-    if let Some(o) = old {
-        if let Some(tl) = o["spec"]["template"]["metadata"].get("labels") {
-            if let Some(t) = spec.get_mut("template") {
-                obj_mut_val(t, "metadata")["labels"] = tl.clone();
-            }
-        }
+    if let Some(o) = old
+        && let Some(tl) = o["spec"]["template"]["metadata"].get("labels")
+        && let Some(t) = spec.get_mut("template")
+    {
+        obj_mut_val(t, "metadata")["labels"] = tl.clone();
     }
     default_template(spec);
 }

@@ -453,7 +453,7 @@ impl Store {
             rv: 0,
             history: VecDeque::new(),
             compacted_rv: 0,
-            cluster_ips: HashSet::from(["10.96.0.1".to_string()]),
+            cluster_ips: HashSet::new(),
             next_ip: 10,
             node_ports: HashSet::new(),
             ns_cleaned: HashSet::new(),
@@ -645,15 +645,15 @@ impl Store {
         };
         // Name / generateName.
         let mut name = meta_str(&obj, "name").map(String::from);
-        if name.is_none() {
-            if let Some(prefix) = meta_str(&obj, "generateName").map(String::from) {
-                loop {
-                    let candidate = format!("{prefix}{}", st.rng.name_suffix(5));
-                    let key = State::obj_key(&info, ns.as_deref(), &candidate);
-                    if st.get(res, &key).is_none() {
-                        name = Some(candidate);
-                        break;
-                    }
+        if name.is_none()
+            && let Some(prefix) = meta_str(&obj, "generateName").map(String::from)
+        {
+            loop {
+                let candidate = format!("{prefix}{}", st.rng.name_suffix(5));
+                let key = State::obj_key(&info, ns.as_deref(), &candidate);
+                if st.get(res, &key).is_none() {
+                    name = Some(candidate);
+                    break;
                 }
             }
         }
@@ -719,10 +719,11 @@ impl Store {
                 m.remove("generation");
             }
         }
-        if info.status && !(res.group.is_empty() && res.resource == "namespaces") {
-            if let Some(o) = obj.as_object_mut() {
-                o.remove("status");
-            }
+        if info.status
+            && !(res.group.is_empty() && res.resource == "namespaces")
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
         }
         crate::defaults::apply(res, &mut obj, None, &mut DefaultCtx { st })?;
         check_size(&info, &name, &obj)?;
@@ -842,22 +843,20 @@ impl Store {
             .get(res, &key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, &name))?;
-        if let Some(rv) = meta_str(&obj, "resourceVersion") {
-            if Some(rv) != meta_str(&old, "resourceVersion") {
-                return Err(ApiError::conflict(&info.group, &info.plural, &name));
-            }
+        if let Some(rv) = meta_str(&obj, "resourceVersion")
+            && Some(rv) != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(&info.group, &info.plural, &name));
         }
-        if let (Some(u), Some(ou)) = (meta_str(&obj, "uid"), meta_str(&old, "uid")) {
-            if u != ou {
-                return Err(ApiError::conflict_msg(
-                    &info.group,
-                    &info.plural,
-                    &name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {u}, UID in object meta: {ou}"
-                    ),
-                ));
-            }
+        if let (Some(u), Some(ou)) = (meta_str(&obj, "uid"), meta_str(&old, "uid"))
+            && u != ou
+        {
+            return Err(ApiError::conflict_msg(
+                &info.group,
+                &info.plural,
+                &name,
+                &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {ou}"),
+            ));
         }
         let mut new = if status_only {
             let mut n = old.clone();
@@ -1016,31 +1015,31 @@ impl Store {
             .get(res, &key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
-        if let Some(uid) = &opts.uid {
-            if meta_str(&obj, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::conflict_msg(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&obj, "uid").unwrap_or("")
-                    ),
-                ));
-            }
+        if let Some(uid) = &opts.uid
+            && meta_str(&obj, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::conflict_msg(
+                &info.group,
+                &info.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&obj, "uid").unwrap_or("")
+                ),
+            ));
         }
-        if let Some(rv) = &opts.resource_version {
-            if meta_str(&obj, "resourceVersion") != Some(rv.as_str()) {
-                return Err(ApiError::conflict_msg(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        meta_str(&obj, "resourceVersion").unwrap_or("")
-                    ),
-                ));
-            }
+        if let Some(rv) = &opts.resource_version
+            && meta_str(&obj, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::conflict_msg(
+                &info.group,
+                &info.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&obj, "resourceVersion").unwrap_or("")
+                ),
+            ));
         }
         if opts.dry_run {
             return Ok((Deleted::Gone(obj), None));
@@ -1123,20 +1122,18 @@ impl Store {
         let history = self.inner.cfg.history_size;
         let is_crd =
             res.group == "apiextensions.k8s.io" && res.resource == "customresourcedefinitions";
-        if is_crd {
-            if let Ok(info) = crate::registry::crd_resource(&obj) {
-                let key = info.key();
-                let objs: Vec<Value> = st
-                    .objects
-                    .get(&key)
-                    .map(|m| m.values().cloned().collect())
-                    .unwrap_or_default();
-                for o in objs {
-                    st.commit(&self.inner.tx, history, &key, EventKind::Deleted, o);
-                }
-                st.objects.remove(&key);
-                st.registry.unregister(&key);
+        if is_crd && let Ok(info) = crate::registry::crd_resource(&obj) {
+            let key = info.key();
+            let objs: Vec<Value> = st
+                .objects
+                .get(&key)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            for o in objs {
+                st.commit(&self.inner.tx, history, &key, EventKind::Deleted, o);
             }
+            st.objects.remove(&key);
+            st.registry.unregister(&key);
         }
         let uid = meta_str(&obj, "uid").unwrap_or("").to_string();
         let owners: Vec<String> = owner_uids(&obj).into_iter().map(|(u, _)| u).collect();
@@ -1438,5 +1435,368 @@ fn check_immutable(info: &ResourceInfo, name: &str, old: &Value, new: &Value) ->
         Ok(())
     } else {
         Err(ApiError::invalid("", &info.kind, name, causes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"a": "1"}})
+    }
+
+    fn deploy(name: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})
+    }
+
+    fn owned(name: &str, owner: &Value, block: bool) -> Value {
+        let mut c = cm(name);
+        c["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment",
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": true,
+            "blockOwnerDeletion": block}]);
+        c
+    }
+
+    fn cms() -> ResourceKey {
+        ResourceKey::new("", "configmaps")
+    }
+    fn deps() -> ResourceKey {
+        ResourceKey::new("apps", "deployments")
+    }
+
+    #[test]
+    fn create_sets_metadata_and_defaults() {
+        let s = Store::default();
+        let d = s.create(&deps(), deploy("web")).unwrap();
+        assert_eq!(d["metadata"]["generation"], 1);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
+        assert_eq!(d["metadata"]["labels"]["app"], "web");
+        assert!(d["metadata"]["uid"].as_str().unwrap().len() == 36);
+        assert!(
+            d["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        let rv: u64 = d["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(rv, s.resource_version());
+        let err = s.create(&deps(), deploy("web")).unwrap_err();
+        assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+        let c = s.create(&cms(), cm("x")).unwrap();
+        assert!(c["metadata"].get("generation").is_none());
+    }
+
+    #[test]
+    fn generate_name_and_missing_namespace() {
+        let s = Store::default();
+        let mut o = cm("");
+        o["metadata"] = json!({"generateName": "gen-", "namespace": "default"});
+        let c = s.create(&cms(), o).unwrap();
+        let n = c["metadata"]["name"].as_str().unwrap();
+        assert!(n.starts_with("gen-") && n.len() == 9);
+        let mut o = cm("y");
+        o["metadata"]["namespace"] = json!("nope");
+        let e = s.create(&cms(), o).unwrap_err();
+        assert_eq!(e.code, 404);
+        assert_eq!(e.message, "namespaces \"nope\" not found");
+        let e = s.create(&cms(), cm("Bad_Name")).unwrap_err();
+        assert_eq!(e.code, 422);
+    }
+
+    #[test]
+    fn generation_moves_on_spec_changes_only() {
+        let s = Store::default();
+        let d = s.create(&deps(), deploy("web")).unwrap();
+        let mut d2 = d.clone();
+        d2["metadata"]["labels"]["extra"] = json!("x");
+        let d2 = s.update(&deps(), d2).unwrap();
+        assert_eq!(d2["metadata"]["generation"], 1);
+        let mut d3 = d2.clone();
+        d3["spec"]["replicas"] = json!(3);
+        let d3 = s.update(&deps(), d3).unwrap();
+        assert_eq!(d3["metadata"]["generation"], 2);
+        let mut st = d3.clone();
+        st["status"] = json!({"observedGeneration": 2});
+        let st = s.update_status(&deps(), st).unwrap();
+        assert_eq!(st["metadata"]["generation"], 2);
+        assert_eq!(st["status"]["observedGeneration"], 2);
+        // main-resource writes ignore status
+        let mut d4 = st.clone();
+        d4["status"] = json!({"observedGeneration": 99});
+        let d4 = s.update(&deps(), d4).unwrap();
+        assert_eq!(d4["status"]["observedGeneration"], 2);
+        // stale resourceVersion -> 409, none -> unconditional
+        let e = s.update(&deps(), d.clone()).unwrap_err();
+        assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+        let mut u = d.clone();
+        u["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        u["spec"]["replicas"] = json!(5);
+        assert_eq!(s.update(&deps(), u).unwrap()["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn unchanged_update_is_a_no_op() {
+        let s = Store::default();
+        let c = s.create(&cms(), cm("a")).unwrap();
+        let rv = s.resource_version();
+        let again = s.update(&cms(), c.clone()).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(rv, s.resource_version());
+    }
+
+    #[test]
+    fn finalizers_hold_deletion() {
+        let s = Store::default();
+        let mut o = cm("f");
+        o["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        s.create(&cms(), o).unwrap();
+        let d = s
+            .delete(&cms(), Some("default"), "f", Propagation::Background)
+            .unwrap();
+        let Deleted::Pending(p) = d else {
+            panic!("expected pending")
+        };
+        assert!(p["metadata"]["deletionTimestamp"].is_string());
+        let mut p2 = p.clone();
+        p2["metadata"]["finalizers"] = json!([]);
+        s.update(&cms(), p2).unwrap();
+        assert!(s.get(&cms(), Some("default"), "f").is_none());
+    }
+
+    #[test]
+    fn background_gc_deletes_dependents() {
+        let s = Store::default();
+        let d = s.create(&deps(), deploy("web")).unwrap();
+        s.create(&cms(), owned("dep1", &d, true)).unwrap();
+        s.create(&cms(), cm("free")).unwrap();
+        let r = s
+            .delete(&deps(), Some("default"), "web", Propagation::Background)
+            .unwrap();
+        assert!(matches!(r, Deleted::Gone(_)));
+        assert!(s.get(&cms(), Some("default"), "dep1").is_none());
+        assert!(s.get(&cms(), Some("default"), "free").is_some());
+    }
+
+    #[test]
+    fn foreground_waits_for_blocking_dependents() {
+        let s = Store::default();
+        let d = s.create(&deps(), deploy("web")).unwrap();
+        let mut dep = owned("dep1", &d, true);
+        dep["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        s.create(&cms(), dep).unwrap();
+        let r = s
+            .delete(&deps(), Some("default"), "web", Propagation::Foreground)
+            .unwrap();
+        let Deleted::Pending(p) = r else {
+            panic!("owner should wait")
+        };
+        assert!(
+            p["metadata"]["finalizers"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("foregroundDeletion"))
+        );
+        // dependent is being deleted but held by its finalizer
+        let held = s.get(&cms(), Some("default"), "dep1").unwrap();
+        assert!(held["metadata"]["deletionTimestamp"].is_string());
+        assert!(s.get(&deps(), Some("default"), "web").is_some());
+        s.update_with(&cms(), Some("default"), "dep1", |o| {
+            o["metadata"]["finalizers"] = json!([]);
+        })
+        .unwrap();
+        assert!(s.get(&cms(), Some("default"), "dep1").is_none());
+        assert!(s.get(&deps(), Some("default"), "web").is_none());
+    }
+
+    #[test]
+    fn orphan_removes_owner_references() {
+        let s = Store::default();
+        let d = s.create(&deps(), deploy("web")).unwrap();
+        s.create(&cms(), owned("dep1", &d, true)).unwrap();
+        s.delete(&deps(), Some("default"), "web", Propagation::Orphan)
+            .unwrap();
+        let c = s.get(&cms(), Some("default"), "dep1").unwrap();
+        assert!(c["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn immutable_configmap_rejects_data_changes() {
+        let s = Store::default();
+        let mut o = cm("imm");
+        o["immutable"] = json!(true);
+        let c = s.create(&cms(), o).unwrap();
+        let mut c2 = c.clone();
+        c2["data"]["a"] = json!("2");
+        let e = s.update(&cms(), c2).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .contains("field is immutable when `immutable` is set"),
+            "{}",
+            e.message
+        );
+        let mut c3 = c.clone();
+        c3["metadata"]["labels"] = json!({"x": "y"});
+        s.update(&cms(), c3).unwrap();
+    }
+
+    #[test]
+    fn oversized_objects_are_rejected() {
+        let s = Store::default();
+        let mut o = cm("big");
+        o["data"]["a"] = json!("x".repeat(1_100_000));
+        assert_eq!(s.create(&cms(), o).unwrap_err().code, 422);
+        let mut d = deploy("big");
+        d["metadata"]["annotations"] = json!({"a": "x".repeat(1_600_000)});
+        let e = s.create(&deps(), d).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (413, "etcdserver: request is too large")
+        );
+    }
+
+    #[test]
+    fn secrets_fold_string_data_and_services_get_cluster_ips() {
+        let s = Store::default();
+        let sec = s
+            .create(&ResourceKey::new("", "secrets"), json!({"metadata": {"name": "s", "namespace": "default"}, "stringData": {"k": "v"}}))
+            .unwrap();
+        assert_eq!(sec["data"]["k"], "dg==");
+        assert_eq!(sec["type"], "Opaque");
+        assert!(sec.get("stringData").is_none());
+        let svc = ResourceKey::new("", "services");
+        let a = s.create(&svc, json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}})).unwrap();
+        let b = s.create(&svc, json!({"metadata": {"name": "b", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}})).unwrap();
+        assert_ne!(a["spec"]["clusterIP"], b["spec"]["clusterIP"]);
+        assert!(
+            a["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.96.")
+        );
+        assert_eq!(a["spec"]["type"], "ClusterIP");
+        assert_eq!(a["spec"]["ports"][0]["targetPort"], 80);
+        // an update without clusterIP keeps it
+        let mut a2 = a.clone();
+        a2["spec"].as_object_mut().unwrap().remove("clusterIP");
+        a2["spec"].as_object_mut().unwrap().remove("clusterIPs");
+        a2["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert_eq!(
+            s.update(&svc, a2).unwrap()["spec"]["clusterIP"],
+            a["spec"]["clusterIP"]
+        );
+    }
+
+    #[test]
+    fn job_defaults() {
+        let s = Store::default();
+        let j = s
+            .create(&ResourceKey::new("batch", "jobs"), json!({"metadata": {"name": "j", "namespace": "default"},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}))
+            .unwrap();
+        assert_eq!(j["spec"]["completions"], 1);
+        assert_eq!(j["spec"]["parallelism"], 1);
+        assert_eq!(j["spec"]["backoffLimit"], 6);
+        let uid = j["metadata"]["uid"].clone();
+        assert_eq!(
+            j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+            uid
+        );
+        assert_eq!(j["spec"]["template"]["metadata"]["labels"]["job-name"], "j");
+    }
+
+    #[tokio::test]
+    async fn namespace_termination() {
+        let s = Store::default();
+        let ns = ResourceKey::new("", "namespaces");
+        let n = s.create(&ns, json!({"metadata": {"name": "t"}})).unwrap();
+        assert_eq!(n["status"]["phase"], "Active");
+        assert_eq!(n["metadata"]["labels"]["kubernetes.io/metadata.name"], "t");
+        let mut o = cm("a");
+        o["metadata"]["namespace"] = json!("t");
+        s.create(&cms(), o.clone()).unwrap();
+        let d = s.delete(&ns, None, "t", Propagation::Background).unwrap();
+        assert_eq!(d.object()["status"]["phase"], "Terminating");
+        let mut o2 = o.clone();
+        o2["metadata"]["name"] = json!("b");
+        let e = s.create(&cms(), o2).unwrap_err();
+        assert_eq!(e.code, 403);
+        assert!(
+            e.message.contains("because it is being terminated"),
+            "{}",
+            e.message
+        );
+        let mut rx = s.subscribe();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if ev.kind == EventKind::Deleted && ev.resource == ns {
+                break;
+            }
+        }
+        assert!(s.get(&ns, None, "t").is_none());
+        assert!(s.get(&cms(), Some("t"), "a").is_none());
+    }
+
+    #[test]
+    fn crd_is_served_at_once_and_takes_its_objects_along() {
+        let s = Store::default();
+        let crds = ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions");
+        let crd = s
+            .create(&crds, json!({"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"kind": "Widget", "plural": "widgets"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}}]}}))
+            .unwrap();
+        let conds = crd["status"]["conditions"].as_array().unwrap();
+        assert!(
+            conds
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        );
+        let w = s.resource_for_kind("example.com/v1", "Widget").unwrap();
+        s.create(&w, json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1", "namespace": "default"}})).unwrap();
+        assert_eq!(s.list(&w, None).0.len(), 1);
+        s.delete(&crds, None, "widgets.example.com", Propagation::Background)
+            .unwrap();
+        assert!(s.resource_for_kind("example.com/v1", "Widget").is_none());
+        assert!(s.list(&w, None).0.is_empty());
+    }
+
+    #[test]
+    fn watch_history_replays_and_expires() {
+        let s = Store::new(StoreConfig {
+            history_size: 5,
+            ..StoreConfig::default()
+        });
+        let rv0 = s.resource_version();
+        for i in 0..3 {
+            s.create(&cms(), cm(&format!("c{i}"))).unwrap();
+        }
+        let (evs, _rx) = s.watch_from(rv0).unwrap();
+        assert_eq!(evs.len(), 3);
+        assert!(evs.iter().all(|e| e.kind == EventKind::Added));
+        for i in 3..10 {
+            s.create(&cms(), cm(&format!("c{i}"))).unwrap();
+        }
+        let e = s.watch_from(rv0).unwrap_err();
+        assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
     }
 }
