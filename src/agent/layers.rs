@@ -239,7 +239,11 @@ mod tests {
         let out = run_layers(&f, &layers, 2, &status, &m, &CancellationToken::new()).await;
         assert_eq!(out, LayersOutcome::AllReady);
         let started = f.started.lock().unwrap().clone();
-        assert_eq!(started.last().unwrap(), "d", "layer 2 starts last: {started:?}");
+        assert_eq!(
+            started.last().unwrap(),
+            "d",
+            "layer 2 starts last: {started:?}"
+        );
         assert_eq!(f.max_running.load(Ordering::SeqCst), 2);
         let s = status.snapshot();
         assert!(s.layers.iter().all(|l| l.phase == LayerPhase::Ready));
