@@ -1,4 +1,17 @@
-//! strata-core: pure logic (no I/O).
+//! strata-core: strata's pure logic. No I/O: inputs are strings and already-fetched data,
+//! outputs are values and lists of [`Problem`]s.
+//!
+//! - [`profiles::parse`]: the profile list (YAML in Git) -> [`profiles::ProfileList`].
+//! - [`allocation::parse`]: the allocation file of the `allocated` layering model.
+//! - [`chart::parse_chart_yaml`]: `Chart.yaml` -> [`chart::ChartMeta`] with its profile
+//!   annotations (strata's and Weave GitOps' keys).
+//! - [`version`]: helm's version constraints (`~1.2`, `^1.2`, `1.2.x`, `>=1.2 <2`, `||`).
+//! - [`types`]: DNS-1123 names, Go durations, layer numbers, repository paths.
+//!
+//! Every parser reports all problems at once as [`Problems`]; each [`Problem`] names the file
+//! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.
+pub mod allocation;
+pub mod chart;
 pub mod problem;
 pub mod profiles;
 pub mod types;
@@ -6,3 +19,4 @@ pub mod version;
 pub mod yaml;
 
 pub use problem::{Problem, Problems};
+pub use types::{GoDuration, LayerNumber};

@@ -226,7 +226,11 @@ pub fn parse(file: &str, text: &str) -> Result<ProfileList, Problems> {
 
 fn validate(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
     if root.value == Value::Null {
-        ctx.report(None, "", "the file is empty; expected a ProfileList document");
+        ctx.report(
+            None,
+            "",
+            "the file is empty; expected a ProfileList document",
+        );
         return None;
     }
     let top = ctx.map(root, "", Some(TOP_FIELDS))?;
@@ -472,7 +476,9 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
             ctx.report(
                 Some(name_node),
                 &join(&path, "name"),
-                format!("`{name}` is not a valid repository name: use letters, digits, '-', '_' and '.'"),
+                format!(
+                    "`{name}` is not a valid repository name: use letters, digits, '-', '_' and '.'"
+                ),
             );
             ok = false;
         }
@@ -512,7 +518,9 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
                 ctx.report(
                     Some(url_node),
                     &join(&path, "url"),
-                    format!("`{url}` is not supported: the URL must start with https:// or http://"),
+                    format!(
+                        "`{url}` is not supported: the URL must start with https:// or http://"
+                    ),
                 );
                 ok = false;
             }
@@ -560,12 +568,14 @@ fn profiles(
     let mut releases: BTreeMap<(String, String), String> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         let index_path = format!("profiles[{i}]");
-        let Some(f) = ctx.map(item, &index_path, Some(PROFILE_FIELDS)) else {
+        // Problems are reported as `profiles[<name>]` once the name is known to be usable.
+        let peeked = peek_name(item)
+            .filter(|n| check_dns1123_label(n, 63).is_ok() && !names.contains_key(n.as_str()));
+        let mut path = peeked.map_or_else(|| index_path.clone(), |n| format!("profiles[{n}]"));
+        let Some(f) = ctx.map(item, &path, Some(PROFILE_FIELDS)) else {
             ok = false;
             continue;
         };
-        // The name first: later fields are reported as `profiles[<name>]`.
-        let mut path = index_path.clone();
         let mut name = None;
         if let Some(n) = ctx.required(&f, "name", &index_path)
             && let Some(s) = ctx.string(n, &join(&index_path, "name"))
@@ -810,6 +820,16 @@ fn profile(
     })
 }
 
+fn peek_name(item: &Node) -> Option<String> {
+    match &item.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("name"))
+            .and_then(|(_, v)| v.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
 fn check_duplicate_keys(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
     match &node.value {
         Value::Map(entries) => {
@@ -836,18 +856,13 @@ fn check_duplicate_keys(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
     }
 }
 
-fn chart_ref(
-    ctx: &mut Ctx<'_>,
-    node: &Node,
-    path: &str,
-    repos: &[Repository],
-) -> Option<ChartRef> {
+fn chart_ref(ctx: &mut Ctx<'_>, node: &Node, path: &str, repos: &[Repository]) -> Option<ChartRef> {
     let f = ctx.map(node, path, Some(CHART_FIELDS))?;
     let repository = f.get("repository");
     let name = f.get("name");
     let chart_path = f.get("path");
     match (repository, name, chart_path) {
-        (_, _, Some(p)) if repository.is_some() || name.is_some() => {
+        (Some(_), _, Some(p)) | (_, Some(_), Some(p)) => {
             ctx.report(
                 Some(p),
                 path,
@@ -901,7 +916,8 @@ fn chart_ref(
                 ok = false;
             }
             if !repos.iter().any(|x| x.name == repo) {
-                let known: Vec<&str> = repos.iter().map(|x| x.name.as_str()).collect();
+                let mut known: Vec<&str> = repos.iter().map(|x| x.name.as_str()).collect();
+                known.dedup();
                 ctx.report(
                     r,
                     &join(path, "repository"),

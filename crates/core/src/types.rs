@@ -147,9 +147,9 @@ impl fmt::Display for GoDuration {
         }
         if d < Duration::from_secs(1) {
             let n = d.subsec_nanos();
-            return if n % 1_000_000 == 0 {
+            return if n.is_multiple_of(1_000_000) {
                 write!(f, "{}ms", n / 1_000_000)
-            } else if n % 1_000 == 0 {
+            } else if n.is_multiple_of(1_000) {
                 write!(f, "{}µs", n / 1_000)
             } else {
                 write!(f, "{n}ns")

@@ -43,9 +43,10 @@ pub fn parse_version(text: &str) -> Result<Version> {
     if let Ok(v) = Version::parse(t) {
         return Ok(v);
     }
-    if t.split(['-', '+']).next().is_some_and(|core| {
-        core.split('.').any(|p| matches!(p, "x" | "X" | "*"))
-    }) {
+    if t.split(['-', '+'])
+        .next()
+        .is_some_and(|core| core.split('.').any(|p| matches!(p, "x" | "X" | "*")))
+    {
         return Err(Error::InvalidVersion {
             value: text.to_owned(),
             reason: "wildcards are not allowed in a version".into(),
