@@ -40,8 +40,10 @@ pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String]) -> Plan {
         .iter()
         .filter(|p| !terminating(p) && !matches!(pod::phase(p), "Succeeded" | "Failed"))
         .collect();
-    let on_delete =
-        ds.pointer("/spec/updateStrategy/type").and_then(Value::as_str) == Some("OnDelete");
+    let on_delete = ds
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete");
     if !terminating(ds) {
         for node in nodes {
             let mut mine: Vec<&&Value> = live.iter().filter(|p| node_of(p) == node).collect();

@@ -246,12 +246,7 @@ pub fn reconcile(d: &Value, rses: &[Value], rollout_age: Duration, now: &str) ->
     ];
     status.insert(
         "conditions".into(),
-        conditions(
-            d.pointer("/status/conditions"),
-            &wanted,
-            now,
-            true,
-        ),
+        conditions(d.pointer("/status/conditions"), &wanted, now, true),
     );
     plan.status = Value::Object(status);
     plan
@@ -289,7 +284,8 @@ fn new_replica_set(d: &Value, hash: &str, replicas: i64, revision: i64, max_surg
         .cloned()
         .unwrap_or_default();
     annotations.retain(|k, _| {
-        k != "kubectl.kubernetes.io/last-applied-configuration" && !k.starts_with("deployment.kubernetes.io/")
+        k != "kubectl.kubernetes.io/last-applied-configuration"
+            && !k.starts_with("deployment.kubernetes.io/")
     });
     annotations.insert(REVISION.into(), json!(revision.to_string()));
     annotations.insert(DESIRED.into(), json!(replicas.max(0).to_string()));
@@ -351,10 +347,16 @@ mod tests {
         let hash = template_hash(&d["spec"]["template"]);
         assert_eq!(rs["metadata"]["name"], format!("web-{hash}"));
         assert_eq!(rs["metadata"]["labels"][HASH_LABEL], hash.as_str());
-        assert_eq!(rs["spec"]["selector"]["matchLabels"][HASH_LABEL], hash.as_str());
+        assert_eq!(
+            rs["spec"]["selector"]["matchLabels"][HASH_LABEL],
+            hash.as_str()
+        );
         assert_eq!(rs["spec"]["template"]["metadata"]["labels"]["app"], "web");
         assert_eq!(rs["metadata"]["annotations"][REVISION], "1");
-        assert_eq!(rs["metadata"]["annotations"]["meta.helm.sh/release-name"], "r");
+        assert_eq!(
+            rs["metadata"]["annotations"]["meta.helm.sh/release-name"],
+            "r"
+        );
         let owner = &rs["metadata"]["ownerReferences"][0];
         assert_eq!(owner["kind"], "Deployment");
         assert_eq!(owner["controller"], true);
@@ -371,10 +373,18 @@ mod tests {
     #[test]
     fn ready_replica_set_completes_the_rollout() {
         let d = deploy("nginx:1", 2);
-        let rs = settle(reconcile(&d, &[], Duration::ZERO, "t0").create.remove(0), true);
+        let rs = settle(
+            reconcile(&d, &[], Duration::ZERO, "t0").create.remove(0),
+            true,
+        );
         let plan = reconcile(&d, &[rs], Duration::from_secs(1), "t1");
         assert!(plan.create.is_empty() && plan.update.is_empty(), "{plan:?}");
-        for f in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+        for f in [
+            "replicas",
+            "updatedReplicas",
+            "readyReplicas",
+            "availableReplicas",
+        ] {
             assert_eq!(plan.status[f], 2, "{f}");
         }
         assert!(plan.status.get("unavailableReplicas").is_none());
@@ -387,14 +397,20 @@ mod tests {
     #[test]
     fn template_change_rolls_to_a_new_replica_set_then_scales_the_old_down() {
         let v1 = deploy("nginx:1", 2);
-        let rs1 = settle(reconcile(&v1, &[], Duration::ZERO, "t").create.remove(0), true);
+        let rs1 = settle(
+            reconcile(&v1, &[], Duration::ZERO, "t").create.remove(0),
+            true,
+        );
         let v2 = deploy("nginx:2", 2);
         let plan = reconcile(&v2, std::slice::from_ref(&rs1), Duration::ZERO, "t");
         assert_eq!(plan.create.len(), 1);
         let rs2 = plan.create[0].clone();
         assert_ne!(rs2["metadata"]["name"], rs1["metadata"]["name"]);
         assert_eq!(rs2["metadata"]["annotations"][REVISION], "2");
-        assert!(plan.update.is_empty(), "old RS kept while the new one is not ready");
+        assert!(
+            plan.update.is_empty(),
+            "old RS kept while the new one is not ready"
+        );
         assert_eq!(plan.status["conditions"][1]["reason"], "ReplicaSetUpdated");
         // New RS ready: the old one is scaled to zero.
         let rs2 = settle(rs2, true);
@@ -402,7 +418,10 @@ mod tests {
         assert_eq!(plan.update.len(), 1);
         assert_eq!(plan.update[0]["metadata"]["name"], rs1["metadata"]["name"]);
         assert_eq!(plan.update[0]["spec"]["replicas"], 0);
-        assert_ne!(plan.status["conditions"][1]["reason"], "NewReplicaSetAvailable");
+        assert_ne!(
+            plan.status["conditions"][1]["reason"],
+            "NewReplicaSetAvailable"
+        );
         // Rollback to v1: the old RS is reused and becomes revision 3.
         let rs1_zero = settle(plan.update[0].clone(), true);
         let plan = reconcile(&v1, &[rs1_zero, rs2], Duration::ZERO, "t");
@@ -420,7 +439,10 @@ mod tests {
     #[test]
     fn never_ready_pods_exceed_the_progress_deadline() {
         let d = deploy("nginx:1", 1);
-        let rs = settle(reconcile(&d, &[], Duration::ZERO, "t").create.remove(0), false);
+        let rs = settle(
+            reconcile(&d, &[], Duration::ZERO, "t").create.remove(0),
+            false,
+        );
         let plan = reconcile(&d, std::slice::from_ref(&rs), Duration::from_secs(5), "t");
         assert_eq!(plan.status["conditions"][1]["status"], "True");
         assert_eq!(plan.requeue, Some(Duration::from_secs(5)));
@@ -435,7 +457,10 @@ mod tests {
     fn recreate_scales_old_down_before_the_new_one_gets_pods() {
         let mut v1 = deploy("nginx:1", 1);
         v1["spec"]["strategy"] = json!({"type": "Recreate"});
-        let rs1 = settle(reconcile(&v1, &[], Duration::ZERO, "t").create.remove(0), true);
+        let rs1 = settle(
+            reconcile(&v1, &[], Duration::ZERO, "t").create.remove(0),
+            true,
+        );
         let mut v2 = v1.clone();
         v2["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
         let plan = reconcile(&v2, &[rs1], Duration::ZERO, "t");
@@ -446,7 +471,10 @@ mod tests {
     #[test]
     fn repeated_reconcile_writes_nothing_new() {
         let d = deploy("nginx:1", 1);
-        let rs = settle(reconcile(&d, &[], Duration::ZERO, "t").create.remove(0), true);
+        let rs = settle(
+            reconcile(&d, &[], Duration::ZERO, "t").create.remove(0),
+            true,
+        );
         let p1 = reconcile(&d, std::slice::from_ref(&rs), Duration::ZERO, "t1");
         let d2 = with_status(d, &p1);
         let p2 = reconcile(&d2, &[rs], Duration::ZERO, "t2");

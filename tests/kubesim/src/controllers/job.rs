@@ -122,7 +122,10 @@ pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
     if shown_active > 0 {
         status.insert("active".into(), json!(shown_active));
     }
-    status.insert("ready".into(), json!(if complete || failed_now { 0 } else { ready }));
+    status.insert(
+        "ready".into(),
+        json!(if complete || failed_now { 0 } else { ready }),
+    );
     if succeeded > 0 {
         status.insert("succeeded".into(), json!(succeeded));
     }
@@ -162,7 +165,10 @@ mod tests {
         assert_eq!(plan.create.len(), 1);
         let p = &plan.create[0];
         assert_eq!(p["metadata"]["labels"]["job-name"], "migrate");
-        assert_eq!(p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"], "j-uid");
+        assert_eq!(
+            p["metadata"]["labels"]["batch.kubernetes.io/controller-uid"],
+            "j-uid"
+        );
         assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Job");
         assert_eq!(p["spec"]["restartPolicy"], "Never");
         assert_eq!(plan.status["startTime"], "t0");

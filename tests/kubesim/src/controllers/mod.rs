@@ -177,7 +177,11 @@ impl Driver {
         }
     }
 
-    async fn run(&mut self, mut rx: tokio::sync::broadcast::Receiver<WatchEvent>, shutdown: CancellationToken) {
+    async fn run(
+        &mut self,
+        mut rx: tokio::sync::broadcast::Receiver<WatchEvent>,
+        shutdown: CancellationToken,
+    ) {
         self.resync();
         loop {
             self.drain_queue();
@@ -251,7 +255,10 @@ impl Driver {
         }
         if let Some(owner) = model::controller_ref(obj)
             && let (Some(k), Some(n)) = (
-                owner.get("kind").and_then(Value::as_str).and_then(Kind::of_kind),
+                owner
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(Kind::of_kind),
                 owner.get("name").and_then(Value::as_str),
             )
         {
@@ -278,7 +285,10 @@ impl Driver {
     fn age(&mut self, obj: &Value, track_generation: bool) -> Duration {
         let generation_now = if track_generation { generation(obj) } else { 0 };
         let now = Instant::now();
-        let entry = self.seen.entry(uid(obj).to_owned()).or_insert((generation_now, now));
+        let entry = self
+            .seen
+            .entry(uid(obj).to_owned())
+            .or_insert((generation_now, now));
         if entry.0 != generation_now {
             *entry = (generation_now, now);
         }
@@ -291,7 +301,10 @@ impl Driver {
         let mut current = Some(obj.clone());
         for _ in 0..4 {
             let Some(o) = current.take() else { break };
-            for ptr in ["/metadata/annotations", "/spec/template/metadata/annotations"] {
+            for ptr in [
+                "/metadata/annotations",
+                "/spec/template/metadata/annotations",
+            ] {
                 let (found, problems) = Behaviour::from_annotations(o.pointer(ptr));
                 for p in problems {
                     let msg = format!("{}/{}: {p}", namespace(&o), name(&o));
@@ -306,7 +319,9 @@ impl Driver {
                 let n = r.get("name")?.as_str()?;
                 self.store
                     .get(&kind.resource(), Some(namespace(&o)), n)
-                    .filter(|owner| uid(owner) == r.get("uid").and_then(Value::as_str).unwrap_or(""))
+                    .filter(|owner| {
+                        uid(owner) == r.get("uid").and_then(Value::as_str).unwrap_or("")
+                    })
             });
         }
         b
@@ -314,35 +329,41 @@ impl Driver {
 
     fn children(&self, kind: Kind, owner: &Value) -> Vec<Value> {
         let (objs, _) = self.store.list(&kind.resource(), Some(namespace(owner)));
-        objs.into_iter().filter(|o| controlled_by(o, owner)).collect()
+        objs.into_iter()
+            .filter(|o| controlled_by(o, owner))
+            .collect()
     }
 
-    fn write_status(&self, kind: Kind, obj: &Value, status: Value) -> Result<(), ApiError> {
+    fn write_status(&self, kind: Kind, obj: &Value, status: Value) -> Result<(), Box<ApiError>> {
         if obj.get("status") == Some(&status) {
             return Ok(());
         }
         self.store
             .update_status(&kind.resource(), model::with_status(obj, status))
             .map(|_| ())
+            .map_err(Box::new)
     }
 
-    fn create_all(&self, kind: Kind, objs: Vec<Value>) -> Result<(), ApiError> {
+    fn create_all(&self, kind: Kind, objs: Vec<Value>) -> Result<(), Box<ApiError>> {
         for o in objs {
             match self.store.create(&kind.resource(), o) {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {} // AlreadyExists: a previous pass made it.
-                Err(e) => return Err(e),
+                Err(e) => return Err(Box::new(e)),
             }
         }
         Ok(())
     }
 
-    fn delete_all(&self, kind: Kind, ns: &str, names: &[String]) -> Result<(), ApiError> {
+    fn delete_all(&self, kind: Kind, ns: &str, names: &[String]) -> Result<(), Box<ApiError>> {
         for n in names {
-            match self.store.delete(&kind.resource(), Some(ns), n, Propagation::Background) {
+            match self
+                .store
+                .delete(&kind.resource(), Some(ns), n, Propagation::Background)
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(Box::new(e)),
             }
         }
         Ok(())
@@ -354,7 +375,7 @@ impl Driver {
         self.nodes[h % self.nodes.len()].clone()
     }
 
-    fn reconcile(&mut self, key: &Key) -> Result<(), ApiError> {
+    fn reconcile(&mut self, key: &Key) -> Result<(), Box<ApiError>> {
         let (kind, ns, n) = key;
         let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
         let Some(obj) = self.store.get(&kind.resource(), ns_opt, n) else {
@@ -425,7 +446,8 @@ impl Driver {
                 let pods = self.children(Kind::Pod, &obj);
                 let (claims, _) = self.store.list(&Kind::Pvc.resource(), ns_opt);
                 let claims: Vec<String> = claims.iter().map(|c| name(c).to_owned()).collect();
-                let revisions = self.children_of(&ResourceKey::new("apps", "controllerrevisions"), &obj);
+                let revisions =
+                    self.children_of(&ResourceKey::new("apps", "controllerrevisions"), &obj);
                 let node = self.node_for(&obj);
                 let plan = statefulset::reconcile(&obj, &pods, &claims, &revisions, &node);
                 if let Some(rev) = plan.revision {
@@ -435,7 +457,7 @@ impl Driver {
                     {
                         Ok(_) => {}
                         Err(e) if e.code == 409 => {}
-                        Err(e) => return Err(e),
+                        Err(e) => return Err(Box::new(e)),
                     }
                 }
                 self.create_all(Kind::Pvc, plan.claims)?;
@@ -482,6 +504,11 @@ impl Driver {
 
     fn children_of(&self, res: &ResourceKey, owner: &Value) -> Vec<Value> {
         let (objs, _) = self.store.list(res, Some(namespace(owner)));
-        objs.into_iter().filter(|o| controlled_by(o, owner)).collect()
+        objs.into_iter()
+            .filter(|o| controlled_by(o, owner))
+            .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -102,7 +102,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Formats a wall-clock time as RFC 3339 in UTC with second precision, as Kubernetes does
 /// (`2026-11-24T02:55:00Z`).
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -229,7 +232,9 @@ pub fn int_at(obj: &Value, ptr: &str, default: i64) -> i64 {
 
 /// The uid of the object's controlling owner (ownerReference with `controller: true`).
 pub fn controller_uid(obj: &Value) -> Option<&str> {
-    controller_ref(obj).and_then(|r| r.get("uid")).and_then(Value::as_str)
+    controller_ref(obj)
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
 }
 
 /// The controlling ownerReference, if any.
@@ -266,7 +271,9 @@ pub fn conditions(
     now: &str,
     with_update_time: bool,
 ) -> Value {
-    let old: &[Value] = existing.and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let old: &[Value] = existing
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
     let mut out = Vec::with_capacity(wanted.len());
     for (ty, status, reason, message) in wanted {
         let prev = old
@@ -294,7 +301,10 @@ pub fn conditions(
         if !message.is_empty() {
             c.insert("message".into(), json!(message));
         }
-        c.insert("lastTransitionTime".into(), keep("lastTransitionTime", same_status));
+        c.insert(
+            "lastTransitionTime".into(),
+            keep("lastTransitionTime", same_status),
+        );
         if with_update_time {
             c.insert("lastUpdateTime".into(), keep("lastUpdateTime", same_all));
         }

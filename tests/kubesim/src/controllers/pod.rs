@@ -287,8 +287,14 @@ fn names(pod: &Value, ptr: &str) -> Vec<(String, String)> {
             cs.iter()
                 .map(|c| {
                     (
-                        c.get("name").and_then(Value::as_str).unwrap_or("").to_owned(),
-                        c.get("image").and_then(Value::as_str).unwrap_or("").to_owned(),
+                        c.get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        c.get("image")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
                     )
                 })
                 .collect()
@@ -354,8 +360,14 @@ mod tests {
         let (s, again) = desired_status(&pod(None), Duration::ZERO, &b, T, &place(), "now");
         assert_eq!(s["phase"], "Pending");
         assert_eq!(again, Some(Duration::from_millis(50)));
-        let (s, again) =
-            desired_status(&pod(None), Duration::from_millis(60), &b, T, &place(), "now");
+        let (s, again) = desired_status(
+            &pod(None),
+            Duration::from_millis(60),
+            &b,
+            T,
+            &place(),
+            "now",
+        );
         assert_eq!(s["phase"], "Running");
         assert_eq!(cond(&s, "Ready"), "True");
         assert_eq!(s["podIP"], "10.244.0.7");
@@ -383,7 +395,8 @@ mod tests {
             fail: true,
             ..Default::default()
         };
-        let (s, again) = desired_status(&pod(None), Duration::from_secs(9), &fail, T, &place(), "n");
+        let (s, again) =
+            desired_status(&pod(None), Duration::from_secs(9), &fail, T, &place(), "n");
         assert_eq!(
             s["containerStatuses"][0]["state"]["waiting"]["reason"],
             "CrashLoopBackOff"
@@ -394,8 +407,14 @@ mod tests {
             never_ready: true,
             ..Default::default()
         };
-        let (s, again) =
-            desired_status(&pod(None), Duration::from_secs(99), &never, T, &place(), "n");
+        let (s, again) = desired_status(
+            &pod(None),
+            Duration::from_secs(99),
+            &never,
+            T,
+            &place(),
+            "n",
+        );
         assert_eq!(s["phase"], "Running");
         assert_eq!(cond(&s, "Ready"), "False");
         assert_eq!(again, None);
@@ -421,7 +440,10 @@ mod tests {
         };
         let (s, _) = desired_status(&p, Duration::from_millis(100), &fail, T, &place(), "n");
         assert_eq!(s["phase"], "Failed");
-        assert_eq!(s["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["reason"],
+            "Error"
+        );
     }
 
     #[test]

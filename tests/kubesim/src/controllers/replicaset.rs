@@ -39,8 +39,12 @@ pub fn reconcile(rs: &Value, pods: &[Value], node: &str) -> Plan {
             let mut victims: Vec<&&Value> = active.iter().collect();
             victims.sort_by(|a, b| {
                 pod::is_ready(a).cmp(&pod::is_ready(b)).then_with(|| {
-                    let ta = a.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
-                    let tb = b.pointer("/metadata/creationTimestamp").and_then(Value::as_str);
+                    let ta = a
+                        .pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str);
+                    let tb = b
+                        .pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str);
                     tb.cmp(&ta).then_with(|| name(b).cmp(name(a)))
                 })
             });
@@ -68,7 +72,10 @@ pub fn reconcile(rs: &Value, pods: &[Value], node: &str) -> Plan {
 
 /// A pod built from the ReplicaSet's template, scheduled on `node`.
 pub fn pod_from_template(owner: &Value, node: &str) -> Value {
-    let template = owner.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let template = owner
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(json!({}));
     let mut meta = template
         .get("metadata")
         .and_then(Value::as_object)

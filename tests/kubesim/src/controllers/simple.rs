@@ -8,7 +8,12 @@ use serde_json::{Value, json};
 use super::model::{Behaviour, ip_for, uid};
 
 /// The status a PVC should have `age` after it was first seen, and when to look again.
-pub fn pvc_status(pvc: &Value, age: Duration, delay: Duration, b: &Behaviour) -> (Value, Option<Duration>) {
+pub fn pvc_status(
+    pvc: &Value,
+    age: Duration,
+    delay: Duration,
+    b: &Behaviour,
+) -> (Value, Option<Duration>) {
     let bound = pvc.pointer("/status/phase").and_then(Value::as_str) == Some("Bound");
     let bind_at = delay.max(b.ready_after.unwrap_or(Duration::ZERO));
     if !bound && (b.never_ready || b.fail || age < bind_at) {

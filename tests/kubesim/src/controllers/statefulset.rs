@@ -27,11 +27,7 @@ pub struct Plan {
 }
 
 fn ordinal(sts: &str, pod: &Value) -> Option<i64> {
-    name(pod)
-        .strip_prefix(sts)?
-        .strip_prefix('-')?
-        .parse()
-        .ok()
+    name(pod).strip_prefix(sts)?.strip_prefix('-')?.parse().ok()
 }
 
 fn revision_label(pod: &Value) -> &str {
@@ -61,10 +57,14 @@ pub fn reconcile(
         .filter(|s| !s.is_empty())
         .unwrap_or(&update_revision)
         .to_owned();
-    let parallel =
-        sts.pointer("/spec/podManagementPolicy").and_then(Value::as_str) == Some("Parallel");
-    let on_delete =
-        sts.pointer("/spec/updateStrategy/type").and_then(Value::as_str) == Some("OnDelete");
+    let parallel = sts
+        .pointer("/spec/podManagementPolicy")
+        .and_then(Value::as_str)
+        == Some("Parallel");
+    let on_delete = sts
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Value::as_str)
+        == Some("OnDelete");
 
     if !existing_revisions
         .iter()
@@ -114,7 +114,8 @@ pub fn reconcile(
                             plan.claims.push(claim);
                         }
                     }
-                    plan.create.push(pod_for(sts, i, &template, &update_revision, node));
+                    plan.create
+                        .push(pod_for(sts, i, &template, &update_revision, node));
                     if !parallel {
                         break;
                     }
@@ -131,18 +132,19 @@ pub fn reconcile(
         if !parallel {
             extra.truncate(1);
         }
-        plan.delete
-            .extend(extra.iter().map(|p| name(p).to_owned()));
+        plan.delete.extend(extra.iter().map(|p| name(p).to_owned()));
         // Rolling update: one outdated pod at a time, highest ordinal first, once all are ready.
         let all_ready = (0..want).all(|i| by_ordinal(i).is_some_and(pod::is_ready));
-        if !on_delete && plan.delete.is_empty() && all_ready && !any_terminating {
-            if let Some(outdated) = (0..want)
+        if !on_delete
+            && plan.delete.is_empty()
+            && all_ready
+            && !any_terminating
+            && let Some(outdated) = (0..want)
                 .rev()
                 .filter_map(by_ordinal)
                 .find(|p| revision_label(p) != update_revision)
-            {
-                plan.delete.push(name(outdated).to_owned());
-            }
+        {
+            plan.delete.push(name(outdated).to_owned());
         }
     }
 
@@ -191,11 +193,9 @@ fn claims_for(sts: &Value, ordinal: i64) -> Vec<Value> {
             ts.iter()
                 .map(|t| {
                     let tname = name(t);
-                    let mut labels = t
-                        .pointer("/metadata/labels")
-                        .cloned()
-                        .unwrap_or(json!({}));
-                    if let (Some(l), Some(s)) = (labels.as_object_mut(), selector_labels.as_object())
+                    let mut labels = t.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+                    if let (Some(l), Some(s)) =
+                        (labels.as_object_mut(), selector_labels.as_object())
                     {
                         for (k, v) in s {
                             l.insert(k.clone(), v.clone());
@@ -243,7 +243,10 @@ fn pod_for(sts: &Value, i: i64, template: &Value, revision: &str, node: &str) ->
     if spec.get("nodeName").is_none() {
         spec["nodeName"] = json!(node);
     }
-    if let Some(ts) = sts.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array) {
+    if let Some(ts) = sts
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+    {
         if !spec["volumes"].is_array() {
             spec["volumes"] = json!([]);
         }
@@ -292,16 +295,31 @@ mod tests {
         assert_eq!(plan.create.len(), 1);
         let p0 = &plan.create[0];
         assert_eq!(p0["metadata"]["name"], "db-0");
-        assert_eq!(p0["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "data-db-0");
+        assert_eq!(
+            p0["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data-db-0"
+        );
         assert_eq!(plan.claims.len(), 1);
         assert_eq!(plan.claims[0]["metadata"]["name"], "data-db-0");
         assert_eq!(plan.claims[0]["metadata"]["labels"]["app"], "db");
         // db-0 not ready yet: nothing more.
         let rev = plan.revision.clone().unwrap();
-        let plan2 = reconcile(&s, &[p0.clone()], &["data-db-0".into()], &[rev.clone()], "n0");
+        let plan2 = reconcile(
+            &s,
+            std::slice::from_ref(p0),
+            &["data-db-0".into()],
+            std::slice::from_ref(&rev),
+            "n0",
+        );
         assert!(plan2.create.is_empty() && plan2.revision.is_none());
         // db-0 ready: db-1 follows.
-        let plan3 = reconcile(&s, &[ready(p0.clone())], &["data-db-0".into()], &[rev], "n0");
+        let plan3 = reconcile(
+            &s,
+            &[ready(p0.clone())],
+            &["data-db-0".into()],
+            &[rev],
+            "n0",
+        );
         assert_eq!(plan3.create[0]["metadata"]["name"], "db-1");
     }
 
@@ -322,7 +340,10 @@ mod tests {
         let mut s2 = sts("pg:2", 2, "Parallel");
         s2["status"] = st.clone();
         let plan = reconcile(&s2, &pods, &[], &[], "n0");
-        assert_ne!(plan.status["updateRevision"], plan.status["currentRevision"]);
+        assert_ne!(
+            plan.status["updateRevision"],
+            plan.status["currentRevision"]
+        );
         assert_eq!(plan.delete, vec!["db-1".to_owned()]);
     }
 
