@@ -40,7 +40,10 @@
 // `pub mod controllers;` is added once H2's controllers compile.
 pub(crate) mod defaults;
 pub mod error;
+pub mod patch;
+pub mod protobuf;
 pub mod registry;
+pub mod selector;
 pub mod store;
 pub mod util;
 
