@@ -7,14 +7,25 @@
 //!   annotations (strata's and Weave GitOps' keys).
 //! - [`version`]: helm's version constraints (`~1.2`, `^1.2`, `1.2.x`, `>=1.2 <2`, `||`).
 //! - [`types`]: DNS-1123 names, Go durations, layer numbers, repository paths.
+//! - [`values::merge`] / [`values::canonical_digest`]: helm-style values merging and a
+//!   key-order-independent digest.
+//! - [`plan::plan`]: profile list + Chart.yaml of each profile (+ allocation) ->
+//!   [`plan::Plan`] (ordered layers, each release's layer source; `Display` and `Serialize`).
+//! - [`schedule::next_actions`]: which releases may start now, which wait or are skipped.
+//! - [`reconcile::decide`]: Install / Upgrade / NoOp / Blocked for one release from helm's
+//!   storage.
 //!
 //! Every parser reports all problems at once as [`Problems`]; each [`Problem`] names the file
 //! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.
 pub mod allocation;
 pub mod chart;
+pub mod plan;
 pub mod problem;
 pub mod profiles;
+pub mod reconcile;
+pub mod schedule;
 pub mod types;
+pub mod values;
 pub mod version;
 pub mod yaml;
 

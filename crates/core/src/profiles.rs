@@ -59,6 +59,9 @@ pub const CHART_FIELDS: &[&str] = &["repository", "name", "path"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileList {
+    /// The file the list was read from (not part of the document).
+    #[serde(skip)]
+    pub file: String,
     pub api_version: String,
     pub kind: String,
     pub layering: Layering,
@@ -280,6 +283,7 @@ fn validate(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
     };
     let profiles = profiles(ctx, profiles_node?, &repositories, &defaults)?;
     Some(ProfileList {
+        file: ctx.file.to_owned(),
         api_version: api_version?.1,
         kind: kind?.1,
         layering,

@@ -367,6 +367,6 @@ fn serializes_with_the_documented_field_names() {
     expected.sort();
     assert_eq!(p, expected);
     // The serialized form parses back to the same list (JSON is YAML).
-    let again = parse("p.json", &json.to_string()).unwrap();
+    let again = parse("p.yaml", &json.to_string()).unwrap();
     assert_eq!(again, l);
 }

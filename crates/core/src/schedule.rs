@@ -1,0 +1,323 @@
+//! Layer scheduling: given the plan and what each release has reached, what may start now.
+//!
+//! - Layers run in plan order. Everything of the lowest layer that is not Ready may start.
+//! - The next layer starts only when every release of the layer below is Ready.
+//! - A Failed release blocks every layer above it (those releases are *skipped*), while its
+//!   siblings in the same layer still run to the end.
+//!
+//! The runtime calls [`next_actions`] after every change; it bounds parallelism itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Plan, ReleaseKey};
+
+/// What a release has reached in the current attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum ReleaseState {
+    /// Not started (the default for releases missing from the state map).
+    #[default]
+    Pending,
+    /// Started: helm is running or the release is waiting to become ready.
+    Running,
+    Ready,
+    Failed {
+        message: String,
+    },
+}
+
+/// Why a release may not start yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum BlockReason {
+    /// The layer below is not Ready yet; `not_ready` lists its unfinished releases.
+    WaitingFor {
+        layer: String,
+        not_ready: Vec<ReleaseKey>,
+    },
+    /// A release in a layer below failed; this release will not run in this attempt.
+    Skipped {
+        layer: String,
+        failed: Vec<ReleaseKey>,
+    },
+}
+
+impl BlockReason {
+    pub fn is_skipped(&self) -> bool {
+        matches!(self, Self::Skipped { .. })
+    }
+}
+
+fn join_keys(keys: &[ReleaseKey]) -> String {
+    keys.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WaitingFor { layer, not_ready } => {
+                write!(
+                    f,
+                    "waiting for {layer}: {} not ready yet",
+                    join_keys(not_ready)
+                )
+            }
+            Self::Skipped { layer, failed } => {
+                write!(f, "skipped: {layer} failed ({})", join_keys(failed))
+            }
+        }
+    }
+}
+
+/// Overall result once nothing can progress any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Outcome {
+    /// Every release is Ready.
+    Succeeded,
+    /// Some releases failed; the layers above them were skipped.
+    Failed { failed: Vec<ReleaseKey> },
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Releases that may start now (Pending, in an eligible layer), in plan order.
+    pub start: Vec<ReleaseKey>,
+    /// Releases already running.
+    pub running: Vec<ReleaseKey>,
+    /// Releases that may not start, and why.
+    pub blocked: Vec<(ReleaseKey, BlockReason)>,
+    /// Nothing to start and nothing running: the attempt is over.
+    pub done: bool,
+    /// Set when `done`.
+    pub outcome: Option<Outcome>,
+}
+
+/// Decide what may start now. Releases absent from `states` are Pending.
+pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) -> Step {
+    let mut step = Step::default();
+    let mut all_failed = Vec::new();
+    let mut gate: Option<BlockReason> = None;
+    for layer in &plan.layers {
+        if let Some(reason) = &gate {
+            for r in &layer.releases {
+                step.blocked.push((r.release.clone(), reason.clone()));
+            }
+            continue;
+        }
+        let mut failed = Vec::new();
+        let mut not_ready = Vec::new();
+        for r in &layer.releases {
+            let key = &r.release;
+            match states.get(key).unwrap_or(&ReleaseState::Pending) {
+                ReleaseState::Ready => {}
+                ReleaseState::Running => {
+                    step.running.push(key.clone());
+                    not_ready.push(key.clone());
+                }
+                ReleaseState::Pending => {
+                    step.start.push(key.clone());
+                    not_ready.push(key.clone());
+                }
+                ReleaseState::Failed { .. } => failed.push(key.clone()),
+            }
+        }
+        if !failed.is_empty() {
+            all_failed.extend(failed.iter().cloned());
+            gate = Some(BlockReason::Skipped {
+                layer: layer.name.clone(),
+                failed,
+            });
+        } else if !not_ready.is_empty() {
+            gate = Some(BlockReason::WaitingFor {
+                layer: layer.name.clone(),
+                not_ready,
+            });
+        }
+    }
+    step.done = step.start.is_empty() && step.running.is_empty();
+    if step.done {
+        step.outcome = Some(if all_failed.is_empty() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed { failed: all_failed }
+        });
+    }
+    step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{LayerSource, PlannedLayer, PlannedRelease};
+    use crate::profiles::{ChartRef, LayeringModel};
+    use crate::types::{GoDuration, LayerNumber};
+
+    fn release(name: &str, layer: Option<u32>) -> PlannedRelease {
+        PlannedRelease {
+            profile: name.into(),
+            release: ReleaseKey::new("ns", name),
+            chart: ChartRef::Path {
+                path: format!("charts/{name}"),
+            },
+            chart_name: name.into(),
+            chart_version: "1.0.0".into(),
+            version_constraint: None,
+            layer: layer.map(LayerNumber),
+            layer_source: LayerSource::Override,
+            timeout: GoDuration::from_secs(60),
+        }
+    }
+
+    /// Layers 1: [a, b], 2: [c], then unlayered [d].
+    fn fixture() -> Plan {
+        let layer = |n: Option<u32>, names: &[&str]| PlannedLayer {
+            layer: n.map(LayerNumber),
+            name: n.map_or("unlayered".into(), |n| format!("layer-{n}")),
+            releases: names.iter().map(|x| release(x, n)).collect(),
+        };
+        Plan {
+            model: LayeringModel::Annotation,
+            layers: vec![
+                layer(Some(1), &["a", "b"]),
+                layer(Some(2), &["c"]),
+                layer(None, &["d"]),
+            ],
+            notes: vec![],
+        }
+    }
+
+    fn k(n: &str) -> ReleaseKey {
+        ReleaseKey::new("ns", n)
+    }
+
+    fn states(list: &[(&str, ReleaseState)]) -> BTreeMap<ReleaseKey, ReleaseState> {
+        list.iter().map(|(n, s)| (k(n), s.clone())).collect()
+    }
+
+    fn failed(msg: &str) -> ReleaseState {
+        ReleaseState::Failed {
+            message: msg.into(),
+        }
+    }
+
+    #[test]
+    fn first_layer_starts_alone() {
+        let s = next_actions(&fixture(), &BTreeMap::new());
+        assert_eq!(s.start, vec![k("a"), k("b")]);
+        assert!(!s.done);
+        assert_eq!(s.blocked.len(), 2);
+        assert_eq!(
+            s.blocked[0].1.to_string(),
+            "waiting for layer-1: ns/a, ns/b not ready yet"
+        );
+        assert_eq!(s.blocked[1].0, k("d"));
+    }
+
+    #[test]
+    fn next_layer_waits_for_every_release_below() {
+        let p = fixture();
+        let s = next_actions(
+            &p,
+            &states(&[("a", ReleaseState::Ready), ("b", ReleaseState::Running)]),
+        );
+        assert!(s.start.is_empty());
+        assert_eq!(s.running, vec![k("b")]);
+        assert_eq!(
+            s.blocked[0].1,
+            BlockReason::WaitingFor {
+                layer: "layer-1".into(),
+                not_ready: vec![k("b")]
+            }
+        );
+        let s = next_actions(
+            &p,
+            &states(&[("a", ReleaseState::Ready), ("b", ReleaseState::Ready)]),
+        );
+        assert_eq!(s.start, vec![k("c")]);
+        let s = next_actions(
+            &p,
+            &states(&[
+                ("a", ReleaseState::Ready),
+                ("b", ReleaseState::Ready),
+                ("c", ReleaseState::Ready),
+            ]),
+        );
+        assert_eq!(s.start, vec![k("d")], "unlayered runs last");
+    }
+
+    #[test]
+    fn failure_skips_layers_above_but_siblings_continue() {
+        let p = fixture();
+        let s = next_actions(&p, &states(&[("a", failed("boom"))]));
+        assert_eq!(s.start, vec![k("b")], "sibling still starts");
+        assert!(!s.done);
+        assert!(s.blocked.iter().all(|(_, r)| r.is_skipped()));
+        assert_eq!(s.blocked[0].1.to_string(), "skipped: layer-1 failed (ns/a)");
+        let s = next_actions(
+            &p,
+            &states(&[("a", failed("boom")), ("b", ReleaseState::Ready)]),
+        );
+        assert!(s.done);
+        assert_eq!(
+            s.outcome,
+            Some(Outcome::Failed {
+                failed: vec![k("a")]
+            })
+        );
+        assert_eq!(s.blocked.len(), 2);
+    }
+
+    #[test]
+    fn failure_in_middle_layer() {
+        let s = next_actions(
+            &fixture(),
+            &states(&[
+                ("a", ReleaseState::Ready),
+                ("b", ReleaseState::Ready),
+                ("c", failed("x")),
+            ]),
+        );
+        assert!(s.done);
+        assert_eq!(
+            s.blocked,
+            vec![(
+                k("d"),
+                BlockReason::Skipped {
+                    layer: "layer-2".into(),
+                    failed: vec![k("c")]
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn all_ready_is_success_and_empty_plan_is_done() {
+        let all = states(&[
+            ("a", ReleaseState::Ready),
+            ("b", ReleaseState::Ready),
+            ("c", ReleaseState::Ready),
+            ("d", ReleaseState::Ready),
+        ]);
+        let s = next_actions(&fixture(), &all);
+        assert!(s.done && s.start.is_empty() && s.blocked.is_empty());
+        assert_eq!(s.outcome, Some(Outcome::Succeeded));
+        let empty = Plan {
+            model: LayeringModel::Annotation,
+            layers: vec![],
+            notes: vec![],
+        };
+        assert_eq!(
+            next_actions(&empty, &BTreeMap::new()).outcome,
+            Some(Outcome::Succeeded)
+        );
+    }
+}

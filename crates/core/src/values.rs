@@ -1,0 +1,188 @@
+//! Values: merging values files and inline values the way helm merges `-f` files, and a
+//! canonical digest to tell whether a release's values changed.
+//!
+//! Merge rules (helm's, for several `-f` files): maps merge recursively, later sources win,
+//! lists and scalars are replaced whole. A `null` replaces the earlier value and is kept as
+//! `null` in the result: helm then deletes that key from the chart's default values too, which
+//! is what `key: null` in a values file means to helm users. (Dropping the key here instead
+//! would bring the chart default back.)
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::problem::{Problem, Problems};
+
+/// Merge `files` in order, then `inline` last. Each item is (file name for problems, parsed
+/// content). A file that is empty (`null`) contributes nothing; one whose top is not a mapping
+/// is a problem.
+pub fn merge(files: &[(String, Value)], inline: &Value) -> Result<Value, Problems> {
+    let mut problems = Problems::new();
+    let mut out = Map::new();
+    let sources = files
+        .iter()
+        .map(|(f, v)| (f.as_str(), "", v))
+        .chain(std::iter::once(("profile list", "values", inline)));
+    for (file, field, v) in sources {
+        match v {
+            Value::Null => {}
+            Value::Object(m) => merge_into(&mut out, m),
+            other => problems.push(Problem::new(
+                file,
+                field,
+                format!(
+                    "values must be a mapping at the top level, found {}",
+                    kind(other)
+                ),
+            )),
+        }
+    }
+    problems.into_result(Value::Object(out))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn merge_into(dst: &mut Map<String, Value>, src: &Map<String, Value>) {
+    for (k, v) in src {
+        match (dst.get_mut(k), v) {
+            (Some(Value::Object(d)), Value::Object(s)) => merge_into(d, s),
+            _ => {
+                dst.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `sha256:<hex>` of the canonical JSON of `v`: object keys sorted at every level, no
+/// whitespace, numbers as serde_json prints them. Equal values give equal digests whatever
+/// the key order they were written in.
+pub fn canonical_digest(v: &Value) -> String {
+    let mut text = String::new();
+    canonical(v, &mut text);
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The canonical JSON text used by [`canonical_digest`].
+pub fn canonical_json(v: &Value) -> String {
+    let mut text = String::new();
+    canonical(v, &mut text);
+    text
+}
+
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deep_merge_later_wins_lists_replaced_null_kept() {
+        let files = vec![
+            (
+                "values/a.yaml".to_string(),
+                json!({"image": {"repo": "a", "tag": "1"}, "list": [1, 2, 3], "drop": {"x": 1}, "keep": true}),
+            ),
+            ("values/empty.yaml".to_string(), Value::Null),
+            (
+                "values/b.yaml".to_string(),
+                json!({"image": {"tag": "2"}, "list": [9], "drop": null}),
+            ),
+        ];
+        let inline = json!({"image": {"pullPolicy": "Always"}, "keep": false});
+        let merged = merge(&files, &inline).unwrap();
+        assert_eq!(
+            merged,
+            json!({
+                "image": {"repo": "a", "tag": "2", "pullPolicy": "Always"},
+                "list": [9],
+                "drop": null,
+                "keep": false
+            })
+        );
+    }
+
+    #[test]
+    fn scalar_replaced_by_map_and_back() {
+        let files = vec![("a".to_string(), json!({"x": 1, "y": {"z": 1}}))];
+        let merged = merge(&files, &json!({"x": {"n": 1}, "y": "flat"})).unwrap();
+        assert_eq!(merged, json!({"x": {"n": 1}, "y": "flat"}));
+    }
+
+    #[test]
+    fn non_map_sources_are_problems() {
+        let files = vec![
+            ("values/list.yaml".to_string(), json!([1, 2])),
+            ("values/str.yaml".to_string(), json!("x")),
+        ];
+        let ps = merge(&files, &json!(3)).unwrap_err();
+        let s = ps.to_string();
+        assert_eq!(ps.len(), 3, "{s}");
+        assert!(
+            s.contains("values/list.yaml: values must be a mapping at the top level, found a list"),
+            "{s}"
+        );
+        assert!(
+            s.contains("profile list: values: values must be a mapping"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn digest_ignores_key_order_but_sees_changes() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a": {"x": null, "y": [1, 2]}, "b": 1}"#).unwrap();
+        assert_eq!(canonical_digest(&a), canonical_digest(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":null,"y":[1,2]},"b":1}"#);
+        let c = json!({"a": {"x": null, "y": [2, 1]}, "b": 1});
+        assert_ne!(canonical_digest(&a), canonical_digest(&c));
+        let d = canonical_digest(&json!({}));
+        // sha256 of "{}".
+        assert_eq!(
+            d,
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+    }
+}
