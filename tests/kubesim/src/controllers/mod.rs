@@ -157,6 +157,8 @@ struct Driver {
     queue: VecDeque<Key>,
     queued: HashSet<Key>,
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// Earliest pending timer per key, so repeated reconciles do not pile up timers.
+    scheduled: HashMap<Key, Instant>,
     /// uid -> (generation, when this generation was first seen).
     seen: HashMap<String, (i64, Instant)>,
     warned: HashSet<String>,
@@ -172,6 +174,7 @@ impl Driver {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             timers: BinaryHeap::new(),
+            scheduled: HashMap::new(),
             seen: HashMap::new(),
             warned: HashSet::new(),
         }
@@ -215,9 +218,12 @@ impl Driver {
                 if *at > now {
                     break;
                 }
-                let Some(Reverse((_, key))) = self.timers.pop() else {
+                let Some(Reverse((at, key))) = self.timers.pop() else {
                     break;
                 };
+                if self.scheduled.get(&key) == Some(&at) {
+                    self.scheduled.remove(&key);
+                }
                 self.enqueue(key);
             }
         }
@@ -231,7 +237,15 @@ impl Driver {
 
     fn later(&mut self, key: Key, after: Duration) {
         // A millisecond of slack so the transition is due when the timer fires.
-        let at = Instant::now() + after + Duration::from_millis(1);
+        let now = Instant::now();
+        let at = now + after + Duration::from_millis(1);
+        if let Some(t) = self.scheduled.get(&key)
+            && *t >= now
+            && *t <= at
+        {
+            return;
+        }
+        self.scheduled.insert(key.clone(), at);
         self.timers.push(Reverse((at, key)));
     }
 
