@@ -20,6 +20,7 @@
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod job;
 pub mod model;
 pub mod pod;
@@ -267,6 +268,21 @@ impl Driver {
         if let Some(kind) = Kind::of_resource(&ev.resource) {
             self.enqueue((kind, ns.clone(), name(obj).to_owned()));
         }
+        if ev.resource == Kind::Pod.resource() && !ns.is_empty() {
+            // Pods feed the Endpoints of the Services selecting them.
+            let (svcs, _) = self.store.list(&Kind::Service.resource(), Some(&ns));
+            for svc in svcs {
+                let selected = svc
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .is_some_and(|sel| {
+                        !sel.is_empty() && endpoints::selects(sel, obj.pointer("/metadata/labels"))
+                    });
+                if selected {
+                    self.enqueue((Kind::Service, ns.clone(), name(&svc).to_owned()));
+                }
+            }
+        }
         if let Some(owner) = model::controller_ref(obj)
             && let (Some(k), Some(n)) = (
                 owner
@@ -393,6 +409,9 @@ impl Driver {
         let (kind, ns, n) = key;
         let ns_opt = (!ns.is_empty()).then_some(ns.as_str());
         let Some(obj) = self.store.get(&kind.resource(), ns_opt, n) else {
+            if *kind == Kind::Service {
+                self.delete_endpoints(ns, n)?;
+            }
             return Ok(());
         };
         let now = model::rfc3339(SystemTime::now());
@@ -509,11 +528,97 @@ impl Driver {
                 }
                 self.write_status(*kind, &obj, status)
             }
-            Kind::Service => match simple::service_status(&obj) {
-                Some(status) => self.write_status(*kind, &obj, status),
-                None => Ok(()),
-            },
+            Kind::Service => {
+                if let Some(status) = simple::service_status(&obj) {
+                    self.write_status(*kind, &obj, status)?;
+                }
+                if model::terminating(&obj) {
+                    return Ok(());
+                }
+                self.sync_endpoints(&obj)
+            }
         }
+    }
+
+    fn sync_endpoints(&self, svc: &Value) -> Result<(), Box<ApiError>> {
+        let ns = namespace(svc);
+        let (pods, _) = self.store.list(&Kind::Pod.resource(), Some(ns));
+        let ep_res = ResourceKey::new("", "endpoints");
+        let Some(want) = endpoints::endpoints(svc, &pods) else {
+            return Ok(());
+        };
+        match self.store.get(&ep_res, Some(ns), name(svc)) {
+            None => {
+                self.create_all_in(&ep_res, vec![want])?;
+            }
+            Some(mut have) => {
+                let managed = have
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(endpoints::MANAGED_BY))
+                    .is_some();
+                if managed && have.get("subsets") != want.get("subsets") {
+                    match want.get("subsets") {
+                        Some(s) => have["subsets"] = s.clone(),
+                        None => {
+                            if let Some(m) = have.as_object_mut() {
+                                m.remove("subsets");
+                            }
+                        }
+                    }
+                    self.store.update(&ep_res, have)?;
+                }
+            }
+        }
+        let slice_res = ResourceKey::new("discovery.k8s.io", "endpointslices");
+        let Some(want) = endpoints::endpoint_slice(svc, &pods) else {
+            return Ok(());
+        };
+        let (slices, _) = self.store.list(&slice_res, Some(ns));
+        let mine = slices.into_iter().find(|s| controlled_by(s, svc));
+        match mine {
+            None => self.create_all_in(&slice_res, vec![want]),
+            Some(mut have) => {
+                if have.get("endpoints") != want.get("endpoints")
+                    || have.get("ports") != want.get("ports")
+                {
+                    have["endpoints"] = want["endpoints"].clone();
+                    have["ports"] = want["ports"].clone();
+                    self.store.update(&slice_res, have)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn delete_endpoints(&self, ns: &str, svc: &str) -> Result<(), Box<ApiError>> {
+        let ep_res = ResourceKey::new("", "endpoints");
+        let managed = self.store.get(&ep_res, Some(ns), svc).is_some_and(|ep| {
+            ep.pointer("/metadata/labels")
+                .and_then(|l| l.get(endpoints::MANAGED_BY))
+                .is_some()
+        });
+        if managed {
+            match self
+                .store
+                .delete(&ep_res, Some(ns), svc, Propagation::Background)
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(Box::new(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn create_all_in(&self, res: &ResourceKey, objs: Vec<Value>) -> Result<(), Box<ApiError>> {
+        for o in objs {
+            match self.store.create(res, o) {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => return Err(Box::new(e)),
+            }
+        }
+        Ok(())
     }
 
     fn children_of(&self, res: &ResourceKey, owner: &Value) -> Vec<Value> {

@@ -343,3 +343,63 @@ async fn statefulset_daemonset_pvc_and_load_balancer_become_ready() {
     .await;
     assert!(lb["spec"]["clusterIP"].is_string());
 }
+
+#[tokio::test]
+async fn services_get_endpoints_of_their_ready_pods_and_lose_them_with_the_service() {
+    let e = env(ControllerConfig::default());
+    let svc = res("", "services");
+    e.store
+        .create(
+            &svc,
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        )
+        .unwrap();
+    e.store
+        .create(
+            &res("apps", "deployments"),
+            deployment("nginx:1", 2, json!({})),
+        )
+        .unwrap();
+    let ep = wait_for(
+        &e.store,
+        &res("", "endpoints"),
+        "default",
+        "web",
+        "filled",
+        |ep| {
+            ep["subsets"][0]["addresses"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        },
+    )
+    .await;
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 8080);
+    let slices = e
+        .store
+        .list(&res("discovery.k8s.io", "endpointslices"), Some("default"))
+        .0;
+    assert_eq!(slices.len(), 1);
+    assert_eq!(slices[0]["endpoints"].as_array().unwrap().len(), 2);
+    e.store
+        .delete(
+            &svc,
+            Some("default"),
+            "web",
+            crate::store::Propagation::Background,
+        )
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while e
+        .store
+        .get(&res("", "endpoints"), Some("default"), "web")
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints outlived their service"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
