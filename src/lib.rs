@@ -8,9 +8,11 @@
 //! - [`report`]: the `strata-status` ConfigMap and Kubernetes Events.
 pub mod agent;
 pub mod config;
+pub mod git;
 pub mod helm;
 pub mod metrics;
 pub mod process;
+pub mod releases;
 pub mod report;
 pub mod server;
 pub mod status;

@@ -1,0 +1,350 @@
+//! Observed release state without a helm process: reads helm's release storage (Secrets of
+//! type `helm.sh/release.v1` labelled `owner=helm,name=RELEASE`) through kube-rs, decodes
+//! `data.release` (base64 of gzip of JSON; the API adds one more base64 layer that kube-rs
+//! removes) and picks the highest revision. A read only: strata never writes helm's storage.
+
+use std::io::Read;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use strata_core::reconcile::{ObservedRelease, ReleaseStatus};
+
+/// Largest decompressed release record accepted.
+pub const MAX_RECORD: u64 = 64 * 1024 * 1024;
+
+/// Errors of reading release storage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "could not list helm release Secrets of {namespace}/{release}: {source}; check the agent's RBAC (list secrets in {namespace})"
+    )]
+    List {
+        namespace: String,
+        release: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("helm release Secret {namespace}/{secret} cannot be decoded: {message}")]
+    Decode {
+        namespace: String,
+        secret: String,
+        message: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One revision of a release as helm stored it (the fields strata uses).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ReleaseRecord {
+    pub name: String,
+    pub namespace: String,
+    pub revision: u64,
+    /// deployed, failed, pending-install, pending-upgrade, pending-rollback, superseded,
+    /// uninstalling, uninstalled, unknown.
+    pub status: String,
+    pub description: String,
+    pub chart_name: String,
+    pub chart_version: String,
+    pub app_version: Option<String>,
+    /// The user-supplied values of this revision (`{}` when none).
+    pub config: serde_json::Value,
+    /// The rendered manifest (YAML documents).
+    pub manifest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRelease {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    info: Option<RawInfo>,
+    #[serde(default)]
+    chart: Option<RawChart>,
+    #[serde(default)]
+    config: Option<serde_json::Value>,
+    #[serde(default)]
+    manifest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RawInfo {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RawChart {
+    metadata: Option<RawMeta>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default, rename = "appVersion")]
+    app_version: Option<String>,
+}
+
+/// Decodes the value of a release Secret's `data.release` (after the API's base64, i.e. as
+/// kube-rs returns it): base64, then gzip (when the gzip magic is present), then JSON.
+pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
+    use base64::Engine;
+    let text: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|e| format!("data.release is not base64: {e}"))?;
+    let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(MAX_RECORD + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("data.release is not valid gzip: {e}"))?;
+        if out.len() as u64 > MAX_RECORD {
+            return Err(format!(
+                "the release record is larger than {MAX_RECORD} bytes"
+            ));
+        }
+        out
+    } else {
+        raw
+    };
+    let r: RawRelease =
+        serde_json::from_slice(&json).map_err(|e| format!("the release JSON is invalid: {e}"))?;
+    let (status, description) = r
+        .info
+        .map(|i| (i.status, i.description))
+        .unwrap_or_default();
+    let meta = r.chart.and_then(|c| c.metadata);
+    let (chart_name, chart_version, app_version) = match meta {
+        Some(m) => (m.name, m.version, m.app_version.filter(|a| !a.is_empty())),
+        None => (String::new(), String::new(), None),
+    };
+    Ok(ReleaseRecord {
+        name: r.name,
+        namespace: r.namespace,
+        revision: r.version,
+        status,
+        description,
+        chart_name,
+        chart_version,
+        app_version,
+        config: r
+            .config
+            .filter(|c| !c.is_null())
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        manifest: r.manifest,
+    })
+}
+
+/// Decodes one release Secret.
+pub fn decode_secret(secret: &Secret) -> Result<ReleaseRecord> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let err = |message: String| Error::Decode {
+        namespace: namespace.clone(),
+        secret: name.clone(),
+        message,
+    };
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("release"))
+        .ok_or_else(|| err("it has no data.release".into()))?;
+    let mut record = decode_release(&data.0).map_err(err)?;
+    if record.namespace.is_empty() {
+        record.namespace = namespace.clone();
+    }
+    Ok(record)
+}
+
+/// Every stored revision of a release, oldest first.
+pub async fn history(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Vec<ReleaseRecord>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("owner=helm,name={release}"));
+    let list = api.list(&params).await.map_err(|source| Error::List {
+        namespace: namespace.to_string(),
+        release: release.to_string(),
+        source,
+    })?;
+    let mut records = Vec::new();
+    for secret in &list.items {
+        if secret
+            .type_
+            .as_deref()
+            .is_some_and(|t| t != "helm.sh/release.v1")
+        {
+            continue;
+        }
+        records.push(decode_secret(secret)?);
+    }
+    records.sort_by_key(|r| r.revision);
+    Ok(records)
+}
+
+/// The highest stored revision of a release; `None` when helm has no record of it.
+pub async fn latest(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Option<ReleaseRecord>> {
+    Ok(history(client, namespace, release).await?.pop())
+}
+
+impl ReleaseRecord {
+    /// What strata-core's reconcile decision needs: status, chart, revision and the canonical
+    /// digest of the stored values.
+    pub fn observed(&self) -> ObservedRelease {
+        ObservedRelease {
+            status: ReleaseStatus::parse(&self.status),
+            chart_name: self.chart_name.clone(),
+            chart_version: self.chart_version.clone(),
+            values_digest: Some(strata_core::values::canonical_digest(&self.config)),
+            revision: u32::try_from(self.revision).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// The observed state of a release (its highest stored revision); `None` when helm has no
+/// record of it. No helm process runs.
+pub async fn observe(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Option<ObservedRelease>> {
+    Ok(latest(client, namespace, release)
+        .await?
+        .map(|r| r.observed()))
+}
+
+/// Parses a release manifest into its objects (YAML documents that are maps with a `kind`).
+/// Documents that fail to parse are skipped (helm rendered them; the API server judged them).
+pub fn manifest_objects(manifest: &str) -> Vec<serde_json::Value> {
+    let mut docs: Vec<String> = vec![String::new()];
+    for line in manifest.lines() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(String::new());
+        } else {
+            let cur = docs.last_mut().expect("non-empty");
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    docs.iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .filter_map(|d| serde_saphyr::from_str::<serde_json::Value>(d).ok())
+        .filter(|v| v.get("kind").and_then(|k| k.as_str()).is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::io::Write;
+
+    pub(crate) fn encode(json: &serde_json::Value) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json.to_string().as_bytes()).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .encode(gz.finish().unwrap())
+            .into_bytes()
+    }
+
+    fn sample(version: u64, status: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": "linkerd", "namespace": "linkerd", "version": version,
+            "info": {"status": status, "description": "Install complete"},
+            "chart": {"metadata": {"name": "linkerd", "version": "0.1.0", "appVersion": "2.14"}},
+            "config": {"identity": {"replicas": 1}},
+            "manifest": "---\n# Source: linkerd/templates/a.yaml\napiVersion: v1\nkind: Service\nmetadata:\n  name: a\n"
+        })
+    }
+
+    #[test]
+    fn decodes_a_gzip_record() {
+        let r = decode_release(&encode(&sample(3, "deployed"))).unwrap();
+        assert_eq!(r.revision, 3);
+        assert_eq!(r.status, "deployed");
+        assert_eq!(r.chart_name, "linkerd");
+        assert_eq!(r.chart_version, "0.1.0");
+        assert_eq!(r.app_version.as_deref(), Some("2.14"));
+        assert_eq!(r.config["identity"]["replicas"], 1);
+        let o = r.observed();
+        assert_eq!(o.status, ReleaseStatus::Deployed);
+        assert_eq!(o.revision, 3);
+        assert_eq!(
+            o.values_digest.as_deref(),
+            Some(
+                strata_core::values::canonical_digest(
+                    &serde_json::json!({"identity": {"replicas": 1}})
+                )
+                .as_str()
+            )
+        );
+        let pending = decode_release(&encode(&sample(4, "pending-upgrade"))).unwrap();
+        assert!(pending.observed().status.is_pending());
+    }
+
+    #[test]
+    fn decodes_plain_json_and_rejects_garbage() {
+        let plain = base64::engine::general_purpose::STANDARD
+            .encode(serde_json::json!({"name": "x", "version": 1, "config": null}).to_string());
+        let r = decode_release(plain.as_bytes()).unwrap();
+        assert_eq!(r.revision, 1);
+        assert_eq!(r.config, serde_json::json!({}));
+        assert!(decode_release(b"!!!").unwrap_err().contains("base64"));
+        let bad_gz = base64::engine::general_purpose::STANDARD.encode([0x1f, 0x8b, 0x08, 1, 2]);
+        assert!(
+            decode_release(bad_gz.as_bytes())
+                .unwrap_err()
+                .contains("gzip")
+        );
+    }
+
+    #[test]
+    fn secret_without_release_data_is_an_error_naming_it() {
+        let mut s = Secret::default();
+        s.metadata.name = Some("sh.helm.release.v1.x.v1".into());
+        s.metadata.namespace = Some("ns".into());
+        let e = decode_secret(&s).unwrap_err().to_string();
+        assert!(e.contains("ns/sh.helm.release.v1.x.v1"), "{e}");
+        let mut data = std::collections::BTreeMap::new();
+        data.insert(
+            "release".to_string(),
+            k8s_openapi::ByteString(encode(&sample(1, "failed"))),
+        );
+        s.data = Some(data);
+        assert_eq!(decode_secret(&s).unwrap().status, "failed");
+    }
+
+    #[test]
+    fn manifest_objects_skip_empty_and_comment_documents() {
+        let m = "---\n# Source: c/templates/empty.yaml\n---\n# Source: c/templates/a.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: n\nspec:\n  replicas: 2\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n---\nnot: [valid\n---\njust: a map\n";
+        let objs = manifest_objects(m);
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[0]["kind"], "Deployment");
+        assert_eq!(objs[0]["spec"]["replicas"], 2);
+        assert_eq!(objs[1]["metadata"]["name"], "web");
+        assert!(manifest_objects("").is_empty());
+    }
+}

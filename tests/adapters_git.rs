@@ -1,0 +1,231 @@
+//! strata's Git source against a real Git server (git http-backend over HTTP, git daemon),
+//! a local path and file:// URLs.
+
+use strata::git::{BasicAuth, FetchFailure, GitAuth, GitSource};
+use strata::process::Redactor;
+use testkit::{GitServer, TestRepo};
+
+fn source(url: &str, reference: &str, cache: &std::path::Path) -> GitSource {
+    GitSource::new(url, reference, cache, GitAuth::default(), Redactor::new())
+}
+
+#[tokio::test]
+async fn http_branch_fetch_sees_new_commits_and_reads_files() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("profiles")?;
+    repo.write("profiles.yaml", "v: 1\n")?;
+    repo.write("charts/demo/Chart.yaml", "name: demo\n")?;
+    let first = repo.commit("first")?;
+    let cache = tempfile::tempdir()?;
+    let src = source(&server.http_url("profiles"), "main", cache.path());
+
+    let rev = src.fetch().await?;
+    assert_eq!(rev.commit, first);
+    assert_eq!(
+        src.read_file(&rev.commit, "profiles.yaml")
+            .await?
+            .as_deref(),
+        Some(&b"v: 1\n"[..])
+    );
+    assert_eq!(src.read_file(&rev.commit, "missing.yaml").await?, None);
+    assert_eq!(
+        src.read_file(&rev.commit, "/charts/demo/Chart.yaml")
+            .await?
+            .as_deref(),
+        Some(&b"name: demo\n"[..])
+    );
+    assert!(src.read_file(&rev.commit, "../x").await.is_err());
+
+    let dir = src.checkout(&rev.commit).await?;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("charts/demo/Chart.yaml"))?,
+        "name: demo\n"
+    );
+    // Checking out again reuses the directory.
+    assert_eq!(src.checkout(&rev.commit).await?, dir);
+
+    repo.write("profiles.yaml", "v: 2\n")?;
+    let second = repo.commit("second")?;
+    let rev2 = src.fetch().await?;
+    assert_eq!(rev2.commit, second);
+    assert_eq!(
+        src.read_file(&second, "profiles.yaml").await?.as_deref(),
+        Some(&b"v: 2\n"[..])
+    );
+    // The old commit stays readable from the cache.
+    assert_eq!(
+        src.read_file(&first, "profiles.yaml").await?.as_deref(),
+        Some(&b"v: 1\n"[..])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn tags_full_and_short_commits_resolve() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("f", "one")?;
+    let c1 = repo.commit("one")?;
+    repo.tag("v1.0.0")?;
+    repo.write("f", "two")?;
+    let c2 = repo.commit("two")?;
+    repo.lightweight_tag("light")?;
+    repo.write("f", "three")?;
+    let c3 = repo.commit("three")?;
+    repo.branch("release")?;
+    repo.write("f", "four")?;
+    let c4 = repo.commit("four")?;
+    repo.checkout("main")?;
+
+    let url = server.http_url("r");
+    let cache = tempfile::tempdir()?;
+    // Every source shares one cache directory, as the agent's would across ref changes.
+    for (reference, want) in [
+        ("v1.0.0", &c1),
+        ("light", &c2),
+        ("main", &c3),
+        ("release", &c4),
+        (c1.as_str(), &c1),
+        (&c2[..10], &c2),
+    ] {
+        let rev = source(&url, reference, cache.path()).fetch().await?;
+        assert_eq!(&rev.commit, want, "ref {reference}");
+    }
+    let err = source(&url, "no-such-branch", cache.path())
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.fetch_failure(),
+        Some(FetchFailure::RefNotFound),
+        "{err}"
+    );
+    let err = source(
+        &url,
+        "0123456789abcdef0123456789abcdef01234567",
+        cache.path(),
+    )
+    .fetch()
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.fetch_failure(),
+        Some(FetchFailure::RefNotFound),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn git_protocol_local_path_and_file_url() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("d")?;
+    repo.write("a", "daemon")?;
+    let c = repo.commit("c")?;
+    let cache = tempfile::tempdir()?;
+    let rev = source(&server.git_url("d")?, "main", cache.path())
+        .fetch()
+        .await?;
+    assert_eq!(rev.commit, c);
+
+    let local = TestRepo::new()?;
+    local.write("profiles.yaml", "local\n")?;
+    let lc = local.commit("local")?;
+    let path = local.path().to_str().unwrap().to_string();
+    for url in [path.clone(), format!("file://{path}")] {
+        let cache = tempfile::tempdir()?;
+        let src = source(&url, "main", cache.path());
+        let rev = src.fetch().await?;
+        assert_eq!(rev.commit, lc, "{url}");
+        assert_eq!(
+            src.read_file(&lc, "profiles.yaml").await?.as_deref(),
+            Some(&b"local\n"[..])
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_down_is_a_typed_error_and_recovery_works() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("a", "1")?;
+    let c = repo.commit("c")?;
+    let cache = tempfile::tempdir()?;
+    let src = source(&server.http_url("r"), "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c);
+
+    server.stop();
+    let err = src.fetch().await.unwrap_err();
+    assert_eq!(
+        err.fetch_failure(),
+        Some(FetchFailure::Unreachable),
+        "{err}"
+    );
+    // What was fetched before is still readable while the server is down.
+    assert!(src.read_file(&c, "a").await?.is_some());
+
+    server.restart().await?;
+    repo.write("a", "2")?;
+    let c2 = repo.commit("c2")?;
+    assert_eq!(src.fetch().await?.commit, c2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_auth_works_and_never_leaks() -> anyhow::Result<()> {
+    let server = GitServer::start_with_auth("alice", "Sup3rSecretPw").await?;
+    let repo = server.create_repo("private")?;
+    repo.write("a", "1")?;
+    let c = repo.commit("c")?;
+    let url = server.http_url("private");
+
+    let cache = tempfile::tempdir()?;
+    let err = source(&url, "main", cache.path())
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.fetch_failure(),
+        Some(FetchFailure::Authentication),
+        "{err}"
+    );
+
+    let wrong = GitAuth {
+        basic: Some(BasicAuth {
+            username: "alice".into(),
+            password: "WrongPassword1".into(),
+        }),
+        ..Default::default()
+    };
+    let err = GitSource::new(&url, "main", cache.path(), wrong, Redactor::new())
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(err.fetch_failure(), Some(FetchFailure::Authentication));
+    assert!(!err.to_string().contains("WrongPassword1"), "{err}");
+
+    let good = GitAuth {
+        basic: Some(BasicAuth {
+            username: "alice".into(),
+            password: "Sup3rSecretPw".into(),
+        }),
+        ..Default::default()
+    };
+    let src = GitSource::new(&url, "main", cache.path(), good, Redactor::new());
+    assert_eq!(src.fetch().await?.commit, c);
+
+    // Credentials written into the URL are redacted from what strata shows.
+    let with_user = url.replace("http://", "http://alice:Sup3rSecretPw@");
+    let src = GitSource::new(
+        &with_user,
+        "nope",
+        cache.path(),
+        GitAuth::default(),
+        Redactor::new(),
+    );
+    let err = src.fetch().await.unwrap_err();
+    assert!(!err.to_string().contains("Sup3rSecretPw"), "{err}");
+    assert!(!src.display_url().contains("Sup3rSecretPw"));
+    Ok(())
+}
