@@ -50,7 +50,7 @@ pub enum Error {
         op: &'static str,
         path: PathBuf,
         #[source]
-        source: process::Error,
+        source: Box<process::Error>,
     },
     #[error("{path} at commit {commit} is larger than {limit} bytes")]
     FileTooLarge {
@@ -349,7 +349,7 @@ impl GitSource {
             .map_err(|source| Error::Git {
                 op,
                 path: self.cache.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -414,7 +414,7 @@ impl GitSource {
             Err(source) => Err(Error::Git {
                 op: "rev-parse",
                 path: self.cache.clone(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
