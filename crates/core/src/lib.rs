@@ -12,6 +12,9 @@
 //! - [`plan::plan`]: profile list + Chart.yaml of each profile (+ allocation) ->
 //!   [`plan::Plan`] (ordered layers, each release's layer source; `Display` and `Serialize`).
 //! - [`schedule::next_actions`]: which releases may start now, which wait or are skipped.
+//! - [`repoindex::parse`] / [`repoindex::resolve_version`]: a Helm repository `index.yaml`
+//!   and helm's choice of version.
+//! - [`readiness::assess`]: kstatus-style readiness of one Kubernetes object (JSON).
 //! - [`reconcile::decide`]: Install / Upgrade / NoOp / Blocked for one release from helm's
 //!   storage.
 //!
@@ -22,7 +25,9 @@ pub mod chart;
 pub mod plan;
 pub mod problem;
 pub mod profiles;
+pub mod readiness;
 pub mod reconcile;
+pub mod repoindex;
 pub mod schedule;
 pub mod types;
 pub mod values;
