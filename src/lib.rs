@@ -7,6 +7,7 @@
 //! - [`metrics`]: Prometheus metrics; [`telemetry`]: logs and OTLP traces;
 //! - [`report`]: the `strata-status` ConfigMap and Kubernetes Events.
 pub mod agent;
+pub mod charts;
 pub mod config;
 pub mod git;
 pub mod helm;

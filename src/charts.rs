@@ -1,0 +1,662 @@
+//! Chart sources: HTTP(S) Helm repositories (index.yaml with ETag revalidation, version
+//! resolution by strata-core, download verified against the index digest, a cache by digest so
+//! each chart version is pulled once) and chart directories inside the Git checkout. `oci://`
+//! repositories are recognised and reported as not supported yet.
+//!
+//! Archives are read with bounds: entries larger than [`MAX_ENTRY`] or paths with `..` are
+//! rejected, and downloads stop at [`MAX_ARCHIVE`].
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::Digest;
+use strata_core::version::VersionConstraint;
+
+use crate::process::Redactor;
+
+/// Largest chart archive downloaded.
+pub const MAX_ARCHIVE: usize = 64 * 1024 * 1024;
+/// Largest index.yaml downloaded.
+pub const MAX_INDEX: usize = 64 * 1024 * 1024;
+/// Largest single file read from an archive (Chart.yaml).
+pub const MAX_ENTRY: u64 = 4 * 1024 * 1024;
+
+/// Errors of chart sources.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "repository {repository} ({url}) is an OCI registry; OCI repositories are not supported yet: use an HTTP(S) Helm repository or a chart path in Git"
+    )]
+    OciUnsupported { repository: String, url: String },
+    #[error("repository {repository} has an unsupported URL {url}; use http:// or https://")]
+    UnsupportedScheme { repository: String, url: String },
+    #[error("could not fetch {url} from repository {repository}: {message}")]
+    Http {
+        repository: String,
+        url: String,
+        /// HTTP status, when the server answered.
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("repository {repository}: index {url} is invalid: {problems}")]
+    Index {
+        repository: String,
+        url: String,
+        problems: String,
+    },
+    #[error("repository {repository}: {message}")]
+    Resolve { repository: String, message: String },
+    #[error(
+        "chart {chart} {version} from {url}: digest mismatch (index says {expected}, downloaded {actual}); the repository is inconsistent or the download was tampered with"
+    )]
+    DigestMismatch {
+        chart: String,
+        version: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{what} is larger than {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+    #[error("chart archive {}: {message}", archive.display())]
+    Archive { archive: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not set up the HTTP client: {0}")]
+    Client(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Basic auth for a chart repository. `Debug` hides the password.
+#[derive(Clone)]
+pub struct RepoAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RepoAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RepoAuth({}, ***)", self.username)
+    }
+}
+
+/// The kind of a repository, from its URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoKind {
+    Http,
+    Oci,
+}
+
+/// A chart repository as the profile list names it, plus credentials.
+#[derive(Clone, Debug)]
+pub struct RepoSpec {
+    pub name: String,
+    pub url: String,
+    pub auth: Option<RepoAuth>,
+}
+
+impl RepoSpec {
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            auth: None,
+        }
+    }
+
+    pub fn with_auth(mut self, auth: RepoAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    pub fn kind(&self) -> Result<RepoKind> {
+        let lower = self.url.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            Ok(RepoKind::Http)
+        } else if lower.starts_with("oci://") {
+            Err(Error::OciUnsupported {
+                repository: self.name.clone(),
+                url: self.url.clone(),
+            })
+        } else {
+            Err(Error::UnsupportedScheme {
+                repository: self.name.clone(),
+                url: self.url.clone(),
+            })
+        }
+    }
+
+    /// `<url>/index.yaml`.
+    pub fn index_url(&self) -> String {
+        format!("{}/index.yaml", self.url.trim_end_matches('/'))
+    }
+}
+
+impl From<&str> for RepoSpec {
+    /// A repository known only by its URL (no credentials).
+    fn from(url: &str) -> Self {
+        RepoSpec::new(url, url)
+    }
+}
+
+impl From<&String> for RepoSpec {
+    fn from(url: &String) -> Self {
+        RepoSpec::new(url.as_str(), url.as_str())
+    }
+}
+
+impl From<&RepoSpec> for RepoSpec {
+    fn from(spec: &RepoSpec) -> Self {
+        spec.clone()
+    }
+}
+
+/// HTTP client options.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Extra CA certificates (PEM) trusted for HTTPS repositories.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            ca_file: None,
+        }
+    }
+}
+
+/// A chart archive in the cache with its Chart.yaml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulledChart {
+    pub name: String,
+    pub version: String,
+    /// sha256 hex of the archive.
+    pub digest: String,
+    /// The archive, `<cache>/sha256/<digest>.tgz`.
+    pub path: PathBuf,
+    /// The chart's `Chart.yaml` text.
+    pub chart_yaml: String,
+}
+
+#[derive(Clone)]
+struct CachedIndex {
+    etag: Option<String>,
+    text: Arc<String>,
+}
+
+/// Chart repositories and the chart cache of one agent.
+#[derive(Clone)]
+pub struct ChartStore {
+    cache: PathBuf,
+    client: reqwest::Client,
+    redactor: Redactor,
+    indexes: Arc<Mutex<HashMap<String, CachedIndex>>>,
+    /// Digests of archives whose index entry had no digest, by URL.
+    url_digests: Arc<Mutex<HashMap<String, String>>>,
+    /// Serialises downloads of the same URL.
+    downloads: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl ChartStore {
+    /// Charts cached under `cache_dir` (`sha256/<digest>.tgz`), default HTTP options.
+    pub fn new(cache_dir: impl Into<PathBuf>, redactor: Redactor) -> Result<Self> {
+        Self::with_options(cache_dir, HttpOptions::default(), redactor)
+    }
+
+    /// Charts cached under `cache_dir` with HTTP options (timeout, CA file).
+    pub fn with_options(
+        cache_dir: impl Into<PathBuf>,
+        options: HttpOptions,
+        redactor: Redactor,
+    ) -> Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &options.ca_file {
+            let pem = std::fs::read(ca).map_err(|source| Error::Io {
+                path: ca.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Client(format!("CA file {}: {e}", ca.display())))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(|e| Error::Client(e.to_string()))?;
+        Ok(Self {
+            cache: cache_dir.into(),
+            client,
+            redactor,
+            indexes: Default::default(),
+            url_digests: Default::default(),
+            downloads: Default::default(),
+        })
+    }
+
+    /// The archive path for a digest.
+    pub fn archive_path(&self, digest: &str) -> PathBuf {
+        self.cache.join("sha256").join(format!("{digest}.tgz"))
+    }
+
+    fn register_auth(&self, repo: &RepoSpec) {
+        if let Some(a) = &repo.auth {
+            self.redactor.add(a.password.clone());
+        }
+    }
+
+    async fn get(
+        &self,
+        repo: &RepoSpec,
+        url: &str,
+        etag: Option<&str>,
+        limit: usize,
+    ) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let http_err = |status: Option<u16>, message: String| Error::Http {
+            repository: repo.name.clone(),
+            url: self.redactor.redact(url),
+            status,
+            message: self.redactor.redact(&message),
+        };
+        let mut req = self.client.get(url);
+        if let Some(a) = &repo.auth
+            && same_origin(&repo.url, url)
+        {
+            req = req.basic_auth(&a.username, Some(&a.password));
+        }
+        if let Some(e) = etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, e);
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| http_err(None, error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let new_etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if status == 304 {
+            return Ok((304, new_etag, Vec::new()));
+        }
+        if !resp.status().is_success() {
+            let hint = match status {
+                401 | 403 => "; check the repository credentials",
+                404 => "; check the repository URL and chart name",
+                _ => "",
+            };
+            return Err(http_err(Some(status), format!("HTTP {status}{hint}")));
+        }
+        if let Some(len) = resp.content_length()
+            && len > limit as u64
+        {
+            return Err(Error::TooLarge {
+                what: self.redactor.redact(url),
+                limit: limit as u64,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| http_err(Some(status), error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(Error::TooLarge {
+                    what: self.redactor.redact(url),
+                    limit: limit as u64,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, new_etag, body))
+    }
+
+    /// The repository's index.yaml text, revalidated with `If-None-Match` when cached.
+    pub async fn index_text(&self, repo: &RepoSpec) -> Result<Arc<String>> {
+        repo.kind()?;
+        self.register_auth(repo);
+        let url = repo.index_url();
+        let cached = self.indexes.lock().expect("lock").get(&url).cloned();
+        let (status, etag, body) = self
+            .get(
+                repo,
+                &url,
+                cached.as_ref().and_then(|c| c.etag.as_deref()),
+                MAX_INDEX,
+            )
+            .await?;
+        if status == 304
+            && let Some(c) = cached
+        {
+            return Ok(c.text);
+        }
+        let text = Arc::new(String::from_utf8(body).map_err(|_| Error::Index {
+            repository: repo.name.clone(),
+            url: url.clone(),
+            problems: "not UTF-8 text".into(),
+        })?);
+        self.indexes.lock().expect("lock").insert(
+            url,
+            CachedIndex {
+                etag,
+                text: text.clone(),
+            },
+        );
+        Ok(text)
+    }
+
+    /// Resolves `chart` at `constraint` in the repository, pulls it (once per digest) and reads
+    /// its Chart.yaml.
+    pub async fn pull(
+        &self,
+        repo: impl Into<RepoSpec>,
+        chart: &str,
+        constraint: &VersionConstraint,
+    ) -> Result<PulledChart> {
+        let repo = &repo.into();
+        let text = self.index_text(repo).await?;
+        let index_url = repo.index_url();
+        let index = strata_core::repoindex::parse(&index_url, &text).map_err(|p| Error::Index {
+            repository: repo.name.clone(),
+            url: index_url.clone(),
+            problems: p.to_string(),
+        })?;
+        let entry = strata_core::repoindex::resolve_version(&index, chart, Some(constraint))
+            .map_err(|p| Error::Resolve {
+                repository: repo.name.clone(),
+                message: p.to_string(),
+            })?;
+        let Some(first) = entry.urls.first() else {
+            return Err(Error::Resolve {
+                repository: repo.name.clone(),
+                message: format!("chart {chart} {} has no download URL", entry.version),
+            });
+        };
+        let url = strata_core::repoindex::resolve_url(&repo.url, first);
+        self.pull_url(
+            repo,
+            chart,
+            &entry.version,
+            &url,
+            entry.digest.as_deref().filter(|d| !d.is_empty()),
+        )
+        .await
+    }
+
+    /// Downloads an archive (unless its digest is already cached), verifies it against
+    /// `digest` (sha256 hex, optionally `sha256:`-prefixed) and reads its Chart.yaml.
+    pub async fn pull_url(
+        &self,
+        repo: &RepoSpec,
+        chart: &str,
+        version: &str,
+        url: &str,
+        digest: Option<&str>,
+    ) -> Result<PulledChart> {
+        self.register_auth(repo);
+        let expected = digest.map(|d| d.trim_start_matches("sha256:").to_ascii_lowercase());
+        let _guard = self.downloads.lock().await;
+        let known = expected
+            .clone()
+            .or_else(|| self.url_digests.lock().expect("lock").get(url).cloned());
+        if let Some(d) = &known {
+            let path = self.archive_path(d);
+            if path.is_file() {
+                let chart_yaml = chart_yaml_from_tgz(&path)?;
+                return Ok(PulledChart {
+                    name: chart.to_string(),
+                    version: version.to_string(),
+                    digest: d.clone(),
+                    path,
+                    chart_yaml,
+                });
+            }
+        }
+        let (_, _, body) = self.get(repo, url, None, MAX_ARCHIVE).await?;
+        let actual = format!("{:x}", sha2::Sha256::digest(&body));
+        if let Some(e) = &expected
+            && *e != actual
+        {
+            return Err(Error::DigestMismatch {
+                chart: chart.to_string(),
+                version: version.to_string(),
+                url: self.redactor.redact(url),
+                expected: e.clone(),
+                actual,
+            });
+        }
+        let path = self.archive_path(&actual);
+        let dir = path.parent().expect("has parent").to_path_buf();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| Error::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
+        std::io::Write::write_all(&mut tmp, &body).map_err(io(&path))?;
+        // Check the archive before it enters the cache.
+        let chart_yaml = chart_yaml_from_tgz(tmp.path()).map_err(|e| match e {
+            Error::Archive { message, .. } => Error::Archive {
+                archive: PathBuf::from(self.redactor.redact(url)),
+                message,
+            },
+            other => other,
+        })?;
+        tmp.persist(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        if expected.is_none() {
+            self.url_digests
+                .lock()
+                .expect("lock")
+                .insert(url.to_string(), actual.clone());
+        }
+        tracing::info!(chart, version, digest = %actual, "chart pulled");
+        Ok(PulledChart {
+            name: chart.to_string(),
+            version: version.to_string(),
+            digest: actual,
+            path,
+            chart_yaml,
+        })
+    }
+}
+
+fn origin(url: &str) -> &str {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let end = url[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(url.len());
+    &url[..end]
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    origin(a).eq_ignore_ascii_case(origin(b))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Reads `<chart>/Chart.yaml` (the top-level chart's, not a subchart's) from a .tgz, with
+/// bounds: paths with `..` or absolute paths and entries over [`MAX_ENTRY`] are rejected.
+pub fn chart_yaml_from_tgz(archive: &Path) -> Result<String> {
+    let bad = |message: String| Error::Archive {
+        archive: archive.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(archive).map_err(|source| Error::Io {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let gz = flate2::read::GzDecoder::new(file);
+    let mut tar = tar::Archive::new(gz);
+    let entries = tar
+        .entries()
+        .map_err(|e| bad(format!("not a gzip tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| bad(format!("bad entry path: {e}")))?
+            .into_owned();
+        let parts: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if path.is_absolute() || parts.iter().any(|p| p == "..") {
+            return Err(bad(format!("entry {} escapes the chart", path.display())));
+        }
+        if parts.len() == 2 && parts[1] == "Chart.yaml" {
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > MAX_ENTRY {
+                return Err(Error::TooLarge {
+                    what: format!("{} in {}", path.display(), archive.display()),
+                    limit: MAX_ENTRY,
+                });
+            }
+            let mut text = String::new();
+            (&mut entry)
+                .take(MAX_ENTRY)
+                .read_to_string(&mut text)
+                .map_err(|e| bad(format!("Chart.yaml is not readable text: {e}")))?;
+            return Ok(text);
+        }
+    }
+    Err(bad("no <chart>/Chart.yaml in the archive".into()))
+}
+
+/// Reads `Chart.yaml` of a chart directory (e.g. in the Git checkout).
+pub fn chart_yaml_from_dir(dir: &Path) -> Result<String> {
+    let path = dir.join("Chart.yaml");
+    let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_ENTRY {
+        return Err(Error::TooLarge {
+            what: path.display().to_string(),
+            limit: MAX_ENTRY,
+        });
+    }
+    std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_repository_origin() {
+        assert!(same_origin("http://H:1/x", "http://h:1/y/z"));
+        assert!(!same_origin("http://h:1/x", "http://h:2/x"));
+    }
+
+    #[test]
+    fn repo_kinds() {
+        assert_eq!(
+            RepoSpec::new("a", "https://x").kind().unwrap(),
+            RepoKind::Http
+        );
+        let e = RepoSpec::new("a", "oci://reg/charts").kind().unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert!(matches!(
+            RepoSpec::new("a", "ftp://x").kind(),
+            Err(Error::UnsupportedScheme { .. })
+        ));
+        assert_eq!(
+            RepoSpec::new("a", "http://x/r/").index_url(),
+            "http://x/r/index.yaml"
+        );
+    }
+
+    fn tgz(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            // Write the name bytes directly so tests can build hostile paths.
+            let name = h.as_old_mut().name.as_mut();
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn chart_yaml_is_read_from_the_top_level_chart() {
+        let f = tgz(&[
+            ("demo/charts/sub/Chart.yaml", b"name: sub\n"),
+            ("demo/values.yaml", b"a: 1\n"),
+            (
+                "demo/Chart.yaml",
+                b"apiVersion: v2\nname: demo\nversion: 1.0.0\n",
+            ),
+        ]);
+        let text = chart_yaml_from_tgz(f.path()).unwrap();
+        assert!(text.contains("name: demo"));
+    }
+
+    #[test]
+    fn hostile_or_broken_archives_are_rejected() {
+        let f = tgz(&[("../evil/Chart.yaml", b"x")]);
+        let e = chart_yaml_from_tgz(f.path()).unwrap_err();
+        assert!(e.to_string().contains("escapes"), "{e}");
+        let f = tgz(&[("demo/values.yaml", b"a: 1\n")]);
+        assert!(
+            chart_yaml_from_tgz(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no <chart>/Chart.yaml")
+        );
+        let big = vec![b'a'; (MAX_ENTRY + 1) as usize];
+        let f = tgz(&[("demo/Chart.yaml", &big)]);
+        assert!(matches!(
+            chart_yaml_from_tgz(f.path()),
+            Err(Error::TooLarge { .. })
+        ));
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"not gzip").unwrap();
+        assert!(chart_yaml_from_tgz(f.path()).is_err());
+    }
+
+    #[test]
+    fn chart_yaml_from_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Chart.yaml"), "name: x\n").unwrap();
+        assert_eq!(chart_yaml_from_dir(d.path()).unwrap(), "name: x\n");
+        assert!(chart_yaml_from_dir(&d.path().join("missing")).is_err());
+    }
+}
