@@ -1,0 +1,214 @@
+//! The documentation stays true: every example in docs/profile-list.md parses (or, when
+//! marked `<!-- invalid -->`, fails with exactly the output shown after it), every profile
+//! list under the workspace's `examples/` parses, and the JSON Schema names the same fields
+//! as the parser.
+
+use std::path::Path;
+
+use serde_json::Value;
+use strata_core::profiles::{self, LayeringModel};
+use strata_core::{allocation, chart};
+
+const DOC: &str = include_str!("../../../docs/profile-list.md");
+const SCHEMA: &str = include_str!("../../../docs/profile-list.schema.json");
+
+struct Block {
+    lang: String,
+    text: String,
+    invalid: bool,
+    line: usize,
+}
+
+/// Fenced code blocks, with the fence's indentation removed from every line.
+fn blocks(md: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut lines = md.lines().enumerate().peekable();
+    let mut invalid_next = false;
+    while let Some((i, line)) = lines.next() {
+        let trimmed = line.trim_start();
+        if trimmed == "<!-- invalid -->" {
+            invalid_next = true;
+            continue;
+        }
+        let Some(lang) = trimmed.strip_prefix("```") else {
+            continue;
+        };
+        let indent = line.len() - trimmed.len();
+        let mut text = String::new();
+        for (_, l) in lines.by_ref() {
+            if l.trim_start().starts_with("```") {
+                break;
+            }
+            text.push_str(l.get(indent..).unwrap_or(l.trim_start()));
+            text.push('\n');
+        }
+        out.push(Block {
+            lang: lang.trim().to_owned(),
+            text,
+            invalid: invalid_next,
+            line: i + 1,
+        });
+        invalid_next = false;
+    }
+    out
+}
+
+#[test]
+fn doc_examples_parse() {
+    let blocks = blocks(DOC);
+    let (mut lists, mut allocations, mut charts, mut invalid) = (0, 0, 0, 0);
+    for (n, b) in blocks.iter().enumerate() {
+        if b.lang != "yaml" {
+            continue;
+        }
+        if b.text.contains("kind: ProfileList") {
+            let parsed = profiles::parse("profiles.yaml", &b.text);
+            if b.invalid {
+                let expected = blocks
+                    .get(n + 1)
+                    .filter(|x| x.lang == "text")
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "line {}: no ```text block after the invalid example",
+                            b.line
+                        )
+                    });
+                let got = parsed.expect_err("the invalid example parsed").to_string();
+                assert_eq!(got.trim(), expected.text.trim(), "line {}", b.line);
+                invalid += 1;
+            } else {
+                let l = parsed.unwrap_or_else(|e| panic!("example at line {}:\n{e}", b.line));
+                assert!(!l.profiles.is_empty());
+                lists += 1;
+            }
+        } else if b.text.contains("kind: LayerAllocation") {
+            allocation::parse("layers.yaml", &b.text)
+                .unwrap_or_else(|e| panic!("example at line {}:\n{e}", b.line));
+            allocations += 1;
+        } else if b.text.contains("apiVersion: v2") {
+            let c = chart::parse_chart_yaml("Chart.yaml", &b.text)
+                .unwrap_or_else(|e| panic!("example at line {}:\n{e}", b.line));
+            assert!(
+                c.profile.is_some(),
+                "line {}: the Chart.yaml example is a profile",
+                b.line
+            );
+            charts += 1;
+        } else {
+            panic!("line {}: yaml block of unknown kind", b.line);
+        }
+    }
+    assert!(lists >= 3, "{lists} profile lists");
+    assert_eq!((allocations, charts, invalid), (1, 1, 1));
+}
+
+#[test]
+fn workspace_examples_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let Ok(dir) = std::fs::read_dir(&root) else {
+        return; // no examples directory in this checkout
+    };
+    let mut stack: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
+        if !matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let name = p.display().to_string();
+        if text.contains("kind: ProfileList") {
+            profiles::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+        } else if text.contains("kind: LayerAllocation") {
+            allocation::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+fn props(schema: &Value, pointer: &str) -> Vec<String> {
+    let node = schema
+        .pointer(pointer)
+        .unwrap_or_else(|| panic!("{pointer} missing"));
+    assert_eq!(
+        node["additionalProperties"],
+        Value::Bool(false),
+        "{pointer} must forbid unknown fields like the parser"
+    );
+    let mut keys: Vec<String> = node["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn sorted(fields: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn schema_matches_the_parser() {
+    let schema: Value = serde_json::from_str(SCHEMA).expect("the schema is JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(props(&schema, ""), sorted(profiles::TOP_FIELDS));
+    assert_eq!(
+        props(&schema, "/$defs/layering"),
+        sorted(profiles::LAYERING_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/repository"),
+        sorted(profiles::REPOSITORY_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/defaults"),
+        sorted(profiles::DEFAULTS_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/profile"),
+        sorted(profiles::PROFILE_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/chart"),
+        sorted(profiles::CHART_FIELDS)
+    );
+    assert_eq!(
+        schema["properties"]["apiVersion"]["const"],
+        profiles::API_VERSION
+    );
+    assert_eq!(schema["properties"]["kind"]["const"], profiles::KIND);
+    let models: Vec<Value> = [
+        LayeringModel::Annotation,
+        LayeringModel::Category,
+        LayeringModel::Allocated,
+    ]
+    .iter()
+    .map(|m| serde_json::to_value(m).unwrap())
+    .collect();
+    assert_eq!(
+        schema["$defs"]["layering"]["properties"]["model"]["enum"],
+        Value::Array(models)
+    );
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["apiVersion", "kind", "profiles"])
+    );
+    assert_eq!(
+        schema["$defs"]["profile"]["required"],
+        serde_json::json!(["name", "chart"])
+    );
+}
