@@ -12,6 +12,7 @@ pub mod config;
 pub mod git;
 pub mod helm;
 pub mod metrics;
+pub mod plan_cmd;
 pub mod process;
 pub mod releases;
 pub mod report;

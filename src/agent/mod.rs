@@ -1,3 +1,426 @@
-//! The agent loop.
+//! The agent loop (`strata run`).
+//!
+//! On start and every `--interval`: fetch the Git source and load the revision
+//! ([`revision::Loader`]: profile list, values files, allocation, charts, plan). A revision with
+//! any problem is rejected as a whole: its problems go to the status and the logs, no helm
+//! runs, and the last good revision keeps being served. A good revision is applied layer by
+//! layer ([`layers::run_layers`] with the [`release::Runner`]): each release's observed state
+//! is read from helm's release storage and `strata_core::reconcile::decide` says whether helm
+//! runs at all. A revision is applied to its end before the next fetch.
+//!
+//! Readiness (`GET /readyz`): ready once the first revision was processed (applied, being
+//! applied, rejected, or its fetch failed — `/status` then says which); not ready while
+//! draining after a shutdown signal.
+
 pub mod cluster;
 pub mod layers;
+pub mod release;
+pub mod revision;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::helm::{Helm, HelmConfig};
+use crate::metrics::Metrics;
+use crate::process::Redactor;
+use crate::report::Reporter;
+use crate::server::{self, AppState, Readiness};
+use crate::status::{
+    LayerId, LayerPhase, LayerStatus, OverallPhase, ProblemView, RejectedRevision, ReleasePhase,
+    ReleaseStatus, RevisionInfo, StatusStore,
+};
+
+use layers::LayersOutcome;
+pub use revision::SourceConfig;
+
+/// Everything `strata run` needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub source: SourceConfig,
+    pub once: bool,
+    pub interval: Duration,
+    pub concurrency: usize,
+    pub helm: PathBuf,
+    pub default_timeout: Duration,
+    pub listen: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+    /// The agent's own namespace (status ConfigMap, Events).
+    pub namespace: String,
+}
+
+/// How `run` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `--once`: every layer is Ready.
+    AllReady,
+    /// `--once`: the revision was rejected, could not be fetched, or a release failed.
+    NotReady,
+    /// Continuous mode stopped by a shutdown signal.
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr} for the status API: {source}; choose another --listen")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "cannot configure the Kubernetes client: {0}; pass --kubeconfig or run in a pod with a service account"
+    )]
+    KubeConfig(String),
+    #[error("cannot create the Kubernetes client: {0}")]
+    KubeClient(#[from] kube::Error),
+    #[error("cannot prepare the work dir: {0}")]
+    WorkDir(std::io::Error),
+    #[error("helm is not usable: {0}")]
+    Helm(#[from] crate::helm::Error),
+    #[error(transparent)]
+    Source(#[from] revision::SetupError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Build the Kubernetes client from `--kubeconfig`, else the in-cluster/default config.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::KubeConfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::KubeConfig(e.to_string()))?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Run the agent until `shutdown` (or, with `--once`, until the first revision is done).
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Outcome> {
+    let AgentConfig {
+        source,
+        once,
+        interval,
+        concurrency,
+        helm,
+        default_timeout,
+        listen,
+        kubeconfig,
+        namespace,
+    } = config;
+
+    // The work dir holds helm homes, the Git cache and the chart cache.
+    let (_temp, work_dir) = match &source.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(Error::WorkDir)?;
+            (None, dir.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("strata-")
+                .tempdir()
+                .map_err(Error::WorkDir)?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+
+    let status = StatusStore::new();
+    let metrics = Arc::new(Metrics::new());
+    {
+        let m = metrics.clone();
+        status.observe(move |s| m.observe_status(s));
+    }
+    let readiness = Readiness::new();
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(addr = %bound, "status API listening");
+    let server_stop = CancellationToken::new();
+    let server = {
+        let app = server::app(AppState {
+            status: status.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        let stop = server_stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(listener, app, stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "status API failed");
+            }
+        })
+    };
+
+    let client = kube_client(kubeconfig.as_deref()).await?;
+    let redactor = Redactor::new();
+    let loader = revision::Loader::new(source, &work_dir, redactor.clone()).await?;
+    let helm = Helm::new(
+        HelmConfig {
+            binary: helm,
+            work_dir: work_dir.clone(),
+            kubeconfig: kubeconfig.clone(),
+            kube_context: None,
+        },
+        redactor,
+    )
+    .await?;
+    tracing::info!(version = %helm.version(), binary = %helm.binary().display(), "helm detected");
+
+    let report_stop = CancellationToken::new();
+    let reporter = Reporter::new(client.clone(), namespace.clone(), status.clone())
+        .spawn(Duration::from_secs(1), report_stop.clone());
+
+    let runner = release::Runner::new(
+        helm,
+        client.clone(),
+        status.clone(),
+        metrics.clone(),
+        default_timeout,
+    );
+    let agent = Agent {
+        loader,
+        runner,
+        status: status.clone(),
+        metrics: metrics.clone(),
+        concurrency,
+    };
+
+    let outcome = loop {
+        let result = agent.cycle(&shutdown).await;
+        readiness.set_ready();
+        if once {
+            break if result == CycleResult::AllReady {
+                Outcome::AllReady
+            } else {
+                Outcome::NotReady
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => break Outcome::Stopped,
+        }
+        if shutdown.is_cancelled() {
+            break Outcome::Stopped;
+        }
+    };
+    readiness.set_draining();
+    report_stop.cancel();
+    let _ = reporter.await;
+    server_stop.cancel();
+    let _ = server.await;
+    Ok(outcome)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CycleResult {
+    AllReady,
+    NotReady,
+}
+
+struct Agent {
+    loader: revision::Loader,
+    runner: release::Runner,
+    status: StatusStore,
+    metrics: Arc<Metrics>,
+    concurrency: usize,
+}
+
+impl Agent {
+    /// One fetch-validate-apply cycle.
+    async fn cycle(&self, shutdown: &CancellationToken) -> CycleResult {
+        let fetched = match self.loader.fetch().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "fetching the profile repository failed");
+                let msg = e.to_string();
+                self.status.update(|s| {
+                    s.last_error = Some(msg);
+                    if s.revision.is_some() {
+                        s.phase = OverallPhase::Degraded;
+                    } else {
+                        s.phase = OverallPhase::Invalid;
+                    }
+                });
+                return CycleResult::NotReady;
+            }
+        };
+        let info = RevisionInfo {
+            commit: fetched.commit.clone(),
+            fetched_at: crate::status::now_rfc3339(),
+        };
+        let loaded = match self.loader.load(&fetched).await {
+            Ok(l) => l,
+            Err(problems) => {
+                self.reject(&info, problems);
+                return CycleResult::NotReady;
+            }
+        };
+        let span = tracing::info_span!(
+            "revision",
+            commit = %info.commit,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let result = self
+            .apply(info, loaded, shutdown)
+            .instrument(span.clone())
+            .await;
+        if result != CycleResult::AllReady {
+            crate::telemetry::record_error(&span, "not every layer became Ready");
+        }
+        result
+    }
+
+    fn reject(&self, info: &RevisionInfo, problems: Vec<ProblemView>) {
+        let already = self
+            .status
+            .snapshot()
+            .rejected_revision
+            .is_some_and(|r| r.commit == info.commit);
+        for p in &problems {
+            tracing::error!(commit = %info.commit, problem = %p, "revision rejected");
+        }
+        if !already {
+            self.metrics.revision_rejected();
+        }
+        let problems_text = problems.len();
+        self.status.update(|s| {
+            s.rejected_revision = Some(RejectedRevision {
+                commit: info.commit.clone(),
+                fetched_at: info.fetched_at.clone(),
+                problems,
+            });
+            s.last_error = Some(format!(
+                "revision {} rejected with {} problem(s); nothing was applied",
+                info.commit, problems_text
+            ));
+            s.phase = if s.revision.is_some() {
+                OverallPhase::Degraded
+            } else {
+                OverallPhase::Invalid
+            };
+        });
+    }
+
+    async fn apply(
+        &self,
+        info: RevisionInfo,
+        loaded: revision::Loaded,
+        shutdown: &CancellationToken,
+    ) -> CycleResult {
+        self.metrics.set_revision(&info.commit);
+        let jobs = loaded.jobs;
+        self.status.update(|s| {
+            let same_commit = s.revision.as_ref().is_some_and(|r| r.commit == info.commit);
+            let previous: Vec<ReleaseStatus> = s
+                .layers
+                .drain(..)
+                .flat_map(|l| l.releases.into_iter())
+                .collect();
+            s.layers = jobs
+                .iter()
+                .map(|(layer, jobs)| LayerStatus {
+                    layer: *layer,
+                    phase: LayerPhase::Pending,
+                    ready_at: None,
+                    releases: jobs
+                        .iter()
+                        .map(|j| {
+                            let mut r = ReleaseStatus::pending(
+                                &j.profile,
+                                &j.release,
+                                &j.namespace,
+                                &j.chart_name,
+                                &j.chart_version,
+                            );
+                            let prev = previous
+                                .iter()
+                                .find(|p| p.namespace == j.namespace && p.name == j.release);
+                            if let Some(p) = prev {
+                                r.helm_revision = p.helm_revision;
+                                r.ready_at = p.ready_at.clone();
+                                if same_commit {
+                                    r.attempts = p.attempts;
+                                    // Re-checking an unchanged revision: keep Ready releases
+                                    // Ready (no churn in status and events) unless they drift.
+                                    if p.phase == ReleasePhase::Ready
+                                        && p.chart == r.chart
+                                        && p.version == r.version
+                                    {
+                                        r.phase = ReleasePhase::Ready;
+                                        r.action = p.action.clone();
+                                        r.started_at = p.started_at.clone();
+                                        r.message = p.message.clone();
+                                    }
+                                }
+                            }
+                            r
+                        })
+                        .collect(),
+                })
+                .collect();
+            s.revision = Some(info.clone());
+            s.rejected_revision = None;
+            s.last_error = None;
+            s.phase = OverallPhase::Progressing;
+        });
+        tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
+        let outcome = layers::run_layers(
+            &self.runner,
+            &jobs,
+            self.concurrency,
+            &self.status,
+            &self.metrics,
+            shutdown,
+        )
+        .await;
+        self.status.update(|s| {
+            s.phase = match outcome {
+                LayersOutcome::AllReady => {
+                    s.last_applied_revision = Some(info.clone());
+                    OverallPhase::Ready
+                }
+                LayersOutcome::Failed => OverallPhase::Failed,
+                LayersOutcome::Interrupted => OverallPhase::Progressing,
+            };
+        });
+        match outcome {
+            LayersOutcome::AllReady => {
+                tracing::info!(commit = %info.commit, "revision applied: every layer is Ready");
+                CycleResult::AllReady
+            }
+            LayersOutcome::Failed => {
+                tracing::error!(commit = %info.commit, "revision failed: see /status");
+                CycleResult::NotReady
+            }
+            LayersOutcome::Interrupted => CycleResult::NotReady,
+        }
+    }
+}
+
+/// Layer id of a planned layer.
+pub(crate) fn layer_id(n: Option<u32>) -> LayerId {
+    n.map_or(LayerId::Unlayered, |n| LayerId::Number(u64::from(n)))
+}

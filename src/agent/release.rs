@@ -1,0 +1,332 @@
+//! One release of a revision: observe, decide, run helm, watch progress.
+//!
+//! 1. Read the observed release from helm's storage (a read through kube-rs; no helm process).
+//! 2. `strata_core::reconcile::decide`: NoOp -> Ready at once (no helm process, no write);
+//!    Install/Upgrade -> write the merged values to a 0600 file and run
+//!    `helm upgrade --install --wait` with the profile's timeout.
+//! 3. While helm runs, a poll every second reads the release record helm is writing and its
+//!    manifest objects from the cluster: the phase goes from Installing (helm started, objects
+//!    being written) to Waiting (every manifest object exists, helm waits for readiness), with
+//!    the not-ready objects and their reasons in the status.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::cluster::{ClusterReader, ObjectRef};
+use super::layers::{JobId, ReleaseResult, ReleaseRunner};
+use crate::helm::{Helm, UpgradeRequest};
+use crate::metrics::Metrics;
+use crate::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
+
+/// Everything needed to bring one release to its desired state.
+#[derive(Debug, Clone)]
+pub struct ReleaseJob {
+    pub profile: String,
+    pub release: String,
+    pub namespace: String,
+    pub chart_name: String,
+    pub chart_version: String,
+    /// The chart to install: a `.tgz` from the chart cache or a directory of the Git checkout.
+    pub chart_path: PathBuf,
+    /// Merged values (values files in order, then inline values).
+    pub values: serde_json::Value,
+    /// `strata_core::values::canonical_digest` of `values`.
+    pub values_digest: String,
+    /// The profile's timeout, if the profile list gave one.
+    pub timeout: Option<Duration>,
+}
+
+impl JobId for ReleaseJob {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn release(&self) -> &str {
+        &self.release
+    }
+}
+
+/// Poll period of the progress watcher.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The real release runner.
+pub struct Runner {
+    helm: Helm,
+    client: kube::Client,
+    cluster: Arc<ClusterReader>,
+    status: StatusStore,
+    metrics: Arc<Metrics>,
+    default_timeout: Duration,
+}
+
+impl Runner {
+    pub fn new(
+        helm: Helm,
+        client: kube::Client,
+        status: StatusStore,
+        metrics: Arc<Metrics>,
+        default_timeout: Duration,
+    ) -> Self {
+        Self {
+            helm,
+            cluster: Arc::new(ClusterReader::new(client.clone())),
+            client,
+            status,
+            metrics,
+            default_timeout,
+        }
+    }
+
+    fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::status::ReleaseStatus)) {
+        self.status.update(|s| {
+            if let Some(r) = s.release_mut(&job.namespace, &job.release) {
+                f(r);
+            }
+        });
+    }
+
+    async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
+        let observed =
+            match crate::releases::latest(&self.client, &job.namespace, &job.release).await {
+                Ok(record) => record.map(|r| r.observed()),
+                Err(e) => {
+                    let msg = format!("cannot read the release state: {e}");
+                    return self.fail(job, msg);
+                }
+            };
+        let desired = strata_core::reconcile::DesiredRelease {
+            name: job.release.clone(),
+            namespace: job.namespace.clone(),
+            chart_name: job.chart_name.clone(),
+            chart_version: job.chart_version.clone(),
+            values_digest: job.values_digest.clone(),
+        };
+        let action = strata_core::reconcile::decide(&desired, observed.as_ref());
+        use strata_core::reconcile::Action;
+        let (verb, reason) = match &action {
+            Action::NoOp => {
+                let revision = observed.as_ref().map(|o| u64::from(o.revision));
+                self.set(job, |r| {
+                    r.action = Some("none".into());
+                    r.helm_revision = revision;
+                    r.not_ready.clear();
+                    if r.phase != ReleasePhase::Ready {
+                        r.phase = ReleasePhase::Ready;
+                        r.ready_at = Some(now_rfc3339());
+                        r.message =
+                            Some("already deployed at this chart version and values".into());
+                    }
+                });
+                tracing::info!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
+                return ReleaseResult::Ready;
+            }
+            Action::Install { reason } => ("install", reason.clone()),
+            Action::Upgrade { reason } => ("upgrade", reason.to_string()),
+            other => {
+                let msg = format!("release blocked: {other}");
+                return self.fail(job, msg);
+            }
+        };
+        self.helm_upgrade(job, verb, &reason, observed.map(|o| u64::from(o.revision)))
+            .await
+    }
+
+    async fn helm_upgrade(
+        &self,
+        job: &ReleaseJob,
+        verb: &str,
+        reason: &str,
+        previous_revision: Option<u64>,
+    ) -> ReleaseResult {
+        let values_file = match self
+            .helm
+            .write_values(&job.namespace, &job.release, &job.values)
+        {
+            Ok(p) => p,
+            Err(e) => return self.fail(job, e.to_string()),
+        };
+        let timeout = job.timeout.unwrap_or(self.default_timeout);
+        self.set(job, |r| {
+            r.phase = ReleasePhase::Installing;
+            r.action = Some(verb.to_string());
+            r.attempts += 1;
+            r.started_at = Some(now_rfc3339());
+            r.ready_at = None;
+            r.message = Some(format!("helm upgrade --install ({reason})"));
+            r.not_ready.clear();
+        });
+        tracing::info!(release = %job.release, namespace = %job.namespace, action = verb, reason, "running helm");
+        let stop = CancellationToken::new();
+        let watcher = tokio::spawn(
+            watch_progress(
+                self.cluster.clone(),
+                self.client.clone(),
+                self.status.clone(),
+                job.namespace.clone(),
+                job.release.clone(),
+                previous_revision,
+                stop.clone(),
+            )
+            .in_current_span(),
+        );
+        let request = UpgradeRequest {
+            release: job.release.clone(),
+            namespace: job.namespace.clone(),
+            chart: job.chart_path.clone(),
+            values_file,
+            timeout,
+            create_namespace: true,
+            wait: true,
+        };
+        let started = Instant::now();
+        let result = self.helm.upgrade_install(&request).await;
+        stop.cancel();
+        let _ = watcher.await;
+        self.metrics
+            .helm_command("upgrade", started.elapsed(), result.is_err());
+        match result {
+            Ok(info) => {
+                self.set(job, |r| {
+                    r.phase = ReleasePhase::Ready;
+                    r.helm_revision = Some(info.revision);
+                    r.ready_at = Some(now_rfc3339());
+                    r.message = Some(if info.description.is_empty() {
+                        format!("{verb} complete")
+                    } else {
+                        info.description.clone()
+                    });
+                    r.not_ready.clear();
+                });
+                tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
+                ReleaseResult::Ready
+            }
+            Err(e) => {
+                let message = e
+                    .helm_message()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                self.fail(job, message)
+            }
+        }
+    }
+
+    fn fail(&self, job: &ReleaseJob, message: String) -> ReleaseResult {
+        self.metrics.release_failed();
+        tracing::error!(release = %job.release, namespace = %job.namespace, error = %message, "release failed");
+        crate::telemetry::record_error(&tracing::Span::current(), &message);
+        self.set(job, |r| {
+            r.phase = ReleasePhase::Failed;
+            r.message = Some(message.clone());
+        });
+        ReleaseResult::Failed(message)
+    }
+}
+
+impl ReleaseRunner<ReleaseJob> for Runner {
+    async fn run(&self, job: &ReleaseJob) -> ReleaseResult {
+        let span = tracing::info_span!(
+            "release",
+            release = %job.release,
+            namespace = %job.namespace,
+            chart = %job.chart_name,
+            version = %job.chart_version,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        self.run_inner(job).instrument(span).await
+    }
+}
+
+/// Poll the release record helm writes and its objects until `stop`.
+async fn watch_progress(
+    cluster: Arc<ClusterReader>,
+    client: kube::Client,
+    status: StatusStore,
+    namespace: String,
+    release: String,
+    previous_revision: Option<u64>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        let Ok(Some(record)) = crate::releases::latest(&client, &namespace, &release).await else {
+            continue;
+        };
+        if previous_revision.is_some_and(|p| record.revision <= p) {
+            // helm has not written this operation's record yet.
+            continue;
+        }
+        let objects: Vec<ObjectRef> = crate::releases::manifest_objects(&record.manifest)
+            .iter()
+            .filter_map(ObjectRef::from_manifest)
+            .collect();
+        let mut missing = 0usize;
+        let mut not_ready = Vec::new();
+        for obj in &objects {
+            match cluster.get(obj, &namespace).await {
+                Ok(Some(live)) => match strata_core::readiness::assess(&live) {
+                    strata_core::readiness::Readiness::Ready => {}
+                    strata_core::readiness::Readiness::InProgress { reason }
+                    | strata_core::readiness::Readiness::Failed { reason } => {
+                        not_ready.push(NotReady {
+                            kind: obj.kind.clone(),
+                            name: obj.name.clone(),
+                            namespace: obj.namespace.clone().or_else(|| {
+                                live["metadata"]["namespace"].as_str().map(str::to_string)
+                            }),
+                            reason,
+                        });
+                    }
+                },
+                Ok(None) => {
+                    missing += 1;
+                    not_ready.push(NotReady {
+                        kind: obj.kind.clone(),
+                        name: obj.name.clone(),
+                        namespace: obj.namespace.clone(),
+                        reason: "not created yet".into(),
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "progress: object not readable");
+                    missing += 1;
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        let phase = if missing == 0 {
+            ReleasePhase::Waiting
+        } else {
+            ReleasePhase::Installing
+        };
+        status.update(|s| {
+            if let Some(r) = s.release_mut(&namespace, &release)
+                && matches!(r.phase, ReleasePhase::Installing | ReleasePhase::Waiting)
+            {
+                r.phase = phase;
+                r.helm_revision = Some(record.revision);
+                r.not_ready = not_ready;
+                r.message = Some(if phase == ReleasePhase::Waiting {
+                    if r.not_ready.is_empty() {
+                        "objects ready; helm finishing (hooks, final checks)".to_string()
+                    } else {
+                        format!(
+                            "waiting for {} resource(s) to become ready",
+                            r.not_ready.len()
+                        )
+                    }
+                } else {
+                    "helm is writing objects".to_string()
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,410 @@
+//! Loading a revision: Git commit -> profile list, values files, allocation, charts, plan.
+//!
+//! Every problem of a revision is collected (with its file and field) before the revision is
+//! accepted or rejected as a whole; nothing here writes to the cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use strata_core::Problem;
+use strata_core::profiles::{ChartRef, LayeringModel, ProfileList};
+
+use super::release::ReleaseJob;
+use crate::charts::{ChartStore, RepoSpec};
+use crate::config::SourceArgs;
+use crate::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
+use crate::process::Redactor;
+use crate::status::{LayerId, ProblemView};
+
+/// Where the profile list comes from (the library form of [`SourceArgs`]).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub git_url: String,
+    pub git_ref: String,
+    pub profiles_path: String,
+    pub git_username: Option<String>,
+    pub git_password_file: Option<PathBuf>,
+    pub git_ssh_key_file: Option<PathBuf>,
+    pub git_known_hosts_file: Option<PathBuf>,
+    pub work_dir: Option<PathBuf>,
+}
+
+impl From<SourceArgs> for SourceConfig {
+    fn from(a: SourceArgs) -> Self {
+        let SourceArgs {
+            git_url,
+            git_ref,
+            profiles_path,
+            git_username,
+            git_password_file,
+            git_ssh_key_file,
+            git_known_hosts_file,
+            work_dir,
+        } = a;
+        Self {
+            git_url,
+            git_ref,
+            profiles_path,
+            git_username,
+            git_password_file,
+            git_ssh_key_file,
+            git_known_hosts_file,
+            work_dir,
+        }
+    }
+}
+
+/// Errors setting up the source (bad credentials files).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("Git credentials: {0}")]
+    Credentials(#[from] crate::git::Error),
+    #[error("cannot prepare the chart cache: {0}")]
+    Charts(#[from] crate::charts::Error),
+}
+
+/// A fetched commit.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub commit: String,
+}
+
+/// A validated revision ready to apply.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub commit: String,
+    pub list: ProfileList,
+    pub plan: strata_core::plan::Plan,
+    /// Releases grouped by layer, in the order layers run.
+    pub jobs: Vec<(LayerId, Vec<ReleaseJob>)>,
+}
+
+/// Fetches and loads revisions.
+pub struct Loader {
+    git: GitSource,
+    charts: ChartStore,
+    profiles_path: String,
+}
+
+fn view(p: &Problem) -> ProblemView {
+    ProblemView {
+        file: p.file.clone(),
+        field: p.field.clone(),
+        message: match (p.line, p.column) {
+            (Some(l), Some(c)) => format!("{} (line {l}, column {c})", p.message),
+            (Some(l), None) => format!("{} (line {l})", p.message),
+            _ => p.message.clone(),
+        },
+    }
+}
+
+impl Loader {
+    pub async fn new(
+        source: SourceConfig,
+        work_dir: &Path,
+        redactor: Redactor,
+    ) -> Result<Self, SetupError> {
+        let SourceConfig {
+            git_url,
+            git_ref,
+            profiles_path,
+            git_username,
+            git_password_file,
+            git_ssh_key_file,
+            git_known_hosts_file,
+            work_dir: _,
+        } = source;
+        let basic = match &git_password_file {
+            Some(file) => Some(BasicAuth::from_files(
+                UsernameSource::Value(git_username.as_deref().unwrap_or("git")),
+                file,
+            )?),
+            None => None,
+        };
+        let auth = GitAuth {
+            basic,
+            ssh_key: git_ssh_key_file,
+            known_hosts: git_known_hosts_file,
+        };
+        let git = GitSource::new(
+            git_url,
+            git_ref,
+            work_dir.join("git"),
+            auth,
+            redactor.clone(),
+        );
+        let charts = ChartStore::new(work_dir.join("charts"), redactor)?;
+        Ok(Self {
+            git,
+            charts,
+            profiles_path,
+        })
+    }
+
+    /// Fetch the configured ref; the commit it points to.
+    pub async fn fetch(&self) -> Result<Fetched, crate::git::Error> {
+        let rev = self.git.fetch().await?;
+        Ok(Fetched { commit: rev.commit })
+    }
+
+    async fn read_text(
+        &self,
+        commit: &str,
+        path: &str,
+        referenced_from: (&str, &str),
+    ) -> Result<String, ProblemView> {
+        match self.git.read_file(commit, path).await {
+            Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| ProblemView {
+                file: path.to_string(),
+                field: String::new(),
+                message: "the file is not UTF-8 text".into(),
+            }),
+            Ok(None) => Err(ProblemView {
+                file: referenced_from.0.to_string(),
+                field: referenced_from.1.to_string(),
+                message: format!("file {path} does not exist in commit {commit}"),
+            }),
+            Err(e) => Err(ProblemView {
+                file: path.to_string(),
+                field: String::new(),
+                message: format!("cannot read it from Git: {e}"),
+            }),
+        }
+    }
+
+    /// Load and validate the revision at `fetched`: every problem, or a plan with its jobs.
+    pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, Vec<ProblemView>> {
+        let commit = fetched.commit.as_str();
+        let path = self.profiles_path.as_str();
+        let text = self
+            .read_text(commit, path, (path, ""))
+            .await
+            .map_err(|p| vec![p])?;
+        let list = strata_core::profiles::parse(path, &text)
+            .map_err(|ps| ps.iter().map(view).collect::<Vec<_>>())?;
+        let mut problems: Vec<ProblemView> = Vec::new();
+
+        // Allocation file (model `allocated`).
+        let allocation = match (&list.layering.model, &list.layering.allocation_file) {
+            (LayeringModel::Allocated, Some(file)) => {
+                match self
+                    .read_text(commit, file, (path, "layering.allocationFile"))
+                    .await
+                {
+                    Ok(t) => match strata_core::allocation::parse(file, &t) {
+                        Ok(a) => Some(a),
+                        Err(ps) => {
+                            problems.extend(ps.iter().map(view));
+                            None
+                        }
+                    },
+                    Err(p) => {
+                        problems.push(p);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+
+        // Charts (each pulled once, cached by digest) and values.
+        let mut checkout: Option<PathBuf> = None;
+        let mut charts = BTreeMap::new();
+        let mut chart_paths = BTreeMap::new();
+        let mut values = BTreeMap::new();
+        for profile in &list.profiles {
+            let field = |f: &str| format!("profiles[{}].{f}", profile.name);
+            // Values files, then inline values.
+            let mut files = Vec::new();
+            for (i, vf) in profile.values_files.iter().enumerate() {
+                match self
+                    .read_text(commit, vf, (path, &field(&format!("valuesFiles[{i}]"))))
+                    .await
+                {
+                    Ok(t) => match parse_values(vf, &t) {
+                        Ok(v) => files.push((vf.clone(), v)),
+                        Err(p) => problems.push(p),
+                    },
+                    Err(p) => problems.push(p),
+                }
+            }
+            let inline = serde_json::Value::Object(profile.values.clone());
+            match strata_core::values::merge(&files, &inline) {
+                Ok(v) => {
+                    values.insert(profile.name.clone(), v);
+                }
+                Err(ps) => problems.extend(ps.iter().map(view)),
+            }
+
+            // The chart.
+            let pulled = match &profile.chart {
+                ChartRef::Repository { repository, name } => {
+                    let Some(repo) = list.repository(repository) else {
+                        continue; // reported by the parser
+                    };
+                    let Some(constraint) = &profile.version else {
+                        continue; // reported by the parser
+                    };
+                    self.charts
+                        .pull(RepoSpec::new(&repo.name, &repo.url), name, constraint)
+                        .await
+                        .map(|c| {
+                            (
+                                c.path,
+                                c.chart_yaml,
+                                format!("{name}-{}.tgz:Chart.yaml", c.version),
+                            )
+                        })
+                        .map_err(|e| ProblemView {
+                            file: path.to_string(),
+                            field: field("chart"),
+                            message: e.to_string(),
+                        })
+                }
+                ChartRef::Path { path: chart_dir } => {
+                    if checkout.is_none() {
+                        match self.git.checkout(commit).await {
+                            Ok(dir) => checkout = Some(dir),
+                            Err(e) => {
+                                problems.push(ProblemView {
+                                    file: path.to_string(),
+                                    field: field("chart.path"),
+                                    message: format!("cannot check out commit {commit}: {e}"),
+                                });
+                                continue;
+                            }
+                        }
+                    }
+                    let dir = checkout.as_ref().map(|c| c.join(chart_dir));
+                    let chart_file = format!("{chart_dir}/Chart.yaml");
+                    match (
+                        dir,
+                        self.read_text(commit, &chart_file, (path, &field("chart.path")))
+                            .await,
+                    ) {
+                        (Some(dir), Ok(text)) => Ok((dir, text, chart_file)),
+                        (_, Err(p)) => Err(p),
+                        (None, Ok(_)) => continue,
+                    }
+                }
+            };
+            match pulled {
+                Ok((chart_path, chart_yaml, chart_file)) => {
+                    match strata_core::chart::parse_chart_yaml(&chart_file, &chart_yaml) {
+                        Ok(meta) => {
+                            if let (ChartRef::Path { .. }, Some(c)) =
+                                (&profile.chart, &profile.version)
+                                && !c.matches_str(&meta.version)
+                            {
+                                problems.push(ProblemView {
+                                    file: path.to_string(),
+                                    field: field("version"),
+                                    message: format!(
+                                        "the chart at this path has version {}, which does not match {}",
+                                        meta.version,
+                                        c.as_str()
+                                    ),
+                                });
+                            }
+                            charts.insert(profile.name.clone(), meta);
+                            chart_paths.insert(profile.name.clone(), chart_path);
+                        }
+                        Err(ps) => problems.extend(ps.iter().map(view)),
+                    }
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        if !problems.is_empty() {
+            // Planning with missing charts would only add noise about them.
+            return Err(problems);
+        }
+        let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
+            .map_err(|ps| ps.iter().map(view).collect::<Vec<_>>())?;
+        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
+        Ok(Loaded {
+            commit: commit.to_string(),
+            list,
+            plan,
+            jobs,
+        })
+    }
+}
+
+/// Parse a values file (YAML) into JSON; an empty file is an empty map.
+fn parse_values(file: &str, text: &str) -> Result<serde_json::Value, ProblemView> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    let v: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| ProblemView {
+        file: file.to_string(),
+        field: String::new(),
+        message: format!("invalid YAML: {e}"),
+    })?;
+    match v {
+        serde_json::Value::Object(_) => Ok(v),
+        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        _ => Err(ProblemView {
+            file: file.to_string(),
+            field: String::new(),
+            message: "a values file must be a YAML map".into(),
+        }),
+    }
+}
+
+fn jobs_from_plan(
+    list: &ProfileList,
+    plan: &strata_core::plan::Plan,
+    charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
+    chart_paths: &BTreeMap<String, PathBuf>,
+    values: &BTreeMap<String, serde_json::Value>,
+) -> Vec<(LayerId, Vec<ReleaseJob>)> {
+    plan.layers
+        .iter()
+        .map(|layer| {
+            let id = super::layer_id(layer.layer.map(|n| n.0));
+            let jobs = layer
+                .releases
+                .iter()
+                .filter_map(|planned| {
+                    let profile = list.profile(&planned.profile)?;
+                    let meta = charts.get(&profile.name)?;
+                    let v = values
+                        .get(&profile.name)
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+                    Some(ReleaseJob {
+                        profile: profile.name.clone(),
+                        release: profile.release_name.clone(),
+                        namespace: profile.namespace.clone(),
+                        chart_name: meta.name.clone(),
+                        chart_version: meta.version.clone(),
+                        chart_path: chart_paths.get(&profile.name)?.clone(),
+                        values_digest: strata_core::values::canonical_digest(&v),
+                        values: v,
+                        timeout: Some(profile.timeout.as_duration()),
+                    })
+                })
+                .collect();
+            (id, jobs)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_files_must_be_maps() {
+        assert_eq!(
+            parse_values("v.yaml", "a: 1\nb: [x]\n").unwrap(),
+            serde_json::json!({"a": 1, "b": ["x"]})
+        );
+        assert_eq!(parse_values("v.yaml", "").unwrap(), serde_json::json!({}));
+        let p = parse_values("v.yaml", "- 1\n").unwrap_err();
+        assert_eq!(p.file, "v.yaml");
+        let p = parse_values("v.yaml", "a: [\n").unwrap_err();
+        assert!(p.message.contains("invalid YAML"), "{p:?}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `strata plan`: fetch the source at its ref, load the revision exactly as the agent would
+//! (profile list, values files, allocation, charts) and print the layers with where each
+//! layer number came from — or every problem. No cluster is contacted.
+//!
+//! Exit: `Ok(true)` valid, `Ok(false)` invalid (problems printed), `Err` the source could not
+//! be fetched or the work dir prepared.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::agent::SourceConfig;
+use crate::agent::revision::Loader;
+use crate::config::OutputFormat;
+use crate::process::Redactor;
+use crate::status::ProblemView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot prepare the work dir: {0}")]
+    WorkDir(std::io::Error),
+    #[error(transparent)]
+    Setup(#[from] crate::agent::revision::SetupError),
+    #[error("{0}")]
+    Fetch(#[from] crate::git::Error),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("cannot encode the output: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Output<'a> {
+    commit: &'a str,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<&'a strata_core::plan::Plan>,
+    problems: &'a [ProblemView],
+}
+
+/// Run `strata plan` and write the result to `out`.
+pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Write) -> Result<bool> {
+    let (_temp, work_dir) = match &source.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(Error::WorkDir)?;
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("strata-plan-")
+                .tempdir()
+                .map_err(Error::WorkDir)?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let loader = Loader::new(source, &work_dir, Redactor::new()).await?;
+    let fetched = loader.fetch().await?;
+    let result = loader.load(&fetched).await;
+    let (plan, problems) = match &result {
+        Ok(loaded) => (Some(&loaded.plan), Vec::new()),
+        Err(problems) => (None, problems.clone()),
+    };
+    let valid = plan.is_some();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(
+                &mut *out,
+                &Output {
+                    commit: &fetched.commit,
+                    valid,
+                    plan,
+                    problems: &problems,
+                },
+            )?;
+            writeln!(out)?;
+        }
+        OutputFormat::Text => {
+            writeln!(out, "revision {}", fetched.commit)?;
+            if let Some(plan) = plan {
+                write!(out, "{plan}")?;
+                writeln!(out, "valid: every layer can be planned")?;
+            } else {
+                writeln!(out, "invalid: {} problem(s)", problems.len())?;
+                for p in &problems {
+                    writeln!(out, "  {p}")?;
+                }
+            }
+        }
+    }
+    Ok(valid)
+}
