@@ -37,16 +37,24 @@
 // ApiError mirrors a full Status (with causes); errors are rare, so it is not boxed.
 #![allow(clippy::result_large_err)]
 
-// `pub mod controllers;` is added once H2's controllers compile.
+pub(crate) mod admin;
+pub mod cluster;
+pub mod controllers;
+pub mod controls;
 pub(crate) mod defaults;
+pub mod discovery;
 pub mod error;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
+pub(crate) mod server;
 pub mod store;
+pub mod tls;
 pub mod util;
 
+pub use cluster::{Cluster, Config, InClusterEnv, start};
+pub use controls::{Controls, ErrorRule, FaultSpec, RequestRecord, UnavailableMode};
 pub use error::ApiError;
 pub use registry::{ResourceInfo, ResourceKey};
 pub use store::{Deleted, EventKind, Propagation, Store, StoreConfig, WatchEvent};

@@ -247,13 +247,21 @@ fn message(schema: &[F], buf: &[u8]) -> Result<Value> {
         let name = name.to_string();
         match kind {
             Kind::Str => {
-                out.insert(name, json!(utf8(bytes_of(&wire)?)?));
+                // Go marshals every string field; JSON omits empty ones.
+                let s = utf8(bytes_of(&wire)?)?;
+                if !s.is_empty() {
+                    out.insert(name, json!(s));
+                }
             }
             Kind::Int => {
                 let Wire::Varint(v) = wire else {
                     return Err(Error::Malformed("expected varint"));
                 };
-                out.insert(name, json!(v as i64));
+                // Zero non-pointer ints are omitted in JSON; grace periods are pointers
+                // (0 means "now").
+                if v != 0 || name.ends_with("racePeriodSeconds") {
+                    out.insert(name, json!(v as i64));
+                }
             }
             Kind::Bool => {
                 let Wire::Varint(v) = wire else {
@@ -276,11 +284,15 @@ fn message(schema: &[F], buf: &[u8]) -> Result<Value> {
                 let e = out.entry(name).or_insert_with(|| json!({}));
                 e[k] = json!(base64::engine::general_purpose::STANDARD.encode(v));
             }
-            Kind::Time => {
-                out.insert(name, time_value(bytes_of(&wire)?, false)?);
-            }
-            Kind::MicroTime => {
-                out.insert(name, time_value(bytes_of(&wire)?, true)?);
+            Kind::Time | Kind::MicroTime => {
+                // The zero time (year 1) is omitted like JSON's null timestamps.
+                let t = message(TIME_FIELDS, bytes_of(&wire)?)?;
+                if t["seconds"].as_i64().unwrap_or(0) > 0 || t["nanos"].as_i64().unwrap_or(0) > 0 {
+                    out.insert(
+                        name,
+                        time_value(bytes_of(&wire)?, matches!(kind, Kind::MicroTime))?,
+                    );
+                }
             }
             Kind::FieldsV1 => {
                 let mut raw = Vec::new();
@@ -467,6 +479,21 @@ mod tests {
         assert_eq!(v["involvedObject"], json!({"kind": "Pod", "name": "p"}));
         assert_eq!(v["count"], 2);
         assert_eq!(v["eventTime"], "1970-01-01T00:00:00.000005Z");
+    }
+
+    #[test]
+    fn empty_strings_and_zero_times_are_omitted() {
+        let mut meta = ld(1, b"c");
+        meta.extend(ld(2, b""));
+        meta.extend(ld(3, b""));
+        meta.extend(vf(7, 0));
+        let neg = (-62_135_596_800i64) as u64;
+        let mut t = vf(1, neg);
+        t.extend(vf(2, 0));
+        meta.extend(ld(8, &t));
+        let cm = ld(1, &meta);
+        let v = decode(&envelope("v1", "ConfigMap", &cm)).unwrap();
+        assert_eq!(v["metadata"], json!({"name": "c"}));
     }
 
     #[test]

@@ -504,6 +504,16 @@ impl Store {
             .map(|r| r.key())
     }
 
+    /// The resource served at `group/version/plural`.
+    pub fn lookup_resource(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<ResourceInfo> {
+        self.lock().registry.lookup(group, version, plural).cloned()
+    }
+
     /// What the server knows about a resource.
     pub fn resource_info(&self, res: &ResourceKey) -> Option<ResourceInfo> {
         self.lock().registry.get(res).cloned()
@@ -580,6 +590,29 @@ impl Store {
             .cloned()
             .collect();
         Ok((events, self.inner.tx.subscribe()))
+    }
+
+    /// The objects of a resource (as [`Store::list`]) and a receiver of every later change,
+    /// atomically (no change is missed or seen twice).
+    pub fn list_and_subscribe(
+        &self,
+        res: &ResourceKey,
+        ns: Option<&str>,
+    ) -> (Vec<Value>, u64, broadcast::Receiver<WatchEvent>) {
+        let st = self.lock();
+        let rx = self.inner.tx.subscribe();
+        let items = match st.objects.get(res) {
+            None => Vec::new(),
+            Some(m) => match ns {
+                Some(ns) => m
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+                None => m.values().cloned().collect(),
+            },
+        };
+        (items, st.rv, rx)
     }
 
     /// The oldest resourceVersion a watch can still resume from.

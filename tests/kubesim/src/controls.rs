@@ -1,0 +1,557 @@
+//! Test controls: the request log, fault injection, watch cutting, API unavailability and
+//! token rejection. Reachable from Rust (`cluster.controls()`) and over HTTP under
+//! `/kubesim/...` on the API server itself (see README.md).
+
+use crate::store::Store;
+use crate::util::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One API request as the server saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// RFC 3339 time the request arrived.
+    pub time: String,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (without query).
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// get, list, watch, create, update, patch, delete, deletecollection; or the
+    /// non-resource kind (`discovery`, `openapi`, `version`, `health`).
+    pub verb: String,
+    /// API group of the resource (empty for core and non-resource requests).
+    pub group: String,
+    /// Resource plural (empty for non-resource requests).
+    pub resource: String,
+    /// Subresource (`status`, ...), empty if none.
+    pub subresource: String,
+    /// Namespace, empty if none.
+    pub namespace: String,
+    /// Object name, empty if none.
+    pub name: String,
+    /// User-Agent header.
+    pub user_agent: String,
+    /// Response status code (0: connection dropped by a fault).
+    pub code: u16,
+    /// Request Content-Type.
+    pub content_type: String,
+    /// Time to the response head, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Total requests.
+    pub total: u64,
+    /// By verb.
+    pub by_verb: BTreeMap<String, u64>,
+    /// By resource (`deployments.apps`, `secrets`).
+    pub by_resource: BTreeMap<String, u64>,
+    /// By user agent product (the part before the first `/`).
+    pub by_user_agent: BTreeMap<String, u64>,
+    /// By status code.
+    pub by_code: BTreeMap<u16, u64>,
+}
+
+/// An injected error: matching requests fail with `code` (0 = connection closed without a
+/// response) with probability `rate`, at most `times` times.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRule {
+    /// Only this verb (None: all).
+    #[serde(default)]
+    pub verb: Option<String>,
+    /// Only this resource plural (None: all, including non-resource requests when verb is
+    /// None too).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Probability in [0, 1] (1 = always).
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// HTTP code: 429, 500, 503, 409, ...; 0 drops the connection.
+    pub code: u16,
+    /// `Retry-After` seconds (429 / 503).
+    #[serde(default)]
+    pub retry_after_seconds: Option<u32>,
+    /// Fire at most this many times (None: unlimited).
+    #[serde(default)]
+    pub times: Option<u64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// How an unavailable API presents itself.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum UnavailableMode {
+    /// Every request gets 503 ServiceUnavailable.
+    #[default]
+    ServiceUnavailable,
+    /// Connections are closed right after accept (like a refused connection to clients).
+    Refuse,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    latency: Duration,
+    jitter: Duration,
+    rules: Vec<(ErrorRule, u64)>,
+    unavailable_until: Option<(Instant, UnavailableMode)>,
+    watch_event_limit: Option<u64>,
+}
+
+struct Inner {
+    store: Store,
+    log: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<Faults>,
+    rng: Mutex<Rng>,
+    reject_tokens: AtomicBool,
+    cut: tokio::sync::watch::Sender<u64>,
+    open_watches: AtomicUsize,
+}
+
+/// Handle to the controls of one simulated cluster (cheap `Clone`).
+#[derive(Clone)]
+pub struct Controls {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Controls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controls").finish_non_exhaustive()
+    }
+}
+
+/// What the fault layer decided for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Verdict {
+    /// Serve normally.
+    Pass,
+    /// Answer with this error.
+    Fail(crate::error::ApiError),
+    /// Close the connection without a response.
+    Drop,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Controls {
+    pub(crate) fn new(store: Store, seed: u64) -> Self {
+        let (cut, _) = tokio::sync::watch::channel(0);
+        Controls {
+            inner: Arc::new(Inner {
+                store,
+                log: Mutex::new(Vec::new()),
+                faults: Mutex::new(Faults::default()),
+                rng: Mutex::new(Rng::seeded(seed)),
+                reject_tokens: AtomicBool::new(false),
+                cut,
+                open_watches: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Every logged API request, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Logged requests matching a predicate.
+    pub fn requests_where(&self, f: impl Fn(&RequestRecord) -> bool) -> Vec<RequestRecord> {
+        lock(&self.inner.log)
+            .iter()
+            .filter(|r| f(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Counters over the request log.
+    pub fn counts(&self) -> Counts {
+        let log = lock(&self.inner.log);
+        let mut c = Counts::default();
+        for r in log.iter() {
+            c.total += 1;
+            *c.by_verb.entry(r.verb.clone()).or_default() += 1;
+            if !r.resource.is_empty() {
+                *c.by_resource
+                    .entry(crate::error::qualified(&r.group, &r.resource))
+                    .or_default() += 1;
+            }
+            let ua = r.user_agent.split('/').next().unwrap_or("").to_string();
+            *c.by_user_agent.entry(ua).or_default() += 1;
+            *c.by_code.entry(r.code).or_default() += 1;
+        }
+        c
+    }
+
+    /// Empties the request log.
+    pub fn reset_requests(&self) {
+        lock(&self.inner.log).clear();
+    }
+
+    pub(crate) fn record(&self, r: RequestRecord) {
+        lock(&self.inner.log).push(r);
+    }
+
+    /// Adds latency to every API request: `fixed` plus a uniform random part up to `jitter`.
+    pub fn set_latency(&self, fixed: Duration, jitter: Duration) {
+        let mut f = lock(&self.inner.faults);
+        f.latency = fixed;
+        f.jitter = jitter;
+    }
+
+    /// Adds an error rule (see [`ErrorRule`]).
+    pub fn add_error(&self, rule: ErrorRule) {
+        lock(&self.inner.faults).rules.push((rule, 0));
+    }
+
+    /// Matching requests get `429 TooManyRequests` with `Retry-After: retry_after_seconds`
+    /// with probability `rate`, at most `times` times.
+    pub fn throttle(
+        &self,
+        verb: Option<&str>,
+        resource: Option<&str>,
+        rate: f64,
+        retry_after_seconds: u32,
+        times: Option<u64>,
+    ) {
+        self.add_error(ErrorRule {
+            verb: verb.map(String::from),
+            resource: resource.map(String::from),
+            rate,
+            code: 429,
+            retry_after_seconds: Some(retry_after_seconds),
+            times,
+        });
+    }
+
+    /// Matching requests have their connection closed without a response.
+    pub fn drop_connections(
+        &self,
+        verb: Option<&str>,
+        resource: Option<&str>,
+        rate: f64,
+        times: Option<u64>,
+    ) {
+        self.add_error(ErrorRule {
+            verb: verb.map(String::from),
+            resource: resource.map(String::from),
+            rate,
+            code: 0,
+            retry_after_seconds: None,
+            times,
+        });
+    }
+
+    /// The whole API is unavailable for `duration` (503 or refused connections).
+    pub fn unavailable_for(&self, duration: Duration, mode: UnavailableMode) {
+        lock(&self.inner.faults).unavailable_until = Some((Instant::now() + duration, mode));
+    }
+
+    /// Ends an unavailability window now.
+    pub fn available(&self) {
+        lock(&self.inner.faults).unavailable_until = None;
+    }
+
+    /// Removes every fault: latency, error rules, unavailability, watch limits, token rejection.
+    pub fn clear_faults(&self) {
+        *lock(&self.inner.faults) = Faults::default();
+        self.inner.reject_tokens.store(false, Ordering::SeqCst);
+    }
+
+    /// When true, every bearer token is rejected with 401 Unauthorized.
+    pub fn reject_tokens(&self, reject: bool) {
+        self.inner.reject_tokens.store(reject, Ordering::SeqCst);
+    }
+
+    pub(crate) fn tokens_rejected(&self) -> bool {
+        self.inner.reject_tokens.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open watch stream now (clients see the stream end and re-watch).
+    pub fn cut_watches(&self) {
+        self.inner.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Watches opened from now on are closed after sending `n` events (None: no limit).
+    pub fn cut_watches_after(&self, n: Option<u64>) {
+        lock(&self.inner.faults).watch_event_limit = n;
+    }
+
+    pub(crate) fn watch_event_limit(&self) -> Option<u64> {
+        lock(&self.inner.faults).watch_event_limit
+    }
+
+    pub(crate) fn cut_receiver(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.cut.subscribe()
+    }
+
+    /// Number of watch streams currently open.
+    pub fn open_watches(&self) -> usize {
+        self.inner.open_watches.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn watch_opened(&self) -> WatchGuard {
+        self.inner.open_watches.fetch_add(1, Ordering::SeqCst);
+        WatchGuard(self.clone())
+    }
+
+    /// Every stored object, grouped by resource.
+    pub fn dump(&self) -> Value {
+        self.inner.store.dump()
+    }
+
+    /// The unavailability mode, if the API is unavailable now.
+    pub(crate) fn unavailable(&self) -> Option<UnavailableMode> {
+        let mut f = lock(&self.inner.faults);
+        match f.unavailable_until {
+            Some((until, mode)) if Instant::now() < until => Some(mode),
+            Some(_) => {
+                f.unavailable_until = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The latency to add to one request.
+    pub(crate) fn latency(&self) -> Duration {
+        let (fixed, jitter) = {
+            let f = lock(&self.inner.faults);
+            (f.latency, f.jitter)
+        };
+        if jitter.is_zero() {
+            return fixed;
+        }
+        let r = lock(&self.inner.rng).next_f64();
+        fixed + jitter.mul_f64(r)
+    }
+
+    /// Decides whether a request with this verb and resource fails.
+    pub(crate) fn verdict(&self, verb: &str, resource: &str) -> Verdict {
+        let mut f = lock(&self.inner.faults);
+        let mut rng = lock(&self.inner.rng);
+        for (rule, fired) in f.rules.iter_mut() {
+            if rule.verb.as_deref().is_some_and(|v| v != verb) {
+                continue;
+            }
+            if rule.resource.as_deref().is_some_and(|r| r != resource) {
+                continue;
+            }
+            if rule.times.is_some_and(|t| *fired >= t) {
+                continue;
+            }
+            if rng.next_f64() >= rule.rate {
+                continue;
+            }
+            *fired += 1;
+            return match rule.code {
+                0 => Verdict::Drop,
+                429 => Verdict::Fail(crate::error::ApiError::too_many_requests(
+                    rule.retry_after_seconds.unwrap_or(1),
+                )),
+                503 => {
+                    let mut e = crate::error::ApiError::unavailable(
+                        "the server is currently unable to handle the request",
+                    );
+                    e.retry_after_seconds = rule.retry_after_seconds;
+                    Verdict::Fail(e)
+                }
+                500 => Verdict::Fail(crate::error::ApiError::internal("injected by kubesim")),
+                409 => Verdict::Fail(crate::error::ApiError::new(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again",
+                )),
+                404 => Verdict::Fail(crate::error::ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )),
+                403 => Verdict::Fail(crate::error::ApiError::forbidden(
+                    "forbidden by kubesim fault injection",
+                )),
+                504 => Verdict::Fail(crate::error::ApiError::new(
+                    504,
+                    "Timeout",
+                    "the server was unable to return a response in the time allotted, but may still be processing the request",
+                )),
+                code => Verdict::Fail(crate::error::ApiError::new(
+                    code,
+                    "InternalError",
+                    format!("injected error {code}"),
+                )),
+            };
+        }
+        Verdict::Pass
+    }
+
+    /// Applies a fault specification received over the admin endpoint.
+    pub fn apply_spec(&self, spec: &FaultSpec) {
+        if spec.latency_ms.is_some() || spec.jitter_ms.is_some() {
+            self.set_latency(
+                Duration::from_millis(spec.latency_ms.unwrap_or(0)),
+                Duration::from_millis(spec.jitter_ms.unwrap_or(0)),
+            );
+        }
+        for e in &spec.errors {
+            self.add_error(e.clone());
+        }
+        if let Some(s) = spec.unavailable_seconds {
+            self.unavailable_for(
+                Duration::from_secs_f64(s),
+                spec.unavailable_mode.unwrap_or_default(),
+            );
+        }
+        if let Some(r) = spec.reject_tokens {
+            self.reject_tokens(r);
+        }
+        if spec.cut_watches_after.is_some() {
+            self.cut_watches_after(spec.cut_watches_after);
+        }
+        if spec.cut_watches == Some(true) {
+            self.cut_watches();
+        }
+    }
+
+    /// A JSON summary of the current faults.
+    pub fn describe(&self) -> Value {
+        let f = lock(&self.inner.faults);
+        json!({
+            "latencyMs": f.latency.as_millis() as u64,
+            "jitterMs": f.jitter.as_millis() as u64,
+            "errors": f.rules.iter().map(|(r, fired)| json!({"rule": r, "fired": fired})).collect::<Vec<_>>(),
+            "unavailable": f.unavailable_until.map(|(u, _)| u > Instant::now()).unwrap_or(false),
+            "rejectTokens": self.tokens_rejected(),
+            "cutWatchesAfter": f.watch_event_limit,
+            "openWatches": self.open_watches(),
+        })
+    }
+}
+
+/// Decrements the open-watch count when a watch ends.
+pub(crate) struct WatchGuard(Controls);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.inner.open_watches.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Faults to apply, as JSON for `POST /kubesim/faults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultSpec {
+    /// Fixed latency per request.
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Random extra latency up to this.
+    #[serde(default)]
+    pub jitter_ms: Option<u64>,
+    /// Error rules to add.
+    #[serde(default)]
+    pub errors: Vec<ErrorRule>,
+    /// Make the API unavailable for this many seconds.
+    #[serde(default)]
+    pub unavailable_seconds: Option<f64>,
+    /// How (default: 503).
+    #[serde(default)]
+    pub unavailable_mode: Option<UnavailableMode>,
+    /// Reject (true) or accept (false) bearer tokens.
+    #[serde(default)]
+    pub reject_tokens: Option<bool>,
+    /// Close every open watch now.
+    #[serde(default)]
+    pub cut_watches: Option<bool>,
+    /// Close watches after this many events.
+    #[serde(default)]
+    pub cut_watches_after: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_filter_and_count() {
+        let c = Controls::new(Store::default(), 1);
+        c.throttle(Some("create"), Some("secrets"), 1.0, 2, Some(1));
+        assert_eq!(c.verdict("get", "secrets"), Verdict::Pass);
+        match c.verdict("create", "secrets") {
+            Verdict::Fail(e) => {
+                assert_eq!(e.code, 429);
+                assert_eq!(e.retry_after_seconds, Some(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.verdict("create", "secrets"),
+            Verdict::Pass,
+            "times=1 exhausted"
+        );
+        c.drop_connections(None, None, 1.0, None);
+        assert_eq!(c.verdict("list", "pods"), Verdict::Drop);
+        c.clear_faults();
+        assert_eq!(c.verdict("list", "pods"), Verdict::Pass);
+    }
+
+    #[test]
+    fn error_rate_is_seeded_and_roughly_right() {
+        let count = |seed| {
+            let c = Controls::new(Store::default(), seed);
+            c.add_error(ErrorRule {
+                rate: 0.3,
+                code: 500,
+                ..ErrorRule::default()
+            });
+            (0..1000)
+                .filter(|_| c.verdict("get", "pods") != Verdict::Pass)
+                .count()
+        };
+        let a = count(42);
+        assert_eq!(a, count(42));
+        assert!((200..400).contains(&a), "{a}");
+    }
+
+    #[test]
+    fn counts_group_requests() {
+        let c = Controls::new(Store::default(), 1);
+        let rec = |verb: &str, res: &str, ua: &str| RequestRecord {
+            time: String::new(),
+            method: "GET".into(),
+            path: "/".into(),
+            query: String::new(),
+            verb: verb.into(),
+            group: "apps".into(),
+            resource: res.into(),
+            subresource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            user_agent: ua.into(),
+            code: 200,
+            content_type: String::new(),
+            duration_ms: 1.0,
+        };
+        c.record(rec("get", "deployments", "helm/v4.1.4 (linux)"));
+        c.record(rec("list", "deployments", "kubectl/v1.35.2"));
+        let n = c.counts();
+        assert_eq!(n.total, 2);
+        assert_eq!(n.by_resource["deployments.apps"], 2);
+        assert_eq!(n.by_user_agent["helm"], 1);
+        c.reset_requests();
+        assert!(c.requests().is_empty());
+    }
+}
