@@ -465,6 +465,19 @@ fn non_resource(shared: &Shared, path: &str, accept: &str) -> Response<Body> {
             Some(doc) => json_response(StatusCode::OK, &doc),
             None => error_response(&not_found_path()),
         },
+        ["openapi", "v2"] if accept.contains("protobuf") => {
+            // client-go's OpenAPISchema() only parses the gnostic protobuf form: answer with a
+            // minimal Document (field 1 `swagger` = "2.0"); client-side validation then
+            // leaves every kind to the server.
+            let mut r = Response::new(Full::new(Bytes::from_static(b"\x0a\x032.0")).boxed_unsync());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                ),
+            );
+            r
+        }
         ["openapi", "v2"] => json_response(StatusCode::OK, &discovery::openapi_v2(&reg)),
         _ => error_response(&not_found_path()),
     }
