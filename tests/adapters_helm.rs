@@ -162,6 +162,21 @@ async fn lifecycle(bin: HelmBin) -> anyhow::Result<()> {
         && l.revision == 2
         && l.status == "deployed"));
 
+    // Roll back to revision 1: a new revision 3 with revision 1's values.
+    env.helm
+        .rollback(
+            "cert-manager",
+            "cert-manager",
+            Some(1),
+            Duration::from_secs(30),
+        )
+        .await?;
+    let back = releases::latest(&env.client, "cert-manager", "cert-manager")
+        .await?
+        .unwrap();
+    assert_eq!((back.revision, back.status.as_str()), (3, "deployed"));
+    assert_eq!(back.config, values);
+
     env.helm
         .uninstall("cert-manager", "cert-manager", Duration::from_secs(30))
         .await?;
