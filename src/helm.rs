@@ -461,6 +461,20 @@ pub fn upgrade_args(major: u64, req: &UpgradeRequest) -> Vec<OsString> {
     args
 }
 
+async fn detect_with(binary: &Path, env: Vec<(OsString, OsString)>) -> Result<HelmVersion> {
+    let cmd = Command::new(binary)
+        .args(["version", "--template", "{{.Version}}"])
+        .envs(env)
+        .timeout(READ_TIMEOUT);
+    let out = process::run(&cmd, &Redactor::new())
+        .await
+        .map_err(|source| Error::Process {
+            command: "version",
+            source,
+        })?;
+    HelmVersion::parse(&out.stdout_text())
+}
+
 /// The one helm the agent uses.
 #[derive(Clone, Debug)]
 pub struct Helm {
@@ -480,32 +494,28 @@ impl Helm {
             let path = home.join(dir);
             std::fs::create_dir_all(&path).map_err(|source| Error::Io { path, source })?;
         }
-        let version = Self::detect(&config.binary).await?;
-        if !(3..=4).contains(&version.major) {
-            return Err(Error::Unsupported(version));
-        }
-        Ok(Self {
+        let mut helm = Self {
             binary: config.binary,
-            version,
+            version: HelmVersion {
+                major: 0,
+                minor: 0,
+                patch: 0,
+            },
             home,
             kubeconfig: config.kubeconfig,
             kube_context: config.kube_context,
             redactor,
-        })
+        };
+        helm.version = detect_with(&helm.binary, helm.environment()).await?;
+        if !(3..=4).contains(&helm.version.major) {
+            return Err(Error::Unsupported(helm.version));
+        }
+        Ok(helm)
     }
 
     /// `helm version --template '{{.Version}}'`.
     pub async fn detect(binary: &Path) -> Result<HelmVersion> {
-        let cmd = Command::new(binary)
-            .args(["version", "--template", "{{.Version}}"])
-            .timeout(READ_TIMEOUT);
-        let out = process::run(&cmd, &Redactor::new())
-            .await
-            .map_err(|source| Error::Process {
-                command: "version",
-                source,
-            })?;
-        HelmVersion::parse(&out.stdout_text())
+        detect_with(binary, Vec::new()).await
     }
 
     pub fn version(&self) -> HelmVersion {
@@ -1035,5 +1045,170 @@ mod tests {
             let v = Helm::detect(&bin).await.unwrap();
             assert_eq!(v.major, major);
         }
+    }
+
+    /// Captures span names and fields.
+    #[derive(Clone, Default)]
+    struct Spans(std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    impl<S> tracing_subscriber::Layer<S> for Spans
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = vec![("id".to_string(), id.into_u64().to_string())];
+            attrs.record(&mut Fields(&mut fields));
+            self.0
+                .lock()
+                .unwrap()
+                .push((attrs.metadata().name().to_string(), fields));
+        }
+        fn on_record(
+            &self,
+            id: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut spans = self.0.lock().unwrap();
+            let key = id.into_u64().to_string();
+            if let Some((_, fields)) = spans
+                .iter_mut()
+                .find(|(_, f)| f.iter().any(|(k, v)| k == "id" && *v == key))
+            {
+                values.record(&mut Fields(fields));
+            }
+        }
+    }
+
+    const FAKE_HELM: &str = r#"#!/bin/sh
+echo "$*" >> "$HELM_DATA_HOME/args.log"
+env | sort > "$HELM_DATA_HOME/env.log"
+case "$1" in
+  version) printf 'v3.19.0+gdeadbee' ;;
+  status) printf '{"name":"%s","namespace":"ns","version":4,"info":{"status":"deployed","description":"Upgrade complete"},"chart":{"metadata":{"name":"demo","version":"0.2.0"}},"config":{"k":"v"},"manifest":""}' "$2" ;;
+  list) printf '[{"name":"demo","namespace":"ns","revision":"4","status":"deployed","chart":"demo-0.2.0","app_version":""}]' ;;
+  upgrade) echo 'level=WARN msg="noise"' >&2; echo 'Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress' >&2; exit 1 ;;
+  *) echo "Error: unexpected $1" >&2; exit 2 ;;
+esac
+"#;
+
+    #[test]
+    fn a_fake_helm_sees_isolated_env_and_failures_are_typed_and_traced() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = Spans::default();
+        let subscriber = tracing_subscriber::registry().with(spans.clone());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("helm");
+        std::fs::write(&bin, FAKE_HELM).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let work = dir.path().join("work");
+        rt.block_on(async {
+            let helm = Helm::new(
+                HelmConfig {
+                    binary: bin.clone(),
+                    work_dir: work.clone(),
+                    kubeconfig: Some("/kube/config".into()),
+                    kube_context: Some("sim".into()),
+                },
+                Redactor::new(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(helm.version().major, 3);
+            let st = helm.status("demo", "ns").await.unwrap();
+            assert_eq!((st.revision, st.chart_version.as_str()), (4, "0.2.0"));
+            let list = helm.list_all().await.unwrap();
+            assert_eq!(list[0].revision, 4);
+            let values = helm
+                .write_values("ns", "demo", &serde_json::json!({}))
+                .unwrap();
+            let err = helm
+                .upgrade_install(&UpgradeRequest {
+                    release: "demo".into(),
+                    namespace: "ns".into(),
+                    chart: "/c.tgz".into(),
+                    values_file: values,
+                    timeout: Duration::from_secs(10),
+                    create_namespace: false,
+                    wait: true,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), Some(FailureKind::OperationInProgress));
+            assert_eq!(
+                err.helm_message(),
+                Some("UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress")
+            );
+        });
+        let data = work.join("helm/data");
+        let args = std::fs::read_to_string(data.join("args.log")).unwrap();
+        let lines: Vec<&str> = args.lines().collect();
+        assert_eq!(
+            lines[1],
+            "status demo --namespace ns --output json --kube-context sim"
+        );
+        // helm 3 needs --all to list failed and pending releases.
+        assert!(lines[2].starts_with("list --all-namespaces") && lines[2].contains("--all"));
+        assert!(lines[3].contains("--wait --wait-for-jobs"), "{}", lines[3]);
+        let env = std::fs::read_to_string(data.join("env.log")).unwrap();
+        assert!(env.contains("HELM_DRIVER=secret"));
+        assert!(env.contains("KUBECONFIG=/kube/config"));
+        assert!(env.contains(&format!(
+            "HELM_CACHE_HOME={}",
+            work.join("helm/cache").display()
+        )));
+        assert!(env.contains(&format!(
+            "KUBECACHEDIR={}",
+            work.join("helm/kube-cache").display()
+        )));
+        assert!(
+            !env.lines().any(|l| l.starts_with("USER=")),
+            "environment is explicit"
+        );
+
+        let spans = spans.0.lock().unwrap();
+        let helm_spans: Vec<&Vec<(String, String)>> = spans
+            .iter()
+            .filter(|(n, _)| n == "helm")
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(helm_spans.len(), 3, "one span per helm command");
+        let get = |f: &Vec<(String, String)>, k: &str| {
+            f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let upgrade = helm_spans[2];
+        assert_eq!(get(upgrade, "cmd").as_deref(), Some("upgrade"));
+        assert_eq!(get(upgrade, "release").as_deref(), Some("demo"));
+        assert_eq!(get(upgrade, "namespace").as_deref(), Some("ns"));
+        assert_eq!(get(upgrade, "helm.version").as_deref(), Some("v3.19.0"));
+        assert_eq!(get(upgrade, "exit_code").as_deref(), Some("1"));
+        assert_eq!(get(upgrade, "otel.status_code").as_deref(), Some("ERROR"));
+        assert!(get(upgrade, "duration_ms").is_some());
+        assert_eq!(get(helm_spans[0], "exit_code").as_deref(), Some("0"));
     }
 }
