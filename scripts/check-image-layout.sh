@@ -13,14 +13,15 @@
 # `strata plan` against a local example profile repository succeeds and names its releases.
 #
 # Usage: scripts/check-image-layout.sh [STRATA_BIN]
-#   STRATA_BIN  the strata binary to check (default: cargo build --release --locked, then
-#               target/release/strata; the image builds the same code for the musl target).
+#   STRATA_BIN  the strata binary to check (default: build it like the image does, release for
+#               x86_64-unknown-linux-musl, when that target and musl-gcc are installed; else a
+#               glibc release build, whose libraries are then added to the rootfs).
 #   HELM        helm binary (default: $STRATA_TOOLS_DIR or <repo>/.tools, helm4/helm).
 # Needs root (chroot, mount namespace; the checked processes themselves run as 65532),
 # util-linux (unshare, setpriv) and coreutils chroot.
 #
 # What it assumes about the agent (adjust here when the flags settle): configuration by the
-# env vars STRATA_GIT_URL (a local path works), STRATA_GIT_REF, STRATA_PROFILES_PATH and
+# env vars STRATA_GIT_URL (git:// here), STRATA_GIT_REF, STRATA_PROFILES_PATH and
 # STRATA_WORK_DIR; a `plan` subcommand listed in `--help` that exits 0 for a valid profile
 # list and prints the release names. Without `plan` in --help that step is skipped, not failed.
 set -euo pipefail
@@ -45,26 +46,41 @@ done
 
 strata=${1:-}
 if [ -z "$strata" ]; then
-  say "building strata (cargo build --release --locked -p strata --bin strata)"
-  (cd "$repo" && cargo build --release --locked -p strata --bin strata)
-  strata=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/strata
+  target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  musl=x86_64-unknown-linux-musl
+  if rustup target list --installed 2>/dev/null | grep -qx "$musl" && command -v musl-gcc >/dev/null; then
+    say "building strata as the image does (cargo build --release --locked --target $musl)"
+    (cd "$repo" && CC_x86_64_unknown_linux_musl=musl-gcc \
+      cargo build --release --locked --target "$musl" -p strata --bin strata)
+    strata=$target_dir/$musl/release/strata
+  else
+    say "no $musl target or musl-gcc here: checking a glibc release build instead"
+    (cd "$repo" && cargo build --release --locked -p strata --bin strata)
+    strata=$target_dir/release/strata
+  fi
 fi
 [ -x "$strata" ] || fail "strata binary not found at $strata"
+extra_elf=()
+if ldd "$strata" 2>&1 | grep -q '=>'; then
+  say "note: $strata is dynamically linked; adding its libraries to the rootfs (the image's musl build is static and needs none)"
+  extra_elf=("$strata")
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/rootfs
 
-"$repo/scripts/image-rootfs.sh" "$root"
+"$repo/scripts/image-rootfs.sh" "$root" "${extra_elf[@]}"
 install -m 0755 "$strata" "$root/usr/local/bin/strata"
 install -m 0755 "$helm" "$root/usr/local/bin/helm"
 # Mount points the container runtime provides.
 mkdir -p "$root/proc" "$root/dev"
 
-# A small profile repository (two charts by path, two layers), owned by the agent's user so
-# git's ownership check passes, read-only like everything outside /tmp.
-src=$root/srv/profiles
+# A small profile repository (two charts by path, two layers), served over git:// by a
+# `git daemon` on 127.0.0.1, as a Git server is seen from a pod (network transports are what
+# the image supports; local paths would need a shell, see the Dockerfile).
+src=$work/srv/profiles
 mkdir -p "$src/charts/base/templates" "$src/charts/app/templates"
 cat >"$src/profiles.yaml" <<'EOF'
 apiVersion: strata.dev/v1alpha1
@@ -103,9 +119,21 @@ done
 git -C "$src" init -q -b main
 git -C "$src" -c user.name=check -c user.email=check@localhost add -A
 git -C "$src" -c user.name=check -c user.email=check@localhost commit -q -m "example profiles"
-chown -R "$uid:$uid" "$src"
 
-# The image's environment (Dockerfile, final stage ENV) and the Deployment's configuration.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --base-path="$work/srv" --export-all \
+  "$work/srv" >"$work/git-daemon.log" 2>&1 &
+daemon=$!
+trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -rf "$work"' EXIT
+url=git://127.0.0.1:$port/profiles
+for _ in $(seq 50); do
+  git ls-remote "$url" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+git ls-remote "$url" >/dev/null || fail "git daemon did not serve $url: $(cat "$work/git-daemon.log")"
+
+# The image's environment: exactly the ENV lines of the Dockerfile's final stage
+# (tests/delivery.rs checks that the two lists agree).
 image_env=(
   PATH=/usr/local/bin:/usr/bin:/bin
   HOME=/tmp
@@ -115,7 +143,11 @@ image_env=(
   HELM_DATA_HOME=/tmp/helm/data
   SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
   STRATA_WORK_DIR=/tmp/strata
-  STRATA_GIT_URL=/srv/profiles
+)
+# The configuration the Deployment would give (deploy/base/configmap.yaml), pointed at the
+# example repository.
+config_env=(
+  "STRATA_GIT_URL=$url"
   STRATA_GIT_REF=main
   STRATA_PROFILES_PATH=profiles.yaml
 )
@@ -159,10 +191,10 @@ mapfile -t ENVS <"$ENV_FILE"
 
 run "git runs as $uid" ok /usr/bin/git --version
 run "ssh client present" ok /usr/bin/ssh -V
-run "git clones the profile repository into /tmp" ok /usr/bin/git clone -q /srv/profiles /tmp/clone
-run "nothing outside /tmp is writable" fail /usr/bin/git clone -q /srv/profiles /etc/clone
+run "git clones the profile repository into /tmp" ok /usr/bin/git clone -q "$GIT_URL" /tmp/clone
+run "nothing outside /tmp is writable" fail /usr/bin/git clone -q "$GIT_URL" /etc/clone
 run "helm runs" ok /usr/local/bin/helm version
-run "helm renders a chart" ok /usr/local/bin/helm template demo /srv/profiles/charts/app
+run "helm renders a chart" ok /usr/local/bin/helm template demo /tmp/clone/charts/app
 grep -q 'name: demo-layer' "$LAST" || { echo "check-image-layout: FAIL: helm template output lacks demo-layer" >&2; exit 1; }
 run "helm env" ok /usr/local/bin/helm env
 for var in HELM_CACHE_HOME HELM_CONFIG_HOME HELM_DATA_HOME; do
@@ -182,7 +214,7 @@ echo "check-image-layout: written under /tmp:"
 (cd "$root/tmp" && find . -maxdepth 2 | sort | sed 's/^/    /')
 INNER
 
-printf '%s\n' "${image_env[@]}" >"$work/env"
+printf '%s\n' "${image_env[@]}" "${config_env[@]}" >"$work/env"
 mkdir -p "$work/out"
-ENV_FILE=$work/env OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"
+GIT_URL=$url ENV_FILE=$work/env OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"
 say "PASS: strata ($strata) runs as uid $uid with a read-only root and only /tmp writable"

@@ -11,16 +11,20 @@
 # `scratch` image; scripts/check-image-layout.sh runs it on the host and runs strata inside
 # DEST (chroot, uid 65532, read-only, only /tmp writable), so the same layout is checked here.
 #
-# Usage: scripts/image-rootfs.sh DEST    (DEST must not exist or be empty; run as root so
-#                                         ownership and modes are kept)
+# Usage: scripts/image-rootfs.sh DEST [ELF...]
+#   DEST must not exist or be empty; run as root so ownership and modes are kept.
+#   ELF...: further dynamically linked programs whose libraries to include (not the programs
+#   themselves); the image needs none (strata is static musl, helm is static Go).
 set -euo pipefail
 umask 022
 
-if [ $# -ne 1 ]; then
-  echo "usage: $0 DEST" >&2
+if [ $# -lt 1 ]; then
+  echo "usage: $0 DEST [ELF...]" >&2
   exit 2
 fi
 dest=$1
+shift
+extra=("$@")
 mkdir -p "$dest"
 if [ -n "$(ls -A "$dest")" ]; then
   echo "image-rootfs: $dest is not empty" >&2
@@ -109,7 +113,7 @@ else
   echo "image-rootfs: warning: ssh not found, ssh:// remotes will not work" >&2
 fi
 
-for elf in "${elves[@]}"; do
+for elf in "${elves[@]}" "${extra[@]}"; do
   libs "$elf"
 done
 

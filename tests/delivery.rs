@@ -269,13 +269,36 @@ fn deployment_is_hardened_probed_and_outlives_helm() -> Result<()> {
             .any(|e| e["configMapRef"]["name"] == "strata-config"),
         "envFrom lacks ConfigMap strata-config"
     );
+    let user = env_value(c, "STRATA_GIT_USERNAME").context("env STRATA_GIT_USERNAME")?;
+    let key_ref = &user["valueFrom"]["secretKeyRef"];
     ensure!(
-        env_from
-            .iter()
-            .any(|e| e["secretRef"]["name"] == "strata-git-credentials"
-                && e["secretRef"]["optional"] == true),
-        "envFrom lacks the optional Secret strata-git-credentials"
+        key_ref["name"] == "strata-git-credentials" && key_ref["optional"] == true,
+        "STRATA_GIT_USERNAME must come from the optional Secret strata-git-credentials: {user}"
     );
+    let cred_mount = c["volumeMounts"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == "/etc/strata/git"))
+        .context("no credentials mount at /etc/strata/git")?;
+    let cred_volume = pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == cred_mount["name"]))
+        .context("volume for /etc/strata/git")?;
+    ensure!(
+        cred_volume["secret"]["secretName"] == "strata-git-credentials"
+            && cred_volume["secret"]["optional"] == true,
+        "credentials volume must be the optional Secret strata-git-credentials: {cred_volume}"
+    );
+    // Every *_FILE setting in the ConfigMap points into the credentials mount.
+    for (key, value) in config["data"].as_object().context("ConfigMap data")? {
+        if key.ends_with("_FILE") {
+            ensure!(
+                value
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("/etc/strata/git/")),
+                "{key} points outside the credentials mount: {value}"
+            );
+        }
+    }
     let ns = env_value(c, "STRATA_NAMESPACE").context("env STRATA_NAMESPACE")?;
     ensure!(ns["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace");
 
@@ -352,11 +375,26 @@ fn narrow_rbac_overlay_has_no_cluster_wide_wildcard() -> Result<()> {
             );
         }
     }
-    // Every target namespace exists and has a Role bound to the agent's ServiceAccount.
-    for ns in ["cert-manager", "linkerd", "flagger", "strata-system"] {
-        if ns != "strata-system" {
-            find(&docs, "Namespace", ns)?;
-        }
+    // Every namespace the example profile list installs into exists and has a Role bound to
+    // the agent's ServiceAccount, and so does the agent's own namespace.
+    let examples: Value = serde_saphyr::from_str(&std::fs::read_to_string(
+        repo().join("examples/profiles.yaml"),
+    )?)?;
+    let default_ns = examples["defaults"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    let mut namespaces: BTreeSet<&str> = examples["profiles"]
+        .as_array()
+        .context("examples/profiles.yaml profiles")?
+        .iter()
+        .map(|p| p["namespace"].as_str().unwrap_or(default_ns))
+        .collect();
+    ensure!(!namespaces.is_empty());
+    for ns in &namespaces {
+        find(&docs, "Namespace", ns)?;
+    }
+    namespaces.insert("strata-system");
+    for ns in namespaces {
         let binding = docs
             .iter()
             .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == ns)
@@ -509,7 +547,7 @@ fn shell_scripts() -> Vec<PathBuf> {
     [
         "scripts/gen-capi.sh",
         "scripts/check-image-layout.sh",
-        "scripts/collect-git-closure.sh",
+        "scripts/image-rootfs.sh",
         "kind-config/run.sh",
     ]
     .iter()
@@ -561,5 +599,110 @@ fn go_duration_parser_reads_agent_durations() -> Result<()> {
     assert_eq!(go_duration_secs("1h30m")?, 5400);
     assert!(go_duration_secs("5").is_err());
     assert!(go_duration_secs("5d").is_err());
+    Ok(())
+}
+
+/// `KEY=VALUE` pairs of the `ENV` lines in the Dockerfile's final stage (after the last FROM).
+fn dockerfile_final_env() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo().join("Dockerfile"))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let last_from = lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .context("Dockerfile has no FROM")?;
+    Ok(lines[last_from..]
+        .iter()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .map(|kv| kv.trim().to_owned())
+        .collect())
+}
+
+/// The `image_env=( ... )` list of scripts/check-image-layout.sh.
+fn layout_check_env() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo().join("scripts/check-image-layout.sh"))?;
+    let start = text
+        .find("image_env=(\n")
+        .context("no image_env=( in check-image-layout.sh")?;
+    let body = &text[start + "image_env=(\n".len()..];
+    let end = body.find("\n)").context("image_env not closed")?;
+    Ok(body[..end]
+        .lines()
+        .map(|l| l.trim().trim_matches('"').to_owned())
+        .collect())
+}
+
+#[test]
+fn image_environment_matches_the_layout_check() -> Result<()> {
+    let image = dockerfile_final_env()?;
+    let checked = layout_check_env()?;
+    ensure!(
+        !image.is_empty(),
+        "the Dockerfile's final stage sets no ENV"
+    );
+    ensure!(
+        image == checked,
+        "Dockerfile final-stage ENV {image:?} differs from check-image-layout.sh image_env {checked:?}"
+    );
+    // Everything the image writes lands in /tmp (the emptyDir): the homes helm and git use.
+    for var in [
+        "HOME",
+        "HELM_CACHE_HOME",
+        "HELM_CONFIG_HOME",
+        "HELM_DATA_HOME",
+        "STRATA_WORK_DIR",
+    ] {
+        let kv = image
+            .iter()
+            .find(|kv| kv.starts_with(&format!("{var}=")))
+            .with_context(|| format!("Dockerfile does not set {var}"))?;
+        ensure!(
+            kv[var.len() + 1..].starts_with("/tmp"),
+            "{kv} is not under /tmp"
+        );
+    }
+    // The final stage runs as 65532 and starts the agent.
+    let text = std::fs::read_to_string(repo().join("Dockerfile"))?;
+    let final_stage = &text[text.rfind("\nFROM ").context("FROM")?..];
+    ensure!(
+        final_stage.contains("\nUSER 65532:65532\n"),
+        "final stage must run as 65532"
+    );
+    ensure!(
+        final_stage.contains("FROM scratch"),
+        "final stage must be scratch (no shell)"
+    );
+    ensure!(final_stage.contains("ENTRYPOINT [\"/usr/local/bin/strata\"]"));
+    Ok(())
+}
+
+#[test]
+fn kind_overlay_runs_the_local_image_against_the_served_repository() -> Result<()> {
+    let docs = render("kind-config/overlay")?;
+    let base = render("deploy")?;
+    ensure!(
+        kinds_and_names(&docs) == kinds_and_names(&base),
+        "the kind overlay must deploy exactly the objects of deploy/"
+    );
+    let c = agent_container(find(&docs, "Deployment", "strata")?)?;
+    ensure!(c["image"] == "strata:kind", "image: {}", c["image"]);
+    ensure!(
+        c["imagePullPolicy"] == "IfNotPresent" || c["imagePullPolicy"] == "Never",
+        "an image loaded with `kind load` must not be pulled: {}",
+        c["imagePullPolicy"]
+    );
+    // run.sh substitutes this exact placeholder with the git daemon's address.
+    let url = find(&docs, "ConfigMap", "strata-config")?["data"]["STRATA_GIT_URL"]
+        .as_str()
+        .context("STRATA_GIT_URL")?
+        .to_owned();
+    let placeholder = "git://host.kind.internal:9418/";
+    ensure!(url.starts_with(placeholder), "kind Git URL {url}");
+    let script = std::fs::read_to_string(repo().join("kind-config/run.sh"))?;
+    ensure!(
+        script.contains(&format!("s#{placeholder}#")),
+        "kind-config/run.sh no longer substitutes {placeholder}"
+    );
+    // The overlay's ConfigMap still carries the base's other settings (merge, not replace).
+    ensure!(find(&docs, "ConfigMap", "strata-config")?["data"]["STRATA_WORK_DIR"] == "/tmp/strata");
     Ok(())
 }
