@@ -1049,7 +1049,10 @@ mod tests {
 
     /// Captures span names and fields.
     #[derive(Clone, Default)]
-    struct Spans(std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>)>>>);
+    struct Spans(std::sync::Arc<std::sync::Mutex<Vec<SpanRecord>>>);
+
+    /// A span's name and its fields.
+    type SpanRecord = (String, Vec<(String, String)>);
 
     struct Fields<'a>(&'a mut Vec<(String, String)>);
     impl tracing::field::Visit for Fields<'_> {
