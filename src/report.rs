@@ -225,8 +225,17 @@ impl Reporter {
                 }
             }
         }
-        if let Err(e) = self.write_status().await {
-            tracing::warn!(error = %e, "final status ConfigMap not written");
+        match self.write_status().await {
+            Ok(c) => cm = Some(c),
+            Err(e) => tracing::warn!(error = %e, "final status ConfigMap not written"),
+        }
+        // Transitions not reported yet still get their Events.
+        while let Ok(t) = transitions.try_recv() {
+            if let Some(c) = &cm
+                && let Err(e) = self.write_event(c, &t).await
+            {
+                tracing::warn!(error = %e, "event not written");
+            }
         }
     }
 }
