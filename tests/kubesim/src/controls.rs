@@ -64,7 +64,7 @@ pub struct Counts {
 
 /// An injected error: matching requests fail with `code` (0 = connection closed without a
 /// response) with probability `rate`, at most `times` times.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRule {
     /// Only this verb (None: all).
@@ -89,6 +89,20 @@ pub struct ErrorRule {
 
 fn one() -> f64 {
     1.0
+}
+
+impl Default for ErrorRule {
+    /// Every request, always (rate 1), code 500, unlimited.
+    fn default() -> Self {
+        ErrorRule {
+            verb: None,
+            resource: None,
+            rate: 1.0,
+            code: 500,
+            retry_after_seconds: None,
+            times: None,
+        }
+    }
 }
 
 /// How an unavailable API presents itself.
