@@ -76,10 +76,10 @@ pub enum OverallPhase {
     Ready,
     /// A release of the current revision failed.
     Failed,
-    /// The newest revision was rejected and no revision was ever applied.
+    /// The newest revision was rejected and no revision was ever accepted.
     Invalid,
-    /// The newest revision was rejected (or could not be fetched) while an older good revision
-    /// keeps being served.
+    /// The newest revision was rejected while an older good revision keeps being served, or
+    /// the source could not be fetched (`lastError` says why).
     Degraded,
 }
 

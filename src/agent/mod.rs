@@ -204,12 +204,20 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         runner,
         status: status.clone(),
         metrics: metrics.clone(),
+        readiness: readiness.clone(),
         concurrency,
     };
 
+    {
+        // Not ready as soon as draining starts (running helm commands still finish).
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.set_draining();
+        });
+    }
     let outcome = loop {
         let result = agent.cycle(&shutdown).await;
-        readiness.set_ready();
         if once {
             break if result == CycleResult::AllReady {
                 Outcome::AllReady
@@ -244,6 +252,7 @@ struct Agent {
     runner: release::Runner,
     status: StatusStore,
     metrics: Arc<Metrics>,
+    readiness: Readiness,
     concurrency: usize,
 }
 
@@ -257,12 +266,9 @@ impl Agent {
                 let msg = e.to_string();
                 self.status.update(|s| {
                     s.last_error = Some(msg);
-                    if s.revision.is_some() {
-                        s.phase = OverallPhase::Degraded;
-                    } else {
-                        s.phase = OverallPhase::Invalid;
-                    }
+                    s.phase = OverallPhase::Degraded;
                 });
+                self.readiness.set_ready();
                 return CycleResult::NotReady;
             }
         };
@@ -274,9 +280,11 @@ impl Agent {
             Ok(l) => l,
             Err(problems) => {
                 self.reject(&info, problems);
+                self.readiness.set_ready();
                 return CycleResult::NotReady;
             }
         };
+        self.readiness.set_ready();
         let span = tracing::info_span!(
             "revision",
             commit = %info.commit,
