@@ -23,6 +23,8 @@ pub const MAX_ARCHIVE: usize = 64 * 1024 * 1024;
 pub const MAX_INDEX: usize = 64 * 1024 * 1024;
 /// Largest single file read from an archive (Chart.yaml).
 pub const MAX_ENTRY: u64 = 4 * 1024 * 1024;
+/// Most bytes decompressed while looking for Chart.yaml (guards against gzip bombs).
+pub const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
 
 /// Errors of chart sources.
 #[derive(Debug, thiserror::Error)]
@@ -516,7 +518,7 @@ pub fn chart_yaml_from_tgz(archive: &Path) -> Result<String> {
         path: archive.to_path_buf(),
         source,
     })?;
-    let gz = flate2::read::GzDecoder::new(file);
+    let gz = flate2::read::GzDecoder::new(file).take(MAX_UNPACKED);
     let mut tar = tar::Archive::new(gz);
     let entries = tar
         .entries()
@@ -550,7 +552,9 @@ pub fn chart_yaml_from_tgz(archive: &Path) -> Result<String> {
             return Ok(text);
         }
     }
-    Err(bad("no <chart>/Chart.yaml in the archive".into()))
+    Err(bad(format!(
+        "no <chart>/Chart.yaml in the archive (within its first {MAX_UNPACKED} bytes)"
+    )))
 }
 
 /// Reads `Chart.yaml` of a chart directory (e.g. in the Git checkout).

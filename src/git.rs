@@ -647,6 +647,35 @@ mod tests {
     }
 
     #[test]
+    fn ssh_uses_the_key_and_known_hosts_without_prompts() {
+        let env_of = |auth: GitAuth| {
+            let src = GitSource::new("ssh://git@h/r.git", "main", "/w", auth, Redactor::new());
+            src.env()
+                .into_iter()
+                .find(|(k, _)| k == "GIT_SSH_COMMAND")
+                .map(|(_, v)| v.into_string().unwrap())
+        };
+        assert_eq!(env_of(GitAuth::default()), None);
+        let strict = env_of(GitAuth {
+            ssh_key: Some("/keys/id".into()),
+            known_hosts: Some("/keys/known_hosts".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(strict.contains("-i '/keys/id'"), "{strict}");
+        assert!(strict.contains("UserKnownHostsFile='/keys/known_hosts'"));
+        assert!(strict.contains("StrictHostKeyChecking=yes"));
+        assert!(strict.contains("BatchMode=yes"));
+        let tofu = env_of(GitAuth {
+            ssh_key: Some("/keys/id".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(tofu.contains("StrictHostKeyChecking=accept-new"), "{tofu}");
+        assert!(tofu.contains("/w/home/known_hosts"), "{tofu}");
+    }
+
+    #[test]
     fn basic_auth_reads_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("u"), "carol\n").unwrap();

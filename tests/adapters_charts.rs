@@ -75,6 +75,8 @@ async fn resolves_a_range_verifies_the_digest_and_pulls_once() -> anyhow::Result
         .await?;
     assert_eq!(repo.requests("/demo-1.1.0.tgz"), 1);
     assert_eq!(repo.requests("/index.yaml"), 3);
+    // The first store revalidated its cached index (304); the new store had no cache.
+    assert_eq!(repo.not_modified(), 1);
 
     let latest = store.pull(&repo.url(), "demo", &constraint(">=1")).await?;
     assert_eq!(latest.version, "2.0.0");

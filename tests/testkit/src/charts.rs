@@ -22,6 +22,8 @@ struct State {
     fail_next: AtomicUsize,
     /// Fail every request with 500 while set.
     failing: AtomicBool,
+    /// 304 Not Modified answers given.
+    not_modified: AtomicUsize,
 }
 
 /// An HTTP Helm repository serving a directory.
@@ -83,7 +85,11 @@ impl ChartRepo {
                 {
                     return http::response(500, "injected failure\n");
                 }
-                serve_file(&root, &path, &req)
+                let resp = serve_file(&root, &path, &req);
+                if resp.status() == 304 {
+                    st.not_modified.fetch_add(1, Ordering::SeqCst);
+                }
+                resp
             })
         });
         let server = HttpServer::start(handler).await?;
@@ -149,6 +155,11 @@ impl ChartRepo {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many requests were answered 304 Not Modified (ETag revalidation).
+    pub fn not_modified(&self) -> usize {
+        self.state.not_modified.load(Ordering::SeqCst)
     }
 
     /// Every request received, by path.
