@@ -1,0 +1,469 @@
+//! `strata run` end to end with real helm 4 and helm 3, a real Git server, a real chart
+//! repository over HTTP and the simulated cluster (kubesim), asserting from kubesim's request
+//! log what reached the cluster and when.
+
+mod e2e_cluster;
+mod e2e_support;
+
+use std::time::Duration;
+
+use e2e_cluster::{AGENT_NS, HelmMajor, Scenario, touches_namespace, ts};
+use e2e_support::{phase, release};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// The seed's scenario: layers 1 -> 2 -> 3 installed in order; nothing of a layer is written
+/// before the layer below is Ready; `--once` exits 0; status in the ConfigMap and Events.
+async fn seed_scenario(helm: HelmMajor) -> anyhow::Result<()> {
+    let s = Scenario::start(helm, "{greeting: hi}").await?;
+    let mut agent = s.agent(&["--once"], &[])?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    let logs = agent.logs();
+    assert!(exit.success(), "strata run --once failed ({exit}):\n{logs}");
+
+    let status = s.configmap_status().expect("status ConfigMap written");
+    assert_eq!(status["phase"], "Ready", "{status:#}");
+    let commit = s.repo.head()?;
+    assert_eq!(status["revision"]["commit"], commit.as_str());
+    assert_eq!(status["lastAppliedRevision"]["commit"], commit.as_str());
+    let layer_numbers: Vec<_> = status["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["layer"].clone())
+        .collect();
+    assert_eq!(layer_numbers, [1, 2, 3].map(serde_json::Value::from));
+    for name in ["certs", "mesh", "canary"] {
+        let r = release(&status, name).unwrap();
+        assert_eq!(r["phase"], "Ready", "{r:#}");
+        assert_eq!(r["helmRevision"], 1, "{r:#}");
+        assert_eq!(r["attempts"], 1, "{r:#}");
+        assert_eq!(r["action"], "install", "{r:#}");
+    }
+
+    // Order, from the API server's request log (in arrival order): the first write of layer
+    // N+1 comes after the last write of layer N, which is helm marking the release deployed
+    // after its wait and hooks. And strata had recorded layer N Ready (readyAt) no later than
+    // that first write.
+    let writes = s.writes();
+    let ready = |name: &str| ts(release(&status, name).unwrap()["readyAt"].as_str().unwrap());
+    for (below, above) in [("certs", "mesh"), ("mesh", "canary")] {
+        let last_below = writes
+            .iter()
+            .rposition(|r| touches_namespace(r, below))
+            .unwrap_or_else(|| panic!("no write for {below}"));
+        let first_above = writes
+            .iter()
+            .position(|r| touches_namespace(r, above))
+            .unwrap_or_else(|| panic!("no write for {above}"));
+        assert!(
+            last_below < first_above,
+            "{above} written (#{first_above} {:?}) before {below} finished (#{last_below} {:?})",
+            writes[first_above],
+            writes[last_below]
+        );
+        // The request log has second precision: compare at that precision.
+        let first_time = ts(&writes[first_above].time);
+        assert!(
+            ready(below).as_second() <= first_time.as_second() + 1,
+            "{below} ready at {} but {above} written at {first_time}",
+            ready(below)
+        );
+        // The release Secret of `below` says deployed before anything of `above` exists.
+        assert!(
+            writes[..first_above]
+                .iter()
+                .any(|r| r.namespace == below && r.resource == "secrets"),
+            "{below}'s release record was written before {above} started"
+        );
+    }
+    // The Certificate CRD (layer 1) existed before any mesh write.
+    let crd_write = writes
+        .iter()
+        .position(|r| r.path.contains("/customresourcedefinitions"))
+        .unwrap_or_else(|| {
+            panic!(
+                "certificate CRD written: {:#?}",
+                writes
+                    .iter()
+                    .map(|r| format!(
+                        "{} {} {} {}/{}",
+                        r.verb, r.method, r.path, r.namespace, r.name
+                    ))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let first_mesh = writes
+        .iter()
+        .position(|r| touches_namespace(r, "mesh"))
+        .unwrap();
+    assert!(crd_write < first_mesh);
+
+    // Events for the transitions, attached to the status ConfigMap.
+    let (events, _) = s
+        .cluster
+        .store()
+        .list(&kubesim::ResourceKey::new("", "events"), Some(AGENT_NS));
+    let reasons: Vec<String> = events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "strata-status")
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["reason"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for name in ["certs", "mesh", "canary"] {
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("Installing:") && r.contains(&format!("/{name}"))),
+            "no Installing event for {name}: {reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with("Ready:") && r.contains(&format!("/{name}"))),
+            "no Ready event for {name}: {reasons:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn seed_scenario_helm4() -> anyhow::Result<()> {
+    seed_scenario(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn seed_scenario_helm3() -> anyhow::Result<()> {
+    seed_scenario(HelmMajor::V3).await
+}
+
+/// The same charts installed the naive way, as one umbrella release, fail on a fresh cluster
+/// with helm's "no matches for kind".
+async fn naive_umbrella_fails(helm: HelmMajor) -> anyhow::Result<()> {
+    let s = Scenario::start(helm, "{}").await?;
+    let umbrella = s.dir.path().join("umbrella");
+    std::fs::create_dir_all(umbrella.join("charts"))?;
+    std::fs::write(
+        umbrella.join("Chart.yaml"),
+        "apiVersion: v2\nname: platform\nversion: 0.1.0\n",
+    )?;
+    for dir in &s.chart_dirs {
+        let name = dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap()
+            .to_string();
+        testkit::copy_dir(dir, &umbrella.join("charts").join(name))?;
+    }
+    let home = s.dir.path().join("helm-home");
+    let out = tokio::process::Command::new(helm.path())
+        .args(["install", "platform"])
+        .arg(&umbrella)
+        .args(["--namespace", "default", "--kubeconfig"])
+        .arg(&s.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECACHEDIR", home.join("kube"))
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the umbrella install should fail:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("no matches for kind"),
+        "expected helm's \"no matches for kind\":\n{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn naive_umbrella_install_fails_helm4() -> anyhow::Result<()> {
+    naive_umbrella_fails(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn naive_umbrella_install_fails_helm3() -> anyhow::Result<()> {
+    naive_umbrella_fails(HelmMajor::V3).await
+}
+
+/// A new commit changing one layer-2 profile's values upgrades that release only: no write
+/// for the others (objects or release Secrets), their status says no helm ran.
+async fn change_upgrades_only_that_release(helm: HelmMajor) -> anyhow::Result<()> {
+    let s = Scenario::start(helm, "{greeting: hi}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let first = s.repo.head()?;
+    agent
+        .wait_status("first revision Ready", LONG, |st| {
+            st["phase"] == "Ready" && st["revision"]["commit"] == first.as_str()
+        })
+        .await?;
+    s.cluster.controls().reset_requests();
+
+    s.repo.write(
+        "profiles.yaml",
+        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: bonjour}"),
+    )?;
+    let second = s.repo.commit("mesh: new greeting")?;
+    let st = agent
+        .wait_status("second revision Ready", LONG, |st| {
+            st["phase"] == "Ready" && st["revision"]["commit"] == second.as_str()
+        })
+        .await?;
+    let mesh = release(&st, "mesh").unwrap();
+    assert_eq!(mesh["helmRevision"], 2, "{mesh:#}");
+    assert_eq!(mesh["action"], "upgrade", "{mesh:#}");
+    for other in ["certs", "canary"] {
+        let r = release(&st, other).unwrap();
+        assert_eq!(r["helmRevision"], 1, "{r:#}");
+        assert_eq!(r["action"], "none", "{r:#}");
+        assert_eq!(r["attempts"], 0, "no helm process for {other}: {r:#}");
+    }
+    let writes = s.writes();
+    assert!(
+        writes.iter().any(|r| touches_namespace(r, "mesh")),
+        "mesh was upgraded"
+    );
+    // Nothing of certs or canary: neither their namespaced objects and release Secrets nor
+    // their cluster-scoped objects (certs' CRD). (helm 4 re-applies mesh's own CRD.)
+    let foreign: Vec<_> = writes
+        .iter()
+        .filter(|r| {
+            touches_namespace(r, "certs")
+                || touches_namespace(r, "canary")
+                || r.name.contains("certs.example.com")
+                || (r.namespace.is_empty() && !r.name.contains("mesh"))
+        })
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(foreign.is_empty(), "writes outside mesh: {foreign:?}");
+    // The new greeting reached the mesh Deployment.
+    let dep = s
+        .cluster
+        .store()
+        .get(
+            &kubesim::ResourceKey::new("apps", "deployments"),
+            Some("mesh"),
+            "mesh-control",
+        )
+        .unwrap();
+    assert!(dep.to_string().contains("bonjour"));
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn change_upgrades_only_that_release_helm4() -> anyhow::Result<()> {
+    change_upgrades_only_that_release(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn change_upgrades_only_that_release_helm3() -> anyhow::Result<()> {
+    change_upgrades_only_that_release(HelmMajor::V3).await
+}
+
+/// Bad revisions: every problem reported, nothing written to the cluster, the previous
+/// revision still served, the status names the rejected commit.
+#[tokio::test]
+async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let good = s.repo.head()?;
+    agent
+        .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    s.cluster.controls().reset_requests();
+
+    // Unknown field, unknown chart version, a missing values file, a duplicate release name.
+    let list = e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: hi}")
+        .replace(
+            "    namespace: certs\n",
+            "    namespace: certs\n    colour: blue\n",
+        )
+        .replace("version: \"3.0.0\"", "version: \"9.9.9\"")
+        + "  - name: extra\n    chart: {repository: platform, name: certs}\n    version: \"1.0.0\"\n    releaseName: mesh\n    namespace: mesh\n    valuesFiles: [values/missing.yaml]\n";
+    s.repo.write("profiles.yaml", list)?;
+    let bad = s.repo.commit("broken list")?;
+    let st = agent
+        .wait_status("bad revision rejected", LONG, |st| {
+            st["rejectedRevision"]["commit"] == bad.as_str()
+        })
+        .await?;
+    assert_eq!(st["phase"], "Degraded", "{st:#}");
+    assert_eq!(
+        st["revision"]["commit"],
+        good.as_str(),
+        "previous revision still served"
+    );
+    assert_eq!(phase(&st, "canary"), "Ready");
+    let problems = st["rejectedRevision"]["problems"].to_string();
+    assert!(problems.contains("colour"), "unknown field: {problems}");
+    assert!(problems.contains("mesh"), "duplicate release: {problems}");
+    assert!(
+        st["rejectedRevision"]["problems"].as_array().unwrap().len() >= 2,
+        "{problems}"
+    );
+
+    // The YAML itself broken: rejected too.
+    s.repo.write("profiles.yaml", "apiVersion: [\n")?;
+    let broken = s.repo.commit("invalid yaml")?;
+    let st = agent
+        .wait_status("invalid YAML rejected", LONG, |st| {
+            st["rejectedRevision"]["commit"] == broken.as_str()
+        })
+        .await?;
+    assert!(
+        st["rejectedRevision"]["problems"][0]["file"] == "profiles.yaml",
+        "{st:#}"
+    );
+    assert_eq!(st["revision"]["commit"], good.as_str());
+
+    let writes: Vec<_> = s
+        .writes()
+        .into_iter()
+        .filter(|r| r.namespace != AGENT_NS)
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a rejected revision wrote to the cluster: {writes:?}"
+    );
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_revisions_rejected_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("strata_revision_info{{commit=\"{good}\"}} 1")),
+        "{metrics}"
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+/// A failing hook in layer 2: layer 3 never starts; status and metrics show helm's message.
+async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
+    let s = Scenario::start(helm, "{failHook: true}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let st = agent
+        .wait_status("mesh Failed", LONG, |st| phase(st, "mesh") == "Failed")
+        .await?;
+    assert_eq!(st["phase"], "Failed", "{st:#}");
+    assert_eq!(phase(&st, "certs"), "Ready");
+    assert_eq!(phase(&st, "canary"), "Skipped");
+    let message = release(&st, "mesh").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("post-install"),
+        "helm's hook message: {message}"
+    );
+    let canary = release(&st, "canary").unwrap();
+    assert!(
+        canary["message"].as_str().unwrap().contains("mesh"),
+        "{canary:#}"
+    );
+    assert!(
+        !s.writes().iter().any(|r| touches_namespace(r, "canary")),
+        "layer 3 must never start"
+    );
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_releases{phase=\"Failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_releases{phase=\"Skipped\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_helm_failures_total{command=\"upgrade\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("strata_release_failures_total 0"),
+        "{metrics}"
+    );
+    agent.stop().await?;
+
+    // --once exits non-zero for the same revision.
+    let mut once = s.agent(&["--once"], &[])?;
+    let exit = tokio::time::timeout(LONG, once.child.wait()).await??;
+    assert_eq!(exit.code(), Some(1), "{}", once.logs());
+    Ok(())
+}
+
+#[tokio::test]
+async fn failing_hook_stops_layer_3_helm4() -> anyhow::Result<()> {
+    failing_hook_stops_layer_3(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn failing_hook_stops_layer_3_helm3() -> anyhow::Result<()> {
+    failing_hook_stops_layer_3(HelmMajor::V3).await
+}
+
+/// While a slow layer waits, /status shows it Waiting with the not-ready resource named.
+#[tokio::test]
+async fn slow_layer_shows_waiting_with_the_resource() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 5s}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let st = agent
+        .wait_status("mesh Waiting on its Deployment", LONG, |st| {
+            phase(st, "mesh") == "Waiting"
+                && release(st, "mesh").is_some_and(|r| {
+                    r["notReady"].as_array().is_some_and(|n| {
+                        n.iter()
+                            .any(|o| o["kind"] == "Deployment" && o["name"] == "mesh-control")
+                    })
+                })
+        })
+        .await?;
+    let mesh = release(&st, "mesh").unwrap();
+    let nr = mesh["notReady"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "mesh-control")
+        .unwrap();
+    assert!(!nr["reason"].as_str().unwrap().is_empty(), "{nr:#}");
+    assert_eq!(phase(&st, "certs"), "Ready");
+    assert_eq!(phase(&st, "canary"), "Pending");
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_releases{phase=\"Waiting\"} 1"),
+        "{metrics}"
+    );
+    agent
+        .wait_status("all Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    agent.stop().await?;
+    Ok(())
+}
+
+/// /readyz: not ready before the first revision, ready after; /healthz always.
+#[tokio::test]
+async fn health_endpoints() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    assert_eq!(e2e_support::http_get(agent.port, "/healthz").await?.0, 200);
+    assert_eq!(e2e_support::http_get(agent.port, "/readyz").await?.0, 200);
+    let exit = agent.stop().await?;
+    assert!(exit.success(), "SIGTERM drains and exits 0: {exit}");
+    Ok(())
+}
