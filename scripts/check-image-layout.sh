@@ -76,6 +76,7 @@ install -m 0755 "$strata" "$root/usr/local/bin/strata"
 install -m 0755 "$helm" "$root/usr/local/bin/helm"
 # Mount points the container runtime provides.
 mkdir -p "$root/proc" "$root/dev"
+touch "$root/etc/hosts" "$root/etc/resolv.conf"
 
 # A small profile repository (two charts by path, two layers), served over git:// by a
 # `git daemon` on 127.0.0.1, as a Git server is seen from a pod (network transports are what
@@ -152,6 +153,67 @@ config_env=(
   STRATA_PROFILES_PATH=profiles.yaml
 )
 
+# In-cluster phase (skipped with SKIP_CLUSTER=1): a simulated cluster (kubesim, the project's
+# in-memory API server + controllers), deploy/ applied to it with the pinned kubectl, and the
+# agent started in the chroot the way the Deployment starts it: environment from the applied
+# ConfigMap strata-config, STRATA_NAMESPACE as the Downward API gives it, the service-account
+# directory (token, ca.crt, namespace) mounted at /var/run/secrets/kubernetes.io/serviceaccount
+# and KUBERNETES_SERVICE_HOST/PORT set, no kubeconfig: kube-rs and helm use their in-cluster
+# configuration. kubesim does not model per-ServiceAccount identities, so the token is one it
+# issued for the service-account directory.
+cluster_env=()
+sa_dir=
+if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
+  kubectl=${KUBECTL:-$tools/kubectl/kubectl}
+  [ -x "$kubectl" ] || fail "kubectl not found at $kubectl: run scripts/install-tools.sh or set KUBECTL"
+  kubesim=${KUBESIM:-}
+  if [ -z "$kubesim" ]; then
+    say "building kubesim (cargo build -p kubesim --bin kubesim)"
+    (cd "$repo" && cargo build -q -p kubesim --bin kubesim)
+    kubesim=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kubesim
+  fi
+  [ -x "$kubesim" ] || fail "kubesim binary not found at $kubesim"
+  sa_dir=$work/serviceaccount
+  "$kubesim" --listen 127.0.0.1:0 --kubeconfig "$work/kubeconfig" --in-cluster-dir "$sa_dir" \
+    --in-cluster-namespace strata-system >"$work/kubesim.out" 2>"$work/kubesim.err" &
+  kubesim_pid=$!
+  trap 'kill "$daemon" "$kubesim_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+  for _ in $(seq 100); do
+    grep -q '^https://' "$work/kubesim.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q '^https://' "$work/kubesim.out" || fail "kubesim did not start: $(cat "$work/kubesim.err")"
+  k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
+  # deploy/ as is, with the example repository as the Git URL.
+  "$kubectl" kustomize "$repo/deploy" |
+    sed "s#https://git.example.com/platform/profiles.git#$url#" >"$work/deploy.yaml"
+  grep -q "$url" "$work/deploy.yaml" || fail "deploy/ no longer has the placeholder Git URL this check replaces"
+  k apply -f "$work/deploy.yaml" >"$work/apply.out" 2>&1 || fail "kubectl apply of deploy/ failed: $(cat "$work/apply.out")"
+  say "kubectl apply of deploy/ to kubesim: $(wc -l <"$work/apply.out") objects"
+  [ "$(k -n strata-system get deployment strata -o jsonpath='{.spec.template.spec.serviceAccountName}')" = strata ] ||
+    fail "the applied Deployment does not run as ServiceAccount strata"
+  # The Deployment's environment: envFrom strata-config (read back from the cluster), the
+  # Downward API namespace; the kubelet's service-account mount and service env.
+  # shellcheck disable=SC2016 # a Go template, not shell
+  mapfile -t cluster_env < <(k -n strata-system get configmap strata-config \
+    -o go-template='{{range $k, $v := .data}}{{$k}}={{$v}}{{"\n"}}{{end}}')
+  [ "${#cluster_env[@]}" -gt 0 ] || fail "ConfigMap strata-config is empty in the cluster"
+  api_port=$(grep -m1 '^KUBERNETES_SERVICE_PORT=' "$work/kubesim.out" | cut -d= -f2)
+  status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cluster_env+=(
+    STRATA_NAMESPACE=strata-system
+    KUBERNETES_SERVICE_HOST=127.0.0.1
+    "KUBERNETES_SERVICE_PORT=$api_port"
+    "KUBERNETES_SERVICE_PORT_HTTPS=$api_port"
+    # Port 8080 may be taken on a shared test machine.
+    "STRATA_LISTEN=127.0.0.1:$status_port"
+  )
+  # The kubelet makes the projected token readable by the pod's user.
+  chown -R "$uid:$uid" "$sa_dir"
+  mkdir -p "$root/var/run/secrets/kubernetes.io/serviceaccount"
+fi
+
 # The inner part runs in a private mount namespace; it mounts the rootfs read-only with a
 # tmpfs on /tmp, then runs each command chrooted as uid 65532.
 cat >"$work/inner.sh" <<'INNER'
@@ -164,8 +226,13 @@ mount -o remount,bind,ro "$root"
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$root/tmp"
 mount --rbind /proc "$root/proc"
 mount --rbind /dev "$root/dev"
+# Like the kubelet: the node's /etc/hosts and /etc/resolv.conf over the image's.
+for f in /etc/hosts /etc/resolv.conf; do
+  if [ -f "$f" ]; then mount --bind "$f" "$root$f"; fi
+done
 SETPRIV=$(command -v setpriv)
 CHROOT=$(command -v chroot)
+TIMEOUT=()
 step=0
 run() { # NAME EXPECT(ok|fail) CMD...
   local name=$1 expect=$2
@@ -175,7 +242,7 @@ run() { # NAME EXPECT(ok|fail) CMD...
   set +e
   # no_new_privs first (still root, so chroot can run), then chroot switches to uid:gid 65532
   # with no supplementary groups; leaving uid 0 clears every capability.
-  env -i "${ENVS[@]}" "$SETPRIV" --no-new-privs \
+  env -i "${ENVS[@]}" "${TIMEOUT[@]}" "$SETPRIV" --no-new-privs \
     "$CHROOT" --userspec="$uid:$uid" "$root" "$@" >"$out" 2>&1
   local rc=$?
   set -e
@@ -210,11 +277,40 @@ if grep -qE '^\s+plan(\s|$)' "$LAST"; then
 else
   echo "check-image-layout: SKIP: strata --help lists no plan subcommand yet"
 fi
+if [ -n "$SA_DIR" ]; then
+  sa=$root/var/run/secrets/kubernetes.io/serviceaccount
+  mount --bind "$SA_DIR" "$sa"
+  mount -o remount,bind,ro "$sa"
+  mapfile -t ENVS < <(cat "$IMAGE_ENV_FILE" "$CLUSTER_ENV_FILE")
+  run "strata run --help" ok /usr/local/bin/strata run --help
+  if grep -q -- '--once' "$LAST"; then
+    TIMEOUT=("$(command -v timeout)" 180)
+    run "strata run --once in the cluster (deploy/ environment, in-cluster service account)" ok \
+      /usr/local/bin/strata run --once
+    TIMEOUT=()
+    tail -5 "$LAST" | sed 's/^/    /'
+    echo ran >"$OUT_DIR/cluster-ran"
+  else
+    echo "check-image-layout: SKIP: strata run has no --once yet"
+  fi
+fi
 echo "check-image-layout: written under /tmp:"
 (cd "$root/tmp" && find . -maxdepth 2 | sort | sed 's/^/    /')
 INNER
 
 printf '%s\n' "${image_env[@]}" "${config_env[@]}" >"$work/env"
+printf '%s\n' "${image_env[@]}" >"$work/image-env"
+printf '%s\n' "${cluster_env[@]}" >"$work/cluster-env"
 mkdir -p "$work/out"
-GIT_URL=$url ENV_FILE=$work/env OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"
+GIT_URL=$url ENV_FILE=$work/env IMAGE_ENV_FILE=$work/image-env CLUSTER_ENV_FILE=$work/cluster-env SA_DIR=$sa_dir OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"
+if [ -n "$sa_dir" ] && [ -f "$work/out/cluster-ran" ]; then
+  status=$(k -n strata-system get configmap strata-status -o jsonpath='{.data.status\.json}') ||
+    fail "the agent wrote no status ConfigMap strata-status in strata-system"
+  phase=$(printf '%s' "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["phase"])')
+  [ "$phase" = Ready ] || fail "status phase is $phase, not Ready: $status"
+  for cm in base-layer app-layer; do
+    k -n default get configmap "$cm" >/dev/null || fail "release object ConfigMap default/$cm missing"
+  done
+  say "ok: status ConfigMap strata-system/strata-status says Ready; the releases' objects exist"
+fi
 say "PASS: strata ($strata) runs as uid $uid with a read-only root and only /tmp writable"
