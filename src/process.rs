@@ -341,12 +341,22 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
     let stderr = child.stderr.take().expect("stderr is piped");
     let limit = cmd.stdout_limit;
 
+    let stderr_buf = std::sync::Mutex::new(Vec::new());
     let work = async {
-        let (out, err) = tokio::join!(read_bounded(stdout, limit), read_tail(stderr, STDERR_TAIL));
+        let (out, err) = tokio::join!(
+            read_bounded(stdout, limit),
+            read_tail(stderr, STDERR_TAIL, &stderr_buf)
+        );
         let status = child.wait().await;
         (out, err, status)
     };
-    let (out, err, status) = match tokio::time::timeout(cmd.timeout, work).await {
+    let timed = tokio::time::timeout(cmd.timeout, work).await;
+    let tail = |buf: &std::sync::Mutex<Vec<u8>>| {
+        let data = buf.lock().unwrap_or_else(|e| e.into_inner());
+        let start = data.len().saturating_sub(STDERR_TAIL);
+        redactor.redact(&String::from_utf8_lossy(&data[start..]))
+    };
+    let (out, err, status) = match timed {
         Ok(done) => done,
         Err(_) => {
             // `child` was moved into the dropped future: kill_on_drop killed it.
@@ -354,7 +364,7 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
                 program,
                 args: args(),
                 timeout: cmd.timeout,
-                stderr: String::new(),
+                stderr: tail(&stderr_buf),
             });
         }
     };
@@ -365,7 +375,8 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
         program: program.clone(),
         source,
     };
-    let stderr_text = redactor.redact(&String::from_utf8_lossy(&err.map_err(io_err)?));
+    err.map_err(io_err)?;
+    let stderr_text = tail(&stderr_buf);
     let (stdout, overflow) = out.map_err(io_err)?;
     let status = status.map_err(io_err)?;
     if overflow {
@@ -426,20 +437,21 @@ async fn read_bounded(
     }
 }
 
-/// Reads everything, keeping only the last `max` bytes.
-async fn read_tail(mut reader: impl AsyncRead + Unpin, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut data: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8 * 1024];
+/// Reads everything into `buf`, keeping only about the last `max` bytes (the caller takes the
+/// final tail), so a timed-out process still shows what it printed.
+async fn read_tail(
+    mut reader: impl AsyncRead + Unpin,
+    max: usize,
+    buf: &std::sync::Mutex<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 8 * 1024];
     loop {
-        let n = reader.read(&mut buf).await?;
+        let n = reader.read(&mut chunk).await?;
         if n == 0 {
-            if data.len() > max {
-                let cut = data.len() - max;
-                data.drain(..cut);
-            }
-            return Ok(data);
+            return Ok(());
         }
-        data.extend_from_slice(&buf[..n]);
+        let mut data = buf.lock().unwrap_or_else(|e| e.into_inner());
+        data.extend_from_slice(&chunk[..n]);
         if data.len() > 2 * max {
             let cut = data.len() - max;
             data.drain(..cut);
@@ -515,13 +527,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn timeout_kills_the_child() {
-        let cmd = Command::new("sleep")
-            .arg("30")
-            .timeout(Duration::from_millis(200));
+    async fn timeout_kills_the_child_and_keeps_its_stderr() {
+        let cmd = Command::new("sh")
+            .args(["-c", "echo waiting for the server >&2; exec sleep 30"])
+            .timeout(Duration::from_millis(300));
         let started = Instant::now();
         let err = run(&cmd, &Redactor::new()).await.unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert_eq!(err.stderr(), Some("waiting for the server\n"));
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
