@@ -43,13 +43,15 @@ pub enum Error {
         exit_code: Option<i32>,
     },
     #[error(
-        "helm {command} of release {namespace}/{release} did not finish within {timeout:?} and was killed; the release may be left pending"
+        "helm {command} of release {namespace}/{release} did not finish within {timeout:?} and was killed; the release may be left pending; helm's last output: {message}"
     )]
     Killed {
         command: &'static str,
         release: String,
         namespace: String,
         timeout: Duration,
+        /// The end of helm's stderr (redacted).
+        message: String,
     },
     #[error("could not parse the output of helm {command} for {object}: {source}")]
     Parse {
@@ -644,11 +646,14 @@ impl Helm {
                     exit_code: code,
                 }
             }
-            Err(process::Error::Timeout { timeout, .. }) => Error::Killed {
+            Err(process::Error::Timeout {
+                timeout, stderr, ..
+            }) => Error::Killed {
                 command: cmd,
                 release: release.to_string(),
                 namespace: namespace.to_string(),
                 timeout,
+                message: error_message(&stderr),
             },
             Err(source) => Error::Process {
                 command: cmd,
