@@ -706,3 +706,150 @@ fn kind_overlay_runs_the_local_image_against_the_served_repository() -> Result<(
     ensure!(find(&docs, "ConfigMap", "strata-config")?["data"]["STRATA_WORK_DIR"] == "/tmp/strata");
     Ok(())
 }
+
+/// `kubectl --kubeconfig <cfg> ARGS...` with optional stdin; fails with kubectl's stderr.
+async fn kubectl_on(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(kubectl()?);
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().context("starting kubectl")?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("kubectl stdin")?;
+        pipe.write_all(input.as_bytes()).await?;
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .with_context(|| format!("kubectl {args:?} timed out"))??;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Applies `manifests` to a fresh simulated cluster with the pinned kubectl and waits for the
+/// agent's Deployment to roll out (kubesim's controllers make its pod ready).
+async fn apply_to_kubesim(manifests: &str) -> Result<Vec<Value>> {
+    let cluster = kubesim::start(kubesim::Config::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    let result = async {
+        let applied = kubectl_on(&kubeconfig, &["apply", "-f", "-"], Some(manifests)).await?;
+        ensure!(
+            applied.contains("deployment.apps/strata created"),
+            "kubectl apply output: {applied}"
+        );
+        kubectl_on(
+            &kubeconfig,
+            &[
+                "-n",
+                "strata-system",
+                "rollout",
+                "status",
+                "deployment/strata",
+                "--timeout=30s",
+            ],
+            None,
+        )
+        .await?;
+        let listed = kubectl_on(
+            &kubeconfig,
+            &[
+                "get",
+                "namespaces,serviceaccounts,configmaps,deployments,services,clusterroles,\
+                 clusterrolebindings,roles,rolebindings",
+                "-A",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?;
+        let list: Value = serde_json::from_str(&listed)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+    .await;
+    cluster.shutdown().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_applies_to_the_simulated_cluster_and_rolls_out() -> Result<()> {
+    let rendered = kustomize("deploy")?;
+    let items = apply_to_kubesim(&rendered).await?;
+    // Everything rendered is in the cluster, as rendered.
+    for doc in documents(&rendered)? {
+        let kind = doc["kind"].as_str().context("kind")?;
+        let name = doc["metadata"]["name"].as_str().context("name")?;
+        let live = items
+            .iter()
+            .find(|i| {
+                i["kind"] == kind
+                    && i["metadata"]["name"] == name
+                    && i["metadata"]["namespace"] == doc["metadata"]["namespace"]
+            })
+            .with_context(|| format!("{kind} {name} not in the cluster after apply"))?;
+        if kind == "Deployment" {
+            let sc = &live["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+            ensure!(
+                sc["readOnlyRootFilesystem"] == true,
+                "live securityContext: {sc}"
+            );
+            ensure!(
+                live["status"]["readyReplicas"] == 1,
+                "status: {}",
+                live["status"]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capi_payload_and_narrow_rbac_apply_to_the_simulated_cluster() -> Result<()> {
+    // What the ClusterResourceSet applies to a workload cluster.
+    let committed = std::fs::read_to_string(repo().join(PAYLOAD))?;
+    let cm: Value = serde_saphyr::from_str(&committed)?;
+    let payload = cm["data"]["strata.yaml"]
+        .as_str()
+        .context("data.strata.yaml")?;
+    let items = apply_to_kubesim(payload).await?;
+    ensure!(
+        items
+            .iter()
+            .any(|i| i["kind"] == "ConfigMap" && i["metadata"]["name"] == "strata-config"),
+        "payload ConfigMap strata-config missing"
+    );
+
+    let narrow = kustomize("deploy/examples/narrow-rbac")?;
+    let items = apply_to_kubesim(&narrow).await?;
+    ensure!(
+        !items
+            .iter()
+            .any(|i| i["kind"] == "ClusterRoleBinding" && i["metadata"]["name"] == "strata"),
+        "narrow overlay applied the cluster-wide binding"
+    );
+    ensure!(
+        items
+            .iter()
+            .filter(|i| i["kind"] == "RoleBinding" && i["metadata"]["name"] == "strata-release")
+            .count()
+            >= 3,
+        "narrow overlay RoleBindings missing"
+    );
+    Ok(())
+}
