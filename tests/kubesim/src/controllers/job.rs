@@ -16,6 +16,8 @@ pub struct Plan {
     pub delete: Vec<String>,
     /// The Job's status.
     pub status: Value,
+    /// Look again after this long (`activeDeadlineSeconds`).
+    pub requeue: Option<std::time::Duration>,
 }
 
 /// Whether the Job reached a terminal condition.
@@ -24,8 +26,15 @@ pub fn finished(job: &Value) -> bool {
         || condition_status(job, "Failed") == Some("True")
 }
 
-/// Reconciles a Job given its pods.
-pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
+/// Reconciles a Job given its pods; `age` is how long the Job has been running (for
+/// `activeDeadlineSeconds`).
+pub fn reconcile(
+    job: &Value,
+    pods: &[Value],
+    age: std::time::Duration,
+    node: &str,
+    now: &str,
+) -> Plan {
     let mut plan = Plan::default();
     let old = job.get("status").cloned().unwrap_or(json!({}));
     let completions = int_at(job, "/spec/completions", 1).max(0);
@@ -51,6 +60,27 @@ pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
         // Terminal: keep what was reported.
         plan.status = old;
         return plan;
+    } else if job
+        .pointer("/spec/activeDeadlineSeconds")
+        .and_then(Value::as_u64)
+        .map(std::time::Duration::from_secs)
+        .is_some_and(|d| age >= d && succeeded < completions)
+    {
+        let msg = "Job was active longer than specified deadline";
+        plan.delete = active.iter().map(|p| name(p).to_owned()).collect();
+        (
+            conditions(
+                None,
+                &[
+                    ("FailureTarget", "True", "DeadlineExceeded", msg),
+                    ("Failed", "True", "DeadlineExceeded", msg),
+                ],
+                now,
+                false,
+            ),
+            false,
+            true,
+        )
     } else if failed > backoff_limit {
         let msg = "Job has reached the specified backoff limit";
         plan.delete = active.iter().map(|p| name(p).to_owned()).collect();
@@ -102,6 +132,13 @@ pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
                 plan.create.push(p);
             }
         }
+        if let Some(d) = job
+            .pointer("/spec/activeDeadlineSeconds")
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_secs)
+        {
+            plan.requeue = Some(d.saturating_sub(age));
+        }
         (Value::Null, false, false)
     };
 
@@ -141,6 +178,7 @@ pub fn reconcile(job: &Value, pods: &[Value], node: &str, now: &str) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn job(completions: i64, parallelism: i64, backoff: i64) -> Value {
         json!({"apiVersion": "batch/v1", "kind": "Job",
@@ -161,7 +199,7 @@ mod tests {
     #[test]
     fn runs_a_pod_then_completes() {
         let j = job(1, 1, 6);
-        let plan = reconcile(&j, &[], "n", "t0");
+        let plan = reconcile(&j, &[], Duration::ZERO, "n", "t0");
         assert_eq!(plan.create.len(), 1);
         let p = &plan.create[0];
         assert_eq!(p["metadata"]["labels"]["job-name"], "migrate");
@@ -178,7 +216,7 @@ mod tests {
         let mut j2 = j.clone();
         j2["status"] = plan.status.clone();
         let done = finished_pod(plan.create[0].clone(), 0, "Succeeded");
-        let plan = reconcile(&j2, &[done], "n", "t1");
+        let plan = reconcile(&j2, &[done], Duration::ZERO, "n", "t1");
         assert!(plan.create.is_empty());
         assert_eq!(plan.status["succeeded"], 1);
         assert_eq!(plan.status["startTime"], "t0");
@@ -190,23 +228,28 @@ mod tests {
         // Terminal jobs do not change any more.
         let mut j3 = j2.clone();
         j3["status"] = plan.status.clone();
-        assert_eq!(reconcile(&j3, &[], "n", "t2").status, plan.status);
+        assert_eq!(
+            reconcile(&j3, &[], Duration::ZERO, "n", "t2").status,
+            plan.status
+        );
     }
 
     #[test]
     fn fails_after_backoff_limit_plus_one_failed_pods() {
         let j = job(1, 1, 2);
-        let template = reconcile(&j, &[], "n", "t").create.remove(0);
+        let template = reconcile(&j, &[], Duration::ZERO, "n", "t")
+            .create
+            .remove(0);
         let pods: Vec<Value> = (0..2)
             .map(|i| finished_pod(template.clone(), i, "Failed"))
             .collect();
-        let plan = reconcile(&j, &pods, "n", "t");
+        let plan = reconcile(&j, &pods, Duration::ZERO, "n", "t");
         assert_eq!(plan.create.len(), 1, "retries while failed <= backoffLimit");
         assert_eq!(plan.status["failed"], 2);
         let pods: Vec<Value> = (0..3)
             .map(|i| finished_pod(template.clone(), i, "Failed"))
             .collect();
-        let plan = reconcile(&j, &pods, "n", "t");
+        let plan = reconcile(&j, &pods, Duration::ZERO, "n", "t");
         assert!(plan.create.is_empty());
         assert_eq!(plan.status["failed"], 3);
         let c = plan.status["conditions"].as_array().unwrap();
@@ -219,13 +262,28 @@ mod tests {
     #[test]
     fn parallelism_bounds_active_pods() {
         let j = job(5, 2, 6);
-        let plan = reconcile(&j, &[], "n", "t");
+        let plan = reconcile(&j, &[], Duration::ZERO, "n", "t");
         assert_eq!(plan.create.len(), 2);
         let template = plan.create[0].clone();
         let pods: Vec<Value> = (0..4)
             .map(|i| finished_pod(template.clone(), i, "Succeeded"))
             .collect();
-        let plan = reconcile(&j, &pods, "n", "t");
+        let plan = reconcile(&j, &pods, Duration::ZERO, "n", "t");
         assert_eq!(plan.create.len(), 1, "only one completion left");
+    }
+
+    #[test]
+    fn active_deadline_fails_a_running_job() {
+        let mut j = job(1, 1, 6);
+        j["spec"]["activeDeadlineSeconds"] = json!(5);
+        let plan = reconcile(&j, &[], Duration::from_secs(2), "n", "t");
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.requeue, Some(Duration::from_secs(3)));
+        let running = finished_pod(plan.create[0].clone(), 0, "Running");
+        let plan = reconcile(&j, &[running], Duration::from_secs(5), "n", "t");
+        assert_eq!(plan.delete, vec!["migrate-0".to_owned()]);
+        let c = plan.status["conditions"].as_array().unwrap();
+        assert_eq!(c[1]["type"], "Failed");
+        assert_eq!(c[1]["reason"], "DeadlineExceeded");
     }
 }

@@ -511,7 +511,11 @@ impl Driver {
                 }
                 let pods = self.children(Kind::Pod, &obj);
                 let node = self.node_for(&obj);
-                let plan = job::reconcile(&obj, &pods, &node, &now);
+                let age = self.age(&obj, false);
+                let plan = job::reconcile(&obj, &pods, age, &node, &now);
+                if let Some(d) = plan.requeue {
+                    self.later(key.clone(), d);
+                }
                 self.create_all(Kind::Pod, plan.create)?;
                 self.delete_all(Kind::Pod, ns, &plan.delete)?;
                 self.write_status(*kind, &obj, plan.status)
