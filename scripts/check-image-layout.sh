@@ -302,7 +302,15 @@ printf '%s\n' "${image_env[@]}" "${config_env[@]}" >"$work/env"
 printf '%s\n' "${image_env[@]}" >"$work/image-env"
 printf '%s\n' "${cluster_env[@]}" >"$work/cluster-env"
 mkdir -p "$work/out"
-GIT_URL=$url ENV_FILE=$work/env IMAGE_ENV_FILE=$work/image-env CLUSTER_ENV_FILE=$work/cluster-env SA_DIR=$sa_dir OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"
+if ! GIT_URL=$url ENV_FILE=$work/env IMAGE_ENV_FILE=$work/image-env CLUSTER_ENV_FILE=$work/cluster-env \
+  SA_DIR=$sa_dir OUT_DIR=$work/out unshare --mount --propagation private bash "$work/inner.sh" "$root" "$uid"; then
+  if [ -n "$sa_dir" ]; then
+    echo "check-image-layout: the agent's status ConfigMap strata-system/strata-status:" >&2
+    k -n strata-system get configmap strata-status -o jsonpath='{.data.status\.json}' >&2 || true
+    echo >&2
+  fi
+  fail "see the step above"
+fi
 if [ -n "$sa_dir" ] && [ -f "$work/out/cluster-ran" ]; then
   status=$(k -n strata-system get configmap strata-status -o jsonpath='{.data.status\.json}') ||
     fail "the agent wrote no status ConfigMap strata-status in strata-system"
