@@ -145,6 +145,68 @@ async fn failing_hook_fails_the_release(v: Helm) {
     assert_eq!(status["info"]["status"], "failed");
 }
 
+/// `helm test` runs the test Pod to completion; a failing test Pod fails `helm test`.
+async fn helm_test_runs_test_pods(v: Helm) {
+    let sim = Sim::start().await;
+    let chart = chart("hooks");
+    sim.helm(
+        v,
+        &[
+            "install",
+            "rel",
+            &chart,
+            "-n",
+            "app",
+            "--create-namespace",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await
+    .ok();
+    let out = sim
+        .helm(v, &["test", "rel", "-n", "app", "--timeout", "60s"])
+        .await
+        .ok();
+    assert!(out.stdout.contains("Phase:          Succeeded"), "{out}");
+    let pod = sim.get("", "pods", "app", "rel-test").expect("test pod");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+
+    sim.helm(
+        v,
+        &[
+            "upgrade",
+            "rel",
+            &chart,
+            "-n",
+            "app",
+            "--set",
+            "failTest=true",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await
+    .ok();
+    let out = sim
+        .helm(v, &["test", "rel", "-n", "app", "--timeout", "60s"])
+        .await
+        .failed();
+    assert!(out.stderr.contains("rel-test"), "{out}");
+    let pod = sim.get("", "pods", "app", "rel-test").expect("test pod");
+    assert_eq!(pod["status"]["phase"], "Failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_test_runs_test_pods_helm4() {
+    helm_test_runs_test_pods(Helm::V4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_test_runs_test_pods_helm3() {
+    helm_test_runs_test_pods(Helm::V3).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_run_in_order_helm4() {
     hooks_run_in_order(Helm::V4).await;
