@@ -205,3 +205,28 @@ async fn basic_auth_repositories() -> anyhow::Result<()> {
     assert_eq!(redactor.redact("x RepoPassw0rd"), "x ***");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_index_without_digests_still_pulls_each_archive_once() -> anyhow::Result<()> {
+    let (repo, _src) = repo_with_demo_versions().await?;
+    let index = std::fs::read_to_string(repo.dir().join("index.yaml"))?;
+    let stripped: String = index
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("digest:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(stripped, index);
+    std::fs::write(repo.dir().join("index.yaml"), stripped)?;
+
+    let cache = tempfile::tempdir()?;
+    let store = ChartStore::new(cache.path(), Redactor::new())?;
+    let first = store
+        .pull(&repo.url(), "demo", &constraint("2.0.0"))
+        .await?;
+    let again = store
+        .pull(&repo.url(), "demo", &constraint("2.0.0"))
+        .await?;
+    assert_eq!(first.digest, again.digest);
+    assert_eq!(repo.requests("/demo-2.0.0.tgz"), 1);
+    Ok(())
+}

@@ -229,3 +229,20 @@ async fn basic_auth_works_and_never_leaks() -> anyhow::Result<()> {
     assert!(!src.display_url().contains("Sup3rSecretPw"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_force_pushed_branch_is_followed() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("a", "1")?;
+    let c1 = repo.commit("one")?;
+    repo.write("a", "2")?;
+    let c2 = repo.commit("two")?;
+    let cache = tempfile::tempdir()?;
+    let src = source(&server.http_url("r"), "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c2);
+    // Rewrite history: main goes back to the first commit.
+    testkit::git::git(repo.path(), &["reset", "--quiet", "--hard", &c1])?;
+    assert_eq!(src.fetch().await?.commit, c1);
+    Ok(())
+}
