@@ -60,7 +60,7 @@ pub struct RepoIndex {
 /// unusable entries are skipped and listed in [`RepoIndex::skipped`] (as helm does) instead of
 /// failing the whole repository.
 pub fn parse(source: &str, text: &str) -> Result<RepoIndex, Problems> {
-    let root = yaml::parse(source, text).map_err(Problems::from)?;
+    let root = yaml::parse_large(source, text).map_err(Problems::from)?;
     let mut ctx = Ctx::new(source);
     if root.value == Value::Null {
         ctx.report(None, "", "the repository index is empty");
@@ -322,6 +322,28 @@ generated: "2024-03-01T00:00:00Z"
         );
         assert!(parse("i", "entries: [1]\n").is_err());
         assert!(parse("i", "entries: {a: [\n").is_err());
+    }
+
+    #[test]
+    fn large_indexes_fit_the_budget() {
+        let mut text = String::from("apiVersion: v1\nentries:\n");
+        // 20 000 entries: more than the 250 000 nodes of the default budget.
+        for c in 0..200 {
+            text.push_str(&format!("  chart-{c}:\n"));
+            for v in 0..100 {
+                text.push_str(&format!(
+                    "    - name: chart-{c}\n      version: 1.{v}.0\n      urls: [chart-{c}-1.{v}.0.tgz]\n      digest: d{v}\n      annotations: {{a: b, c: d}}\n"
+                ));
+            }
+        }
+        let idx = parse("big", &text).unwrap();
+        assert_eq!(idx.entries.len(), 200);
+        assert!(
+            crate::yaml::parse("big", &text).is_err(),
+            "the default budget is too small"
+        );
+        let e = resolve_version(&idx, "chart-7", Some(&c("~1.42"))).unwrap();
+        assert_eq!(e.version, "1.42.0");
     }
 
     #[test]

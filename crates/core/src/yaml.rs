@@ -183,18 +183,51 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
+/// Deepest nesting of collections accepted. Each level costs tens of kilobytes of stack in
+/// unoptimized builds (about 50 levels overflow a 2 MiB thread stack), so the limit stays well
+/// below serde-saphyr's default of 64; real values files rarely nest beyond 15.
+pub const MAX_DEPTH: usize = 32;
+
+/// Most YAML events that aliases (`*name`) may replay in one document.
+pub const MAX_ALIAS_EVENTS: usize = 20_000;
+
 /// Parse one YAML document. An empty document (or one holding only comments) is `null`.
-/// Syntax errors become one problem with the position serde-saphyr reports.
+/// Syntax errors become one problem with the position serde-saphyr reports. A budget bounds
+/// the work a hostile document can cause: nesting depth [`MAX_DEPTH`], serde-saphyr's default
+/// node, event and alias limits.
 pub fn parse(file: &str, text: &str) -> Result<Node, Problem> {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    parse_with_budget(file, text, Some(budget))
+}
+
+/// Like [`parse`] with room for big generated documents such as the `index.yaml` of a large
+/// chart repository (millions of nodes); the nesting depth stays limited.
+pub fn parse_large(file: &str, text: &str) -> Result<Node, Problem> {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_events = 50_000_000;
+    budget.max_nodes = 20_000_000;
+    budget.max_depth = MAX_DEPTH;
+    parse_with_budget(file, text, Some(budget))
+}
+
+fn parse_with_budget(
+    file: &str,
+    text: &str,
+    budget: Option<serde_saphyr::budget::Budget>,
+) -> Result<Node, Problem> {
     if text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
     {
         return Ok(Node::bare(Value::Null));
     }
-    let options = serde_saphyr::options! {
+    let mut options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
     };
+    options.budget = budget;
+    // Aliases are for small reuse in hand-written files; an alias bomb stops early.
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(n) => Ok(n),
         Err(e) => {
