@@ -853,3 +853,72 @@ async fn capi_payload_and_narrow_rbac_apply_to_the_simulated_cluster() -> Result
     );
     Ok(())
 }
+
+/// Environment variables `strata run --help` documents (`[env: NAME=...]`).
+fn agent_env_vars() -> Result<BTreeSet<String>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["run", "--help"])
+        .output()
+        .context("running strata run --help")?;
+    ensure!(out.status.success(), "strata run --help failed");
+    let help = String::from_utf8(out.stdout)?;
+    let vars: BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    ensure!(
+        vars.contains("STRATA_GIT_URL"),
+        "strata run --help lists no env vars: {help}"
+    );
+    Ok(vars)
+}
+
+#[test]
+fn manifests_only_set_variables_the_agent_reads() -> Result<()> {
+    let known = agent_env_vars()?;
+    let mut used = BTreeSet::new();
+    for dir in ["deploy", "deploy/capi/agent", "kind-config/overlay"] {
+        let docs = render(dir)?;
+        let config = find(&docs, "ConfigMap", "strata-config")?;
+        used.extend(
+            config["data"]
+                .as_object()
+                .context("data")?
+                .keys()
+                .map(|k| (dir, k.clone())),
+        );
+        let c = agent_container(find(&docs, "Deployment", "strata")?)?;
+        for e in c["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().context("env name")?;
+            if name.starts_with("STRATA_") {
+                used.insert((dir, name.to_owned()));
+            }
+        }
+    }
+    // The commented-out credential settings users are told to uncomment.
+    let source = std::fs::read_to_string(repo().join("deploy/base/configmap.yaml"))?;
+    for line in source.lines() {
+        if let Some(rest) = line.trim().strip_prefix("# STRATA_")
+            && let Some((name, _)) = rest.split_once(':')
+        {
+            used.insert((
+                "deploy/base/configmap.yaml (commented)",
+                format!("STRATA_{name}"),
+            ));
+        }
+    }
+    ensure!(used.len() > 10, "found too few settings: {used:?}");
+    let unknown: Vec<_> = used.iter().filter(|(_, k)| !known.contains(k)).collect();
+    ensure!(
+        unknown.is_empty(),
+        "settings the agent does not read (strata run --help): {unknown:?}; known: {known:?}"
+    );
+    Ok(())
+}
