@@ -103,12 +103,18 @@ pub(crate) async fn serve(
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            // Cancelled by a "drop connection" fault: the whole TCP connection goes away
+            // (what clients see when a server or the network dies), not just one h2 stream.
+            let kill = CancellationToken::new();
+            let kill2 = kill.clone();
+            let svc =
+                hyper::service::service_fn(move |req| handle(shared.clone(), kill2.clone(), req));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 _ = conn => {}
                 _ = shutdown.cancelled() => {}
+                _ = kill.cancelled() => {}
             }
         });
     }
@@ -299,6 +305,7 @@ fn header_str(req: &Request<Incoming>, h: header::HeaderName) -> String {
 
 async fn handle(
     shared: Arc<Shared>,
+    kill: CancellationToken,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DropConnection> {
     let start = Instant::now();
@@ -356,6 +363,7 @@ async fn handle(
     match shared.controls.unavailable() {
         Some(UnavailableMode::Refuse) => {
             finish(rec, 0);
+            kill.cancel();
             return Err(DropConnection);
         }
         Some(UnavailableMode::ServiceUnavailable) => {
@@ -391,6 +399,7 @@ async fn handle(
     match shared.controls.verdict(&rec.verb, &rec.resource) {
         Verdict::Drop => {
             finish(rec, 0);
+            kill.cancel();
             return Err(DropConnection);
         }
         Verdict::Fail(e) => {
@@ -786,6 +795,65 @@ fn prepare_body(obj: &mut Value, t: &Target) -> Result<(), ApiError> {
             _ => obj["metadata"]["namespace"] = json!(ns),
         }
     }
+    check_string_maps(obj, t)
+}
+
+fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+        Value::String(_) => "string",
+    }
+}
+
+/// Labels and annotations must be maps of strings; the real server fails to decode anything
+/// else into ObjectMeta (400 BadRequest).
+fn check_string_maps(obj: &Value, t: &Target) -> Result<(), ApiError> {
+    let metas = [
+        (&obj["metadata"], "metadata"),
+        (
+            &obj["spec"]["template"]["metadata"],
+            "spec.template.metadata",
+        ),
+        (
+            &obj["spec"]["jobTemplate"]["metadata"],
+            "spec.jobTemplate.metadata",
+        ),
+        (
+            &obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"],
+            "spec.jobTemplate.spec.template.metadata",
+        ),
+    ];
+    for (meta, path) in metas {
+        for field in ["labels", "annotations"] {
+            let v = &meta[field];
+            let bad = match v {
+                Value::Null => None,
+                Value::Object(m) => m.values().find(|x| !x.is_string()).map(json_type_name),
+                other => Some(json_type_name(other)),
+            };
+            if let Some(ty) = bad {
+                let go_field = if path == "metadata" {
+                    format!("ObjectMeta.metadata.{field}")
+                } else {
+                    format!("ObjectMeta.{path}.{field}")
+                };
+                let into = if v.is_object() {
+                    "string"
+                } else {
+                    "map[string]string"
+                };
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{v}\" cannot be handled as a {kind}: json: cannot unmarshal {ty} into Go struct field {go_field} of type {into}",
+                    kind = t.info.kind,
+                    v = t.version,
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -1085,6 +1153,7 @@ fn patch_verb(
                 "the patch produced something that is not an object",
             ));
         }
+        check_string_maps(&new, t)?;
         // Identity cannot be patched away.
         new["metadata"]["name"] = json!(name);
         if let Some(ns) = &t.namespace {

@@ -694,3 +694,37 @@ async fn ten_thousand_objects_list_with_pagination() {
     assert_eq!(pages, 10);
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn non_string_label_values_are_rejected_like_the_real_server() {
+    let c = cluster().await;
+    let client = client(&c).await;
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad", "annotations": {"x": true}}});
+    let req = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let e = client.request::<serde_json::Value>(req).await.unwrap_err();
+    let kube::Error::Api(s) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
+    assert!(s.message.contains("cannot unmarshal bool into Go struct field ObjectMeta.metadata.annotations of type string"), "{}", s.message);
+    // the same through server-side apply of a pod template
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": 1}}, "spec": {"containers": []}}}});
+    let deploys: Api<DynamicObject> =
+        Api::namespaced_with(client, "default", &ApiResource::erase::<Deployment>(&()));
+    let e = deploys
+        .patch("d", &PatchParams::apply("t"), &Patch::Apply(&d))
+        .await
+        .unwrap_err();
+    let (code, _) = api_err(e);
+    assert_eq!(code, 400);
+    assert!(
+        c.store()
+            .get(&ResourceKey::new("", "configmaps"), Some("default"), "bad")
+            .is_none()
+    );
+    c.shutdown().await;
+}
