@@ -68,6 +68,12 @@ where
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );
+        // A layer already Ready (an unchanged revision re-checked) is not a new "layer ready".
+        let was_ready = status
+            .snapshot()
+            .layers
+            .iter()
+            .any(|l| l.layer == *layer && l.phase == crate::status::LayerPhase::Ready);
         let started = Instant::now();
         let results: Vec<(String, ReleaseResult)> = async {
             futures::stream::iter(jobs.iter())
@@ -108,6 +114,10 @@ where
         }
         if results.len() < jobs.len() {
             return LayersOutcome::Interrupted;
+        }
+        if was_ready {
+            tracing::debug!(layer = %layer, "layer still ready");
+            continue;
         }
         metrics.layer_ready(started.elapsed());
         let at = now_rfc3339();

@@ -340,8 +340,15 @@ impl Agent {
     ) -> CycleResult {
         self.metrics.set_revision(&info.commit);
         let jobs = loaded.jobs;
-        self.status.update(|s| {
+        let recheck = self.status.update(|s| {
             let same_commit = s.revision.as_ref().is_some_and(|r| r.commit == info.commit);
+            let recheck = same_commit && s.phase == OverallPhase::Ready;
+            let previous_layers: Vec<(LayerId, Option<String>)> = s
+                .layers
+                .iter()
+                .filter(|l| l.phase == LayerPhase::Ready)
+                .map(|l| (l.layer, l.ready_at.clone()))
+                .collect();
             let previous: Vec<ReleaseStatus> = s
                 .layers
                 .drain(..)
@@ -352,7 +359,14 @@ impl Agent {
                 .map(|(layer, jobs)| LayerStatus {
                     layer: *layer,
                     phase: LayerPhase::Pending,
-                    ready_at: None,
+                    ready_at: if same_commit {
+                        previous_layers
+                            .iter()
+                            .find(|(l, _)| l == layer)
+                            .and_then(|(_, at)| at.clone())
+                    } else {
+                        None
+                    },
                     releases: jobs
                         .iter()
                         .map(|j| {
@@ -392,9 +406,16 @@ impl Agent {
             s.revision = Some(info.clone());
             s.rejected_revision = None;
             s.last_error = None;
-            s.phase = OverallPhase::Progressing;
+            if !recheck {
+                s.phase = OverallPhase::Progressing;
+            }
+            recheck
         });
-        tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
+        if recheck {
+            tracing::debug!(commit = %info.commit, "re-checking the applied revision");
+        } else {
+            tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
+        }
         let outcome = layers::run_layers(
             &self.runner,
             &jobs,
@@ -416,7 +437,9 @@ impl Agent {
         });
         match outcome {
             LayersOutcome::AllReady => {
-                tracing::info!(commit = %info.commit, "revision applied: every layer is Ready");
+                if !recheck {
+                    tracing::info!(commit = %info.commit, "revision applied: every layer is Ready");
+                }
                 CycleResult::AllReady
             }
             LayersOutcome::Failed => {

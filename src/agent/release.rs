@@ -120,7 +120,7 @@ impl Runner {
                             Some("already deployed at this chart version and values".into());
                     }
                 });
-                tracing::info!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
+                tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
                 return ReleaseResult::Ready;
             }
             Action::Install { reason } => ("install", reason.clone()),
@@ -149,6 +149,8 @@ impl Runner {
             Err(e) => return self.fail(job, e.to_string()),
         };
         let timeout = job.timeout.unwrap_or(self.default_timeout);
+        self.status
+            .update(|s| s.phase = crate::status::OverallPhase::Progressing);
         self.set(job, |r| {
             r.phase = ReleasePhase::Installing;
             r.action = Some(verb.to_string());
