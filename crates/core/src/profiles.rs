@@ -5,7 +5,7 @@
 //! [`ProfileList`] has every default applied (release name, namespace, timeout, layering
 //! model), so callers never re-derive them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -752,7 +752,7 @@ fn profile(
         Some(n) => match n.to_json() {
             serde_json::Value::Object(m) if matches!(n.value, Value::Map(_)) => {
                 // Duplicate keys inside values are as confusing as anywhere else.
-                check_duplicate_keys(ctx, n, &join(path, "values"));
+                yaml::check_duplicate_keys(ctx, n, &join(path, "values"));
                 m
             }
             _ => {
@@ -831,32 +831,6 @@ fn peek_name(item: &Node) -> Option<String> {
             .find(|(k, _)| k.as_str() == Some("name"))
             .and_then(|(_, v)| v.as_str().map(str::to_owned)),
         _ => None,
-    }
-}
-
-fn check_duplicate_keys(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
-    match &node.value {
-        Value::Map(entries) => {
-            let mut seen = BTreeSet::new();
-            for (k, v) in entries {
-                let key = k.scalar_text().unwrap_or_default();
-                let p = join(path, &key);
-                if !seen.insert(key.clone()) {
-                    ctx.report(
-                        Some(k),
-                        &p,
-                        format!("duplicate key `{key}`: each key may appear once"),
-                    );
-                }
-                check_duplicate_keys(ctx, v, &p);
-            }
-        }
-        Value::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_duplicate_keys(ctx, item, &format!("{path}[{i}]"));
-            }
-        }
-        _ => {}
     }
 }
 

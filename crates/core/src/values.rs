@@ -11,6 +11,29 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::problem::{Problem, Problems};
+use crate::yaml::{self, Ctx};
+
+/// Parse a values file: YAML whose top is a mapping (an empty file is `{}`). Duplicate keys
+/// at any depth and syntax errors are problems with line and column; the same depth and alias
+/// limits as every other parser here apply, so a hostile file cannot exhaust the stack.
+pub fn parse_file(file: &str, text: &str) -> Result<Value, Problems> {
+    let node = yaml::parse(file, text).map_err(Problems::from)?;
+    let mut ctx = Ctx::new(file);
+    match &node.value {
+        yaml::Value::Null => return Ok(Value::Object(Map::new())),
+        yaml::Value::Map(_) => yaml::check_duplicate_keys(&mut ctx, &node, ""),
+        _ => ctx.report(
+            Some(&node),
+            "",
+            format!(
+                "a values file must be a mapping at the top, found {}",
+                node.type_name()
+            ),
+        ),
+    }
+    let json = node.to_json();
+    ctx.problems.into_result(json)
+}
 
 /// Merge `files` in order, then `inline` last. Each item is (file name for problems, parsed
 /// content). A file that is empty (`null`) contributes nothing; one whose top is not a mapping
@@ -117,6 +140,30 @@ fn canonical(v: &Value, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_files_parse() {
+        assert_eq!(parse_file("v.yaml", "").unwrap(), json!({}));
+        assert_eq!(parse_file("v.yaml", "# nothing\n").unwrap(), json!({}));
+        assert_eq!(
+            parse_file("v.yaml", "a: {b: [1, x]}\nc: null\n").unwrap(),
+            json!({"a": {"b": [1, "x"]}, "c": null})
+        );
+        let s = parse_file("v.yaml", "a:\n  b: 1\n  b: 2\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            s,
+            "v.yaml: a.b: duplicate key `b`: each key may appear once (line 3, column 3)"
+        );
+        let s = parse_file("v.yaml", "- 1\n").unwrap_err().to_string();
+        assert!(
+            s.contains("a values file must be a mapping at the top, found a list"),
+            "{s}"
+        );
+        let s = parse_file("v.yaml", "a: [\n").unwrap_err().to_string();
+        assert!(s.starts_with("v.yaml: invalid YAML"), "{s}");
+    }
 
     #[test]
     fn deep_merge_later_wins_lists_replaced_null_kept() {

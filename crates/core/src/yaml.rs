@@ -377,6 +377,33 @@ impl<'f> Ctx<'f> {
     }
 }
 
+/// Report duplicate keys at any depth below `node` (for free-form content such as values).
+pub(crate) fn check_duplicate_keys(ctx: &mut Ctx<'_>, node: &Node, path: &str) {
+    match &node.value {
+        Value::Map(entries) => {
+            let mut seen = BTreeSet::new();
+            for (k, v) in entries {
+                let key = k.scalar_text().unwrap_or_default();
+                let p = join(path, &key);
+                if !seen.insert(key.clone()) {
+                    ctx.report(
+                        Some(k),
+                        &p,
+                        format!("duplicate key `{key}`: each key may appear once"),
+                    );
+                }
+                check_duplicate_keys(ctx, v, &p);
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_duplicate_keys(ctx, item, &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The validated entries of one mapping.
 pub(crate) struct Fields<'n> {
     pub node: &'n Node,
