@@ -60,7 +60,19 @@ fn web_replica_sets(sim: &Sim, deploy: &Value) -> Vec<Value> {
         .collect()
 }
 
-async fn lifecycle(v: Helm) {
+/// Extra flags for install and for upgrade (helm 4's apply mode).
+#[derive(Clone, Copy)]
+struct Mode {
+    install: &'static [&'static str],
+    upgrade: &'static [&'static str],
+}
+
+const DEFAULT: Mode = Mode {
+    install: &[],
+    upgrade: &[],
+};
+
+async fn lifecycle(v: Helm, mode: Mode) {
     let sim = Sim::start().await;
     let chart = chart("platform");
     let with_wait = |args: &[&str]| -> Vec<String> {
@@ -78,16 +90,37 @@ async fn lifecycle(v: Helm) {
     };
 
     // Install, waiting for readiness.
-    helm(with_wait(&[
-        "install",
-        "rel",
-        &chart,
-        "-n",
-        "app",
-        "--create-namespace",
-    ]))
-    .await
-    .ok();
+    let mut install = vec!["install", "rel", &chart, "-n", "app", "--create-namespace"];
+    install.extend(mode.install);
+    helm(with_wait(&install)).await.ok();
+    let writes = |sim: &Sim| {
+        let w: Vec<(String, String)> = sim
+            .cluster
+            .controls()
+            .requests_where(|r| {
+                r.resource == "deployments" && matches!(r.verb.as_str(), "create" | "patch")
+            })
+            .into_iter()
+            .map(|r| (r.verb, r.content_type))
+            .collect();
+        sim.cluster.controls().reset_requests();
+        w
+    };
+    let client_side = v == Helm::V3 || mode.install.contains(&"--server-side=false");
+    let expected = if client_side {
+        ("create".to_owned(), "application/json".to_owned())
+    } else {
+        (
+            "patch".to_owned(),
+            "application/apply-patch+yaml".to_owned(),
+        )
+    };
+    let w = writes(&sim);
+    assert!(
+        w.iter()
+            .any(|(verb, ct)| verb == &expected.0 && ct.starts_with(&expected.1)),
+        "install wrote the Deployment with {w:?}, expected {expected:?}"
+    );
     assert_all_ready(&sim, 1, "after install");
     let d1 = sim.get("apps", "deployments", "app", "rel-web").unwrap();
     let gen1 = d1["metadata"]["generation"].as_i64().unwrap();
@@ -107,7 +140,7 @@ async fn lifecycle(v: Helm) {
     assert_eq!(st["version"], 1);
 
     // Upgrade with changed values: a new ReplicaSet, generation bumped, waited for again.
-    helm(with_wait(&[
+    let mut upgrade = vec![
         "upgrade",
         "rel",
         &chart,
@@ -119,9 +152,21 @@ async fn lifecycle(v: Helm) {
         "replicas=2",
         "--set",
         "message=bye",
-    ]))
-    .await
-    .ok();
+    ];
+    upgrade.extend(mode.upgrade);
+    helm(with_wait(&upgrade)).await.ok();
+    let w = writes(&sim);
+    let upgrade_ct =
+        if mode.upgrade.contains(&"--server-side=true") || (v == Helm::V4 && !client_side) {
+            "application/apply-patch+yaml"
+        } else {
+            "application/strategic-merge-patch+json"
+        };
+    assert!(
+        w.iter()
+            .any(|(verb, ct)| verb == "patch" && ct.starts_with(upgrade_ct)),
+        "upgrade wrote the Deployment with {w:?}, expected a {upgrade_ct} patch"
+    );
     assert_all_ready(&sim, 2, "after upgrade");
     let d2 = sim.get("apps", "deployments", "app", "rel-web").unwrap();
     assert!(
@@ -291,10 +336,37 @@ async fn lifecycle(v: Helm) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_upgrade_rollback_uninstall_helm4() {
-    lifecycle(Helm::V4).await;
+    lifecycle(Helm::V4, DEFAULT).await;
+}
+
+/// helm 4 with client-side apply (POST, then strategic-merge patches), switching the release
+/// to server-side apply on upgrade (a JSON patch on managedFields, then apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_client_side_then_upgrade_server_side_helm4() {
+    lifecycle(
+        Helm::V4,
+        Mode {
+            install: &["--server-side=false"],
+            upgrade: &["--server-side=true"],
+        },
+    )
+    .await;
+}
+
+/// helm 4 with client-side apply throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_upgrade_rollback_uninstall_client_side_helm4() {
+    lifecycle(
+        Helm::V4,
+        Mode {
+            install: &["--server-side=false"],
+            upgrade: &["--server-side=false"],
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_upgrade_rollback_uninstall_helm3() {
-    lifecycle(Helm::V3).await;
+    lifecycle(Helm::V3, DEFAULT).await;
 }
