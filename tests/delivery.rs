@@ -922,3 +922,45 @@ fn manifests_only_set_variables_the_agent_reads() -> Result<()> {
     );
     Ok(())
 }
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The image layout check (scripts/check-image-layout.sh) on this test build of strata:
+/// read-only root, only /tmp writable, uid 65532, the image's environment; git, helm,
+/// `strata --help` and `strata plan` work there. Its in-cluster phase (kubesim + deploy/ +
+/// `strata run --once`) is run by the script itself (SKIP_CLUSTER unset), see deploy/README.md.
+#[test]
+fn image_layout_check_passes_for_this_build() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: scripts/check-image-layout.sh needs root (chroot, mount namespace)");
+        return Ok(());
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/check-image-layout.sh"))
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .env("SKIP_CLUSTER", "1")
+        .env("STRATA_TOOLS_DIR", tools_dir())
+        .output()
+        .context("running scripts/check-image-layout.sh")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "check-image-layout failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "ok: nothing outside /tmp is writable",
+        "ok: helm renders a chart",
+        "ok: strata --help",
+        "ok: strata plan against the example repository",
+        "PASS:",
+    ] {
+        ensure!(stdout.contains(step), "no {step:?} in:\n{stdout}");
+    }
+    Ok(())
+}
