@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use strata::charts::{ChartStore, Error, RepoAuth, RepoSpec};
+use strata::charts::{ChartStore, Error, HttpOptions, RepoAuth, RepoSpec};
 use strata::process::Redactor;
 use strata_core::version::VersionConstraint;
 use testkit::{ChartRepo, HelmBin};
@@ -228,5 +228,43 @@ async fn an_index_without_digests_still_pulls_each_archive_once() -> anyhow::Res
         .await?;
     assert_eq!(first.digest, again.digest);
     assert_eq!(repo.requests("/demo-2.0.0.tgz"), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn https_repositories_with_a_private_ca() -> anyhow::Result<()> {
+    let src = tempfile::tempdir()?;
+    let dir = chart_dir(src.path(), "secure", "3.0.0");
+    let repo = ChartRepo::start_tls(&HelmBin::V4.path()).await?;
+    repo.add_chart(&dir)?;
+    assert!(repo.url().starts_with("https://"));
+    let cache = tempfile::tempdir()?;
+
+    // Without the CA the server is not trusted.
+    let store = ChartStore::new(cache.path(), Redactor::new())?;
+    let err = store
+        .pull(&repo.url(), "secure", &constraint("3.0.0"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Http { status: None, .. }), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let ca = cache.path().join("ca.pem");
+    std::fs::write(&ca, repo.ca_pem().unwrap())?;
+    let store = ChartStore::with_options(
+        cache.path(),
+        HttpOptions {
+            ca_file: Some(ca),
+            ..Default::default()
+        },
+        Redactor::new(),
+    )?;
+    let pulled = store
+        .pull(&repo.url(), "secure", &constraint("3.0.0"))
+        .await?;
+    assert_eq!(pulled.version, "3.0.0");
     Ok(())
 }

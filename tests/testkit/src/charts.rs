@@ -33,6 +33,7 @@ pub struct ChartRepo {
     helm: PathBuf,
     server: HttpServer,
     state: Arc<State>,
+    ca_pem: Option<String>,
 }
 
 impl ChartRepo {
@@ -56,7 +57,27 @@ impl ChartRepo {
         Ok(repo)
     }
 
+    /// Starts a repository served over HTTPS with a certificate from a fresh test CA
+    /// ([`ChartRepo::ca_pem`]).
+    pub async fn start_tls(helm: &Path) -> anyhow::Result<Self> {
+        let tls = crate::tls::TestTls::generate()?;
+        Self::start_full(helm, None, Some(tls)).await
+    }
+
+    /// The CA certificate (PEM) of an HTTPS repository.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
     async fn start_with(helm: &Path, auth: Option<(String, String)>) -> anyhow::Result<Self> {
+        Self::start_full(helm, auth, None).await
+    }
+
+    async fn start_full(
+        helm: &Path,
+        auth: Option<(String, String)>,
+        tls: Option<crate::tls::TestTls>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let state = Arc::new(State::default());
@@ -92,17 +113,22 @@ impl ChartRepo {
                 resp
             })
         });
-        let server = HttpServer::start(handler).await?;
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let server = match tls {
+            Some(t) => HttpServer::start_tls(handler, t.server).await?,
+            None => HttpServer::start(handler).await?,
+        };
         Ok(Self {
             dir,
             helm_home: tempfile::tempdir()?,
             helm: helm.to_path_buf(),
             server,
             state,
+            ca_pem,
         })
     }
 
-    /// The repository URL (`http://127.0.0.1:PORT`).
+    /// The repository URL (`http://127.0.0.1:PORT`, or `https://` with TLS).
     pub fn url(&self) -> String {
         self.server.url()
     }

@@ -39,16 +39,33 @@ pub fn response(status: u16, body: impl Into<Bytes>) -> Response {
 pub struct HttpServer {
     addr: SocketAddr,
     handler: Handler,
+    tls: Option<Arc<rustls::ServerConfig>>,
     running: Mutex<Option<CancellationToken>>,
     requests: Arc<AtomicUsize>,
 }
 
 impl HttpServer {
-    /// Binds 127.0.0.1:0 and serves `handler`.
+    /// Binds 127.0.0.1:0 and serves `handler` over plain HTTP.
     pub async fn start(handler: Handler) -> anyhow::Result<Self> {
+        Self::start_with(handler, None).await
+    }
+
+    /// Binds 127.0.0.1:0 and serves `handler` over HTTPS with `tls`.
+    pub async fn start_tls(
+        handler: Handler,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(handler, Some(tls)).await
+    }
+
+    async fn start_with(
+        handler: Handler,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
         let mut server = Self {
             addr: "127.0.0.1:0".parse().expect("valid address"),
             handler,
+            tls,
             running: Mutex::new(None),
             requests: Arc::new(AtomicUsize::new(0)),
         };
@@ -61,7 +78,8 @@ impl HttpServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// How many requests were received since the start.
@@ -108,6 +126,7 @@ impl HttpServer {
         *self.running.lock().expect("lock") = Some(token.clone());
         let handler = self.handler.clone();
         let requests = self.requests.clone();
+        let acceptor = self.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -121,37 +140,55 @@ impl HttpServer {
                 let handler = handler.clone();
                 let requests = requests.clone();
                 let token = token.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                            let handler = handler.clone();
-                            let requests = requests.clone();
-                            async move {
-                                requests.fetch_add(1, Ordering::SeqCst);
-                                let (parts, body) = req.into_parts();
-                                let body = match body.collect().await {
-                                    Ok(b) => b.to_bytes(),
-                                    Err(_) => Bytes::new(),
-                                };
-                                let request = Request {
-                                    method: parts.method,
-                                    uri: parts.uri,
-                                    headers: parts.headers,
-                                    body,
-                                };
-                                Ok::<_, std::convert::Infallible>(handler(request).await)
+                    match acceptor {
+                        None => serve_connection(stream, handler, requests, token).await,
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                serve_connection(tls, handler, requests, token).await;
                             }
-                        });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = conn => {}
+                        }
                     }
                 });
             }
         });
         Ok(bound)
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    handler: Handler,
+    requests: Arc<AtomicUsize>,
+    token: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let handler = handler.clone();
+        let requests = requests.clone();
+        async move {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            let request = Request {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+                body,
+            };
+            Ok::<_, std::convert::Infallible>(handler(request).await)
+        }
+    });
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = token.cancelled() => {}
+        _ = conn => {}
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod charts;
 pub mod git;
 pub mod http;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
