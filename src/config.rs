@@ -14,7 +14,7 @@
 //! | `--interval` | `STRATA_INTERVAL` | `1m` |
 //! | `--concurrency` | `STRATA_CONCURRENCY` | `4` |
 //! | `--helm` | `STRATA_HELM` | `helm` (on `PATH`) |
-//! | `--default-timeout` | `STRATA_DEFAULT_TIMEOUT` | `5m` (used when the profile list gives none) |
+//! | `--default-timeout` | `STRATA_DEFAULT_TIMEOUT` | `5m` (helm timeout of profiles when the list sets neither `timeout` on the profile nor `defaults.timeout`) |
 //! | `--listen` | `STRATA_LISTEN` | `0.0.0.0:8080` |
 //! | `--kubeconfig` | `KUBECONFIG` | in-cluster configuration, else `~/.kube/config` |
 //! | `--namespace` | `STRATA_NAMESPACE` | the service account's namespace file, else `strata-system` |
@@ -104,7 +104,8 @@ pub struct RunArgs {
     /// The helm binary (helm 3 or helm 4; the version is detected).
     #[arg(long, env = "STRATA_HELM", default_value = "helm")]
     pub helm: PathBuf,
-    /// helm timeout for profiles that set none.
+    /// helm timeout of profiles when the list sets neither the profile's `timeout` nor
+    /// `defaults.timeout`.
     #[arg(long, env = "STRATA_DEFAULT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub default_timeout: Duration,
     /// Address of the status API.

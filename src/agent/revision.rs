@@ -321,7 +321,8 @@ impl Loader {
         }
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| ps.iter().map(view).collect::<Vec<_>>())?;
-        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
+        let explicit = explicit_timeouts(&text);
+        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values, &explicit);
         Ok(Loaded {
             commit: commit.to_string(),
             list,
@@ -358,6 +359,7 @@ fn jobs_from_plan(
     charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
     chart_paths: &BTreeMap<String, PathBuf>,
     values: &BTreeMap<String, serde_json::Value>,
+    explicit: &ExplicitTimeouts,
 ) -> Vec<(LayerId, Vec<ReleaseJob>)> {
     plan.layers
         .iter()
@@ -382,7 +384,10 @@ fn jobs_from_plan(
                         chart_path: chart_paths.get(&profile.name)?.clone(),
                         values_digest: strata_core::values::canonical_digest(&v),
                         values: v,
-                        timeout: Some(profile.timeout.as_duration()),
+                        // The list's timeout when it gives one (on the profile or in
+                        // `defaults`); otherwise the agent's --default-timeout.
+                        timeout: (explicit.defaults || explicit.profiles.contains(&profile.name))
+                            .then(|| profile.timeout.as_duration()),
                     })
                 })
                 .collect();
@@ -391,9 +396,42 @@ fn jobs_from_plan(
         .collect()
 }
 
+/// Which timeouts the profile list writes out (the parsed list has defaults filled in).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExplicitTimeouts {
+    pub defaults: bool,
+    pub profiles: std::collections::BTreeSet<String>,
+}
+
+/// Read which timeouts are written in a (valid) profile list.
+fn explicit_timeouts(text: &str) -> ExplicitTimeouts {
+    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        return ExplicitTimeouts::default();
+    };
+    ExplicitTimeouts {
+        defaults: !doc["defaults"]["timeout"].is_null(),
+        profiles: doc["profiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| !p["timeout"].is_null())
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explicit_timeouts_are_found() {
+        let t = explicit_timeouts("profiles:\n  - name: a\n    timeout: 1m\n  - name: b\n");
+        assert!(!t.defaults);
+        assert_eq!(t.profiles.iter().collect::<Vec<_>>(), ["a"]);
+        let t = explicit_timeouts("defaults:\n  timeout: 2m\nprofiles: []\n");
+        assert!(t.defaults);
+    }
 
     #[test]
     fn values_files_must_be_maps() {
