@@ -168,6 +168,81 @@ async fn slow_deployment_is_waited_for(v: Helm, legacy: bool) {
     );
 }
 
+/// An upgrade whose pods never become ready is rolled back by `--rollback-on-failure` (helm 4)
+/// / `--atomic` (helm 3): the release ends deployed at a new revision with the old template.
+async fn failed_upgrade_is_rolled_back(v: Helm) {
+    let sim = Sim::start().await;
+    let chart = chart("platform");
+    let mut install = vec![
+        "install",
+        "rel",
+        chart.as_str(),
+        "-n",
+        "app",
+        "--create-namespace",
+        "--timeout",
+        "60s",
+    ];
+    install.extend(v.wait_flags());
+    sim.helm(v, &install).await.ok();
+    let atomic = match v {
+        Helm::V4 => "--rollback-on-failure",
+        Helm::V3 => "--atomic",
+    };
+    let mut upgrade = vec![
+        "upgrade",
+        "rel",
+        chart.as_str(),
+        "-n",
+        "app",
+        "--timeout",
+        "3s",
+        atomic,
+        "--set",
+        "image.tag=broken",
+        "--set-string",
+        r"podAnnotations.kubesim\.strata\.dev/never-ready=true",
+    ];
+    upgrade.extend(v.wait_flags());
+    let out = sim.helm(v, &upgrade).await.failed();
+    let why = match v {
+        Helm::V4 => "has been rolled back due to rollback-on-failure being set",
+        Helm::V3 => "has been rolled back due to atomic being set",
+    };
+    assert!(out.stderr.contains(why), "{out}");
+    let history = sim
+        .helm(v, &["history", "rel", "-n", "app", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let statuses: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["superseded", "failed", "deployed"],
+        "{history:#}"
+    );
+    let d = sim.get("apps", "deployments", "app", "rel-web").unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/web:1.0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upgrade_is_rolled_back_helm4() {
+    failed_upgrade_is_rolled_back(Helm::V4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upgrade_is_rolled_back_helm3() {
+    failed_upgrade_is_rolled_back(Helm::V3).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_ready_times_out_helm4() {
     never_ready_times_out(Helm::V4).await;
