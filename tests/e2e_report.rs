@@ -1,0 +1,167 @@
+//! The status ConfigMap and Events against the simulated cluster, driven in-process: phase
+//! changes are written at once, other changes are throttled, Events follow transitions.
+
+use std::time::Duration;
+
+use strata::report::{CONFIGMAP_NAME, Reporter, STATUS_KEY};
+use strata::status::{
+    LayerId, LayerPhase, LayerStatus, OverallPhase, ReleasePhase, ReleaseStatus, StatusStore,
+};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "strata-system";
+
+async fn setup() -> anyhow::Result<(kubesim::Cluster, kube::Client, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let cluster = kubesim::start(kubesim::Config::default()).await?;
+    let kc = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kc)?;
+    cluster.store().create(
+        &kubesim::ResourceKey::new("", "namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )?;
+    let client = strata::agent::kube_client(Some(&kc)).await?;
+    Ok((cluster, client, dir))
+}
+
+fn configmap_writes(cluster: &kubesim::Cluster) -> usize {
+    cluster
+        .controls()
+        .requests_where(|r| r.verb == "patch" && r.name == CONFIGMAP_NAME)
+        .len()
+}
+
+fn stored_status(cluster: &kubesim::Cluster) -> serde_json::Value {
+    let cm = cluster
+        .store()
+        .get(
+            &kubesim::ResourceKey::new("", "configmaps"),
+            Some(NS),
+            CONFIGMAP_NAME,
+        )
+        .expect("ConfigMap exists");
+    serde_json::from_str(cm["data"][STATUS_KEY].as_str().unwrap()).unwrap()
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn configmap_is_throttled_but_phase_changes_are_immediate() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let status = StatusStore::new();
+    status.update(|s| {
+        s.phase = OverallPhase::Progressing;
+        s.layers.push(LayerStatus {
+            layer: LayerId::Number(1),
+            phase: LayerPhase::Pending,
+            ready_at: None,
+            releases: vec![ReleaseStatus::pending("web", "web", "apps", "web", "1.0.0")],
+        });
+    });
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(2), stop.clone());
+    eventually("first write", || configmap_writes(&cluster) >= 1).await;
+    assert_eq!(stored_status(&cluster)["phase"], "Progressing");
+
+    // Forty message-only changes within the throttle window: at most one more write.
+    let before = configmap_writes(&cluster);
+    for i in 0..40 {
+        status
+            .update(|s| s.release_mut("apps", "web").unwrap().message = Some(format!("step {i}")));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        configmap_writes(&cluster) <= before + 1,
+        "message-only changes are throttled: {} writes",
+        configmap_writes(&cluster) - before
+    );
+
+    // A phase change is written at once (well before the 2 s window ends).
+    let start = std::time::Instant::now();
+    status.update(|s| s.release_mut("apps", "web").unwrap().phase = ReleasePhase::Installing);
+    eventually("Installing written", || {
+        stored_status(&cluster)["layers"][0]["releases"][0]["phase"] == "Installing"
+    })
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // An Event for the transition, attached to the ConfigMap.
+    eventually("Installing event", || {
+        let (events, _) = cluster
+            .store()
+            .list(&kubesim::ResourceKey::new("", "events"), Some(NS));
+        events.iter().any(|e| {
+            e["reason"] == "Installing"
+                && e["involvedObject"]["name"] == CONFIGMAP_NAME
+                && e["involvedObject"]["kind"] == "ConfigMap"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("apps/web"))
+        })
+    })
+    .await;
+
+    // The latest message-only change reaches the ConfigMap eventually, and a last write
+    // happens on shutdown.
+    status.update(|s| s.release_mut("apps", "web").unwrap().message = Some("final".into()));
+    stop.cancel();
+    task.await?;
+    assert_eq!(
+        stored_status(&cluster)["layers"][0]["releases"][0]["message"],
+        "final"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let status = StatusStore::new();
+    status.update(|s| {
+        s.layers.push(LayerStatus {
+            layer: LayerId::Number(1),
+            phase: LayerPhase::Pending,
+            ready_at: None,
+            releases: vec![ReleaseStatus::pending("db", "db", "data", "db", "1.0.0")],
+        });
+    });
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_millis(200), stop.clone());
+    eventually("first write", || configmap_writes(&cluster) >= 1).await;
+    status.update(|s| {
+        let r = s.release_mut("data", "db").unwrap();
+        r.phase = ReleasePhase::Failed;
+        r.message = Some("failed post-install: job db-check failed".into());
+    });
+    eventually("Failed event", || {
+        let (events, _) = cluster
+            .store()
+            .list(&kubesim::ResourceKey::new("", "events"), Some(NS));
+        events.iter().any(|e| {
+            e["reason"] == "Failed"
+                && e["type"] == "Warning"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("failed post-install"))
+        })
+    })
+    .await;
+    stop.cancel();
+    task.await?;
+    Ok(())
+}
