@@ -28,6 +28,8 @@ pub enum FetchFailure {
     Authentication,
     /// The branch, tag or commit does not exist.
     RefNotFound,
+    /// The server's certificate is not trusted (set a CA file).
+    Tls,
     /// The server did not answer in time.
     Timeout,
     /// Anything else.
@@ -168,6 +170,7 @@ pub struct GitSource {
     cache: PathBuf,
     home: PathBuf,
     auth: GitAuth,
+    ca_file: Option<PathBuf>,
     timeout: Duration,
     redactor: Redactor,
     lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -197,7 +200,10 @@ pub fn ref_kind(reference: &str) -> RefKind {
 /// Classifies git's stderr of a failed fetch.
 pub fn classify_fetch(stderr: &str) -> FetchFailure {
     let m = stderr.to_ascii_lowercase();
-    if m.contains("authentication failed")
+    if m.contains("ssl certificate problem") || m.contains("server certificate verification failed")
+    {
+        FetchFailure::Tls
+    } else if m.contains("authentication failed")
         || m.contains("could not read username")
         || m.contains("could not read password")
         || m.contains("http basic: access denied")
@@ -259,10 +265,17 @@ impl GitSource {
             url,
             reference: reference.into(),
             auth,
+            ca_file: None,
             timeout: DEFAULT_TIMEOUT,
             redactor,
             lock: Default::default(),
         }
+    }
+
+    /// Trusts the CA certificates (PEM) in `ca_file` for HTTPS (git's `http.sslCAInfo`).
+    pub fn with_ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(ca_file.into());
+        self
     }
 
     /// Sets the timeout of each git command.
@@ -302,6 +315,9 @@ impl GitSource {
             ("credential.helper".into(), "".into()),
             ("gc.auto".into(), "0".into()),
         ];
+        if let Some(ca) = &self.ca_file {
+            config.push(("http.sslCAInfo".into(), ca.display().to_string()));
+        }
         if let Some(b) = &self.auth.basic {
             config.push((
                 "http.extraHeader".into(),

@@ -246,3 +246,26 @@ async fn a_force_pushed_branch_is_followed() -> anyhow::Result<()> {
     assert_eq!(src.fetch().await?.commit, c1);
     Ok(())
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca() -> anyhow::Result<()> {
+    let server = GitServer::start_tls().await?;
+    let repo = server.create_repo("secure")?;
+    repo.write("a", "1")?;
+    let c = repo.commit("c")?;
+    let url = server.http_url("secure");
+    assert!(url.starts_with("https://"));
+    let cache = tempfile::tempdir()?;
+
+    let err = source(&url, "main", cache.path())
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(err.fetch_failure(), Some(FetchFailure::Tls), "{err}");
+
+    let ca = cache.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().unwrap())?;
+    let src = source(&url, "main", cache.path()).with_ca_file(&ca);
+    assert_eq!(src.fetch().await?.commit, c);
+    Ok(())
+}

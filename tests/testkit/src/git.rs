@@ -174,6 +174,7 @@ impl TestRepo {
 pub struct GitServer {
     root: tempfile::TempDir,
     http: HttpServer,
+    ca_pem: Option<String>,
     daemon: Mutex<Option<Arc<DaemonServer>>>,
 }
 
@@ -199,7 +200,25 @@ impl GitServer {
         .await
     }
 
+    /// Starts a server over HTTPS with a certificate from a fresh test CA
+    /// ([`GitServer::ca_pem`]).
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        Self::start_full(None, Some(crate::tls::TestTls::generate()?)).await
+    }
+
+    /// The CA certificate (PEM) of an HTTPS server.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
     async fn start_with(auth: Option<BasicAuth>) -> anyhow::Result<Self> {
+        Self::start_full(auth, None).await
+    }
+
+    async fn start_full(
+        auth: Option<BasicAuth>,
+        tls: Option<crate::tls::TestTls>,
+    ) -> anyhow::Result<Self> {
         let root = tempfile::tempdir()?;
         let project_root = root.path().to_path_buf();
         let handler: http::Handler = Arc::new(move |req: Request| {
@@ -221,10 +240,15 @@ impl GitServer {
                 }
             })
         });
-        let http = HttpServer::start(handler).await?;
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let http = match tls {
+            Some(t) => HttpServer::start_tls(handler, t.server).await?,
+            None => HttpServer::start(handler).await?,
+        };
         Ok(Self {
             root,
             http,
+            ca_pem,
             daemon: Mutex::new(None),
         })
     }
@@ -239,7 +263,7 @@ impl GitServer {
         TestRepo::init(&self.root.path().join(name))
     }
 
-    /// `http://127.0.0.1:PORT/NAME`.
+    /// `http://127.0.0.1:PORT/NAME` (`https://` with TLS).
     pub fn http_url(&self, name: &str) -> String {
         format!("{}/{name}", self.http.url())
     }
