@@ -33,6 +33,7 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target x86_64-unknown-linux-musl -p strata --bin strata \
  && install -D -m 0755 target/x86_64-unknown-linux-musl/release/strata /out/strata \

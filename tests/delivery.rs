@@ -964,3 +964,132 @@ fn image_layout_check_passes_for_this_build() -> Result<()> {
     }
     Ok(())
 }
+
+/// Dockerfile instructions with continuation lines joined and comments dropped.
+fn dockerfile_instructions() -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(repo().join("Dockerfile"))?;
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        if let Some(head) = trimmed.strip_suffix('\\') {
+            current.push_str(head);
+            current.push(' ');
+        } else {
+            current.push_str(trimmed);
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    ensure!(
+        current.is_empty(),
+        "Dockerfile ends inside a continued line"
+    );
+    Ok(out)
+}
+
+#[test]
+fn dockerfile_stages_args_and_sources_resolve() -> Result<()> {
+    let instructions = dockerfile_instructions()?;
+    let ignored: Vec<String> = std::fs::read_to_string(repo().join(".dockerignore"))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    let mut global_args = BTreeSet::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    for ins in &instructions {
+        let words: Vec<&str> = ins.split_whitespace().collect();
+        match words.first().copied() {
+            Some("ARG") if !seen_from => {
+                let name = words[1].split('=').next().unwrap_or_default();
+                global_args.insert(name.to_owned());
+            }
+            Some("FROM") => {
+                seen_from = true;
+                let image = words.get(1).context("FROM without image")?;
+                if let Some(var) = image.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                    ensure!(
+                        global_args.contains(var),
+                        "FROM {image}: ARG {var} not declared before the first FROM"
+                    );
+                }
+                if let Some(pos) = words.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
+                    stages.push(words.get(pos + 1).context("AS without name")?.to_string());
+                }
+            }
+            Some("COPY") => {
+                let from = words.iter().find_map(|w| w.strip_prefix("--from="));
+                if let Some(stage) = from {
+                    ensure!(
+                        stages.iter().any(|s| s == stage),
+                        "COPY --from={stage}: no earlier stage of that name ({stages:?})"
+                    );
+                } else {
+                    let paths: Vec<&str> = words[1..]
+                        .iter()
+                        .filter(|w| !w.starts_with("--"))
+                        .copied()
+                        .collect();
+                    ensure!(
+                        paths.len() >= 2,
+                        "COPY needs a source and a destination: {ins}"
+                    );
+                    for src in &paths[..paths.len() - 1] {
+                        if *src == "." {
+                            continue;
+                        }
+                        ensure!(
+                            repo().join(src).exists(),
+                            "COPY source {src} does not exist"
+                        );
+                        let first = src.split('/').next().unwrap_or_default();
+                        ensure!(
+                            !ignored.iter().any(|i| i == first || i == src),
+                            "COPY source {src} is excluded by .dockerignore"
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for stage in ["build", "helm", "rootfs", "debian"] {
+        ensure!(stages.iter().any(|s| s == stage), "no stage {stage}");
+    }
+    // The build context keeps what the build needs and drops what must not be sent.
+    for needed in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src",
+        "crates",
+        "tests",
+        "scripts",
+    ] {
+        ensure!(
+            !ignored.iter().any(|i| i == needed),
+            ".dockerignore excludes {needed}, which the build needs"
+        );
+    }
+    for excluded in ["target", ".tools", ".git"] {
+        ensure!(
+            ignored.iter().any(|i| i == excluded),
+            ".dockerignore must exclude {excluded}"
+        );
+    }
+    // The helm stage selects the major with HELM_MAJOR and copies the binary install-tools.sh
+    // verified.
+    let helm_copy = instructions
+        .iter()
+        .find(|i| i.contains("install-tools.sh /tools"))
+        .context("the helm stage does not run scripts/install-tools.sh")?;
+    ensure!(
+        helm_copy.contains("/tools/helm${HELM_MAJOR}/helm"),
+        "{helm_copy}"
+    );
+    Ok(())
+}
