@@ -417,8 +417,17 @@ async fn failing_hook_stops_layer_3_helm3() -> anyhow::Result<()> {
 
 /// While a slow layer waits, /status shows it Waiting with the not-ready resource named.
 #[tokio::test]
-async fn slow_layer_shows_waiting_with_the_resource() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 5s}").await?;
+async fn slow_layer_shows_waiting_with_the_resource_helm4() -> anyhow::Result<()> {
+    slow_layer_shows_waiting_with_the_resource(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn slow_layer_shows_waiting_with_the_resource_helm3() -> anyhow::Result<()> {
+    slow_layer_shows_waiting_with_the_resource(HelmMajor::V3).await
+}
+
+async fn slow_layer_shows_waiting_with_the_resource(helm: HelmMajor) -> anyhow::Result<()> {
+    let s = Scenario::start(helm, "{readyAfter: 5s}").await?;
     let mut agent = s.agent(&[], &[])?;
     let st = agent
         .wait_status("mesh Waiting on its Deployment", LONG, |st| {
