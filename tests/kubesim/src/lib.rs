@@ -50,6 +50,7 @@ pub mod registry;
 pub mod selector;
 pub(crate) mod server;
 pub mod store;
+pub mod table;
 pub mod tls;
 pub mod util;
 

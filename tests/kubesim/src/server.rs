@@ -641,6 +641,15 @@ async fn resource(
             let obj = store
                 .get(&key, t.namespace.as_deref(), name)
                 .ok_or_else(|| ApiError::not_found(&t.info.group, &t.info.plural, name))?;
+            if accept.contains("as=Table") && t.sub.is_none() {
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                let table = crate::table::render(&key, vec![with_version(obj, &t)], meta, include);
+                return Ok(json_response(StatusCode::OK, &table));
+            }
             Ok(json_response(StatusCode::OK, &with_version(obj, &t)))
         }
         "list" => list(store, &t, q, accept),
@@ -965,76 +974,19 @@ fn list(
     }
     let items: Vec<Value> = items.into_iter().map(|o| with_version(o, t)).collect();
     if accept.contains("as=Table") {
-        return Ok(json_response(StatusCode::OK, &table(items, meta, q)));
+        let include = q
+            .get("includeObject")
+            .map(String::as_str)
+            .unwrap_or("Metadata");
+        return Ok(json_response(
+            StatusCode::OK,
+            &crate::table::render(&t.key(), items, meta, include),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
         &json!({"kind": t.info.list_kind, "apiVersion": t.api_version(), "metadata": meta, "items": items}),
     ))
-}
-
-fn age(ts: &str) -> String {
-    let secs = parse_rfc3339(ts)
-        .map(|t| crate::util::now_secs() - t)
-        .unwrap_or(0)
-        .max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 600 => format!("{}m{}s", s / 60, s % 60),
-        s if s < 3 * 3600 => format!("{}m", s / 60),
-        s if s < 48 * 3600 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
-
-fn parse_rfc3339(ts: &str) -> Option<i64> {
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-    let time = time.trim_end_matches('Z');
-    let mut tp = time
-        .split(':')
-        .map(|x| x.split('.').next().unwrap_or("0").parse::<i64>().ok());
-    let (hh, mm, ss) = (tp.next()??, tp.next()??, tp.next()??);
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// A `meta.k8s.io/v1 Table` (what `kubectl get` asks for): Name and Age columns.
-fn table(items: Vec<Value>, meta: Value, q: &HashMap<String, String>) -> Value {
-    let include_object = q
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata");
-    let rows: Vec<Value> = items
-        .into_iter()
-        .map(|o| {
-            let name = o["metadata"]["name"].clone();
-            let created = o["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string();
-            let object = match include_object {
-                "Object" => o,
-                "None" => Value::Null,
-                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
-            };
-            json!({"cells": [name, age(&created)], "object": object})
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
-        ],
-        "rows": rows,
-    })
 }
 
 fn patch_verb(
@@ -1465,11 +1417,6 @@ mod tests {
         assert_eq!(q["labelSelector"], "owner=helm,name=x");
         assert_eq!(q["watch"], "1");
         assert_eq!(q["x"], "");
-        assert_eq!(parse_rfc3339("2026-01-02T03:04:05Z"), Some(1_767_323_045));
-        assert_eq!(
-            parse_rfc3339(&crate::util::rfc3339(1_000_000)),
-            Some(1_000_000)
-        );
     }
 
     #[test]

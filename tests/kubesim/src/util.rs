@@ -35,6 +35,26 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Parses an RFC 3339 UTC timestamp (`2026-01-02T03:04:05Z`, fractions ignored) to Unix
+/// seconds.
+pub fn parse_rfc3339(ts: &str) -> Option<i64> {
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let mut tp = time
+        .split(':')
+        .map(|x| x.split('.').next().unwrap_or("0").parse::<i64>().ok());
+    let (hh, mm, ss) = (tp.next()??, tp.next()??, tp.next()??);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Days since 1970-01-01 to a (year, month, day) civil date (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -128,6 +148,12 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_767_323_045), "2026-01-02T03:04:05Z");
         assert_eq!(rfc3339_micros(0, 42), "1970-01-01T00:00:00.000042Z");
+        assert_eq!(parse_rfc3339("2026-01-02T03:04:05Z"), Some(1_767_323_045));
+        assert_eq!(parse_rfc3339(&rfc3339(951_782_400)), Some(951_782_400));
+        assert_eq!(
+            parse_rfc3339("2026-01-02T03:04:05.123456Z"),
+            Some(1_767_323_045)
+        );
     }
 
     #[test]
