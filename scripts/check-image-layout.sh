@@ -259,6 +259,9 @@ mapfile -t ENVS <"$ENV_FILE"
 run "git runs as $uid" ok /usr/bin/git --version
 run "ssh client present" ok /usr/bin/ssh -V
 run "git clones the profile repository into /tmp" ok /usr/bin/git clone -q "$GIT_URL" /tmp/clone
+run "git's https helper and its libraries load (connection refused expected)" fail \
+  /usr/bin/git ls-remote https://127.0.0.1:9/profiles
+grep -qiE 'connect|refused' "$LAST" || { echo "check-image-layout: FAIL: git https did not get as far as connecting:" >&2; cat "$LAST" >&2; exit 1; }
 run "nothing outside /tmp is writable" fail /usr/bin/git clone -q "$GIT_URL" /etc/clone
 run "helm runs" ok /usr/local/bin/helm version
 run "helm renders a chart" ok /usr/local/bin/helm template demo /tmp/clone/charts/app
