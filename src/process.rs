@@ -16,6 +16,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// How many bytes of stderr are kept (the tail).
 pub const STDERR_TAIL: usize = 64 * 1024;
+/// Variables every child inherits from the agent when set: the search path, the in-cluster
+/// API server address (helm's in-cluster configuration reads it), proxies and CA locations.
+/// Nothing else leaks from the agent's environment.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 /// Default bound on captured stdout.
 pub const STDOUT_LIMIT: usize = 256 * 1024 * 1024;
 
@@ -170,13 +187,13 @@ pub struct Command {
 }
 
 impl Command {
-    /// A command with a 5 minute timeout, no environment but `PATH`, no stdin.
+    /// A command with a 5 minute timeout, no environment but [`INHERITED_ENV`], no stdin.
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
-            inherit: vec!["PATH".into()],
+            inherit: INHERITED_ENV.iter().map(OsString::from).collect(),
             cwd: None,
             timeout: Duration::from_secs(300),
             stdin: None,
@@ -500,6 +517,21 @@ mod tests {
         assert_eq!(out.stdout_text(), "out-bar\n");
         // HOME is not inherited: the environment is explicit.
         assert_eq!(out.stderr, "err-\n");
+    }
+
+    #[tokio::test]
+    async fn only_the_allow_listed_environment_is_inherited() {
+        // PATH is always set in test processes; HOME and USER-like variables are not passed.
+        let cmd = Command::new("sh").args(["-c", "env"]);
+        let out = run(&cmd, &Redactor::new()).await.unwrap().stdout_text();
+        for line in out.lines() {
+            let name = line.split('=').next().unwrap();
+            assert!(
+                INHERITED_ENV.contains(&name) || name == "PWD" || name == "SHLVL" || name == "_",
+                "unexpected variable {name}"
+            );
+        }
+        assert!(out.lines().any(|l| l.starts_with("PATH=")));
     }
 
     #[tokio::test]
