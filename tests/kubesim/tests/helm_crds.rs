@@ -92,13 +92,11 @@ async fn crd_chart_installs_helm3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting on H1: /openapi/v2 must answer in protobuf (H2-requests.md)"]
 async fn missing_crd_fails_with_no_matches_for_kind_helm4() {
     missing_crd_fails(Helm::V4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waiting on H1: /openapi/v2 must answer in protobuf (H2-requests.md)"]
 async fn missing_crd_fails_with_no_matches_for_kind_helm3() {
     missing_crd_fails(Helm::V3).await;
 }

@@ -115,14 +115,25 @@ async fn rejected_token_is_unauthorized(v: Helm) {
     install(&sim, v, "rel", false).await.ok();
 }
 
-/// A connection dropped while helm writes its release record: helm reports the broken
-/// connection, as it would if the API server died mid-request.
+/// The connection dropped while helm writes its release record: helm reports the broken
+/// connection (`unexpected EOF`, or an HTTP/2 stream error) naming the request, as it would
+/// if the API server died mid-request; POSTs are not retried.
 async fn dropped_write_fails_with_a_connection_error(v: Helm) {
     let sim = Sim::start().await;
     sim.cluster
         .controls()
         .drop_connections(Some("create"), Some("secrets"), 1.0, Some(1));
     let out = install(&sim, v, "rel", false).await.failed();
+    let transport = [
+        "EOF",
+        "connection reset",
+        "connection lost",
+        "INTERNAL_ERROR",
+    ];
+    assert!(
+        transport.iter().any(|t| out.stderr.contains(t)),
+        "helm does not report a transport failure: {out}"
+    );
     let codes = codes_for(&sim, "create", "secrets");
     assert_eq!(codes, [0], "the release write was dropped and not retried");
     assert!(
