@@ -10,9 +10,10 @@
 //! - AND: comparators separated by spaces or commas (`>=1.2 <2`, `>=1.2, <2`);
 //!   OR: `||` between AND groups.
 //!
-//! Pre-releases follow helm: a pre-release version (`1.3.0-rc.1`) satisfies a comparator only
-//! when that comparator itself names a pre-release (`>=1.3.0-0`, `~1.3.0-rc.0`); otherwise
-//! pre-releases never match. Build metadata is ignored when comparing.
+//! Pre-releases follow helm: a pre-release version (`1.3.0-rc.1`) can only satisfy an AND
+//! group (the part between `||`) in which some comparator names a pre-release (`>=1.3.0-0`,
+//! `~1.3.0-rc.0`, `>=1.3.0-0 <1.3.0`); otherwise pre-releases never match. Build metadata is
+//! ignored when comparing. `tests/helm_versions.rs` checks these rules against real helm.
 //!
 //! The evaluation is written here on top of `semver::Version` rather than mapped onto
 //! `semver::VersionReq`, whose meaning differs (a bare `1.2.3` is a caret range there, an exact
@@ -206,10 +207,9 @@ impl Comparator {
         }
     }
 
+    /// Does `v` satisfy this comparator by precedence? (Pre-release eligibility is decided
+    /// per AND group, see [`VersionConstraint::matches`].)
     fn matches(&self, v: &Version) -> bool {
-        if !v.pre.is_empty() && self.v.pre.is_empty() {
-            return false;
-        }
         let floor = self.floor();
         let any = self.v.major.is_none();
         match self.op {
@@ -307,9 +307,11 @@ impl VersionConstraint {
 
     /// Does `v` satisfy the constraint?
     pub fn matches(&self, v: &Version) -> bool {
-        self.groups.iter().any(|g| g.iter().all(|c| c.matches(v)))
+        self.groups.iter().any(|g| {
+            let prerelease_ok = g.iter().any(|c| !c.v.pre.is_empty());
+            (v.pre.is_empty() || prerelease_ok) && g.iter().all(|c| c.matches(v))
+        })
     }
-
     /// Parse `version` leniently (leading `v`, partial) and test it; unparsable versions never
     /// match.
     pub fn matches_str(&self, version: &str) -> bool {
@@ -519,6 +521,11 @@ mod tests {
         yes(">=1.3.0-0", &["1.3.0-rc.1", "1.4.0", "1.4.0-beta"]);
         yes("~1.3.0-rc.0", &["1.3.0-rc.1", "1.3.5"]);
         no("~1.3.0-rc.0", &["1.4.0-rc.1"]);
+        // The pre-release in one comparator admits pre-releases for its whole AND group,
+        // not for other `||` alternatives.
+        yes(">=1.3.0-0, <1.3.0", &["1.3.0-rc.1"]);
+        yes(">1.2.9 <1.3.0-rc.5", &["1.3.0-rc.1"]);
+        no("<1.3.0 || >=9.0.0-0", &["1.3.0-rc.1"]);
         no(">=1.0", &["1.3.0-rc.1"]);
         assert!(
             VersionConstraint::parse(">=1.3.0-0")

@@ -1,0 +1,233 @@
+//! Version resolution agrees with real helm (4 and 3): for every constraint in the table, the
+//! version `helm pull --version` picks from a repository index is the one
+//! `repoindex::resolve_version` picks (or both find none).
+//!
+//! A tiny HTTP server on 127.0.0.1 serves the index and answers every chart download with 404,
+//! logging the path: the requested `.tgz` tells which version helm chose.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use strata_core::repoindex;
+use strata_core::version::VersionConstraint;
+
+const VERSIONS: &[&str] = &[
+    "0.0.3",
+    "0.0.4",
+    "0.2.3",
+    "0.2.9",
+    "0.3.0",
+    "1.0.0",
+    "1.2.0",
+    "1.2.3",
+    "1.2.9",
+    "1.3.0-rc.1",
+    "1.3.0",
+    "1.4.5",
+    "1.4.6",
+    "2.0.0-rc.1",
+    "2.0.0",
+    "3.1.0",
+    "v3.2.0",
+];
+
+const CONSTRAINTS: &[&str] = &[
+    "1.2.3",
+    "=1.2.3",
+    "v1.2.3",
+    "1.2.x",
+    "1.2",
+    "1.x",
+    "*",
+    "~1.2.3",
+    "~1.2",
+    "~1",
+    "~>1.2",
+    "^1.2.3",
+    "^0.2.3",
+    "^0.0.3",
+    "^0",
+    "^0.0",
+    ">=1.2, <2",
+    ">=1.2 <2",
+    ">= 1.2, < 2",
+    ">1.2",
+    "<=1.2",
+    "<1.2",
+    "!=3.2.0",
+    "1.2 - 1.4.5",
+    "1.2 - 1.4",
+    "~1.2 || ^3",
+    "<1 || >=3",
+    ">=1.3.0-0",
+    "~1.3.0-rc.0",
+    ">=2.0.0-rc.1",
+    "1.3.0-rc.1",
+    "~3.2",
+    "v3.2.0",
+    "3.2.0",
+    ">5",
+    "2",
+    "=>1.0 =<1.2",
+    "1.2.3 || 1.4.5",
+    ">=1.3.0-0, <1.3.0",
+    "<2.0.0-0",
+    "<=2.0.0-rc.1",
+    "1.3.0-rc.1 - 1.3.0-rc.9",
+    ">1.2.9 <1.3.0-rc.5",
+    "^1.3.0-rc.0 <1.3.0",
+    ">=1.3.0-rc.0 <=1.3.0-rc.9",
+    "~2.0.0-0",
+    "2.0.0-rc.1 || 1.3.0-rc.1",
+    "<0.0.4",
+    ">0.0.3 <0.2",
+    "x",
+    "1.X",
+    "~0",
+    "^0.3",
+    ">= 0.2.9, <= 0.3.0",
+    "<1.3.0 || >=9.0.0-0",
+    ">=1.2.9, <1.3.0 || >=9.0.0-0",
+];
+
+fn tools_dir() -> PathBuf {
+    std::env::var_os("STRATA_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools"))
+}
+
+fn index_yaml() -> String {
+    let mut s = String::from("apiVersion: v1\nentries:\n  demo:\n");
+    for v in VERSIONS {
+        s.push_str(&format!(
+            "    - apiVersion: v2\n      name: demo\n      version: {v}\n      urls: [demo-{v}.tgz]\n      digest: \"0\"\n      created: \"2024-01-01T00:00:00Z\"\n"
+        ));
+    }
+    s
+}
+
+/// Serve `index` at /index.yaml; 404 and log every other path. Returns the base URL.
+fn serve(index: String, log: Arc<Mutex<Vec<String>>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_owned();
+            let (status, body) = if path.ends_with("/index.yaml") {
+                ("200 OK", index.clone())
+            } else {
+                log.lock().unwrap().push(path);
+                ("404 Not Found", "not found".to_owned())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The version helm picks for `constraint`, `None` when helm finds none.
+fn helm_pick(
+    helm: &PathBuf,
+    url: &str,
+    constraint: &str,
+    log: &Mutex<Vec<String>>,
+) -> Option<String> {
+    let home = tempfile::tempdir().unwrap();
+    log.lock().unwrap().clear();
+    let out = Command::new(helm)
+        .args([
+            "pull",
+            "demo",
+            "--repo",
+            url,
+            "--version",
+            constraint,
+            "--destination",
+        ])
+        .arg(home.path())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success(), "every download answers 404");
+    let requested = log.lock().unwrap().clone();
+    match requested.as_slice() {
+        [] => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("not found") || stderr.contains("no chart version"),
+                "helm failed for another reason with `{constraint}`: {stderr}"
+            );
+            None
+        }
+        [path, ..] => Some(
+            path.rsplit('/')
+                .next()
+                .unwrap()
+                .trim_start_matches("demo-")
+                .trim_end_matches(".tgz")
+                .to_owned(),
+        ),
+    }
+}
+
+fn check(helm_dir: &str) {
+    let helm = tools_dir().join(helm_dir).join("helm");
+    assert!(
+        helm.exists(),
+        "{} is missing: run scripts/install-tools.sh (or set STRATA_TOOLS_DIR)",
+        helm.display()
+    );
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let url = serve(index_yaml(), log.clone());
+    let index = repoindex::parse(&url, &index_yaml()).unwrap();
+    let mut disagreements = Vec::new();
+    for c in CONSTRAINTS {
+        let ours =
+            repoindex::resolve_version(&index, "demo", Some(&VersionConstraint::parse(c).unwrap()))
+                .ok()
+                .map(|e| e.version.clone());
+        let theirs = helm_pick(&helm, &url, c, &log);
+        if ours != theirs {
+            disagreements.push(format!("`{c}`: helm {theirs:?}, strata {ours:?}"));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{helm_dir} disagrees:\n{}",
+        disagreements.join("\n")
+    );
+}
+
+#[test]
+fn resolution_matches_helm4() {
+    check("helm4");
+}
+
+#[test]
+fn resolution_matches_helm3() {
+    check("helm3");
+}
