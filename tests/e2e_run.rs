@@ -476,3 +476,89 @@ async fn health_endpoints() -> anyhow::Result<()> {
     assert!(exit.success(), "SIGTERM drains and exits 0: {exit}");
     Ok(())
 }
+
+/// A Git outage: the fetch error shows in the status (Degraded) while the applied revision
+/// keeps being served; when the server is back, a new commit is applied.
+#[tokio::test]
+async fn git_outage_keeps_the_applied_revision() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let good = s.repo.head()?;
+    agent
+        .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    s.git.stop();
+    let st = agent
+        .wait_status("fetch error reported", LONG, |st| {
+            st["phase"] == "Degraded" && st["lastError"].is_string()
+        })
+        .await?;
+    assert_eq!(st["revision"]["commit"], good.as_str(), "{st:#}");
+    assert_eq!(phase(&st, "mesh"), "Ready");
+    assert!(
+        !st["lastError"].as_str().unwrap().contains("password"),
+        "{st:#}"
+    );
+    assert_eq!(e2e_support::http_get(agent.port, "/readyz").await?.0, 200);
+
+    s.git.restart().await?;
+    s.repo.write(
+        "profiles.yaml",
+        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: again}"),
+    )?;
+    let next = s.repo.commit("after the outage")?;
+    let st = agent
+        .wait_status("new revision applied", LONG, |st| {
+            st["phase"] == "Ready" && st["revision"]["commit"] == next.as_str()
+        })
+        .await?;
+    assert!(st.get("lastError").is_none(), "{st:#}");
+    agent.stop().await?;
+    Ok(())
+}
+
+/// SIGTERM drains: /readyz turns 503 at once, the running helm finishes (its release is
+/// deployed, not left pending), nothing new starts, and the agent exits 0.
+#[tokio::test]
+async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 3s}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("mesh Waiting", LONG, |st| phase(st, "mesh") == "Waiting")
+        .await?;
+    let pid = agent.child.id().expect("running");
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    // Still serving while draining, but not ready.
+    let mut saw_draining = false;
+    for _ in 0..20 {
+        match e2e_support::http_get(agent.port, "/readyz").await {
+            Ok((503, body)) if body.contains("draining") => {
+                saw_draining = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(saw_draining, "/readyz reports draining");
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert!(exit.success(), "{exit}\n{}", agent.logs());
+    let status = s.configmap_status().expect("final status written");
+    assert_eq!(phase(&status, "mesh"), "Ready", "{status:#}");
+    assert_eq!(phase(&status, "canary"), "Pending", "{status:#}");
+    let (secrets, _) = s
+        .cluster
+        .store()
+        .list(&kubesim::ResourceKey::new("", "secrets"), Some("mesh"));
+    let release = secrets
+        .iter()
+        .find(|x| x["metadata"]["labels"]["owner"] == "helm")
+        .expect("mesh release record");
+    assert_eq!(release["metadata"]["labels"]["status"], "deployed");
+    assert!(
+        !s.writes().iter().any(|r| touches_namespace(r, "canary")),
+        "nothing new starts while draining"
+    );
+    Ok(())
+}
