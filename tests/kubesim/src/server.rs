@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 /// Response body type.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// How long a watch may wait for room in a full send buffer before it is closed.
+const WATCH_SEND_BUDGET: Duration = Duration::from_secs(2);
+
 /// Largest request body accepted (the real server's limit).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -1182,8 +1185,18 @@ impl WatchState {
     async fn send(&mut self, ty: &str, obj: Value) -> bool {
         let mut line = json!({"type": ty, "object": obj}).to_string();
         line.push('\n');
-        if self.tx.send(Bytes::from(line)).await.is_err() {
-            return false;
+        // A client that stops reading fills the buffer; like the real server, close the
+        // watch if it stays full (writers are never blocked: the change feed is a broadcast
+        // and a lagging receiver ends the watch too).
+        match self.tx.try_send(Bytes::from(line)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(line)) => {
+                match tokio::time::timeout(WATCH_SEND_BUDGET, self.tx.send(line)).await {
+                    Ok(Ok(())) => {}
+                    _ => return false,
+                }
+            }
         }
         if ty != "BOOKMARK" {
             self.sent += 1;
@@ -1318,7 +1331,7 @@ fn watch(
             }
         }
     };
-    let (tx, body_rx) = mpsc::channel::<Bytes>(256);
+    let (tx, body_rx) = mpsc::channel::<Bytes>(64);
     let mut state = WatchState {
         tx,
         target: t.clone(),

@@ -728,3 +728,51 @@ async fn non_string_label_values_are_rejected_like_the_real_server() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_closed_without_blocking_writers() {
+    let c = kubesim::start(Config {
+        controllers: None,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&c).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    // Opened, never read.
+    let stalled = cms.watch(&WatchParams::default(), &rv).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c.controls().open_watches() < 1 {
+        assert!(Instant::now() < deadline, "watch never opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let big = "x".repeat(40_000);
+    let res = ResourceKey::new("", "configmaps");
+    let t = Instant::now();
+    for i in 0..1_500 {
+        c.store()
+            .create(&res, json!({"metadata": {"name": format!("big-{i}"), "namespace": "default"}, "data": {"d": big}}))
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "writers were not blocked by the stalled watcher"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.controls().open_watches() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled watch was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stalled);
+    c.shutdown().await;
+}
