@@ -1,0 +1,166 @@
+//! The quick-start command itself: `strata-demo --once` starts the simulated cluster, the Git
+//! server and the agent, and must end with every layer Ready, the layers strictly one after
+//! another (each starts only after the one below is Ready).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn demo(args: &[&str]) -> anyhow::Result<Run> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-demo"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output()).await??;
+    Ok(Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Index of the first line containing every one of `parts`.
+fn line_of(lines: &[&str], parts: &[&str]) -> Option<usize> {
+    lines
+        .iter()
+        .position(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+/// Asserts the demo's progress shows each layer starting only after the previous is Ready.
+fn assert_layers_in_order(run: &Run, layers: &[(&str, &str)]) {
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let ctx = || format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let mut previous_ready = None;
+    for (layer, release) in layers {
+        let layer_tag = format!("layer {layer} ");
+        let installing = line_of(&lines, &[&layer_tag, release, "Installing"])
+            .unwrap_or_else(|| panic!("no Installing line for {release}\n{}", ctx()));
+        let ready = line_of(&lines, &[&layer_tag, release, "-> Ready"])
+            .unwrap_or_else(|| panic!("no Ready line for {release}\n{}", ctx()));
+        let layer_ready = lines
+            .iter()
+            .position(|l| l.ends_with(&format!("layer {layer}  Ready")))
+            .unwrap_or_else(|| panic!("no 'layer {layer}  Ready' line\n{}", ctx()));
+        assert!(installing < ready && ready <= layer_ready, "{}", ctx());
+        if let Some(prev) = previous_ready {
+            assert!(
+                prev < installing,
+                "{release} started before the layer below was Ready\n{}",
+                ctx()
+            );
+        }
+        previous_ready = Some(layer_ready);
+    }
+    let all = line_of(&lines, &["strata  Progressing -> Ready"])
+        .unwrap_or_else(|| panic!("no overall Ready line\n{}", ctx()));
+    assert!(previous_ready < Some(all), "{}", ctx());
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.ends_with("every layer is Ready")),
+        "{}",
+        ctx()
+    );
+}
+
+#[tokio::test]
+async fn once_ends_ready_with_the_layers_in_order() -> anyhow::Result<()> {
+    let run = demo(&["--once"]).await?;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("planned: layer 1 [cert-manager] layer 2 [linkerd] layer 3 [flagger]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  status:   http://127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
+    assert_layers_in_order(
+        &run,
+        &[
+            ("1", "cert-manager/cert-manager"),
+            ("2", "linkerd/linkerd"),
+            ("3", "flagger-system/flagger"),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn once_with_the_category_model() -> anyhow::Result<()> {
+    let run = demo(&["--once", "--profiles-path", "profiles-category.yaml"]).await?;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_layers_in_order(
+        &run,
+        &[
+            ("10", "cert-manager/cert-manager"),
+            ("20", "linkerd/linkerd"),
+            ("30", "flagger-system/flagger"),
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_profile_list_fails_once() -> anyhow::Result<()> {
+    let run = demo(&["--once", "--profiles-path", "no-such-list.yaml"]).await?;
+    assert_eq!(
+        run.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(run.stdout.contains("rejected:"), "{}", run.stdout);
+    assert!(run.stdout.contains("no-such-list.yaml"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("every layer is Ready"),
+        "{}",
+        run.stdout
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_helm_flag_that_is_not_a_program_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let not_helm = dir.path().join("helm");
+    std::fs::write(&not_helm, "not a program")?;
+    let run = demo(&["--once", "--helm", not_helm.to_str().unwrap()]).await?;
+    assert_eq!(
+        run.code,
+        Some(2),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("is not an executable file"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
