@@ -43,6 +43,14 @@ pub enum Error {
         status: Option<u16>,
         message: String,
     },
+    #[error(
+        "could not fetch {url} from repository {repository}: the server's certificate is not trusted ({message}); give the repository's CA file"
+    )]
+    Tls {
+        repository: String,
+        url: String,
+        message: String,
+    },
     #[error("repository {repository}: index {url} is invalid: {problems}")]
     Index {
         repository: String,
@@ -76,6 +84,22 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Pauses before retrying a transient HTTP failure (so at most three attempts).
+pub const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(800)];
+
+impl Error {
+    /// Whether trying again may help: no answer at all, or a server error other than 501.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http { status: None, .. } => true,
+            Error::Http {
+                status: Some(s), ..
+            } => *s >= 500 && *s != 501,
+            _ => false,
+        }
+    }
+}
 
 /// Basic auth for a chart repository. `Debug` hides the password.
 #[derive(Clone)]
@@ -260,7 +284,31 @@ impl ChartStore {
         }
     }
 
+    /// GET with retries: transient failures (no answer, 5xx but 501) are tried again after
+    /// [`RETRY_DELAYS`]; anything else fails at once.
     async fn get(
+        &self,
+        repo: &RepoSpec,
+        url: &str,
+        etag: Option<&str>,
+        limit: usize,
+    ) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            match self.get_once(repo, url, etag, limit).await {
+                Err(e) if e.is_transient() => match delays.next() {
+                    Some(d) => {
+                        tracing::debug!(url = %self.redactor.redact(url), error = %e, "retrying");
+                        tokio::time::sleep(*d).await;
+                    }
+                    None => return Err(e),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(
         &self,
         repo: &RepoSpec,
         url: &str,
@@ -282,10 +330,18 @@ impl ChartStore {
         if let Some(e) = etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, e);
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| http_err(None, error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| {
+            let message = error_chain(&e);
+            if message.to_ascii_lowercase().contains("certificate") {
+                Error::Tls {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(url),
+                    message: self.redactor.redact(&message),
+                }
+            } else {
+                http_err(None, message)
+            }
+        })?;
         let status = resp.status().as_u16();
         let new_etag = resp
             .headers()

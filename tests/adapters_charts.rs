@@ -132,6 +132,14 @@ async fn unknown_chart_or_version_and_server_errors_are_reported() -> anyhow::Re
         .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 
+    // One transient 500 is retried transparently.
+    repo.fail_next(1);
+    let before = repo.requests("/index.yaml");
+    store
+        .pull(&repo.url(), "demo", &constraint("1.0.0"))
+        .await?;
+    assert_eq!(repo.requests("/index.yaml"), before + 2);
+
     repo.set_failing(true);
     let err = store
         .pull(&repo.url(), "demo", &constraint("1.0.0"))
@@ -246,10 +254,15 @@ async fn https_repositories_with_a_private_ca() -> anyhow::Result<()> {
         .pull(&repo.url(), "secure", &constraint("3.0.0"))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Http { status: None, .. }), "{err}");
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
     assert!(
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"
+    );
+    assert_eq!(
+        repo.requests("/index.yaml"),
+        0,
+        "no TLS handshake succeeded"
     );
 
     let ca = cache.path().join("ca.pem");
