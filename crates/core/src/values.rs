@@ -84,12 +84,11 @@ fn merge_into(dst: &mut Map<String, Value>, src: &Map<String, Value>) {
     }
 }
 
-/// `sha256:<hex>` of the canonical JSON of `v`: object keys sorted at every level, no
-/// whitespace, numbers as serde_json prints them. Equal values give equal digests whatever
-/// the key order they were written in.
+/// `sha256:<hex>` of the canonical JSON of `v` (see [`canonical_json`]). Values that helm
+/// treats as equal give equal digests, so the desired values (merged here) and the values helm
+/// stored for a release (read back from helm) compare equal when nothing changed.
 pub fn canonical_digest(v: &Value) -> String {
-    let mut text = String::new();
-    canonical(v, &mut text);
+    let text = canonical_json(v);
     let digest = Sha256::digest(text.as_bytes());
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
@@ -99,11 +98,34 @@ pub fn canonical_digest(v: &Value) -> String {
     out
 }
 
-/// The canonical JSON text used by [`canonical_digest`].
+/// The canonical JSON text used by [`canonical_digest`]:
+/// - object keys sorted at every level, no whitespace;
+/// - a top-level `null` is `{}` (helm reports "no user values" as `null`);
+/// - every number as the 64-bit float helm holds it as (helm reads values through JSON, so
+///   `1`, `1.0` and `1e0` are the same value, and integers beyond 2^53 are rounded): integral
+///   values below 10^15 print as integers, others in Rust's shortest round-trip form.
 pub fn canonical_json(v: &Value) -> String {
     let mut text = String::new();
-    canonical(v, &mut text);
+    match v {
+        Value::Null => text.push_str("{}"),
+        other => canonical(other, &mut text),
+    }
     text
+}
+
+fn canonical_number(n: &serde_json::Number, out: &mut String) {
+    match n.as_f64() {
+        Some(f) if f.is_finite() => {
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                // Exact: |f| < 10^15 < 2^53.
+                let i = f as i64;
+                out.push_str(&i.to_string());
+            } else {
+                out.push_str(&format!("{f:e}"));
+            }
+        }
+        _ => out.push_str(&n.to_string()),
+    }
 }
 
 fn canonical(v: &Value, out: &mut String) {
@@ -132,6 +154,7 @@ fn canonical(v: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::Number(n) => canonical_number(n, out),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -215,6 +238,33 @@ mod tests {
             s.contains("profile list: values: values must be a mapping"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn digest_treats_numbers_and_empty_values_like_helm() {
+        // What we merge (YAML floats stay floats) vs. what helm stores (Go float64 -> JSON).
+        assert_eq!(
+            canonical_digest(&json!({"a": 1.0, "b": [2.50], "c": 1e3})),
+            canonical_digest(&serde_json::from_str(r#"{"a": 1, "b": [2.5], "c": 1000}"#).unwrap())
+        );
+        // Integers beyond 2^53 as helm rounds them.
+        let big: Value = serde_json::from_str(r#"{"n": 12345678901234567891}"#).unwrap();
+        let go: Value = serde_json::from_str(r#"{"n": 12345678901234567000}"#).unwrap();
+        assert_eq!(canonical_digest(&big), canonical_digest(&go));
+        assert_eq!(
+            canonical_json(&json!({"x": 1e21, "y": -0.5, "z": 3})),
+            r#"{"x":1e21,"y":-5e-1,"z":3}"#
+        );
+        assert_ne!(
+            canonical_digest(&json!({"a": 1})),
+            canonical_digest(&json!({"a": 2}))
+        );
+        assert_ne!(
+            canonical_digest(&json!({"a": 1})),
+            canonical_digest(&json!({"a": "1"}))
+        );
+        // No user values: helm says null, the merge says {}.
+        assert_eq!(canonical_digest(&Value::Null), canonical_digest(&json!({})));
     }
 
     #[test]
