@@ -522,8 +522,15 @@ impl GitSource {
             .parent()
             .expect("has parent")
             .join("checkouts");
+        if ref_kind(commit) != RefKind::FullCommit {
+            return Err(Error::BadPath {
+                path: commit.to_string(),
+                reason: "a checkout needs a full commit SHA (from fetch)",
+            });
+        }
         let dir = root.join(commit);
         if dir.is_dir() {
+            touch(&dir);
             return Ok(dir);
         }
         let io = |path: &Path| {
@@ -543,12 +550,45 @@ impl GitSource {
         archive.unpack(tmp.path()).map_err(io(tmp.path()))?;
         let staged = tmp.keep();
         match std::fs::rename(&staged, &dir) {
-            Ok(()) => Ok(dir),
+            Ok(()) => {}
             Err(_) if dir.is_dir() => {
                 let _ = std::fs::remove_dir_all(&staged);
-                Ok(dir)
             }
-            Err(source) => Err(Error::Io { path: dir, source }),
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        }
+        touch(&dir);
+        prune_checkouts(&root, &dir, KEEP_CHECKOUTS);
+        Ok(dir)
+    }
+}
+
+/// How many checkouts (the most recently used) stay on disk.
+pub const KEEP_CHECKOUTS: usize = 5;
+
+/// Marks a checkout as just used (its modification time orders pruning).
+fn touch(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes all but the `keep` most recently used checkouts under `root` (never `current`).
+fn prune_checkouts(root: &Path, current: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some((modified, e.path()))
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, path) in dirs.into_iter().skip(keep) {
+        if path != current {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }

@@ -269,3 +269,28 @@ async fn https_with_a_private_ca() -> anyhow::Result<()> {
     assert_eq!(src.fetch().await?.commit, c);
     Ok(())
 }
+
+#[tokio::test]
+async fn old_checkouts_are_pruned() -> anyhow::Result<()> {
+    let repo = TestRepo::new()?;
+    let cache = tempfile::tempdir()?;
+    let src = source(repo.path().to_str().unwrap(), "main", cache.path());
+    let mut dirs = Vec::new();
+    for i in 0..(strata::git::KEEP_CHECKOUTS + 2) {
+        repo.write("n", i.to_string())?;
+        repo.commit(&format!("c{i}"))?;
+        let rev = src.fetch().await?;
+        dirs.push(src.checkout(&rev.commit).await?);
+        // Modification times order the checkouts; keep them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let kept: Vec<bool> = dirs.iter().map(|d| d.is_dir()).collect();
+    assert_eq!(
+        kept.iter().filter(|k| **k).count(),
+        strata::git::KEEP_CHECKOUTS
+    );
+    assert!(!kept[0] && !kept[1], "the oldest went: {kept:?}");
+    assert!(kept.last().copied().unwrap());
+    assert!(src.checkout("main").await.is_err(), "only full SHAs");
+    Ok(())
+}
