@@ -585,7 +585,7 @@ fn prune_checkouts(root: &Path, current: &Path, keep: usize) {
             Some((modified, e.path()))
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, path) in dirs.into_iter().skip(keep) {
         if path != current {
             let _ = std::fs::remove_dir_all(&path);
