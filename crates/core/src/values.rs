@@ -267,6 +267,21 @@ mod tests {
         assert_eq!(canonical_digest(&Value::Null), canonical_digest(&json!({})));
     }
 
+    /// `helm get values -o json` of a release installed by helm 4.1.4 (on kubesim) with
+    /// `-f` of `RECORDED_INPUT`, and of one installed without values.
+    const RECORDED_INPUT: &str = "a: 1.0\nb: [2.50, 3]\nc: 1e3\nbig: 12345678901234567891\ndrop: null\ns: \"<&>\"\nnested: {x: {}}\n";
+    const RECORDED_HELM: &str = r#"{"a":1,"b":[2.5,3],"big":12345678901234567000,"c":1000,"drop":null,"nested":{"x":{}},"s":"\u003c\u0026\u003e"}"#;
+
+    #[test]
+    fn digest_of_merged_values_equals_digest_of_what_helm_stored() {
+        let file = parse_file("vals.yaml", RECORDED_INPUT).unwrap();
+        let merged = merge(&[("vals.yaml".into(), file)], &json!({})).unwrap();
+        let stored: Value = serde_json::from_str(RECORDED_HELM).unwrap();
+        assert_eq!(canonical_digest(&merged), canonical_digest(&stored));
+        let none = merge(&[], &json!({})).unwrap();
+        assert_eq!(canonical_digest(&none), canonical_digest(&Value::Null));
+    }
+
     #[test]
     fn digest_ignores_key_order_but_sees_changes() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
