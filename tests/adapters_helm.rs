@@ -267,6 +267,16 @@ async fn failures(bin: HelmBin) -> anyhow::Result<()> {
         .await?
         .unwrap();
     assert_eq!(record.status, "failed");
+    // Fixed values recover the failed release with a new revision.
+    let req = request(
+        &env,
+        "cm-hook",
+        "cm-hook",
+        &chart("cert-manager"),
+        serde_json::json!({"installCRDs": false}),
+    );
+    let fixed = env.helm.upgrade_install(&req).await?;
+    assert_eq!((fixed.revision, fixed.status.as_str()), (2, "deployed"));
 
     // A Deployment that never becomes ready: helm's own timeout.
     let mut req = request(
