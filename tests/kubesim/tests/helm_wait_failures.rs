@@ -154,10 +154,9 @@ async fn slow_deployment_is_waited_for(v: Helm, legacy: bool) {
         "did not wait: {:?}",
         out.took
     );
-    // helm 4's watcher returns right after readiness; legacy waits poll every 2 s.
-    let limit = if v == Helm::V4 && !legacy { 5 } else { 9 };
+    // Returned once ready, long before its 60 s timeout (a generous bound: loaded CI machines).
     assert!(
-        out.took < Duration::from_secs(limit),
+        out.took < Duration::from_secs(20),
         "waited too long: {:?}",
         out.took
     );
