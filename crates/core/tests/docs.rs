@@ -109,6 +109,7 @@ fn workspace_examples_parse() {
         return; // no examples directory in this checkout
     };
     let mut stack: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+    let mut checked = 0;
     while let Some(p) = stack.pop() {
         if p.is_dir() {
             stack.extend(
@@ -127,10 +128,19 @@ fn workspace_examples_parse() {
         let name = p.display().to_string();
         if text.contains("kind: ProfileList") {
             profiles::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
         } else if text.contains("kind: LayerAllocation") {
             allocation::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        } else if p.file_name().is_some_and(|f| f == "Chart.yaml") {
+            chart::parse_chart_yaml(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
         }
     }
+    assert!(
+        checked > 0,
+        "examples/ holds no profile list, allocation or chart"
+    );
 }
 
 fn props(schema: &Value, pointer: &str) -> Vec<String> {
