@@ -17,6 +17,11 @@
 #               x86_64-unknown-linux-musl, when that target and musl-gcc are installed; else a
 #               glibc release build, whose libraries are then added to the rootfs).
 #   HELM        helm binary (default: $STRATA_TOOLS_DIR or <repo>/.tools, helm4/helm).
+#   SKIP_CLUSTER=1  skip the in-cluster phase.
+#   KUBESIM     kubesim binary for the in-cluster phase (default: cargo build -p kubesim).
+#   CLUSTER_KUBECONFIG, CLUSTER_SA_DIR, CLUSTER_API_PORT: use a simulated cluster the caller
+#               already runs (its kubeconfig, service-account directory, API port on 127.0.0.1)
+#               instead of starting kubesim.
 # Needs root (chroot, mount namespace; the checked processes themselves run as 65532),
 # util-linux (unshare, setpriv) and coreutils chroot.
 #
@@ -166,24 +171,35 @@ sa_dir=
 if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
   kubectl=${KUBECTL:-$tools/kubectl/kubectl}
   [ -x "$kubectl" ] || fail "kubectl not found at $kubectl: run scripts/install-tools.sh or set KUBECTL"
-  kubesim=${KUBESIM:-}
-  if [ -z "$kubesim" ]; then
-    say "building kubesim (cargo build -p kubesim --bin kubesim)"
-    (cd "$repo" && cargo build -q -p kubesim --bin kubesim)
-    kubesim=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kubesim
-  fi
-  [ -x "$kubesim" ] || fail "kubesim binary not found at $kubesim"
   sa_dir=$work/serviceaccount
-  "$kubesim" --listen 127.0.0.1:0 --kubeconfig "$work/kubeconfig" --in-cluster-dir "$sa_dir" \
-    --in-cluster-namespace strata-system >"$work/kubesim.out" 2>"$work/kubesim.err" &
-  kubesim_pid=$!
-  trap 'kill "$daemon" "$kubesim_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-  for _ in $(seq 100); do
-    grep -q '^https://' "$work/kubesim.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  grep -q '^https://' "$work/kubesim.out" || fail "kubesim did not start: $(cat "$work/kubesim.err")"
+  if [ -n "${CLUSTER_KUBECONFIG:-}" ]; then
+    # A cluster the caller started (tests/delivery.rs starts kubesim in-process).
+    if [ ! -f "$CLUSTER_KUBECONFIG" ] || [ ! -d "${CLUSTER_SA_DIR:-}" ] || [ -z "${CLUSTER_API_PORT:-}" ]; then
+      fail "CLUSTER_KUBECONFIG needs CLUSTER_SA_DIR (token, ca.crt, namespace) and CLUSTER_API_PORT"
+    fi
+    cp "$CLUSTER_KUBECONFIG" "$work/kubeconfig"
+    cp -R "$CLUSTER_SA_DIR" "$sa_dir"
+    api_port=$CLUSTER_API_PORT
+  else
+    kubesim=${KUBESIM:-}
+    if [ -z "$kubesim" ]; then
+      say "building kubesim (cargo build -p kubesim --bin kubesim)"
+      (cd "$repo" && cargo build -q -p kubesim --bin kubesim)
+      kubesim=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kubesim
+    fi
+    [ -x "$kubesim" ] || fail "kubesim binary not found at $kubesim"
+    "$kubesim" --listen 127.0.0.1:0 --kubeconfig "$work/kubeconfig" --in-cluster-dir "$sa_dir" \
+      --in-cluster-namespace strata-system >"$work/kubesim.out" 2>"$work/kubesim.err" &
+    kubesim_pid=$!
+    trap 'kill "$daemon" "$kubesim_pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+    for _ in $(seq 100); do
+      grep -q '^https://' "$work/kubesim.out" 2>/dev/null && break
+      sleep 0.1
+    done
+    grep -q '^https://' "$work/kubesim.out" || fail "kubesim did not start: $(cat "$work/kubesim.err")"
+    api_port=$(grep -m1 '^KUBERNETES_SERVICE_PORT=' "$work/kubesim.out" | cut -d= -f2)
+  fi
   k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
   # deploy/ as is, with the example repository as the Git URL.
   "$kubectl" kustomize "$repo/deploy" |
@@ -199,7 +215,6 @@ if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
   mapfile -t cluster_env < <(k -n strata-system get configmap strata-config \
     -o go-template='{{range $k, $v := .data}}{{$k}}={{$v}}{{"\n"}}{{end}}')
   [ "${#cluster_env[@]}" -gt 0 ] || fail "ConfigMap strata-config is empty in the cluster"
-  api_port=$(grep -m1 '^KUBERNETES_SERVICE_PORT=' "$work/kubesim.out" | cut -d= -f2)
   status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cluster_env+=(
     STRATA_NAMESPACE=strata-system

@@ -932,21 +932,40 @@ fn is_root() -> bool {
 
 /// The image layout check (scripts/check-image-layout.sh) on this test build of strata:
 /// read-only root, only /tmp writable, uid 65532, the image's environment; git, helm,
-/// `strata --help` and `strata plan` work there. Its in-cluster phase (kubesim + deploy/ +
-/// `strata run --once`) is run by the script itself (SKIP_CLUSTER unset), see deploy/README.md.
-#[test]
-fn image_layout_check_passes_for_this_build() -> Result<()> {
+/// `strata --help` and `strata plan` work there. Then its in-cluster phase against a simulated
+/// cluster started here: deploy/ applied with kubectl, the agent run with the applied
+/// ConfigMap as environment, the service-account directory at the in-cluster path and
+/// KUBERNETES_SERVICE_HOST/PORT, `strata run --once` must make the status ConfigMap Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_layout_and_in_cluster_run_pass_for_this_build() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: scripts/check-image-layout.sh needs root (chroot, mount namespace)");
         return Ok(());
     }
-    let out = Command::new("bash")
+    let cluster = kubesim::start(kubesim::Config::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    let in_cluster = cluster.write_in_cluster_env(dir.path().join("sa"), "strata-system")?;
+    let api_port = in_cluster
+        .env
+        .iter()
+        .find(|(k, _)| k == "KUBERNETES_SERVICE_PORT")
+        .map(|(_, v)| v.clone())
+        .context("KUBERNETES_SERVICE_PORT")?;
+    let run = tokio::process::Command::new("bash")
         .arg(repo().join("scripts/check-image-layout.sh"))
         .arg(env!("CARGO_BIN_EXE_strata"))
-        .env("SKIP_CLUSTER", "1")
         .env("STRATA_TOOLS_DIR", tools_dir())
-        .output()
-        .context("running scripts/check-image-layout.sh")?;
+        .env("KUBECTL", kubectl()?)
+        .env("CLUSTER_KUBECONFIG", &kubeconfig)
+        .env("CLUSTER_SA_DIR", &in_cluster.dir)
+        .env("CLUSTER_API_PORT", api_port)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(240), run).await;
+    cluster.shutdown().await;
+    let out = out.context("check-image-layout timed out")??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
@@ -958,6 +977,8 @@ fn image_layout_check_passes_for_this_build() -> Result<()> {
         "ok: helm renders a chart",
         "ok: strata --help",
         "ok: strata plan against the example repository",
+        "ok: strata run --once in the cluster",
+        "says Ready",
         "PASS:",
     ] {
         ensure!(stdout.contains(step), "no {step:?} in:\n{stdout}");
