@@ -342,3 +342,52 @@ async fn a_concurrent_operation_is_reported_as_in_progress() -> anyhow::Result<(
     env.cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_helm_leaves_pending_install_and_uninstall_clears_it() -> anyhow::Result<()> {
+    let env = env(HelmBin::V4).await?;
+    let slow = serde_json::json!({
+        "installCRDs": false,
+        "startupapicheck": {"enabled": false},
+        "webhook": {"annotations": {"kubesim.strata.dev/never-ready": "true"}}
+    });
+    let req = request(&env, "stuck", "stuck", &chart("cert-manager"), slow);
+    let task = {
+        let helm = env.helm.clone();
+        let req = req.clone();
+        tokio::spawn(async move { helm.upgrade_install(&req).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while releases::latest(&env.client, "stuck", "stuck")
+        .await?
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no pending record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Dropping the operation kills helm (kill_on_drop), as a crash of the agent would.
+    task.abort();
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stuck = releases::observe(&env.client, "stuck", "stuck")
+        .await?
+        .unwrap();
+    assert!(stuck.status.is_pending(), "{:?}", stuck.status);
+    let err = env.helm.upgrade_install(&req).await.unwrap_err();
+    assert_eq!(err.kind(), Some(FailureKind::OperationInProgress), "{err}");
+
+    env.helm
+        .uninstall("stuck", "stuck", Duration::from_secs(30))
+        .await?;
+    assert_eq!(releases::latest(&env.client, "stuck", "stuck").await?, None);
+    let ok = request(
+        &env,
+        "stuck",
+        "stuck",
+        &chart("cert-manager"),
+        serde_json::json!({"installCRDs": false, "startupapicheck": {"enabled": false}}),
+    );
+    assert_eq!(env.helm.upgrade_install(&ok).await?.status, "deployed");
+    env.cluster.shutdown().await;
+    Ok(())
+}
