@@ -7,10 +7,12 @@
 #     /proc and /dev from the host;
 #   - run as uid/gid 65532 (so no capabilities) with no_new_privs, with exactly the image's
 #     environment (ENV of the Dockerfile's final stage, repeated below: keep them in sync).
-# Then it asserts: git and helm work there (clone the example repository, helm template and
-# helm env with every helm home under /tmp), a write outside /tmp fails (the layout really is
-# read-only), `strata --help` succeeds, and, once the binary has the subcommand,
-# `strata plan` against a local example profile repository succeeds and names its releases.
+# Then it asserts: git and helm work there (clone the example repository over git://, git's
+# https helper loads, helm template and helm env with every helm home under /tmp), a write
+# outside /tmp fails (the layout really is read-only), `strata --help` succeeds, and, once the
+# binary has the subcommand, `strata plan` against the example profile repository succeeds and
+# names its releases. In-cluster phase: deploy/ applied to a simulated cluster, the agent run
+# with the Deployment's environment and service-account mount, `strata run --once` -> Ready.
 #
 # Usage: scripts/check-image-layout.sh [STRATA_BIN]
 #   STRATA_BIN  the strata binary to check (default: build it like the image does, release for
@@ -28,7 +30,9 @@
 # What it assumes about the agent (adjust here when the flags settle): configuration by the
 # env vars STRATA_GIT_URL (git:// here), STRATA_GIT_REF, STRATA_PROFILES_PATH and
 # STRATA_WORK_DIR; a `plan` subcommand listed in `--help` that exits 0 for a valid profile
-# list and prints the release names. Without `plan` in --help that step is skipped, not failed.
+# list and prints the release names; `strata run --once` exits 0 once every layer is Ready and
+# the status is in ConfigMap strata-system/strata-status (key status.json, JSON with a top-level
+# "phase"). Without `plan` in --help, or `--once` in `run --help`, that step is skipped.
 set -euo pipefail
 umask 022
 
