@@ -139,6 +139,68 @@ async fn kubectl_server_side_apply_get_wait_delete() {
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["status"]["availableReplicas"], 3);
 
+    // A new image through kubectl: rollout status follows it, history lists both revisions,
+    // undo goes back to the first ReplicaSet.
+    sim.kubectl(&[
+        "set",
+        "image",
+        "deployment/web",
+        "web=registry.example/web:2",
+        "-n",
+        "demo",
+    ])
+    .await
+    .ok();
+    let out = sim
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            "demo",
+            "--timeout=30s",
+        ])
+        .await
+        .ok();
+    assert!(
+        out.stdout
+            .contains(r#"deployment "web" successfully rolled out"#),
+        "{out}"
+    );
+    let out = sim
+        .kubectl(&["rollout", "history", "deployment/web", "-n", "demo"])
+        .await
+        .ok();
+    let revisions: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{out}");
+    sim.kubectl(&["rollout", "undo", "deployment/web", "-n", "demo"])
+        .await
+        .ok();
+    sim.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "demo",
+        "--timeout=30s",
+    ])
+    .await
+    .ok();
+    let d = sim.get("apps", "deployments", "demo", "web").unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/web:1"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+
     let out = sim
         .kubectl(&[
             "delete",
