@@ -10,7 +10,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::agent::SourceConfig;
-use crate::agent::revision::Loader;
+use crate::agent::revision::{LoadError, Loader};
 use crate::config::OutputFormat;
 use crate::process::Redactor;
 use crate::status::ProblemView;
@@ -23,6 +23,8 @@ pub enum Error {
     Setup(#[from] crate::agent::revision::SetupError),
     #[error("{0}")]
     Fetch(#[from] crate::git::Error),
+    #[error("the revision cannot be loaded now: {0}; try again")]
+    Unavailable(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
     #[error("cannot encode the output: {0}")]
@@ -62,7 +64,10 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
     let result = loader.load(&fetched).await;
     let (plan, problems) = match &result {
         Ok(loaded) => (Some(&loaded.plan), Vec::new()),
-        Err(problems) => (None, problems.clone()),
+        Err(LoadError::Invalid(problems)) => (None, problems.clone()),
+        Err(LoadError::Unavailable(errors)) => {
+            return Err(Error::Unavailable(errors.join("; ")));
+        }
     };
     let valid = plan.is_some();
     match format {

@@ -562,3 +562,44 @@ async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// A chart repository outage is not a bad revision: the new commit is neither applied nor
+/// rejected, the status says why (Degraded), and it is applied once the repository is back.
+#[tokio::test]
+async fn chart_repository_outage_is_retried_not_rejected() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    let good = s.repo.head()?;
+    agent
+        .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    s.charts.set_failing(true);
+    s.repo.write(
+        "profiles.yaml",
+        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: later}"),
+    )?;
+    let next = s.repo.commit("while the chart repository is down")?;
+    let st = agent
+        .wait_status("repository outage reported", LONG, |st| {
+            st["phase"] == "Degraded"
+                && st["lastError"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(next.as_str()))
+        })
+        .await?;
+    assert!(st.get("rejectedRevision").is_none(), "not rejected: {st:#}");
+    assert_eq!(st["revision"]["commit"], good.as_str());
+    s.charts.set_failing(false);
+    agent
+        .wait_status("new revision applied", LONG, |st| {
+            st["phase"] == "Ready" && st["revision"]["commit"] == next.as_str()
+        })
+        .await?;
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_revisions_rejected_total 0"),
+        "{metrics}"
+    );
+    agent.stop().await?;
+    Ok(())
+}

@@ -278,8 +278,24 @@ impl Agent {
         };
         let loaded = match self.loader.load(&fetched).await {
             Ok(l) => l,
-            Err(problems) => {
+            Err(revision::LoadError::Invalid(problems)) => {
                 self.reject(&info, problems);
+                self.readiness.set_ready();
+                return CycleResult::NotReady;
+            }
+            Err(revision::LoadError::Unavailable(errors)) => {
+                for e in &errors {
+                    tracing::error!(commit = %info.commit, error = %e, "revision cannot be loaded now; retrying at the next interval");
+                }
+                let msg = format!(
+                    "revision {} cannot be loaded now (retrying at the next interval): {}",
+                    info.commit,
+                    errors.join("; ")
+                );
+                self.status.update(|s| {
+                    s.last_error = Some(msg);
+                    s.phase = OverallPhase::Degraded;
+                });
                 self.readiness.set_ready();
                 return CycleResult::NotReady;
             }

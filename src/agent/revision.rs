@@ -152,37 +152,47 @@ impl Loader {
         commit: &str,
         path: &str,
         referenced_from: (&str, &str),
-    ) -> Result<String, ProblemView> {
+    ) -> Result<String, Failure> {
         match self.git.read_file(commit, path).await {
-            Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| ProblemView {
-                file: path.to_string(),
-                field: String::new(),
-                message: "the file is not UTF-8 text".into(),
+            Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| {
+                Failure::Problem(ProblemView {
+                    file: path.to_string(),
+                    field: String::new(),
+                    message: "the file is not UTF-8 text".into(),
+                })
             }),
-            Ok(None) => Err(ProblemView {
+            Ok(None) => Err(Failure::Problem(ProblemView {
                 file: referenced_from.0.to_string(),
                 field: referenced_from.1.to_string(),
                 message: format!("file {path} does not exist in commit {commit}"),
-            }),
-            Err(e) => Err(ProblemView {
-                file: path.to_string(),
-                field: String::new(),
-                message: format!("cannot read it from Git: {e}"),
-            }),
+            })),
+            Err(e) => Err(Failure::Unavailable(format!(
+                "cannot read {path} of commit {commit} from the Git cache: {e}"
+            ))),
         }
     }
 
-    /// Load and validate the revision at `fetched`: every problem, or a plan with its jobs.
-    pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, Vec<ProblemView>> {
+    /// Load and validate the revision at `fetched`: a plan with its jobs, every problem of
+    /// the revision, or (a chart repository or the Git cache failing) that it cannot be
+    /// judged now.
+    pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, LoadError> {
         let commit = fetched.commit.as_str();
         let path = self.profiles_path.as_str();
         let text = self
             .read_text(commit, path, (path, ""))
             .await
-            .map_err(|p| vec![p])?;
+            .map_err(|f| match f {
+                Failure::Problem(p) => LoadError::Invalid(vec![p]),
+                Failure::Unavailable(m) => LoadError::Unavailable(vec![m]),
+            })?;
         let list = strata_core::profiles::parse(path, &text)
-            .map_err(|ps| ps.iter().map(view).collect::<Vec<_>>())?;
+            .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
         let mut problems: Vec<ProblemView> = Vec::new();
+        let mut unavailable: Vec<String> = Vec::new();
+        let mut sink = |f: Failure, problems: &mut Vec<ProblemView>| match f {
+            Failure::Problem(p) => problems.push(p),
+            Failure::Unavailable(m) => unavailable.push(m),
+        };
 
         // Allocation file (model `allocated`).
         let allocation = match (&list.layering.model, &list.layering.allocation_file) {
@@ -198,8 +208,8 @@ impl Loader {
                             None
                         }
                     },
-                    Err(p) => {
-                        problems.push(p);
+                    Err(f) => {
+                        sink(f, &mut problems);
                         None
                     }
                 }
@@ -225,7 +235,7 @@ impl Loader {
                         Ok(v) => files.push((vf.clone(), v)),
                         Err(p) => problems.push(p),
                     },
-                    Err(p) => problems.push(p),
+                    Err(f) => sink(f, &mut problems),
                 }
             }
             let inline = serde_json::Value::Object(profile.values.clone());
@@ -255,10 +265,16 @@ impl Loader {
                                 format!("{name}-{}.tgz:Chart.yaml", c.version),
                             )
                         })
-                        .map_err(|e| ProblemView {
-                            file: path.to_string(),
-                            field: field("chart"),
-                            message: e.to_string(),
+                        .map_err(|e| {
+                            if is_transient(&e) {
+                                Failure::Unavailable(e.to_string())
+                            } else {
+                                Failure::Problem(ProblemView {
+                                    file: path.to_string(),
+                                    field: field("chart"),
+                                    message: e.to_string(),
+                                })
+                            }
                         })
                 }
                 ChartRef::Path { path: chart_dir } => {
@@ -266,11 +282,12 @@ impl Loader {
                         match self.git.checkout(commit).await {
                             Ok(dir) => checkout = Some(dir),
                             Err(e) => {
-                                problems.push(ProblemView {
-                                    file: path.to_string(),
-                                    field: field("chart.path"),
-                                    message: format!("cannot check out commit {commit}: {e}"),
-                                });
+                                sink(
+                                    Failure::Unavailable(format!(
+                                        "cannot check out commit {commit}: {e}"
+                                    )),
+                                    &mut problems,
+                                );
                                 continue;
                             }
                         }
@@ -283,7 +300,7 @@ impl Loader {
                             .await,
                     ) {
                         (Some(dir), Ok(text)) => Ok((dir, text, chart_file)),
-                        (_, Err(p)) => Err(p),
+                        (_, Err(f)) => Err(f),
                         (None, Ok(_)) => continue,
                     }
                 }
@@ -312,15 +329,19 @@ impl Loader {
                         Err(ps) => problems.extend(ps.iter().map(view)),
                     }
                 }
-                Err(p) => problems.push(p),
+                Err(f) => sink(f, &mut problems),
             }
+        }
+        if !unavailable.is_empty() {
+            // Judging the revision needs every input: try again at the next interval.
+            return Err(LoadError::Unavailable(unavailable));
         }
         if !problems.is_empty() {
             // Planning with missing charts would only add noise about them.
-            return Err(problems);
+            return Err(LoadError::Invalid(problems));
         }
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
-            .map_err(|ps| ps.iter().map(view).collect::<Vec<_>>())?;
+            .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
         let explicit = explicit_timeouts(&text);
         let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values, &explicit);
         Ok(Loaded {
@@ -329,6 +350,33 @@ impl Loader {
             plan,
             jobs,
         })
+    }
+}
+
+/// Why a revision could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// The revision is invalid: every problem found, each with file and field.
+    Invalid(Vec<ProblemView>),
+    /// An input could not be read now (chart repository down, Git cache failing): the
+    /// revision is neither accepted nor rejected; the next interval tries again.
+    Unavailable(Vec<String>),
+}
+
+/// One failed input.
+enum Failure {
+    Problem(ProblemView),
+    Unavailable(String),
+}
+
+/// Chart errors that say nothing about the revision (retry later) rather than a problem in it.
+fn is_transient(e: &crate::charts::Error) -> bool {
+    match e {
+        crate::charts::Error::Http { status, .. } => {
+            status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
+        }
+        crate::charts::Error::Io { .. } => true,
+        _ => false,
     }
 }
 
