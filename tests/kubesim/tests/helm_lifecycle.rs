@@ -152,6 +152,10 @@ async fn lifecycle(v: Helm, mode: Mode) {
         "replicas=2",
         "--set",
         "message=bye",
+        "--set-string",
+        "dbTag=16",
+        "--set-string",
+        "agentTag=2",
     ];
     upgrade.extend(mode.upgrade);
     helm(with_wait(&upgrade)).await.ok();
@@ -191,6 +195,39 @@ async fn lifecycle(v: Helm, mode: Mode) {
     assert_eq!(old["spec"]["replicas"], 0, "old ReplicaSet scaled down");
     let cm = sim.get("", "configmaps", "app", "rel-config").unwrap();
     assert_eq!(cm["data"]["message"], "bye");
+    // The StatefulSet and DaemonSet rolled their pods to the new template before helm returned.
+    let sts = sim.get("apps", "statefulsets", "app", "rel-db").unwrap();
+    let update_revision = sts["status"]["updateRevision"].as_str().unwrap().to_owned();
+    let pods = sim.list("", "pods", "app");
+    let images = |app: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == app)
+            .map(|p| {
+                (
+                    p["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    p["metadata"]["labels"]["controller-revision-hash"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let db = images("rel-db");
+    assert_eq!(db.len(), 2, "{db:?}");
+    for (image, rev) in &db {
+        assert_eq!(image, "registry.example/db:16");
+        assert_eq!(rev, &update_revision);
+    }
+    let agent = images("rel-agent");
+    assert_eq!(agent.len(), 1, "{agent:?}");
+    assert_eq!(agent[0].0, "registry.example/agent:2");
 
     // Roll back to revision 1: the first ReplicaSet comes back as revision 3.
     helm(with_wait(&["rollback", "rel", "1", "-n", "app"]))
