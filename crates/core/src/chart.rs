@@ -176,9 +176,11 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
     let Some(f) = ctx.map(&root, "", None) else {
         return Err(ctx.problems);
     };
-    let api_version = ctx
-        .required(&f, "apiVersion", "")
-        .and_then(|n| ctx.string(n, "apiVersion").map(|s| (n, s)));
+    // Helm reads a Chart.yaml without apiVersion as v1.
+    let api_version = match f.get("apiVersion") {
+        None => Some((f.node, "v1".to_owned())),
+        Some(n) => ctx.string(n, "apiVersion").map(|s| (n, s)),
+    };
     if let Some((n, v)) = &api_version
         && v != "v1"
         && v != "v2"
@@ -193,13 +195,13 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
         .required(&f, "name", "")
         .and_then(|n| ctx.string(n, "name").map(|s| (n, s)));
     if let Some((n, s)) = &name
-        && (s.trim().is_empty() || s.contains(['/', '\\', ' ']))
+        && (s.trim().is_empty() || s.contains(['/', '\\']))
     {
         ctx.report(Some(n), "name", format!("`{s}` is not a valid chart name"));
     }
     let version = ctx.required(&f, "version", "").and_then(|n| {
         let text = match &n.value {
-            Value::Int(_) | Value::UInt(_) | Value::Float(_) => n.scalar_text(),
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => n.scalar_text_in(text),
             _ => ctx.string(n, "version"),
         }?;
         if let Err(e) = parse_version(&text) {
@@ -223,23 +225,21 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
             None => ChartType::Application,
         },
     };
-    let app_version = f.get("appVersion").and_then(|n| n.scalar_text());
+    let app_version = f.get("appVersion").and_then(|n| n.scalar_text_in(text));
     let mut annotations = BTreeMap::new();
     if let Some(n) = f.get("annotations")
         && let Some(af) = ctx.map(n, "annotations", None)
     {
         for (k, _, v) in &af.entries {
-            match &v.value {
-                Value::Str(s) => {
-                    annotations.insert(k.clone(), s.clone());
+            // Like helm, scalars are read as their text; lists and mappings are errors.
+            match v.scalar_text_in(text) {
+                Some(s) if v.value != Value::Null => {
+                    annotations.insert(k.clone(), s);
                 }
                 _ => ctx.report(
                     Some(v),
                     &format!("annotations[{k}]"),
-                    format!(
-                        "annotation values must be strings, found {}; quote it",
-                        v.type_name()
-                    ),
+                    format!("annotation values must be strings, found {}", v.type_name()),
                 ),
             }
         }
@@ -259,7 +259,7 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
             else {
                 continue;
             };
-            let text = |key: &str| df.get(key).and_then(|n| n.scalar_text());
+            let text = |key: &str| df.get(key).and_then(|n| n.scalar_text_in(text));
             dependencies.push(ChartDependency {
                 name: dep_name,
                 version: text("version"),
@@ -369,7 +369,7 @@ dependencies:
     #[test]
     fn invalid_chart_yaml_reports_everything() {
         let text =
-            "apiVersion: v3\nversion: one\ntype: plugin\nannotations:\n  strata.dev/layer: 5\n";
+            "apiVersion: v3\nversion: one\ntype: plugin\nannotations:\n  strata.dev/layer: [5]\n";
         let ps = parse_chart_yaml("Chart.yaml", text).unwrap_err();
         let s = ps.to_string();
         for needle in [
@@ -384,6 +384,25 @@ dependencies:
         assert_eq!(ps.len(), 5, "{s}");
         assert!(parse_chart_yaml("Chart.yaml", "").is_err());
         assert!(parse_chart_yaml("Chart.yaml", "[1]").is_err());
+    }
+
+    #[test]
+    fn lenient_where_helm_is() {
+        // No apiVersion (v1), a name with spaces, numeric annotation values, an unquoted
+        // version: helm accepts all of these.
+        let text = "name: My Chart\nversion: 1.10\nappVersion: 2.0\nannotations:\n  strata.dev/profile: true\n  strata.dev/layer: 5\n";
+        let c = parse_chart_yaml("Chart.yaml", text).unwrap();
+        assert_eq!(c.api_version, "v1");
+        assert_eq!(c.name, "My Chart");
+        assert_eq!(c.version, "1.10");
+        assert_eq!(c.app_version.as_deref(), Some("2.0"));
+        assert_eq!(c.annotations["strata.dev/layer"], "5");
+        assert_eq!(c.profile.unwrap().layer, Some(LayerNumber(5)));
+        let ps = parse_chart_yaml("Chart.yaml", "name: a/b\nversion: 1.0.0\n").unwrap_err();
+        assert!(
+            ps.to_string().contains("`a/b` is not a valid chart name"),
+            "{ps}"
+        );
     }
 
     #[test]

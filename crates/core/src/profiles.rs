@@ -214,7 +214,7 @@ pub struct Profile {
 /// Parse and validate a profile list. `file` names the file in problems.
 pub fn parse(file: &str, text: &str) -> Result<ProfileList, Problems> {
     let root = yaml::parse(file, text).map_err(Problems::from)?;
-    let mut ctx = Ctx::new(file);
+    let mut ctx = Ctx::with_source(file, text);
     let list = validate(&mut ctx, &root);
     match list {
         Some(l) if ctx.problems.is_empty() => Ok(l),
@@ -660,18 +660,21 @@ fn profile(
             let text = match &n.value {
                 Value::Str(s) => Some(s.clone()),
                 Value::Int(i) => Some(i.to_string()),
-                Value::Float(_) => {
-                    ctx.report(
-                        Some(n),
-                        &vpath,
-                        format!(
-                            "`{}` was read as a number; quote the version, e.g. \"{}\"",
-                            n.scalar_text().unwrap_or_default(),
-                            n.scalar_text().unwrap_or_default()
-                        ),
-                    );
-                    None
-                }
+                // An unquoted `1.10` is a YAML number: use its spelling, not the float.
+                Value::Float(_) => match n.raw(ctx.source) {
+                    Some(raw) => Some(raw.trim().to_owned()),
+                    None => {
+                        ctx.report(
+                            Some(n),
+                            &vpath,
+                            format!(
+                                "`{}` was read as a number; quote the version",
+                                n.scalar_text().unwrap_or_default()
+                            ),
+                        );
+                        None
+                    }
+                },
                 _ => {
                     ctx.report(
                         Some(n),

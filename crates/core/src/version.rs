@@ -36,8 +36,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Parse a chart version like helm does: a leading `v` is allowed, and `1` / `1.2` are read
-/// as `1.0.0` / `1.2.0`.
+/// Parse a chart version like helm does: a leading `v` is allowed, `1` / `1.2` are read
+/// as `1.0.0` / `1.2.0`, and leading zeros are ignored (`01.2.3` is `1.2.3`).
 pub fn parse_version(text: &str) -> Result<Version> {
     let t = text.trim();
     let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
@@ -116,9 +116,6 @@ fn parse_partial(t: &str) -> std::result::Result<Partial, String> {
         }
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("`{p}` is not a number"));
-        }
-        if p.len() > 1 && p.starts_with('0') {
-            return Err(format!("`{p}` has a leading zero"));
         }
         nums[i] = Some(p.parse().map_err(|_| format!("`{p}` is too large"))?);
     }
@@ -441,7 +438,8 @@ mod tests {
         assert_eq!(parse_version("2").unwrap(), Version::new(2, 0, 0));
         assert!(parse_version("1.2.x").is_err());
         assert!(parse_version("banana").is_err());
-        assert!(parse_version("01.2.3").is_err());
+        // Helm (Masterminds' lenient parser) accepts leading zeros in chart versions.
+        assert_eq!(parse_version("01.2.03").unwrap(), Version::new(1, 2, 3));
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::problem::{Problem, Problems};
 pub struct Node {
     pub line: u32,
     pub column: u32,
+    /// Byte range of the node in the parsed text, when known.
+    pub span: Option<(usize, usize)>,
     pub value: Value,
 }
 
@@ -39,7 +41,27 @@ impl Node {
         Self {
             line: 0,
             column: 0,
+            span: None,
             value,
+        }
+    }
+
+    /// The node's text as written in `source` (the text it was parsed from), when known.
+    /// Used where the spelling matters, e.g. a version `1.10` that YAML reads as a number.
+    pub fn raw<'t>(&self, source: &'t str) -> Option<&'t str> {
+        let (start, len) = self.span?;
+        source.get(start..start.checked_add(len)?)
+    }
+
+    /// Scalar text, preferring the spelling in `source` for numbers (`1.10` stays `1.10`).
+    pub fn scalar_text_in(&self, source: &str) -> Option<String> {
+        match &self.value {
+            Value::Float(_) | Value::Int(_) | Value::UInt(_) => self
+                .raw(source)
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .or_else(|| self.scalar_text()),
+            _ => self.scalar_text(),
         }
     }
 
@@ -175,9 +197,15 @@ impl<'de> Deserialize<'de> for Value {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = serde_saphyr::Spanned::<Value>::deserialize(d)?;
+        let span = s.referenced.span();
+        let span = match (span.byte_offset(), span.byte_len()) {
+            (Some(o), Some(l)) => usize::try_from(o).ok().zip(usize::try_from(l).ok()),
+            _ => None,
+        };
         Ok(Node {
             line: u32::try_from(s.referenced.line()).unwrap_or(u32::MAX),
             column: u32::try_from(s.referenced.column()).unwrap_or(u32::MAX),
+            span,
             value: s.value,
         })
     }
@@ -262,13 +290,20 @@ pub(crate) fn join(path: &str, key: &str) -> String {
 /// Collects problems for one file.
 pub(crate) struct Ctx<'f> {
     pub file: &'f str,
+    /// The text being validated (for [`Node::raw`]); empty when not needed.
+    pub source: &'f str,
     pub problems: Problems,
 }
 
 impl<'f> Ctx<'f> {
     pub fn new(file: &'f str) -> Self {
+        Self::with_source(file, "")
+    }
+
+    pub fn with_source(file: &'f str, source: &'f str) -> Self {
         Self {
             file,
+            source,
             problems: Problems::new(),
         }
     }
@@ -453,6 +488,19 @@ mod tests {
         assert_eq!(p.file, "f.yaml");
         assert!(p.message.starts_with("invalid YAML"), "{p}");
         assert!(p.line.is_some(), "{p:?}");
+    }
+
+    #[test]
+    fn numbers_keep_their_spelling() {
+        let text = "version: 1.10\nother: 0x1F\nname: x\n";
+        let n = parse("f", text).unwrap();
+        let Value::Map(entries) = &n.value else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[0].1.value, Value::Float(1.1));
+        assert_eq!(entries[0].1.scalar_text_in(text).as_deref(), Some("1.10"));
+        assert_eq!(entries[1].1.scalar_text_in(text).as_deref(), Some("0x1F"));
+        assert_eq!(entries[2].1.scalar_text_in(text).as_deref(), Some("x"));
     }
 
     #[test]

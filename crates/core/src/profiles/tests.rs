@@ -150,7 +150,7 @@ profiles:
     valuesFiles: [/etc/passwd]
   - name: floaty
     chart: {repository: platform, name: f}
-    version: 1.2
+    version: 1.10
 "#;
     let m = messages(text);
     let expect = [
@@ -172,7 +172,6 @@ profiles:
         "profiles[a].layer: `top` is not a layer",
         "profiles[b].values: must be a mapping of values, found a list",
         "profiles[b].valuesFiles[0]: `/etc/passwd` is not a usable path",
-        "profiles[floaty].version: `1.2` was read as a number; quote the version",
     ];
     for e in expect {
         assert!(has(&m, e), "missing {e:?} in:\n{}", m.join("\n"));
@@ -323,6 +322,23 @@ fn values_duplicate_keys_reported() {
     assert!(
         has(&m, "profiles[a].values.nested.q: duplicate key `q`"),
         "{m:?}"
+    );
+}
+
+#[test]
+fn unquoted_numeric_version_keeps_its_spelling() {
+    let l = parse(
+        "p.yaml",
+        &minimal("  - name: a\n    chart: {repository: platform, name: a}\n    version: 1.10\n"),
+    )
+    .unwrap();
+    assert_eq!(l.profiles[0].version.as_ref().unwrap().as_str(), "1.10");
+    assert!(
+        l.profiles[0]
+            .version
+            .as_ref()
+            .unwrap()
+            .matches_str("1.10.3")
     );
 }
 
