@@ -337,6 +337,10 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Its own process group: a Ctrl-C in the agent's terminal does not reach helm mid-operation
+    // (the agent drains instead), and a timeout can kill the child's own children too.
+    #[cfg(unix)]
+    child_cmd.process_group(0);
     if let Some(dir) = &cmd.cwd {
         child_cmd.current_dir(dir);
     }
@@ -346,6 +350,7 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
         source,
     })?;
 
+    let pid = child.id();
     let stdin_task = match (cmd.stdin.clone(), child.stdin.take()) {
         (Some(data), Some(mut pipe)) => Some(tokio::spawn(async move {
             // A child that exits without reading its stdin is not an error of ours.
@@ -376,7 +381,11 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
     let (out, err, status) = match timed {
         Ok(done) => done,
         Err(_) => {
-            // `child` was moved into the dropped future: kill_on_drop killed it.
+            // `child` was moved into the dropped future: kill_on_drop killed it. Its own
+            // children (git's remote helpers, ssh) go with its process group.
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
             return Err(Error::Timeout {
                 program,
                 args: args(),
@@ -419,6 +428,21 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
         stderr: stderr_text,
         duration: started.elapsed(),
     })
+}
+
+/// Kills a process group with the system's `kill` (no unsafe code); best effort.
+fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
 }
 
 fn tail_str(text: &str, max: usize) -> &str {
@@ -568,6 +592,30 @@ mod tests {
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
         assert_eq!(err.stderr(), Some("waiting for the server\n"));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_childs_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let cmd = Command::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(300));
+        let err = run(&cmd, &Redactor::new()).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }));
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Gone, or a zombie waiting for its (killed) parent's reaper.
+        while proc_dir.exists()
+            && !std::fs::read_to_string(proc_dir.join("stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "grandchild {pid} survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
