@@ -77,7 +77,10 @@ impl fmt::Display for LayerSource {
             Self::Override => f.write_str("layer set in the profile list"),
             Self::Annotation { key } => write!(f, "annotation {key}"),
             Self::Category { category, key } => {
-                write!(f, "category `{category}` (annotation {key})")
+                write!(
+                    f,
+                    "category {category} from {key}, mapped by layering.categories"
+                )
             }
             Self::Allocation { file } => write!(f, "allocation file {file}"),
             Self::Unlayered { reason } => write!(f, "unlayered: {reason}"),

@@ -168,6 +168,12 @@ fn category_model() {
             key: "weave.works/category".into()
         }
     );
+    assert!(
+        p.to_string().contains(
+            "  cm  cm@1.0.0  namespace default  (category certificates from weave.works/category, mapped by layering.categories)"
+        ),
+        "{p}"
+    );
     // Missing category, unknown category.
     let l = list(layering, &[("a", ""), ("b", "")]);
     let c = charts(&[
