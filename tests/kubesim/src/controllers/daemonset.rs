@@ -17,6 +17,8 @@ pub struct Plan {
     pub delete: Vec<String>,
     /// The DaemonSet's status.
     pub status: Value,
+    /// Look again after this long (a pod becoming available after `minReadySeconds`).
+    pub requeue: Option<std::time::Duration>,
 }
 
 fn node_of(p: &Value) -> &str {
@@ -33,7 +35,7 @@ fn hash_of(p: &Value) -> &str {
 }
 
 /// Reconciles a DaemonSet against the simulated `nodes`.
-pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String]) -> Plan {
+pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String], now: std::time::SystemTime) -> Plan {
     let mut plan = Plan::default();
     let hash = template_hash(&ds.pointer("/spec/template").cloned().unwrap_or(json!({})));
     let live: Vec<&Value> = pods
@@ -86,6 +88,12 @@ pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String]) -> Plan {
         .count() as i64;
     let updated = scheduled.iter().filter(|p| hash_of(p) == hash).count() as i64;
     let ready = scheduled.iter().filter(|p| pod::is_ready(p)).count() as i64;
+    let (available, requeue) = pod::count_available(
+        scheduled.iter().map(|p| **p),
+        super::model::int_at(ds, "/spec/minReadySeconds", 0),
+        now,
+    );
+    plan.requeue = requeue;
     let desired = nodes.len() as i64;
     let mut status = Map::new();
     status.insert("currentNumberScheduled".into(), json!(current));
@@ -96,11 +104,11 @@ pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String]) -> Plan {
     if updated > 0 {
         status.insert("updatedNumberScheduled".into(), json!(updated));
     }
-    if ready > 0 {
-        status.insert("numberAvailable".into(), json!(ready));
+    if available > 0 {
+        status.insert("numberAvailable".into(), json!(available));
     }
-    if desired - ready > 0 {
-        status.insert("numberUnavailable".into(), json!(desired - ready));
+    if desired - available > 0 {
+        status.insert("numberUnavailable".into(), json!(desired - available));
     }
     plan.status = Value::Object(status);
     plan
@@ -109,6 +117,7 @@ pub fn reconcile(ds: &Value, pods: &[Value], nodes: &[String]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn ds(image: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -132,7 +141,7 @@ mod tests {
     #[test]
     fn one_pod_per_node_and_full_counts_once_ready() {
         let d = ds("a:1");
-        let plan = reconcile(&d, &[], &nodes(2));
+        let plan = reconcile(&d, &[], &nodes(2), UNIX_EPOCH);
         assert_eq!(plan.create.len(), 2);
         assert_eq!(plan.create[1]["spec"]["nodeName"], "node-1");
         assert_eq!(plan.status["desiredNumberScheduled"], 2);
@@ -143,7 +152,7 @@ mod tests {
             .enumerate()
             .map(|(i, p)| ready(p.clone(), &format!("agent-{i}")))
             .collect();
-        let plan = reconcile(&d, &pods, &nodes(2));
+        let plan = reconcile(&d, &pods, &nodes(2), UNIX_EPOCH);
         assert!(plan.create.is_empty() && plan.delete.is_empty());
         for f in [
             "currentNumberScheduled",
@@ -156,7 +165,7 @@ mod tests {
         assert_eq!(plan.status["observedGeneration"], 4);
         assert!(plan.status.get("numberUnavailable").is_none());
         // New template: one outdated pod replaced at a time.
-        let plan = reconcile(&ds("a:2"), &pods, &nodes(2));
+        let plan = reconcile(&ds("a:2"), &pods, &nodes(2), UNIX_EPOCH);
         assert_eq!(plan.delete.len(), 1);
         assert_eq!(plan.status["updatedNumberScheduled"], json!(null));
     }

@@ -444,7 +444,10 @@ impl Driver {
             Kind::ReplicaSet => {
                 let pods = self.children(Kind::Pod, &obj);
                 let node = self.node_for(&obj);
-                let plan = replicaset::reconcile(&obj, &pods, &node);
+                let plan = replicaset::reconcile(&obj, &pods, &node, SystemTime::now());
+                if let Some(d) = plan.requeue {
+                    self.later(key.clone(), d);
+                }
                 self.create_all(Kind::Pod, plan.create)?;
                 self.delete_all(Kind::Pod, ns, &plan.delete)?;
                 self.write_status(*kind, &obj, plan.status)
@@ -482,7 +485,17 @@ impl Driver {
                 let revisions =
                     self.children_of(&ResourceKey::new("apps", "controllerrevisions"), &obj);
                 let node = self.node_for(&obj);
-                let plan = statefulset::reconcile(&obj, &pods, &claims, &revisions, &node);
+                let plan = statefulset::reconcile(
+                    &obj,
+                    &pods,
+                    &claims,
+                    &revisions,
+                    &node,
+                    SystemTime::now(),
+                );
+                if let Some(d) = plan.requeue {
+                    self.later(key.clone(), d);
+                }
                 if let Some(rev) = plan.revision {
                     match self
                         .store
@@ -500,7 +513,10 @@ impl Driver {
             }
             Kind::DaemonSet => {
                 let pods = self.children(Kind::Pod, &obj);
-                let plan = daemonset::reconcile(&obj, &pods, &self.nodes);
+                let plan = daemonset::reconcile(&obj, &pods, &self.nodes, SystemTime::now());
+                if let Some(d) = plan.requeue {
+                    self.later(key.clone(), d);
+                }
                 self.create_all(Kind::Pod, plan.create)?;
                 self.delete_all(Kind::Pod, ns, &plan.delete)?;
                 self.write_status(*kind, &obj, plan.status)

@@ -237,6 +237,57 @@ pub fn is_ready(pod: &Value) -> bool {
     super::model::condition_status(pod, "Ready") == Some("True")
 }
 
+/// Whether a ready pod counts as available given `min_ready` (`minReadySeconds`): `Ok(())`
+/// when available now, `Err(Some(wait))` when it will be after `wait`, `Err(None)` when it is
+/// not ready at all.
+pub fn available(
+    pod: &Value,
+    min_ready: Duration,
+    now: std::time::SystemTime,
+) -> Result<(), Option<Duration>> {
+    if !is_ready(pod) {
+        return Err(None);
+    }
+    if min_ready.is_zero() {
+        return Ok(());
+    }
+    let since = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        })
+        .and_then(|c| c.get("lastTransitionTime"))
+        .and_then(Value::as_str)
+        .and_then(super::model::parse_rfc3339);
+    match since.and_then(|t| now.duration_since(t).ok()) {
+        Some(ready_for) if ready_for >= min_ready => Ok(()),
+        Some(ready_for) => Err(Some(min_ready - ready_for)),
+        // Ready in the future (clock skew) or unparsable: wait the full period.
+        None => Err(Some(min_ready)),
+    }
+}
+
+/// Counts available pods among `pods` and how long until the next one becomes available.
+pub fn count_available<'a>(
+    pods: impl IntoIterator<Item = &'a Value>,
+    min_ready_seconds: i64,
+    now: std::time::SystemTime,
+) -> (i64, Option<Duration>) {
+    let min_ready = Duration::from_secs(min_ready_seconds.max(0) as u64);
+    let mut count = 0;
+    let mut next: Option<Duration> = None;
+    for p in pods {
+        match available(p, min_ready, now) {
+            Ok(()) => count += 1,
+            Err(Some(wait)) => next = Some(next.map_or(wait, |n| n.min(wait))),
+            Err(None) => {}
+        }
+    }
+    (count, next)
+}
+
 /// The pod's phase.
 pub fn phase(pod: &Value) -> &str {
     pod.pointer("/status/phase")

@@ -15,6 +15,8 @@ pub struct Plan {
     pub delete: Vec<String>,
     /// The ReplicaSet's status.
     pub status: Value,
+    /// Look again after this long (a pod becoming available after `minReadySeconds`).
+    pub requeue: Option<std::time::Duration>,
 }
 
 /// Pods that count as replicas: not being deleted, not finished.
@@ -25,7 +27,7 @@ pub fn active(pods: &[Value]) -> Vec<&Value> {
 }
 
 /// Reconciles one ReplicaSet given the pods it controls.
-pub fn reconcile(rs: &Value, pods: &[Value], node: &str) -> Plan {
+pub fn reconcile(rs: &Value, pods: &[Value], node: &str, now: std::time::SystemTime) -> Plan {
     let want = int_at(rs, "/spec/replicas", 1).max(0);
     let active = active(pods);
     let mut plan = Plan::default();
@@ -56,6 +58,12 @@ pub fn reconcile(rs: &Value, pods: &[Value], node: &str) -> Plan {
         }
     }
     let ready = active.iter().filter(|p| pod::is_ready(p)).count() as i64;
+    let (available, requeue) = pod::count_available(
+        active.iter().copied(),
+        int_at(rs, "/spec/minReadySeconds", 0),
+        now,
+    );
+    plan.requeue = requeue;
     let mut status = Map::new();
     status.insert("replicas".into(), json!(have));
     if have > 0 {
@@ -63,7 +71,9 @@ pub fn reconcile(rs: &Value, pods: &[Value], node: &str) -> Plan {
     }
     if ready > 0 {
         status.insert("readyReplicas".into(), json!(ready));
-        status.insert("availableReplicas".into(), json!(ready));
+    }
+    if available > 0 {
+        status.insert("availableReplicas".into(), json!(available));
     }
     status.insert("observedGeneration".into(), json!(generation(rs)));
     plan.status = Value::Object(status);
@@ -96,6 +106,11 @@ pub fn pod_from_template(owner: &Value, node: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_767_225_600) // 2026-01-01T00:00:00Z
+    }
 
     fn rs(replicas: i64) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
@@ -115,7 +130,7 @@ mod tests {
 
     #[test]
     fn creates_missing_pods_from_the_template() {
-        let plan = reconcile(&rs(3), &[pod("web-abc-1", true)], "node-0");
+        let plan = reconcile(&rs(3), &[pod("web-abc-1", true)], "node-0", now());
         assert_eq!(plan.create.len(), 2);
         let p = &plan.create[0];
         assert_eq!(p["metadata"]["generateName"], "web-abc-");
@@ -133,7 +148,7 @@ mod tests {
     #[test]
     fn scales_down_unready_pods_first() {
         let pods = [pod("a", true), pod("b", false), pod("c", true)];
-        let plan = reconcile(&rs(1), &pods, "n");
+        let plan = reconcile(&rs(1), &pods, "n", now());
         assert!(plan.create.is_empty());
         assert_eq!(plan.delete.len(), 2);
         assert_eq!(plan.delete[0], "b");
@@ -144,10 +159,26 @@ mod tests {
         let mut done = pod("d", false);
         done["status"]["phase"] = json!("Succeeded");
         let pods = [pod("a", true), pod("b", false), done];
-        let plan = reconcile(&rs(2), &pods, "n");
+        let plan = reconcile(&rs(2), &pods, "n", now());
         assert!(plan.create.is_empty() && plan.delete.is_empty());
         assert_eq!(plan.status["replicas"], 2);
         assert_eq!(plan.status["readyReplicas"], 1);
         assert_eq!(plan.status["availableReplicas"], 1);
+    }
+
+    #[test]
+    fn min_ready_seconds_delays_availability() {
+        let mut r = rs(1);
+        r["spec"]["minReadySeconds"] = json!(10);
+        let mut p = pod("a", true);
+        p["status"]["conditions"][0]["lastTransitionTime"] = json!("2025-12-31T23:59:56Z");
+        let plan = reconcile(&r, std::slice::from_ref(&p), "n", now());
+        assert_eq!(plan.status["readyReplicas"], 1);
+        assert!(plan.status.get("availableReplicas").is_none());
+        assert_eq!(plan.requeue, Some(Duration::from_secs(6)));
+        let later = now() + Duration::from_secs(6);
+        let plan = reconcile(&r, &[p], "n", later);
+        assert_eq!(plan.status["availableReplicas"], 1);
+        assert_eq!(plan.requeue, None);
     }
 }

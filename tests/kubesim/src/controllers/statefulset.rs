@@ -24,6 +24,8 @@ pub struct Plan {
     pub delete: Vec<String>,
     /// The StatefulSet's status.
     pub status: Value,
+    /// Look again after this long (a pod becoming available after `minReadySeconds`).
+    pub requeue: Option<std::time::Duration>,
 }
 
 fn ordinal(sts: &str, pod: &Value) -> Option<i64> {
@@ -45,6 +47,7 @@ pub fn reconcile(
     existing_claims: &[String],
     existing_revisions: &[Value],
     node: &str,
+    now: std::time::SystemTime,
 ) -> Plan {
     let mut plan = Plan::default();
     let sname = name(sts);
@@ -155,6 +158,12 @@ pub fn reconcile(
         .collect();
     let replicas = counted.len() as i64;
     let ready = counted.iter().filter(|p| pod::is_ready(p)).count() as i64;
+    let (available, requeue) = pod::count_available(
+        counted.iter().copied(),
+        int_at(sts, "/spec/minReadySeconds", 0),
+        now,
+    );
+    plan.requeue = requeue;
     let updated = counted
         .iter()
         .filter(|p| revision_label(p) == update_revision)
@@ -173,7 +182,7 @@ pub fn reconcile(
     status.insert("readyReplicas".into(), json!(ready));
     status.insert("currentReplicas".into(), json!(current));
     status.insert("updatedReplicas".into(), json!(updated));
-    status.insert("availableReplicas".into(), json!(ready));
+    status.insert("availableReplicas".into(), json!(available));
     status.insert("currentRevision".into(), json!(current_revision));
     status.insert("updateRevision".into(), json!(update_revision));
     status.insert("collisionCount".into(), json!(0));
@@ -269,6 +278,7 @@ fn name_field(v: &Value) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn sts(image: &str, replicas: i64, policy: &str) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -290,7 +300,7 @@ mod tests {
     #[test]
     fn ordered_ready_creates_one_pod_at_a_time_with_its_claim() {
         let s = sts("pg:1", 2, "OrderedReady");
-        let plan = reconcile(&s, &[], &[], &[], "n0");
+        let plan = reconcile(&s, &[], &[], &[], "n0", UNIX_EPOCH);
         assert!(plan.revision.is_some());
         assert_eq!(plan.create.len(), 1);
         let p0 = &plan.create[0];
@@ -310,6 +320,7 @@ mod tests {
             &["data-db-0".into()],
             std::slice::from_ref(&rev),
             "n0",
+            UNIX_EPOCH,
         );
         assert!(plan2.create.is_empty() && plan2.revision.is_none());
         // db-0 ready: db-1 follows.
@@ -319,6 +330,7 @@ mod tests {
             &["data-db-0".into()],
             &[rev],
             "n0",
+            UNIX_EPOCH,
         );
         assert_eq!(plan3.create[0]["metadata"]["name"], "db-1");
     }
@@ -326,10 +338,10 @@ mod tests {
     #[test]
     fn status_reports_revisions_and_counts() {
         let s = sts("pg:1", 2, "Parallel");
-        let plan = reconcile(&s, &[], &[], &[], "n0");
+        let plan = reconcile(&s, &[], &[], &[], "n0", UNIX_EPOCH);
         assert_eq!(plan.create.len(), 2);
         let pods: Vec<Value> = plan.create.iter().cloned().map(ready).collect();
-        let plan = reconcile(&s, &pods, &[], &[], "n0");
+        let plan = reconcile(&s, &pods, &[], &[], "n0", UNIX_EPOCH);
         let st = &plan.status;
         assert_eq!(st["replicas"], 2);
         assert_eq!(st["readyReplicas"], 2);
@@ -339,7 +351,7 @@ mod tests {
         // A template change: new update revision, outdated pods replaced from the top.
         let mut s2 = sts("pg:2", 2, "Parallel");
         s2["status"] = st.clone();
-        let plan = reconcile(&s2, &pods, &[], &[], "n0");
+        let plan = reconcile(&s2, &pods, &[], &[], "n0", UNIX_EPOCH);
         assert_ne!(
             plan.status["updateRevision"],
             plan.status["currentRevision"]
@@ -350,13 +362,13 @@ mod tests {
     #[test]
     fn scale_down_removes_the_highest_ordinal() {
         let s = sts("pg:1", 3, "Parallel");
-        let pods: Vec<Value> = reconcile(&s, &[], &[], &[], "n")
+        let pods: Vec<Value> = reconcile(&s, &[], &[], &[], "n", UNIX_EPOCH)
             .create
             .into_iter()
             .map(ready)
             .collect();
         let s1 = sts("pg:1", 1, "OrderedReady");
-        let plan = reconcile(&s1, &pods, &[], &[], "n");
+        let plan = reconcile(&s1, &pods, &[], &[], "n", UNIX_EPOCH);
         assert_eq!(plan.delete, vec!["db-2".to_owned()]);
     }
 }

@@ -403,3 +403,37 @@ async fn services_get_endpoints_of_their_ready_pods_and_lose_them_with_the_servi
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn min_ready_seconds_holds_availability_back() {
+    let e = env(ControllerConfig::default());
+    let deploys = res("apps", "deployments");
+    let mut d = deployment("nginx:1", 1, json!({}));
+    d["spec"]["minReadySeconds"] = json!(2);
+    e.store.create(&deploys, d).unwrap();
+    let started = tokio::time::Instant::now();
+    wait_for(&e.store, &deploys, "default", "web", "ready", |d| {
+        d["status"]["readyReplicas"] == 1
+    })
+    .await;
+    let d = e.store.get(&deploys, Some("default"), "web").unwrap();
+    assert!(
+        !deployment_done(&d),
+        "available before minReadySeconds: {d:#}"
+    );
+    wait_for(
+        &e.store,
+        &deploys,
+        "default",
+        "web",
+        "available",
+        deployment_done,
+    )
+    .await;
+    // Ready after ~50 ms, available a second later (second-resolution timestamps: allow slack).
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
