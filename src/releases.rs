@@ -170,12 +170,11 @@ pub fn decode_secret(secret: &Secret) -> Result<ReleaseRecord> {
     Ok(record)
 }
 
-/// Every stored revision of a release, oldest first.
-pub async fn history(
+async fn list_secrets(
     client: &kube::Client,
     namespace: &str,
     release: &str,
-) -> Result<Vec<ReleaseRecord>> {
+) -> Result<Vec<Secret>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!("owner=helm,name={release}"));
     let list = api.list(&params).await.map_err(|source| Error::List {
@@ -183,28 +182,65 @@ pub async fn history(
         release: release.to_string(),
         source,
     })?;
-    let mut records = Vec::new();
-    for secret in &list.items {
-        if secret
-            .type_
-            .as_deref()
-            .is_some_and(|t| t != "helm.sh/release.v1")
-        {
-            continue;
-        }
-        records.push(decode_secret(secret)?);
-    }
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|s| s.type_.as_deref().is_none_or(|t| t == "helm.sh/release.v1"))
+        .collect())
+}
+
+/// The revision a release Secret's `version` label names (helm sets it on every record).
+fn label_version(secret: &Secret) -> Option<u64> {
+    secret
+        .metadata
+        .labels
+        .as_ref()?
+        .get("version")?
+        .parse()
+        .ok()
+}
+
+/// Every stored revision of a release, oldest first.
+pub async fn history(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Vec<ReleaseRecord>> {
+    let mut records = list_secrets(client, namespace, release)
+        .await?
+        .iter()
+        .map(decode_secret)
+        .collect::<Result<Vec<_>>>()?;
     records.sort_by_key(|r| r.revision);
     Ok(records)
 }
 
-/// The highest stored revision of a release; `None` when helm has no record of it.
+/// The highest stored revision of a release; `None` when helm has no record of it. Only that
+/// record is decoded (picked by its `version` label) unless a label is missing.
 pub async fn latest(
     client: &kube::Client,
     namespace: &str,
     release: &str,
 ) -> Result<Option<ReleaseRecord>> {
-    Ok(history(client, namespace, release).await?.pop())
+    let secrets = list_secrets(client, namespace, release).await?;
+    pick_latest(&secrets)
+}
+
+/// The highest revision among release Secrets.
+pub fn pick_latest(secrets: &[Secret]) -> Result<Option<ReleaseRecord>> {
+    if secrets.iter().all(|s| label_version(s).is_some()) {
+        return secrets
+            .iter()
+            .max_by_key(|s| label_version(s))
+            .map(decode_secret)
+            .transpose();
+    }
+    let mut records = secrets
+        .iter()
+        .map(decode_secret)
+        .collect::<Result<Vec<_>>>()?;
+    records.sort_by_key(|r| r.revision);
+    Ok(records.pop())
 }
 
 impl ReleaseRecord {
@@ -335,6 +371,36 @@ mod tests {
         );
         s.data = Some(data);
         assert_eq!(decode_secret(&s).unwrap().status, "failed");
+    }
+
+    fn secret(version: u64, label: Option<&str>, data: Vec<u8>) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(format!("sh.helm.release.v1.linkerd.v{version}"));
+        s.metadata.namespace = Some("linkerd".into());
+        if let Some(l) = label {
+            s.metadata.labels = Some([("version".to_string(), l.to_string())].into());
+        }
+        s.data = Some([("release".to_string(), k8s_openapi::ByteString(data))].into());
+        s
+    }
+
+    #[test]
+    fn latest_decodes_only_the_highest_labelled_revision() {
+        // Revision 2 is corrupt but superseded: picking by label never decodes it.
+        let secrets = vec![
+            secret(10, Some("10"), encode(&sample(10, "deployed"))),
+            secret(2, Some("2"), b"corrupt".to_vec()),
+            secret(9, Some("9"), encode(&sample(9, "superseded"))),
+        ];
+        let r = pick_latest(&secrets).unwrap().unwrap();
+        assert_eq!((r.revision, r.status.as_str()), (10, "deployed"));
+        // Without labels every record is decoded and the highest revision wins.
+        let unlabelled = vec![
+            secret(10, None, encode(&sample(10, "deployed"))),
+            secret(9, Some("9"), encode(&sample(9, "superseded"))),
+        ];
+        assert_eq!(pick_latest(&unlabelled).unwrap().unwrap().revision, 10);
+        assert_eq!(pick_latest(&[]).unwrap(), None);
     }
 
     #[test]
