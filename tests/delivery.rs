@@ -742,15 +742,18 @@ async fn kubectl_on(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Re
 
 /// Applies `manifests` to a fresh simulated cluster with the pinned kubectl and waits for the
 /// agent's Deployment to roll out (kubesim's controllers make its pod ready).
-async fn apply_to_kubesim(manifests: &str) -> Result<Vec<Value>> {
+async fn apply_to_kubesim(manifests: &str, apply_args: &[&str]) -> Result<Vec<Value>> {
     let cluster = kubesim::start(kubesim::Config::default()).await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     cluster.write_kubeconfig(&kubeconfig)?;
     let result = async {
-        let applied = kubectl_on(&kubeconfig, &["apply", "-f", "-"], Some(manifests)).await?;
+        let mut args = vec!["apply", "-f", "-"];
+        args.extend_from_slice(apply_args);
+        let applied = kubectl_on(&kubeconfig, &args, Some(manifests)).await?;
         ensure!(
-            applied.contains("deployment.apps/strata created"),
+            applied.contains("deployment.apps/strata created")
+                || applied.contains("deployment.apps/strata serverside-applied"),
             "kubectl apply output: {applied}"
         );
         kubectl_on(
@@ -790,7 +793,7 @@ async fn apply_to_kubesim(manifests: &str) -> Result<Vec<Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_applies_to_the_simulated_cluster_and_rolls_out() -> Result<()> {
     let rendered = kustomize("deploy")?;
-    let items = apply_to_kubesim(&rendered).await?;
+    let items = apply_to_kubesim(&rendered, &[]).await?;
     // Everything rendered is in the cluster, as rendered.
     for doc in documents(&rendered)? {
         let kind = doc["kind"].as_str().context("kind")?;
@@ -821,13 +824,14 @@ async fn deploy_applies_to_the_simulated_cluster_and_rolls_out() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capi_payload_and_narrow_rbac_apply_to_the_simulated_cluster() -> Result<()> {
-    // What the ClusterResourceSet applies to a workload cluster.
+    // What the ClusterResourceSet applies to a workload cluster (server-side, as a controller
+    // re-applying it on every change would).
     let committed = std::fs::read_to_string(repo().join(PAYLOAD))?;
     let cm: Value = serde_saphyr::from_str(&committed)?;
     let payload = cm["data"]["strata.yaml"]
         .as_str()
         .context("data.strata.yaml")?;
-    let items = apply_to_kubesim(payload).await?;
+    let items = apply_to_kubesim(payload, &["--server-side", "--field-manager=capi-crs"]).await?;
     ensure!(
         items
             .iter()
@@ -836,7 +840,7 @@ async fn capi_payload_and_narrow_rbac_apply_to_the_simulated_cluster() -> Result
     );
 
     let narrow = kustomize("deploy/examples/narrow-rbac")?;
-    let items = apply_to_kubesim(&narrow).await?;
+    let items = apply_to_kubesim(&narrow, &[]).await?;
     ensure!(
         !items
             .iter()
