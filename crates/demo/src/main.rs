@@ -308,7 +308,7 @@ fn announce(api: &str, kubeconfig: &Path, tools: &Path, repo: &Path, interval: D
         kubeconfig.display()
     );
     println!(
-        "  {kubectl} --kubeconfig {} get deployments,jobs -A",
+        "  {kubectl} --kubeconfig {} get deployments,pods -A",
         kubeconfig.display()
     );
     println!(
