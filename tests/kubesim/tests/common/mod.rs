@@ -218,6 +218,73 @@ impl Sim {
     }
 }
 
+impl Drop for Sim {
+    /// When a test fails, print what the cluster held (one line per object with its status
+    /// summary) and the last API requests, so the failure can be understood from the log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut lines = vec!["--- kubesim objects at failure".to_owned()];
+        if let Value::Object(by_resource) = self.store().dump() {
+            for (resource, items) in by_resource {
+                for o in items.as_array().into_iter().flatten() {
+                    let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+                    let name = o["metadata"]["name"].as_str().unwrap_or("");
+                    if ns.starts_with("kube-")
+                        || resource == "secrets" && name.starts_with("sh.helm")
+                    {
+                        continue;
+                    }
+                    lines.push(format!("{resource} {ns}/{name} {}", status_summary(o)));
+                }
+            }
+        }
+        lines.push("--- last API requests".to_owned());
+        let requests = self.cluster.controls().requests();
+        for r in requests.iter().rev().take(40).rev() {
+            lines.push(format!(
+                "{} {} {}?{} -> {} ({})",
+                r.time, r.method, r.path, r.query, r.code, r.user_agent
+            ));
+        }
+        eprintln!("{}", lines.join("\n"));
+    }
+}
+
+/// `phase`, readiness counts and True/False conditions of an object, in one short string.
+pub fn status_summary(o: &Value) -> String {
+    let s = &o["status"];
+    let mut parts = Vec::new();
+    if let Some(p) = s["phase"].as_str() {
+        parts.push(p.to_owned());
+    }
+    for f in [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "numberReady",
+        "succeeded",
+        "failed",
+    ] {
+        if let Some(n) = s[f].as_i64() {
+            parts.push(format!("{f}={n}"));
+        }
+    }
+    for c in s["conditions"].as_array().into_iter().flatten() {
+        parts.push(format!(
+            "{}={}{}",
+            c["type"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+            c["reason"]
+                .as_str()
+                .map(|r| format!("({r})"))
+                .unwrap_or_default()
+        ));
+    }
+    parts.join(" ")
+}
+
 async fn run(mut cmd: tokio::process::Command, what: String) -> Out {
     let started = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
