@@ -112,8 +112,21 @@ pub fn reconcile(
             true,
             false,
         )
+    } else if suspended {
+        // Suspended: no pods run; the ones running are removed.
+        plan.delete = active.iter().map(|p| name(p).to_owned()).collect();
+        (
+            conditions(
+                old.get("conditions"),
+                &[("Suspended", "True", "JobSuspended", "Job suspended")],
+                now,
+                false,
+            ),
+            false,
+            false,
+        )
     } else {
-        if !suspended && !terminating(job) {
+        if !terminating(job) {
             let want_active = parallelism.min(completions - succeeded);
             for _ in (active.len() as i64)..want_active {
                 let mut p = replicaset::pod_from_template(job, node);
@@ -142,7 +155,33 @@ pub fn reconcile(
         (Value::Null, false, false)
     };
 
-    if !suspended {
+    // A Job that was suspended once keeps a Suspended=False condition after it resumes.
+    let was_suspended = old
+        .get("conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("type").and_then(Value::as_str) == Some("Suspended"))
+        });
+    let mut cond = cond;
+    if !suspended && was_suspended {
+        let resumed = conditions(
+            old.get("conditions"),
+            &[("Suspended", "False", "JobResumed", "Job resumed")],
+            now,
+            false,
+        );
+        let mut all = resumed.as_array().cloned().unwrap_or_default();
+        all.extend(cond.as_array().cloned().unwrap_or_default());
+        cond = Value::Array(all);
+    }
+    if !suspended
+        && (old.get("startTime").is_some_and(|v| !v.is_null())
+            || !active.is_empty()
+            || !plan.create.is_empty()
+            || complete
+            || failed_now)
+    {
         status.insert("startTime".into(), start);
     }
     if !cond.is_null() {
@@ -151,7 +190,7 @@ pub fn reconcile(
     if complete {
         status.insert("completionTime".into(), json!(now));
     }
-    let shown_active = if complete || failed_now {
+    let shown_active = if complete || failed_now || suspended {
         0
     } else {
         active.len() as i64 + plan.create.len() as i64
@@ -285,5 +324,33 @@ mod tests {
         let c = plan.status["conditions"].as_array().unwrap();
         assert_eq!(c[1]["type"], "Failed");
         assert_eq!(c[1]["reason"], "DeadlineExceeded");
+    }
+
+    #[test]
+    fn suspended_jobs_run_nothing_and_resume_later() {
+        let mut j = job(1, 1, 6);
+        j["spec"]["suspend"] = json!(true);
+        let running = finished_pod(
+            reconcile(&job(1, 1, 6), &[], Duration::ZERO, "n", "t")
+                .create
+                .remove(0),
+            0,
+            "Running",
+        );
+        let plan = reconcile(&j, &[running], Duration::ZERO, "n", "t");
+        assert!(plan.create.is_empty());
+        assert_eq!(plan.delete, vec!["migrate-0".to_owned()]);
+        assert_eq!(plan.status["conditions"][0]["type"], "Suspended");
+        assert_eq!(plan.status["conditions"][0]["status"], "True");
+        assert!(plan.status.get("startTime").is_none());
+        assert!(plan.status.get("active").is_none());
+        // Resumed: pods run again and the condition records the resume.
+        let mut resumed = job(1, 1, 6);
+        resumed["status"] = plan.status.clone();
+        let plan = reconcile(&resumed, &[], Duration::ZERO, "n", "t2");
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(plan.status["conditions"][0]["status"], "False");
+        assert_eq!(plan.status["conditions"][0]["reason"], "JobResumed");
+        assert_eq!(plan.status["startTime"], "t2");
     }
 }
