@@ -32,19 +32,16 @@ const FIELD_MANAGER: &str = "strata";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "writing ConfigMap {namespace}/{CONFIGMAP_NAME} failed: {source}; check that namespace {namespace} exists and the agent may patch configmaps there"
+        "writing ConfigMap {namespace}/{CONFIGMAP_NAME} failed: {message}; check that namespace {namespace} exists and the agent may patch configmaps there"
     )]
-    ConfigMap {
-        namespace: String,
-        source: kube::Error,
-    },
+    ConfigMap { namespace: String, message: String },
     #[error(
-        "creating an Event in {namespace} for release {release} failed: {source}; check that the agent may create events there"
+        "creating an Event in {namespace} for release {release} failed: {message}; check that the agent may create events there"
     )]
     Event {
         namespace: String,
         release: String,
-        source: kube::Error,
+        message: String,
     },
     #[error("encoding the status as JSON failed: {0}")]
     Encode(#[from] serde_json::Error),
@@ -98,9 +95,9 @@ impl Reporter {
             &Patch::Apply(&cm),
         )
         .await
-        .map_err(|source| Error::ConfigMap {
+        .map_err(|e| Error::ConfigMap {
             namespace: self.namespace.clone(),
-            source,
+            message: kube_error_text(&e),
         })
     }
 
@@ -150,10 +147,10 @@ impl Reporter {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         api.create(&PostParams::default(), &event)
             .await
-            .map_err(|source| Error::Event {
+            .map_err(|e| Error::Event {
                 namespace: self.namespace.clone(),
                 release: format!("{}/{}", t.namespace, t.release),
-                source,
+                message: kube_error_text(&e),
             })?;
         Ok(())
     }
@@ -237,6 +234,23 @@ impl Reporter {
                 tracing::warn!(error = %e, "event not written");
             }
         }
+    }
+}
+
+/// A short text for a Kubernetes API error: the server's message and code for API errors.
+pub fn kube_error_text(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            if status.reason.is_empty() {
+                format!("{} (HTTP {})", status.message, status.code)
+            } else {
+                format!(
+                    "{} ({}, HTTP {})",
+                    status.message, status.reason, status.code
+                )
+            }
+        }
+        other => other.to_string(),
     }
 }
 
