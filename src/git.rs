@@ -197,6 +197,26 @@ pub fn ref_kind(reference: &str) -> RefKind {
     }
 }
 
+/// Why a ref cannot name a branch, tag or commit (git's ref-name rules, simplified), if so.
+pub fn invalid_ref(reference: &str) -> Option<&'static str> {
+    if reference.is_empty() {
+        Some("it is empty")
+    } else if reference.starts_with('-') {
+        Some("it starts with '-'")
+    } else if reference.contains("..") || reference.contains("@{") {
+        Some("it contains '..' or '@{'")
+    } else if reference
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "~^:?*[\\".contains(c))
+    {
+        Some("it contains a space, control character or one of ~ ^ : ? * [ \\")
+    } else if reference.ends_with('/') || reference.ends_with('.') || reference.ends_with(".lock") {
+        Some("it ends with '/', '.' or '.lock'")
+    } else {
+        None
+    }
+}
+
 /// Classifies git's stderr of a failed fetch.
 pub fn classify_fetch(stderr: &str) -> FetchFailure {
     let m = stderr.to_ascii_lowercase();
@@ -439,8 +459,16 @@ impl GitSource {
     #[tracing::instrument(name = "git_fetch", skip(self), fields(url = %self.display_url(), reference = %self.reference))]
     pub async fn fetch(&self) -> Result<Revision> {
         let _guard = self.lock.lock().await;
-        self.ensure_cache().await?;
         let reference = self.reference.as_str();
+        if let Some(reason) = invalid_ref(reference) {
+            return Err(Error::Fetch {
+                url: self.display_url(),
+                reference: reference.to_string(),
+                kind: FetchFailure::RefNotFound,
+                message: format!("{reference:?} is not a valid branch, tag or commit: {reason}"),
+            });
+        }
+        self.ensure_cache().await?;
         let commit = match ref_kind(reference) {
             RefKind::FullCommit => {
                 // Servers speaking protocol v2 let us want any reachable commit directly.
@@ -658,6 +686,32 @@ mod tests {
             FetchFailure::Authentication
         );
         assert_eq!(classify_fetch("weird"), FetchFailure::Other);
+    }
+
+    #[test]
+    fn invalid_refs_are_refused() {
+        for ok in [
+            "main",
+            "release/1.x",
+            "v1.2.3",
+            "abc1234",
+            "refs/heads/main",
+        ] {
+            assert_eq!(invalid_ref(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "--upload-pack=x",
+            "a:b",
+            "a..b",
+            "a b",
+            "x^{}",
+            "dir/",
+            "x.lock",
+            "a\\b",
+        ] {
+            assert!(invalid_ref(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]
