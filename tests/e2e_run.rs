@@ -603,3 +603,59 @@ async fn chart_repository_outage_is_retried_not_rejected() -> anyhow::Result<()>
     agent.stop().await?;
     Ok(())
 }
+
+/// A release left `pending-install` (helm killed mid-operation) is blocked: no helm runs for
+/// it, the status says why, and the layer above is skipped.
+#[tokio::test]
+async fn pending_release_is_blocked_and_reported() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let store = s.cluster.store();
+    store.create(
+        &kubesim::ResourceKey::new("", "namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mesh"}}),
+    )?;
+    let record = serde_json::json!({
+        "name": "mesh", "namespace": "mesh", "version": 1,
+        "info": {"status": "pending-install", "description": "Initial install underway"},
+        "chart": {"metadata": {"name": "mesh", "version": "2.0.0"}},
+        "config": {}, "manifest": ""
+    });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(record.to_string().as_bytes())?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let helm_value = b64.encode(gz.finish()?);
+    store.create(
+        &kubesim::ResourceKey::new("", "secrets"),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+            "metadata": {
+                "name": "sh.helm.release.v1.mesh.v1", "namespace": "mesh",
+                "labels": {"owner": "helm", "name": "mesh", "status": "pending-install", "version": "1"}
+            },
+            "data": {"release": b64.encode(helm_value)}
+        }),
+    )?;
+    let mut agent = s.agent(&["--once"], &[])?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert_eq!(exit.code(), Some(1), "{}", agent.logs());
+    let st = s.configmap_status().expect("status written");
+    assert_eq!(phase(&st, "certs"), "Ready", "{st:#}");
+    let mesh = release(&st, "mesh").unwrap();
+    assert_eq!(mesh["phase"], "Failed", "{mesh:#}");
+    assert_eq!(mesh["action"], "blocked", "{mesh:#}");
+    assert_eq!(mesh["attempts"], 0, "no helm process: {mesh:#}");
+    assert!(
+        mesh["message"].as_str().unwrap().contains("pending"),
+        "{mesh:#}"
+    );
+    assert_eq!(phase(&st, "canary"), "Skipped");
+    assert!(
+        !s.writes()
+            .iter()
+            .any(|r| r.namespace == "mesh" || r.namespace == "canary"),
+        "no helm ran for the blocked release or above"
+    );
+    Ok(())
+}

@@ -126,8 +126,10 @@ impl Runner {
             Action::Install { reason } => ("install", reason.clone()),
             Action::Upgrade { reason } => ("upgrade", reason.to_string()),
             other => {
-                let msg = format!("release blocked: {other}");
-                return self.fail(job, msg);
+                // Blocked (e.g. a release left pending by a killed helm): no helm runs; the
+                // reason says what a user can do.
+                self.set(job, |r| r.action = Some("blocked".into()));
+                return self.fail(job, other.to_string());
             }
         };
         self.helm_upgrade(job, verb, &reason, observed.map(|o| u64::from(o.revision)))
