@@ -81,6 +81,10 @@ pub fn reconcile(d: &Value, rses: &[Value], rollout_age: Duration, now: &str) ->
         )
     };
 
+    if d.pointer("/spec/paused").and_then(Value::as_bool) == Some(true) {
+        return paused(d, rses, &hash, want, max_unavailable, now);
+    }
+
     let is_new = |rs: &Value| {
         rs.pointer("/metadata/labels")
             .and_then(|l| l.get(HASH_LABEL))
@@ -247,6 +251,77 @@ pub fn reconcile(d: &Value, rses: &[Value], rollout_age: Duration, now: &str) ->
     status.insert(
         "conditions".into(),
         conditions(d.pointer("/status/conditions"), &wanted, now, true),
+    );
+    plan.status = Value::Object(status);
+    plan
+}
+
+/// A paused Deployment: no new ReplicaSet is rolled out; the current one is only scaled.
+fn paused(
+    d: &Value,
+    rses: &[Value],
+    hash: &str,
+    want: i64,
+    max_unavailable: i64,
+    now: &str,
+) -> Plan {
+    let mut plan = Plan::default();
+    let new_rs = rses.iter().find(|rs| {
+        rs.pointer("/metadata/labels")
+            .and_then(|l| l.get(HASH_LABEL))
+            .and_then(Value::as_str)
+            == Some(hash)
+    });
+    if let Some(rs) = new_rs
+        && int_at(rs, "/spec/replicas", 1) != want
+    {
+        let mut scaled = rs.clone();
+        scaled["spec"]["replicas"] = json!(want);
+        plan.update.push(scaled);
+    }
+    let sum = |f: &str| -> i64 { rses.iter().map(|rs| rs_status(rs, f)).sum() };
+    let available = sum("availableReplicas");
+    let (a_status, a_reason, a_msg) = if available >= want - max_unavailable {
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        )
+    } else {
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
+    };
+    let mut status = Map::new();
+    status.insert("observedGeneration".into(), json!(generation(d)));
+    status.insert("replicas".into(), json!(sum("replicas")));
+    status.insert(
+        "updatedReplicas".into(),
+        json!(new_rs.map_or(0, |rs| rs_status(rs, "replicas"))),
+    );
+    status.insert("readyReplicas".into(), json!(sum("readyReplicas")));
+    status.insert("availableReplicas".into(), json!(available));
+    if want - available > 0 {
+        status.insert("unavailableReplicas".into(), json!(want - available));
+    }
+    status.insert(
+        "conditions".into(),
+        conditions(
+            d.pointer("/status/conditions"),
+            &[
+                ("Available", a_status, a_reason, a_msg),
+                (
+                    "Progressing",
+                    "Unknown",
+                    "DeploymentPaused",
+                    "Deployment is paused",
+                ),
+            ],
+            now,
+            true,
+        ),
     );
     plan.status = Value::Object(status);
     plan
@@ -479,5 +554,29 @@ mod tests {
         let d2 = with_status(d, &p1);
         let p2 = reconcile(&d2, &[rs], Duration::ZERO, "t2");
         assert_eq!(p1.status, p2.status);
+    }
+
+    #[test]
+    fn paused_deployments_do_not_roll_out_new_templates() {
+        let v1 = deploy("nginx:1", 2);
+        let rs1 = settle(
+            reconcile(&v1, &[], Duration::ZERO, "t").create.remove(0),
+            true,
+        );
+        let mut v2 = deploy("nginx:2", 2);
+        v2["spec"]["paused"] = json!(true);
+        let plan = reconcile(
+            &v2,
+            std::slice::from_ref(&rs1),
+            Duration::from_secs(99),
+            "t",
+        );
+        assert!(plan.create.is_empty() && plan.update.is_empty(), "{plan:?}");
+        let p = &plan.status["conditions"][1];
+        assert_eq!(p["status"], "Unknown");
+        assert_eq!(p["reason"], "DeploymentPaused");
+        assert_eq!(plan.status["updatedReplicas"], 0);
+        assert_eq!(plan.status["availableReplicas"], 2);
+        assert_eq!(plan.requeue, None);
     }
 }
