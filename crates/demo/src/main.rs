@@ -233,7 +233,8 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             _ = &mut ctrl_c => {
                 println!();
                 clock.say("Ctrl-C: stopping the agent (it lets a running helm finish)");
-                break ExitCode::SUCCESS;
+                // With --once, exit 0 means Ready, which an interrupted run is not.
+                break if once { ExitCode::from(130) } else { ExitCode::SUCCESS };
             }
             ended = &mut agent => {
                 let why = match ended {

@@ -164,3 +164,43 @@ async fn a_helm_flag_that_is_not_a_program_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_the_demo_and_once_does_not_claim_ready() -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-demo"))
+        .args(["--once"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().expect("running").to_string();
+    // Interrupt while layer 1 is being installed.
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(240), async {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut line = String::new();
+        while stdout.read_line(&mut line).await? > 0 {
+            seen.push_str(&line);
+            if line.contains("release cert-manager/cert-manager  Installing") {
+                break;
+            }
+            line.clear();
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?;
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait()).await??;
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut rest).await?;
+    seen.push_str(&rest);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("Ctrl-C: stopping the agent"), "{seen}");
+    assert!(!seen.contains("every layer is Ready"), "{seen}");
+    Ok(())
+}
