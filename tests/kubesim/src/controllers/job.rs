@@ -37,6 +37,9 @@ pub fn reconcile(
 ) -> Plan {
     let mut plan = Plan::default();
     let old = job.get("status").cloned().unwrap_or(json!({}));
+    // Without `completions` the Job is a work queue: `parallelism` pods, done once one
+    // succeeded and the others finished.
+    let work_queue = job.pointer("/spec/completions").is_none_or(Value::is_null);
     let completions = int_at(job, "/spec/completions", 1).max(0);
     let parallelism = int_at(job, "/spec/parallelism", 1).max(0);
     let backoff_limit = int_at(job, "/spec/backoffLimit", 6).max(0);
@@ -97,7 +100,9 @@ pub fn reconcile(
             false,
             true,
         )
-    } else if succeeded >= completions {
+    } else if (work_queue && succeeded >= 1 && active.is_empty())
+        || (!work_queue && succeeded >= completions)
+    {
         let msg = "Reached expected number of succeeded pods";
         (
             conditions(
@@ -127,7 +132,11 @@ pub fn reconcile(
         )
     } else {
         if !terminating(job) {
-            let want_active = parallelism.min(completions - succeeded);
+            let want_active = if work_queue {
+                if succeeded == 0 { parallelism } else { 0 }
+            } else {
+                parallelism.min(completions - succeeded)
+            };
             for _ in (active.len() as i64)..want_active {
                 let mut p = replicaset::pod_from_template(job, node);
                 let labels = &mut p["metadata"]["labels"];
@@ -352,5 +361,27 @@ mod tests {
         assert_eq!(plan.status["conditions"][0]["status"], "False");
         assert_eq!(plan.status["conditions"][0]["reason"], "JobResumed");
         assert_eq!(plan.status["startTime"], "t2");
+    }
+
+    #[test]
+    fn work_queue_jobs_run_parallelism_pods_until_one_succeeded_and_all_ended() {
+        let mut j = job(1, 3, 6);
+        j["spec"].as_object_mut().unwrap().remove("completions");
+        let plan = reconcile(&j, &[], Duration::ZERO, "n", "t");
+        assert_eq!(plan.create.len(), 3);
+        let t = plan.create[0].clone();
+        let pods = [
+            finished_pod(t.clone(), 0, "Succeeded"),
+            finished_pod(t.clone(), 1, "Running"),
+        ];
+        let plan = reconcile(&j, &pods, Duration::ZERO, "n", "t");
+        assert!(plan.create.is_empty(), "no new pods once one succeeded");
+        assert!(plan.status.get("conditions").is_none());
+        let pods = [
+            finished_pod(t.clone(), 0, "Succeeded"),
+            finished_pod(t, 1, "Succeeded"),
+        ];
+        let plan = reconcile(&j, &pods, Duration::ZERO, "n", "t");
+        assert_eq!(plan.status["conditions"][1]["type"], "Complete");
     }
 }
