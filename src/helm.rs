@@ -60,6 +60,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{what} {name:?} is not a DNS-1123 label (lowercase letters, digits and '-')")]
+    InvalidName { what: &'static str, name: String },
     #[error("`helm version` printed {0:?}, which is not a version; check the --helm binary")]
     Version(String),
     #[error("helm {0} is not supported; strata needs helm 3 or helm 4")]
@@ -554,6 +556,21 @@ impl Helm {
         release: &str,
         values: &serde_json::Value,
     ) -> Result<PathBuf> {
+        for (what, name) in [("namespace", namespace), ("release", release)] {
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
+                return Err(Error::InvalidName {
+                    what,
+                    name: name.to_string(),
+                });
+            }
+        }
         let dir = self.home.join("values");
         let path = dir.join(format!("{namespace}.{release}.yaml"));
         let tmp = dir.join(format!(".{namespace}.{release}.yaml.tmp"));
@@ -1007,6 +1024,18 @@ mod tests {
             .write_values("ns", "rel", &serde_json::json!({"a": 2}))
             .unwrap();
         assert_eq!(p, p2);
+        for (ns, rel) in [
+            ("../etc", "x"),
+            ("ns", "a/b"),
+            ("ns", "-x"),
+            ("NS", "x"),
+            ("", "x"),
+        ] {
+            assert!(matches!(
+                helm.write_values(ns, rel, &serde_json::json!({})),
+                Err(Error::InvalidName { .. })
+            ));
+        }
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&text).unwrap(),
