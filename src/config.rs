@@ -6,6 +6,7 @@
 //! | `--git-url` | `STRATA_GIT_URL` | required |
 //! | `--git-ref` | `STRATA_GIT_REF` | `main` (branch, tag or commit) |
 //! | `--profiles-path` | `STRATA_PROFILES_PATH` | `profiles.yaml` |
+//! | `--cluster-name` | `STRATA_CLUSTER_NAME` | none (`{cluster}` in the profiles path; `run` then reads kube-system/kubeadm-config) |
 //! | `--git-username` | `STRATA_GIT_USERNAME` | none |
 //! | `--git-password-file` | `STRATA_GIT_PASSWORD_FILE` | none (HTTPS password or token, read from the file) |
 //! | `--git-ssh-key-file` | `STRATA_GIT_SSH_KEY_FILE` | none |
@@ -68,9 +69,14 @@ pub struct SourceArgs {
     /// Branch, tag or commit.
     #[arg(long, env = "STRATA_GIT_REF", default_value = "main")]
     pub git_ref: String,
-    /// Path of the profile list inside the repository.
+    /// Path of the profile list inside the repository; `{cluster}` is replaced by the
+    /// cluster name (e.g. `clusters/{cluster}/profiles.yaml`).
     #[arg(long, env = "STRATA_PROFILES_PATH", default_value = "profiles.yaml")]
     pub profiles_path: String,
+    /// This cluster's name, for `{cluster}` in --profiles-path. Without it `strata run` reads
+    /// `clusterName` from ConfigMap kube-system/kubeadm-config (set by Cluster API's kubeadm).
+    #[arg(long, env = "STRATA_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// User name for HTTPS Git (with --git-password-file).
     #[arg(long, env = "STRATA_GIT_USERNAME")]
     pub git_username: Option<String>,

@@ -61,7 +61,7 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
     };
     let loader = Loader::new(source, &work_dir, Redactor::new()).await?;
     let fetched = loader.fetch().await?;
-    let result = loader.load(&fetched).await;
+    let result = loader.load(&fetched, loader.cluster_name()).await;
     let (plan, problems) = match &result {
         Ok(loaded) => (Some(&loaded.plan), Vec::new()),
         Err(LoadError::Invalid(problems)) => (None, problems.clone()),

@@ -90,6 +90,12 @@ pub struct RevisionInfo {
     pub commit: String,
     /// RFC 3339 time the commit was fetched.
     pub fetched_at: String,
+    /// The profile list's path in the repository (`{cluster}` filled in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles_path: Option<String>,
+    /// The cluster name used for `{cluster}` in the profiles path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
 }
 
 /// One problem found in a revision: the file, the field inside it and what is wrong.

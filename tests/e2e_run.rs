@@ -659,3 +659,65 @@ async fn pending_release_is_blocked_and_reported() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `{cluster}` in the profiles path: the name comes from kube-system/kubeadm-config (as
+/// Cluster API's kubeadm sets it) and shows in the status; without any name the revision is
+/// rejected with a problem saying how to set it.
+#[tokio::test]
+async fn per_cluster_profile_list_from_kubeadm_config() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let list = e2e_cluster::layered_profiles(&s.charts.url(), "{}");
+    s.repo.remove("profiles.yaml")?;
+    s.repo.write("clusters/prod-eu/profiles.yaml", list)?;
+    s.repo.commit("per-cluster lists")?;
+    let path_args = [
+        "--once",
+        "--profiles-path",
+        "clusters/{cluster}/profiles.yaml",
+    ];
+
+    // No name anywhere: rejected, nothing installed.
+    let mut agent = s.agent(&path_args, &[])?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert_eq!(exit.code(), Some(1), "{}", agent.logs());
+    let st = s.configmap_status().expect("status written");
+    assert_eq!(st["phase"], "Invalid", "{st:#}");
+    let problems = st["rejectedRevision"]["problems"].to_string();
+    assert!(problems.contains("STRATA_CLUSTER_NAME"), "{problems}");
+
+    // kubeadm's ConfigMap names the cluster.
+    s.cluster.store().create(
+        &kubesim::ResourceKey::new("", "configmaps"),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nclusterName: prod-eu\n"}
+        }),
+    )?;
+    let mut agent = s.agent(&path_args, &[])?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert!(exit.success(), "{}", agent.logs());
+    let st = s.configmap_status().expect("status written");
+    assert_eq!(st["phase"], "Ready", "{st:#}");
+    assert_eq!(st["revision"]["clusterName"], "prod-eu");
+    assert_eq!(
+        st["revision"]["profilesPath"],
+        "clusters/prod-eu/profiles.yaml"
+    );
+
+    // --cluster-name wins (and a cluster without a list is a clear problem).
+    let mut agent = s.agent(
+        &[&path_args[..], &["--cluster-name", "staging"]].concat(),
+        &[],
+    )?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert_eq!(exit.code(), Some(1));
+    let st = s.configmap_status().expect("status written");
+    assert!(
+        st["rejectedRevision"]["problems"]
+            .to_string()
+            .contains("clusters/staging/profiles.yaml"),
+        "{st:#}"
+    );
+    Ok(())
+}

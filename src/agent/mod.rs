@@ -206,6 +206,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         concurrency,
+        client: client.clone(),
+        discovered_cluster: tokio::sync::Mutex::new(None),
     };
 
     {
@@ -254,9 +256,55 @@ struct Agent {
     metrics: Arc<Metrics>,
     readiness: Readiness,
     concurrency: usize,
+    client: kube::Client,
+    /// The cluster name discovered from kubeadm-config (when needed and not configured).
+    discovered_cluster: tokio::sync::Mutex<Option<String>>,
+}
+
+/// `clusterName` of ConfigMap kube-system/kubeadm-config (key `ClusterConfiguration`), which
+/// Cluster API's kubeadm bootstrap sets to the Cluster's name.
+pub async fn discover_cluster_name(client: &kube::Client) -> Option<String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "kube-system");
+    let cm = match api.get_opt("kubeadm-config").await {
+        Ok(cm) => cm?,
+        Err(e) => {
+            tracing::warn!(error = %crate::report::kube_error_text(&e), "cannot read kube-system/kubeadm-config for the cluster name");
+            return None;
+        }
+    };
+    let text = cm.data?.get("ClusterConfiguration")?.clone();
+    let v: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+    v["clusterName"]
+        .as_str()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 impl Agent {
+    /// The cluster name for `{cluster}`: `--cluster-name`, else (only when the profiles path
+    /// needs one) discovered from kubeadm-config once.
+    async fn cluster_name(&self) -> Option<String> {
+        if let Some(name) = self.loader.cluster_name() {
+            return Some(name.to_string());
+        }
+        if !self.loader.needs_cluster_name() {
+            return None;
+        }
+        let mut cached = self.discovered_cluster.lock().await;
+        if cached.is_none() {
+            *cached = discover_cluster_name(&self.client).await;
+            if let Some(name) = cached.as_deref() {
+                tracing::info!(
+                    cluster = name,
+                    "cluster name read from kube-system/kubeadm-config"
+                );
+            }
+        }
+        cached.clone()
+    }
+
     /// One fetch-validate-apply cycle.
     async fn cycle(&self, shutdown: &CancellationToken) -> CycleResult {
         let fetched = match self.loader.fetch().await {
@@ -272,11 +320,14 @@ impl Agent {
                 return CycleResult::NotReady;
             }
         };
+        let cluster = self.cluster_name().await;
         let info = RevisionInfo {
             commit: fetched.commit.clone(),
             fetched_at: crate::status::now_rfc3339(),
+            profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
+            cluster_name: cluster.clone(),
         };
-        let loaded = match self.loader.load(&fetched).await {
+        let loaded = match self.loader.load(&fetched, cluster.as_deref()).await {
             Ok(l) => l,
             Err(revision::LoadError::Invalid(problems)) => {
                 self.reject(&info, problems);

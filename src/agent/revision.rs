@@ -22,6 +22,7 @@ pub struct SourceConfig {
     pub git_url: String,
     pub git_ref: String,
     pub profiles_path: String,
+    pub cluster_name: Option<String>,
     pub git_username: Option<String>,
     pub git_password_file: Option<PathBuf>,
     pub git_ssh_key_file: Option<PathBuf>,
@@ -35,6 +36,7 @@ impl From<SourceArgs> for SourceConfig {
             git_url,
             git_ref,
             profiles_path,
+            cluster_name,
             git_username,
             git_password_file,
             git_ssh_key_file,
@@ -45,6 +47,7 @@ impl From<SourceArgs> for SourceConfig {
             git_url,
             git_ref,
             profiles_path,
+            cluster_name,
             git_username,
             git_password_file,
             git_ssh_key_file,
@@ -63,6 +66,9 @@ pub enum SetupError {
     Charts(#[from] crate::charts::Error),
 }
 
+/// The placeholder for the cluster name in `--profiles-path`.
+pub const CLUSTER_PLACEHOLDER: &str = "{cluster}";
+
 /// A fetched commit.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -73,6 +79,8 @@ pub struct Fetched {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub commit: String,
+    /// The profile list's path (with the cluster name filled in).
+    pub profiles_path: String,
     pub list: ProfileList,
     pub plan: strata_core::plan::Plan,
     /// Releases grouped by layer, in the order layers run.
@@ -83,7 +91,10 @@ pub struct Loaded {
 pub struct Loader {
     git: GitSource,
     charts: ChartStore,
+    /// The configured path; may contain `{cluster}`.
     profiles_path: String,
+    /// `--cluster-name`, if given.
+    cluster_name: Option<String>,
 }
 
 fn view(p: &Problem) -> ProblemView {
@@ -108,6 +119,7 @@ impl Loader {
             git_url,
             git_ref,
             profiles_path,
+            cluster_name,
             git_username,
             git_password_file,
             git_ssh_key_file,
@@ -138,7 +150,24 @@ impl Loader {
             git,
             charts,
             profiles_path,
+            cluster_name: cluster_name.filter(|c| !c.trim().is_empty()),
         })
+    }
+
+    /// Whether the profiles path needs a cluster name (has `{cluster}`).
+    pub fn needs_cluster_name(&self) -> bool {
+        self.profiles_path.contains(CLUSTER_PLACEHOLDER)
+    }
+
+    /// The configured cluster name (`--cluster-name`).
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.cluster_name.as_deref()
+    }
+
+    /// The profiles path with `{cluster}` replaced by `cluster`; a problem when a name is
+    /// needed and unknown or makes an invalid path.
+    pub fn profiles_path(&self, cluster: Option<&str>) -> Result<String, ProblemView> {
+        resolve_profiles_path(&self.profiles_path, cluster)
     }
 
     /// Fetch the configured ref; the commit it points to.
@@ -172,12 +201,19 @@ impl Loader {
         }
     }
 
-    /// Load and validate the revision at `fetched`: a plan with its jobs, every problem of
-    /// the revision, or (a chart repository or the Git cache failing) that it cannot be
-    /// judged now.
-    pub async fn load(&self, fetched: &Fetched) -> Result<Loaded, LoadError> {
+    /// Load and validate the revision at `fetched` (the profile list at
+    /// [`Loader::profiles_path`] for `cluster`): a plan with its jobs, every problem of the
+    /// revision, or (a chart repository or the Git cache failing) that it cannot be judged now.
+    pub async fn load(
+        &self,
+        fetched: &Fetched,
+        cluster: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
         let commit = fetched.commit.as_str();
-        let path = self.profiles_path.as_str();
+        let path = self
+            .profiles_path(cluster)
+            .map_err(|p| LoadError::Invalid(vec![p]))?;
+        let path = path.as_str();
         let text = self
             .read_text(commit, path, (path, ""))
             .await
@@ -346,11 +382,40 @@ impl Loader {
         let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values, &explicit);
         Ok(Loaded {
             commit: commit.to_string(),
+            profiles_path: path.to_string(),
             list,
             plan,
             jobs,
         })
     }
+}
+
+/// `template` with `{cluster}` replaced by `cluster`; a problem when a name is needed and
+/// unknown, or makes a path outside the repository.
+pub fn resolve_profiles_path(template: &str, cluster: Option<&str>) -> Result<String, ProblemView> {
+    if !template.contains(CLUSTER_PLACEHOLDER) {
+        return Ok(template.to_string());
+    }
+    let problem = |message: String| ProblemView {
+        file: template.to_string(),
+        field: String::new(),
+        message,
+    };
+    let Some(name) = cluster else {
+        return Err(problem(
+            "the profiles path contains {cluster} but this cluster's name is unknown: set \
+             --cluster-name / STRATA_CLUSTER_NAME (strata run also reads clusterName from \
+             ConfigMap kube-system/kubeadm-config)"
+                .into(),
+        ));
+    };
+    if name.contains('/') || name.contains("..") || name.trim().is_empty() {
+        return Err(problem(format!(
+            "cluster name {name:?} cannot be used in a path; use a DNS name"
+        )));
+    }
+    let path = template.replace(CLUSTER_PLACEHOLDER, name);
+    strata_core::types::check_repo_path(&path).map_err(|e| problem(e.to_string()))
 }
 
 /// Why a revision could not be loaded.
@@ -471,6 +536,22 @@ fn explicit_timeouts(text: &str) -> ExplicitTimeouts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_placeholder_is_resolved_or_reported() {
+        assert_eq!(
+            resolve_profiles_path("profiles.yaml", None).unwrap(),
+            "profiles.yaml"
+        );
+        assert_eq!(
+            resolve_profiles_path("clusters/{cluster}/profiles.yaml", Some("prod-eu")).unwrap(),
+            "clusters/prod-eu/profiles.yaml"
+        );
+        let p = resolve_profiles_path("clusters/{cluster}/profiles.yaml", None).unwrap_err();
+        assert!(p.message.contains("STRATA_CLUSTER_NAME"), "{p:?}");
+        assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("../x")).is_err());
+        assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("a/b")).is_err());
+    }
 
     #[test]
     fn explicit_timeouts_are_found() {
