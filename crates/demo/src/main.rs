@@ -191,16 +191,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     println!();
 
     let config = AgentConfig {
-        source: SourceConfig {
-            git_url,
-            git_ref: "main".into(),
-            profiles_path,
-            git_username: None,
-            git_password_file: None,
-            git_ssh_key_file: None,
-            git_known_hosts_file: None,
-            work_dir: Some(dir.path().join("work")),
-        },
+        source: source_config(&git_url, &profiles_path, &dir.path().join("work"))?,
         once: false,
         interval,
         concurrency: 4,
@@ -282,6 +273,34 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     cluster.shutdown().await;
     drop(git);
     Ok(code)
+}
+
+/// The agent's source settings, parsed from `strata run`'s own source flags so that the demo
+/// gets every default `strata run` has (and keeps compiling when flags are added).
+fn source_config(
+    git_url: &str,
+    profiles_path: &str,
+    work_dir: &Path,
+) -> anyhow::Result<SourceConfig> {
+    #[derive(Debug, Parser)]
+    struct Source {
+        #[command(flatten)]
+        source: strata::config::SourceArgs,
+    }
+    let work_dir = work_dir.to_string_lossy();
+    let Source { source } = Source::try_parse_from([
+        "strata-demo",
+        "--git-url",
+        git_url,
+        "--git-ref",
+        "main",
+        "--profiles-path",
+        profiles_path,
+        "--work-dir",
+        &work_dir,
+    ])
+    .context("building the agent's source settings")?;
+    Ok(SourceConfig::from(source))
 }
 
 async fn fetch_status(client: &reqwest::Client, api: &str) -> Option<serde_json::Value> {
