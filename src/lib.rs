@@ -16,6 +16,7 @@ pub mod plan_cmd;
 pub mod process;
 pub mod releases;
 pub mod report;
+pub mod retry;
 pub mod server;
 pub mod status;
 pub mod telemetry;
