@@ -13,11 +13,14 @@
 //! Pre-releases follow helm: a pre-release version (`1.3.0-rc.1`) can only satisfy an AND
 //! group (the part between `||`) in which some comparator names a pre-release (`>=1.3.0-0`,
 //! `~1.3.0-rc.0`, `>=1.3.0-0 <1.3.0`); otherwise pre-releases never match. Build metadata is
-//! ignored when comparing. `tests/helm_versions.rs` checks these rules against real helm.
+//! ignored when comparing.
 //!
 //! The evaluation is written here on top of `semver::Version` rather than mapped onto
 //! `semver::VersionReq`, whose meaning differs (a bare `1.2.3` is a caret range there, an exact
-//! version in helm; it has no `!=` and no `||`).
+//! version in helm; it has no `!=` and no `||`). It follows helm's library also where that is
+//! surprising (`~0.0.0` accepts everything, `^x` only `0.0.0`, `<=x` means `<0.1.0`).
+//! `tests/helm_versions.rs` resolves a table of constraints (and, with
+//! `STRATA_HELM_VERSION_FUZZ=N`, random ones) with real helm 4 and helm 3 and compares.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -142,31 +145,17 @@ enum Op {
     Caret,
 }
 
+/// One comparison, in the form helm's semver library evaluates it: the version with missing
+/// parts filled with zeros (`con`), and which part was a wildcard or missing. A wildcard major
+/// (`x`, `*`) is `0.0.0` with only `dirty` set, which gives helm's (surprising) answers for
+/// `>x`, `<=x` or `^x`; `tests/helm_versions.rs` checks these against real helm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Comparator {
     op: Op,
-    v: Partial,
-}
-
-fn ver(major: u64, minor: u64, patch: u64, pre: Prerelease) -> Version {
-    Version {
-        major,
-        minor,
-        patch,
-        pre,
-        build: BuildMetadata::EMPTY,
-    }
-}
-
-/// The lowest version `-0` pre-release, used as an exclusive upper bound so that
-/// `<2.0.0-0` also excludes `2.0.0-rc.1`.
-fn upper(major: u64, minor: u64, patch: u64) -> Version {
-    ver(
-        major,
-        minor,
-        patch,
-        Prerelease::new("0").unwrap_or(Prerelease::EMPTY),
-    )
+    con: Version,
+    dirty: bool,
+    minor_dirty: bool,
+    patch_dirty: bool,
 }
 
 fn cmp(a: &Version, b: &Version) -> Ordering {
@@ -174,83 +163,120 @@ fn cmp(a: &Version, b: &Version) -> Ordering {
 }
 
 impl Comparator {
-    fn floor(&self) -> Version {
-        ver(
-            self.v.major.unwrap_or(0),
-            self.v.minor.unwrap_or(0),
-            self.v.patch.unwrap_or(0),
-            self.v.pre.clone(),
-        )
-    }
-
-    /// Exclusive upper bound of the wildcard range `1.2.x` / `1.x`; `None` for a full version
-    /// or a `*`.
-    fn wildcard_ceiling(&self) -> Option<Version> {
-        match (self.v.major, self.v.minor, self.v.patch) {
-            (Some(ma), None, _) => Some(upper(ma.saturating_add(1), 0, 0)),
-            (Some(ma), Some(mi), None) => Some(upper(ma, mi.saturating_add(1), 0)),
-            _ => None,
+    fn new(op: Op, p: &Partial) -> Self {
+        let (major, minor, patch, dirty, minor_dirty, patch_dirty) =
+            match (p.major, p.minor, p.patch) {
+                (None, _, _) => (0, 0, 0, true, false, false),
+                (Some(ma), None, _) => (ma, 0, 0, true, true, false),
+                (Some(ma), Some(mi), None) => (ma, mi, 0, true, false, true),
+                (Some(ma), Some(mi), Some(pa)) => (ma, mi, pa, false, false, false),
+            };
+        Self {
+            op,
+            con: Version {
+                major,
+                minor,
+                patch,
+                pre: p.pre.clone(),
+                build: BuildMetadata::EMPTY,
+            },
+            dirty,
+            minor_dirty,
+            patch_dirty,
         }
     }
 
-    fn in_wildcard(&self, v: &Version) -> bool {
-        if self.v.major.is_none() {
+    /// `~`: at least `con`, same major, and same minor unless the minor was a wildcard;
+    /// `~0.0.0` (all parts written or a bare wildcard) accepts everything.
+    fn tilde(&self, v: &Version) -> bool {
+        let c = &self.con;
+        if cmp(v, c) == Ordering::Less {
+            return false;
+        }
+        if (c.major, c.minor, c.patch) == (0, 0, 0) && !self.minor_dirty && !self.patch_dirty {
             return true;
         }
-        let floor = self.floor();
-        match self.wildcard_ceiling() {
-            Some(ceil) => cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less,
-            None => cmp(v, &floor) == Ordering::Equal,
-        }
+        v.major == c.major && (self.minor_dirty || v.minor == c.minor)
     }
 
-    /// Does `v` satisfy this comparator by precedence? (Pre-release eligibility is decided
-    /// per AND group, see [`VersionConstraint::matches`].)
+    /// `^`: at least `con`, and the leftmost non-zero (or wildcard) part stays the same.
+    fn caret(&self, v: &Version) -> bool {
+        let c = &self.con;
+        if cmp(v, c) == Ordering::Less {
+            return false;
+        }
+        if c.major > 0 || self.minor_dirty {
+            return v.major == c.major;
+        }
+        if v.major > 0 {
+            return false;
+        }
+        if c.minor > 0 || self.patch_dirty {
+            return v.minor == c.minor;
+        }
+        v.minor == 0 && v.patch == c.patch
+    }
+
+    /// Does `v` satisfy this comparator? (Pre-release eligibility is decided per AND group,
+    /// see [`VersionConstraint::matches`].)
     fn matches(&self, v: &Version) -> bool {
-        let floor = self.floor();
-        let any = self.v.major.is_none();
+        let c = &self.con;
+        let order = cmp(v, c);
         match self.op {
-            Op::Eq => self.in_wildcard(v),
-            Op::Ne => !self.in_wildcard(v),
+            Op::Eq => {
+                if self.dirty {
+                    self.tilde(v)
+                } else {
+                    order == Ordering::Equal
+                }
+            }
+            Op::Ne => {
+                if self.dirty {
+                    if v.major != c.major {
+                        return true;
+                    }
+                    if self.minor_dirty {
+                        return false;
+                    }
+                    if v.minor != c.minor {
+                        return true;
+                    }
+                    if self.patch_dirty {
+                        return (!v.pre.is_empty() || !c.pre.is_empty()) && v.pre != c.pre;
+                    }
+                    if v.patch != c.patch {
+                        return true;
+                    }
+                }
+                order != Ordering::Equal
+            }
             Op::Gt => {
-                if any {
-                    return false;
+                if self.dirty {
+                    if v.major != c.major {
+                        return v.major > c.major;
+                    }
+                    if self.minor_dirty {
+                        return false;
+                    }
+                    if self.patch_dirty {
+                        return v.minor > c.minor;
+                    }
                 }
-                match self.wildcard_ceiling() {
-                    Some(ceil) => cmp(v, &ceil) != Ordering::Less,
-                    None => cmp(v, &floor) == Ordering::Greater,
-                }
+                order == Ordering::Greater
             }
-            Op::Ge => any || cmp(v, &floor) != Ordering::Less,
-            Op::Lt => !any && cmp(v, &floor) == Ordering::Less,
+            Op::Lt => order == Ordering::Less,
+            Op::Ge => order != Ordering::Less,
             Op::Le => {
-                if any {
-                    return true;
+                if !self.dirty {
+                    return order != Ordering::Greater;
                 }
-                match self.wildcard_ceiling() {
-                    Some(ceil) => cmp(v, &ceil) == Ordering::Less,
-                    None => cmp(v, &floor) != Ordering::Greater,
+                if v.major != c.major {
+                    return v.major < c.major;
                 }
+                self.minor_dirty || v.minor <= c.minor
             }
-            Op::Tilde => {
-                let Some(ma) = self.v.major else { return true };
-                let ceil = match self.v.minor {
-                    Some(mi) => upper(ma, mi.saturating_add(1), 0),
-                    None => upper(ma.saturating_add(1), 0, 0),
-                };
-                cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less
-            }
-            Op::Caret => {
-                let Some(ma) = self.v.major else { return true };
-                let ceil = match (ma, self.v.minor, self.v.patch) {
-                    (0, None, _) => upper(1, 0, 0),
-                    (0, Some(0), None) => upper(0, 1, 0),
-                    (0, Some(0), Some(p)) => upper(0, 0, p.saturating_add(1)),
-                    (0, Some(mi), _) => upper(0, mi.saturating_add(1), 0),
-                    (ma, _, _) => upper(ma.saturating_add(1), 0, 0),
-                };
-                cmp(v, &floor) != Ordering::Less && cmp(v, &ceil) == Ordering::Less
-            }
+            Op::Tilde => self.tilde(v),
+            Op::Caret => self.caret(v),
         }
     }
 }
@@ -286,8 +312,8 @@ impl VersionConstraint {
                 if i + 2 < tokens.len() && tokens[i + 1] == "-" {
                     let lo = parse_partial(&tokens[i]).map_err(&fail)?;
                     let hi = parse_partial(&tokens[i + 2]).map_err(&fail)?;
-                    comps.push(Comparator { op: Op::Ge, v: lo });
-                    comps.push(Comparator { op: Op::Le, v: hi });
+                    comps.push(Comparator::new(Op::Ge, &lo));
+                    comps.push(Comparator::new(Op::Le, &hi));
                     i += 3;
                     continue;
                 }
@@ -305,7 +331,7 @@ impl VersionConstraint {
     /// Does `v` satisfy the constraint?
     pub fn matches(&self, v: &Version) -> bool {
         self.groups.iter().any(|g| {
-            let prerelease_ok = g.iter().any(|c| !c.v.pre.is_empty());
+            let prerelease_ok = g.iter().any(|c| !c.con.pre.is_empty());
             (v.pre.is_empty() || prerelease_ok) && g.iter().all(|c| c.matches(v))
         })
     }
@@ -319,18 +345,7 @@ impl VersionConstraint {
     pub fn exact(&self) -> Option<Version> {
         match self.groups.as_slice() {
             [g] => match g.as_slice() {
-                [
-                    Comparator {
-                        op: Op::Eq,
-                        v:
-                            Partial {
-                                major: Some(_),
-                                minor: Some(_),
-                                patch: Some(_),
-                                ..
-                            },
-                    },
-                ] => Some(g[0].floor()),
+                [c] if c.op == Op::Eq && !c.dirty => Some(c.con.clone()),
                 _ => None,
             },
             _ => None,
@@ -339,7 +354,7 @@ impl VersionConstraint {
 
     /// Does any comparator name a pre-release (so pre-release versions may match)?
     pub fn names_prerelease(&self) -> bool {
-        self.groups.iter().flatten().any(|c| !c.v.pre.is_empty())
+        self.groups.iter().flatten().any(|c| !c.con.pre.is_empty())
     }
 
     pub fn as_str(&self) -> &str {
@@ -392,7 +407,7 @@ fn parse_comparator(tok: &str) -> std::result::Result<Comparator, String> {
         return Err(format!("operator `{tok}` has no version after it"));
     }
     let v = parse_partial(rest)?;
-    Ok(Comparator { op, v })
+    Ok(Comparator::new(op, &v))
 }
 
 impl fmt::Display for VersionConstraint {

@@ -15,6 +15,10 @@ use strata_core::repoindex;
 use strata_core::version::VersionConstraint;
 
 const VERSIONS: &[&str] = &[
+    "0.0.0",
+    "0.1.0",
+    "4.3.2",
+    "4.3.4-rc.0",
     "0.0.3",
     "0.0.4",
     "0.2.3",
@@ -89,6 +93,14 @@ const CONSTRAINTS: &[&str] = &[
     "~0",
     "^0.3",
     ">= 0.2.9, <= 0.3.0",
+    // Helm's answers for operators on a bare wildcard and for ~0.0.0 (found by the fuzzer).
+    ">x",
+    "<=x",
+    "^x",
+    "!=x",
+    "~x",
+    "<x || ~0.0.0",
+    "!=0.x >0.0",
     "<1.3.0 || >=9.0.0-0",
     ">=1.2.9, <1.3.0 || >=9.0.0-0",
 ];
@@ -205,7 +217,9 @@ fn check(helm_dir: &str) {
     let url = serve(index_yaml(), log.clone());
     let index = repoindex::parse(&url, &index_yaml()).unwrap();
     let mut disagreements = Vec::new();
-    for c in CONSTRAINTS {
+    let mut all: Vec<String> = CONSTRAINTS.iter().map(|c| c.to_string()).collect();
+    all.extend(random_constraints());
+    for c in &all {
         let ours =
             repoindex::resolve_version(&index, "demo", Some(&VersionConstraint::parse(c).unwrap()))
                 .ok()
@@ -220,6 +234,57 @@ fn check(helm_dir: &str) {
         "{helm_dir} disagrees:\n{}",
         disagreements.join("\n")
     );
+}
+
+/// `STRATA_HELM_VERSION_FUZZ=N` adds N seeded random constraints to the table
+/// (`STRATA_HELM_VERSION_FUZZ_SEED` picks another seed).
+fn random_constraints() -> Vec<String> {
+    let n: usize = std::env::var("STRATA_HELM_VERSION_FUZZ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut state: u64 = std::env::var("STRATA_HELM_VERSION_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        | 1;
+    let mut next = move |m: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % (m as u64)).unwrap_or(0)
+    };
+    let ops = ["", "=", "!=", ">", "<", ">=", "<=", "~", "^", "~>"];
+    let parts = ["0", "1", "2", "3", "4", "x"];
+    let pres = ["", "", "", "-0", "-rc.0", "-rc.1", "-rc.5"];
+    let comparator = |next: &mut dyn FnMut(usize) -> usize| {
+        let len = 1 + next(3);
+        let mut v: Vec<&str> = (0..len).map(|_| parts[next(parts.len())]).collect();
+        if let Some(i) = v.iter().position(|p| *p == "x") {
+            v.truncate(i + 1);
+        }
+        let pre = if v.len() == 3 && !v.contains(&"x") {
+            pres[next(pres.len())]
+        } else {
+            ""
+        };
+        format!("{}{}{}", ops[next(ops.len())], v.join("."), pre)
+    };
+    (0..n)
+        .map(|_| {
+            let groups = 1 + next(2);
+            (0..groups)
+                .map(|_| {
+                    let count = 1 + next(2);
+                    (0..count)
+                        .map(|_| comparator(&mut next))
+                        .collect::<Vec<_>>()
+                        .join(if next(2) == 0 { " " } else { ", " })
+                })
+                .collect::<Vec<_>>()
+                .join(" || ")
+        })
+        .collect()
 }
 
 #[test]
