@@ -306,7 +306,12 @@ async fn invalid_revision_reports_every_problem() -> anyhow::Result<()> {
     version: "1.0.0"
     releaseName: vals
     valuesFiles: [values/missing.yaml]
+  - name: dup
+    chart: {repository: platform, name: ten}
+    version: "1.0.0"
+    valuesFiles: [values/dup.yaml]
 "#;
+    repo.write("values/dup.yaml", "replicas: 1\nreplicas: 2\n")?;
     repo.write(
         "profiles.yaml",
         profiles("  model: annotation", &charts.url(), extra),
@@ -328,6 +333,10 @@ async fn invalid_revision_reports_every_problem() -> anyhow::Result<()> {
     assert!(
         text.contains("values/missing.yaml"),
         "missing values file named: {text}"
+    );
+    assert!(
+        text.contains("values/dup.yaml") && text.contains("duplicate"),
+        "duplicate key in a values file: {text}"
     );
 
     // Syntax-level problems: an unknown field and a duplicate release name.

@@ -267,9 +267,9 @@ impl Loader {
                     .read_text(commit, vf, (path, &field(&format!("valuesFiles[{i}]"))))
                     .await
                 {
-                    Ok(t) => match parse_values(vf, &t) {
+                    Ok(t) => match strata_core::values::parse_file(vf, &t) {
                         Ok(v) => files.push((vf.clone(), v)),
-                        Err(p) => problems.push(p),
+                        Err(ps) => problems.extend(ps.iter().map(view)),
                     },
                     Err(f) => sink(f, &mut problems),
                 }
@@ -445,27 +445,6 @@ fn is_transient(e: &crate::charts::Error) -> bool {
     }
 }
 
-/// Parse a values file (YAML) into JSON; an empty file is an empty map.
-fn parse_values(file: &str, text: &str) -> Result<serde_json::Value, ProblemView> {
-    if text.trim().is_empty() {
-        return Ok(serde_json::Value::Object(Default::default()));
-    }
-    let v: serde_json::Value = serde_saphyr::from_str(text).map_err(|e| ProblemView {
-        file: file.to_string(),
-        field: String::new(),
-        message: format!("invalid YAML: {e}"),
-    })?;
-    match v {
-        serde_json::Value::Object(_) => Ok(v),
-        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
-        _ => Err(ProblemView {
-            file: file.to_string(),
-            field: String::new(),
-            message: "a values file must be a YAML map".into(),
-        }),
-    }
-}
-
 fn jobs_from_plan(
     list: &ProfileList,
     plan: &strata_core::plan::Plan,
@@ -560,18 +539,5 @@ mod tests {
         assert_eq!(t.profiles.iter().collect::<Vec<_>>(), ["a"]);
         let t = explicit_timeouts("defaults:\n  timeout: 2m\nprofiles: []\n");
         assert!(t.defaults);
-    }
-
-    #[test]
-    fn values_files_must_be_maps() {
-        assert_eq!(
-            parse_values("v.yaml", "a: 1\nb: [x]\n").unwrap(),
-            serde_json::json!({"a": 1, "b": ["x"]})
-        );
-        assert_eq!(parse_values("v.yaml", "").unwrap(), serde_json::json!({}));
-        let p = parse_values("v.yaml", "- 1\n").unwrap_err();
-        assert_eq!(p.file, "v.yaml");
-        let p = parse_values("v.yaml", "a: [\n").unwrap_err();
-        assert!(p.message.contains("invalid YAML"), "{p:?}");
     }
 }
