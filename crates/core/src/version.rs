@@ -115,15 +115,16 @@ fn parse_partial(t: &str) -> std::result::Result<Partial, String> {
             continue;
         }
         if wild {
-            return Err("a number follows a wildcard".into());
+            // Like helm, parts after a wildcard are ignored (`1.x.3` is `1.x`).
+            if !p.bytes().all(|b| b.is_ascii_digit()) || p.is_empty() {
+                return Err(format!("`{p}` is not a number"));
+            }
+            continue;
         }
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("`{p}` is not a number"));
         }
         nums[i] = Some(p.parse().map_err(|_| format!("`{p}` is too large"))?);
-    }
-    if !pre.is_empty() && nums.iter().any(Option::is_none) {
-        return Err("a pre-release needs a full major.minor.patch version".into());
     }
     Ok(Partial {
         major: nums[0],
@@ -479,6 +480,7 @@ mod tests {
         yes("1.*", &["1.0.0", "1.99.0"]);
         no("1.*", &["2.0.0", "0.9.0"]);
         yes("*", &["0.0.1", "9.9.9"]);
+        yes("1.x.3", &["1.0.0", "1.9.9"]);
         no("*", &["1.0.0-alpha"]);
     }
 
@@ -551,7 +553,15 @@ mod tests {
     #[test]
     fn bad_constraints() {
         for bad in [
-            "", "||", "1.2 ||", ">=", "banana", "1.x.3", "1.2.3.4", ">=1.2-rc", "~ ",
+            "",
+            "||",
+            "1.2 ||",
+            ">=",
+            "banana",
+            "1.x.y",
+            "1.2.3.4",
+            "1.2-rc..1",
+            "~ ",
         ] {
             assert!(VersionConstraint::parse(bad).is_err(), "{bad:?}");
         }
