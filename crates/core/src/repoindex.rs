@@ -156,6 +156,13 @@ pub fn resolve_version<'a>(
             ),
         ));
     };
+    // Like helm: a version written exactly as in the index wins outright
+    // (`1.0.0+build.2` picks that entry, not another build of 1.0.0).
+    if let Some(c) = constraint
+        && let Some(e) = list.iter().find(|e| e.version == c.as_str())
+    {
+        return Ok(e);
+    }
     let mut best: Option<(Version, &IndexEntry)> = None;
     for e in list {
         let Some(v) = e.semver() else { continue };
@@ -292,6 +299,24 @@ generated: "2024-03-01T00:00:00Z"
                 .unwrap()
                 .version,
             "1.15.0-rc.1"
+        );
+    }
+
+    #[test]
+    fn exact_spelling_wins() {
+        let text = "entries:\n  a:\n    - {name: a, version: 1.0.0+build.1, urls: [u1]}\n    - {name: a, version: 1.0.0+build.2, urls: [u2]}\n";
+        let idx = parse("i", text).unwrap();
+        assert_eq!(
+            resolve_version(&idx, "a", Some(&c("1.0.0+build.2")))
+                .unwrap()
+                .urls,
+            vec!["u2"]
+        );
+        assert_eq!(
+            resolve_version(&idx, "a", Some(&c("1.0.0+build.1")))
+                .unwrap()
+                .urls,
+            vec!["u1"]
         );
     }
 
