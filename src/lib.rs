@@ -11,6 +11,7 @@ pub mod charts;
 pub mod config;
 pub mod git;
 pub mod helm;
+pub mod leader;
 pub mod metrics;
 pub mod plan_cmd;
 pub mod process;
