@@ -1,19 +1,24 @@
-//! Runs the releases of a revision layer by layer.
-//!
-//! Rules: layers run in order; inside a layer up to `concurrency` releases run at once; the
-//! next layer starts only when every release of the layer is Ready; when a release fails its
-//! siblings still finish and every layer above is marked Skipped. A shutdown lets running
-//! releases finish (helm is never killed mid-operation by a drain) and starts nothing new.
+//! Runs the releases of a revision layer by layer, driven by strata-core's pure scheduler
+//! (`strata_core::schedule::next_actions`): after every finished release it says what may
+//! start. Rules (decided there): layers run in order; the next layer starts only when every
+//! release of the layer below is Ready; when a release fails its siblings still finish and
+//! every layer above is Skipped. This module adds the effects: up to `concurrency` releases
+//! run at once, a `layer` span per layer, layer timings, and the Skipped status. A shutdown
+//! lets running releases finish (helm is never killed by a drain) and starts nothing new.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use strata_core::plan::{Plan, ReleaseKey};
+use strata_core::schedule::{Outcome, ReleaseState, next_actions};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
-use crate::status::{LayerId, ReleasePhase, StatusStore, now_rfc3339};
+use crate::status::{LayerId, LayerPhase, ReleasePhase, StatusStore, now_rfc3339};
 
 /// What a release run ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +32,6 @@ pub trait ReleaseRunner<J>: Sync {
     fn run(&self, job: &J) -> impl Future<Output = ReleaseResult> + Send;
 }
 
-/// A job's identity in the status (namespace, release name).
-pub trait JobId {
-    fn namespace(&self) -> &str;
-    fn release(&self) -> &str;
-}
-
 /// How a revision ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayersOutcome {
@@ -44,131 +43,191 @@ pub enum LayersOutcome {
     Interrupted,
 }
 
-/// Run `layers` (in order) with `runner`.
+/// The status id of a planned layer.
+pub fn layer_id(plan: &Plan, index: usize) -> LayerId {
+    plan.layers[index]
+        .layer
+        .map_or(LayerId::Unlayered, |n| LayerId::Number(u64::from(n.0)))
+}
+
+struct OpenLayer {
+    span: tracing::Span,
+    started: Instant,
+    /// Already Ready when it started (an unchanged revision re-checked).
+    was_ready: bool,
+}
+
+/// Run the releases of `plan` (jobs by release key) with `runner`.
 pub async fn run_layers<J, R>(
     runner: &R,
-    layers: &[(LayerId, Vec<J>)],
+    plan: &Plan,
+    jobs: &BTreeMap<ReleaseKey, J>,
     concurrency: usize,
     status: &StatusStore,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> LayersOutcome
 where
-    J: JobId + Sync,
+    J: Sync,
     R: ReleaseRunner<J>,
 {
-    for (index, (layer, jobs)) in layers.iter().enumerate() {
-        if shutdown.is_cancelled() {
-            return LayersOutcome::Interrupted;
+    let layer_of: HashMap<&ReleaseKey, usize> = plan
+        .layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.releases.iter().map(move |r| (&r.release, i)))
+        .collect();
+    let mut states: BTreeMap<ReleaseKey, ReleaseState> = BTreeMap::new();
+    let mut open: HashMap<usize, OpenLayer> = HashMap::new();
+    let mut running = FuturesUnordered::new();
+    let step = loop {
+        let step = next_actions(plan, &states);
+        if step.done {
+            break step;
         }
-        let span = tracing::info_span!(
-            "layer",
-            layer = %layer,
-            releases = jobs.len(),
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        );
-        // A layer already Ready (an unchanged revision re-checked) is not a new "layer ready".
-        let was_ready = status
-            .snapshot()
-            .layers
-            .iter()
-            .any(|l| l.layer == *layer && l.phase == crate::status::LayerPhase::Ready);
-        let started = Instant::now();
-        let results: Vec<(String, ReleaseResult)> = async {
-            futures::stream::iter(jobs.iter())
-                .map(|job| async move {
-                    if shutdown.is_cancelled() {
-                        return None;
+        if !shutdown.is_cancelled() {
+            for key in &step.start {
+                if running.len() >= concurrency.max(1) {
+                    break;
+                }
+                let index = layer_of.get(key).copied().unwrap_or_default();
+                let Some(job) = jobs.get(key) else {
+                    states.insert(
+                        key.clone(),
+                        ReleaseState::Failed {
+                            message: format!("no job for release {key}"),
+                        },
+                    );
+                    continue;
+                };
+                let layer = open.entry(index).or_insert_with(|| {
+                    let id = layer_id(plan, index);
+                    OpenLayer {
+                        span: tracing::info_span!(
+                            "layer",
+                            layer = %id,
+                            releases = plan.layers[index].releases.len(),
+                            otel.status_code = tracing::field::Empty,
+                            otel.status_description = tracing::field::Empty,
+                        ),
+                        started: Instant::now(),
+                        was_ready: status
+                            .snapshot()
+                            .layers
+                            .iter()
+                            .any(|l| l.layer == id && l.phase == LayerPhase::Ready),
                     }
-                    let result = runner.run(job).await;
-                    Some((format!("{}/{}", job.namespace(), job.release()), result))
-                })
-                .buffer_unordered(concurrency.max(1))
-                .filter_map(|r| async move { r })
-                .collect()
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        let failed: Vec<String> = results
-            .iter()
-            .filter_map(|(name, r)| match r {
-                ReleaseResult::Failed(m) => Some(format!("{name}: {m}")),
-                ReleaseResult::Ready => None,
-            })
-            .collect();
-        if !failed.is_empty() {
-            crate::telemetry::record_error(&span, &failed.join("; "));
-            let reason = format!(
-                "not started: layer {layer} failed ({})",
-                results
-                    .iter()
-                    .filter(|(_, r)| *r != ReleaseResult::Ready)
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            skip_above(layers, index, &reason, status);
-            return LayersOutcome::Failed;
-        }
-        if results.len() < jobs.len() {
-            return LayersOutcome::Interrupted;
-        }
-        if was_ready {
-            tracing::debug!(layer = %layer, "layer still ready");
-            continue;
-        }
-        metrics.layer_ready(started.elapsed());
-        let at = now_rfc3339();
-        status.update(|s| {
-            if let Some(l) = s.layers.iter_mut().find(|l| l.layer == *layer) {
-                l.ready_at = Some(at);
+                });
+                states.insert(key.clone(), ReleaseState::Running);
+                let key = key.clone();
+                running.push(
+                    async move { (key, runner.run(job).await) }.instrument(layer.span.clone()),
+                );
             }
-        });
-        tracing::info!(layer = %layer, seconds = started.elapsed().as_secs_f64(), "layer ready");
-    }
-    LayersOutcome::AllReady
-}
-
-fn skip_above<J: JobId>(
-    layers: &[(LayerId, Vec<J>)],
-    failed_index: usize,
-    reason: &str,
-    status: &StatusStore,
-) {
-    status.update(|s| {
-        for (_, jobs) in layers.iter().skip(failed_index + 1) {
-            for job in jobs {
-                if let Some(r) = s.release_mut(job.namespace(), job.release()) {
+        }
+        let Some((key, result)) = running.next().await else {
+            // Nothing running and nothing may start: only a shutdown gets here.
+            return LayersOutcome::Interrupted;
+        };
+        let index = layer_of.get(&key).copied().unwrap_or_default();
+        states.insert(
+            key,
+            match result {
+                ReleaseResult::Ready => ReleaseState::Ready,
+                ReleaseResult::Failed(message) => ReleaseState::Failed { message },
+            },
+        );
+        finish_layer_if_done(plan, index, &states, &mut open, status, metrics);
+    };
+    // Releases that will not run in this attempt.
+    let skipped: Vec<(ReleaseKey, String)> = step
+        .blocked
+        .iter()
+        .filter(|(_, reason)| reason.is_skipped())
+        .map(|(key, reason)| (key.clone(), reason.to_string()))
+        .collect();
+    if !skipped.is_empty() {
+        status.update(|s| {
+            for (key, reason) in &skipped {
+                if let Some(r) = s.release_mut(&key.namespace, &key.name) {
                     r.phase = ReleasePhase::Skipped;
-                    r.message = Some(reason.to_string());
+                    r.message = Some(reason.clone());
                     r.not_ready.clear();
                 }
             }
+        });
+    }
+    match step.outcome {
+        Some(Outcome::Succeeded) => LayersOutcome::AllReady,
+        _ => LayersOutcome::Failed,
+    }
+}
+
+/// Close a layer's span once every release of it finished: Ready -> timing and `readyAt`;
+/// a failure -> the span records the error.
+fn finish_layer_if_done(
+    plan: &Plan,
+    index: usize,
+    states: &BTreeMap<ReleaseKey, ReleaseState>,
+    open: &mut HashMap<usize, OpenLayer>,
+    status: &StatusStore,
+    metrics: &Metrics,
+) {
+    let releases = &plan.layers[index].releases;
+    let state = |r: &strata_core::plan::PlannedRelease| states.get(&r.release).cloned();
+    if !releases.iter().all(|r| {
+        matches!(
+            state(r),
+            Some(ReleaseState::Ready | ReleaseState::Failed { .. })
+        )
+    }) {
+        return;
+    }
+    let Some(layer) = open.remove(&index) else {
+        return;
+    };
+    let id = layer_id(plan, index);
+    let failed: Vec<String> = releases
+        .iter()
+        .filter_map(|r| match state(r) {
+            Some(ReleaseState::Failed { message }) => Some(format!("{}: {message}", r.release)),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        crate::telemetry::record_error(&layer.span, &failed.join("; "));
+        tracing::error!(layer = %id, failed = failed.len(), "layer failed");
+        return;
+    }
+    if layer.was_ready {
+        tracing::debug!(layer = %id, "layer still ready");
+        return;
+    }
+    let elapsed = layer.started.elapsed();
+    metrics.layer_ready(elapsed);
+    let at = now_rfc3339();
+    status.update(|s| {
+        if let Some(l) = s.layers.iter_mut().find(|l| l.layer == id) {
+            l.ready_at = Some(at);
         }
     });
+    tracing::info!(layer = %id, seconds = elapsed.as_secs_f64(), "layer ready");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{LayerPhase, LayerStatus, ReleaseStatus};
+    use crate::status::{LayerStatus, ReleaseStatus};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use strata_core::plan::{LayerSource, PlannedLayer, PlannedRelease};
+    use strata_core::profiles::{ChartRef, LayeringModel};
+    use strata_core::types::{GoDuration, LayerNumber};
 
     struct Job {
         name: String,
         fail: bool,
-    }
-    impl JobId for Job {
-        fn namespace(&self) -> &str {
-            "ns"
-        }
-        fn release(&self) -> &str {
-            &self.name
-        }
     }
 
     struct Fake {
@@ -201,13 +260,53 @@ mod tests {
         }
     }
 
-    fn setup(spec: &[(u64, &[(&str, bool)])]) -> (Vec<(LayerId, Vec<Job>)>, StatusStore) {
+    type Spec<'a> = &'a [(u32, &'a [(&'a str, bool)])];
+
+    fn setup(spec: Spec<'_>) -> (Plan, BTreeMap<ReleaseKey, Job>, StatusStore) {
         let status = StatusStore::new();
+        let mut jobs = BTreeMap::new();
         let mut layers = Vec::new();
+        for (n, rels) in spec {
+            let releases = rels
+                .iter()
+                .map(|(name, fail)| {
+                    jobs.insert(
+                        ReleaseKey::new("ns", *name),
+                        Job {
+                            name: name.to_string(),
+                            fail: *fail,
+                        },
+                    );
+                    PlannedRelease {
+                        profile: name.to_string(),
+                        release: ReleaseKey::new("ns", *name),
+                        chart: ChartRef::Path {
+                            path: format!("charts/{name}"),
+                        },
+                        chart_name: name.to_string(),
+                        chart_version: "1.0.0".into(),
+                        version_constraint: None,
+                        layer: Some(LayerNumber(*n)),
+                        layer_source: LayerSource::Override,
+                        timeout: GoDuration::from_secs(60),
+                    }
+                })
+                .collect();
+            layers.push(PlannedLayer {
+                layer: Some(LayerNumber(*n)),
+                name: format!("layer-{n}"),
+                releases,
+            });
+        }
+        let plan = Plan {
+            model: LayeringModel::Annotation,
+            layers,
+            notes: vec![],
+        };
         status.update(|s| {
             for (n, rels) in spec {
                 s.layers.push(LayerStatus {
-                    layer: LayerId::Number(*n),
+                    layer: LayerId::Number(u64::from(*n)),
                     phase: LayerPhase::Pending,
                     ready_at: None,
                     releases: rels
@@ -215,18 +314,9 @@ mod tests {
                         .map(|(name, _)| ReleaseStatus::pending(name, name, "ns", "c", "1"))
                         .collect(),
                 });
-                layers.push((
-                    LayerId::Number(*n),
-                    rels.iter()
-                        .map(|(name, fail)| Job {
-                            name: name.to_string(),
-                            fail: *fail,
-                        })
-                        .collect(),
-                ));
             }
         });
-        (layers, status)
+        (plan, jobs, status)
     }
 
     fn fake(status: &StatusStore) -> Fake {
@@ -240,13 +330,13 @@ mod tests {
 
     #[tokio::test]
     async fn layers_run_in_order_with_bounded_concurrency() {
-        let (layers, status) = setup(&[
+        let (plan, jobs, status) = setup(&[
             (1, &[("a", false), ("b", false), ("c", false)]),
             (2, &[("d", false)]),
         ]);
         let f = fake(&status);
         let m = Metrics::new();
-        let out = run_layers(&f, &layers, 2, &status, &m, &CancellationToken::new()).await;
+        let out = run_layers(&f, &plan, &jobs, 2, &status, &m, &CancellationToken::new()).await;
         assert_eq!(out, LayersOutcome::AllReady);
         let started = f.started.lock().unwrap().clone();
         assert_eq!(
@@ -263,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_skips_the_layers_above_but_siblings_finish() {
-        let (layers, status) = setup(&[
+        let (plan, jobs, status) = setup(&[
             (1, &[("a", false)]),
             (2, &[("b", true), ("c", false)]),
             (3, &[("d", false)]),
@@ -271,7 +361,8 @@ mod tests {
         let f = fake(&status);
         let out = run_layers(
             &f,
-            &layers,
+            &plan,
+            &jobs,
             1,
             &status,
             &Metrics::new(),
@@ -293,12 +384,31 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_starts_nothing_new() {
-        let (layers, status) = setup(&[(1, &[("a", false)]), (2, &[("b", false)])]);
+        let (plan, jobs, status) = setup(&[(1, &[("a", false)]), (2, &[("b", false)])]);
         let f = fake(&status);
         let token = CancellationToken::new();
         token.cancel();
-        let out = run_layers(&f, &layers, 1, &status, &Metrics::new(), &token).await;
+        let out = run_layers(&f, &plan, &jobs, 1, &status, &Metrics::new(), &token).await;
         assert_eq!(out, LayersOutcome::Interrupted);
         assert!(f.started.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_running_releases_finish() {
+        let (plan, jobs, status) =
+            setup(&[(1, &[("a", false), ("b", false)]), (2, &[("c", false)])]);
+        let f = fake(&status);
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            cancel.cancel();
+        });
+        let out = run_layers(&f, &plan, &jobs, 2, &status, &Metrics::new(), &token).await;
+        assert_eq!(out, LayersOutcome::Interrupted);
+        let s = status.snapshot();
+        assert_eq!(s.release("ns", "a").unwrap().phase, ReleasePhase::Ready);
+        assert_eq!(s.release("ns", "b").unwrap().phase, ReleasePhase::Ready);
+        assert_eq!(s.release("ns", "c").unwrap().phase, ReleasePhase::Pending);
     }
 }

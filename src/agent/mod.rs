@@ -483,9 +483,20 @@ impl Agent {
         } else {
             tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
         }
+        let by_key: std::collections::BTreeMap<strata_core::plan::ReleaseKey, release::ReleaseJob> =
+            jobs.iter()
+                .flat_map(|(_, js)| js.iter())
+                .map(|j| {
+                    (
+                        strata_core::plan::ReleaseKey::new(&j.namespace, &j.release),
+                        j.clone(),
+                    )
+                })
+                .collect();
         let outcome = layers::run_layers(
             &self.runner,
-            &jobs,
+            &loaded.plan,
+            &by_key,
             self.concurrency,
             &self.status,
             &self.metrics,

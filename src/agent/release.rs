@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::cluster::{ClusterReader, ObjectRef};
-use super::layers::{JobId, ReleaseResult, ReleaseRunner};
+use super::layers::{ReleaseResult, ReleaseRunner};
 use crate::helm::{Helm, UpgradeRequest};
 use crate::metrics::Metrics;
 use crate::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
@@ -38,15 +38,6 @@ pub struct ReleaseJob {
     pub values_digest: String,
     /// The profile's timeout, if the profile list gave one.
     pub timeout: Option<Duration>,
-}
-
-impl JobId for ReleaseJob {
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-    fn release(&self) -> &str {
-        &self.release
-    }
 }
 
 /// Poll period of the progress watcher.
