@@ -254,6 +254,8 @@ fn parse_with_budget(
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
     };
     options.budget = budget;
+    // Numbers like helm (YAML 1.1): `012` is octal 10.
+    options.legacy_octal_numbers = true;
     // Aliases are for small reuse in hand-written files; an alias bomb stops early.
     options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     match serde_saphyr::from_str_with_options::<Node>(text, options) {

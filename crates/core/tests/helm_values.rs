@@ -124,6 +124,48 @@ fn check(helm_dir: &str) {
     }
 }
 
+/// Raw YAML values files: strata reads scalars as helm does (YAML 1.1 booleans such as
+/// `yes`/`on`/`y`, numbers, nulls, anchors and merge keys), so the merged file renders the same.
+const RAW_FILES: &[&str] = &[
+    "a: yes\nb: on\nc: n\nd: 1.10\ne: 0x1F\nf: 012\ng: ~\nh: \"quoted\"\ni: 1e3\nj: .5\nk: -0\nl: 2024-01-01\n",
+    "base: &base {x: 1, y2: [1, 2]}\nderived:\n  <<: *base\n  x: 2\nfeature:\n  settings: {x: off}\nlist: []\n",
+    "m: 0o12\nn2: +1\no: 1_000\np: 0b101\nq: Yes\nr: TRUE\ns: Off\nt: Null\nu: NULL\nv: !!str 123\nw: 2001-12-14t21:59:43.10-05:00\nx2: '0012'\nz: 1:20\naa: 0xFF\nab: -.5e3\n",
+];
+
+fn check_raw(helm_dir: &str) {
+    let helm = helm(helm_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = tmp.path().join("probe");
+    write_chart(&chart);
+    let mut paths = Vec::new();
+    let mut named = Vec::new();
+    for (i, text) in RAW_FILES.iter().enumerate() {
+        let p = tmp.path().join(format!("raw{i}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        named.push((
+            p.display().to_string(),
+            values::parse_file("raw", text).unwrap(),
+        ));
+        paths.push(p);
+    }
+    let merged = values::merge(&named, &json!({})).unwrap();
+    let merged_path = tmp.path().join("raw-merged.json");
+    std::fs::write(&merged_path, merged.to_string()).unwrap();
+    let separate = render(&helm, tmp.path(), &chart, &paths);
+    let single = render(&helm, tmp.path(), &chart, &[merged_path]);
+    assert_eq!(separate, single, "{helm_dir}: merged {merged}");
+}
+
+#[test]
+fn raw_yaml_is_read_like_helm_helm4() {
+    check_raw("helm4");
+}
+
+#[test]
+fn raw_yaml_is_read_like_helm_helm3() {
+    check_raw("helm3");
+}
+
 #[test]
 fn merged_values_render_like_separate_files_helm4() {
     check("helm4");
