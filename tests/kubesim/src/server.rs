@@ -1233,20 +1233,22 @@ impl WatchState {
         let now = self.matches(&ev.object);
         let was = self.visible.contains(&uid);
         let obj = with_version((*ev.object).clone(), &self.target);
+        // Like the real server: an object entering the selector is ADDED, one leaving it is
+        // DELETED.
         let ty = match (ev.kind, now, was) {
-            (EventKind::Deleted, true, _) | (EventKind::Deleted, _, true) => {
+            (EventKind::Deleted, false, false) => return true,
+            (EventKind::Deleted, _, _) => {
                 self.visible.remove(&uid);
                 "DELETED"
             }
-            (EventKind::Deleted, false, false) => return true,
-            (_, true, true) => "MODIFIED",
-            (kind, true, false) => {
+            (EventKind::Added, true, _) => {
                 self.visible.insert(uid);
-                if kind == EventKind::Added {
-                    "ADDED"
-                } else {
-                    "MODIFIED"
-                }
+                "ADDED"
+            }
+            (EventKind::Modified, true, true) => "MODIFIED",
+            (EventKind::Modified, true, false) => {
+                self.visible.insert(uid);
+                "ADDED"
             }
             (_, false, true) => {
                 self.visible.remove(&uid);
@@ -1430,6 +1432,17 @@ mod tests {
         assert_eq!(q["labelSelector"], "owner=helm,name=x");
         assert_eq!(q["watch"], "1");
         assert_eq!(q["x"], "");
+    }
+
+    #[test]
+    fn error_responses_carry_status_and_retry_after() {
+        let r = error_response(&ApiError::too_many_requests(3));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let r = error_response(&ApiError::not_found("", "secrets", "x"));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]
