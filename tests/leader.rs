@@ -346,7 +346,7 @@ async fn leadership_intervals_never_overlap_under_faults() {
                     .lock()
                     .unwrap()
                     .push((start, end, e.identity().to_string()));
-                if (i + round) % 3 == 0 {
+                if (i + round).is_multiple_of(3) {
                     drop(l); // crash
                 } else {
                     let _ = l.release().await;
