@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::problem::{Problem, Problems};
 use crate::types::LayerNumber;
 use crate::version::parse_version;
-use crate::yaml::{self, Ctx, Value, join};
+use crate::yaml::{self, Ctx, Node, Value, join};
 
 pub const STRATA_PREFIX: &str = "strata.dev/";
 pub const WEAVE_PREFIX: &str = "weave.works/";
@@ -201,7 +201,8 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
     }
     let version = ctx.required(&f, "version", "").and_then(|n| {
         let text = match &n.value {
-            Value::Int(_) | Value::UInt(_) | Value::Float(_) => n.scalar_text_in(text),
+            // Helm reads an unquoted number as a number: `1.10` becomes version "1.1".
+            Value::Int(_) | Value::UInt(_) | Value::Float(_) => n.scalar_text(),
             _ => ctx.string(n, "version"),
         }?;
         if let Err(e) = parse_version(&text) {
@@ -225,14 +226,15 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
             None => ChartType::Application,
         },
     };
-    let app_version = f.get("appVersion").and_then(|n| n.scalar_text_in(text));
+    let app_version = f.get("appVersion").and_then(|n| n.scalar_text());
     let mut annotations = BTreeMap::new();
     if let Some(n) = f.get("annotations")
         && let Some(af) = ctx.map(n, "annotations", None)
     {
         for (k, _, v) in &af.entries {
-            // Like helm, scalars are read as their text; lists and mappings are errors.
-            match v.scalar_text_in(text) {
+            // Like helm, scalars become text (numbers as numbers: `012` is "10");
+            // lists and mappings are errors.
+            match v.scalar_text() {
                 Some(s) if v.value != Value::Null => {
                     annotations.insert(k.clone(), s);
                 }
@@ -259,7 +261,7 @@ pub fn parse_chart_yaml(file: &str, text: &str) -> Result<ChartMeta, Problems> {
             else {
                 continue;
             };
-            let text = |key: &str| df.get(key).and_then(|n| n.scalar_text_in(text));
+            let text = |key: &str| df.get(key).and_then(Node::scalar_text);
             dependencies.push(ChartDependency {
                 name: dep_name,
                 version: text("version"),
@@ -389,13 +391,13 @@ dependencies:
     #[test]
     fn lenient_where_helm_is() {
         // No apiVersion (v1), a name with spaces, numeric annotation values, an unquoted
-        // version: helm accepts all of these.
+        // version: helm accepts all of these, and reads the numbers as numbers.
         let text = "name: My Chart\nversion: 1.10\nappVersion: 2.0\nannotations:\n  strata.dev/profile: true\n  strata.dev/layer: 5\n";
         let c = parse_chart_yaml("Chart.yaml", text).unwrap();
         assert_eq!(c.api_version, "v1");
         assert_eq!(c.name, "My Chart");
-        assert_eq!(c.version, "1.10");
-        assert_eq!(c.app_version.as_deref(), Some("2.0"));
+        assert_eq!(c.version, "1.1");
+        assert_eq!(c.app_version.as_deref(), Some("2"));
         assert_eq!(c.annotations["strata.dev/layer"], "5");
         assert_eq!(c.profile.unwrap().layer, Some(LayerNumber(5)));
         let ps = parse_chart_yaml("Chart.yaml", "name: a/b\nversion: 1.0.0\n").unwrap_err();

@@ -84,7 +84,7 @@ pub fn parse(source: &str, text: &str) -> Result<RepoIndex, Problems> {
         };
         let mut list = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match entry(chart, item, text) {
+            match entry(chart, item) {
                 Ok(e) => list.push(e),
                 Err(why) => skipped.push(format!("{chart}[{i}]: {why}")),
             }
@@ -98,7 +98,7 @@ pub fn parse(source: &str, text: &str) -> Result<RepoIndex, Problems> {
     })
 }
 
-fn entry(chart: &str, node: &Node, source: &str) -> Result<IndexEntry, String> {
+fn entry(chart: &str, node: &Node) -> Result<IndexEntry, String> {
     let Value::Map(fields) = &node.value else {
         return Err(format!("expected a mapping, found {}", node.type_name()));
     };
@@ -108,7 +108,8 @@ fn entry(chart: &str, node: &Node, source: &str) -> Result<IndexEntry, String> {
             .find(|(k, _)| k.as_str() == Some(key))
             .map(|(_, v)| v)
     };
-    let text = |key: &str| get(key).and_then(|n| n.scalar_text_in(source));
+    // Numbers as helm reads them (an unquoted `1.10` is 1.1).
+    let text = |key: &str| get(key).and_then(Node::scalar_text);
     let version = text("version").ok_or("no version")?;
     parse_version(&version).map_err(|e| e.to_string())?;
     let urls: Vec<String> = match get("urls").map(|n| &n.value) {
