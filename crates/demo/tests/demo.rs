@@ -204,3 +204,95 @@ async fn ctrl_c_stops_the_demo_and_once_does_not_claim_ready() -> anyhow::Result
     assert!(!seen.contains("every layer is Ready"), "{seen}");
     Ok(())
 }
+
+/// Reads lines from the demo's stdout until one contains `needle`; returns everything read.
+async fn read_until(
+    stdout: &mut tokio::io::BufReader<tokio::process::ChildStdout>,
+    seen: &mut String,
+    needle: &str,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).await? == 0 {
+                anyhow::bail!("the demo ended before printing {needle:?}:\n{seen}");
+            }
+            seen.push_str(&line);
+            if line.contains(needle) {
+                return Ok(());
+            }
+        }
+    })
+    .await?
+}
+
+#[tokio::test]
+async fn a_commit_to_the_working_copy_upgrades_only_that_release() -> anyhow::Result<()> {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_strata-demo"))
+        .args(["--interval", "1s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().expect("running").to_string();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut seen = String::new();
+    read_until(&mut stdout, &mut seen, "Press Ctrl-C to stop.").await?;
+    // The printed hint names the working copy the Git server serves.
+    let repo = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("Edit and commit in "))
+        .and_then(|l| l.split(" and the agent").next())
+        .unwrap_or_else(|| panic!("no working copy hint:\n{seen}"))
+        .to_string();
+    let values = std::path::Path::new(&repo).join("values/linkerd.yaml");
+    let text = std::fs::read_to_string(&values)?;
+    assert!(text.contains("replicas: 1"), "{text}");
+    std::fs::write(&values, text.replace("replicas: 1", "replicas: 2"))?;
+    let commit = std::process::Command::new("git")
+        .args([
+            "-C",
+            &repo,
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-qam",
+            "linkerd: two destination replicas",
+        ])
+        .status()?;
+    assert!(commit.success());
+    let before = seen.len();
+    read_until(
+        &mut stdout,
+        &mut seen,
+        "release linkerd/linkerd  Waiting -> Ready (upgrade, helm revision 2)",
+    )
+    .await?;
+    read_until(&mut stdout, &mut seen, "strata  Progressing -> Ready").await?;
+    let after = &seen[before..];
+    assert!(
+        after.contains("release cert-manager/cert-manager  Ready (none, helm revision 1)"),
+        "{after}"
+    );
+    assert!(
+        after.contains("release flagger-system/flagger  Pending -> Ready (none, helm revision 1)"),
+        "{after}"
+    );
+    assert!(!after.contains("cert-manager  Installing"), "{after}");
+    assert!(!after.contains("flagger  Installing"), "{after}");
+
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()?;
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait()).await??;
+    assert_eq!(status.code(), Some(0), "{seen}");
+    Ok(())
+}
