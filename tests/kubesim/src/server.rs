@@ -112,7 +112,10 @@ pub(crate) async fn serve(
             let kill2 = kill.clone();
             let svc =
                 hyper::service::service_fn(move |req| handle(shared.clone(), kill2.clone(), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Like kube-apiserver's --http2-max-streams-per-connection (1000): clients put
+            // many watches on one connection.
+            builder.http2().max_concurrent_streams(1000);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
                 _ = conn => {}
@@ -630,6 +633,9 @@ async fn resource(
 ) -> Result<Response<Body>, ApiError> {
     let store = &shared.store;
     let key = t.key();
+    if t.sub.as_deref() == Some("scale") && t.info.scale && !t.info.custom {
+        return scale(store, req, &t, verb, q, ct).await;
+    }
     if let Some(sub) = &t.sub {
         if sub != "status" && !(sub == "finalize" && t.info.plural == "namespaces") {
             return Err(not_found_path());
@@ -990,6 +996,111 @@ fn list(
         StatusCode::OK,
         &json!({"kind": t.info.list_kind, "apiVersion": t.api_version(), "metadata": meta, "items": items}),
     ))
+}
+
+/// The `autoscaling/v1 Scale` view of a Deployment, ReplicaSet or StatefulSet.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    })
+}
+
+/// GET / PUT / PATCH on the `scale` subresource.
+async fn scale(
+    store: &Store,
+    req: Request<Incoming>,
+    t: &Target,
+    verb: &str,
+    q: &HashMap<String, String>,
+    ct: &str,
+) -> Result<Response<Body>, ApiError> {
+    let key = t.key();
+    let name = t.name.clone().unwrap_or_default();
+    let live = store
+        .get(&key, t.namespace.as_deref(), &name)
+        .ok_or_else(|| ApiError::not_found(&t.info.group, &t.info.plural, &name))?;
+    let current = scale_of(&live);
+    let wanted = match verb {
+        "get" => return Ok(json_response(StatusCode::OK, &current)),
+        "update" => decode_body(ct, &read_body(req).await?)?,
+        "patch" => {
+            let body = read_body(req).await?;
+            let doc: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            match media_type(ct) {
+                "application/json-patch+json" => patch::json_patch(&current, &doc)
+                    .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
+                "application/merge-patch+json" => patch::merge_patch(&current, &doc),
+                "application/strategic-merge-patch+json" => patch::strategic_merge(&current, &doc)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                other => {
+                    return Err(ApiError::unsupported_media_type(format!(
+                        "the body of the request was in an unknown format: {other}"
+                    )));
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            &name,
+            vec![ApiError::cause(
+                "FieldValueRequired",
+                "spec.replicas",
+                "Required value",
+            )],
+        )
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            &name,
+            vec![ApiError::cause(
+                "FieldValueInvalid",
+                "spec.replicas",
+                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+            )],
+        ));
+    }
+    let mut new = live.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    if let Some(rv) = wanted["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+    {
+        new["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let out = store.update_opts(
+        &key,
+        new,
+        WriteOptions {
+            dry_run: dry_run(q)?,
+        },
+    )?;
+    Ok(json_response(StatusCode::OK, &scale_of(&out)))
 }
 
 fn patch_verb(

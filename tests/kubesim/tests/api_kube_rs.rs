@@ -839,3 +839,36 @@ async fn a_watcher_that_stops_reading_is_closed_without_blocking_writers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn scale_subresource() {
+    bounded("scale_subresource", async {
+        let c = kubesim::start(Config { controllers: None, ..Config::default() }).await.unwrap();
+        let client = client(&c).await;
+        let deploys: Api<Deployment> = Api::namespaced(client, "default");
+        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})).unwrap();
+        deploys.create(&PostParams::default(), &d).await.unwrap();
+        let s = deploys.get_scale("web").await.unwrap();
+        assert_eq!(s.spec.unwrap().replicas, Some(2));
+        assert_eq!(s.status.unwrap().selector.as_deref(), Some("app=web"));
+        let s = deploys
+            .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
+            .await
+            .unwrap();
+        assert_eq!(s.spec.unwrap().replicas, Some(4));
+        let d = deploys.get("web").await.unwrap();
+        assert_eq!(d.spec.unwrap().replicas, Some(4));
+        assert_eq!(d.metadata.generation, Some(2));
+        let (code, _) = api_err(
+            deploys
+                .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": -1}})))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(code, 422);
+        c.shutdown().await;
+    })
+    .await;
+}
