@@ -2,11 +2,12 @@
 //! namespace, with the semantics of client-go's `leaderelection`:
 //!
 //! - A candidate takes the Lease when it does not exist, when it has no holder (released), or
-//!   when its record has not changed for a whole lease duration. "Not changed" is judged by
-//!   the candidate's own clock: the record's expiry is `max(renewTime, when this candidate
-//!   first saw this record) + leaseDurationSeconds`, so a holder whose clock lags cannot be
-//!   robbed early, and a candidate that has just started waits one full lease duration
-//!   before taking over a lease someone else held.
+//!   when its record has not changed for a whole lease duration. "Not changed" is judged on
+//!   the candidate's own monotonic clock (since it first saw this record) as well as by the
+//!   record's renewTime: the later of the two expiries counts, so a holder whose clock lags
+//!   cannot be robbed early, a wall-clock jump cannot shorten a lease, and a candidate that
+//!   has just started waits one full lease duration before taking over a lease someone else
+//!   held.
 //! - Every write carries the `resourceVersion` it was based on: of two candidates racing for
 //!   the same record, the API server accepts one and answers the other 409 Conflict (or
 //!   AlreadyExists on create); the loser re-reads and waits.
@@ -255,33 +256,37 @@ pub enum Decision {
     },
 }
 
-/// When the lease held in `lease` expires for a candidate that first saw this record at
-/// `observed_at`: `max(renewTime (else acquireTime), observed_at) + leaseDurationSeconds` (the
-/// record's own duration; `timings.lease_duration` if it has none). None when it has no
-/// holder. A record with no times and no observation is expired.
+/// When the lease held in `lease` expires, for a candidate that at `now` has seen this
+/// record unchanged for `unchanged_for` (measured on its monotonic clock): the later of
+/// `renewTime (else acquireTime) + leaseDurationSeconds` and `now - unchanged_for +
+/// leaseDurationSeconds` (the record's own duration; `timings.lease_duration` if it has
+/// none). None when it has no holder. A record with no times, never observed, is expired.
 pub fn expires_at(
     lease: &LeaseSnapshot,
-    observed_at: Option<Timestamp>,
+    now: Timestamp,
+    unchanged_for: Option<Duration>,
     timings: &Timings,
 ) -> Option<Timestamp> {
     lease.holder.as_ref()?;
     let duration = lease.lease_duration.unwrap_or(timings.lease_duration);
-    let written = lease.renew_time.or(lease.acquire_time);
-    let base = match (written, observed_at) {
-        (Some(w), Some(o)) => w.max(o),
+    let plus = |t: Timestamp| t.checked_add(duration).unwrap_or(Timestamp::MAX);
+    let by_record = lease.renew_time.or(lease.acquire_time).map(plus);
+    let by_observation = unchanged_for.map(|u| plus(now.checked_sub(u).unwrap_or(Timestamp::MIN)));
+    Some(match (by_record, by_observation) {
+        (Some(a), Some(b)) => a.max(b),
         (Some(t), None) | (None, Some(t)) => t,
-        (None, None) => return Some(Timestamp::MIN),
-    };
-    Some(base.checked_add(duration).unwrap_or(Timestamp::MAX))
+        (None, None) => Timestamp::MIN,
+    })
 }
 
 /// The candidate `me` decides, at `now`, what to do with the Lease it just read (None: there
-/// is none), having first seen this record at `observed_at`.
+/// is none), having seen this record unchanged for `unchanged_for` (None: never observed
+/// before).
 pub fn decide(
     lease: Option<&LeaseSnapshot>,
     me: &str,
     now: Timestamp,
-    observed_at: Option<Timestamp>,
+    unchanged_for: Option<Duration>,
     timings: &Timings,
 ) -> Decision {
     let Some(lease) = lease else {
@@ -290,7 +295,7 @@ pub fn decide(
     match &lease.holder {
         None => Decision::Acquire,
         Some(h) if h == me => Decision::Renew,
-        Some(h) => match expires_at(lease, observed_at, timings) {
+        Some(h) => match expires_at(lease, now, unchanged_for, timings) {
             Some(exp) if exp > now => Decision::Wait {
                 holder: h.clone(),
                 expires_at: exp,
@@ -406,8 +411,8 @@ struct Shared {
     identity: String,
     timings: Timings,
     api: Api<Lease>,
-    /// The last record read and when it was first seen (local clock).
-    observed: Mutex<Option<(LeaseSnapshot, Timestamp)>>,
+    /// The last record read and when it was first seen (monotonic clock).
+    observed: Mutex<Option<(LeaseSnapshot, Instant)>>,
     holder: watch::Sender<Option<String>>,
     rng: Mutex<SeededRng>,
 }
@@ -512,13 +517,14 @@ impl LeaderElector {
     }
 
     /// Reads the Lease and records the observation (restarting the expiry clock when the
-    /// record changed). Returns the snapshot and when this record was first seen.
-    async fn observe(&self) -> Result<Option<(LeaseSnapshot, Timestamp)>> {
+    /// record changed). Returns the snapshot and for how long this record has been seen
+    /// unchanged.
+    async fn observe(&self) -> Result<Option<(LeaseSnapshot, Duration)>> {
         let got = self
             .call("get", self.shared.api.get_opt(&self.shared.name))
             .await?
             .map_err(|e| self.err("get", &e))?;
-        let now = Timestamp::now();
+        let now = Instant::now();
         let snap = got.as_ref().map(LeaseSnapshot::from_lease);
         let mut observed = lock(&self.shared.observed);
         let result = match snap {
@@ -532,7 +538,7 @@ impl LeaderElector {
                     _ => now,
                 };
                 *observed = Some((s.clone(), since));
-                Some((s, since))
+                Some((s, now.saturating_duration_since(since)))
             }
         };
         drop(observed);
@@ -566,7 +572,7 @@ impl LeaderElector {
     fn wrote(&self, lease: &Lease) {
         let snap = LeaseSnapshot::from_lease(lease);
         let holder = snap.holder.clone();
-        *lock(&self.shared.observed) = Some((snap, Timestamp::now()));
+        *lock(&self.shared.observed) = Some((snap, Instant::now()));
         self.set_holder(holder);
     }
 
@@ -580,7 +586,7 @@ impl LeaderElector {
             observed.as_ref().map(|(l, _)| l),
             &s.identity,
             now,
-            observed.as_ref().map(|(_, at)| *at),
+            observed.as_ref().map(|(_, unchanged)| *unchanged),
             &s.timings,
         );
         let prev = observed.map(|(l, _)| l);
@@ -970,7 +976,7 @@ mod tests {
             holder: None,
             ..held("x", "2026-01-01T00:00:59Z")
         };
-        let cases: Vec<(&str, Option<LeaseSnapshot>, Option<Timestamp>, Decision)> = vec![
+        let cases: Vec<(&str, Option<LeaseSnapshot>, Option<Duration>, Decision)> = vec![
             ("no lease", None, None, Decision::Create),
             ("free lease", Some(free), None, Decision::Acquire),
             (
@@ -982,7 +988,7 @@ mod tests {
             (
                 "other, renewed 5s ago",
                 Some(held("other", "2026-01-01T00:00:55Z")),
-                Some(ts("2026-01-01T00:00:56Z")),
+                Some(Duration::from_secs(4)),
                 Decision::Wait {
                     holder: "other".into(),
                     expires_at: ts("2026-01-01T00:01:11Z"),
@@ -991,7 +997,7 @@ mod tests {
             (
                 "other, renewTime old but record first seen 10s ago (clock skew)",
                 Some(held("other", "2026-01-01T00:00:00Z")),
-                Some(ts("2026-01-01T00:00:50Z")),
+                Some(Duration::from_secs(10)),
                 Decision::Wait {
                     holder: "other".into(),
                     expires_at: ts("2026-01-01T00:01:05Z"),
@@ -1000,13 +1006,13 @@ mod tests {
             (
                 "other, unchanged for 15s",
                 Some(held("other", "2026-01-01T00:00:40Z")),
-                Some(ts("2026-01-01T00:00:45Z")),
+                Some(Duration::from_secs(15)),
                 Decision::Acquire,
             ),
             (
                 "other, renewTime in the future (its clock runs ahead)",
                 Some(held("other", "2026-01-01T00:02:00Z")),
-                Some(ts("2026-01-01T00:00:00Z")),
+                Some(Duration::from_secs(60)),
                 Decision::Wait {
                     holder: "other".into(),
                     expires_at: ts("2026-01-01T00:02:15Z"),
@@ -1032,18 +1038,34 @@ mod tests {
     fn expiry_uses_the_records_duration() {
         let mut l = held("other", "2026-01-01T00:00:00Z");
         l.lease_duration = Some(Duration::from_secs(60));
-        assert_eq!(expires_at(&l, None, &t()), Some(ts("2026-01-01T00:01:00Z")));
+        assert_eq!(
+            expires_at(&l, ts("2026-01-01T00:00:05Z"), None, &t()),
+            Some(ts("2026-01-01T00:01:00Z"))
+        );
         l.lease_duration = None;
         assert_eq!(
-            expires_at(&l, None, &t()),
+            expires_at(&l, ts("2026-01-01T00:00:05Z"), None, &t()),
             Some(ts("2026-01-01T00:00:15Z")),
             "falls back to the configured duration"
         );
         l.renew_time = None;
         l.acquire_time = None;
-        assert_eq!(expires_at(&l, None, &t()), Some(Timestamp::MIN));
+        assert_eq!(
+            expires_at(
+                &l,
+                ts("2026-01-01T00:00:05Z"),
+                Some(Duration::from_secs(3)),
+                &t()
+            ),
+            Some(ts("2026-01-01T00:00:17Z")),
+            "no times: the observation alone decides"
+        );
+        assert_eq!(
+            expires_at(&l, ts("2026-01-01T00:00:05Z"), None, &t()),
+            Some(Timestamp::MIN)
+        );
         l.holder = None;
-        assert_eq!(expires_at(&l, None, &t()), None);
+        assert_eq!(expires_at(&l, ts("2026-01-01T00:00:05Z"), None, &t()), None);
     }
 
     #[test]
