@@ -20,6 +20,8 @@
 //! | `--kubeconfig` | `KUBECONFIG` | in-cluster configuration, else `~/.kube/config` |
 //! | `--namespace` | `STRATA_NAMESPACE` | the service account's namespace file, else `strata-system` |
 //! | `--once` | `STRATA_ONCE` | off |
+//! | `--leader-elect` | `STRATA_LEADER_ELECT` | off (one active agent through a Lease) |
+//! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
 //! | `--output` (plan) | `STRATA_OUTPUT` | `text` |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
@@ -123,6 +125,13 @@ pub struct RunArgs {
     /// The agent's own namespace (status ConfigMap and Events).
     #[arg(long, env = "STRATA_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Elect one active agent through a Lease in the agent's namespace, so several replicas
+    /// never run helm at the same time; standbys serve /status and wait.
+    #[arg(long, env = "STRATA_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the Lease used with --leader-elect.
+    #[arg(long, env = "STRATA_LEASE_NAME", default_value = "strata")]
+    pub lease_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

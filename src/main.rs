@@ -56,6 +56,8 @@ async fn run(args: RunArgs) -> ExitCode {
         listen,
         kubeconfig,
         namespace,
+        leader_elect,
+        lease_name,
     } = args;
     let config = AgentConfig {
         source: source.into(),
@@ -67,6 +69,7 @@ async fn run(args: RunArgs) -> ExitCode {
         listen,
         kubeconfig,
         namespace: agent_namespace(namespace),
+        lease: leader_elect.then_some(lease_name),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));

@@ -266,7 +266,25 @@ pub struct Status {
     /// The last error that is not about one release (e.g. the Git fetch failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Leader election (with `--leader-elect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderView>,
     pub layers: Vec<LayerStatus>,
+}
+
+/// This agent's view of the leader election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderView {
+    /// The Lease (`namespace/name`).
+    pub lease: String,
+    /// This agent's identity.
+    pub identity: String,
+    /// The holder last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// Whether this agent is the leader (only the leader runs helm and writes the ConfigMap).
+    pub leading: bool,
 }
 
 impl Default for Status {
@@ -277,6 +295,7 @@ impl Default for Status {
             last_applied_revision: None,
             rejected_revision: None,
             last_error: None,
+            leader: None,
             layers: Vec::new(),
         }
     }

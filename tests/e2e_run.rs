@@ -721,3 +721,49 @@ async fn per_cluster_profile_list_from_kubeadm_config() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// --leader-elect: of two agents only the Lease holder applies; the standby serves /status
+/// (not ready) and takes over when the leader stops, without reinstalling anything.
+#[tokio::test]
+async fn leader_election_one_active_agent() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let mut a = s.agent_in("a", &["--leader-elect"], &[])?;
+    let st = a
+        .wait_status("a leads and applies", LONG, |st| {
+            st["phase"] == "Ready" && st["leader"]["leading"] == true
+        })
+        .await?;
+    let a_identity = st["leader"]["identity"].as_str().unwrap().to_string();
+    let mut b = s.agent_in("b", &["--leader-elect"], &[])?;
+    let st = b
+        .wait_status("b is a standby", LONG, |st| {
+            st["leader"]["holder"] == a_identity.as_str()
+        })
+        .await?;
+    assert_eq!(st["leader"]["leading"], false, "{st:#}");
+    assert_eq!(st["phase"], "Starting", "a standby applies nothing: {st:#}");
+    assert_eq!(e2e_support::http_get(b.port, "/readyz").await?.0, 503);
+
+    s.cluster.controls().reset_requests();
+    let exit = a.stop().await?;
+    assert!(exit.success(), "{exit}");
+    let st = b
+        .wait_status("b takes over", LONG, |st| {
+            st["leader"]["leading"] == true && st["phase"] == "Ready"
+        })
+        .await?;
+    for name in ["certs", "mesh", "canary"] {
+        let r = release(&st, name).unwrap();
+        assert_eq!(r["action"], "none", "no reinstall by the new leader: {r:#}");
+        assert_eq!(r["helmRevision"], 1, "{r:#}");
+    }
+    let foreign: Vec<_> = s
+        .writes()
+        .into_iter()
+        .filter(|r| r.namespace != AGENT_NS)
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+        .collect();
+    assert!(foreign.is_empty(), "{foreign:?}");
+    b.stop().await?;
+    Ok(())
+}

@@ -49,8 +49,10 @@ pub struct AgentConfig {
     pub default_timeout: Duration,
     pub listen: SocketAddr,
     pub kubeconfig: Option<PathBuf>,
-    /// The agent's own namespace (status ConfigMap, Events).
+    /// The agent's own namespace (status ConfigMap, Events, Lease).
     pub namespace: String,
+    /// `Some(lease name)`: leader election through that Lease in `namespace`.
+    pub lease: Option<String>,
 }
 
 /// How `run` ended.
@@ -88,6 +90,10 @@ pub enum Error {
     Helm(#[from] crate::helm::Error),
     #[error(transparent)]
     Source(#[from] revision::SetupError),
+    #[error("leader election: {0}")]
+    Leader(#[from] crate::leader::Error),
+    #[error("lost the leadership of Lease {0}; exiting so that a restarted agent competes again")]
+    LeadershipLost(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,6 +130,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         listen,
         kubeconfig,
         namespace,
+        lease,
     } = config;
 
     // The work dir holds helm homes, the Git cache and the chart cache.
@@ -188,6 +195,79 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
     .await?;
     tracing::info!(version = %helm.version(), binary = %helm.binary().display(), "helm detected");
 
+    // Leader election: only the leader runs helm and writes the ConfigMap; a standby serves
+    // /status and waits.
+    let leadership = match &lease {
+        Some(name) => {
+            let elector = crate::leader::LeaderElector::new(
+                client.clone(),
+                namespace.clone(),
+                name.clone(),
+                crate::leader::default_identity(),
+                crate::leader::Timings::default(),
+            )?;
+            let lease_ref = format!("{namespace}/{name}");
+            tracing::info!(lease = %lease_ref, identity = elector.identity(), "waiting for leadership");
+            status.update(|s| {
+                s.leader = Some(crate::status::LeaderView {
+                    lease: lease_ref.clone(),
+                    identity: elector.identity().to_string(),
+                    holder: elector.current_holder(),
+                    leading: false,
+                });
+            });
+            {
+                let mut holders = elector.holder_changes();
+                let status = status.clone();
+                tokio::spawn(async move {
+                    while holders.changed().await.is_ok() {
+                        let holder = holders.borrow_and_update().clone();
+                        status.update(|s| {
+                            if let Some(l) = s.leader.as_mut() {
+                                l.holder = holder;
+                            }
+                        });
+                    }
+                });
+            }
+            match elector.acquire(&shutdown).await {
+                Ok(l) => {
+                    status.update(|s| {
+                        if let Some(v) = s.leader.as_mut() {
+                            v.leading = true;
+                        }
+                    });
+                    Some((l, lease_ref))
+                }
+                Err(_) if shutdown.is_cancelled() => {
+                    readiness.set_draining();
+                    server_stop.cancel();
+                    let _ = server.await;
+                    return Ok(Outcome::Stopped);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
+    // Work stops on shutdown, or at once when leadership is lost.
+    let work = CancellationToken::new();
+    {
+        let (work, shutdown) = (work.clone(), shutdown.clone());
+        let lost = leadership.as_ref().map(|(l, _)| l.lost());
+        tokio::spawn(async move {
+            match lost {
+                Some(lost) => tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = lost.cancelled() => {}
+                },
+                None => shutdown.cancelled().await,
+            }
+            work.cancel();
+        });
+    }
+    let shutdown = work;
+
     let report_stop = CancellationToken::new();
     let reporter = Reporter::new(client.clone(), namespace.clone(), status.clone())
         .spawn(Duration::from_secs(1), report_stop.clone());
@@ -238,6 +318,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
     readiness.set_draining();
     report_stop.cancel();
     let _ = reporter.await;
+    if let Some((leadership, lease_ref)) = leadership {
+        if leadership.is_lost() && outcome == Outcome::Stopped {
+            server_stop.cancel();
+            let _ = server.await;
+            return Err(Error::LeadershipLost(lease_ref));
+        }
+        if let Err(e) = leadership.release().await {
+            tracing::warn!(error = %e, "releasing the leadership failed; the Lease expires on its own");
+        }
+    }
     server_stop.cancel();
     let _ = server.await;
     Ok(outcome)

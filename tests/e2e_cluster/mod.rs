@@ -286,6 +286,26 @@ impl Scenario {
         )
     }
 
+    /// Start `strata run` with its own work dir `work` (for several agents at once).
+    pub fn agent_in(
+        &self,
+        work: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Agent> {
+        let mut args = self.args(extra);
+        let i = args
+            .iter()
+            .position(|a| a == "--work-dir")
+            .expect("--work-dir");
+        args[i + 1] = self.dir.path().join(work).display().to_string();
+        Agent::start(
+            &args,
+            env,
+            self.dir.path().join(format!("agent-{work}.log")),
+        )
+    }
+
     /// The status the agent wrote into its ConfigMap.
     pub fn configmap_status(&self) -> Option<serde_json::Value> {
         let cm = self.cluster.store().get(
