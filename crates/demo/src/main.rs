@@ -200,6 +200,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         listen,
         kubeconfig: Some(kubeconfig.clone()),
         namespace: AGENT_NAMESPACE.into(),
+        lease: None,
     };
     let shutdown = CancellationToken::new();
     // `agent::run`'s future is not `Send`, so it is polled here rather than spawned.
