@@ -396,6 +396,22 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         !metrics.contains("strata_release_failures_total 0"),
         "{metrics}"
     );
+    // Bounded retries: the next cycles (every second) back off instead of running helm again.
+    let st = agent
+        .wait_status("mesh backing off", LONG, |st| {
+            release(st, "mesh").is_some_and(|r| {
+                r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("backing off") || m.starts_with("stalled"))
+            })
+        })
+        .await?;
+    let mesh = release(&st, "mesh").unwrap();
+    assert_eq!(mesh["attempts"], 1, "no second helm process yet: {mesh:#}");
+    assert!(
+        mesh["message"].as_str().unwrap().contains("post-install"),
+        "the last error is kept: {mesh:#}"
+    );
     agent.stop().await?;
 
     // --once exits non-zero for the same revision.

@@ -20,6 +20,7 @@ use super::cluster::{ClusterReader, ObjectRef};
 use super::layers::{ReleaseResult, ReleaseRunner};
 use crate::helm::{Helm, UpgradeRequest};
 use crate::metrics::Metrics;
+use crate::retry::{Due, Failure, Next, ResetReason, RetryPolicy, RetryState, SeededRng};
 use crate::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
 
 /// Everything needed to bring one release to its desired state.
@@ -45,6 +46,10 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// The real release runner.
 pub struct Runner {
+    /// Per-release retry accounting: (namespace, release) -> (desired fingerprint, state).
+    retries: std::sync::Mutex<std::collections::HashMap<(String, String), (String, RetryState)>>,
+    policy: RetryPolicy,
+    rng: std::sync::Mutex<SeededRng>,
     helm: Helm,
     client: kube::Client,
     cluster: Arc<ClusterReader>,
@@ -62,6 +67,9 @@ impl Runner {
         default_timeout: Duration,
     ) -> Self {
         Self {
+            retries: std::sync::Mutex::default(),
+            policy: RetryPolicy::default(),
+            rng: std::sync::Mutex::new(SeededRng::from_entropy()),
             helm,
             cluster: Arc::new(ClusterReader::new(client.clone())),
             client,
@@ -112,6 +120,7 @@ impl Runner {
                     }
                 });
                 tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
+                self.retry_done(job, None);
                 return ReleaseResult::Ready;
             }
             Action::Install { reason } => ("install", reason.clone()),
@@ -123,6 +132,11 @@ impl Runner {
                 return self.fail(job, other.to_string());
             }
         };
+        if let Some(wait) = self.retry_gate(job) {
+            // Backing off after failures, or stalled: no helm process now.
+            self.set(job, |r| r.action = Some(verb.to_string()));
+            return self.fail_with(job, wait, false);
+        }
         self.helm_upgrade(job, verb, &reason, observed.map(|o| u64::from(o.revision)))
             .await
     }
@@ -196,6 +210,7 @@ impl Runner {
                     r.not_ready.clear();
                 });
                 tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
+                self.retry_done(job, None);
                 ReleaseResult::Ready
             }
             Err(e) => {
@@ -203,13 +218,91 @@ impl Runner {
                     .helm_message()
                     .map(str::to_string)
                     .unwrap_or_else(|| e.to_string());
+                let failure = match e.helm_message() {
+                    Some(m) => Failure {
+                        class: crate::retry::classify_helm_message(m),
+                        message: message.clone(),
+                        retry_after: None,
+                    },
+                    None => Failure::transient(message.clone()),
+                };
+                let message = match self.retry_done(job, Some(failure)) {
+                    Some(Next::RetryAt { at, .. }) => {
+                        format!("{message} (next attempt not before {at})")
+                    }
+                    Some(Next::Stalled { reason }) => format!("stalled: {reason}"),
+                    None => message,
+                };
                 self.fail(job, message)
             }
         }
     }
 
+    fn fingerprint(job: &ReleaseJob) -> String {
+        format!(
+            "{}@{} {}",
+            job.chart_name, job.chart_version, job.values_digest
+        )
+    }
+
+    /// `Some(why)` when the release may not run helm now: backing off after failures, or
+    /// stalled. A changed release (chart, version, values) starts afresh.
+    fn retry_gate(&self, job: &ReleaseJob) -> Option<String> {
+        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (job.namespace.clone(), job.release.clone());
+        let fingerprint = Self::fingerprint(job);
+        let (seen, state) = retries
+            .entry(key)
+            .or_insert_with(|| (fingerprint.clone(), RetryState::new()));
+        if *seen != fingerprint {
+            if state.reset(ResetReason::NewRevision) {
+                tracing::info!(release = %job.release, namespace = %job.namespace, "retry accounting reset: {}", ResetReason::NewRevision);
+            }
+            *seen = fingerprint;
+        }
+        let last = state.last_error.clone().unwrap_or_default();
+        match state.due(jiff::Timestamp::now()) {
+            Due::Now => None,
+            Due::At(at) => Some(format!(
+                "backing off after {} failed attempt(s): next attempt not before {at}; last error: {last}",
+                state.attempts
+            )),
+            Due::Stalled => Some(format!(
+                "stalled: {}",
+                state.stalled_reason.clone().unwrap_or(last)
+            )),
+        }
+    }
+
+    /// Record the end of an attempt: success (`None`) clears the accounting; a failure
+    /// returns what follows.
+    fn retry_done(&self, job: &ReleaseJob, failure: Option<Failure>) -> Option<Next> {
+        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (job.namespace.clone(), job.release.clone());
+        let fingerprint = Self::fingerprint(job);
+        let (_, state) = retries
+            .entry(key)
+            .or_insert_with(|| (fingerprint, RetryState::new()));
+        match failure {
+            None => {
+                state.on_success();
+                None
+            }
+            Some(f) => {
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                Some(state.on_failure(jiff::Timestamp::now(), f, &self.policy, &mut *rng))
+            }
+        }
+    }
+
     fn fail(&self, job: &ReleaseJob, message: String) -> ReleaseResult {
-        self.metrics.release_failed();
+        self.fail_with(job, message, true)
+    }
+
+    fn fail_with(&self, job: &ReleaseJob, message: String, count: bool) -> ReleaseResult {
+        if count {
+            self.metrics.release_failed();
+        }
         tracing::error!(release = %job.release, namespace = %job.namespace, error = %message, "release failed");
         crate::telemetry::record_error(&tracing::Span::current(), &message);
         self.set(job, |r| {
