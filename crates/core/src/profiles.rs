@@ -39,7 +39,7 @@ pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
 /// Field names accepted in each `repositories[]` entry.
 pub const REPOSITORY_FIELDS: &[&str] = &["name", "url"];
 /// Field names accepted in `defaults`.
-pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace"];
+pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace", "remediation"];
 /// Field names accepted in each `profiles[]` entry.
 pub const PROFILE_FIELDS: &[&str] = &[
     "name",
@@ -51,7 +51,14 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "valuesFiles",
     "layer",
     "timeout",
+    "remediation",
 ];
+/// Field names accepted in `remediation` (in `defaults` and in each profile).
+pub const REMEDIATION_FIELDS: &[&str] = &["strategy", "retries"];
+/// Default of `remediation.retries`: failed attempts before a release is Stalled.
+pub const DEFAULT_RETRIES: u32 = 5;
+/// Largest `remediation.retries` accepted.
+pub const MAX_RETRIES: u32 = 1000;
 /// Field names accepted in `profiles[].chart`.
 pub const CHART_FIELDS: &[&str] = &["repository", "name", "path"];
 
@@ -156,6 +163,9 @@ fn repository_kind(url: &str) -> Option<RepositoryKind> {
 pub struct Defaults {
     pub timeout: GoDuration,
     pub namespace: String,
+    /// Remediation of every profile that does not set its own (field by field).
+    #[serde(default)]
+    pub remediation: Remediation,
 }
 
 impl Default for Defaults {
@@ -163,6 +173,73 @@ impl Default for Defaults {
         Self {
             timeout: GoDuration::from_secs(DEFAULT_TIMEOUT_SECS),
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            remediation: Remediation::default(),
+        }
+    }
+}
+
+/// What strata does after a failed helm attempt on a release.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RemediationStrategy {
+    /// Leave the failed release as it is and try the same install/upgrade again after a backoff.
+    #[default]
+    Retry,
+    /// Roll back to the last deployed revision, then try the upgrade again after a backoff.
+    Rollback,
+    /// Uninstall the release (destructive: its resources are deleted), then try the install
+    /// again after a backoff.
+    Uninstall,
+}
+
+impl RemediationStrategy {
+    /// Every strategy, in documentation order.
+    pub const ALL: [RemediationStrategy; 3] = [Self::Retry, Self::Rollback, Self::Uninstall];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Rollback => "rollback",
+            Self::Uninstall => "uninstall",
+        }
+    }
+
+    /// Does the strategy delete resources (only ever run when the profile chose it)?
+    pub fn is_destructive(self) -> bool {
+        self == Self::Uninstall
+    }
+}
+
+impl std::fmt::Display for RemediationStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Remediation of one release: the strategy after a failed attempt and the number of failed
+/// attempts after which the release is Stalled (terminal until it changes or an operator asks
+/// for a retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Remediation {
+    #[serde(default)]
+    pub strategy: RemediationStrategy,
+    /// Failed attempts before Stalled; 1..=[`MAX_RETRIES`], default [`DEFAULT_RETRIES`].
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_retries() -> u32 {
+    DEFAULT_RETRIES
+}
+
+impl Default for Remediation {
+    fn default() -> Self {
+        Self {
+            strategy: RemediationStrategy::Retry,
+            retries: DEFAULT_RETRIES,
         }
     }
 }
@@ -209,6 +286,9 @@ pub struct Profile {
     pub layer: Option<LayerNumber>,
     /// Defaults to `defaults.timeout`.
     pub timeout: GoDuration,
+    /// Each field defaults to the one in `defaults.remediation`.
+    #[serde(default)]
+    pub remediation: Remediation,
 }
 
 /// Parse and validate a profile list. `file` names the file in problems.
@@ -556,7 +636,66 @@ fn defaults(ctx: &mut Ctx<'_>, node: &Node) -> Option<Defaults> {
             None => ok = false,
         }
     }
+    if let Some(n) = f.get("remediation") {
+        match remediation(ctx, n, "defaults.remediation", Remediation::default()) {
+            Some(r) => d.remediation = r,
+            None => ok = false,
+        }
+    }
     ok.then_some(d)
+}
+
+/// `remediation` of `defaults` or of a profile; fields not given come from `base`.
+fn remediation(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    base: Remediation,
+) -> Option<Remediation> {
+    let f = ctx.map(node, path, Some(REMEDIATION_FIELDS))?;
+    let mut r = base;
+    let mut ok = true;
+    if let Some(n) = f.get("strategy") {
+        let spath = join(path, "strategy");
+        match ctx.string(n, &spath) {
+            Some(s) => match RemediationStrategy::ALL.iter().find(|x| x.as_str() == s) {
+                Some(x) => r.strategy = *x,
+                None => {
+                    ctx.report(
+                        Some(n),
+                        &spath,
+                        format!("unknown remediation strategy `{s}`; expected retry, rollback or uninstall"),
+                    );
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("retries") {
+        let rpath = join(path, "retries");
+        let value = match &n.value {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        };
+        match value.and_then(|i| u32::try_from(i).ok()) {
+            Some(i) if (1..=MAX_RETRIES).contains(&i) => r.retries = i,
+            _ => {
+                let shown = n
+                    .scalar_text_in(ctx.source)
+                    .unwrap_or_else(|| n.type_name().to_owned());
+                ctx.report(
+                    Some(n),
+                    &rpath,
+                    format!(
+                        "`{shown}` is not a number of attempts: write a whole number from 1 to {MAX_RETRIES}"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(r)
 }
 
 fn profiles(
@@ -811,6 +950,16 @@ fn profile(
         None => Some(defaults.timeout),
     };
 
+    // remediation
+    let remediation = match f.get("remediation") {
+        Some(n) => {
+            let r = remediation(ctx, n, &join(path, "remediation"), defaults.remediation);
+            ok &= r.is_some();
+            r
+        }
+        None => Some(defaults.remediation),
+    };
+
     if !ok {
         return None;
     }
@@ -824,6 +973,7 @@ fn profile(
         values_files,
         layer,
         timeout: timeout?,
+        remediation: remediation?,
     })
 }
 

@@ -197,6 +197,23 @@ fn schema_matches_the_parser() {
         sorted(profiles::CHART_FIELDS)
     );
     assert_eq!(
+        props(&schema, "/$defs/remediation"),
+        sorted(profiles::REMEDIATION_FIELDS)
+    );
+    let strategies: Vec<Value> = profiles::RemediationStrategy::ALL
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    let rem = &schema["$defs"]["remediation"]["properties"];
+    assert_eq!(rem["strategy"]["enum"], Value::Array(strategies));
+    assert_eq!(
+        rem["strategy"]["default"],
+        serde_json::to_value(profiles::RemediationStrategy::default()).unwrap()
+    );
+    assert_eq!(rem["retries"]["default"], profiles::DEFAULT_RETRIES);
+    assert_eq!(rem["retries"]["minimum"], 1);
+    assert_eq!(rem["retries"]["maximum"], profiles::MAX_RETRIES);
+    assert_eq!(
         schema["properties"]["apiVersion"]["const"],
         profiles::API_VERSION
     );

@@ -386,3 +386,121 @@ fn serializes_with_the_documented_field_names() {
     let again = parse("p.yaml", &json.to_string()).unwrap();
     assert_eq!(again, l);
 }
+
+#[test]
+fn remediation_defaults_and_field_by_field_inheritance() {
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  remediation: {strategy: rollback, retries: 3}\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n  - name: b\n    chart: {path: charts/b}\n    remediation: {strategy: uninstall}\n  - name: c\n    chart: {path: charts/c}\n    remediation: {retries: 9}\n";
+    let l = parse("p.yaml", text).unwrap();
+    let r = |name: &str| l.profile(name).unwrap().remediation;
+    assert_eq!(
+        l.defaults.remediation,
+        Remediation {
+            strategy: RemediationStrategy::Rollback,
+            retries: 3
+        }
+    );
+    assert_eq!(r("a"), l.defaults.remediation);
+    assert_eq!(
+        r("b"),
+        Remediation {
+            strategy: RemediationStrategy::Uninstall,
+            retries: 3
+        }
+    );
+    assert_eq!(
+        r("c"),
+        Remediation {
+            strategy: RemediationStrategy::Rollback,
+            retries: 9
+        }
+    );
+    // Without any remediation: retry, 5 attempts.
+    let l = parse(
+        "p.yaml",
+        &minimal("  - name: a\n    chart: {repository: platform, name: a}\n    version: 1.0.0\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        l.profiles[0].remediation,
+        Remediation {
+            strategy: RemediationStrategy::Retry,
+            retries: DEFAULT_RETRIES
+        }
+    );
+    assert!(!l.profiles[0].remediation.strategy.is_destructive());
+    assert!(RemediationStrategy::Uninstall.is_destructive());
+}
+
+#[test]
+fn remediation_problems_are_all_reported() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "remediation: {strategy: delete}",
+            "profiles[a].remediation.strategy: unknown remediation strategy `delete`; expected retry, rollback or uninstall",
+        ),
+        (
+            "remediation: {strategy: 3}",
+            "profiles[a].remediation.strategy: must be a string, found an integer",
+        ),
+        (
+            "remediation: {retries: 0}",
+            "profiles[a].remediation.retries: `0` is not a number of attempts: write a whole number from 1 to 1000",
+        ),
+        (
+            "remediation: {retries: -2}",
+            "profiles[a].remediation.retries: `-2` is not a number of attempts",
+        ),
+        (
+            "remediation: {retries: 1001}",
+            "profiles[a].remediation.retries: `1001` is not a number",
+        ),
+        (
+            "remediation: {retries: \"5\"}",
+            "profiles[a].remediation.retries: `5` is not a number of attempts",
+        ),
+        (
+            "remediation: {retries: 2.5}",
+            "profiles[a].remediation.retries: `2.5` is not a number of attempts",
+        ),
+        (
+            "remediation: {retry: 2}",
+            "profiles[a].remediation.retry: unknown field `retry`; expected one of: strategy, retries",
+        ),
+        (
+            "remediation: rollback",
+            "profiles[a].remediation: must be a mapping, found a string",
+        ),
+    ];
+    for (line, expected) in cases {
+        let msgs = messages(&minimal(&format!(
+            "  - name: a\n    chart: {{path: charts/a}}\n    {line}\n"
+        )));
+        assert!(has(&msgs, expected), "{line}: {msgs:?}");
+        assert!(msgs.iter().all(|m| m.starts_with("p.yaml: ")), "{msgs:?}");
+    }
+    // Both sections at once, each problem named.
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  remediation: {strategy: nuke, retries: many}\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n    remediation: {strategy: []}\n";
+    let msgs = messages(text);
+    assert!(
+        has(
+            &msgs,
+            "defaults.remediation.strategy: unknown remediation strategy `nuke`"
+        ),
+        "{msgs:?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "defaults.remediation.retries: `many` is not a number"
+        ),
+        "{msgs:?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].remediation.strategy: must be a string, found a list"
+        ),
+        "{msgs:?}"
+    );
+    assert!(has(&msgs, "(line 4, column"), "{msgs:?}");
+}
