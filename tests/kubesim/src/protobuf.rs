@@ -1,7 +1,8 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`):
 //! the magic `k8s\0`, then a `runtime.Unknown` {typeMeta{apiVersion, kind}, raw,
 //! contentEncoding, contentType} whose `raw` is the object's protobuf. A small hand-written
-//! wire-format reader turns Secret, ConfigMap, Namespace, Event and DeleteOptions into the
+//! wire-format reader turns Secret, ConfigMap, Namespace, Event, DeleteOptions, ServiceAccount
+//! and the RBAC kinds (Role, ClusterRole, RoleBinding, ClusterRoleBinding) into the
 //! same JSON a JSON client would send. Field numbers follow k8s.io/api and apimachinery
 //! `generated.proto`.
 
@@ -189,6 +190,51 @@ const EVENT: &[F] = &[
     (14, "reportingComponent", Kind::Str),
     (15, "reportingInstance", Kind::Str),
 ];
+const LOCAL_OBJECT_REF: &[F] = &[(1, "name", Kind::Str)];
+const SERVICE_ACCOUNT: &[F] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "secrets", Kind::RepMsg(OBJECT_REF)),
+    (3, "imagePullSecrets", Kind::RepMsg(LOCAL_OBJECT_REF)),
+    (4, "automountServiceAccountToken", Kind::Bool),
+];
+const POLICY_RULE: &[F] = &[
+    (1, "verbs", Kind::RepStr),
+    (2, "apiGroups", Kind::RepStr),
+    (3, "resources", Kind::RepStr),
+    (4, "resourceNames", Kind::RepStr),
+    (5, "nonResourceURLs", Kind::RepStr),
+];
+const LABEL_SELECTOR_REQ: &[F] = &[
+    (1, "key", Kind::Str),
+    (2, "operator", Kind::Str),
+    (3, "values", Kind::RepStr),
+];
+const LABEL_SELECTOR: &[F] = &[
+    (1, "matchLabels", Kind::MapStr),
+    (2, "matchExpressions", Kind::RepMsg(LABEL_SELECTOR_REQ)),
+];
+const AGGREGATION_RULE: &[F] = &[(1, "clusterRoleSelectors", Kind::RepMsg(LABEL_SELECTOR))];
+const ROLE: &[F] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "rules", Kind::RepMsg(POLICY_RULE)),
+    (3, "aggregationRule", Kind::Msg(AGGREGATION_RULE)),
+];
+const SUBJECT: &[F] = &[
+    (1, "kind", Kind::Str),
+    (2, "apiGroup", Kind::Str),
+    (3, "name", Kind::Str),
+    (4, "namespace", Kind::Str),
+];
+const ROLE_REF: &[F] = &[
+    (1, "apiGroup", Kind::Str),
+    (2, "kind", Kind::Str),
+    (3, "name", Kind::Str),
+];
+const ROLE_BINDING: &[F] = &[
+    (1, "metadata", Kind::Msg(OBJECT_META)),
+    (2, "subjects", Kind::RepMsg(SUBJECT)),
+    (3, "roleRef", Kind::Msg(ROLE_REF)),
+];
 const PRECONDITIONS: &[F] = &[(1, "uid", Kind::Str), (2, "resourceVersion", Kind::Str)];
 const DELETE_OPTIONS: &[F] = &[
     (1, "gracePeriodSeconds", Kind::Int),
@@ -344,6 +390,10 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         "Namespace" => NAMESPACE,
         "Event" => EVENT,
         "DeleteOptions" => DELETE_OPTIONS,
+        "ServiceAccount" => SERVICE_ACCOUNT,
+        // Role has no aggregationRule field 3; ClusterRole does (same layout otherwise).
+        "Role" | "ClusterRole" => ROLE,
+        "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
         _ => return Err(Error::Unsupported(kind)),
     };
     let mut v = message(schema, raw)?;
@@ -494,6 +544,48 @@ mod tests {
         let cm = ld(1, &meta);
         let v = decode(&envelope("v1", "ConfigMap", &cm)).unwrap();
         assert_eq!(v["metadata"], json!({"name": "c"}));
+    }
+
+    #[test]
+    fn decodes_rbac_kinds() {
+        let mut rule = ld(1, b"get");
+        rule.extend(ld(1, b"list"));
+        rule.extend(ld(2, b""));
+        rule.extend(ld(3, b"pods"));
+        let mut role = ld(1, &ld(1, b"reader"));
+        role.extend(ld(2, &rule));
+        let v = decode(&envelope("rbac.authorization.k8s.io/v1", "Role", &role)).unwrap();
+        assert_eq!(
+            v["rules"],
+            json!([{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}])
+        );
+        let mut subj = ld(1, b"ServiceAccount");
+        subj.extend(ld(3, b"strata"));
+        subj.extend(ld(4, b"ops"));
+        let mut rr = ld(1, b"rbac.authorization.k8s.io");
+        rr.extend(ld(2, b"Role"));
+        rr.extend(ld(3, b"reader"));
+        let mut rb = ld(1, &ld(1, b"rb"));
+        rb.extend(ld(2, &subj));
+        rb.extend(ld(3, &rr));
+        let v = decode(&envelope(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            &rb,
+        ))
+        .unwrap();
+        assert_eq!(
+            v["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "strata", "namespace": "ops"}])
+        );
+        assert_eq!(
+            v["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"})
+        );
+        let mut sa = ld(1, &ld(1, b"strata"));
+        sa.extend(vf(4, 0));
+        let v = decode(&envelope("v1", "ServiceAccount", &sa)).unwrap();
+        assert_eq!(v["automountServiceAccountToken"], false);
     }
 
     #[test]
