@@ -369,7 +369,10 @@ async fn handle(
     match shared.controls.unavailable() {
         Some(UnavailableMode::Refuse) => {
             finish(rec, 0);
+            // Close the TCP connection before hyper could answer or reset the h2 stream:
+            // the connection task drops this future together with the connection.
             kill.cancel();
+            std::future::pending::<()>().await;
             return Err(DropConnection);
         }
         Some(UnavailableMode::ServiceUnavailable) => {
@@ -405,7 +408,10 @@ async fn handle(
     match shared.controls.verdict(&rec.verb, &rec.resource) {
         Verdict::Drop => {
             finish(rec, 0);
+            // Close the TCP connection before hyper could answer or reset the h2 stream:
+            // the connection task drops this future together with the connection.
             kill.cancel();
+            std::future::pending::<()>().await;
             return Err(DropConnection);
         }
         Verdict::Fail(e) => {
