@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+/// Most request records kept (the oldest tenth is dropped when full).
+pub const MAX_LOG: usize = 200_000;
+
 /// One API request as the server saw it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -217,7 +220,12 @@ impl Controls {
     }
 
     pub(crate) fn record(&self, r: RequestRecord) {
-        lock(&self.inner.log).push(r);
+        let mut log = lock(&self.inner.log);
+        if log.len() >= MAX_LOG {
+            // Keep the newest records; a long-running kubesim must not grow without bound.
+            log.drain(..MAX_LOG / 10);
+        }
+        log.push(r);
     }
 
     /// Adds latency to every API request: `fixed` plus a uniform random part up to `jitter`.
