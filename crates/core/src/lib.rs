@@ -16,7 +16,8 @@
 //!   and helm's choice of version.
 //! - [`readiness::assess`]: kstatus-style readiness of one Kubernetes object (JSON).
 //! - [`reconcile::decide`]: Install / Upgrade / NoOp / Blocked for one release from helm's
-//!   storage.
+//!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
+//!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
 //!
 //! Every parser reports all problems at once as [`Problems`]; each [`Problem`] names the file
 //! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.

@@ -7,13 +7,34 @@
 //! an [`Action`]. A release deployed at the desired chart version with the same values digest
 //! is [`Action::NoOp`]: no helm process runs at all.
 //!
-//! Pending states (`pending-install`, `pending-upgrade`, `pending-rollback`) are
-//! [`Action::Blocked`] for now; recovery actions will be added as new variants (the enum is
-//! `#[non_exhaustive]`).
+//! [`decide`] knows nothing beyond helm's storage: pending states (`pending-install`,
+//! `pending-upgrade`, `pending-rollback`) are [`Action::Blocked`] and a failed release is
+//! upgraded again. [`decide_with`] takes what the agent knows besides ([`Inputs`]: who holds
+//! the Lease, the profile's [`Remediation`], the failed attempts so far, the last deployed
+//! revision, the actions already run in this attempt) and adds:
+//!
+//! - **Recovery of releases left pending** by a killed helm, only while this instance holds
+//!   the Lease ([`LockState::HeldByUs`]): `pending-install` -> [`Action::RecoverPendingInstall`]
+//!   (uninstall, then install); `pending-upgrade` / `pending-rollback` ->
+//!   [`Action::RollbackThenUpgrade`] (roll back to the last deployed revision, then upgrade).
+//!   Otherwise [`Action::Blocked`], naming the holder when another instance holds the Lease.
+//! - **Remediation after a failed attempt**, per [`RemediationStrategy`]:
+//!   [`Action::RemediateRollback`], [`Action::RemediateUninstall`] (only when the profile chose
+//!   it), or [`Action::AwaitRetry`] (retry: the next attempt runs the same upgrade again).
+//! - **Stalled** ([`Action::Stalled`]) once `failed_attempts` reaches `remediation.retries`.
+//!
+//! An *attempt* is one pass of the agent over a release. The agent calls [`decide_with`], runs
+//! the action, adds its [`ActionKind`] to [`Inputs::performed`], reads helm's storage again and
+//! calls [`decide_with`] again, until the action runs no helm. Rules within one attempt (as in
+//! Flux's helm-controller): the same action never runs twice, and a remediation ends the
+//! attempt ([`Action::AwaitRetry`]); after it the agent records the failure in its retry state
+//! (backoff, then a new attempt with an empty `performed`).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::profiles::{Remediation, RemediationStrategy};
 
 /// A release's status in helm's storage (`helm list -o json` / `helm status -o json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +183,11 @@ impl fmt::Display for UpgradeReason {
 
 /// What to do with the release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "camelCase")]
+#[serde(
+    tag = "action",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 #[non_exhaustive]
 pub enum Action {
     /// `helm upgrade --install` of a release that does not exist (yet).
@@ -173,12 +198,135 @@ pub enum Action {
     NoOp,
     /// Nothing can be done safely now; `reason` says what a user can do.
     Blocked { reason: String },
+    /// The release was left `pending-install` (helm was interrupted): `helm uninstall`, then
+    /// `helm upgrade --install`. Only while this instance holds the Lease.
+    RecoverPendingInstall { reason: String },
+    /// The release was left `pending-upgrade` or `pending-rollback`: `helm rollback` to
+    /// `to_revision` (the last deployed one), then `helm upgrade --install`. Only while this
+    /// instance holds the Lease.
+    RollbackThenUpgrade { to_revision: u32, reason: String },
+    /// Remediation (strategy `rollback`) after a failed attempt: `helm rollback` to
+    /// `to_revision`, then end the attempt.
+    RemediateRollback { to_revision: u32, reason: String },
+    /// Remediation (strategy `uninstall`, destructive, only when the profile chose it) after a
+    /// failed attempt: `helm uninstall`, then end the attempt.
+    RemediateUninstall { reason: String },
+    /// Nothing more in this attempt: record the failure and try again after the backoff.
+    AwaitRetry { reason: String },
+    /// Failed `remediation.retries` times: no more attempts until the release changes or an
+    /// operator asks for a retry.
+    Stalled { reason: String },
 }
 
 impl Action {
     /// Does the action run helm?
     pub fn runs_helm(&self) -> bool {
-        matches!(self, Self::Install { .. } | Self::Upgrade { .. })
+        self.kind().is_some()
+    }
+
+    /// The kind of helm action, `None` when no helm process runs.
+    pub fn kind(&self) -> Option<ActionKind> {
+        Some(match self {
+            Self::Install { .. } => ActionKind::Install,
+            Self::Upgrade { .. } => ActionKind::Upgrade,
+            Self::RecoverPendingInstall { .. } => ActionKind::RecoverPendingInstall,
+            Self::RollbackThenUpgrade { .. } => ActionKind::RollbackThenUpgrade,
+            Self::RemediateRollback { .. } => ActionKind::RemediateRollback,
+            Self::RemediateUninstall { .. } => ActionKind::RemediateUninstall,
+            Self::NoOp | Self::Blocked { .. } | Self::AwaitRetry { .. } | Self::Stalled { .. } => {
+                return None;
+            }
+        })
+    }
+
+    /// Does the action delete the release's resources (`helm uninstall`)?
+    pub fn is_destructive(&self) -> bool {
+        self.kind().is_some_and(ActionKind::is_destructive)
+    }
+
+    /// Why (for status and logs); empty for [`Action::NoOp`].
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NoOp => String::new(),
+            Self::Upgrade { reason } => reason.to_string(),
+            Self::Install { reason }
+            | Self::Blocked { reason }
+            | Self::RecoverPendingInstall { reason }
+            | Self::RollbackThenUpgrade { reason, .. }
+            | Self::RemediateRollback { reason, .. }
+            | Self::RemediateUninstall { reason }
+            | Self::AwaitRetry { reason }
+            | Self::Stalled { reason } => reason.clone(),
+        }
+    }
+}
+
+/// The helm actions strata runs on a release (for [`Inputs::performed`], metrics labels and
+/// status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ActionKind {
+    Install,
+    Upgrade,
+    RecoverPendingInstall,
+    RollbackThenUpgrade,
+    RemediateRollback,
+    RemediateUninstall,
+}
+
+impl ActionKind {
+    /// Every kind (a bounded label set for metrics).
+    pub const ALL: [ActionKind; 6] = [
+        Self::Install,
+        Self::Upgrade,
+        Self::RecoverPendingInstall,
+        Self::RollbackThenUpgrade,
+        Self::RemediateRollback,
+        Self::RemediateUninstall,
+    ];
+
+    /// Short stable name: `install`, `upgrade`, `recover-pending-install`,
+    /// `rollback-then-upgrade`, `remediate-rollback`, `remediate-uninstall`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Install => "install",
+            Self::Upgrade => "upgrade",
+            Self::RecoverPendingInstall => "recover-pending-install",
+            Self::RollbackThenUpgrade => "rollback-then-upgrade",
+            Self::RemediateRollback => "remediate-rollback",
+            Self::RemediateUninstall => "remediate-uninstall",
+        }
+    }
+
+    /// Recovery of a release left pending.
+    pub fn is_recovery(self) -> bool {
+        matches!(
+            self,
+            Self::RecoverPendingInstall | Self::RollbackThenUpgrade
+        )
+    }
+
+    /// Remediation after a failed attempt.
+    pub fn is_remediation(self) -> bool {
+        matches!(self, Self::RemediateRollback | Self::RemediateUninstall)
+    }
+
+    /// Applies the desired chart and values (installs or upgrades), possibly after a recovery
+    /// step.
+    pub fn applies_desired(self) -> bool {
+        !self.is_remediation()
+    }
+
+    /// Runs `helm uninstall` on a release that may hold resources. Recovering a
+    /// `pending-install` uninstalls too, but that release never became deployed.
+    pub fn is_destructive(self) -> bool {
+        self == Self::RemediateUninstall
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -189,6 +337,26 @@ impl fmt::Display for Action {
             Self::Upgrade { reason } => write!(f, "upgrade ({reason})"),
             Self::NoOp => f.write_str("no change"),
             Self::Blocked { reason } => write!(f, "blocked: {reason}"),
+            Self::RecoverPendingInstall { reason } => {
+                write!(f, "recover: uninstall, then install ({reason})")
+            }
+            Self::RollbackThenUpgrade {
+                to_revision,
+                reason,
+            } => write!(
+                f,
+                "recover: roll back to revision {to_revision}, then upgrade ({reason})"
+            ),
+            Self::RemediateRollback {
+                to_revision,
+                reason,
+            } => write!(
+                f,
+                "remediate: roll back to revision {to_revision} ({reason})"
+            ),
+            Self::RemediateUninstall { reason } => write!(f, "remediate: uninstall ({reason})"),
+            Self::AwaitRetry { reason } => write!(f, "retry later: {reason}"),
+            Self::Stalled { reason } => write!(f, "stalled: {reason}"),
         }
     }
 }
@@ -257,6 +425,226 @@ pub fn decide(desired: &DesiredRelease, observed: Option<&ObservedRelease>) -> A
         State::Unknown { status } => Action::Blocked {
             reason: format!(
                 "release {release} has status `{status}`, which strata does not act on; check it with `helm status`"
+            ),
+        },
+    }
+}
+
+/// Who holds the Lease that makes one strata instance the only one running helm.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "lock", rename_all = "camelCase")]
+pub enum LockState {
+    /// This instance holds the Lease (or runs without leader election, as the only writer by
+    /// configuration) and runs no helm command on this release right now.
+    HeldByUs,
+    /// Another instance holds the Lease: it may be working on the release.
+    HeldByOther { holder: String },
+    /// Not known (the Lease could not be read): nothing that recovers a pending release runs.
+    #[default]
+    Unknown,
+}
+
+/// What the agent knows about a release besides helm's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inputs {
+    /// Who holds the Lease.
+    pub lock: LockState,
+    /// The profile's remediation (strategy and retries).
+    pub remediation: Remediation,
+    /// Consecutive failed attempts before this one (the agent's retry state), reset by a
+    /// success, a change of the release or an operator's request.
+    pub failed_attempts: u32,
+    /// The last failure's message (already free of secrets), shown with Stalled.
+    pub last_failure: Option<String>,
+    /// The newest revision in helm's history whose status is `deployed` or `superseded`
+    /// (`None`: never deployed). The target of rollbacks.
+    pub last_deployed_revision: Option<u32>,
+    /// Helm actions already run in this attempt, in order.
+    pub performed: Vec<ActionKind>,
+}
+
+impl Inputs {
+    /// Inputs of the first decision of an attempt.
+    pub fn new(lock: LockState, remediation: Remediation) -> Self {
+        Self {
+            lock,
+            remediation,
+            ..Self::default()
+        }
+    }
+
+    fn did(&self, kind: ActionKind) -> bool {
+        self.performed.contains(&kind)
+    }
+
+    /// An install or upgrade (maybe after a recovery step) ran in this attempt.
+    fn applied(&self) -> bool {
+        self.performed.iter().any(|k| k.applies_desired())
+    }
+}
+
+/// Choose the action for the release with everything the agent knows (see the module docs).
+pub fn decide_with(
+    desired: &DesiredRelease,
+    observed: Option<&ObservedRelease>,
+    inputs: &Inputs,
+) -> Action {
+    let release = format!("{}/{}", desired.namespace, desired.name);
+    let state = observe(desired, observed);
+    if state == State::InSync {
+        return Action::NoOp;
+    }
+    // A remediation ends the attempt.
+    if let Some(k) = inputs.performed.iter().rev().find(|k| k.is_remediation()) {
+        return Action::AwaitRetry {
+            reason: match k {
+                ActionKind::RemediateRollback => format!(
+                    "release {release} was rolled back after the failure; the next attempt upgrades again"
+                ),
+                _ => format!(
+                    "release {release} was uninstalled after the failure; the next attempt installs again"
+                ),
+            },
+        };
+    }
+    let retries = inputs.remediation.retries.max(1);
+    if inputs.failed_attempts >= retries && inputs.performed.is_empty() {
+        let last = inputs
+            .last_failure
+            .as_deref()
+            .map_or_else(String::new, |m| format!("; last failure: {m}"));
+        return Action::Stalled {
+            reason: format!(
+                "release {release} failed {} times (remediation.retries is {retries}); not retried until the release changes or a retry is requested{last}",
+                inputs.failed_attempts
+            ),
+        };
+    }
+    let action = match state {
+        State::Locked { status } => recover(&release, &status, observed, inputs),
+        State::Failed if inputs.applied() => remediate(&release, observed, inputs),
+        State::Absent { .. } | State::OutOfSync { .. } if inputs.applied() => {
+            // helm failed without leaving a failed revision (e.g. a template error).
+            Action::AwaitRetry {
+                reason: format!(
+                    "the {} of release {release} in this attempt failed; trying again after the backoff",
+                    inputs.performed.last().map_or("install", |k| k.as_str())
+                ),
+            }
+        }
+        _ => decide(desired, observed),
+    };
+    guard(&release, action, inputs)
+}
+
+/// Never the same action twice in one attempt; nothing runs helm while another instance holds
+/// the Lease.
+fn guard(release: &str, action: Action, inputs: &Inputs) -> Action {
+    let Some(kind) = action.kind() else {
+        return action;
+    };
+    if let LockState::HeldByOther { holder } = &inputs.lock {
+        return Action::Blocked {
+            reason: format!(
+                "strata instance `{holder}` holds the Lease and may be working on release {release}; this instance waits (would {kind}: {})",
+                action.reason()
+            ),
+        };
+    }
+    if inputs.did(kind) {
+        return Action::AwaitRetry {
+            reason: format!(
+                "{kind} of release {release} already ran in this attempt; trying again after the backoff"
+            ),
+        };
+    }
+    action
+}
+
+fn recover(
+    release: &str,
+    status: &ReleaseStatus,
+    observed: Option<&ObservedRelease>,
+    inputs: &Inputs,
+) -> Action {
+    let revision = observed.map_or(0, |o| o.revision);
+    match &inputs.lock {
+        LockState::HeldByUs => {}
+        LockState::HeldByOther { holder } => {
+            return Action::Blocked {
+                reason: format!(
+                    "release {release} is {status} and strata instance `{holder}` holds the Lease, so it may still be working on it; recovery waits until this instance holds the Lease"
+                ),
+            };
+        }
+        LockState::Unknown => {
+            return Action::Blocked {
+                reason: format!(
+                    "release {release} is {status}, and whether another strata instance holds the Lease is unknown; recovery waits until this instance holds the Lease"
+                ),
+            };
+        }
+    }
+    match status {
+        ReleaseStatus::PendingInstall => Action::RecoverPendingInstall {
+            reason: format!(
+                "release {release} was left pending-install at revision {revision} (helm was interrupted); uninstalling it, then installing again"
+            ),
+        },
+        _ => {
+            let target = inputs
+                .last_deployed_revision
+                .filter(|r| *r < revision || revision == 0)
+                .or_else(|| revision.checked_sub(1).filter(|r| *r > 0));
+            match target {
+                Some(to_revision) => Action::RollbackThenUpgrade {
+                    to_revision,
+                    reason: format!(
+                        "release {release} was left {status} at revision {revision} (helm was interrupted); rolling back to revision {to_revision}{}, then upgrading",
+                        if inputs.last_deployed_revision == Some(to_revision) {
+                            ", the last deployed one"
+                        } else {
+                            " (no deployed revision is known)"
+                        }
+                    ),
+                },
+                None => Action::Blocked {
+                    reason: format!(
+                        "release {release} is {status} at revision {revision} with no earlier revision to roll back to; check it with `helm history` and `helm uninstall` it if it holds nothing"
+                    ),
+                },
+            }
+        }
+    }
+}
+
+fn remediate(release: &str, observed: Option<&ObservedRelease>, inputs: &Inputs) -> Action {
+    let revision = observed.map_or(0, |o| o.revision);
+    match inputs.remediation.strategy {
+        RemediationStrategy::Retry => Action::AwaitRetry {
+            reason: format!(
+                "revision {revision} of release {release} failed; remediation `retry`: upgrading again after the backoff"
+            ),
+        },
+        RemediationStrategy::Rollback => {
+            match inputs.last_deployed_revision.filter(|r| *r < revision) {
+                Some(to_revision) => Action::RemediateRollback {
+                    to_revision,
+                    reason: format!(
+                        "revision {revision} of release {release} failed; remediation `rollback`: back to revision {to_revision}, the last deployed one"
+                    ),
+                },
+                None => Action::AwaitRetry {
+                    reason: format!(
+                        "revision {revision} of release {release} failed and no earlier revision was deployed, so remediation `rollback` has nothing to roll back to; trying again after the backoff"
+                    ),
+                },
+            }
+        }
+        RemediationStrategy::Uninstall => Action::RemediateUninstall {
+            reason: format!(
+                "revision {revision} of release {release} failed; remediation `uninstall` (chosen by the profile): uninstalling, then installing again after the backoff"
             ),
         },
     }
@@ -392,5 +780,424 @@ mod tests {
         assert_eq!(s, ReleaseStatus::Deployed);
         let s: ReleaseStatus = serde_json::from_str("\"odd\"").unwrap();
         assert_eq!(s, ReleaseStatus::Other("odd".into()));
+    }
+
+    fn inputs(lock: LockState, strategy: RemediationStrategy) -> Inputs {
+        Inputs {
+            lock,
+            remediation: Remediation {
+                strategy,
+                retries: 3,
+            },
+            failed_attempts: 0,
+            last_failure: None,
+            last_deployed_revision: Some(2),
+            performed: Vec::new(),
+        }
+    }
+
+    fn other() -> LockState {
+        LockState::HeldByOther {
+            holder: "strata-7d9f".into(),
+        }
+    }
+
+    #[test]
+    fn pending_recovery_table() {
+        use ActionKind as K;
+        use LockState::{HeldByUs, Unknown};
+        use RemediationStrategy::{Retry, Rollback, Uninstall};
+        let d = desired();
+        type Check = fn(&Action) -> bool;
+        // (status, lock, strategy, last deployed, performed, expected)
+        type Case = (
+            &'static str,
+            LockState,
+            RemediationStrategy,
+            Option<u32>,
+            Vec<K>,
+            Check,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "pending-install",
+                HeldByUs,
+                Retry,
+                None,
+                vec![],
+                |a| matches!(a, Action::RecoverPendingInstall { reason } if reason.contains("pending-install at revision 3") && reason.contains("uninstalling")),
+            ),
+            // Recovery does not depend on the strategy.
+            ("pending-install", HeldByUs, Rollback, None, vec![], |a| {
+                matches!(a, Action::RecoverPendingInstall { .. })
+            }),
+            (
+                "pending-upgrade",
+                HeldByUs,
+                Retry,
+                Some(2),
+                vec![],
+                |a| matches!(a, Action::RollbackThenUpgrade { to_revision: 2, reason } if reason.contains("the last deployed one")),
+            ),
+            (
+                "pending-rollback",
+                HeldByUs,
+                Uninstall,
+                Some(1),
+                vec![],
+                |a| matches!(a, Action::RollbackThenUpgrade { to_revision: 1, reason } if reason.contains("pending-rollback")),
+            ),
+            // No deployed revision known: the previous one.
+            (
+                "pending-upgrade",
+                HeldByUs,
+                Retry,
+                None,
+                vec![],
+                |a| matches!(a, Action::RollbackThenUpgrade { to_revision: 2, reason } if reason.contains("no deployed revision is known")),
+            ),
+            // A "last deployed" that is not older than the pending revision is not a target.
+            ("pending-upgrade", HeldByUs, Retry, Some(3), vec![], |a| {
+                matches!(a, Action::RollbackThenUpgrade { to_revision: 2, .. })
+            }),
+            // Another instance holds the Lease: blocked, naming it.
+            (
+                "pending-install",
+                other(),
+                Retry,
+                None,
+                vec![],
+                |a| matches!(a, Action::Blocked { reason } if reason.contains("`strata-7d9f` holds the Lease") && reason.contains("pending-install")),
+            ),
+            (
+                "pending-upgrade",
+                other(),
+                Retry,
+                Some(2),
+                vec![],
+                |a| matches!(a, Action::Blocked { reason } if reason.contains("strata-7d9f")),
+            ),
+            (
+                "pending-rollback",
+                Unknown,
+                Retry,
+                Some(2),
+                vec![],
+                |a| matches!(a, Action::Blocked { reason } if reason.contains("unknown")),
+            ),
+            // Never the same recovery twice in one attempt.
+            (
+                "pending-install",
+                HeldByUs,
+                Retry,
+                None,
+                vec![K::RecoverPendingInstall],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("recover-pending-install") && reason.contains("already ran")),
+            ),
+            (
+                "pending-upgrade",
+                HeldByUs,
+                Retry,
+                Some(2),
+                vec![K::RollbackThenUpgrade],
+                |a| matches!(a, Action::AwaitRetry { .. }),
+            ),
+        ];
+        for (status, lock, strategy, last, performed, check) in cases {
+            let mut i = inputs(lock.clone(), strategy);
+            i.last_deployed_revision = last;
+            i.performed = performed.clone();
+            let o = observed(status, "1.14.4", None);
+            let a = decide_with(&d, Some(&o), &i);
+            assert!(
+                check(&a),
+                "{status} {lock:?} {strategy} {last:?} {performed:?} gave {a:?}"
+            );
+            assert!(
+                !a.is_destructive(),
+                "recovery is not a destructive remediation"
+            );
+        }
+        // Revision 1 pending-upgrade with nothing before it cannot be rolled back.
+        let mut o = observed("pending-upgrade", "1.14.4", None);
+        o.revision = 1;
+        let a = decide_with(&d, Some(&o), &inputs(HeldByUs, Retry));
+        assert!(
+            matches!(&a, Action::Blocked { reason } if reason.contains("no earlier revision")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn remediation_table() {
+        use ActionKind as K;
+        use LockState::HeldByUs;
+        use RemediationStrategy::{Retry, Rollback, Uninstall};
+        let d = desired();
+        type Check = fn(&Action) -> bool;
+        // (observed status or absent, strategy, last deployed, performed, expected)
+        type Case = (
+            Option<&'static str>,
+            RemediationStrategy,
+            Option<u32>,
+            Vec<K>,
+            Check,
+        );
+        let cases: Vec<Case> = vec![
+            // Start of an attempt on a failed release: upgrade again, whatever the strategy.
+            (Some("failed"), Retry, Some(2), vec![], |a| {
+                matches!(
+                    a,
+                    Action::Upgrade {
+                        reason: UpgradeReason::LastRevisionFailed { revision: 3 }
+                    }
+                )
+            }),
+            (Some("failed"), Uninstall, Some(2), vec![], |a| {
+                matches!(a, Action::Upgrade { .. })
+            }),
+            // The upgrade of this attempt failed.
+            (
+                Some("failed"),
+                Retry,
+                Some(2),
+                vec![K::Upgrade],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("remediation `retry`")),
+            ),
+            (
+                Some("failed"),
+                Rollback,
+                Some(2),
+                vec![K::Upgrade],
+                |a| matches!(a, Action::RemediateRollback { to_revision: 2, reason } if reason.contains("revision 3") && reason.contains("back to revision 2")),
+            ),
+            (
+                Some("failed"),
+                Rollback,
+                None,
+                vec![K::Install],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("nothing to roll back to")),
+            ),
+            (
+                Some("failed"),
+                Uninstall,
+                None,
+                vec![K::Install],
+                |a| matches!(a, Action::RemediateUninstall { reason } if reason.contains("chosen by the profile")),
+            ),
+            // A failed recovery is remediated like a failed upgrade.
+            (
+                Some("failed"),
+                Rollback,
+                Some(2),
+                vec![K::RollbackThenUpgrade],
+                |a| matches!(a, Action::RemediateRollback { to_revision: 2, .. }),
+            ),
+            // A remediation ends the attempt, whatever the state it left.
+            (
+                Some("deployed"),
+                Rollback,
+                Some(2),
+                vec![K::Upgrade, K::RemediateRollback],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("rolled back")),
+            ),
+            (
+                None,
+                Uninstall,
+                None,
+                vec![K::Install, K::RemediateUninstall],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("uninstalled")),
+            ),
+            // helm failed without a new revision (template error): out of sync, upgrade ran.
+            (
+                Some("deployed"),
+                Rollback,
+                Some(3),
+                vec![K::Upgrade],
+                |a| matches!(a, Action::AwaitRetry { reason } if reason.contains("upgrade of release")),
+            ),
+            (None, Retry, None, vec![K::Install], |a| {
+                matches!(a, Action::AwaitRetry { .. })
+            }),
+        ];
+        for (status, strategy, last, performed, check) in cases {
+            let mut i = inputs(HeldByUs, strategy);
+            i.last_deployed_revision = last;
+            i.performed = performed.clone();
+            let o = status.map(|s| observed(s, "1.14.3", Some("sha256:aaa")));
+            let a = decide_with(&d, o.as_ref(), &i);
+            assert!(
+                check(&a),
+                "{status:?} {strategy} {last:?} {performed:?} gave {a:?}"
+            );
+            // The destructive action only when the profile chose it.
+            if a.is_destructive() {
+                assert_eq!(strategy, Uninstall);
+            }
+            // Never the same helm action twice in one attempt.
+            if let Some(k) = a.kind() {
+                assert!(!performed.contains(&k), "{k} repeated: {performed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn stalled_after_retries_and_not_before() {
+        let d = desired();
+        let o = observed("failed", "1.14.4", Some("sha256:aaa"));
+        let mut i = inputs(LockState::HeldByUs, RemediationStrategy::Retry);
+        i.last_failure = Some("timed out waiting for the condition".into());
+        i.failed_attempts = 2;
+        assert!(matches!(
+            decide_with(&d, Some(&o), &i),
+            Action::Upgrade { .. }
+        ));
+        i.failed_attempts = 3;
+        let a = decide_with(&d, Some(&o), &i);
+        assert!(
+            matches!(&a, Action::Stalled { reason } if reason.contains("failed 3 times (remediation.retries is 3)") && reason.contains("last failure: timed out")),
+            "{a:?}"
+        );
+        assert!(!a.runs_helm());
+        // Stalled also covers a release that is absent or pending.
+        assert!(matches!(decide_with(&d, None, &i), Action::Stalled { .. }));
+        let p = observed("pending-install", "1.14.4", None);
+        assert!(matches!(
+            decide_with(&d, Some(&p), &i),
+            Action::Stalled { .. }
+        ));
+        // In sync wins: nothing to do is not Stalled.
+        let ok = observed("deployed", "1.14.4", Some("sha256:aaa"));
+        assert_eq!(decide_with(&d, Some(&ok), &i), Action::NoOp);
+        // Within the attempt that reached the limit, the remediation still runs.
+        i.remediation.strategy = RemediationStrategy::Rollback;
+        i.performed = vec![ActionKind::Upgrade];
+        assert!(matches!(
+            decide_with(&d, Some(&o), &i),
+            Action::RemediateRollback { .. }
+        ));
+    }
+
+    #[test]
+    fn another_holder_blocks_every_helm_action() {
+        let d = desired();
+        let i = inputs(other(), RemediationStrategy::Retry);
+        for o in [
+            None,
+            Some(observed("deployed", "1.14.3", Some("sha256:aaa"))),
+            Some(observed("failed", "1.14.4", Some("sha256:aaa"))),
+        ] {
+            let a = decide_with(&d, o.as_ref(), &i);
+            assert!(
+                matches!(&a, Action::Blocked { reason } if reason.contains("`strata-7d9f` holds the Lease")),
+                "{o:?} gave {a:?}"
+            );
+        }
+        // Without the Lease question (unknown), installs and upgrades proceed as with decide.
+        let i = inputs(LockState::Unknown, RemediationStrategy::Retry);
+        for o in [
+            None,
+            Some(observed("deployed", "1.14.3", Some("sha256:aaa"))),
+        ] {
+            assert_eq!(
+                decide_with(&d, o.as_ref(), &i),
+                decide(&d, o.as_ref()),
+                "{o:?}"
+            );
+        }
+    }
+
+    /// A whole attempt driven the way the agent drives it: decide, "run", observe, decide.
+    #[test]
+    fn attempt_loop_terminates_without_repeating() {
+        use RemediationStrategy::{Retry, Rollback, Uninstall};
+        let d = desired();
+        for strategy in [Retry, Rollback, Uninstall] {
+            for start in ["pending-install", "pending-upgrade", "failed", "deployed"] {
+                let mut i = inputs(LockState::HeldByUs, strategy);
+                // Every helm action "fails" and leaves a failed revision.
+                let mut o = Some(observed(start, "1.14.3", None));
+                let mut steps = 0;
+                loop {
+                    let a = decide_with(&d, o.as_ref(), &i);
+                    let Some(k) = a.kind() else {
+                        assert!(
+                            matches!(a, Action::AwaitRetry { .. } | Action::Blocked { .. }),
+                            "{strategy} {start}: ended with {a:?}"
+                        );
+                        break;
+                    };
+                    assert!(!i.performed.contains(&k), "{strategy} {start}: {k} twice");
+                    i.performed.push(k);
+                    let rev = o.as_ref().map_or(1, |x| x.revision + 1);
+                    o = match k {
+                        ActionKind::RemediateUninstall => None,
+                        ActionKind::RemediateRollback => {
+                            let mut x = observed("deployed", "1.14.3", None);
+                            x.revision = rev;
+                            Some(x)
+                        }
+                        _ => {
+                            let mut x = observed("failed", "1.14.4", None);
+                            x.revision = rev;
+                            Some(x)
+                        }
+                    };
+                    steps += 1;
+                    assert!(steps < 5, "{strategy} {start}: {:?}", i.performed);
+                }
+                assert!(
+                    i.performed.iter().filter(|k| k.is_remediation()).count()
+                        <= usize::from(strategy != Retry)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn action_kinds_and_serde() {
+        let a = Action::RollbackThenUpgrade {
+            to_revision: 4,
+            reason: "r".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"action": "rollbackThenUpgrade", "toRevision": 4, "reason": "r"})
+        );
+        assert_eq!(
+            a.to_string(),
+            "recover: roll back to revision 4, then upgrade (r)"
+        );
+        assert_eq!(a.kind(), Some(ActionKind::RollbackThenUpgrade));
+        assert!(a.kind().unwrap().is_recovery());
+        let names: Vec<&str> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "install",
+                "upgrade",
+                "recover-pending-install",
+                "rollback-then-upgrade",
+                "remediate-rollback",
+                "remediate-uninstall"
+            ]
+        );
+        let i: Inputs = serde_json::from_value(serde_json::json!({
+            "lock": {"lock": "heldByOther", "holder": "x"},
+            "remediation": {"strategy": "uninstall"},
+            "failedAttempts": 1,
+            "performed": ["upgrade"]
+        }))
+        .unwrap();
+        assert_eq!(i.lock, LockState::HeldByOther { holder: "x".into() });
+        assert_eq!(i.remediation.retries, crate::profiles::DEFAULT_RETRIES);
+        assert_eq!(i.performed, vec![ActionKind::Upgrade]);
+        assert_eq!(Action::Stalled { reason: "x".into() }.reason(), "x");
+        assert!(
+            Action::RemediateUninstall {
+                reason: String::new()
+            }
+            .is_destructive()
+        );
     }
 }
