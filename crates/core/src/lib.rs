@@ -19,10 +19,16 @@
 //!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
 //!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
 //!
+//! - [`limits`]: early, clear failures for values and releases too large for the cluster.
+//! - [`input::decode`]: bytes read from Git -> text (UTF-8 only, BOM removed), with a problem
+//!   naming the file otherwise.
+//!
 //! Every parser reports all problems at once as [`Problems`]; each [`Problem`] names the file
 //! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.
 pub mod allocation;
 pub mod chart;
+pub mod input;
+pub mod limits;
 pub mod plan;
 pub mod problem;
 pub mod profiles;
