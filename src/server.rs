@@ -6,6 +6,7 @@
 //! | `GET /healthz` | 200 `ok` while the process serves requests |
 //! | `GET /readyz` | 200 `ready` once the agent has processed its first revision (fetched and validated it: accepted and being applied, or rejected, or the fetch failed and the error is in `/status`), 503 before that and while draining after a shutdown signal |
 //! | `GET /metrics` | Prometheus text format |
+//! | `POST /releases/{namespace}/{name}/retry` | clear a failed release's backoff or Stalled state and start a cycle now: `202`; `404` when the agent has no retry record of that release |
 //!
 //! `/status` and `/metrics` requests get a `http` tracing span; the health routes do not.
 
@@ -58,12 +59,21 @@ impl Readiness {
     }
 }
 
+/// What the retry route needs: the agent's retry accounting and its wake-up.
+#[derive(Clone)]
+pub struct RetryHandle {
+    pub book: Arc<crate::agent::release::RetryBook>,
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
 /// What the handlers need.
 #[derive(Clone)]
 pub struct AppState {
     pub status: StatusStore,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// `None`: the retry route answers 503 (no agent loop, e.g. in tests).
+    pub retry: Option<RetryHandle>,
 }
 
 /// The router, without a listener (tests drive it with `oneshot`).
@@ -71,6 +81,10 @@ pub fn app(state: AppState) -> Router {
     let traced = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route(
+            "/releases/{namespace}/{name}/retry",
+            axum::routing::post(retry),
+        )
         .layer(middleware::from_fn(trace_request));
     Router::new()
         .route("/healthz", get(healthz))
@@ -98,6 +112,33 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn status(State(state): State<AppState>) -> Response {
     axum::Json(state.status.snapshot()).into_response()
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let Some(handle) = &state.retry else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent loop is not running\n",
+        )
+            .into_response();
+    };
+    if handle.book.request_retry(&namespace, &name) {
+        handle.wake.notify_one();
+        (
+            StatusCode::ACCEPTED,
+            format!("retry of release {namespace}/{name} requested\n"),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("release {namespace}/{name} has not run in this agent; nothing to retry\n"),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -135,6 +176,10 @@ mod tests {
             status: StatusStore::new(),
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(),
+            retry: Some(RetryHandle {
+                book: Arc::new(crate::agent::release::RetryBook::default()),
+                wake: Arc::new(tokio::sync::Notify::new()),
+            }),
         }
     }
 
@@ -211,6 +256,23 @@ mod tests {
         );
         assert!(body.contains("# TYPE strata_releases gauge"), "{body}");
         assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn retry_of_an_unknown_release_is_404_and_needs_post() {
+        let res = app(state())
+            .oneshot(
+                Request::post("/releases/ns/web/retry")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(app(state()), "/releases/ns/web/retry").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[tokio::test]

@@ -412,6 +412,16 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         mesh["message"].as_str().unwrap().contains("post-install"),
         "the last error is kept: {mesh:#}"
     );
+    // An operator asks for a retry: helm runs again at once (and fails again).
+    let (code, body) = e2e_support::http_post(agent.port, "/releases/mesh/mesh/retry").await?;
+    assert_eq!(code, 202, "{body}");
+    agent
+        .wait_status("second attempt", LONG, |st| {
+            release(st, "mesh").is_some_and(|r| r["attempts"] == 2 && r["phase"] == "Failed")
+        })
+        .await?;
+    let (code, _) = e2e_support::http_post(agent.port, "/releases/nowhere/none/retry").await?;
+    assert_eq!(code, 404);
     agent.stop().await?;
 
     // --once exits non-zero for the same revision.

@@ -156,6 +156,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         status.observe(move |s| m.observe_status(s));
     }
     let readiness = Readiness::new();
+    let retries = Arc::new(release::RetryBook::default());
+    let wake = Arc::new(tokio::sync::Notify::new());
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -171,6 +173,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
             status: status.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            retry: Some(server::RetryHandle {
+                book: retries.clone(),
+                wake: wake.clone(),
+            }),
         });
         let stop = server_stop.clone();
         tokio::spawn(async move {
@@ -278,6 +284,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         status.clone(),
         metrics.clone(),
         default_timeout,
+        retries.clone(),
     );
     let agent = Agent {
         loader,
@@ -309,6 +316,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = wake.notified() => tracing::info!("cycle started early: retry requested"),
             _ = shutdown.cancelled() => break Outcome::Stopped,
         }
         if shutdown.is_cancelled() {

@@ -41,13 +41,42 @@ pub struct ReleaseJob {
     pub timeout: Option<Duration>,
 }
 
+type RetryMap = std::collections::HashMap<(String, String), (String, RetryState)>;
+
+/// Per-release retry accounting: (namespace, release) -> (desired fingerprint, state).
+/// Shared with the status API so an operator can ask for a retry.
+#[derive(Default)]
+pub struct RetryBook {
+    inner: std::sync::Mutex<RetryMap>,
+}
+
+impl RetryBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RetryMap> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An operator asks for a retry of `namespace/release`: backoff and Stalled are cleared.
+    /// Returns whether the release has retry accounting (it ran and failed at least once or
+    /// is known to the agent).
+    pub fn request_retry(&self, namespace: &str, release: &str) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(&(namespace.to_string(), release.to_string())) {
+            Some((_, state)) => {
+                state.reset(ResetReason::Operator);
+                tracing::info!(release, namespace, "retry requested by an operator");
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Poll period of the progress watcher.
 const POLL: Duration = Duration::from_secs(1);
 
 /// The real release runner.
 pub struct Runner {
-    /// Per-release retry accounting: (namespace, release) -> (desired fingerprint, state).
-    retries: std::sync::Mutex<std::collections::HashMap<(String, String), (String, RetryState)>>,
+    retries: Arc<RetryBook>,
     policy: RetryPolicy,
     rng: std::sync::Mutex<SeededRng>,
     helm: Helm,
@@ -65,9 +94,10 @@ impl Runner {
         status: StatusStore,
         metrics: Arc<Metrics>,
         default_timeout: Duration,
+        retries: Arc<RetryBook>,
     ) -> Self {
         Self {
-            retries: std::sync::Mutex::default(),
+            retries,
             policy: RetryPolicy::default(),
             rng: std::sync::Mutex::new(SeededRng::from_entropy()),
             helm,
@@ -248,7 +278,7 @@ impl Runner {
     /// `Some(why)` when the release may not run helm now: backing off after failures, or
     /// stalled. A changed release (chart, version, values) starts afresh.
     fn retry_gate(&self, job: &ReleaseJob) -> Option<String> {
-        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retries = self.retries.lock();
         let key = (job.namespace.clone(), job.release.clone());
         let fingerprint = Self::fingerprint(job);
         let (seen, state) = retries
@@ -277,7 +307,7 @@ impl Runner {
     /// Record the end of an attempt: success (`None`) clears the accounting; a failure
     /// returns what follows.
     fn retry_done(&self, job: &ReleaseJob, failure: Option<Failure>) -> Option<Next> {
-        let mut retries = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retries = self.retries.lock();
         let key = (job.namespace.clone(), job.release.clone());
         let fingerprint = Self::fingerprint(job);
         let (_, state) = retries

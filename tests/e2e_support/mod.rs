@@ -109,9 +109,21 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; returns (status code, body).
 pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(port, "GET", path).await
+}
+
+/// A plain HTTP/1.0 POST without a body on 127.0.0.1; returns (status code, body).
+pub async fn http_post(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(port, "POST", path).await
+}
+
+async fn http_request(port: u16, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
