@@ -59,6 +59,8 @@ pub struct ResourceInfo {
     pub custom: bool,
     /// Tracks `metadata.generation` (bumped on spec changes).
     pub generation: bool,
+    /// A CRD's `additionalPrinterColumns` (name, type, JSONPath) for `kubectl get` tables.
+    pub printer_columns: Vec<(String, String, String)>,
 }
 
 impl ResourceInfo {
@@ -140,6 +142,7 @@ fn builtin(
         scale,
         custom: false,
         generation,
+        printer_columns: Vec::new(),
     }
 }
 
@@ -660,6 +663,24 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceInfo, String> {
         return Err("spec.versions must contain at least one served version".into());
     }
     versions.sort_by(|a, b| compare_versions(a, b));
+    let preferred = versions[0].clone();
+    let printer_columns = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"].as_str() == Some(preferred.as_str()))
+        .and_then(|v| v["additionalPrinterColumns"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_string(),
+                c["type"].as_str().unwrap_or("string").to_string(),
+                c["jsonPath"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     Ok(ResourceInfo {
         group: group.to_string(),
         versions,
@@ -680,6 +701,7 @@ pub fn crd_resource(crd: &Value) -> Result<ResourceInfo, String> {
         scale,
         custom: true,
         generation: true,
+        printer_columns,
     })
 }
 

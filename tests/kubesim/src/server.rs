@@ -662,7 +662,13 @@ async fn resource(
                     .map(String::as_str)
                     .unwrap_or("Metadata");
                 let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
-                let table = crate::table::render(&key, vec![with_version(obj, &t)], meta, include);
+                let table = crate::table::render(
+                    &key,
+                    &t.info.printer_columns,
+                    vec![with_version(obj, &t)],
+                    meta,
+                    include,
+                );
                 return Ok(json_response(StatusCode::OK, &table));
             }
             Ok(json_response(StatusCode::OK, &with_version(obj, &t)))
@@ -995,7 +1001,7 @@ fn list(
             .unwrap_or("Metadata");
         return Ok(json_response(
             StatusCode::OK,
-            &crate::table::render(&t.key(), items, meta, include),
+            &crate::table::render(&t.key(), &t.info.printer_columns, items, meta, include),
         ));
     }
     Ok(json_response(

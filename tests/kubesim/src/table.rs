@@ -262,9 +262,47 @@ fn cells(res: &ResourceKey, o: &Value, now: i64) -> Vec<Value> {
     }
 }
 
-/// Renders objects as a Table. `include_object`: `Metadata` (default), `Object` or `None`.
+/// Evaluates the JSONPath subset CRD printer columns use: `.a.b`, `.a[0].b`, and
+/// `.a[?(@.k=="v")].b`.
+pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    let mut rest = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('.');
+    while !rest.is_empty() {
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        let (field, tail) = rest.split_at(end);
+        if !field.is_empty() {
+            cur = cur.get(field)?;
+        }
+        rest = tail;
+        if let Some(t) = rest.strip_prefix('[') {
+            let close = t.find(']')?;
+            let inner = &t[..close];
+            rest = &t[close + 1..];
+            cur = if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')'))
+            {
+                let (k, v) = filter.split_once("==")?;
+                let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+                cur.as_array()?
+                    .iter()
+                    .find(|e| e[k.trim()].as_str() == Some(v))?
+            } else {
+                cur.get(inner.parse::<usize>().ok()?)?
+            };
+        }
+        rest = rest.trim_start_matches('.');
+    }
+    Some(cur)
+}
+
+/// Renders objects as a Table. `include_object`: `Metadata` (default), `Object` or `None`;
+/// `printer_columns` are a CRD's additional printer columns (name, type, JSONPath).
 pub fn render(
     res: &ResourceKey,
+    printer_columns: &[(String, String, String)],
     items: Vec<Value>,
     list_meta: Value,
     include_object: &str,
@@ -278,14 +316,31 @@ pub fn render(
             json!({"name": name, "type": ty, "format": "", "description": name, "priority": 0}),
         );
     }
-    defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0}));
+    for (name, ty, _) in printer_columns {
+        defs.push(
+            json!({"name": name, "type": ty, "format": "", "description": name, "priority": 0}),
+        );
+    }
+    // CRDs with printer columns define all columns themselves (no automatic Age).
+    if printer_columns.is_empty() {
+        defs.push(json!({"name": "Age", "type": "string", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0}));
+    }
     let rows: Vec<Value> = items
         .into_iter()
         .map(|o| {
             let created = crate::util::parse_rfc3339(o["metadata"]["creationTimestamp"].as_str().unwrap_or("")).unwrap_or(now);
             let mut row = vec![o["metadata"]["name"].clone()];
             row.extend(cells(res, &o, now));
-            row.push(json!(human_age(now - created)));
+            for (_, ty, path) in printer_columns {
+                let v = json_path(&o, path).cloned().unwrap_or(Value::Null);
+                row.push(match (ty.as_str(), v) {
+                    ("date", Value::String(t)) => json!(human_age(now - crate::util::parse_rfc3339(&t).unwrap_or(now))),
+                    (_, v) => v,
+                });
+            }
+            if printer_columns.is_empty() {
+                row.push(json!(human_age(now - created)));
+            }
             let object = match include_object {
                 "Object" => o,
                 "None" => Value::Null,
@@ -307,6 +362,7 @@ mod tests {
             "spec": {"replicas": 3}, "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
         let t = render(
             &ResourceKey::new("apps", "deployments"),
+            &[],
             vec![d],
             json!({}),
             "Metadata",
@@ -328,11 +384,55 @@ mod tests {
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         let p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
             "status": {"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 1}, {"ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
-        let t = render(&ResourceKey::new("", "pods"), vec![p], json!({}), "Object");
+        let t = render(
+            &ResourceKey::new("", "pods"),
+            &[],
+            vec![p],
+            json!({}),
+            "Object",
+        );
         assert_eq!(t["rows"][0]["cells"][1], "1/2");
         assert_eq!(t["rows"][0]["cells"][2], "CrashLoopBackOff");
         assert_eq!(t["rows"][0]["cells"][3], "3");
         assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "p");
+    }
+
+    #[test]
+    fn crd_printer_columns_and_json_paths() {
+        let o = json!({"metadata": {"name": "w"}, "spec": {"size": 3, "items": [{"n": "a"}]},
+            "status": {"conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(json_path(&o, ".spec.size"), Some(&json!(3)));
+        assert_eq!(json_path(&o, ".spec.items[0].n"), Some(&json!("a")));
+        assert_eq!(
+            json_path(&o, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("True"))
+        );
+        assert_eq!(json_path(&o, ".spec.missing"), None);
+        let cols = vec![
+            (
+                "Size".to_string(),
+                "integer".to_string(),
+                ".spec.size".to_string(),
+            ),
+            (
+                "Ready".to_string(),
+                "string".to_string(),
+                ".status.conditions[?(@.type==\"Ready\")].status".to_string(),
+            ),
+        ];
+        let t = render(
+            &ResourceKey::new("example.com", "widgets"),
+            &cols,
+            vec![o],
+            json!({}),
+            "None",
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["w", 3, "True"]),
+            "no automatic Age column"
+        );
+        assert_eq!(t["columnDefinitions"][1]["name"], "Size");
     }
 
     #[test]

@@ -149,7 +149,22 @@ async fn discovery_is_negotiated_by_accept() {
                 .keys()
                 .any(|k| k.contains("/jobs/{name}"))
         );
-        let (code, ct, body) = send(
+// A CRD's group is in aggregated discovery and the OpenAPI index as soon as it exists.
+        c.store()
+            .create(
+                &ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions"),
+                json!({"metadata": {"name": "widgets.example.strata.dev"}, "spec": {"group": "example.strata.dev", "scope": "Cluster",
+                    "names": {"kind": "Widget", "plural": "widgets"},
+                    "versions": [{"name": "v1alpha1", "served": true, "storage": true}]}}),
+            )
+            .unwrap();
+        let (_, _, body) = send(&client, "GET", "/apis", &[("accept", agg)], vec![]).await;
+        let v = js(&body);
+        let g = v["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "example.strata.dev").expect("CRD group discovered");
+        assert_eq!(g["versions"][0]["resources"][0]["scope"], "Cluster");
+        let (_, _, body) = send(&client, "GET", "/openapi/v3", &[], vec![]).await;
+        assert!(js(&body)["paths"]["apis/example.strata.dev/v1alpha1"].is_object());
+                let (code, ct, body) = send(
             &client,
             "GET",
             "/openapi/v2",
