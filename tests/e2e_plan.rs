@@ -310,8 +310,16 @@ async fn invalid_revision_reports_every_problem() -> anyhow::Result<()> {
     chart: {repository: platform, name: ten}
     version: "1.0.0"
     valuesFiles: [values/dup.yaml]
+  - name: big
+    chart: {repository: platform, name: ten}
+    version: "1.0.0"
+    valuesFiles: [values/big.yaml]
 "#;
     repo.write("values/dup.yaml", "replicas: 1\nreplicas: 2\n")?;
+    repo.write(
+        "values/big.yaml",
+        format!("blob: {}\n", "x".repeat(1_200_000)),
+    )?;
     repo.write(
         "profiles.yaml",
         profiles("  model: annotation", &charts.url(), extra),
@@ -337,6 +345,10 @@ async fn invalid_revision_reports_every_problem() -> anyhow::Result<()> {
     assert!(
         text.contains("values/dup.yaml") && text.contains("duplicate"),
         "duplicate key in a values file: {text}"
+    );
+    assert!(
+        text.contains("profiles[big].values") && text.contains("1 MiB"),
+        "values over helm's Secret limit: {text}"
     );
 
     // Syntax-level problems: an unknown field and a duplicate release name.

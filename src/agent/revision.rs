@@ -183,12 +183,12 @@ impl Loader {
         referenced_from: (&str, &str),
     ) -> Result<String, Failure> {
         match self.git.read_file(commit, path).await {
-            Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|_| {
-                Failure::Problem(ProblemView {
+            Ok(Some(bytes)) => strata_core::input::decode(path, &bytes).map_err(|ps| {
+                Failure::Problem(ps.iter().next().map(view).unwrap_or_else(|| ProblemView {
                     file: path.to_string(),
                     field: String::new(),
                     message: "the file is not UTF-8 text".into(),
-                })
+                }))
             }),
             Ok(None) => Err(Failure::Problem(ProblemView {
                 file: referenced_from.0.to_string(),
@@ -277,6 +277,13 @@ impl Loader {
             let inline = serde_json::Value::Object(profile.values.clone());
             match strata_core::values::merge(&files, &inline) {
                 Ok(v) => {
+                    if let Err(e) = strata_core::limits::check_values(&profile.name, &v) {
+                        problems.push(ProblemView {
+                            file: path.to_string(),
+                            field: field("values"),
+                            message: e.to_string(),
+                        });
+                    }
                     values.insert(profile.name.clone(), v);
                 }
                 Err(ps) => problems.extend(ps.iter().map(view)),
