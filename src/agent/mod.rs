@@ -472,8 +472,14 @@ impl Agent {
             .snapshot()
             .rejected_revision
             .is_some_and(|r| r.commit == info.commit);
+        // Re-checked every interval (a missing chart version may be published later); its
+        // problems are logged as errors once per commit.
         for p in &problems {
-            tracing::error!(commit = %info.commit, problem = %p, "revision rejected");
+            if already {
+                tracing::debug!(commit = %info.commit, problem = %p, "revision still rejected");
+            } else {
+                tracing::error!(commit = %info.commit, problem = %p, "revision rejected");
+            }
         }
         if !already {
             self.metrics.revision_rejected();
