@@ -547,7 +547,7 @@ async fn git_outage_keeps_the_applied_revision() -> anyhow::Result<()> {
 /// deployed, not left pending), nothing new starts, and the agent exits 0.
 #[tokio::test]
 async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 3s}").await?;
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 5s}").await?;
     let mut agent = s.agent(&[], &[])?;
     agent
         .wait_status("mesh Waiting", LONG, |st| phase(st, "mesh") == "Waiting")
