@@ -296,6 +296,12 @@ fn is_dns_subdomain(s: &str) -> bool {
 fn name_problem(res: &ResourceKey, name: &str) -> Option<String> {
     let label_only =
         res.group.is_empty() && matches!(res.resource.as_str(), "namespaces" | "services");
+    let is_service = res.group.is_empty() && res.resource == "services";
+    if is_service && !(is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())) {
+        return Some(format!(
+            "Invalid value: \"{name}\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+        ));
+    }
     let ok = if label_only {
         is_dns_label(name)
     } else if res.group == "rbac.authorization.k8s.io" {
@@ -961,10 +967,16 @@ impl Store {
                 let old_f = finalizers(&old);
                 let new_f = finalizers(&obj);
                 if new_f.iter().any(|f| !old_f.contains(f)) {
-                    return Err(ApiError::forbidden(format!(
-                        "{} \"{name}\" is forbidden: no new finalizers can be added if the object is being deleted",
-                        crate::error::qualified(&info.group, &info.plural)
-                    )));
+                    return Err(ApiError::invalid(
+                        &info.group,
+                        &info.kind,
+                        &name,
+                        vec![ApiError::cause(
+                            "FieldValueForbidden",
+                            "metadata.finalizers",
+                            "Forbidden: no new finalizers can be added if the object is being deleted",
+                        )],
+                    ));
                 }
             }
             obj
@@ -1544,6 +1556,13 @@ mod tests {
         assert_eq!(e.message, "namespaces \"nope\" not found");
         let e = s.create(&cms(), cm("Bad_Name")).unwrap_err();
         assert_eq!(e.code, 422);
+        let e = s
+            .create(
+                &ResourceKey::new("", "services"),
+                json!({"metadata": {"name": "1svc", "namespace": "default"}}),
+            )
+            .unwrap_err();
+        assert!(e.message.contains("DNS-1035"), "{}", e.message);
     }
 
     #[test]
