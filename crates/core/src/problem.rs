@@ -24,7 +24,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem without a known position.
+    /// A problem without a known position. The field and the message are made safe to show:
+    /// control and bidirectional-override characters are escaped (`\u{1b}`), a word longer
+    /// than [`MAX_WORD`] characters is shortened, and the field and message are capped at
+    /// [`MAX_FIELD`] and [`MAX_MESSAGE`] characters, so a hostile input is never echoed at
+    /// length or able to rewrite a terminal line.
     pub fn new(
         file: impl Into<String>,
         field: impl Into<String>,
@@ -32,8 +36,8 @@ impl Problem {
     ) -> Self {
         Self {
             file: file.into(),
-            field: field.into(),
-            message: message.into(),
+            field: shown(&field.into(), MAX_FIELD),
+            message: shown(&message.into(), MAX_MESSAGE),
             line: None,
             column: None,
         }
@@ -64,6 +68,62 @@ impl fmt::Display for Problem {
             _ => Ok(()),
         }
     }
+}
+
+/// Longest word (run of characters without white space) shown in a problem.
+pub const MAX_WORD: usize = 120;
+/// Longest field shown in a problem.
+pub const MAX_FIELD: usize = 300;
+/// Longest message shown in a problem.
+pub const MAX_MESSAGE: usize = 600;
+
+fn unsafe_char(c: char) -> bool {
+    (c.is_control() && c != ' ')
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+/// `text` made safe to show: unsafe characters escaped, long words shortened, at most `max`
+/// characters.
+pub fn shown(text: &str, max: usize) -> String {
+    if text.chars().count() <= MAX_WORD && !text.chars().any(unsafe_char) {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut word = String::new();
+    let mut word_len = 0usize;
+    let flush = |out: &mut String, word: &mut String, len: &mut usize| {
+        if *len > MAX_WORD {
+            let head: String = word.chars().take(MAX_WORD / 2).collect();
+            out.push_str(&head);
+            out.push_str(&format!("…({len} characters)"));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+        *len = 0;
+    };
+    for c in text.chars() {
+        if c.is_whitespace() && !unsafe_char(c) || c == ' ' {
+            flush(&mut out, &mut word, &mut word_len);
+            out.push(c);
+            continue;
+        }
+        word_len += 1;
+        if word_len <= MAX_WORD + 1 {
+            if unsafe_char(c) {
+                word.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            } else {
+                word.push(c);
+            }
+        }
+    }
+    flush(&mut out, &mut word, &mut word_len);
+    if out.chars().count() > max {
+        let mut cut: String = out.chars().take(max.saturating_sub(20)).collect();
+        cut.push_str("… (shortened)");
+        return cut;
+    }
+    out
 }
 
 /// A non-empty list of problems; the error type of every parser and of the planner.
@@ -145,6 +205,32 @@ mod tests {
         );
         let whole = Problem::new("f.yaml", "", "empty file");
         assert_eq!(whole.to_string(), "f.yaml: empty file");
+    }
+
+    #[test]
+    fn hostile_text_is_shown_safely() {
+        let cases: Vec<(String, String)> = vec![
+            ("plain `text`".into(), "plain `text`".into()),
+            ("a\u{7}b".into(), "a\\u{7}b".into()),
+            ("`\u{1b}[31mred`".into(), "`\\u{1b}[31mred`".into()),
+            ("new\nline".into(), "new\\u{a}line".into()),
+            ("rtl \u{202E}txt".into(), "rtl \\u{202e}txt".into()),
+            (
+                format!("name `{}` is bad", "a".repeat(70_000)),
+                format!("name `{}…(70002 characters) is bad", "a".repeat(59)),
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(shown(&input, MAX_MESSAGE), expected);
+        }
+        let many_words = "word ".repeat(1000);
+        let s = shown(&many_words, MAX_MESSAGE);
+        assert!(s.chars().count() <= MAX_MESSAGE, "{}", s.len());
+        assert!(s.ends_with("… (shortened)"));
+        let p = Problem::new("f", "a.\u{1b}x", format!("`{}`", "z".repeat(5000)));
+        assert_eq!(p.field, "a.\\u{1b}x");
+        assert!(p.message.len() < 200, "{}", p.message);
+        assert!(p.message.contains("(5002 characters)"), "{}", p.message);
     }
 
     #[test]
