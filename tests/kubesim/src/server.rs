@@ -426,7 +426,19 @@ async fn handle(
         Route::Unknown => error_response(&not_found_path()),
         Route::Resource(t) => {
             let verb = rec.verb.clone();
-            match resource(&shared, req, *t, &verb, &q, &ua, &ct, &accept).await {
+            match resource(
+                &shared,
+                req,
+                *t,
+                &verb,
+                &q,
+                &ua,
+                &ct,
+                &accept,
+                &mut rec.name,
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             }
@@ -636,6 +648,7 @@ async fn resource(
     ua: &str,
     ct: &str,
     accept: &str,
+    logged_name: &mut String,
 ) -> Result<Response<Body>, ApiError> {
     let store = &shared.store;
     let key = t.key();
@@ -687,6 +700,12 @@ async fn resource(
             let body = read_body(req).await?;
             let mut obj = decode_body(ct, &body)?;
             prepare_body(&mut obj, &t)?;
+            // POST paths carry no name: log the one in the body (or the generateName prefix).
+            *logged_name = obj["metadata"]["name"]
+                .as_str()
+                .or(obj["metadata"]["generateName"].as_str())
+                .unwrap_or("")
+                .to_string();
             let manager = manager_name(q, ua);
             let fields = patch::field_set(&obj, !t.info.custom);
             record_manager(
