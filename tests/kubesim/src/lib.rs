@@ -28,10 +28,24 @@
 //! - Writes from Rust go through the same rules and watch events as HTTP writes, but not
 //!   through the request log or fault injection.
 //!
+//! - Also: `store.list_and_subscribe(&res, ns)` (atomic snapshot + feed), `store.watch_from(rv)`
+//!   (replay from the bounded history, 410 Expired when too old), `store.dump()`,
+//!   `store.resource_version()`, and `*_opts` variants with `WriteOptions { dry_run }` /
+//!   `DeleteOptions { propagation, uid, resource_version, dry_run }`.
+//!
 //! ## Server
-//! - [`start`]`(Config::default()).await -> anyhow::Result<Cluster>`; [`Cluster`] has `url()`,
-//!   `ca_pem()`, `token()`, `write_kubeconfig(path)`, `write_in_cluster_env(dir)`, `store()`,
-//!   `controls()`, `shutdown().await`.
+//! - [`start`]`(Config::default()).await -> Result<Cluster, cluster::Error>`; `Config` has
+//!   `listen` (127.0.0.1:0), `controllers: Option<ControllerConfig>`, `store: StoreConfig`,
+//!   `bookmark_interval`, `fault_seed`, `token`.
+//! - [`Cluster`]: `url()`, `addr()`, `ca_pem()`, `token()`, `issue_token()`,
+//!   `kubeconfig_yaml()`, `write_kubeconfig(path)`,
+//!   `write_in_cluster_env(dir, namespace) -> InClusterEnv` (files `token`, `ca.crt`,
+//!   `namespace` + env `KUBERNETES_SERVICE_HOST/PORT`), `store()`, `controls()`,
+//!   `shutdown().await` (dropping the cluster also stops it).
+//! - [`Controls`]: request log (`requests`, `requests_where`, `counts`, `reset_requests`) and
+//!   faults (`set_latency`, `add_error(ErrorRule)`, `throttle`, `drop_connections`,
+//!   `unavailable_for`, `available`, `reject_tokens`, `cut_watches`, `cut_watches_after`,
+//!   `clear_faults`, `open_watches`, `dump`).
 //! - Admin endpoint under `/kubesim/...` on the same server (see README.md).
 
 // ApiError mirrors a full Status (with causes); errors are rare, so it is not boxed.
