@@ -458,7 +458,8 @@ pub struct Inputs {
     /// The last failure's message (already free of secrets), shown with Stalled.
     pub last_failure: Option<String>,
     /// The newest revision in helm's history whose status is `deployed` or `superseded`
-    /// (`None`: never deployed). The target of rollbacks.
+    /// (`None`: never deployed). The target of rollbacks; ignored unless it is at least 1 and
+    /// older than the observed revision (helm reads revision 0 as "the previous one").
     pub last_deployed_revision: Option<u32>,
     /// Helm actions already run in this attempt, in order.
     pub performed: Vec<ActionKind>,
@@ -595,7 +596,7 @@ fn recover(
         _ => {
             let target = inputs
                 .last_deployed_revision
-                .filter(|r| *r < revision || revision == 0)
+                .filter(|r| (1..revision).contains(r))
                 .or_else(|| revision.checked_sub(1).filter(|r| *r > 0));
             match target {
                 Some(to_revision) => Action::RollbackThenUpgrade {
@@ -628,7 +629,10 @@ fn remediate(release: &str, observed: Option<&ObservedRelease>, inputs: &Inputs)
             ),
         },
         RemediationStrategy::Rollback => {
-            match inputs.last_deployed_revision.filter(|r| *r < revision) {
+            match inputs
+                .last_deployed_revision
+                .filter(|r| (1..revision).contains(r))
+            {
                 Some(to_revision) => Action::RemediateRollback {
                     to_revision,
                     reason: format!(

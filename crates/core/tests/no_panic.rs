@@ -1,8 +1,20 @@
 //! The parsers and the planner are total: no input makes them panic. A small seeded generator
-//! (no proptest) mutates valid documents and builds random trees from the known field names.
-//! Set `STRATA_FUZZ_ITERATIONS` to run longer.
+//! (no proptest) mutates valid documents and the malformed-input corpus (`tests/corpus`),
+//! builds random trees from the known field names, and drives the reconcile decision with
+//! random inputs, checking its invariants.
+//!
+//! Budget and reproduction (CI runs this on every change):
+//! - `STRATA_FUZZ_ITERATIONS` (default 1500 per test) and `STRATA_FUZZ_SECONDS` (default 15
+//!   per test, whichever ends first) bound the run.
+//! - `STRATA_FUZZ_SEED` (decimal or 0x-hex) fixes the seed; by default each run takes a new
+//!   one from the clock, so CI explores new inputs over time. Every test prints its seed and
+//!   every failure names it: rerun with `STRATA_FUZZ_SEED=<seed>` to reproduce.
+//!
+//! cargo-fuzz (libFuzzer) needs a nightly toolchain, which the build machines cannot install;
+//! this generator is the stable-toolchain substitute.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use strata_core::chart::{self, ChartMeta};
@@ -10,7 +22,9 @@ use strata_core::plan::{self, ReleaseKey};
 use strata_core::profiles::{self, ProfileList};
 use strata_core::schedule::{self, ReleaseState};
 use strata_core::version::VersionConstraint;
-use strata_core::{GoDuration, LayerNumber, allocation, readiness, reconcile, repoindex, values};
+use strata_core::{
+    GoDuration, LayerNumber, allocation, input, limits, readiness, reconcile, repoindex, values,
+};
 
 /// xorshift64*: deterministic, seedable, good enough to explore inputs.
 struct Rng(u64);
@@ -40,6 +54,87 @@ fn iterations() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500)
+}
+
+fn time_budget() -> Duration {
+    Duration::from_secs(
+        std::env::var("STRATA_FUZZ_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(15),
+    )
+}
+
+/// The run's seed: `STRATA_FUZZ_SEED`, or one from the clock. Printed so a failure can be
+/// replayed.
+fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("STRATA_FUZZ_SEED") {
+        Ok(v) => {
+            let v = v.trim();
+            v.strip_prefix("0x")
+                .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or_else(|| panic!("STRATA_FUZZ_SEED=`{v}` is not a number"))
+        }
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5EED, |d| {
+                d.as_secs().wrapping_mul(1_000_003) ^ u64::from(d.subsec_nanos())
+            }),
+    };
+    println!("{test}: STRATA_FUZZ_SEED={seed:#x} (rerun with this to reproduce)");
+    seed
+}
+
+/// A generator for `test`, mixing in the test's own constant so tests explore differently.
+fn rng_for(test: &str, salt: u64) -> (Rng, u64) {
+    let s = seed(test);
+    // xorshift must not start at 0.
+    (Rng((s ^ salt).max(1)), s)
+}
+
+/// Runs `body` for every iteration of the budget, naming the seed and iteration on a panic.
+fn fuzz(test: &str, seed: u64, mut body: impl FnMut(usize)) -> usize {
+    let started = Instant::now();
+    let budget = time_budget();
+    let mut done = 0;
+    for i in 0..iterations() {
+        if started.elapsed() > budget {
+            break;
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(i)));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!(
+                "{test}: iteration {i} failed: {msg}\nreproduce with STRATA_FUZZ_SEED={seed:#x} cargo test -p strata-core --test no_panic {test}"
+            );
+        }
+        done += 1;
+    }
+    println!("{test}: {done} iterations in {:?}", started.elapsed());
+    done
+}
+
+/// Files of the malformed-input corpus of one parser, as mutation seeds.
+fn corpus(kind: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(kind);
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        // Alias bombs cost ~0.1 s each to reject: the corpus test covers them.
+        .filter(|e| !e.file_name().to_string_lossy().contains("alias-bomb"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter(|b| b.len() < 4 * 1024)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    out.sort();
+    out
 }
 
 const SEED_LIST: &str = r#"apiVersion: strata.dev/v1alpha1
@@ -191,6 +286,9 @@ const KEYS: &[&str] = &[
     "dependencies",
     "strata.dev/layer",
     "weave.works/profile",
+    "remediation",
+    "strategy",
+    "retries",
 ];
 
 const SCALARS: &[&str] = &[
@@ -222,6 +320,9 @@ const SCALARS: &[&str] = &[
     "library",
     "true",
     "false",
+    "retry",
+    "rollback",
+    "uninstall",
 ];
 
 fn random_value(rng: &mut Rng, depth: usize) -> Value {
@@ -376,27 +477,68 @@ fn exercise_plan(rng: &mut Rng, list: &ProfileList) {
 
 #[test]
 fn profile_list_parser_and_planner_never_panic() {
-    let mut rng = Rng(0x5EED_0001);
+    let (mut rng, seed) = rng_for("profile_list_parser_and_planner_never_panic", 0x5EED_0001);
+    let hostile = corpus("profiles");
     let mut accepted = 0;
-    for i in 0..iterations() {
-        let text = if i % 2 == 0 {
-            mutate(&mut rng, SEED_LIST)
-        } else {
-            random_list(&mut rng)
+    let done = fuzz("profile_list_parser_and_planner_never_panic", seed, |i| {
+        let text = match i % 4 {
+            0 | 1 => mutate(&mut rng, SEED_LIST),
+            2 if !hostile.is_empty() => {
+                let base = rng.pick(&hostile).clone();
+                mutate(&mut rng, &base)
+            }
+            _ => random_list(&mut rng),
         };
-        if let Ok(list) = profiles::parse("p.yaml", &text) {
-            accepted += 1;
-            exercise_plan(&mut rng, &list);
+        match profiles::parse("p.yaml", &text) {
+            Ok(list) => {
+                accepted += 1;
+                exercise_plan(&mut rng, &list);
+            }
+            Err(ps) => {
+                assert!(!ps.is_empty());
+                for p in ps.iter() {
+                    assert_eq!(p.file, "p.yaml", "{p}");
+                    assert!(!p.message.is_empty(), "{p:?}");
+                }
+            }
         }
-    }
+    });
     // The generator must reach the planner, or the test proves little.
-    assert!(accepted > 10, "only {accepted} generated lists were valid");
+    assert!(
+        accepted * 100 >= done,
+        "only {accepted} of {done} generated lists were valid (seed {seed:#x})"
+    );
 }
 
 #[test]
 fn other_parsers_never_panic() {
-    let mut rng = Rng(0x5EED_0002);
-    for _ in 0..iterations() {
+    let (mut rng, seed) = rng_for("other_parsers_never_panic", 0x5EED_0002);
+    let seeds: Vec<(&str, Vec<String>)> = ["charts", "allocation", "values", "index"]
+        .into_iter()
+        .map(|k| (k, corpus(k)))
+        .collect();
+    fuzz("other_parsers_never_panic", seed, |_| {
+        // A corpus file of each parser, mutated.
+        for (kind, files) in &seeds {
+            if files.is_empty() {
+                continue;
+            }
+            let base = rng.pick(files).clone();
+            let text = mutate(&mut rng, &base);
+            let _ = match *kind {
+                "charts" => chart::parse_chart_yaml("Chart.yaml", &text).map(|_| ()),
+                "allocation" => allocation::parse("l.yaml", &text).map(|_| ()),
+                "values" => values::parse_file("v.yaml", &text).map(|_| ()),
+                _ => repoindex::parse("i", &text).map(|_| ()),
+            };
+        }
+        // Random bytes through the decoder.
+        let bytes: Vec<u8> = (0..rng.below(64))
+            .map(|_| u8::try_from(rng.next() >> 56).unwrap_or(0))
+            .collect();
+        if let Ok(t) = input::decode("b.yaml", &bytes) {
+            let _ = values::parse_file("b.yaml", &t);
+        }
         let _ = chart::parse_chart_yaml("Chart.yaml", &mutate(&mut rng, SEED_CHART));
         let _ = allocation::parse("l.yaml", &mutate(&mut rng, SEED_ALLOCATION));
         if let Ok(idx) = repoindex::parse("i", &mutate(&mut rng, SEED_INDEX)) {
@@ -414,6 +556,122 @@ fn other_parsers_never_panic() {
         let _ = VersionConstraint::parse(&s).map(|c| c.matches_str("1.2.3"));
         let _ = GoDuration::parse(&s);
         let _ = LayerNumber::parse(&s);
+        let _ = limits::check_values("p", &v);
+    });
+}
+
+/// The reconcile decision keeps its promises whatever it is fed.
+#[test]
+fn reconcile_decisions_keep_their_invariants() {
+    use reconcile::{Action, ActionKind, Inputs, LockState};
+    use strata_core::profiles::{Remediation, RemediationStrategy};
+    let (mut rng, seed) = rng_for("reconcile_decisions_keep_their_invariants", 0x5EED_0003);
+    let statuses = [
+        "deployed",
+        "failed",
+        "pending-install",
+        "pending-upgrade",
+        "pending-rollback",
+        "superseded",
+        "uninstalling",
+        "uninstalled",
+        "",
+        "odd",
+    ];
+    let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Decisions are cheap: 20 per iteration.
+    let done = fuzz("reconcile_decisions_keep_their_invariants", seed, |_| {
+        for _ in 0..20 {
+            let desired = reconcile::DesiredRelease {
+                name: "a".into(),
+                namespace: "n".into(),
+                chart_name: "c".into(),
+                chart_version: (*rng.pick(&["1.0.0", "2.0.0"])).into(),
+                values_digest: (*rng.pick(&["d1", "d2"])).into(),
+            };
+            let observed = rng.chance(85).then(|| reconcile::ObservedRelease {
+                status: reconcile::ReleaseStatus::parse(statuses[rng.below(statuses.len())]),
+                chart_name: "c".into(),
+                chart_version: (*rng.pick(&["1.0.0", "2.0.0"])).into(),
+                values_digest: rng.chance(80).then(|| (*rng.pick(&["d1", "d2"])).into()),
+                revision: u32::try_from(rng.below(5)).unwrap_or(0),
+            });
+            let strategy = *rng.pick(&RemediationStrategy::ALL);
+            let retries = u32::try_from(rng.below(4)).unwrap_or(0) + 1;
+            let lock = match rng.below(3) {
+                0 => LockState::HeldByUs,
+                1 => LockState::HeldByOther { holder: "b".into() },
+                _ => LockState::Unknown,
+            };
+            let inputs = Inputs {
+                lock: lock.clone(),
+                remediation: Remediation { strategy, retries },
+                failed_attempts: u32::try_from(rng.below(6)).unwrap_or(0),
+                last_failure: rng.chance(50).then(|| "boom".to_owned()),
+                last_deployed_revision: rng
+                    .chance(60)
+                    .then(|| u32::try_from(rng.below(5)).unwrap_or(0)),
+                performed: (0..rng.below(3))
+                    .map(|_| *rng.pick(&ActionKind::ALL))
+                    .collect(),
+            };
+            let a = reconcile::decide_with(&desired, observed.as_ref(), &inputs);
+            let ctx = format!("{observed:?} {inputs:?} -> {a:?}");
+            let _ = a.to_string();
+            let _ = serde_json::to_string(&a).unwrap();
+            seen.entry(match &a {
+                Action::Install { .. } => "install",
+                Action::Upgrade { .. } => "upgrade",
+                Action::NoOp => "noop",
+                Action::Blocked { .. } => "blocked",
+                Action::RecoverPendingInstall { .. } => "recover-install",
+                Action::RollbackThenUpgrade { .. } => "rollback-then-upgrade",
+                Action::RemediateRollback { .. } => "remediate-rollback",
+                Action::RemediateUninstall { .. } => "remediate-uninstall",
+                Action::AwaitRetry { .. } => "await-retry",
+                Action::Stalled { .. } => "stalled",
+                _ => "other",
+            })
+            .and_modify(|n| *n += 1)
+            .or_insert(1);
+            if let Some(k) = a.kind() {
+                assert!(!inputs.performed.contains(&k), "repeated: {ctx}");
+                assert!(
+                    !matches!(lock, LockState::HeldByOther { .. }),
+                    "helm while another holds the Lease: {ctx}"
+                );
+                if k.is_recovery() {
+                    assert_eq!(lock, LockState::HeldByUs, "{ctx}");
+                }
+                if k.is_destructive() {
+                    assert_eq!(strategy, RemediationStrategy::Uninstall, "{ctx}");
+                }
+                assert!(
+                    !inputs.performed.iter().any(|p| p.is_remediation()),
+                    "helm after a remediation in the same attempt: {ctx}"
+                );
+            }
+            if let Action::RollbackThenUpgrade { to_revision, .. }
+            | Action::RemediateRollback { to_revision, .. } = &a
+            {
+                let rev = observed.as_ref().map_or(0, |o| o.revision);
+                assert!(*to_revision >= 1 && *to_revision < rev, "{ctx}");
+            }
+            if matches!(a, Action::Stalled { .. }) {
+                assert!(inputs.failed_attempts >= retries, "{ctx}");
+            }
+            if inputs.failed_attempts >= retries && inputs.performed.is_empty() {
+                assert!(
+                    matches!(a, Action::Stalled { .. } | Action::NoOp),
+                    "not stalled: {ctx}"
+                );
+            }
+        }
+    });
+    println!("decisions seen: {seen:?}");
+    // The generator reaches every decision, or the invariants above prove little.
+    if done >= 1000 {
+        assert_eq!(seen.len(), 10, "decisions seen: {seen:?} (seed {seed:#x})");
     }
 }
 
