@@ -138,6 +138,7 @@ pub async fn start(cfg: Config) -> Result<Cluster> {
         shutdown: shutdown.clone(),
         bookmark_interval,
         address: addr.to_string(),
+        snapshots: Mutex::new(std::collections::HashMap::new()),
     });
     let mut tasks = vec![tokio::spawn(crate::server::serve(
         listener,

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) bookmark_interval: Duration,
     pub(crate) address: String,
+    /// Paginated list snapshots by id (see `remember_snapshot`).
+    pub(crate) snapshots: Mutex<HashMap<u64, (Instant, Vec<Value>)>>,
 }
 
 /// Returned by the service to make hyper close the connection without a response.
@@ -686,7 +688,7 @@ async fn resource(
             }
             Ok(json_response(StatusCode::OK, &with_version(obj, &t)))
         }
-        "list" => list(store, &t, q, accept),
+        "list" => list(shared, &t, q, accept),
         "watch" => watch(shared, &t, q),
         "create" => {
             if t.sub.is_some() || t.name.is_some() {
@@ -972,15 +974,36 @@ fn item_key(o: &Value) -> String {
     )
 }
 
+/// Keeps a paginated list's full result for its continue pages (bounded: 64 snapshots,
+/// 10 minutes each).
+fn remember_snapshot(shared: &Shared, items: Vec<Value>) -> u64 {
+    let Ok(mut m) = shared.snapshots.lock() else {
+        return 0;
+    };
+    let now = Instant::now();
+    m.retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(600));
+    while m.len() >= 64 {
+        let Some(oldest) = m.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) else {
+            break;
+        };
+        m.remove(&oldest);
+    }
+    let id = m.keys().max().map(|k| k + 1).unwrap_or(1);
+    m.insert(id, (now, items));
+    id
+}
+
 fn list(
-    store: &Store,
+    shared: &Shared,
     t: &Target,
     q: &HashMap<String, String>,
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
+    let store = &shared.store;
     let (items, rv) = store.list(&t.key(), t.namespace.as_deref());
     let mut items = filter_items(items, t, q)?;
     let mut list_rv = rv;
+    let mut snap_id: Option<u64> = None;
     if let Some(c) = q.get("continue").filter(|c| !c.is_empty()) {
         let tok: Value = base64::engine::general_purpose::STANDARD
             .decode(c)
@@ -996,6 +1019,19 @@ fn list(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
             ));
         }
+        // Continue pages come from the first page's snapshot while it is kept (like the
+        // real server reading etcd at the first page's revision); else from the current
+        // state in the same stable order.
+        if let Some(id) = tok["snap"].as_u64()
+            && let Some(snap) = shared
+                .snapshots
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&id).map(|(_, v)| v.clone()))
+        {
+            items = snap;
+            snap_id = Some(id);
+        }
         items.retain(|o| item_key(o) > after);
     }
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
@@ -1006,9 +1042,10 @@ fn list(
         && items.len() > limit
     {
         let remaining = items.len() - limit;
+        let id = snap_id.unwrap_or_else(|| remember_snapshot(shared, items.clone()));
         items.truncate(limit);
         let last = items.last().map(item_key).unwrap_or_default();
-        let tok = json!({"rv": list_rv, "start": last});
+        let tok = json!({"rv": list_rv, "start": last, "snap": id});
         meta["continue"] = json!(base64::engine::general_purpose::STANDARD.encode(tok.to_string()));
         meta["remainingItemCount"] = json!(remaining);
     }
