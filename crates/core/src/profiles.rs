@@ -895,7 +895,24 @@ fn profile(
             serde_json::Value::Object(m) if matches!(n.value, Value::Map(_)) => {
                 // Duplicate keys inside values are as confusing as anywhere else.
                 yaml::check_duplicate_keys(ctx, n, &join(path, "values"));
-                m
+                let m = serde_json::Value::Object(m);
+                let size = crate::limits::values_size(&m);
+                if size > crate::limits::MAX_VALUES_BYTES {
+                    ctx.report(
+                        Some(n),
+                        &join(path, "values"),
+                        format!(
+                            "the inline values are {} as JSON, over the limit of {}: helm stores values in the release Secret, which Kubernetes limits to 1 MiB; move large data out of the values",
+                            crate::limits::human(size),
+                            crate::limits::human(crate::limits::MAX_VALUES_BYTES)
+                        ),
+                    );
+                    ok = false;
+                }
+                match m {
+                    serde_json::Value::Object(m) => m,
+                    _ => serde_json::Map::new(),
+                }
             }
             _ => {
                 ctx.report(

@@ -485,6 +485,21 @@ impl Inputs {
     }
 }
 
+/// The newest revision of `history` (revision, status) that was deployed: status `deployed`
+/// or `superseded` (a later revision replaced it after it had been deployed). The target for
+/// [`Inputs::last_deployed_revision`].
+pub fn last_deployed_revision<'a>(
+    history: impl IntoIterator<Item = (u32, &'a ReleaseStatus)>,
+) -> Option<u32> {
+    history
+        .into_iter()
+        .filter(|(r, s)| {
+            *r >= 1 && matches!(s, ReleaseStatus::Deployed | ReleaseStatus::Superseded)
+        })
+        .map(|(r, _)| r)
+        .max()
+}
+
 /// Choose the action for the release with everything the agent knows (see the module docs).
 pub fn decide_with(
     desired: &DesiredRelease,
@@ -1155,6 +1170,39 @@ mod tests {
                         <= usize::from(strategy != Retry)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn last_deployed_from_history() {
+        use ReleaseStatus as S;
+        let cases: Vec<(Vec<(u32, S)>, Option<u32>)> = vec![
+            (vec![], None),
+            (vec![(1, S::Failed)], None),
+            (
+                vec![(1, S::Superseded), (2, S::Deployed), (3, S::PendingUpgrade)],
+                Some(2),
+            ),
+            (
+                vec![(3, S::Failed), (1, S::Superseded), (2, S::Failed)],
+                Some(1),
+            ),
+            (vec![(0, S::Deployed)], None),
+            (
+                vec![
+                    (4, S::PendingRollback),
+                    (2, S::Superseded),
+                    (3, S::Deployed),
+                ],
+                Some(3),
+            ),
+        ];
+        for (history, expected) in cases {
+            assert_eq!(
+                last_deployed_revision(history.iter().map(|(r, s)| (*r, s))),
+                expected,
+                "{history:?}"
+            );
         }
     }
 

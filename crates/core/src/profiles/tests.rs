@@ -504,3 +504,28 @@ fn remediation_problems_are_all_reported() {
     );
     assert!(has(&msgs, "(line 4, column"), "{msgs:?}");
 }
+
+#[test]
+fn inline_values_over_the_size_limit() {
+    let big = "x".repeat(crate::limits::MAX_VALUES_BYTES);
+    let msgs = messages(&minimal(&format!(
+        "  - name: a\n    chart: {{path: charts/a}}\n    values: {{blob: {big}}}\n"
+    )));
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].values: the inline values are 1.00 MiB (1048587 bytes) as JSON, over the limit of 1.00 MiB (1048576 bytes)"
+        ),
+        "{msgs:?}"
+    );
+    let ok = "x".repeat(1000);
+    assert!(
+        parse(
+            "p.yaml",
+            &minimal(&format!(
+                "  - name: a\n    chart: {{path: charts/a}}\n    values: {{blob: {ok}}}\n"
+            ))
+        )
+        .is_ok()
+    );
+}
