@@ -1176,7 +1176,8 @@ mod tests {
     #[test]
     fn last_deployed_from_history() {
         use ReleaseStatus as S;
-        let cases: Vec<(Vec<(u32, S)>, Option<u32>)> = vec![
+        type Case = (Vec<(u32, S)>, Option<u32>);
+        let cases: Vec<Case> = vec![
             (vec![], None),
             (vec![(1, S::Failed)], None),
             (
