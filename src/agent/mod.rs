@@ -189,6 +189,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
     let client = kube_client(kubeconfig.as_deref()).await?;
     let redactor = Redactor::new();
     let loader = revision::Loader::new(source, &work_dir, redactor.clone()).await?;
+    let detect_started = std::time::Instant::now();
     let helm = Helm::new(
         HelmConfig {
             binary: helm,
@@ -198,7 +199,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         },
         redactor,
     )
-    .await?;
+    .await;
+    metrics.helm_command("version", detect_started.elapsed(), helm.is_err());
+    let helm = helm?;
     tracing::info!(version = %helm.version(), binary = %helm.binary().display(), "helm detected");
 
     // Leader election: only the leader runs helm and writes the ConfigMap; a standby serves
