@@ -689,7 +689,7 @@ async fn resource(
             Ok(json_response(StatusCode::OK, &with_version(obj, &t)))
         }
         "list" => list(shared, &t, q, accept),
-        "watch" => watch(shared, &t, q),
+        "watch" => watch(shared, &t, q, accept),
         "create" => {
             if t.sub.is_some() || t.name.is_some() {
                 return Err(ApiError::method_not_allowed(
@@ -1357,11 +1357,33 @@ struct WatchState {
     sent: u64,
     limit: Option<u64>,
     last_rv: u64,
+    /// `Some(includeObject)` when the client asked for Tables (`kubectl get -w`).
+    table: Option<String>,
+    /// Column definitions go only into the first Table event, as on the real server.
+    columns_sent: bool,
 }
 
 impl WatchState {
     /// Sends one event line; false when the stream must end.
     async fn send(&mut self, ty: &str, obj: Value) -> bool {
+        let obj = match &self.table {
+            Some(include) if ty != "BOOKMARK" && ty != "ERROR" => {
+                let meta = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
+                let mut t = crate::table::render(
+                    &self.key,
+                    &self.target.info.printer_columns,
+                    vec![obj],
+                    meta,
+                    include,
+                );
+                if self.columns_sent {
+                    t["columnDefinitions"] = json!([]);
+                }
+                self.columns_sent = true;
+                t
+            }
+            _ => obj,
+        };
         let mut line = json!({"type": ty, "object": obj}).to_string();
         line.push('\n');
         // A client that stops reading fills the buffer; like the real server, close the
@@ -1452,6 +1474,7 @@ fn watch(
     shared: &Arc<Shared>,
     t: &Target,
     q: &HashMap<String, String>,
+    accept: &str,
 ) -> Result<Response<Body>, ApiError> {
     let ls = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
@@ -1523,6 +1546,12 @@ fn watch(
         sent: 0,
         limit: shared.controls.watch_event_limit(),
         last_rv: start_rv,
+        table: accept.contains("as=Table").then(|| {
+            q.get("includeObject")
+                .cloned()
+                .unwrap_or_else(|| "Metadata".into())
+        }),
+        columns_sent: false,
     };
     for o in &seed_visible {
         if state.matches(o)

@@ -548,6 +548,19 @@ async fn legacy_watch_path_and_admin_endpoint() {
         ),
         (Some("ADDED"), Some("w"))
     );
+    // kubectl get -w asks for Tables: one row per event, columns only in the first
+    c.store()
+        .create(&ResourceKey::new("", "configmaps"), json!({"metadata": {"name": "w2", "namespace": "default"}, "data": {"a": "b"}}))
+        .unwrap();
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let (_, _, body) = send(&client, "GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"), &[("accept", table)], vec![]).await;
+    let events: Vec<Value> = String::from_utf8(body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["object"]["kind"], "Table");
+    assert_eq!(events[0]["object"]["columnDefinitions"][1]["name"], "Data");
+    assert_eq!(events[1]["object"]["columnDefinitions"], json!([]));
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][0], "w2");
+    assert_eq!(events[1]["object"]["rows"][0]["cells"][1], 1);
     // sendInitialEvents without resourceVersionMatch=NotOlderThan is rejected
     let (code, _, _) = send(
         &client,
