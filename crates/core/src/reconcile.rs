@@ -17,6 +17,8 @@
 //!   the Lease ([`LockState::HeldByUs`]): `pending-install` -> [`Action::RecoverPendingInstall`]
 //!   (uninstall, then install); `pending-upgrade` / `pending-rollback` ->
 //!   [`Action::RollbackThenUpgrade`] (roll back to the last deployed revision, then upgrade).
+//!   A release left `uninstalling` (an uninstall was interrupted) is finished and installed
+//!   again the same way ([`Action::RecoverPendingInstall`]).
 //!   Otherwise [`Action::Blocked`], naming the holder when another instance holds the Lease.
 //! - **Remediation after a failed attempt**, per [`RemediationStrategy`]:
 //!   [`Action::RemediateRollback`], [`Action::RemediateUninstall`] (only when the profile chose
@@ -538,7 +540,10 @@ pub fn decide_with(
         };
     }
     let action = match state {
-        State::Locked { status } => recover(&release, &status, observed, inputs),
+        State::Locked { status }
+        | State::Unknown {
+            status: status @ ReleaseStatus::Uninstalling,
+        } => recover(&release, &status, observed, inputs),
         State::Failed if inputs.applied() => remediate(&release, observed, inputs),
         State::Absent { .. } | State::OutOfSync { .. } if inputs.applied() => {
             // helm failed without leaving a failed revision (e.g. a template error).
@@ -606,6 +611,11 @@ fn recover(
         ReleaseStatus::PendingInstall => Action::RecoverPendingInstall {
             reason: format!(
                 "release {release} was left pending-install at revision {revision} (helm was interrupted); uninstalling it, then installing again"
+            ),
+        },
+        ReleaseStatus::Uninstalling => Action::RecoverPendingInstall {
+            reason: format!(
+                "release {release} was left uninstalling at revision {revision} (an uninstall was interrupted); finishing the uninstall, then installing again"
             ),
         },
         _ => {
@@ -904,6 +914,26 @@ mod tests {
                 vec![],
                 |a| matches!(a, Action::Blocked { reason } if reason.contains("unknown")),
             ),
+            // An interrupted uninstall is finished, then the release installed again.
+            (
+                "uninstalling",
+                HeldByUs,
+                Retry,
+                Some(2),
+                vec![],
+                |a| matches!(a, Action::RecoverPendingInstall { reason } if reason.contains("left uninstalling") && reason.contains("finishing the uninstall")),
+            ),
+            (
+                "uninstalling",
+                other(),
+                Retry,
+                Some(2),
+                vec![],
+                |a| matches!(a, Action::Blocked { reason } if reason.contains("uninstalling") && reason.contains("strata-7d9f")),
+            ),
+            ("uninstalling", Unknown, Retry, Some(2), vec![], |a| {
+                matches!(a, Action::Blocked { .. })
+            }),
             // Never the same recovery twice in one attempt.
             (
                 "pending-install",
@@ -1132,7 +1162,14 @@ mod tests {
         use RemediationStrategy::{Retry, Rollback, Uninstall};
         let d = desired();
         for strategy in [Retry, Rollback, Uninstall] {
-            for start in ["pending-install", "pending-upgrade", "failed", "deployed"] {
+            for start in [
+                "pending-install",
+                "pending-upgrade",
+                "pending-rollback",
+                "uninstalling",
+                "failed",
+                "deployed",
+            ] {
                 let mut i = inputs(LockState::HeldByUs, strategy);
                 // Every helm action "fails" and leaves a failed revision.
                 let mut o = Some(observed(start, "1.14.3", None));
