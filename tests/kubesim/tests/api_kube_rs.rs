@@ -872,3 +872,51 @@ async fn scale_subresource() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn watches_of_clients_that_went_away_are_dropped() {
+    bounded("watches_of_clients_that_went_away_are_dropped", async {
+        let c = kubesim::start(Config {
+            controllers: None,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        let client = client(&c).await;
+        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+        let mut streams = Vec::new();
+        for _ in 0..20 {
+            streams.push(
+                cms.watch(&WatchParams::default(), "0")
+                    .await
+                    .unwrap()
+                    .boxed(),
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.controls().open_watches() < 20 {
+            assert!(Instant::now() < deadline, "watches never opened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(streams);
+        // The server notices on its next write (or the connection closing) and frees them.
+        let mut i = 0;
+        while c.controls().open_watches() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} dead watches still open",
+                c.controls().open_watches()
+            );
+            i += 1;
+            c.store()
+                .create(
+                    &ResourceKey::new("", "configmaps"),
+                    json!({"metadata": {"name": format!("poke-{i}"), "namespace": "default"}}),
+                )
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        c.shutdown().await;
+    })
+    .await;
+}
