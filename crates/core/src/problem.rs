@@ -70,6 +70,10 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Most problems kept for one input; the rest are counted in a last entry.
+pub const MAX_PROBLEMS: usize = 100;
+const MORE_SUFFIX: &str = " more problem(s) not shown; fix the ones above and validate again";
+
 /// Longest word (run of characters without white space) shown in a problem.
 pub const MAX_WORD: usize = 120;
 /// Longest field shown in a problem.
@@ -135,8 +139,31 @@ impl Problems {
     pub fn new() -> Self {
         Self(Vec::new())
     }
+    /// Adds a problem. Past [`MAX_PROBLEMS`], one last entry counts the problems not kept, so
+    /// a hostile file (thousands of duplicate keys) cannot flood logs or the status.
     pub fn push(&mut self, p: Problem) {
-        self.0.push(p);
+        let n = self.0.len();
+        if n < MAX_PROBLEMS {
+            self.0.push(p);
+            return;
+        }
+        let hidden = match self.0.last() {
+            Some(last) if n > MAX_PROBLEMS && last.field.is_empty() => last
+                .message
+                .strip_suffix(MORE_SUFFIX)
+                .and_then(|c| c.split(' ').next())
+                .and_then(|c| c.parse::<usize>().ok()),
+            _ => None,
+        };
+        let message = |count: usize| format!("{count}{MORE_SUFFIX}");
+        match hidden {
+            Some(count) => {
+                if let Some(last) = self.0.last_mut() {
+                    last.message = message(count + 1);
+                }
+            }
+            None => self.0.push(Problem::new(p.file, "", message(1))),
+        }
     }
     pub fn extend(&mut self, other: Problems) {
         self.0.extend(other.0);
@@ -231,6 +258,20 @@ mod tests {
         assert_eq!(p.field, "a.\\u{1b}x");
         assert!(p.message.len() < 200, "{}", p.message);
         assert!(p.message.contains("(5002 characters)"), "{}", p.message);
+    }
+
+    #[test]
+    fn problems_past_the_cap_are_counted() {
+        let mut ps = Problems::new();
+        for i in 0..MAX_PROBLEMS + 250 {
+            ps.push(Problem::new("f.yaml", format!("k{i}"), "dup"));
+        }
+        assert_eq!(ps.len(), MAX_PROBLEMS + 1);
+        assert_eq!(ps.0[MAX_PROBLEMS - 1].field, format!("k{}", MAX_PROBLEMS - 1));
+        assert_eq!(
+            ps.0[MAX_PROBLEMS].to_string(),
+            "f.yaml: 250 more problem(s) not shown; fix the ones above and validate again"
+        );
     }
 
     #[test]
