@@ -15,6 +15,14 @@
 //!   or a dropped connection is repeated a few times within the same attempt, honouring a
 //!   `Retry-After` the server sends.
 //!
+//!   Note: a kube-rs 5 `Client` built from a `kube::Config` with `default_retry = true` (the
+//!   default) already repeats 429, 503 and 504 answers itself, up to 15 times with exponential
+//!   backoff from 5 ms (uncapped in practice) honouring `Retry-After`: a call against an API
+//!   that keeps answering 503 can take minutes before it returns. [`retry_kube`] adds bounded
+//!   retries for what that layer leaves out (500, dropped connections, read errors); put a
+//!   time limit around calls that must not hang (the leader elector does), or build the
+//!   client with `default_retry = false` so only [`retry_kube`] retries.
+//!
 //! Errors are sorted into [`ErrorClass`]es: [`classify_http_status`], [`classify_kube`],
 //! [`classify_helm_message`] and [`FailureKind::class`] (for errors the agent maps from its own
 //! typed errors).
