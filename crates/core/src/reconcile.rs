@@ -31,6 +31,51 @@
 //! Flux's helm-controller): the same action never runs twice, and a remediation ends the
 //! attempt ([`Action::AwaitRetry`]); after it the agent records the failure in its retry state
 //! (backoff, then a new attempt with an empty `performed`).
+//!
+//! ```
+//! use strata_core::profiles::{Remediation, RemediationStrategy};
+//! use strata_core::reconcile::*;
+//!
+//! let desired = DesiredRelease {
+//!     name: "linkerd".into(),
+//!     namespace: "linkerd".into(),
+//!     chart_name: "linkerd-control-plane".into(),
+//!     chart_version: "2.14.1".into(),
+//!     values_digest: "sha256:1".into(),
+//! };
+//! // Found after a crash: revision 4 pending-upgrade; revision 3 was the last deployed one.
+//! let history = [(3, ReleaseStatus::Superseded), (4, ReleaseStatus::PendingUpgrade)];
+//! let observed = ObservedRelease {
+//!     status: ReleaseStatus::PendingUpgrade,
+//!     chart_name: "linkerd-control-plane".into(),
+//!     chart_version: "2.14.1".into(),
+//!     values_digest: None,
+//!     revision: 4,
+//! };
+//! let remediation = Remediation { strategy: RemediationStrategy::Rollback, retries: 3 };
+//! let mut inputs = Inputs::new(LockState::HeldByUs, remediation);
+//! inputs.last_deployed_revision = last_deployed_revision(history.iter().map(|(r, s)| (*r, s)));
+//!
+//! let action = decide_with(&desired, Some(&observed), &inputs);
+//! assert!(matches!(action, Action::RollbackThenUpgrade { to_revision: 3, .. }));
+//!
+//! // The agent ran it (helm rollback 3, then helm upgrade); the upgrade failed as revision 6.
+//! inputs.performed.push(action.kind().unwrap());
+//! let failed = ObservedRelease { status: ReleaseStatus::Failed, revision: 6, ..observed.clone() };
+//! inputs.last_deployed_revision = Some(5); // the rollback's revision
+//! let action = decide_with(&desired, Some(&failed), &inputs);
+//! assert!(matches!(action, Action::RemediateRollback { to_revision: 5, .. }));
+//!
+//! // After the remediation the attempt ends: the agent records the failure and backs off.
+//! inputs.performed.push(action.kind().unwrap());
+//! let action = decide_with(&desired, Some(&observed), &inputs);
+//! assert!(matches!(action, Action::AwaitRetry { .. }));
+//!
+//! // Another instance holds the Lease: nothing runs, and the reason names it.
+//! let other = Inputs::new(LockState::HeldByOther { holder: "strata-0".into() }, remediation);
+//! let action = decide_with(&desired, Some(&observed), &other);
+//! assert!(action.to_string().contains("`strata-0` holds the Lease"));
+//! ```
 
 use std::fmt;
 
