@@ -115,17 +115,30 @@ async fn released_lease_is_taken_over_promptly() {
     assert!(!hb.is_finished());
     let lost = la.lost();
 
+    let watcher = elector(&c, "strata-leader", "pod-watcher").await;
+    assert_eq!(
+        watcher.other_holder_alive().await.unwrap().as_deref(),
+        Some("pod-a")
+    );
     let released_at = Instant::now();
     la.release().await.expect("release");
     assert!(lost.is_cancelled(), "release fires lost()");
+    if !hb.is_finished() {
+        // Between the release and b's next attempt nobody holds the lease.
+        let free = watcher.other_holder_alive().await.unwrap();
+        assert!(
+            free.is_none() || free.as_deref() == Some("pod-b"),
+            "{free:?}"
+        );
+    }
     let (lb, won_at) = timeout(Duration::from_secs(2), hb)
         .await
         .expect("b takes over")
         .unwrap();
     let took = won_at - released_at;
     assert!(
-        took < Duration::from_millis(900),
-        "takeover after release took {took:?}, expected about one retry period, not the lease duration"
+        took < Duration::from_millis(1500),
+        "takeover after release took {took:?}, expected about one retry period (200ms), well under the lease duration (2s)"
     );
     let rec = lease_record(&c, "strata-leader").await;
     assert_eq!(rec.holder.as_deref(), Some("pod-b"));
@@ -159,7 +172,7 @@ async fn dropped_leader_is_replaced_after_the_lease_duration() {
     // a's last renewal was at most one retry period before the drop; b waits until it has
     // seen that record unchanged for the lease duration (2 s).
     assert!(
-        took >= Duration::from_millis(1700) && took <= Duration::from_millis(3200),
+        took >= Duration::from_millis(1700) && took <= Duration::from_millis(4000),
         "takeover after a crash took {took:?}, expected about the lease duration (2s)"
     );
     let rec = lease_record(&c, "strata-leader").await;
@@ -188,8 +201,8 @@ async fn api_outage_fires_lost_and_nobody_acts_until_it_holds_the_lease() {
             .unwrap_or_else(|_| panic!("{mode:?}: lost() did not fire within 2s of the outage"));
         let lost_after = began.elapsed();
         assert!(
-            lost_after >= Duration::from_millis(700) && lost_after <= Duration::from_millis(1400),
-            "{mode:?}: lost() fired {lost_after:?} into the outage, expected at the renew deadline (1s after the last renewal)"
+            lost_after >= Duration::from_millis(700) && lost_after <= Duration::from_millis(1800),
+            "{mode:?}: lost() fired {lost_after:?} into the outage, expected at the renew deadline (1s after the last renewal), before anyone could take over (2s)"
         );
         assert!(!hb.is_finished(), "{mode:?}: b acted during the outage");
 
