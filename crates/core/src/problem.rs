@@ -267,7 +267,10 @@ mod tests {
             ps.push(Problem::new("f.yaml", format!("k{i}"), "dup"));
         }
         assert_eq!(ps.len(), MAX_PROBLEMS + 1);
-        assert_eq!(ps.0[MAX_PROBLEMS - 1].field, format!("k{}", MAX_PROBLEMS - 1));
+        assert_eq!(
+            ps.0[MAX_PROBLEMS - 1].field,
+            format!("k{}", MAX_PROBLEMS - 1)
+        );
         assert_eq!(
             ps.0[MAX_PROBLEMS].to_string(),
             "f.yaml: 250 more problem(s) not shown; fix the ones above and validate again"
