@@ -24,7 +24,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem without a known position. The field and the message are made safe to show:
+    /// A problem without a known position. The file, field and message are made safe to show:
     /// control and bidirectional-override characters are escaped (`\u{1b}`), a word longer
     /// than [`MAX_WORD`] characters is shortened, and the field and message are capped at
     /// [`MAX_FIELD`] and [`MAX_MESSAGE`] characters, so a hostile input is never echoed at
@@ -35,7 +35,7 @@ impl Problem {
         message: impl Into<String>,
     ) -> Self {
         Self {
-            file: file.into(),
+            file: shown(&file.into(), MAX_FIELD),
             field: shown(&field.into(), MAX_FIELD),
             message: shown(&message.into(), MAX_MESSAGE),
             line: None,
@@ -254,7 +254,12 @@ mod tests {
         let s = shown(&many_words, MAX_MESSAGE);
         assert!(s.chars().count() <= MAX_MESSAGE, "{}", s.len());
         assert!(s.ends_with("… (shortened)"));
-        let p = Problem::new("f", "a.\u{1b}x", format!("`{}`", "z".repeat(5000)));
+        let p = Problem::new(
+            "v/\u{1b}[2J.yaml",
+            "a.\u{1b}x",
+            format!("`{}`", "z".repeat(5000)),
+        );
+        assert_eq!(p.file, "v/\\u{1b}[2J.yaml");
         assert_eq!(p.field, "a.\\u{1b}x");
         assert!(p.message.len() < 200, "{}", p.message);
         assert!(p.message.contains("(5002 characters)"), "{}", p.message);
