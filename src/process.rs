@@ -430,16 +430,15 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
     })
 }
 
-/// Kills a process group with the system's `kill` (no unsafe code); best effort.
+/// Kills a process group (SIGKILL); best effort: the group may already be gone. Uses the
+/// `kill(2)` system call through `nix`, so the agent needs no `kill` program in its image.
 fn kill_group(pid: u32) {
     #[cfg(unix)]
-    {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     #[cfg(not(unix))]
     let _ = pid;
