@@ -1,0 +1,217 @@
+//! The agent against a faulty world (real helm 4, real Git server and chart repository,
+//! kubesim): 10% API errors on reads and writes with latency spikes and cut watches, a chart
+//! repository failing on the first install, and the Git server going away mid-run. Each time
+//! the stack converges; outages show as Degraded with their cause, then recover.
+
+mod chaos_support;
+mod e2e_cluster;
+mod e2e_support;
+
+use std::time::{Duration, Instant};
+
+use chaos_support::{
+    helm_releases, pending_records, scenario_with, seed_from_env, stack_converged,
+};
+use e2e_cluster::{HelmMajor, Scenario, touches_namespace};
+use e2e_support::phase;
+use kubesim::ErrorRule;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// 10% of API reads and writes fail (most with 429/503 and Retry-After as a busy API server
+/// answers, a few plain 500s and dropped connections), latency spikes come and go and every
+/// watch is cut every 700 ms: the stack still converges, all deployed, none pending.
+async fn converges_under_api_faults(helm: HelmMajor) -> anyhow::Result<()> {
+    let seed = seed_from_env("STRATA_FAULT_SEED");
+    eprintln!("faults: seed {seed} (replay with STRATA_FAULT_SEED={seed})");
+    let s = scenario_with(
+        kubesim::Config {
+            fault_seed: seed,
+            ..kubesim::Config::default()
+        },
+        helm,
+        "{readyAfter: 1s}",
+    )
+    .await?;
+    let c = s.cluster.controls();
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        let v = Some(verb.to_string());
+        // 10% in all: 5% 429, 4% 503 (both with Retry-After), 1% 500 or a dropped
+        // connection, the last two a bounded number of times (helm does not retry them).
+        c.add_error(ErrorRule {
+            verb: v.clone(),
+            rate: 0.05,
+            code: 429,
+            retry_after_seconds: Some(1),
+            ..ErrorRule::default()
+        });
+        c.add_error(ErrorRule {
+            verb: v.clone(),
+            rate: 0.04,
+            code: 503,
+            retry_after_seconds: Some(1),
+            ..ErrorRule::default()
+        });
+        c.add_error(ErrorRule {
+            verb: v.clone(),
+            rate: 0.005,
+            code: 500,
+            times: Some(2),
+            ..ErrorRule::default()
+        });
+        c.add_error(ErrorRule {
+            verb: v,
+            rate: 0.005,
+            code: 0,
+            times: Some(1),
+            ..ErrorRule::default()
+        });
+    }
+    // Latency spikes and cut watches, until the test ends.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let chaos = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = 0u64;
+            while !stop.is_cancelled() {
+                if tick % 4 == 3 {
+                    c.set_latency(Duration::from_millis(300), Duration::from_millis(300));
+                } else {
+                    c.set_latency(Duration::from_millis(2), Duration::from_millis(20));
+                }
+                c.cut_watches();
+                tick += 1;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut agent = s.agent(&[], &[])?;
+    let result = agent
+        .wait_status("stack Ready under faults", LONG, |st| {
+            st["phase"] == "Ready" && stack_converged(&s.cluster)
+        })
+        .await;
+    stop.cancel();
+    chaos.await?;
+    let took = t0.elapsed();
+    let counts = c.counts();
+    let injected: u64 = counts
+        .by_code
+        .iter()
+        .filter(|(code, _)| matches!(**code, 0 | 429 | 500 | 503))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "faults ({helm:?}): converged={} in {took:?}; {} requests, {injected} failed by \
+         injection ({:?})",
+        result.is_ok(),
+        counts.total,
+        counts.by_code
+    );
+    let st = result?;
+    assert!(
+        pending_records(&s.cluster).is_empty(),
+        "{:?}",
+        helm_releases(&s.cluster)
+    );
+    for name in ["certs", "mesh", "canary"] {
+        assert_eq!(phase(&st, name), "Ready", "{st:#}");
+    }
+    assert!(
+        injected * 100 >= counts.total * 3,
+        "faults were injected on a good share of requests: {injected} of {}",
+        counts.total
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn converges_under_api_faults_helm4() -> anyhow::Result<()> {
+    converges_under_api_faults(HelmMajor::V4).await
+}
+
+#[tokio::test]
+async fn converges_under_api_faults_helm3() -> anyhow::Result<()> {
+    converges_under_api_faults(HelmMajor::V3).await
+}
+
+/// The chart repository fails from the start: Degraded with the cause, nothing installed;
+/// once it answers the stack installs. The Git server is stopped while layer 2 installs: the
+/// fetched revision still completes, then Degraded with the fetch error; when Git is back a
+/// new commit is applied and the error clears.
+#[tokio::test]
+async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 3s}").await?;
+    let first = s.repo.head()?;
+    s.charts.set_failing(true);
+    let mut agent = s.agent(&[], &[])?;
+    let st = agent
+        .wait_status("chart repository errors reported", LONG, |st| {
+            st["phase"] == "Degraded" && st["lastError"].is_string()
+        })
+        .await?;
+    let cause = st["lastError"].as_str().unwrap().to_string();
+    eprintln!("chart repository failing -> Degraded: {cause}");
+    assert!(cause.contains(first.as_str()), "names the revision: {st:#}");
+    assert!(
+        !s.writes().iter().any(|r| ["certs", "mesh", "canary"]
+            .iter()
+            .any(|n| touches_namespace(r, n))),
+        "nothing installed while the charts cannot be fetched"
+    );
+    let outage = Instant::now();
+    s.charts.set_failing(false);
+    agent
+        .wait_status("mesh installing", LONG, |st| phase(st, "mesh") == "Waiting")
+        .await?;
+    eprintln!(
+        "chart repository back: installing after {:?}",
+        outage.elapsed()
+    );
+
+    s.git.stop();
+    let st = agent
+        .wait_status("the fetched revision completes", LONG, |st| {
+            phase(st, "canary") == "Ready"
+        })
+        .await?;
+    assert_eq!(st["revision"]["commit"], first.as_str(), "{st:#}");
+    let st = agent
+        .wait_status("git outage reported", LONG, |st| {
+            st["phase"] == "Degraded" && st["lastError"].is_string()
+        })
+        .await?;
+    eprintln!("git stopped -> Degraded: {}", st["lastError"]);
+    assert_eq!(st["revision"]["commit"], first.as_str(), "{st:#}");
+    for name in ["certs", "mesh", "canary"] {
+        assert_eq!(phase(&st, name), "Ready", "{st:#}");
+    }
+    assert!(stack_converged(&s.cluster));
+
+    s.git.restart().await?;
+    s.repo.write(
+        "profiles.yaml",
+        e2e_cluster::layered_profiles(&s.charts.url(), "{readyAfter: 200ms, greeting: back}"),
+    )?;
+    let next = s.repo.commit("after the outage")?;
+    let back = Instant::now();
+    let st = agent
+        .wait_status("new revision applied", LONG, |st| {
+            st["phase"] == "Ready" && st["revision"]["commit"] == next.as_str()
+        })
+        .await?;
+    eprintln!("git back: new revision Ready after {:?}", back.elapsed());
+    assert!(st.get("lastError").is_none(), "{st:#}");
+    assert_eq!(
+        e2e_support::release(&st, "mesh").unwrap()["helmRevision"],
+        2,
+        "{st:#}"
+    );
+    assert!(stack_converged(&s.cluster));
+    agent.stop().await?;
+    Ok(())
+}
