@@ -9,6 +9,8 @@
 //! | `strata_revision_info` | gauge (always 1) | `commit` (only the current revision) |
 //! | `strata_revisions_rejected_total` | counter | - |
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
+//! | `strata_recoveries_total` | counter | `kind` (recover-pending-install, rollback-then-upgrade), `outcome` (succeeded, failed) |
+//! | `strata_remediations_total` | counter | `kind` (remediate-rollback, remediate-uninstall), `outcome` |
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,6 +36,12 @@ struct CommandLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommitLabels {
     commit: String,
 }
@@ -49,6 +57,8 @@ pub struct Metrics {
     current_commit: Mutex<Option<String>>,
     revisions_rejected: Counter,
     layer_ready: Histogram,
+    recoveries: Family<KindLabels, Counter>,
+    remediations: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -125,7 +135,21 @@ impl Metrics {
             "Time from a layer's start until every release of it was Ready",
             layer_ready.clone(),
         );
+        let recoveries = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "recoveries",
+            "Recoveries of releases left pending by an interrupted helm, by kind and outcome",
+            recoveries.clone(),
+        );
+        let remediations = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "remediations",
+            "Remediations (rollback, uninstall) after a failed attempt, by kind and outcome",
+            remediations.clone(),
+        );
         let m = Self {
+            recoveries,
+            remediations,
             registry,
             releases,
             helm_duration,
@@ -188,6 +212,19 @@ impl Metrics {
             })
             .set(1);
         *current = Some(commit.to_string());
+    }
+
+    /// Count a recovery (`kind` from `ActionKind::as_str`, a bounded set).
+    pub fn recovery(&self, kind: strata_core::reconcile::ActionKind, succeeded: bool) {
+        let labels = KindLabels {
+            kind: kind.as_str(),
+            outcome: if succeeded { "succeeded" } else { "failed" },
+        };
+        if kind.is_recovery() {
+            self.recoveries.get_or_create(&labels).inc();
+        } else if kind.is_remediation() {
+            self.remediations.get_or_create(&labels).inc();
+        }
     }
 
     pub fn layer_ready(&self, duration: Duration) {

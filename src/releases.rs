@@ -1,7 +1,10 @@
 //! Observed release state without a helm process: reads helm's release storage (Secrets of
 //! type `helm.sh/release.v1` labelled `owner=helm,name=RELEASE`) through kube-rs, decodes
 //! `data.release` (base64 of gzip of JSON; the API adds one more base64 layer that kube-rs
-//! removes) and picks the highest revision. A read only: strata never writes helm's storage.
+//! removes) and picks the highest revision. Reads only, with one exception: when strata
+//! recovers a release left pending by an interrupted helm (and holds the Lease), it marks the
+//! interrupted record `failed` ([`mark_failed`], as Flux's helm-controller unlocks a stale
+//! release), so that no record stays pending after the recovery.
 
 use std::io::Read;
 
@@ -23,6 +26,14 @@ pub enum Error {
         release: String,
         #[source]
         source: kube::Error,
+    },
+    #[error(
+        "marking the interrupted helm release record {namespace}/{secret} failed did not work: {message}; check the agent's RBAC (update secrets in {namespace})"
+    )]
+    Write {
+        namespace: String,
+        secret: String,
+        message: String,
     },
     #[error("helm release Secret {namespace}/{secret} cannot be decoded: {message}")]
     Decode {
@@ -269,6 +280,94 @@ pub async fn observe(
         .map(|r| r.observed()))
 }
 
+/// Re-encodes a release record's JSON as helm stores it in `data.release` (before the API's
+/// base64): base64 of gzip of the JSON.
+pub fn encode_release(json: &serde_json::Value) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    use std::io::Write;
+    let bytes = serde_json::to_vec(json).map_err(|e| e.to_string())?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bytes).map_err(|e| e.to_string())?;
+    let raw = gz.finish().map_err(|e| e.to_string())?;
+    Ok(base64::engine::general_purpose::STANDARD
+        .encode(raw)
+        .into_bytes())
+}
+
+/// Sets `info.status` of a decoded release JSON to `failed` with `description`; returns the
+/// status it had.
+pub fn set_failed(json: &mut serde_json::Value, description: &str) -> Option<String> {
+    let info = json.get_mut("info")?.as_object_mut()?;
+    let before = info.get("status")?.as_str()?.to_string();
+    info.insert("status".into(), "failed".into());
+    info.insert("description".into(), description.into());
+    Some(before)
+}
+
+/// Mark revision `revision` of `release`, left pending by an interrupted helm, as `failed`
+/// with `description` (record and `status` label). The update carries the Secret's
+/// resourceVersion: if helm is still writing it, the API server refuses (409) and nothing is
+/// changed. Returns whether a record was changed (false: no such record, or not pending).
+pub async fn mark_failed(
+    client: &kube::Client,
+    namespace: &str,
+    release: &str,
+    revision: u64,
+    description: &str,
+) -> Result<bool> {
+    use base64::Engine;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secrets = list_secrets(client, namespace, release).await?;
+    let Some(mut secret) = secrets
+        .into_iter()
+        .find(|s| label_version(s) == Some(revision))
+    else {
+        return Ok(false);
+    };
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let err = |message: String| Error::Write {
+        namespace: namespace.to_string(),
+        secret: name.clone(),
+        message,
+    };
+    let Some(data) = secret.data.as_mut().and_then(|d| d.get_mut("release")) else {
+        return Ok(false);
+    };
+    let text: Vec<u8> = data
+        .0
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|e| err(format!("data.release is not base64: {e}")))?;
+    let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(MAX_RECORD + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| err(format!("data.release is not valid gzip: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    match set_failed(&mut record, description) {
+        Some(before) if ReleaseStatus::parse(&before).is_pending() => {}
+        _ => return Ok(false),
+    }
+    data.0 = encode_release(&record).map_err(err)?;
+    if let Some(labels) = secret.metadata.labels.as_mut() {
+        labels.insert("status".into(), "failed".into());
+    }
+    api.replace(&name, &kube::api::PostParams::default(), &secret)
+        .await
+        .map_err(|e| err(crate::report::kube_error_text(&e)))?;
+    Ok(true)
+}
+
 /// Parses a release manifest into its objects (YAML documents that are maps with a `kind`).
 /// Documents that fail to parse are skipped (helm rendered them; the API server judged them).
 pub fn manifest_objects(manifest: &str) -> Vec<serde_json::Value> {
@@ -339,6 +438,24 @@ mod tests {
         );
         let pending = decode_release(&encode(&sample(4, "pending-upgrade"))).unwrap();
         assert!(pending.observed().status.is_pending());
+    }
+
+    #[test]
+    fn a_pending_record_marked_failed_round_trips() {
+        let mut json = sample(2, "pending-upgrade");
+        assert_eq!(
+            set_failed(&mut json, "interrupted; marked failed by strata").as_deref(),
+            Some("pending-upgrade")
+        );
+        let r = decode_release(&encode_release(&json).unwrap()).unwrap();
+        assert_eq!(r.status, "failed");
+        assert_eq!(r.description, "interrupted; marked failed by strata");
+        assert_eq!(r.revision, 2);
+        assert_eq!(
+            r.chart_name,
+            decode_release(&encode(&sample(2, "x"))).unwrap().chart_name
+        );
+        assert_eq!(set_failed(&mut serde_json::json!({"name": "x"}), "d"), None);
     }
 
     #[test]

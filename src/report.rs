@@ -103,7 +103,8 @@ impl Reporter {
 
     /// Create an Event for a release transition, attached to the status ConfigMap.
     pub async fn write_event(&self, cm: &ConfigMap, t: &Transition) -> Result<()> {
-        let Some((reason, type_)) = event_reason(t.to) else {
+        let explicit = t.reason.map(|r| (r, announced_type(r)));
+        let Some((reason, type_)) = explicit.or_else(|| event_reason(t.to)) else {
             return Ok(());
         };
         let message = match &t.message {
@@ -255,6 +256,17 @@ pub fn kube_error_text(e: &kube::Error) -> String {
 }
 
 /// Event reason and type for a transition; `None` for transitions without an Event.
+/// Event type of an announced reason: recoveries and remediations are Warnings (something
+/// went wrong before), the rest Normal.
+fn announced_type(reason: &str) -> &'static str {
+    match reason {
+        "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled" => {
+            "Warning"
+        }
+        _ => "Normal",
+    }
+}
+
 fn event_reason(to: ReleasePhase) -> Option<(&'static str, &'static str)> {
     match to {
         ReleasePhase::Installing => Some(("Installing", "Normal")),

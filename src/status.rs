@@ -161,6 +161,27 @@ pub struct ReleaseStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub not_ready: Vec<NotReady>,
+    /// The last recovery of a release left pending by an interrupted helm
+    /// (`recover-pending-install`, `rollback-then-upgrade`), kept across revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_recovery: Option<ActionRecord>,
+    /// The last remediation after a failed attempt (`remediate-rollback`,
+    /// `remediate-uninstall`), kept across revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_remediation: Option<ActionRecord>,
+}
+
+/// A recovery or remediation the agent ran on a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRecord {
+    /// `recover-pending-install`, `rollback-then-upgrade`, `remediate-rollback`,
+    /// `remediate-uninstall`.
+    pub kind: String,
+    /// When it ran (RFC 3339).
+    pub at: String,
+    /// What was done and why; with the outcome.
+    pub message: String,
 }
 
 impl ReleaseStatus {
@@ -180,6 +201,8 @@ impl ReleaseStatus {
             ready_at: None,
             message: None,
             not_ready: Vec::new(),
+            last_recovery: None,
+            last_remediation: None,
         }
     }
 }
@@ -269,6 +292,10 @@ pub struct Status {
     /// Leader election (with `--leader-elect`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<LeaderView>,
+    /// Who may write releases, which gates the recovery of releases left pending: with
+    /// `--leader-elect` the Lease holder; without it this agent, by definition the only writer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
     pub layers: Vec<LayerStatus>,
 }
 
@@ -296,6 +323,7 @@ impl Default for Status {
             rejected_revision: None,
             last_error: None,
             leader: None,
+            writer: None,
             layers: Vec::new(),
         }
     }
@@ -362,6 +390,9 @@ pub struct Transition {
     pub from: ReleasePhase,
     pub to: ReleasePhase,
     pub message: Option<String>,
+    /// An Event reason that is not a phase change (`Recovered`, `Remediated`, ...); `None`
+    /// for a phase change.
+    pub reason: Option<&'static str>,
 }
 
 /// A change notification: the generation counter, and whether a phase changed (writers of
@@ -446,6 +477,7 @@ impl StatusStore {
                         from,
                         to: r.phase,
                         message: r.message.clone(),
+                        reason: None,
                     });
                 }
             }
@@ -469,6 +501,23 @@ impl StatusStore {
             c.phase_changed |= phase_changed;
         });
         result
+    }
+
+    /// Announce something that happened to a release without a phase change (a recovery, a
+    /// remediation): it is emitted as an Event with `reason`.
+    pub fn announce(&self, namespace: &str, release: &str, reason: &'static str, message: String) {
+        let phase = self
+            .snapshot()
+            .release(namespace, release)
+            .map_or(ReleasePhase::Pending, |r| r.phase);
+        let _ = self.inner.transitions.send(Transition {
+            release: release.to_string(),
+            namespace: namespace.to_string(),
+            from: phase,
+            to: phase,
+            message: Some(message),
+            reason: Some(reason),
+        });
     }
 
     /// Register a function called with the new status after every update (metrics gauges).

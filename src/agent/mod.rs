@@ -259,6 +259,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         }
         None => None,
     };
+    status.update(|s| {
+        s.writer = Some(match &leadership {
+            Some((_, lease_ref)) => format!(
+                "this agent holds Lease {lease_ref}: it alone runs helm and may recover releases left pending"
+            ),
+            None => "no leader election: this agent is by definition the only writer and may recover releases left pending".to_string(),
+        });
+    });
     // Work stops on shutdown, or at once when leadership is lost.
     let work = CancellationToken::new();
     {
@@ -557,6 +565,8 @@ impl Agent {
                             if let Some(p) = prev {
                                 r.helm_revision = p.helm_revision;
                                 r.ready_at = p.ready_at.clone();
+                                r.last_recovery = p.last_recovery.clone();
+                                r.last_remediation = p.last_remediation.clone();
                                 if same_commit {
                                     r.attempts = p.attempts;
                                     // Re-checking an unchanged revision: keep Ready releases

@@ -39,6 +39,8 @@ pub struct ReleaseJob {
     pub values_digest: String,
     /// The profile's timeout, if the profile list gave one.
     pub timeout: Option<Duration>,
+    /// What to do after a failed attempt, and after how many failed attempts it is Stalled.
+    pub remediation: strata_core::profiles::Remediation,
 }
 
 type RetryMap = std::collections::HashMap<(String, String), (String, RetryState)>;
@@ -118,14 +120,7 @@ impl Runner {
     }
 
     async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
-        let observed =
-            match crate::releases::latest(&self.client, &job.namespace, &job.release).await {
-                Ok(record) => record.map(|r| r.observed()),
-                Err(e) => {
-                    let msg = format!("cannot read the release state: {e}");
-                    return self.fail(job, msg);
-                }
-            };
+        use strata_core::reconcile::{Action, Inputs, LockState};
         let desired = strata_core::reconcile::DesiredRelease {
             name: job.release.clone(),
             namespace: job.namespace.clone(),
@@ -133,42 +128,349 @@ impl Runner {
             chart_version: job.chart_version.clone(),
             values_digest: job.values_digest.clone(),
         };
-        let action = strata_core::reconcile::decide(&desired, observed.as_ref());
-        use strata_core::reconcile::Action;
-        let (verb, reason) = match &action {
-            Action::NoOp => {
-                let revision = observed.as_ref().map(|o| u64::from(o.revision));
-                self.set(job, |r| {
-                    r.action = Some("none".into());
-                    r.helm_revision = revision;
-                    r.not_ready.clear();
-                    if r.phase != ReleasePhase::Ready {
-                        r.phase = ReleasePhase::Ready;
-                        r.ready_at = Some(now_rfc3339());
-                        r.message =
-                            Some("already deployed at this chart version and values".into());
+        // This runner only runs while this agent may write releases: it holds the Lease
+        // (`--leader-elect`; work stops at once when the Lease is lost), or there is no leader
+        // election and it is by definition the only writer.
+        let mut inputs = Inputs::new(LockState::HeldByUs, job.remediation);
+        (inputs.failed_attempts, inputs.last_failure) = self.retry_snapshot(job);
+        // The failure of this attempt, recorded in the retry accounting when the attempt ends.
+        let mut failure: Option<Failure> = None;
+        let mut gated = false;
+        // decide_with never repeats an action within an attempt: a handful of steps at most.
+        for _ in 0..8 {
+            let record =
+                match crate::releases::latest(&self.client, &job.namespace, &job.release).await {
+                    Ok(record) => record,
+                    Err(e) => {
+                        let msg = format!("cannot read the release state: {e}");
+                        return self.fail(job, msg);
                     }
-                });
-                tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
-                self.retry_done(job, None);
-                return ReleaseResult::Ready;
+                };
+            let observed = record.as_ref().map(|r| r.observed());
+            if observed.as_ref().is_some_and(|o| {
+                !matches!(
+                    o.status,
+                    strata_core::reconcile::ReleaseStatus::Deployed
+                        | strata_core::reconcile::ReleaseStatus::Uninstalled
+                )
+            }) {
+                // A rollback target may be needed: the last deployed revision from history.
+                inputs.last_deployed_revision = match crate::releases::history(
+                    &self.client,
+                    &job.namespace,
+                    &job.release,
+                )
+                .await
+                {
+                    Ok(h) => {
+                        let statuses: Vec<(u32, strata_core::reconcile::ReleaseStatus)> = h
+                            .iter()
+                            .map(|r| {
+                                (
+                                    u32::try_from(r.revision).unwrap_or(u32::MAX),
+                                    strata_core::reconcile::ReleaseStatus::parse(&r.status),
+                                )
+                            })
+                            .collect();
+                        strata_core::reconcile::last_deployed_revision(
+                            statuses.iter().map(|(r, s)| (*r, s)),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "release history not readable");
+                        None
+                    }
+                };
             }
-            Action::Install { reason } => ("install", reason.clone()),
-            Action::Upgrade { reason } => ("upgrade", reason.to_string()),
-            other => {
-                // Blocked (e.g. a release left pending by a killed helm): no helm runs; the
-                // reason says what a user can do.
-                self.set(job, |r| r.action = Some("blocked".into()));
-                return self.fail(job, other.to_string());
+            let action = strata_core::reconcile::decide_with(&desired, observed.as_ref(), &inputs);
+            tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
+            let kind = action.kind();
+            match &action {
+                Action::NoOp => {
+                    let revision = observed.as_ref().map(|o| u64::from(o.revision));
+                    let fresh = inputs.performed.is_empty();
+                    self.set(job, |r| {
+                        if fresh {
+                            r.action = Some("none".into());
+                        }
+                        r.helm_revision = revision;
+                        r.not_ready.clear();
+                        if r.phase != ReleasePhase::Ready {
+                            r.phase = ReleasePhase::Ready;
+                            r.ready_at = Some(now_rfc3339());
+                            r.message =
+                                Some("already deployed at this chart version and values".into());
+                        }
+                    });
+                    tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
+                    self.retry_done(job, None);
+                    return ReleaseResult::Ready;
+                }
+                Action::Blocked { reason } => {
+                    // e.g. a release left pending with no revision to roll back to: no helm
+                    // runs; the reason says what a user can do.
+                    self.set(job, |r| r.action = Some("blocked".into()));
+                    return self.fail(job, reason.clone());
+                }
+                Action::Stalled { reason } => {
+                    self.set(job, |r| r.action = Some("stalled".into()));
+                    return self.fail_with(job, format!("stalled: {reason}"), false);
+                }
+                Action::AwaitRetry { reason } => {
+                    let f = failure
+                        .take()
+                        .unwrap_or_else(|| Failure::transient(reason.clone()));
+                    let first = f.message.clone();
+                    let message = match self.retry_done(job, Some(f)) {
+                        Some(Next::RetryAt { at, .. }) => {
+                            format!("{first}; {reason} (next attempt not before {at})")
+                        }
+                        Some(Next::Stalled { reason }) => format!("stalled: {reason}"),
+                        None => format!("{first}; {reason}"),
+                    };
+                    return self.fail(job, message);
+                }
+                _ => {}
             }
-        };
-        if let Some(wait) = self.retry_gate(job) {
-            // Backing off after failures, or stalled: no helm process now.
-            self.set(job, |r| r.action = Some(verb.to_string()));
-            return self.fail_with(job, wait, false);
+            let Some(kind) = kind else {
+                return self.fail(job, format!("no way to run `{action}`"));
+            };
+            if !gated {
+                gated = true;
+                if let Some(wait) = self.retry_gate(job) {
+                    // Backing off after failures, or stalled: no helm process now.
+                    self.set(job, |r| r.action = Some(kind.as_str().to_string()));
+                    return self.fail_with(job, wait, false);
+                }
+            }
+            inputs.performed.push(kind);
+            let previous = observed.as_ref().map(|o| u64::from(o.revision));
+            let timeout = job.timeout.unwrap_or(self.default_timeout);
+            let step = match &action {
+                Action::Install { reason } => {
+                    self.helm_upgrade(job, "install", reason, previous).await
+                }
+                Action::Upgrade { reason } => {
+                    self.helm_upgrade(job, "upgrade", &reason.to_string(), previous)
+                        .await
+                }
+                Action::RecoverPendingInstall { reason } => {
+                    match self.uninstall(job, kind, reason, timeout).await {
+                        Ok(()) => {
+                            // The uninstall removed every revision: the install starts afresh.
+                            let r = self.helm_upgrade(job, kind.as_str(), reason, None).await;
+                            self.record_action(job, kind, reason, r.as_ref().err());
+                            r
+                        }
+                        Err(f) => Err(f),
+                    }
+                }
+                Action::RollbackThenUpgrade {
+                    to_revision,
+                    reason,
+                } => match match self.unlock(job, kind, reason, previous).await {
+                    Ok(()) => {
+                        self.rollback(job, kind, *to_revision, reason, timeout)
+                            .await
+                    }
+                    Err(f) => Err(f),
+                } {
+                    Ok(()) => {
+                        let after = previous.map(|p| p + 1);
+                        let r = self.helm_upgrade(job, kind.as_str(), reason, after).await;
+                        self.record_action(job, kind, reason, r.as_ref().err());
+                        r
+                    }
+                    Err(f) => Err(f),
+                },
+                Action::RemediateRollback {
+                    to_revision,
+                    reason,
+                } => self
+                    .rollback(job, kind, *to_revision, reason, timeout)
+                    .await
+                    .map(|()| {
+                        self.record_action(job, kind, reason, None);
+                    }),
+                Action::RemediateUninstall { reason } => {
+                    self.uninstall(job, kind, reason, timeout).await.map(|()| {
+                        self.record_action(job, kind, reason, None);
+                    })
+                }
+                other => Err(Failure::permanent(format!("no way to run `{other}`"))),
+            };
+            match step {
+                Ok(()) if kind.applies_desired() => {
+                    self.retry_done(job, None);
+                    return ReleaseResult::Ready;
+                }
+                Ok(()) => {}
+                Err(f) => {
+                    inputs.last_failure = Some(f.message.clone());
+                    // The first failure of the attempt is the one to report.
+                    if failure.is_none() {
+                        failure = Some(f);
+                    }
+                }
+            }
         }
-        self.helm_upgrade(job, verb, &reason, observed.map(|o| u64::from(o.revision)))
-            .await
+        let f = failure.unwrap_or_else(|| Failure::transient("too many steps in one attempt"));
+        let message = f.message.clone();
+        self.retry_done(job, Some(f));
+        self.fail(job, message)
+    }
+
+    /// `helm uninstall` as a recovery or remediation step.
+    async fn uninstall(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        self.step_started(job, kind, reason);
+        let started = Instant::now();
+        let result = self
+            .helm
+            .uninstall(&job.release, &job.namespace, timeout)
+            .await;
+        self.metrics
+            .helm_command("uninstall", started.elapsed(), result.is_err());
+        result.map_err(|e| self.step_failed(job, kind, reason, &e))
+    }
+
+    /// Mark the record an interrupted helm left pending as failed (helm's own commands never
+    /// change it), so that no record stays pending once the release is recovered.
+    async fn unlock(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+        revision: Option<u64>,
+    ) -> Result<(), Failure> {
+        let Some(revision) = revision else {
+            return Ok(());
+        };
+        let description = format!(
+            "interrupted while pending; marked failed by strata before recovering ({kind})"
+        );
+        match crate::releases::mark_failed(
+            &self.client,
+            &job.namespace,
+            &job.release,
+            revision,
+            &description,
+        )
+        .await
+        {
+            Ok(changed) => {
+                tracing::info!(release = %job.release, namespace = %job.namespace, revision, changed, "interrupted record marked failed");
+                Ok(())
+            }
+            Err(e) => {
+                let failure = Failure::transient(e.to_string());
+                self.record_action(job, kind, reason, Some(&failure));
+                Err(failure)
+            }
+        }
+    }
+
+    /// `helm rollback` to `to_revision` as a recovery or remediation step.
+    async fn rollback(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        to_revision: u32,
+        reason: &str,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        self.step_started(job, kind, reason);
+        let started = Instant::now();
+        let result = self
+            .helm
+            .rollback(
+                &job.release,
+                &job.namespace,
+                Some(u64::from(to_revision)),
+                timeout,
+            )
+            .await;
+        self.metrics
+            .helm_command("rollback", started.elapsed(), result.is_err());
+        result.map_err(|e| self.step_failed(job, kind, reason, &e))
+    }
+
+    fn step_started(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+    ) {
+        tracing::warn!(release = %job.release, namespace = %job.namespace, action = kind.as_str(), reason, "running {}", kind.as_str());
+        self.set(job, |r| {
+            r.phase = ReleasePhase::Installing;
+            r.action = Some(kind.as_str().to_string());
+            r.started_at = Some(now_rfc3339());
+            r.ready_at = None;
+            r.message = Some(format!("{kind}: {reason}"));
+            r.not_ready.clear();
+        });
+    }
+
+    fn step_failed(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+        e: &crate::helm::Error,
+    ) -> Failure {
+        let message = e
+            .helm_message()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string());
+        let failure = Failure::transient(format!(
+            "{kind} of release {}/{} failed: {message}",
+            job.namespace, job.release
+        ));
+        self.record_action(job, kind, reason, Some(&failure));
+        failure
+    }
+
+    /// Log, count, show in the status and announce (Event) a recovery or remediation.
+    fn record_action(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+        failed: Option<&Failure>,
+    ) {
+        let (outcome, event) = match (failed, kind.is_recovery()) {
+            (None, true) => ("succeeded".to_string(), "Recovered"),
+            (None, false) => ("done".to_string(), "Remediated"),
+            (Some(f), true) => (format!("failed: {}", f.message), "RecoveryFailed"),
+            (Some(f), false) => (format!("failed: {}", f.message), "RemediationFailed"),
+        };
+        let message = format!("{kind}: {reason}; {outcome}");
+        if failed.is_some() {
+            tracing::error!(release = %job.release, namespace = %job.namespace, action = kind.as_str(), "{message}");
+        } else {
+            tracing::warn!(release = %job.release, namespace = %job.namespace, action = kind.as_str(), "{message}");
+        }
+        self.metrics.recovery(kind, failed.is_none());
+        let record = crate::status::ActionRecord {
+            kind: kind.as_str().to_string(),
+            at: now_rfc3339(),
+            message: message.clone(),
+        };
+        self.set(job, |r| {
+            if kind.is_recovery() {
+                r.last_recovery = Some(record);
+            } else {
+                r.last_remediation = Some(record);
+            }
+        });
+        self.status
+            .announce(&job.namespace, &job.release, event, message);
     }
 
     async fn helm_upgrade(
@@ -177,13 +479,13 @@ impl Runner {
         verb: &str,
         reason: &str,
         previous_revision: Option<u64>,
-    ) -> ReleaseResult {
+    ) -> Result<(), Failure> {
         let values_file = match self
             .helm
             .write_values(&job.namespace, &job.release, &job.values)
         {
             Ok(p) => p,
-            Err(e) => return self.fail(job, e.to_string()),
+            Err(e) => return Err(Failure::transient(e.to_string())),
         };
         let timeout = job.timeout.unwrap_or(self.default_timeout);
         self.status
@@ -240,30 +542,23 @@ impl Runner {
                     r.not_ready.clear();
                 });
                 tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
-                self.retry_done(job, None);
-                ReleaseResult::Ready
+                Ok(())
             }
             Err(e) => {
                 let message = e
                     .helm_message()
                     .map(str::to_string)
                     .unwrap_or_else(|| e.to_string());
-                let failure = match e.helm_message() {
+                // The phase becomes Failed when the attempt ends (after any remediation).
+                tracing::error!(release = %job.release, namespace = %job.namespace, action = verb, error = %message, "helm failed");
+                Err(match e.helm_message() {
                     Some(m) => Failure {
                         class: crate::retry::classify_helm_message(m),
-                        message: message.clone(),
+                        message,
                         retry_after: None,
                     },
-                    None => Failure::transient(message.clone()),
-                };
-                let message = match self.retry_done(job, Some(failure)) {
-                    Some(Next::RetryAt { at, .. }) => {
-                        format!("{message} (next attempt not before {at})")
-                    }
-                    Some(Next::Stalled { reason }) => format!("stalled: {reason}"),
-                    None => message,
-                };
-                self.fail(job, message)
+                    None => Failure::transient(message),
+                })
             }
         }
     }
@@ -304,6 +599,24 @@ impl Runner {
         }
     }
 
+    /// Failed attempts so far and the last failure (for the reconcile decision); a changed
+    /// release starts afresh.
+    fn retry_snapshot(&self, job: &ReleaseJob) -> (u32, Option<String>) {
+        let mut retries = self.retries.lock();
+        let key = (job.namespace.clone(), job.release.clone());
+        let fingerprint = Self::fingerprint(job);
+        let (seen, state) = retries
+            .entry(key)
+            .or_insert_with(|| (fingerprint.clone(), RetryState::new()));
+        if *seen != fingerprint {
+            if state.reset(ResetReason::NewRevision) {
+                tracing::info!(release = %job.release, namespace = %job.namespace, "retry accounting reset: {}", ResetReason::NewRevision);
+            }
+            *seen = fingerprint;
+        }
+        (state.attempts, state.last_error.clone())
+    }
+
     /// Record the end of an attempt: success (`None`) clears the accounting; a failure
     /// returns what follows.
     fn retry_done(&self, job: &ReleaseJob, failure: Option<Failure>) -> Option<Next> {
@@ -320,7 +633,11 @@ impl Runner {
             }
             Some(f) => {
                 let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                Some(state.on_failure(jiff::Timestamp::now(), f, &self.policy, &mut *rng))
+                let policy = RetryPolicy {
+                    max_attempts: job.remediation.retries.max(1),
+                    ..self.policy.clone()
+                };
+                Some(state.on_failure(jiff::Timestamp::now(), f, &policy, &mut *rng))
             }
         }
     }

@@ -483,6 +483,7 @@ fn jobs_from_plan(
                         chart_path: chart_paths.get(&profile.name)?.clone(),
                         values_digest: strata_core::values::canonical_digest(&v),
                         values: v,
+                        remediation: profile.remediation,
                         // The list's timeout when it gives one (on the profile or in
                         // `defaults`); otherwise the agent's --default-timeout.
                         timeout: (explicit.defaults || explicit.profiles.contains(&profile.name))

@@ -1,0 +1,513 @@
+//! Crash-safe recovery end to end, with real helm 4 and helm 3 on the simulated cluster: a
+//! release left `pending-install`, `pending-upgrade` or `pending-rollback` by a helm process
+//! that was SIGKILLed mid-operation is recovered by the next agent run (uninstall + install,
+//! or rollback to the last deployed revision + upgrade), ends deployed with nothing pending,
+//! and the status, the metrics and an Event show the recovery. With `--leader-elect` and the
+//! Lease held by another live identity, the pending release is not touched until the Lease
+//! expires.
+
+mod e2e_support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use e2e_support::{Agent, ChartSpec, profile_annotations, release, write_chart};
+
+const LONG: Duration = Duration::from_secs(120);
+const NS: &str = "slow";
+const AGENT_NS: &str = "strata-system";
+
+/// A ConfigMap, plus (when `slowHook` is set) a pre-install/pre-upgrade/pre-rollback hook Job
+/// that runs for ten minutes: helm waits for it, so a helm killed meanwhile leaves the
+/// release pending.
+const CONFIGMAP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-config
+data:
+  greeting: {{ .Values.greeting | default "hello" | quote }}
+"#;
+const SLOW_HOOK: &str = r#"{{- if .Values.slowHook }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-slow
+  annotations:
+    helm.sh/hook: pre-install,pre-upgrade,pre-rollback
+    helm.sh/hook-delete-policy: before-hook-creation
+    kubesim.strata.dev/ready-after: "600s"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: wait
+          image: example.com/wait:1
+{{- end }}
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Helm {
+    V4,
+    V3,
+}
+
+impl Helm {
+    fn path(self) -> PathBuf {
+        let t = testkit::tools();
+        match self {
+            Helm::V4 => t.helm4,
+            Helm::V3 => t.helm3,
+        }
+    }
+}
+
+struct Setup {
+    cluster: kubesim::Cluster,
+    kubeconfig: PathBuf,
+    git: testkit::GitServer,
+    _repo: testkit::TestRepo,
+    chart: PathBuf,
+    helm: Helm,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(helm: Helm) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cluster = kubesim::start(kubesim::Config::default()).await?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        cluster.write_kubeconfig(&kubeconfig)?;
+        cluster.store().create(
+            &kubesim::ResourceKey::new("", "namespaces"),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
+        )?;
+        let annotations = profile_annotations(Some("1"), None);
+        let chart = write_chart(
+            &dir.path().join("charts"),
+            &ChartSpec {
+                name: "slow",
+                version: "1.0.0",
+                annotations: &annotations,
+                files: &[
+                    ("templates/configmap.yaml", CONFIGMAP),
+                    ("templates/hook.yaml", SLOW_HOOK),
+                ],
+            },
+        )?;
+        let git = testkit::GitServer::start().await?;
+        let repo = git.create_repo("platform")?;
+        for f in [
+            "Chart.yaml",
+            "templates/configmap.yaml",
+            "templates/hook.yaml",
+        ] {
+            repo.write(&format!("charts/slow/{f}"), std::fs::read(chart.join(f))?)?;
+        }
+        repo.write(
+            "profiles.yaml",
+            format!(
+                "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 60s\nprofiles:\n  - name: slow\n    chart: {{path: charts/slow}}\n    namespace: {NS}\n    values: {{greeting: desired}}\n"
+            ),
+        )?;
+        repo.commit("slow profile")?;
+        Ok(Self {
+            cluster,
+            kubeconfig,
+            git,
+            _repo: repo,
+            chart,
+            helm,
+            dir,
+        })
+    }
+
+    fn agent(&self, work: &str, extra: &[&str]) -> anyhow::Result<Agent> {
+        let mut args: Vec<String> = [
+            "--git-url",
+            &self.git.http_url("platform"),
+            "--git-ref",
+            "main",
+            "--kubeconfig",
+            &self.kubeconfig.display().to_string(),
+            "--helm",
+            &self.helm.path().display().to_string(),
+            "--namespace",
+            AGENT_NS,
+            "--work-dir",
+            &self.dir.path().join(work).display().to_string(),
+            "--interval",
+            "1s",
+            "--log-level",
+            "info,strata=debug",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Agent::start(
+            &args,
+            &[],
+            self.dir.path().join(format!("agent-{work}.log")),
+        )
+    }
+
+    /// Run helm directly (as a person or an earlier agent would), to completion.
+    async fn helm(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.helm_command(args).output().await?;
+        if !out.status.success() {
+            bail!(
+                "helm {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn helm_command(&self, args: &[&str]) -> tokio::process::Command {
+        let home = self.dir.path().join("helm-home");
+        let mut cmd = tokio::process::Command::new(self.helm.path());
+        cmd.args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--namespace")
+            .arg(NS)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Start helm with `args` and SIGKILL it once the release's latest record says `status`:
+    /// the release is left in that state, as after a crash.
+    async fn helm_killed_at(&self, args: &[&str], status: &str) -> anyhow::Result<()> {
+        let mut child = self.helm_command(args).spawn()?;
+        let start = Instant::now();
+        loop {
+            if self.statuses().last().map(|(_, s)| s.as_str()) == Some(status) {
+                break;
+            }
+            if let Some(exit) = child.try_wait()? {
+                bail!(
+                    "helm {args:?} ended ({exit}) before the release was {status}: {:?}",
+                    self.statuses()
+                );
+            }
+            if start.elapsed() > LONG {
+                bail!("the release never became {status}: {:?}", self.statuses());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.start_kill()?; // SIGKILL
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// (revision, status) of every release record of `slow`, by revision.
+    fn statuses(&self) -> Vec<(u64, String)> {
+        let (secrets, _) = self
+            .cluster
+            .store()
+            .list(&kubesim::ResourceKey::new("", "secrets"), Some(NS));
+        let mut v: Vec<(u64, String)> = secrets
+            .iter()
+            .filter(|s| {
+                s["type"] == "helm.sh/release.v1" && s["metadata"]["labels"]["name"] == "slow"
+            })
+            .filter_map(|s| {
+                let l = &s["metadata"]["labels"];
+                Some((
+                    l["version"].as_str()?.parse().ok()?,
+                    l["status"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn events(&self) -> Vec<String> {
+        let (events, _) = self
+            .cluster
+            .store()
+            .list(&kubesim::ResourceKey::new("", "events"), Some(AGENT_NS));
+        events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["reason"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    /// Writes into the release's namespace seen by the API server.
+    fn release_writes(&self) -> Vec<String> {
+        self.cluster
+            .controls()
+            .requests_where(|r| {
+                matches!(
+                    r.verb.as_str(),
+                    "create" | "update" | "patch" | "delete" | "deletecollection"
+                ) && r.namespace == NS
+            })
+            .iter()
+            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+            .collect()
+    }
+}
+
+/// Leave the release in `state` for real (helm SIGKILLed mid-operation).
+async fn produce(s: &Setup, state: &str) -> anyhow::Result<()> {
+    let chart = s.chart.display().to_string();
+    match state {
+        "pending-install" => {
+            s.helm_killed_at(
+                &[
+                    "upgrade",
+                    "--install",
+                    "slow",
+                    &chart,
+                    "--create-namespace",
+                    "--set",
+                    "slowHook=true",
+                ],
+                "pending-install",
+            )
+            .await?;
+        }
+        "pending-upgrade" => {
+            s.helm(&["upgrade", "--install", "slow", &chart, "--create-namespace"])
+                .await?;
+            s.helm_killed_at(
+                &["upgrade", "slow", &chart, "--set", "slowHook=true"],
+                "pending-upgrade",
+            )
+            .await?;
+        }
+        "pending-rollback" => {
+            // Revision 1 carries the slow pre-rollback hook (installed without hooks),
+            // revision 2 does not; rolling back to 1 runs 1's hook and hangs.
+            s.helm(&[
+                "upgrade",
+                "--install",
+                "slow",
+                &chart,
+                "--create-namespace",
+                "--no-hooks",
+                "--set",
+                "slowHook=true",
+            ])
+            .await?;
+            s.helm(&["upgrade", "slow", &chart, "--set", "greeting=second"])
+                .await?;
+            s.helm_killed_at(&["rollback", "slow", "1"], "pending-rollback")
+                .await?;
+        }
+        other => bail!("unknown state {other}"),
+    }
+    Ok(())
+}
+
+async fn recovers(helm: Helm, state: &str, expected_kind: &str) -> anyhow::Result<()> {
+    let s = Setup::start(helm).await?;
+    produce(&s, state).await?;
+    let before = s.statuses();
+    assert_eq!(
+        before.last().map(|(_, st)| st.as_str()),
+        Some(state),
+        "{before:?}"
+    );
+
+    let mut agent = s.agent("work", &[])?;
+    let st = agent
+        .wait_status("the release recovered and Ready", LONG, |st| {
+            st["phase"] == "Ready"
+                && release(st, "slow").is_some_and(|r| r["lastRecovery"].is_object())
+        })
+        .await?;
+    let r = release(&st, "slow").unwrap();
+    assert_eq!(r["phase"], "Ready", "{r:#}");
+    assert_eq!(r["lastRecovery"]["kind"], expected_kind, "{r:#}");
+    let msg = r["lastRecovery"]["message"].as_str().unwrap();
+    assert!(msg.contains(state) && msg.contains("succeeded"), "{msg}");
+    assert_eq!(r["action"], expected_kind, "{r:#}");
+    assert!(
+        st["writer"]
+            .as_str()
+            .is_some_and(|w| w.contains("only writer")),
+        "{st:#}"
+    );
+
+    // helm's storage: the latest revision deployed, nothing pending.
+    let after = s.statuses();
+    assert_eq!(
+        after.last().map(|(_, s)| s.as_str()),
+        Some("deployed"),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().all(|(_, s)| !s.starts_with("pending")),
+        "{after:?}"
+    );
+    if expected_kind == "rollback-then-upgrade" {
+        // The rolled-back record is kept in the history; the upgrade follows it.
+        assert!(after.len() >= before.len() + 2, "{before:?} -> {after:?}");
+    }
+    let cm = s
+        .cluster
+        .store()
+        .get(
+            &kubesim::ResourceKey::new("", "configmaps"),
+            Some(NS),
+            "slow-config",
+        )
+        .context("the release's ConfigMap")?;
+    assert_eq!(cm["data"]["greeting"], "desired");
+
+    let (code, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    assert_eq!(code, 200);
+    let line =
+        format!("strata_recoveries_total{{kind=\"{expected_kind}\",outcome=\"succeeded\"}} 1");
+    assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+
+    let logs = agent.logs();
+    assert!(logs.contains(expected_kind), "recovery logged:\n{logs}");
+    let start = Instant::now();
+    loop {
+        let events = s.events();
+        if events
+            .iter()
+            .any(|e| e.starts_with("Recovered:") && e.contains(expected_kind))
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("no Recovered event: {events:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let exit = agent.stop().await?;
+    assert!(exit.success(), "{exit}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pending_install_recovered_helm4() -> anyhow::Result<()> {
+    recovers(Helm::V4, "pending-install", "recover-pending-install").await
+}
+
+#[tokio::test]
+async fn pending_install_recovered_helm3() -> anyhow::Result<()> {
+    recovers(Helm::V3, "pending-install", "recover-pending-install").await
+}
+
+#[tokio::test]
+async fn pending_upgrade_recovered_helm4() -> anyhow::Result<()> {
+    recovers(Helm::V4, "pending-upgrade", "rollback-then-upgrade").await
+}
+
+#[tokio::test]
+async fn pending_upgrade_recovered_helm3() -> anyhow::Result<()> {
+    recovers(Helm::V3, "pending-upgrade", "rollback-then-upgrade").await
+}
+
+#[tokio::test]
+async fn pending_rollback_recovered_helm4() -> anyhow::Result<()> {
+    recovers(Helm::V4, "pending-rollback", "rollback-then-upgrade").await
+}
+
+#[tokio::test]
+async fn pending_rollback_recovered_helm3() -> anyhow::Result<()> {
+    recovers(Helm::V3, "pending-rollback", "rollback-then-upgrade").await
+}
+
+/// With `--leader-elect` and the Lease held by another live identity, the pending release is
+/// not touched (no write into its namespace) while the holder renews; once the holder stops
+/// renewing and the Lease expires, this agent takes it and recovers the release.
+async fn lease_gates_recovery(helm: Helm) -> anyhow::Result<()> {
+    let s = Setup::start(helm).await?;
+    produce(&s, "pending-upgrade").await?;
+    let lease_key = kubesim::ResourceKey::new("coordination.k8s.io", "leases");
+    let now = || {
+        jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    };
+    s.cluster.store().create(
+        &lease_key,
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "strata", "namespace": AGENT_NS},
+            "spec": {
+                "holderIdentity": "other-agent", "leaseDurationSeconds": 4,
+                "acquireTime": now(), "renewTime": now(), "leaseTransitions": 0
+            }
+        }),
+    )?;
+    s.cluster.controls().reset_requests();
+    let mut agent = s.agent("work", &["--leader-elect", "--lease-name", "strata"])?;
+    // The other holder stays alive for 10 s (renewing every 500 ms).
+    let alive = Instant::now();
+    while alive.elapsed() < Duration::from_secs(10) {
+        s.cluster
+            .store()
+            .update_with(&lease_key, Some(AGENT_NS), "strata", |l| {
+                l["spec"]["renewTime"] = now().into();
+            })?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let st = agent.status().await.context("status while standing by")?;
+    assert_eq!(st["leader"]["holder"], "other-agent", "{st:#}");
+    assert_eq!(st["leader"]["leading"], false, "{st:#}");
+    let writes = s.release_writes();
+    assert!(
+        writes.is_empty(),
+        "the pending release was touched: {writes:?}"
+    );
+    assert_eq!(
+        s.statuses().last().map(|(_, st)| st.as_str()),
+        Some("pending-upgrade")
+    );
+
+    // The holder dies: after the lease duration this agent takes over and recovers.
+    let st = agent
+        .wait_status("takeover and recovery", LONG, |st| {
+            st["phase"] == "Ready"
+                && release(st, "slow").is_some_and(|r| r["lastRecovery"].is_object())
+        })
+        .await?;
+    assert_eq!(st["leader"]["leading"], true, "{st:#}");
+    assert!(
+        st["writer"].as_str().is_some_and(|w| w.contains("Lease")),
+        "{st:#}"
+    );
+    let r = release(&st, "slow").unwrap();
+    assert_eq!(r["lastRecovery"]["kind"], "rollback-then-upgrade", "{r:#}");
+    let after = s.statuses();
+    assert!(
+        after.iter().all(|(_, s)| !s.starts_with("pending")),
+        "{after:?}"
+    );
+    assert_eq!(after.last().map(|(_, s)| s.as_str()), Some("deployed"));
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lease_held_by_another_gates_recovery_helm4() -> anyhow::Result<()> {
+    lease_gates_recovery(Helm::V4).await
+}
+
+#[tokio::test]
+async fn lease_held_by_another_gates_recovery_helm3() -> anyhow::Result<()> {
+    lease_gates_recovery(Helm::V3).await
+}
