@@ -25,14 +25,12 @@ use e2e_cluster::{AGENT_NS, HelmMajor, layered_charts, layered_profiles};
 const CONVERGE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-#[ignore = "needs crash recovery (issue 5)"]
 async fn sigkilled_agent_always_converges_helm4() -> anyhow::Result<()> {
     chaos(HelmMajor::V4, 20).await
 }
 
 /// The same with helm 3 (fewer runs by default: the helm 4 test is the long one).
 #[tokio::test]
-#[ignore = "needs crash recovery (issue 5)"]
 async fn sigkilled_agent_always_converges_helm3() -> anyhow::Result<()> {
     chaos(HelmMajor::V3, 4).await
 }

@@ -120,7 +120,6 @@ fn assert_no_release_secret_conflicts(s: &Scenario) {
 /// release pending-install); the standby takes over after the Lease expires, recovers the
 /// release and finishes the stack.
 #[tokio::test]
-#[ignore = "needs crash recovery (issue 5)"]
 async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Result<()> {
     let mut p = start_pair("{readyAfter: 4s}").await?;
     let li = leader_of(&p).await?;
