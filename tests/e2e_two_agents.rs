@@ -149,7 +149,7 @@ async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Resul
         chaos_support::helm_releases(&p.s.cluster)
     );
 
-    p.agents[fi]
+    let st = p.agents[fi]
         .1
         .wait_status("the standby leads and the stack is Ready", LONG, |st| {
             st["leader"]["leading"] == true && st["phase"] == "Ready"
@@ -158,6 +158,29 @@ async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Resul
     eprintln!(
         "failover: {follower_name} finished the stack {:?} after the kill",
         t0.elapsed()
+    );
+    // The new leader recovered mesh (uninstall, then install) and says so.
+    let mesh = e2e_support::release(&st, "mesh").unwrap();
+    assert_eq!(
+        mesh["lastRecovery"]["kind"], "recover-pending-install",
+        "{mesh:#}"
+    );
+    let (_, metrics) = e2e_support::http_get(p.agents[fi].1.port, "/metrics").await?;
+    assert!(
+        metrics.contains(
+            "strata_recoveries_total{kind=\"recover-pending-install\",outcome=\"succeeded\"} 1"
+        ),
+        "{metrics}"
+    );
+    let mesh_writes: Vec<String> = read_journal(&p.journal)
+        .into_iter()
+        .filter(|r| r.who == follower_name && r.write_target().as_deref() == Some("mesh"))
+        .map(|r| r.args[0].clone())
+        .collect();
+    assert_eq!(
+        mesh_writes,
+        ["uninstall", "upgrade"],
+        "{follower_name}'s helm writes on mesh"
     );
     assert!(
         stack_converged(&p.s.cluster),
