@@ -48,6 +48,38 @@ spec:
 {{- end }}
 "#;
 
+/// A post-install/post-upgrade hook Job that fails when `failHook` is set.
+const FAIL_HOOK: &str = r#"{{- if .Values.failHook }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-check
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+    helm.sh/hook-delete-policy: before-hook-creation
+    kubesim.strata.dev/fail: "true"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: check
+          image: example.com/check:1
+{{- end }}
+"#;
+
+/// The profile list: the `slow` profile with inline `values` and an optional `remediation`
+/// (a YAML flow map).
+fn profiles(values: &str, remediation: Option<&str>) -> String {
+    let remediation = remediation
+        .map(|r| format!("    remediation: {r}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: slow\n    chart: {{path: charts/slow}}\n    namespace: {NS}\n    values: {values}\n{remediation}"
+    )
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Helm {
     V4,
@@ -68,7 +100,7 @@ struct Setup {
     cluster: kubesim::Cluster,
     kubeconfig: PathBuf,
     git: testkit::GitServer,
-    _repo: testkit::TestRepo,
+    repo: testkit::TestRepo,
     chart: PathBuf,
     helm: Helm,
     dir: tempfile::TempDir,
@@ -94,6 +126,7 @@ impl Setup {
                 files: &[
                     ("templates/configmap.yaml", CONFIGMAP),
                     ("templates/hook.yaml", SLOW_HOOK),
+                    ("templates/fail.yaml", FAIL_HOOK),
                 ],
             },
         )?;
@@ -103,21 +136,17 @@ impl Setup {
             "Chart.yaml",
             "templates/configmap.yaml",
             "templates/hook.yaml",
+            "templates/fail.yaml",
         ] {
             repo.write(&format!("charts/slow/{f}"), std::fs::read(chart.join(f))?)?;
         }
-        repo.write(
-            "profiles.yaml",
-            format!(
-                "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 60s\nprofiles:\n  - name: slow\n    chart: {{path: charts/slow}}\n    namespace: {NS}\n    values: {{greeting: desired}}\n"
-            ),
-        )?;
+        repo.write("profiles.yaml", profiles("{greeting: desired}", None))?;
         repo.commit("slow profile")?;
         Ok(Self {
             cluster,
             kubeconfig,
             git,
-            _repo: repo,
+            repo,
             chart,
             helm,
             dir,
@@ -510,4 +539,145 @@ async fn lease_held_by_another_gates_recovery_helm4() -> anyhow::Result<()> {
 #[tokio::test]
 async fn lease_held_by_another_gates_recovery_helm3() -> anyhow::Result<()> {
     lease_gates_recovery(Helm::V3).await
+}
+
+/// The log without terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Remediation after a failed upgrade: `rollback` rolls back to the last deployed revision
+/// (status, metrics and an Event say so) and the release is Stalled after `retries` failed
+/// attempts, with the backoff between them; `uninstall` (chosen explicitly) uninstalls.
+async fn remediation(helm: Helm, strategy: &str, retries: u32) -> anyhow::Result<()> {
+    let s = Setup::start(helm).await?;
+    let remediation = format!("{{strategy: {strategy}, retries: {retries}}}");
+    s.repo.write(
+        "profiles.yaml",
+        profiles("{greeting: desired}", Some(&remediation)),
+    )?;
+    s.repo.commit("remediation")?;
+    let mut agent = s.agent("work", &[])?;
+    agent
+        .wait_status("first install Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    let good = s.statuses();
+    assert_eq!(good, vec![(1, "deployed".to_string())]);
+
+    s.repo.write(
+        "profiles.yaml",
+        profiles("{greeting: broken, failHook: true}", Some(&remediation)),
+    )?;
+    let commit = s.repo.commit("a failing upgrade")?;
+    let st = agent
+        .wait_status("stalled", LONG * 2, |st| {
+            st["revision"]["commit"] == commit.as_str()
+                && release(st, "slow").is_some_and(|r| {
+                    r["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("stalled"))
+                })
+        })
+        .await?;
+    let r = release(&st, "slow").unwrap();
+    assert_eq!(r["phase"], "Failed", "{r:#}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("failed {retries} times")),
+        "stalled after {retries}: {msg}"
+    );
+    assert_eq!(
+        r["lastRemediation"]["kind"],
+        format!("remediate-{strategy}"),
+        "{r:#}"
+    );
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let line = format!(
+        "strata_remediations_total{{kind=\"remediate-{strategy}\",outcome=\"succeeded\"}} {retries}"
+    );
+    assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    let logs = strip_ansi(&agent.logs());
+    let failures: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("strata::agent::release: helm failed"))
+        .collect();
+    assert_eq!(
+        failures.len() as u32,
+        retries,
+        "one upgrade per attempt: {failures:#?}"
+    );
+    // The backoff between attempts shows in the log timestamps (at least the base delay).
+    if retries > 1 {
+        let times: Vec<jiff::Timestamp> = failures
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(times.len(), failures.len(), "{failures:#?}");
+        let gap = times[1].duration_since(times[0]);
+        assert!(gap.as_secs() >= 9, "backoff between attempts: {gap:?}");
+    }
+
+    let after = s.statuses();
+    let cm = s.cluster.store().get(
+        &kubesim::ResourceKey::new("", "configmaps"),
+        Some(NS),
+        "slow-config",
+    );
+    match strategy {
+        "rollback" => {
+            assert_eq!(
+                after.last().map(|(_, s)| s.as_str()),
+                Some("deployed"),
+                "rolled back: {after:?}"
+            );
+            assert_eq!(cm.context("slow-config")?["data"]["greeting"], "desired");
+        }
+        "uninstall" => {
+            assert!(after.is_empty(), "uninstalled: {after:?}");
+            assert!(cm.is_none(), "uninstalled: {cm:?}");
+        }
+        other => bail!("unknown strategy {other}"),
+    }
+    let start = Instant::now();
+    while !s.events().iter().any(|e| e.starts_with("Remediated:")) {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("no Remediated event: {:?}", s.events());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn remediation_rollback_then_stalled_helm4() -> anyhow::Result<()> {
+    remediation(Helm::V4, "rollback", 2).await
+}
+
+#[tokio::test]
+async fn remediation_rollback_then_stalled_helm3() -> anyhow::Result<()> {
+    remediation(Helm::V3, "rollback", 2).await
+}
+
+#[tokio::test]
+async fn remediation_uninstall_helm4() -> anyhow::Result<()> {
+    remediation(Helm::V4, "uninstall", 1).await
+}
+
+#[tokio::test]
+async fn remediation_uninstall_helm3() -> anyhow::Result<()> {
+    remediation(Helm::V3, "uninstall", 1).await
 }
