@@ -217,3 +217,35 @@ async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()>
     agent.stop().await?;
     Ok(())
 }
+
+/// The API server goes away (connections refused) for 5 s while layer 2 installs: helm fails
+/// mid-operation, and once the API is back the agent converges, all deployed, none pending.
+#[tokio::test]
+async fn api_outage_mid_install_converges() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 2s}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("mesh installing", LONG, |st| phase(st, "mesh") == "Waiting")
+        .await?;
+    let outage = Duration::from_secs(5);
+    s.cluster
+        .controls()
+        .unavailable_for(outage, kubesim::UnavailableMode::Refuse);
+    let t0 = Instant::now();
+    tokio::time::sleep(outage).await;
+    let st = agent
+        .wait_status("stack Ready after the outage", LONG, |st| {
+            st["phase"] == "Ready" && stack_converged(&s.cluster)
+        })
+        .await?;
+    eprintln!(
+        "API outage of {outage:?} mid-install: converged {:?} after it began; mesh: {}",
+        t0.elapsed(),
+        e2e_support::release(&st, "mesh").unwrap()
+    );
+    for name in ["certs", "mesh", "canary"] {
+        assert_eq!(phase(&st, name), "Ready", "{st:#}");
+    }
+    agent.stop().await?;
+    Ok(())
+}
