@@ -249,3 +249,52 @@ async fn api_outage_mid_install_converges() -> anyhow::Result<()> {
     agent.stop().await?;
     Ok(())
 }
+
+/// The API server is gone for longer than mesh's helm timeout (4 s) while mesh installs:
+/// helm gives up and cannot even record the failure, leaving mesh pending-install. When the
+/// API is back the agent recovers the release and converges.
+#[tokio::test]
+async fn api_outage_longer_than_the_helm_timeout_is_recovered() -> anyhow::Result<()> {
+    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 2s}").await?;
+    let profiles = e2e_cluster::layered_profiles(&s.charts.url(), "{readyAfter: 2s}")
+        .replace("timeout: 20s", "timeout: 4s");
+    assert!(profiles.contains("timeout: 4s"));
+    s.repo.write("profiles.yaml", profiles)?;
+    s.repo.commit("mesh times out after 4s")?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("mesh installing", LONG, |st| phase(st, "mesh") == "Waiting")
+        .await?;
+    let outage = Duration::from_secs(8);
+    s.cluster
+        .controls()
+        .unavailable_for(outage, kubesim::UnavailableMode::Refuse);
+    let t0 = Instant::now();
+    tokio::time::sleep(outage).await;
+    let left = pending_records(&s.cluster);
+    let st = agent
+        .wait_status("stack Ready after the outage", LONG, |st| {
+            st["phase"] == "Ready" && stack_converged(&s.cluster)
+        })
+        .await?;
+    let mesh = e2e_support::release(&st, "mesh").unwrap();
+    eprintln!(
+        "API outage of {outage:?} mid-install: left {left:?}; converged {:?} after it began; \
+         mesh: {mesh}",
+        t0.elapsed()
+    );
+    assert!(
+        left.iter()
+            .any(|r| r.starts_with("mesh/") && r.ends_with("pending-install")),
+        "the outage left mesh pending-install: {left:?}"
+    );
+    assert_eq!(
+        mesh["lastRecovery"]["kind"], "recover-pending-install",
+        "{mesh:#}"
+    );
+    for name in ["certs", "mesh", "canary"] {
+        assert_eq!(phase(&st, name), "Ready", "{st:#}");
+    }
+    agent.stop().await?;
+    Ok(())
+}
