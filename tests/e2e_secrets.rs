@@ -1,0 +1,240 @@
+//! Secrets never leak: a sentinel string is planted in inline values, in a values file and as
+//! the Git basic-auth password; a succeeding install (text logs at debug level) and a failing
+//! one (JSON logs at debug level) run with real helm 4; every output is searched for the
+//! sentinel: agent logs, `GET /status`, `GET /metrics`, the status ConfigMap, Events and every
+//! other object in kubesim's store. Excluded: Secrets of type `helm.sh/release.v1` (helm keeps
+//! the values there: the cluster's storage, not an output).
+//!
+//! Not covered here: a chart-repository password (the agent has no chart-repository
+//! credentials option yet) and OTLP spans (tests/e2e_traces.rs holds the receiver).
+
+mod e2e_support;
+
+use std::time::Duration;
+
+use e2e_support::{Agent, ChartSpec, profile_annotations, release, write_chart};
+
+const SENTINEL: &str = "S3NT1NEL";
+const NS: &str = "vault";
+const AGENT_NS: &str = "strata-system";
+const LONG: Duration = Duration::from_secs(120);
+
+const CONFIGMAP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-config
+data:
+  greeting: {{ .Values.greeting | default "hello" | quote }}
+"#;
+const FAIL_HOOK: &str = r#"{{- if .Values.failHook }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-check
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+    helm.sh/hook-delete-policy: before-hook-creation
+    kubesim.strata.dev/fail: "true"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: check
+          image: example.com/check:1
+{{- end }}
+"#;
+
+fn profiles(extra_inline: &str) -> String {
+    format!(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: vault\n    chart: {{path: charts/vault}}\n    namespace: {NS}\n    valuesFiles: [values/vault.yaml]\n    values: {{dbPassword: {SENTINEL}-inline{extra_inline}}}\n    remediation: {{retries: 1}}\n"
+    )
+}
+
+fn leaks(what: &str, text: &str) -> Option<String> {
+    text.find(SENTINEL).map(|i| {
+        let start = text[..i]
+            .char_indices()
+            .rev()
+            .nth(120)
+            .map_or(0, |(p, _)| p);
+        let end = (i + 160).min(text.len());
+        let end = (end..=text.len())
+            .find(|e| text.is_char_boundary(*e))
+            .unwrap_or(text.len());
+        format!("{what}: ...{}...", &text[start..end])
+    })
+}
+
+/// Every output but the agent's own log: /status, /metrics, and the store (minus helm's
+/// release Secrets).
+async fn outputs(agent: &Agent, cluster: &kubesim::Cluster) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let (_, status) = e2e_support::http_get(agent.port, "/status").await?;
+    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    found.extend(leaks("/status", &status));
+    found.extend(leaks("/metrics", &metrics));
+    let dump = cluster.store().dump();
+    let mut objects = Vec::new();
+    collect_objects(&dump, &mut objects);
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["type"] == "helm.sh/release.v1" && o["metadata"]["namespace"] == NS),
+        "the dump holds the release Secrets (so the exclusion below is real)"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["kind"] == "Event" || o["involvedObject"].is_object()),
+        "the dump holds Events"
+    );
+    for o in objects {
+        if o["type"] == "helm.sh/release.v1" {
+            continue;
+        }
+        let what = format!(
+            "object {}/{}",
+            o["metadata"]["namespace"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        );
+        found.extend(leaks(&what, &o.to_string()));
+    }
+    Ok(found)
+}
+
+/// Kubernetes objects (maps with `metadata`) anywhere in the dump.
+fn collect_objects(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) if m.contains_key("metadata") => out.push(v.clone()),
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect_objects(x, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_objects(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cluster = kubesim::start(kubesim::Config::default()).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig)?;
+    cluster.store().create(
+        &kubesim::ResourceKey::new("", "namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
+    )?;
+    let git_password = format!("{SENTINEL}-git");
+    let git = testkit::GitServer::start_with_auth("deployer", &git_password).await?;
+    let password_file = dir.path().join("git-password");
+    std::fs::write(&password_file, &git_password)?;
+    let repo = git.create_repo("platform")?;
+    let annotations = profile_annotations(Some("1"), None);
+    let chart = write_chart(
+        &dir.path().join("charts"),
+        &ChartSpec {
+            name: "vault",
+            version: "1.0.0",
+            annotations: &annotations,
+            files: &[
+                ("templates/configmap.yaml", CONFIGMAP),
+                ("templates/fail.yaml", FAIL_HOOK),
+            ],
+        },
+    )?;
+    for f in [
+        "Chart.yaml",
+        "templates/configmap.yaml",
+        "templates/fail.yaml",
+    ] {
+        repo.write(&format!("charts/vault/{f}"), std::fs::read(chart.join(f))?)?;
+    }
+    repo.write(
+        "values/vault.yaml",
+        format!("apiToken: {SENTINEL}-file\ngreeting: hi\n"),
+    )?;
+    repo.write("profiles.yaml", profiles(""))?;
+    repo.commit("vault with secrets")?;
+
+    let args = |format: &str| -> Vec<String> {
+        [
+            "--git-url",
+            &git.http_url("platform"),
+            "--git-ref",
+            "main",
+            "--git-username",
+            "deployer",
+            "--git-password-file",
+            &password_file.display().to_string(),
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--helm",
+            &testkit::tools().helm4.display().to_string(),
+            "--namespace",
+            AGENT_NS,
+            "--work-dir",
+            &dir.path().join("work").display().to_string(),
+            "--interval",
+            "1s",
+            "--log-level",
+            "debug",
+            "--log-format",
+            format,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // 1. A succeeding install, text logs.
+    let mut agent = Agent::start(&args("text"), &[], dir.path().join("text.log"))?;
+    agent
+        .wait_status("Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    // Events are written asynchronously; give the reporter a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut found = outputs(&agent, &cluster).await?;
+    agent.stop().await?;
+    let text_log = std::fs::read_to_string(dir.path().join("text.log"))?;
+    assert!(text_log.contains("DEBUG"), "debug logs were on");
+    found.extend(leaks("text log", &text_log));
+
+    // 2. A failing upgrade, JSON logs.
+    repo.write("profiles.yaml", profiles(", failHook: true"))?;
+    repo.commit("failing")?;
+    let mut agent = Agent::start(&args("json"), &[], dir.path().join("json.log"))?;
+    let st = agent
+        .wait_status("Failed", LONG, |st| {
+            release(st, "vault").is_some_and(|r| r["phase"] == "Failed")
+        })
+        .await?;
+    let message = release(&st, "vault").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("hook"), "helm's error is shown: {message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    found.extend(outputs(&agent, &cluster).await?);
+    agent.stop().await?;
+    let json_log = std::fs::read_to_string(dir.path().join("json.log"))?;
+    assert!(
+        json_log.lines().any(|l| l.starts_with('{')),
+        "JSON logs: {json_log}"
+    );
+    found.extend(leaks("JSON log", &json_log));
+
+    // The sentinel did reach helm's storage (so the search above could have found it).
+    let (secrets, _) = cluster
+        .store()
+        .list(&kubesim::ResourceKey::new("", "secrets"), Some(NS));
+    assert!(
+        secrets.iter().any(|s| s["type"] == "helm.sh/release.v1"),
+        "release Secrets exist"
+    );
+    assert!(
+        found.is_empty(),
+        "the sentinel leaked:\n{}",
+        found.join("\n")
+    );
+    Ok(())
+}
