@@ -2,11 +2,12 @@
 //! the Git basic-auth password; a succeeding install (text logs at debug level) and a failing
 //! one (JSON logs at debug level) run with real helm 4; every output is searched for the
 //! sentinel: agent logs, `GET /status`, `GET /metrics`, the status ConfigMap, Events and every
-//! other object in kubesim's store. Excluded: Secrets of type `helm.sh/release.v1` (helm keeps
+//! other object in kubesim's store, and the OTLP trace exports a test receiver got (raw
+//! protobuf bodies: strings are stored verbatim in them). Excluded: Secrets of type `helm.sh/release.v1` (helm keeps
 //! the values there: the cluster's storage, not an output).
 //!
 //! Not covered here: a chart-repository password (the agent has no chart-repository
-//! credentials option yet) and OTLP spans (tests/e2e_traces.rs holds the receiver).
+//! credentials option yet).
 
 mod e2e_support;
 
@@ -45,6 +46,70 @@ spec:
           image: example.com/check:1
 {{- end }}
 "#;
+
+/// An OTLP/HTTP receiver on 127.0.0.1:0 keeping the raw export bodies.
+struct Receiver {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Self> {
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+        let sink = bodies.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(body.to_vec());
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await;
+        });
+        Ok(Self { url, bodies, stop })
+    }
+
+    /// Number of spans received (decoded) and the raw bodies as text.
+    fn received(&self) -> (usize, String) {
+        use prost::Message as _;
+        let bodies = self.bodies.lock().unwrap().clone();
+        let spans = bodies
+            .iter()
+            .filter_map(|b| {
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                    b.as_slice(),
+                )
+                .ok()
+            })
+            .flat_map(|r| r.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let text = bodies
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (spans, text)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
 
 fn profiles(extra_inline: &str) -> String {
     format!(
@@ -186,8 +251,14 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         .collect()
     };
 
+    let receiver = Receiver::start().await?;
+    let otel = vec![(
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+        receiver.url.clone(),
+    )];
+
     // 1. A succeeding install, text logs.
-    let mut agent = Agent::start(&args("text"), &[], dir.path().join("text.log"))?;
+    let mut agent = Agent::start(&args("text"), &otel, dir.path().join("text.log"))?;
     agent
         .wait_status("Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
@@ -202,7 +273,7 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
     // 2. A failing upgrade, JSON logs.
     repo.write("profiles.yaml", profiles(", failHook: true"))?;
     repo.commit("failing")?;
-    let mut agent = Agent::start(&args("json"), &[], dir.path().join("json.log"))?;
+    let mut agent = Agent::start(&args("json"), &otel, dir.path().join("json.log"))?;
     let st = agent
         .wait_status("Failed", LONG, |st| {
             release(st, "vault").is_some_and(|r| r["phase"] == "Failed")
@@ -222,6 +293,14 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         "JSON logs: {json_log}"
     );
     found.extend(leaks("JSON log", &json_log));
+
+    let (spans, otlp) = receiver.received();
+    assert!(spans > 0, "the receiver got spans");
+    assert!(
+        otlp.contains("vault"),
+        "span strings are searchable as text"
+    );
+    found.extend(leaks("OTLP export", &otlp));
 
     // The sentinel did reach helm's storage (so the search above could have found it).
     let (secrets, _) = cluster
