@@ -246,6 +246,38 @@ mod tests {
     use crate::status::{LayerId, LayerPhase, LayerStatus, ReleasePhase, ReleaseStatus};
 
     #[test]
+    fn recoveries_and_remediations_are_counted_by_kind_and_outcome() {
+        use strata_core::reconcile::ActionKind;
+        let m = Metrics::new();
+        m.recovery(ActionKind::RecoverPendingInstall, true);
+        m.recovery(ActionKind::RecoverPendingInstall, true);
+        m.recovery(ActionKind::RollbackThenUpgrade, false);
+        m.recovery(ActionKind::RemediateUninstall, true);
+        // Not a recovery or remediation: not counted anywhere.
+        m.recovery(ActionKind::Upgrade, true);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "strata_recoveries_total{kind=\"recover-pending-install\",outcome=\"succeeded\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "strata_recoveries_total{kind=\"rollback-then-upgrade\",outcome=\"failed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "strata_remediations_total{kind=\"remediate-uninstall\",outcome=\"succeeded\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("kind=\"upgrade\""), "{text}");
+    }
+
+    #[test]
     fn exposes_every_metric_with_bounded_labels() {
         let m = Metrics::new();
         let mut s = Status::default();

@@ -307,6 +307,14 @@ mod tests {
     }
 
     #[test]
+    fn recoveries_and_remediations_are_warnings() {
+        assert_eq!(announced_type("Recovered"), "Warning");
+        assert_eq!(announced_type("Remediated"), "Warning");
+        assert_eq!(announced_type("RecoveryFailed"), "Warning");
+        assert_eq!(announced_type("Something"), "Normal");
+    }
+
+    #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("abc", 5), "abc");
         assert_eq!(truncate("ééé", 3), "é...");

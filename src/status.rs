@@ -562,6 +562,31 @@ pub fn now_rfc3339() -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn announce_sends_a_transition_with_a_reason_and_no_phase_change() {
+        let store = StatusStore::new();
+        store.update(|s| {
+            s.layers.push(LayerStatus {
+                layer: LayerId::Number(1),
+                phase: LayerPhase::Pending,
+                ready_at: None,
+                releases: vec![ReleaseStatus::pending("p", "r", "ns", "c", "1")],
+            });
+        });
+        let mut rx = store.transitions();
+        store.announce(
+            "ns",
+            "r",
+            "Recovered",
+            "recover-pending-install: done".into(),
+        );
+        let t = rx.recv().await.unwrap();
+        assert_eq!(t.reason, Some("Recovered"));
+        assert_eq!(t.from, t.to);
+        assert_eq!(t.to, ReleasePhase::Pending);
+        assert_eq!(t.message.as_deref(), Some("recover-pending-install: done"));
+    }
+
     fn layer(n: u64, phases: &[ReleasePhase]) -> LayerStatus {
         let releases: Vec<_> = phases
             .iter()
