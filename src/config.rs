@@ -22,6 +22,7 @@
 //! | `--once` | `STRATA_ONCE` | off |
 //! | `--leader-elect` | `STRATA_LEADER_ELECT` | off (one active agent through a Lease) |
 //! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
+//! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan) | `STRATA_OUTPUT` | `text` |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
@@ -132,6 +133,11 @@ pub struct RunArgs {
     /// Name of the Lease used with --leader-elect.
     #[arg(long, env = "STRATA_LEASE_NAME", default_value = "strata")]
     pub lease_name: String,
+    /// File holding the bearer token that status API writes (`POST /releases/.../retry`)
+    /// require; read once at start, surrounding whitespace trimmed. Without it writes are
+    /// refused with 403.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

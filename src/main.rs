@@ -58,6 +58,7 @@ async fn run(args: RunArgs) -> ExitCode {
         namespace,
         leader_elect,
         lease_name,
+        admin_token_file,
     } = args;
     let config = AgentConfig {
         source: source.into(),
@@ -70,6 +71,7 @@ async fn run(args: RunArgs) -> ExitCode {
         kubeconfig,
         namespace: agent_namespace(namespace),
         lease: leader_elect.then_some(lease_name),
+        admin_token_file,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));

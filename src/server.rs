@@ -8,6 +8,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /releases/{namespace}/{name}/retry` | clear a failed release's backoff or Stalled state and start a cycle now: `202`; `404` when the agent has no retry record of that release |
 //!
+//! Every `POST` needs `Authorization: Bearer <token>` with the token of `--admin-token-file`
+//! (compared in constant time): a missing or wrong token gets `401` with `WWW-Authenticate:
+//! Bearer`; an agent started without a token refuses every write with `403`. `GET` routes are open.
+//!
 //! `/status` and `/metrics` requests get a `http` tracing span; the health routes do not.
 
 use std::future::Future;
@@ -74,6 +78,36 @@ pub struct AppState {
     pub readiness: Readiness,
     /// `None`: the retry route answers 503 (no agent loop, e.g. in tests).
     pub retry: Option<RetryHandle>,
+    /// The bearer token `POST` routes require; `None`: writes are disabled (403).
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The status API's write token. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8]>);
+
+impl AdminToken {
+    /// A token from its text (surrounding whitespace trimmed); `None` when empty.
+    pub fn new(text: &str) -> Option<Self> {
+        let t = text.trim();
+        (!t.is_empty()).then(|| Self(Arc::from(t.as_bytes())))
+    }
+
+    /// Whether `offered` equals the token, in time independent of where they differ.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let want = &self.0;
+        let mut diff = u8::from(want.len() != offered.len());
+        for (i, w) in want.iter().enumerate() {
+            diff |= w ^ offered.get(i).copied().unwrap_or(!w);
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// The router, without a listener (tests drive it with `oneshot`).
@@ -85,12 +119,46 @@ pub fn app(state: AppState) -> Router {
             "/releases/{namespace}/{name}/retry",
             axum::routing::post(retry),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_writes,
+        ))
         .layer(middleware::from_fn(trace_request));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(traced)
         .with_state(state)
+}
+
+/// `POST` (any non-read method) needs the admin bearer token; reads pass.
+async fn authorize_writes(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method();
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let Some(token) = &state.admin_token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "writes to the status API are disabled: start strata with --admin-token-file \
+             (or STRATA_ADMIN_TOKEN_FILE) naming a file that holds a bearer token\n",
+        )
+            .into_response();
+    };
+    let offered = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    match offered {
+        Some(offered) if token.matches(offered.trim_ascii()) => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"strata\"")],
+            "this request needs the header Authorization: Bearer <token> with the token of \
+             --admin-token-file\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn trace_request(req: Request, next: Next) -> Response {
@@ -180,7 +248,29 @@ mod tests {
                 book: Arc::new(crate::agent::release::RetryBook::default()),
                 wake: Arc::new(tokio::sync::Notify::new()),
             }),
+            admin_token: AdminToken::new(TOKEN),
         }
+    }
+
+    const TOKEN: &str = "s3cr3t-admin-token";
+
+    fn post(path: &str, auth: Option<&str>) -> Request<Body> {
+        let mut b = Request::post(path);
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(Body::empty()).unwrap()
+    }
+
+    async fn send(app: Router, req: Request<Body>) -> (StatusCode, Option<String>, String) {
+        let res = app.oneshot(req).await.unwrap();
+        let code = res.status();
+        let www = res
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (code, www, String::from_utf8(body.to_vec()).unwrap())
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String) {
@@ -260,19 +350,87 @@ mod tests {
 
     #[tokio::test]
     async fn retry_of_an_unknown_release_is_404_and_needs_post() {
-        let res = app(state())
-            .oneshot(
-                Request::post("/releases/ns/web/retry")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let bearer = format!("Bearer {TOKEN}");
+        let (code, _, _) = send(app(state()), post("/releases/ns/web/retry", Some(&bearer))).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
         assert_eq!(
             get(app(state()), "/releases/ns/web/retry").await.0,
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[tokio::test]
+    async fn retry_needs_the_bearer_token_and_is_refused_without_it() {
+        let st = state();
+        let handle = st.retry.clone().unwrap();
+        handle.book.insert(
+            "ns",
+            "web",
+            crate::retry::RetryState {
+                attempts: 3,
+                stalled: true,
+                ..Default::default()
+            },
+        );
+        let stalled = || handle.book.state_of("ns", "web").unwrap().stalled;
+        assert!(stalled());
+        let bad = format!("Bearer {TOKEN}x");
+        let short = format!("Bearer {}", &TOKEN[..4]);
+        for auth in [
+            None,
+            Some("Bearer"),
+            Some("Bearer "),
+            Some(bad.as_str()),
+            Some(short.as_str()),
+            Some("Basic czNjcjN0LWFkbWluLXRva2Vu"),
+        ] {
+            let (code, www, body) =
+                send(app(st.clone()), post("/releases/ns/web/retry", auth)).await;
+            assert_eq!(code, StatusCode::UNAUTHORIZED, "{auth:?}: {body}");
+            assert!(www.is_some_and(|w| w.starts_with("Bearer")), "{auth:?}");
+            assert!(!body.contains(TOKEN), "the token never appears: {body}");
+            assert!(stalled(), "{auth:?}: nothing is retried");
+        }
+        let bearer = format!("Bearer {TOKEN}");
+        let (code, _, body) = send(
+            app(st.clone()),
+            post("/releases/ns/web/retry", Some(&bearer)),
+        )
+        .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+        let after = handle.book.state_of("ns", "web").unwrap();
+        assert!(!after.stalled && after.attempts == 0, "{after:?}");
+        assert_eq!(after.last_reset, Some(crate::retry::ResetReason::Operator));
+        // Reads stay open without a token.
+        assert_eq!(get(app(st), "/status").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn writes_are_forbidden_without_a_configured_token() {
+        let mut st = state();
+        st.admin_token = None;
+        let bearer = format!("Bearer {TOKEN}");
+        let (code, www, body) = send(
+            app(st.clone()),
+            post("/releases/ns/web/retry", Some(&bearer)),
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(www.is_none());
+        assert!(body.contains("--admin-token-file"), "{body}");
+        assert_eq!(get(app(st), "/metrics").await.0, StatusCode::OK);
+    }
+
+    #[test]
+    fn admin_token_compares_whole_values_and_hides_itself() {
+        let t = AdminToken::new("  abc\n").unwrap();
+        assert!(t.matches(b"abc"));
+        assert!(!t.matches(b"ab"));
+        assert!(!t.matches(b"abcd"));
+        assert!(!t.matches(b"abd"));
+        assert!(!t.matches(b""));
+        assert!(AdminToken::new(" \n").is_none());
+        assert!(!format!("{t:?}").contains("abc"));
     }
 
     #[tokio::test]

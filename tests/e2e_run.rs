@@ -11,6 +11,8 @@ use e2e_cluster::{AGENT_NS, HelmMajor, Scenario, touches_namespace, ts};
 use e2e_support::{phase, release};
 
 const LONG: Duration = Duration::from_secs(90);
+/// The status API's write token in these tests.
+const ADMIN_TOKEN: &str = "e2e-admin-token-7f3a";
 
 /// The seed's scenario: layers 1 -> 2 -> 3 installed in order; nothing of a layer is written
 /// before the layer below is Ready; `--once` exits 0; status in the ConfigMap and Events.
@@ -355,7 +357,15 @@ async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
 /// A failing hook in layer 2: layer 3 never starts; status and metrics show helm's message.
 async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
     let s = Scenario::start(helm, "{failHook: true}").await?;
-    let mut agent = s.agent(&[], &[])?;
+    let token_file = s.dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n"))?;
+    let mut agent = s.agent(
+        &[],
+        &[(
+            "STRATA_ADMIN_TOKEN_FILE".into(),
+            token_file.display().to_string(),
+        )],
+    )?;
     let st = agent
         .wait_status("mesh Failed", LONG, |st| phase(st, "mesh") == "Failed")
         .await?;
@@ -412,17 +422,39 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         mesh["message"].as_str().unwrap().contains("post-install"),
         "the last error is kept: {mesh:#}"
     );
-    // An operator asks for a retry: helm runs again at once (and fails again).
+    // Without the token (or with a wrong one) the POST is refused and nothing is retried.
     let (code, body) = e2e_support::http_post(agent.port, "/releases/mesh/mesh/retry").await?;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) =
+        e2e_support::http_post_bearer(agent.port, "/releases/mesh/mesh/retry", "wrong").await?;
+    assert_eq!(code, 401, "{body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, st) = e2e_support::http_get(agent.port, "/status").await?;
+    let st: serde_json::Value = serde_json::from_str(&st)?;
+    assert_eq!(
+        release(&st, "mesh").unwrap()["attempts"],
+        1,
+        "a refused POST retries nothing: {st:#}"
+    );
+    // An operator asks for a retry with the token: helm runs again at once (and fails again).
+    let (code, body) =
+        e2e_support::http_post_bearer(agent.port, "/releases/mesh/mesh/retry", ADMIN_TOKEN).await?;
     assert_eq!(code, 202, "{body}");
     agent
         .wait_status("second attempt", LONG, |st| {
             release(st, "mesh").is_some_and(|r| r["attempts"] == 2 && r["phase"] == "Failed")
         })
         .await?;
-    let (code, _) = e2e_support::http_post(agent.port, "/releases/nowhere/none/retry").await?;
+    let (code, _) =
+        e2e_support::http_post_bearer(agent.port, "/releases/nowhere/none/retry", ADMIN_TOKEN)
+            .await?;
     assert_eq!(code, 404);
+    let log = agent.log.clone();
     agent.stop().await?;
+    assert!(
+        !std::fs::read_to_string(log)?.contains(ADMIN_TOKEN),
+        "the admin token never appears in the logs"
+    );
 
     // --once exits non-zero for the same revision.
     let mut once = s.agent(&["--once"], &[])?;

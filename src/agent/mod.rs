@@ -5,8 +5,8 @@
 //! any problem is rejected as a whole: its problems go to the status and the logs, no helm
 //! runs, and the last good revision keeps being served. A good revision is applied layer by
 //! layer ([`layers::run_layers`] with the [`release::Runner`]): each release's observed state
-//! is read from helm's release storage and `strata_core::reconcile::decide` says whether helm
-//! runs at all. A revision is applied to its end before the next fetch.
+//! is read from helm's release storage and `strata_core::reconcile::decide_with` says whether
+//! helm runs at all, and how releases left pending by an interrupted helm are recovered. A revision is applied to its end before the next fetch.
 //!
 //! Readiness (`GET /readyz`): ready once the first revision was processed (applied, being
 //! applied, rejected, or its fetch failed — `/status` then says which); not ready while
@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub namespace: String,
     /// `Some(lease name)`: leader election through that Lease in `namespace`.
     pub lease: Option<String>,
+    /// File holding the status API's bearer token for writes; `None`: writes are refused.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How `run` ended.
@@ -92,6 +94,10 @@ pub enum Error {
     Source(#[from] revision::SetupError),
     #[error("leader election: {0}")]
     Leader(#[from] crate::leader::Error),
+    #[error(
+        "cannot read the admin token file {path}: {reason}; fix --admin-token-file (STRATA_ADMIN_TOKEN_FILE)"
+    )]
+    AdminToken { path: PathBuf, reason: String },
     #[error("lost the leadership of Lease {0}; exiting so that a restarted agent competes again")]
     LeadershipLost(String),
 }
@@ -131,7 +137,28 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         kubeconfig,
         namespace,
         lease,
+        admin_token_file,
     } = config;
+    let admin_token = match &admin_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::AdminToken {
+                path: path.clone(),
+                reason: source.to_string(),
+            })?;
+            Some(
+                server::AdminToken::new(&text).ok_or_else(|| Error::AdminToken {
+                    path: path.clone(),
+                    reason: "the file is empty".into(),
+                })?,
+            )
+        }
+        None => {
+            tracing::info!(
+                "no --admin-token-file: status API writes (POST .../retry) are disabled"
+            );
+            None
+        }
+    };
 
     // The work dir holds helm homes, the Git cache and the chart cache.
     let (_temp, work_dir) = match &source.work_dir {
@@ -177,6 +204,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
                 book: retries.clone(),
                 wake: wake.clone(),
             }),
+            admin_token,
         });
         let stop = server_stop.clone();
         tokio::spawn(async move {

@@ -1,13 +1,30 @@
 //! One release of a revision: observe, decide, run helm, watch progress.
 //!
-//! 1. Read the observed release from helm's storage (a read through kube-rs; no helm process).
-//! 2. `strata_core::reconcile::decide`: NoOp -> Ready at once (no helm process, no write);
-//!    Install/Upgrade -> write the merged values to a 0600 file and run
-//!    `helm upgrade --install --wait` with the profile's timeout.
-//! 3. While helm runs, a poll every second reads the release record helm is writing and its
-//!    manifest objects from the cluster: the phase goes from Installing (helm started, objects
-//!    being written) to Waiting (every manifest object exists, helm waits for readiness), with
-//!    the not-ready objects and their reasons in the status.
+//! An *attempt* is a loop around strata-core's pure `reconcile::decide_with` (decisions in
+//! core, execution here): read the release from helm's storage (kube-rs, no helm process),
+//! decide, run the action, add it to the attempt's `performed` list, read again, until the
+//! decision runs no helm. Actions:
+//!
+//! - NoOp -> Ready at once (no helm process, no write); Install/Upgrade -> write the merged
+//!   values to a 0600 file and run `helm upgrade --install --wait` with the profile's timeout.
+//! - Recovery of a release left pending by an interrupted helm (only while this agent may
+//!   write: it holds the Lease, or runs without leader election and is the only writer):
+//!   `pending-install`/`uninstalling` -> `helm uninstall`, then install; `pending-upgrade` /
+//!   `pending-rollback` -> mark the interrupted record failed, `helm rollback` to the last
+//!   deployed revision, then upgrade.
+//! - Remediation after a failed attempt, per profile: `retry` (nothing, next attempt after the
+//!   backoff), `rollback` (to the last deployed revision), `uninstall` (only when chosen).
+//! - Stalled after `remediation.retries` failed attempts (the retry accounting's
+//!   `max_attempts`), until the release changes or an operator asks for a retry.
+//!
+//! Every recovery and remediation is logged, counted (`strata_recoveries_total`,
+//! `strata_remediations_total`), recorded in the release's status (`lastRecovery`,
+//! `lastRemediation`) and announced as an Event (`Recovered`, `Remediated`, `...Failed`).
+//!
+//! While helm runs, a poll every second reads the release record helm is writing and its
+//! manifest objects from the cluster: the phase goes from Installing (helm started, objects
+//! being written) to Waiting (every manifest object exists, helm waits for readiness), with
+//! the not-ready objects and their reasons in the status.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,15 +78,37 @@ impl RetryBook {
     /// Returns whether the release has retry accounting (it ran and failed at least once or
     /// is known to the agent).
     pub fn request_retry(&self, namespace: &str, release: &str) -> bool {
+        self.reset(namespace, release, ResetReason::Operator)
+    }
+
+    /// Clears backoff and Stalled of `namespace/release` for `reason`; false when the agent has
+    /// no retry record of it.
+    pub fn reset(&self, namespace: &str, release: &str, reason: ResetReason) -> bool {
         let mut map = self.lock();
         match map.get_mut(&(namespace.to_string(), release.to_string())) {
             Some((_, state)) => {
-                state.reset(ResetReason::Operator);
-                tracing::info!(release, namespace, "retry requested by an operator");
+                state.reset(reason);
+                tracing::info!(release, namespace, %reason, "retry state reset");
                 true
             }
             None => false,
         }
+    }
+
+    /// The retry state of `namespace/release`, if the agent has one.
+    pub fn state_of(&self, namespace: &str, release: &str) -> Option<RetryState> {
+        self.lock()
+            .get(&(namespace.to_string(), release.to_string()))
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Puts a state in the book (tests of the status API).
+    #[cfg(test)]
+    pub(crate) fn insert(&self, namespace: &str, release: &str, state: RetryState) {
+        self.lock().insert(
+            (namespace.to_string(), release.to_string()),
+            (String::new(), state),
+        );
     }
 }
 

@@ -109,18 +109,31 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.0 GET on 127.0.0.1; returns (status code, body).
 pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    http_request(port, "GET", path).await
+    http_request(port, "GET", path, None).await
 }
 
 /// A plain HTTP/1.0 POST without a body on 127.0.0.1; returns (status code, body).
 pub async fn http_post(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    http_request(port, "POST", path).await
+    http_request(port, "POST", path, None).await
 }
 
-async fn http_request(port: u16, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+/// A POST with `Authorization: Bearer <token>`.
+pub async fn http_post_bearer(port: u16, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
+    http_request(port, "POST", path, Some(token)).await
+}
+
+async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     s.write_all(
-        format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\n\r\n")
             .as_bytes(),
     )
     .await?;

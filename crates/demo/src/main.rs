@@ -201,6 +201,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         kubeconfig: Some(kubeconfig.clone()),
         namespace: AGENT_NAMESPACE.into(),
         lease: None,
+        admin_token_file: None,
     };
     let shutdown = CancellationToken::new();
     // `agent::run`'s future is not `Send`, so it is polled here rather than spawned.
