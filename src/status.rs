@@ -147,7 +147,9 @@ pub struct ReleaseStatus {
     pub chart: String,
     pub version: String,
     pub phase: ReleasePhase,
-    /// What the agent decided: `install`, `upgrade`, `none` (already up to date), `blocked`.
+    /// What the agent decided: `install`, `upgrade`, `none` (already up to date), `blocked`,
+    /// `stalled`, or a recovery/remediation (`recover-pending-install`,
+    /// `rollback-then-upgrade`, `remediate-rollback`, `remediate-uninstall`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@
 //! applied, rejected, or its fetch failed — `/status` then says which); not ready while
 //! draining after a shutdown signal.
 
+pub mod annotation;
 pub mod cluster;
 pub mod layers;
 pub mod release;
@@ -312,6 +313,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         });
     }
     let shutdown = work;
+    // Retry by annotation on the status ConfigMap (only the writer acts on it).
+    let annotation_stop = shutdown.child_token();
+    let annotation_watch = tokio::spawn(annotation::watch(
+        client.clone(),
+        namespace.clone(),
+        retries.clone(),
+        wake.clone(),
+        annotation_stop.clone(),
+    ));
 
     let report_stop = CancellationToken::new();
     let reporter = Reporter::new(client.clone(), namespace.clone(), status.clone())
@@ -363,6 +373,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         }
     };
     readiness.set_draining();
+    annotation_stop.cancel();
+    let _ = annotation_watch.await;
     report_stop.cancel();
     let _ = reporter.await;
     if let Some((leadership, lease_ref)) = leadership {
