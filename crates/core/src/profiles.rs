@@ -49,10 +49,17 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "namespace",
     "values",
     "valuesFiles",
+    "valuesFrom",
     "layer",
     "timeout",
     "remediation",
 ];
+/// Field names accepted in each `profiles[].valuesFrom[]` entry.
+pub const VALUES_FROM_FIELDS: &[&str] = &["secretRef", "optional"];
+/// Field names accepted in `profiles[].valuesFrom[].secretRef`.
+pub const SECRET_REF_FIELDS: &[&str] = &["name", "key", "namespace"];
+/// Default of `valuesFrom[].secretRef.key`: the Secret key holding the YAML values.
+pub const DEFAULT_VALUES_KEY: &str = "values.yaml";
 /// Field names accepted in `remediation` (in `defaults` and in each profile).
 pub const REMEDIATION_FIELDS: &[&str] = &["strategy", "retries"];
 /// Default of `remediation.retries`: failed attempts before a release is Stalled.
@@ -281,6 +288,10 @@ pub struct Profile {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Paths in the Git repository, merged in order.
     pub values_files: Vec<String>,
+    /// Kubernetes Secrets holding YAML values, merged in order after the values files and
+    /// before the inline values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesFrom>,
     /// Overrides every layering model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerNumber>,
@@ -289,6 +300,29 @@ pub struct Profile {
     /// Each field defaults to the one in `defaults.remediation`.
     #[serde(default)]
     pub remediation: Remediation,
+}
+
+/// One `valuesFrom` entry: YAML values read from a key of a Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValuesFrom {
+    pub secret_ref: SecretRef,
+    /// When true, a missing Secret or key is skipped instead of being a problem.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A key of a Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// The Secret's name (a DNS-1123 subdomain).
+    pub name: String,
+    /// The key in the Secret's data; defaults to [`DEFAULT_VALUES_KEY`].
+    pub key: String,
+    /// The Secret's namespace; `None` means the agent's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Parse and validate a profile list. `file` names the file in problems.
@@ -947,6 +981,22 @@ fn profile(
         }
     }
 
+    // valuesFrom
+    let mut values_from = Vec::new();
+    if let Some(n) = f.get("valuesFrom") {
+        let vf_path = join(path, "valuesFrom");
+        if let Some(items) = ctx.seq(n, &vf_path) {
+            for (j, item) in items.iter().enumerate() {
+                match values_from_entry(ctx, item, &format!("{vf_path}[{j}]")) {
+                    Some(v) => values_from.push(v),
+                    None => ok = false,
+                }
+            }
+        } else {
+            ok = false;
+        }
+    }
+
     // layer
     let layer = match f.get("layer") {
         Some(n) => {
@@ -988,9 +1038,108 @@ fn profile(
         namespace,
         values,
         values_files,
+        values_from,
         layer,
         timeout: timeout?,
         remediation: remediation?,
+    })
+}
+
+/// A Secret name: a DNS-1123 subdomain (lowercase alphanumeric labels joined by '.').
+fn check_secret_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!(
+            "`{name}` is not a valid Secret name: it must have 1 to 253 characters"
+        ));
+    }
+    if name
+        .split('.')
+        .all(|label| check_dns1123_label(label, 63).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid Secret name: use lowercase letters, digits, '-' and '.'"
+        ))
+    }
+}
+
+fn values_from_entry(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<ValuesFrom> {
+    let f = ctx.map(node, path, Some(VALUES_FROM_FIELDS))?;
+    let mut ok = true;
+    let optional = match f.get("optional") {
+        Some(n) => match &n.value {
+            Value::Bool(b) => *b,
+            _ => {
+                ctx.report(
+                    Some(n),
+                    &join(path, "optional"),
+                    format!("must be true or false, found {}", n.type_name()),
+                );
+                ok = false;
+                false
+            }
+        },
+        None => false,
+    };
+    let rpath = join(path, "secretRef");
+    let r = ctx
+        .required(&f, "secretRef", path)
+        .and_then(|n| ctx.map(n, &rpath, Some(SECRET_REF_FIELDS)))?;
+    let name = ctx.required(&r, "name", &rpath).and_then(|n| {
+        let s = ctx.string(n, &join(&rpath, "name"))?;
+        match check_secret_name(&s) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                ctx.report(Some(n), &join(&rpath, "name"), e);
+                None
+            }
+        }
+    });
+    let key = match r.get("key") {
+        Some(n) => ctx.string(n, &join(&rpath, "key")).and_then(|s| {
+            let valid = !s.is_empty()
+                && s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if valid {
+                Some(s)
+            } else {
+                ctx.report(
+                    Some(n),
+                    &join(&rpath, "key"),
+                    format!(
+                        "`{s}` is not a valid Secret key: use letters, digits, '-', '_' and '.'"
+                    ),
+                );
+                None
+            }
+        }),
+        None => Some(DEFAULT_VALUES_KEY.to_string()),
+    };
+    let namespace = match r.get("namespace") {
+        Some(n) => match ctx.string(n, &join(&rpath, "namespace")) {
+            Some(s) => match check_dns1123_label(&s, 63) {
+                Ok(()) => Some(Some(s)),
+                Err(e) => {
+                    ctx.report(Some(n), &join(&rpath, "namespace"), e.to_string());
+                    None
+                }
+            },
+            None => None,
+        },
+        None => Some(None),
+    };
+    if !ok {
+        return None;
+    }
+    Some(ValuesFrom {
+        secret_ref: SecretRef {
+            name: name?,
+            key: key?,
+            namespace: namespace?,
+        },
+        optional,
     })
 }
 

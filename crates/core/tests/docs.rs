@@ -197,6 +197,18 @@ fn schema_matches_the_parser() {
         sorted(profiles::CHART_FIELDS)
     );
     assert_eq!(
+        props(&schema, "/$defs/valuesFrom"),
+        sorted(profiles::VALUES_FROM_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/secretRef"),
+        sorted(profiles::SECRET_REF_FIELDS)
+    );
+    assert_eq!(
+        schema["$defs"]["secretRef"]["properties"]["key"]["default"],
+        profiles::DEFAULT_VALUES_KEY
+    );
+    assert_eq!(
         props(&schema, "/$defs/remediation"),
         sorted(profiles::REMEDIATION_FIELDS)
     );

@@ -24,6 +24,7 @@ profiles:
     namespace: cert-manager
     values: {installCRDs: true, nested: {a: [1, 2]}}
     valuesFiles: [values/cert-manager.yaml, ./values/common.yaml]
+    valuesFrom: [{secretRef: {name: cm-values}, optional: true}]
     layer: 10
     timeout: 10m
   - name: linkerd
@@ -528,4 +529,97 @@ fn inline_values_over_the_size_limit() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn values_from_secrets_with_defaults() {
+    let l = parse(
+        "p.yaml",
+        &minimal(
+            "  - name: a\n    chart: {path: c}\n    valuesFrom:\n      - secretRef: {name: a-values}\n      - secretRef: {name: db.creds, key: extra_values-1.yaml, namespace: other}\n        optional: true\n",
+        ),
+    )
+    .unwrap();
+    let p = &l.profiles[0];
+    assert_eq!(
+        p.values_from,
+        vec![
+            ValuesFrom {
+                secret_ref: SecretRef {
+                    name: "a-values".into(),
+                    key: DEFAULT_VALUES_KEY.into(),
+                    namespace: None,
+                },
+                optional: false,
+            },
+            ValuesFrom {
+                secret_ref: SecretRef {
+                    name: "db.creds".into(),
+                    key: "extra_values-1.yaml".into(),
+                    namespace: Some("other".into()),
+                },
+                optional: true,
+            },
+        ]
+    );
+    // Round trip through serde keeps the entries.
+    let json = serde_json::to_value(p).unwrap();
+    assert_eq!(json["valuesFrom"][1]["secretRef"]["namespace"], "other");
+    let back: Profile = serde_json::from_value(json).unwrap();
+    assert_eq!(&back, p);
+    // Absent means none, and is not serialized.
+    let l = parse("p.yaml", &minimal("  - name: b\n    chart: {path: c}\n")).unwrap();
+    assert!(l.profiles[0].values_from.is_empty());
+    assert!(serde_json::to_value(&l.profiles[0]).unwrap()["valuesFrom"].is_null());
+}
+
+#[test]
+fn values_from_problems_name_the_field() {
+    let msgs = messages(&minimal(
+        "  - name: a\n    chart: {path: c}\n    valuesFrom:\n      - secretRef: {name: Bad_Name, key: 'a/b', namespace: NS}\n        optional: maybe\n      - {optional: true}\n      - secretRef: {name: ok, nme: x}\n      - 7\n",
+    ));
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].valuesFrom[0].secretRef.name: `Bad_Name` is not a valid Secret name"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].valuesFrom[0].secretRef.key: `a/b` is not a valid Secret key"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(&msgs, "profiles[a].valuesFrom[0].secretRef.namespace:"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].valuesFrom[0].optional: must be true or false"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].valuesFrom[1].secretRef: missing required field `secretRef`"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].valuesFrom[2].secretRef.nme: unknown field `nme`"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(has(&msgs, "profiles[a].valuesFrom[3]"), "{msgs:#?}");
+    let msgs = messages(&minimal(
+        "  - name: a\n    chart: {path: c}\n    valuesFrom: {secretRef: {name: x}}\n",
+    ));
+    assert!(has(&msgs, "profiles[a].valuesFrom"), "{msgs:#?}");
 }
