@@ -217,7 +217,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
 
     let client = kube_client(kubeconfig.as_deref()).await?;
     let redactor = Redactor::new();
-    let loader = revision::Loader::new(source, &work_dir, redactor.clone()).await?;
+    let loader = revision::Loader::new(source, &work_dir, redactor.clone())
+        .await?
+        .with_secrets(client.clone(), namespace.clone());
     let detect_started = std::time::Instant::now();
     let helm = Helm::new(
         HelmConfig {

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::Secret;
 use strata_core::Problem;
-use strata_core::profiles::{ChartRef, LayeringModel, ProfileList};
+use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
 use super::release::ReleaseJob;
 use crate::charts::{ChartStore, RepoSpec};
@@ -95,6 +96,18 @@ pub struct Loader {
     profiles_path: String,
     /// `--cluster-name`, if given.
     cluster_name: Option<String>,
+    /// Where `valuesFrom` Secrets are read; `None` (offline planning) skips them.
+    secrets: Option<SecretSource>,
+    /// Secret-sourced values are registered here so helm's output never shows them.
+    redactor: Redactor,
+}
+
+/// The cluster and default namespace `valuesFrom` Secrets are read from.
+#[derive(Clone)]
+struct SecretSource {
+    client: kube::Client,
+    /// The agent's own namespace: the default of `secretRef.namespace`.
+    namespace: String,
 }
 
 fn view(p: &Problem) -> ProblemView {
@@ -145,13 +158,116 @@ impl Loader {
             auth,
             redactor.clone(),
         );
-        let charts = ChartStore::new(work_dir.join("charts"), redactor)?;
+        let charts = ChartStore::new(work_dir.join("charts"), redactor.clone())?;
         Ok(Self {
             git,
             charts,
             profiles_path,
             cluster_name: cluster_name.filter(|c| !c.trim().is_empty()),
+            secrets: None,
+            redactor,
         })
+    }
+
+    /// Read `valuesFrom` Secrets through `client`, by default from `namespace` (the agent's
+    /// own). Without this (`strata plan`), `valuesFrom` entries are skipped.
+    pub fn with_secrets(mut self, client: kube::Client, namespace: impl Into<String>) -> Self {
+        self.secrets = Some(SecretSource {
+            client,
+            namespace: namespace.into(),
+        });
+        self
+    }
+
+    /// The values of one `valuesFrom` entry (`None`: optional and missing, or no cluster).
+    /// Problems and errors name the profile, Secret and key, never the content.
+    async fn secret_values(
+        &self,
+        entry: &ValuesFrom,
+        list_path: &str,
+        field: &str,
+        profile: &str,
+    ) -> Result<Option<(String, serde_json::Value)>, Failure> {
+        let Some(src) = &self.secrets else {
+            return Ok(None);
+        };
+        let r = &entry.secret_ref;
+        let ns = r.namespace.as_deref().unwrap_or(&src.namespace);
+        let shown = format!("Secret {ns}/{} key `{}`", r.name, r.key);
+        let problem = |message: String| {
+            Failure::Problem(ProblemView {
+                file: list_path.to_string(),
+                field: field.to_string(),
+                message,
+            })
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(s) => s,
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
+                return Err(problem(format!(
+                    "profile {profile}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
+                    r.name, e.message
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Unavailable(format!(
+                    "profile {profile}: cannot read Secret {ns}/{} from the API server: {e}",
+                    r.name
+                )));
+            }
+        };
+        let Some(secret) = secret else {
+            return if entry.optional {
+                Ok(None)
+            } else {
+                Err(problem(format!(
+                    "profile {profile}: Secret {ns}/{} does not exist; create it (key `{}` holding YAML values) or mark this entry optional: true",
+                    r.name, r.key
+                )))
+            };
+        };
+        let data = secret.data.unwrap_or_default();
+        let Some(bytes) = data.get(&r.key) else {
+            return if entry.optional {
+                Ok(None)
+            } else {
+                let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+                Err(problem(format!(
+                    "profile {profile}: Secret {ns}/{} has no key `{}` (its keys: {}); add it or set secretRef.key",
+                    r.name,
+                    r.key,
+                    if keys.is_empty() {
+                        "none".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                )))
+            };
+        };
+        let Ok(text) = std::str::from_utf8(&bytes.0) else {
+            return Err(problem(format!(
+                "profile {profile}: {shown} is not UTF-8 text; it must hold YAML values"
+            )));
+        };
+        match strata_core::values::parse_file(&shown, text) {
+            Ok(v) => {
+                register_strings(&self.redactor, &v);
+                Ok(Some((shown, v)))
+            }
+            Err(ps) => {
+                // The parser's messages may quote the content: show only where it failed.
+                let at = ps
+                    .iter()
+                    .next()
+                    .and_then(|p| p.line)
+                    .map(|l| format!(" (first problem at line {l})"))
+                    .unwrap_or_default();
+                Err(problem(format!(
+                    "profile {profile}: {shown} is not a valid YAML mapping of values{at}; the content is not shown because it is secret"
+                )))
+            }
+        }
     }
 
     /// Whether the profiles path needs a cluster name (has `{cluster}`).
@@ -271,6 +387,22 @@ impl Loader {
                         Ok(v) => files.push((vf.clone(), v)),
                         Err(ps) => problems.extend(ps.iter().map(view)),
                     },
+                    Err(f) => sink(f, &mut problems),
+                }
+            }
+            // Then values from Secrets, in order.
+            for (i, entry) in profile.values_from.iter().enumerate() {
+                match self
+                    .secret_values(
+                        entry,
+                        path,
+                        &field(&format!("valuesFrom[{i}]")),
+                        &profile.name,
+                    )
+                    .await
+                {
+                    Ok(Some(v)) => files.push(v),
+                    Ok(None) => {}
                     Err(f) => sink(f, &mut problems),
                 }
             }
@@ -394,6 +526,16 @@ impl Loader {
             plan,
             jobs,
         })
+    }
+}
+
+/// Register every string leaf of `v` as a secret.
+fn register_strings(redactor: &Redactor, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => redactor.add(s.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| register_strings(redactor, i)),
+        serde_json::Value::Object(m) => m.values().for_each(|i| register_strings(redactor, i)),
+        _ => {}
     }
 }
 
@@ -538,6 +680,19 @@ mod tests {
         assert!(p.message.contains("STRATA_CLUSTER_NAME"), "{p:?}");
         assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("../x")).is_err());
         assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("a/b")).is_err());
+    }
+
+    #[test]
+    fn every_string_leaf_is_registered() {
+        let r = Redactor::new();
+        register_strings(
+            &r,
+            &serde_json::json!({"a": {"pw": "s3cr3t-one"}, "l": ["tok-two", 12345], "n": 7}),
+        );
+        assert_eq!(
+            r.redact("x s3cr3t-one y tok-two z 12345"),
+            "x *** y *** z 12345"
+        );
     }
 
     #[test]
