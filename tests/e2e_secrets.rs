@@ -1,10 +1,12 @@
-//! Secrets never leak: a sentinel string is planted in inline values, in a values file and as
-//! the Git basic-auth password; a succeeding install (text logs at debug level) and a failing
+//! Secrets never leak: a sentinel string is planted in inline values, in a values file, in
+//! values read from a Kubernetes Secret (`valuesFrom`) and as the Git basic-auth password; a succeeding install (text logs at debug level) and a failing
 //! one (JSON logs at debug level) run with real helm 4; every output is searched for the
 //! sentinel: agent logs, `GET /status`, `GET /metrics`, the status ConfigMap, Events and every
 //! other object in kubesim's store, and the OTLP trace exports a test receiver got (raw
 //! protobuf bodies: strings are stored verbatim in them). Excluded: Secrets of type `helm.sh/release.v1` (helm keeps
-//! the values there: the cluster's storage, not an output).
+//! the values there: the cluster's storage, not an output) and the `valuesFrom` source Secret.
+//! A third run points `valuesFrom` at a missing Secret: the revision is rejected with a
+//! problem naming the profile, Secret and key.
 //!
 //! Not covered here: a chart-repository password (the agent has no chart-repository
 //! credentials option yet).
@@ -19,6 +21,8 @@ const SENTINEL: &str = "S3NT1NEL";
 const NS: &str = "vault";
 const AGENT_NS: &str = "strata-system";
 const LONG: Duration = Duration::from_secs(120);
+/// The `valuesFrom` source Secret, in the agent's namespace.
+const VALUES_SECRET: &str = "vault-values";
 
 const CONFIGMAP: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -113,7 +117,7 @@ impl Drop for Receiver {
 
 fn profiles(extra_inline: &str) -> String {
     format!(
-        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: vault\n    chart: {{path: charts/vault}}\n    namespace: {NS}\n    valuesFiles: [values/vault.yaml]\n    values: {{dbPassword: {SENTINEL}-inline{extra_inline}}}\n    remediation: {{retries: 1}}\n"
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: vault\n    chart: {{path: charts/vault}}\n    namespace: {NS}\n    valuesFiles: [values/vault.yaml]\n    valuesFrom:\n      - secretRef: {{name: {VALUES_SECRET}}}\n      - secretRef: {{name: not-there, key: x.yaml}}\n        optional: true\n    values: {{dbPassword: {SENTINEL}-inline{extra_inline}}}\n    remediation: {{retries: 1}}\n"
     )
 }
 
@@ -156,7 +160,9 @@ async fn outputs(agent: &Agent, cluster: &kubesim::Cluster) -> anyhow::Result<Ve
         "the dump holds Events"
     );
     for o in objects {
-        if o["type"] == "helm.sh/release.v1" {
+        if o["type"] == "helm.sh/release.v1"
+            || (o["metadata"]["namespace"] == AGENT_NS && o["metadata"]["name"] == VALUES_SECRET)
+        {
             continue;
         }
         let what = format!(
@@ -189,6 +195,23 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         &kubesim::ResourceKey::new("", "namespaces"),
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
     )?;
+    // Values from a Secret: the greeting overrides the values file's (valuesFrom comes after
+    // valuesFiles), and a sentinel nested in a list.
+    {
+        use base64::Engine as _;
+        let values = format!(
+            "greeting: from-secret\ndb:\n  users:\n    - name: admin\n      password: {SENTINEL}-valuesfrom\n"
+        );
+        cluster.store().create(
+            &kubesim::ResourceKey::new("", "secrets"),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": VALUES_SECRET, "namespace": AGENT_NS},
+                "type": "Opaque",
+                "data": {"values.yaml": base64::engine::general_purpose::STANDARD.encode(values)},
+            }),
+        )?;
+    }
     let git_password = format!("{SENTINEL}-git");
     let git = testkit::GitServer::start_with_auth("deployer", &git_password).await?;
     let password_file = dir.path().join("git-password");
@@ -264,6 +287,18 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         .await?;
     // Events are written asynchronously; give the reporter a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cm = cluster
+        .store()
+        .get(
+            &kubesim::ResourceKey::new("", "configmaps"),
+            Some(NS),
+            "vault-config",
+        )
+        .expect("the chart's ConfigMap exists");
+    assert_eq!(
+        cm["data"]["greeting"], "from-secret",
+        "values from the Secret are merged after the values file"
+    );
     let mut found = outputs(&agent, &cluster).await?;
     agent.stop().await?;
     let text_log = std::fs::read_to_string(dir.path().join("text.log"))?;
@@ -293,6 +328,38 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         "JSON logs: {json_log}"
     );
     found.extend(leaks("JSON log", &json_log));
+
+    // 3. valuesFrom names a Secret that does not exist: the revision is rejected, the problem
+    // names the profile, Secret and key.
+    repo.write(
+        "profiles.yaml",
+        profiles("").replace(
+            "name: not-there, key: x.yaml}\n        optional: true",
+            "name: not-there, key: x.yaml}",
+        ),
+    )?;
+    let bad = repo.commit("required secret missing")?;
+    let mut agent = Agent::start(&args("json"), &otel, dir.path().join("json3.log"))?;
+    let st = agent
+        .wait_status("rejected", LONG, |st| {
+            st["rejectedRevision"]["commit"] == bad.as_str()
+        })
+        .await?;
+    let problems = st["rejectedRevision"]["problems"].to_string();
+    for needle in [
+        "profiles[vault].valuesFrom[1]",
+        "profile vault",
+        &format!("Secret {AGENT_NS}/not-there does not exist"),
+        "x.yaml",
+    ] {
+        assert!(problems.contains(needle), "{needle} in {problems}");
+    }
+    found.extend(outputs(&agent, &cluster).await?);
+    agent.stop().await?;
+    found.extend(leaks(
+        "JSON log (3)",
+        &std::fs::read_to_string(dir.path().join("json3.log"))?,
+    ));
 
     let (spans, otlp) = receiver.received();
     assert!(spans > 0, "the receiver got spans");
