@@ -37,7 +37,11 @@ pub const TOP_FIELDS: &[&str] = &[
 /// Field names accepted in `layering`.
 pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
 /// Field names accepted in each `repositories[]` entry.
-pub const REPOSITORY_FIELDS: &[&str] = &["name", "url"];
+pub const REPOSITORY_FIELDS: &[&str] = &["name", "url", "secretRef"];
+/// Field names accepted in `repositories[].secretRef`.
+pub const REPOSITORY_SECRET_REF_FIELDS: &[&str] = &["name"];
+/// The keys of a chart repository's credentials Secret.
+pub const REPOSITORY_SECRET_KEYS: [&str; 2] = ["username", "password"];
 /// Field names accepted in `defaults`.
 pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace", "remediation"];
 /// Field names accepted in each `profiles[]` entry.
@@ -135,6 +139,17 @@ pub struct Layering {
 pub struct Repository {
     pub name: String,
     pub url: String,
+    /// A Secret in the agent's namespace with keys `username` and `password`: HTTP basic auth
+    /// for this repository.
+    #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<RepositorySecretRef>,
+}
+
+/// The credentials Secret of a chart repository (in the agent's namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySecretRef {
+    pub name: String,
 }
 
 /// The kind of a chart repository, from its URL scheme.
@@ -643,7 +658,34 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
                 ok = false;
             }
         }
-        out.push(Repository { name, url });
+        let secret_ref = match f.get("secretRef") {
+            Some(n) => {
+                let rpath = join(&path, "secretRef");
+                let r = ctx
+                    .map(n, &rpath, Some(REPOSITORY_SECRET_REF_FIELDS))
+                    .and_then(|r| {
+                        let n = ctx.required(&r, "name", &rpath)?;
+                        let s = ctx.string(n, &join(&rpath, "name"))?;
+                        match check_secret_name(&s) {
+                            Ok(()) => Some(RepositorySecretRef { name: s }),
+                            Err(e) => {
+                                ctx.report(Some(n), &join(&rpath, "name"), e);
+                                None
+                            }
+                        }
+                    });
+                if r.is_none() {
+                    ok = false;
+                }
+                r
+            }
+            None => None,
+        };
+        out.push(Repository {
+            name,
+            url,
+            secret_ref,
+        });
     }
     (out, ok)
 }

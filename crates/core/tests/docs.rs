@@ -197,6 +197,10 @@ fn schema_matches_the_parser() {
         sorted(profiles::CHART_FIELDS)
     );
     assert_eq!(
+        props(&schema, "/$defs/repositorySecretRef"),
+        sorted(profiles::REPOSITORY_SECRET_REF_FIELDS)
+    );
+    assert_eq!(
         props(&schema, "/$defs/valuesFrom"),
         sorted(profiles::VALUES_FROM_FIELDS)
     );

@@ -623,3 +623,45 @@ fn values_from_problems_name_the_field() {
     ));
     assert!(has(&msgs, "profiles[a].valuesFrom"), "{msgs:#?}");
 }
+
+#[test]
+fn repository_secret_ref() {
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: private\n    url: https://charts.example.com\n    secretRef: {name: private-charts}\n  - name: open\n    url: https://open.example.com\nprofiles: []\n";
+    let l = parse("p.yaml", text).unwrap();
+    assert_eq!(
+        l.repository("private").unwrap().secret_ref,
+        Some(RepositorySecretRef {
+            name: "private-charts".into()
+        })
+    );
+    assert_eq!(l.repository("open").unwrap().secret_ref, None);
+    let json = serde_json::to_value(&l).unwrap();
+    assert_eq!(
+        json["repositories"][0]["secretRef"]["name"],
+        "private-charts"
+    );
+    assert!(json["repositories"][1]["secretRef"].is_null());
+    assert_eq!(parse("p.yaml", &json.to_string()).unwrap(), l);
+
+    let msgs = messages(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: a\n    url: https://a.example.com\n    secretRef: {name: Not_Valid}\n  - name: b\n    url: https://b.example.com\n    secretRef: {nam: x}\nprofiles: []\n",
+    );
+    assert!(
+        has(
+            &msgs,
+            "repositories[a].secretRef.name: `Not_Valid` is not a valid Secret name"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(&msgs, "repositories[b].secretRef.nam: unknown field"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "repositories[b].secretRef.name: missing required field `name`"
+        ),
+        "{msgs:#?}"
+    );
+}
