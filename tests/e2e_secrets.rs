@@ -1,15 +1,16 @@
 //! Secrets never leak: a sentinel string is planted in inline values, in a values file, in
-//! values read from a Kubernetes Secret (`valuesFrom`) and as the Git basic-auth password; a succeeding install (text logs at debug level) and a failing
+//! values read from a Kubernetes Secret (`valuesFrom`), as the Git basic-auth password and as
+//! a chart repository's password; a succeeding install (text logs at debug level) and a failing
 //! one (JSON logs at debug level) run with real helm 4; every output is searched for the
 //! sentinel: agent logs, `GET /status`, `GET /metrics`, the status ConfigMap, Events and every
 //! other object in kubesim's store, and the OTLP trace exports a test receiver got (raw
 //! protobuf bodies: strings are stored verbatim in them). Excluded: Secrets of type `helm.sh/release.v1` (helm keeps
-//! the values there: the cluster's storage, not an output) and the `valuesFrom` source Secret.
+//! the values there: the cluster's storage, not an output) and the source Secrets (`valuesFrom`, repository credentials).
 //! A third run points `valuesFrom` at a missing Secret: the revision is rejected with a
 //! problem naming the profile, Secret and key.
 //!
-//! Not covered here: a chart-repository password (the agent has no chart-repository
-//! credentials option yet).
+//! A second profile's chart comes from a chart repository requiring basic auth, with the
+//! sentinel in the password (a `repositories[].secretRef` Secret).
 
 mod e2e_support;
 
@@ -23,6 +24,8 @@ const AGENT_NS: &str = "strata-system";
 const LONG: Duration = Duration::from_secs(120);
 /// The `valuesFrom` source Secret, in the agent's namespace.
 const VALUES_SECRET: &str = "vault-values";
+/// The chart repository's credentials Secret, in the agent's namespace.
+const REPO_SECRET: &str = "private-charts";
 
 const CONFIGMAP: &str = r#"apiVersion: v1
 kind: ConfigMap
@@ -115,9 +118,9 @@ impl Drop for Receiver {
     }
 }
 
-fn profiles(extra_inline: &str) -> String {
+fn profiles(repo_url: &str, extra_inline: &str) -> String {
     format!(
-        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: vault\n    chart: {{path: charts/vault}}\n    namespace: {NS}\n    valuesFiles: [values/vault.yaml]\n    valuesFrom:\n      - secretRef: {{name: {VALUES_SECRET}}}\n      - secretRef: {{name: not-there, key: x.yaml}}\n        optional: true\n    values: {{dbPassword: {SENTINEL}-inline{extra_inline}}}\n    remediation: {{retries: 1}}\n"
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: private\n    url: {repo_url}\n    secretRef: {{name: {REPO_SECRET}}}\ndefaults:\n  timeout: 30s\nprofiles:\n  - name: tools\n    chart: {{repository: private, name: tools}}\n    version: 0.1.0\n    namespace: tools\n  - name: vault\n    chart: {{path: charts/vault}}\n    namespace: {NS}\n    valuesFiles: [values/vault.yaml]\n    valuesFrom:\n      - secretRef: {{name: {VALUES_SECRET}}}\n      - secretRef: {{name: not-there, key: x.yaml}}\n        optional: true\n    values: {{dbPassword: {SENTINEL}-inline{extra_inline}}}\n    remediation: {{retries: 1}}\n"
     )
 }
 
@@ -161,7 +164,8 @@ async fn outputs(agent: &Agent, cluster: &kubesim::Cluster) -> anyhow::Result<Ve
     );
     for o in objects {
         if o["type"] == "helm.sh/release.v1"
-            || (o["metadata"]["namespace"] == AGENT_NS && o["metadata"]["name"] == VALUES_SECRET)
+            || (o["metadata"]["namespace"] == AGENT_NS
+                && (o["metadata"]["name"] == VALUES_SECRET || o["metadata"]["name"] == REPO_SECRET))
         {
             continue;
         }
@@ -212,6 +216,36 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
             }),
         )?;
     }
+    // A chart repository requiring basic auth; its credentials in a Secret.
+    let repo_password = format!("{SENTINEL}-repo");
+    let helm4 = testkit::tools().helm4;
+    let charts = testkit::ChartRepo::start_with_auth(&helm4, "reader", &repo_password).await?;
+    {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        cluster.store().create(
+            &kubesim::ResourceKey::new("", "secrets"),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": REPO_SECRET, "namespace": AGENT_NS},
+                "type": "Opaque",
+                "data": {"username": b64("reader"), "password": b64(&repo_password)},
+            }),
+        )?;
+    }
+    let tools_annotations = profile_annotations(Some("1"), None);
+    let tools_chart = write_chart(
+        &dir.path().join("repo-charts"),
+        &ChartSpec {
+            name: "tools",
+            version: "0.1.0",
+            annotations: &tools_annotations,
+            files: &[("templates/configmap.yaml", CONFIGMAP)],
+        },
+    )?;
+    charts.add_chart(&tools_chart)?;
+    let repo_url = charts.url();
+    let profiles = |extra: &str| profiles(&repo_url, extra);
     let git_password = format!("{SENTINEL}-git");
     let git = testkit::GitServer::start_with_auth("deployer", &git_password).await?;
     let password_file = dir.path().join("git-password");
@@ -298,6 +332,16 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
     assert_eq!(
         cm["data"]["greeting"], "from-secret",
         "values from the Secret are merged after the values file"
+    );
+    let st = agent.status().await.expect("the agent serves /status");
+    assert_eq!(
+        release(&st, "tools").map(|r| r["phase"].clone()),
+        Some(serde_json::json!("Ready")),
+        "the chart from the authenticated repository is installed: {st}"
+    );
+    assert!(
+        charts.requests("/index.yaml") > 0,
+        "the repository was asked (with credentials)"
     );
     let mut found = outputs(&agent, &cluster).await?;
     agent.stop().await?;

@@ -11,7 +11,7 @@ use strata_core::Problem;
 use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
 use super::release::ReleaseJob;
-use crate::charts::{ChartStore, RepoSpec};
+use crate::charts::{ChartStore, RepoAuth, RepoSpec};
 use crate::config::SourceArgs;
 use crate::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
 use crate::process::Redactor;
@@ -177,6 +177,75 @@ impl Loader {
             namespace: namespace.into(),
         });
         self
+    }
+
+    /// Basic auth of a chart repository from its `secretRef` (keys `username` and
+    /// `password` of a Secret in the agent's namespace); `None` without `secretRef` or
+    /// without a cluster (`strata plan`). The password is registered with the redactor.
+    async fn repository_auth(
+        &self,
+        repo: &strata_core::profiles::Repository,
+        list_path: &str,
+    ) -> Result<Option<RepoAuth>, Failure> {
+        let (Some(r), Some(src)) = (&repo.secret_ref, &self.secrets) else {
+            return Ok(None);
+        };
+        let ns = &src.namespace;
+        let problem = |message: String| {
+            Failure::Problem(ProblemView {
+                file: list_path.to_string(),
+                field: format!("repositories[{}].secretRef", repo.name),
+                message,
+            })
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(problem(format!(
+                    "repository {}: Secret {ns}/{} does not exist; create it with keys username and password",
+                    repo.name, r.name
+                )));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
+                return Err(problem(format!(
+                    "repository {}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
+                    repo.name, r.name, e.message
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Unavailable(format!(
+                    "repository {}: cannot read Secret {ns}/{} from the API server: {e}",
+                    repo.name, r.name
+                )));
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let mut fields = Vec::new();
+        for key in strata_core::profiles::REPOSITORY_SECRET_KEYS {
+            let value = data
+                .get(key)
+                .map(|b| std::str::from_utf8(&b.0).map(|t| t.trim_end_matches(['\n', '\r'])));
+            match value {
+                Some(Ok(v)) if !v.is_empty() => fields.push(v.to_string()),
+                Some(Ok(_)) | None => {
+                    return Err(problem(format!(
+                        "repository {}: Secret {ns}/{} has no (or an empty) key `{key}`; it needs keys username and password",
+                        repo.name, r.name
+                    )));
+                }
+                Some(Err(_)) => {
+                    return Err(problem(format!(
+                        "repository {}: key `{key}` of Secret {ns}/{} is not UTF-8 text",
+                        repo.name, r.name
+                    )));
+                }
+            }
+        }
+        let password = fields.pop().unwrap_or_default();
+        let username = fields.pop().unwrap_or_default();
+        self.redactor.add(password.clone());
+        Ok(Some(RepoAuth { username, password }))
     }
 
     /// The values of one `valuesFrom` entry (`None`: optional and missing, or no cluster).
@@ -374,6 +443,16 @@ impl Loader {
         let mut charts = BTreeMap::new();
         let mut chart_paths = BTreeMap::new();
         let mut values = BTreeMap::new();
+        // Credentials of the repositories that have a secretRef (read once per load).
+        let mut repo_auth: BTreeMap<String, Option<RepoAuth>> = BTreeMap::new();
+        for repo in &list.repositories {
+            match self.repository_auth(repo, path).await {
+                Ok(a) => {
+                    repo_auth.insert(repo.name.clone(), a);
+                }
+                Err(f) => sink(f, &mut problems),
+            }
+        }
         for profile in &list.profiles {
             let field = |f: &str| format!("profiles[{}].{f}", profile.name);
             // Values files, then inline values.
@@ -430,8 +509,14 @@ impl Loader {
                     let Some(constraint) = &profile.version else {
                         continue; // reported by the parser
                     };
+                    let mut spec = RepoSpec::new(&repo.name, &repo.url);
+                    match repo_auth.get(&repo.name) {
+                        Some(Some(auth)) => spec = spec.with_auth(auth.clone()),
+                        Some(None) => {}
+                        None => continue, // its Secret is a problem already
+                    }
                     self.charts
-                        .pull(RepoSpec::new(&repo.name, &repo.url), name, constraint)
+                        .pull(spec, name, constraint)
                         .await
                         .map(|c| {
                             (
