@@ -18,16 +18,8 @@ const LONG: Duration = Duration::from_secs(120);
 const NS: &str = "slow";
 const AGENT_NS: &str = "strata-system";
 
-/// A ConfigMap, plus (when `slowHook` is set) a pre-install/pre-upgrade/pre-rollback hook Job
-/// that runs for ten minutes: helm waits for it, so a helm killed meanwhile leaves the
-/// release pending.
-const CONFIGMAP: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-config
-data:
-  greeting: {{ .Values.greeting | default "hello" | quote }}
-"#;
+/// When `slowHook` is set, a pre-install/pre-upgrade/pre-rollback hook Job that runs for ten
+/// minutes: helm waits for it, so a helm killed meanwhile leaves the release pending.
 const SLOW_HOOK: &str = r#"{{- if .Values.slowHook }}
 apiVersion: batch/v1
 kind: Job
@@ -45,27 +37,6 @@ spec:
       containers:
         - name: wait
           image: example.com/wait:1
-{{- end }}
-"#;
-
-/// A post-install/post-upgrade hook Job that fails when `failHook` is set.
-const FAIL_HOOK: &str = r#"{{- if .Values.failHook }}
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {{ .Release.Name }}-check
-  annotations:
-    helm.sh/hook: post-install,post-upgrade
-    helm.sh/hook-delete-policy: before-hook-creation
-    kubesim.strata.dev/fail: "true"
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: check
-          image: example.com/check:1
 {{- end }}
 "#;
 
@@ -124,9 +95,9 @@ impl Setup {
                 version: "1.0.0",
                 annotations: &annotations,
                 files: &[
-                    ("templates/configmap.yaml", CONFIGMAP),
+                    ("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE),
                     ("templates/hook.yaml", SLOW_HOOK),
-                    ("templates/fail.yaml", FAIL_HOOK),
+                    ("templates/fail.yaml", e2e_support::FAIL_HOOK_TEMPLATE),
                 ],
             },
         )?;

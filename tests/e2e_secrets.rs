@@ -27,33 +27,6 @@ const VALUES_SECRET: &str = "vault-values";
 /// The chart repository's credentials Secret, in the agent's namespace.
 const REPO_SECRET: &str = "private-charts";
 
-const CONFIGMAP: &str = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Release.Name }}-config
-data:
-  greeting: {{ .Values.greeting | default "hello" | quote }}
-"#;
-const FAIL_HOOK: &str = r#"{{- if .Values.failHook }}
-apiVersion: batch/v1
-kind: Job
-metadata:
-  name: {{ .Release.Name }}-check
-  annotations:
-    helm.sh/hook: post-install,post-upgrade
-    helm.sh/hook-delete-policy: before-hook-creation
-    kubesim.strata.dev/fail: "true"
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - name: check
-          image: example.com/check:1
-{{- end }}
-"#;
-
 /// An OTLP/HTTP receiver on 127.0.0.1:0 keeping the raw export bodies.
 struct Receiver {
     url: String,
@@ -240,7 +213,7 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
             name: "tools",
             version: "0.1.0",
             annotations: &tools_annotations,
-            files: &[("templates/configmap.yaml", CONFIGMAP)],
+            files: &[("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE)],
         },
     )?;
     charts.add_chart(&tools_chart)?;
@@ -259,8 +232,8 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
             version: "1.0.0",
             annotations: &annotations,
             files: &[
-                ("templates/configmap.yaml", CONFIGMAP),
-                ("templates/fail.yaml", FAIL_HOOK),
+                ("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE),
+                ("templates/fail.yaml", e2e_support::FAIL_HOOK_TEMPLATE),
             ],
         },
     )?;

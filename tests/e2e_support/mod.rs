@@ -9,6 +9,37 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// A chart template: a ConfigMap whose `greeting` comes from the values (default "hello").
+pub const CONFIGMAP_TEMPLATE: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-config
+data:
+  greeting: {{ .Values.greeting | default "hello" | quote }}
+"#;
+
+/// A chart template: a post-install/post-upgrade hook Job that fails (kubesim's `fail`
+/// annotation) when `failHook` is set.
+pub const FAIL_HOOK_TEMPLATE: &str = r#"{{- if .Values.failHook }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-check
+  annotations:
+    helm.sh/hook: post-install,post-upgrade
+    helm.sh/hook-delete-policy: before-hook-creation
+    kubesim.strata.dev/fail: "true"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: check
+          image: example.com/check:1
+{{- end }}
+"#;
+
 /// The strata binary under test.
 pub fn strata_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))
