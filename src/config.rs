@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::telemetry::LogFormat;
+use crate::observe::telemetry::LogFormat;
 
 /// strata: installs layered Helm profiles from Git, one layer at a time.
 #[derive(Debug, Parser)]

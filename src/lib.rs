@@ -1,23 +1,30 @@
 //! strata: layered Helm profiles from Git.
 //!
-//! The binary (`src/main.rs`) parses [`config::Cli`], starts [`telemetry`], and calls
-//! [`agent::run`] or [`plan_cmd::run`]. Modules:
-//! - [`status`]: the status model shared by the API, the ConfigMap and the metrics;
-//! - [`server`]: the HTTP API (`/status`, `/healthz`, `/readyz`, `/metrics`);
-//! - [`metrics`]: Prometheus metrics; [`telemetry`]: logs and OTLP traces;
-//! - [`report`]: the `strata-status` ConfigMap and Kubernetes Events.
+//! The binary (`src/main.rs`) parses [`config::Cli`], compiles the configuration
+//! ([`config::AgentConfig`]), starts [`observe::telemetry`], and calls [`agent::run`] or
+//! [`plan_cmd::run`]. The folders follow one release's path through the agent:
+//!
+//! - [`source`]: where a revision comes from: the Git repository ([`source::git`]), chart
+//!   repositories ([`source::charts`]) and the loader that turns one commit into a checked
+//!   revision ([`source::revision`]); planning and deciding are pure and live in `strata-core`;
+//! - [`reconcile`]: the glue around core's decisions: layers one after the other
+//!   ([`reconcile::layers`]), one release's attempt loop ([`reconcile::release`]) and the
+//!   per-release retry book ([`reconcile::retry`]);
+//! - [`executor`]: the one door to helm ([`executor::HelmDriver`]): the helm process
+//!   ([`executor::helm`], [`executor::process`]) and helm's release storage
+//!   ([`executor::releases`]);
+//! - [`observe`]: what the agent shows: the status model ([`observe::status`]), the HTTP API
+//!   ([`observe::server`]), metrics, the status ConfigMap and Events ([`observe::report`]),
+//!   logs and traces ([`observe::telemetry`]), and the live objects of a release
+//!   ([`observe::objects`]);
+//! - [`agent`]: the composition of the parts above for `strata run`, with leader election
+//!   ([`agent::leader`]) and the retry annotation ([`agent::annotation`]);
+//! - [`kube_api`]: the Kubernetes client and its error text, used by every part.
 pub mod agent;
-pub mod charts;
 pub mod config;
-pub mod git;
-pub mod helm;
-pub mod leader;
-pub mod metrics;
+pub mod executor;
+pub mod kube_api;
+pub mod observe;
 pub mod plan_cmd;
-pub mod process;
-pub mod releases;
-pub mod report;
-pub mod retry;
-pub mod server;
-pub mod status;
-pub mod telemetry;
+pub mod reconcile;
+pub mod source;

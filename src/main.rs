@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use strata::agent::{self, AgentConfig, Outcome};
 use strata::config::{Cli, Command, LogArgs, PlanArgs, RunArgs, agent_namespace};
-use strata::{plan_cmd, telemetry};
+use strata::observe::telemetry;
+use strata::plan_cmd;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {

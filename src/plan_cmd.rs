@@ -10,19 +10,19 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::agent::SourceConfig;
-use crate::agent::revision::{LoadError, Loader};
 use crate::config::OutputFormat;
-use crate::process::Redactor;
-use crate::status::ProblemView;
+use crate::executor::process::Redactor;
+use crate::observe::status::ProblemView;
+use crate::source::revision::{LoadError, Loader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot prepare the work dir: {0}")]
     WorkDir(std::io::Error),
     #[error(transparent)]
-    Setup(#[from] crate::agent::revision::SetupError),
+    Setup(#[from] crate::source::revision::SetupError),
     #[error("{0}")]
-    Fetch(#[from] crate::git::Error),
+    Fetch(#[from] crate::source::git::Error),
     #[error("the revision cannot be loaded now: {0}; try again")]
     Unavailable(String),
     #[error("cannot write the output: {0}")]

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use strata::charts::{ChartStore, Error, HttpOptions, RepoAuth, RepoSpec};
-use strata::process::Redactor;
+use strata::executor::process::Redactor;
+use strata::source::charts::{ChartStore, Error, HttpOptions, RepoAuth, RepoSpec};
 use strata_core::version::VersionConstraint;
 use testkit::{ChartRepo, HelmBin};
 

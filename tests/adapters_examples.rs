@@ -22,7 +22,7 @@ fn plan(list_file: &str) -> strata_core::plan::Plan {
             panic!("examples use chart paths")
         };
         let file = format!("{path}/Chart.yaml");
-        let text = strata::charts::chart_yaml_from_dir(&examples_dir().join(path)).unwrap();
+        let text = strata::source::charts::chart_yaml_from_dir(&examples_dir().join(path)).unwrap();
         let meta = strata_core::chart::parse_chart_yaml(&file, &text)
             .unwrap_or_else(|p| panic!("{file}: {p}"));
         charts.insert(p.name.clone(), meta);
@@ -131,7 +131,8 @@ fn the_umbrella_renders_all_three_charts_and_the_cross_chart_kinds() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let objects = strata::releases::manifest_objects(&String::from_utf8_lossy(&out.stdout));
+    let objects =
+        strata::executor::releases::manifest_objects(&String::from_utf8_lossy(&out.stdout));
     let kinds: Vec<(String, String)> = objects
         .iter()
         .map(|o| {

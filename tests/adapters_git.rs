@@ -1,8 +1,8 @@
 //! strata's Git source against a real Git server (git http-backend over HTTP, git daemon),
 //! a local path and file:// URLs.
 
-use strata::git::{BasicAuth, FetchFailure, GitAuth, GitSource};
-use strata::process::Redactor;
+use strata::executor::process::Redactor;
+use strata::source::git::{BasicAuth, FetchFailure, GitAuth, GitSource};
 use testkit::{GitServer, TestRepo};
 
 fn source(url: &str, reference: &str, cache: &std::path::Path) -> GitSource {
@@ -276,7 +276,7 @@ async fn old_checkouts_are_pruned() -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
     let src = source(repo.path().to_str().unwrap(), "main", cache.path());
     let mut dirs = Vec::new();
-    for i in 0..(strata::git::KEEP_CHECKOUTS + 2) {
+    for i in 0..(strata::source::git::KEEP_CHECKOUTS + 2) {
         repo.write("n", i.to_string())?;
         repo.commit(&format!("c{i}"))?;
         let rev = src.fetch().await?;
@@ -287,7 +287,7 @@ async fn old_checkouts_are_pruned() -> anyhow::Result<()> {
     let kept: Vec<bool> = dirs.iter().map(|d| d.is_dir()).collect();
     assert_eq!(
         kept.iter().filter(|k| **k).count(),
-        strata::git::KEEP_CHECKOUTS
+        strata::source::git::KEEP_CHECKOUTS
     );
     assert!(!kept[0] && !kept[1], "the oldest went: {kept:?}");
     assert!(kept.last().copied().unwrap());

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strata::helm::{FailureKind, Helm, HelmConfig, UpgradeRequest};
-use strata::process::Redactor;
-use strata::releases;
+use strata::executor::helm::{FailureKind, Helm, HelmConfig, UpgradeRequest};
+use strata::executor::process::Redactor;
+use strata::executor::releases;
 use testkit::{HelmBin, examples_dir};
 
 struct Env {

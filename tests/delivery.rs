@@ -1098,6 +1098,7 @@ fn dockerfile_stages_args_and_sources_resolve() -> Result<()> {
         "Cargo.lock",
         "src",
         "crates",
+        "demo",
         "tests",
         "scripts",
     ] {

@@ -583,7 +583,7 @@ async fn remediation(helm: Helm, strategy: &str, retries: u32) -> anyhow::Result
     let logs = strip_ansi(&agent.logs());
     let failures: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains("strata::agent::release: helm failed"))
+        .filter(|l| l.contains("strata::reconcile::release: helm failed"))
         .collect();
     assert_eq!(
         failures.len() as u32,

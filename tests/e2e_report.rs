@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use strata::report::{CONFIGMAP_NAME, Reporter, STATUS_KEY};
-use strata::status::{
+use strata::observe::report::{CONFIGMAP_NAME, Reporter, STATUS_KEY};
+use strata::observe::status::{
     LayerId, LayerPhase, LayerStatus, OverallPhase, ReleasePhase, ReleaseStatus, StatusStore,
 };
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ async fn setup() -> anyhow::Result<(kubesim::Cluster, kube::Client, tempfile::Te
         &kubesim::ResourceKey::new("", "namespaces"),
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )?;
-    let client = strata::agent::kube_client(Some(&kc)).await?;
+    let client = strata::kube_api::client(Some(&kc)).await?;
     Ok((cluster, client, dir))
 }
 

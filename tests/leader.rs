@@ -10,7 +10,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubesim::{Cluster, Config, ErrorRule, UnavailableMode};
-use strata::leader::{Attempt, LeaderElector, Leadership, LeaseSnapshot, Timings};
+use strata::agent::leader::{Attempt, LeaderElector, Leadership, LeaseSnapshot, Timings};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubesim::{Cluster, Config, ErrorRule};
-use strata::retry::{ErrorClass, InPlaceRetry, classify_kube, retry_kube};
+use strata::reconcile::retry::{ErrorClass, InPlaceRetry, classify_kube, retry_kube};
 
 async fn cluster() -> Cluster {
     kubesim::start(Config {

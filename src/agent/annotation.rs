@@ -16,10 +16,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 
-use crate::report::{CONFIGMAP_NAME, kube_error_text};
-use crate::retry::ResetReason;
+use crate::kube_api::error_text as kube_error_text;
+use crate::observe::report::CONFIGMAP_NAME;
+use crate::reconcile::retry::ResetReason;
 
-use super::release::RetryBook;
+use crate::reconcile::retry::RetryBook;
 
 /// The annotation on the status ConfigMap that asks for retries.
 pub const RETRY_ANNOTATION: &str = "strata.dev/retry";

@@ -13,10 +13,7 @@
 //! draining after a shutdown signal.
 
 pub mod annotation;
-pub mod cluster;
-pub mod layers;
-pub mod release;
-pub mod revision;
+pub mod leader;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,18 +23,20 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::helm::{Helm, HelmConfig};
-use crate::metrics::Metrics;
-use crate::process::Redactor;
-use crate::report::Reporter;
-use crate::server::{self, AppState, Readiness};
-use crate::status::{
+use crate::executor::helm::{Helm, HelmConfig};
+use crate::executor::process::Redactor;
+use crate::observe::metrics::Metrics;
+use crate::observe::report::Reporter;
+use crate::observe::server::{self, AppState, Readiness};
+use crate::observe::status::{
     LayerId, LayerPhase, LayerStatus, OverallPhase, ProblemView, RejectedRevision, ReleasePhase,
     ReleaseStatus, RevisionInfo, StatusStore,
 };
 
-use layers::LayersOutcome;
-pub use revision::SourceConfig;
+use crate::reconcile::layers::{self, LayersOutcome};
+use crate::reconcile::release;
+use crate::source::revision;
+pub use crate::source::revision::SourceConfig;
 
 /// Everything `strata run` needs.
 #[derive(Debug, Clone)]
@@ -76,25 +75,16 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot read the kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "cannot configure the Kubernetes client: {0}; pass --kubeconfig or run in a pod with a service account"
-    )]
-    KubeConfig(String),
-    #[error("cannot create the Kubernetes client: {0}")]
-    KubeClient(#[from] kube::Error),
+    #[error(transparent)]
+    Kube(#[from] crate::kube_api::Error),
     #[error("cannot prepare the work dir: {0}")]
     WorkDir(std::io::Error),
     #[error("helm is not usable: {0}")]
-    Helm(#[from] crate::helm::Error),
+    Helm(#[from] crate::executor::helm::Error),
     #[error(transparent)]
     Source(#[from] revision::SetupError),
     #[error("leader election: {0}")]
-    Leader(#[from] crate::leader::Error),
+    Leader(#[from] crate::agent::leader::Error),
     #[error(
         "cannot read the admin token file {path}: {reason}; fix --admin-token-file (STRATA_ADMIN_TOKEN_FILE)"
     )]
@@ -104,26 +94,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Build the Kubernetes client from `--kubeconfig`, else the in-cluster/default config.
-pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::KubeConfig(e.to_string()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::KubeConfig(e.to_string()))?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
 
 /// Run the agent until `shutdown` (or, with `--once`, until the first revision is done).
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Outcome> {
@@ -184,7 +154,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         status.observe(move |s| m.observe_status(s));
     }
     let readiness = Readiness::new();
-    let retries = Arc::new(release::RetryBook::default());
+    let retries = Arc::new(crate::reconcile::retry::RetryBook::default());
     let wake = Arc::new(tokio::sync::Notify::new());
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -215,7 +185,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         })
     };
 
-    let client = kube_client(kubeconfig.as_deref()).await?;
+    let client = crate::kube_api::client(kubeconfig.as_deref()).await?;
     let redactor = Redactor::new();
     let loader = revision::Loader::new(source, &work_dir, redactor.clone())
         .await?
@@ -239,17 +209,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
     // /status and waits.
     let leadership = match &lease {
         Some(name) => {
-            let elector = crate::leader::LeaderElector::new(
+            let elector = crate::agent::leader::LeaderElector::new(
                 client.clone(),
                 namespace.clone(),
                 name.clone(),
-                crate::leader::default_identity(),
-                crate::leader::Timings::default(),
+                crate::agent::leader::default_identity(),
+                crate::agent::leader::Timings::default(),
             )?;
             let lease_ref = format!("{namespace}/{name}");
             tracing::info!(lease = %lease_ref, identity = elector.identity(), "waiting for leadership");
             status.update(|s| {
-                s.leader = Some(crate::status::LeaderView {
+                s.leader = Some(crate::observe::status::LeaderView {
                     lease: lease_ref.clone(),
                     identity: elector.identity().to_string(),
                     holder: elector.current_holder(),
@@ -412,27 +382,6 @@ struct Agent {
     discovered_cluster: tokio::sync::Mutex<Option<String>>,
 }
 
-/// `clusterName` of ConfigMap kube-system/kubeadm-config (key `ClusterConfiguration`), which
-/// Cluster API's kubeadm bootstrap sets to the Cluster's name.
-pub async fn discover_cluster_name(client: &kube::Client) -> Option<String> {
-    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(client.clone(), "kube-system");
-    let cm = match api.get_opt("kubeadm-config").await {
-        Ok(cm) => cm?,
-        Err(e) => {
-            tracing::warn!(error = %crate::report::kube_error_text(&e), "cannot read kube-system/kubeadm-config for the cluster name");
-            return None;
-        }
-    };
-    let text = cm.data?.get("ClusterConfiguration")?.clone();
-    let v: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
-    v["clusterName"]
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
 impl Agent {
     /// The cluster name for `{cluster}`: `--cluster-name`, else (only when the profiles path
     /// needs one) discovered from kubeadm-config once.
@@ -445,7 +394,7 @@ impl Agent {
         }
         let mut cached = self.discovered_cluster.lock().await;
         if cached.is_none() {
-            *cached = discover_cluster_name(&self.client).await;
+            *cached = crate::source::cluster_name::discover(&self.client).await;
             if let Some(name) = cached.as_deref() {
                 tracing::info!(
                     cluster = name,
@@ -474,7 +423,7 @@ impl Agent {
         let cluster = self.cluster_name().await;
         let info = RevisionInfo {
             commit: fetched.commit.clone(),
-            fetched_at: crate::status::now_rfc3339(),
+            fetched_at: crate::observe::status::now_rfc3339(),
             profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
             cluster_name: cluster.clone(),
         };
@@ -514,7 +463,7 @@ impl Agent {
             .instrument(span.clone())
             .await;
         if result != CycleResult::AllReady {
-            crate::telemetry::record_error(&span, "not every layer became Ready");
+            crate::observe::telemetry::record_error(&span, "not every layer became Ready");
         }
         result
     }
@@ -642,16 +591,19 @@ impl Agent {
         } else {
             tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
         }
-        let by_key: std::collections::BTreeMap<strata_core::plan::ReleaseKey, release::ReleaseJob> =
-            jobs.iter()
-                .flat_map(|(_, js)| js.iter())
-                .map(|j| {
-                    (
-                        strata_core::plan::ReleaseKey::new(&j.namespace, &j.release),
-                        j.clone(),
-                    )
-                })
-                .collect();
+        let by_key: std::collections::BTreeMap<
+            strata_core::plan::ReleaseKey,
+            crate::source::revision::ReleaseJob,
+        > = jobs
+            .iter()
+            .flat_map(|(_, js)| js.iter())
+            .map(|j| {
+                (
+                    strata_core::plan::ReleaseKey::new(&j.namespace, &j.release),
+                    j.clone(),
+                )
+            })
+            .collect();
         let outcome = layers::run_layers(
             &self.runner,
             &loaded.plan,
@@ -686,9 +638,4 @@ impl Agent {
             LayersOutcome::Interrupted => CycleResult::NotReady,
         }
     }
-}
-
-/// Layer id of a planned layer.
-pub(crate) fn layer_id(n: Option<u32>) -> LayerId {
-    n.map_or(LayerId::Unlayered, |n| LayerId::Number(u64::from(n)))
 }

@@ -17,8 +17,8 @@ use strata_core::schedule::{Outcome, ReleaseState, next_actions};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::metrics::Metrics;
-use crate::status::{LayerId, LayerPhase, ReleasePhase, StatusStore, now_rfc3339};
+use crate::observe::metrics::Metrics;
+use crate::observe::status::{LayerId, LayerPhase, ReleasePhase, StatusStore, now_rfc3339};
 
 /// What a release run ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,7 @@ pub enum LayersOutcome {
 
 /// The status id of a planned layer.
 pub fn layer_id(plan: &Plan, index: usize) -> LayerId {
-    plan.layers[index]
-        .layer
-        .map_or(LayerId::Unlayered, |n| LayerId::Number(u64::from(n.0)))
+    LayerId::of(plan.layers[index].layer.map(|n| n.0))
 }
 
 struct OpenLayer {
@@ -195,7 +193,7 @@ fn finish_layer_if_done(
         })
         .collect();
     if !failed.is_empty() {
-        crate::telemetry::record_error(&layer.span, &failed.join("; "));
+        crate::observe::telemetry::record_error(&layer.span, &failed.join("; "));
         tracing::error!(layer = %id, failed = failed.len(), "layer failed");
         return;
     }
@@ -217,7 +215,7 @@ fn finish_layer_if_done(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{LayerStatus, ReleaseStatus};
+    use crate::observe::status::{LayerStatus, ReleaseStatus};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /status` | the [`Status`](crate::status::Status) as JSON |
+//! | `GET /status` | the [`Status`](crate::observe::status::Status) as JSON |
 //! | `GET /healthz` | 200 `ok` while the process serves requests |
 //! | `GET /readyz` | 200 `ready` once the agent has processed its first revision (fetched and validated it: accepted and being applied, or rejected, or the fetch failed and the error is in `/status`), 503 before that and while draining after a shutdown signal |
 //! | `GET /metrics` | Prometheus text format |
@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracing::Instrument;
 
-use crate::metrics::Metrics;
-use crate::status::StatusStore;
+use crate::observe::metrics::Metrics;
+use crate::observe::status::StatusStore;
 
 /// Readiness of the agent: starting -> ready -> draining.
 #[derive(Clone, Default)]
@@ -63,10 +63,17 @@ impl Readiness {
     }
 }
 
+/// Where the retry route sends an operator's request (the agent's retry accounting).
+pub trait RetryRequests: Send + Sync {
+    /// Clears backoff and Stalled of `namespace/release`; false when the agent does not know
+    /// the release.
+    fn request_retry(&self, namespace: &str, release: &str) -> bool;
+}
+
 /// What the retry route needs: the agent's retry accounting and its wake-up.
 #[derive(Clone)]
 pub struct RetryHandle {
-    pub book: Arc<crate::agent::release::RetryBook>,
+    pub book: Arc<dyn RetryRequests>,
     pub wake: Arc<tokio::sync::Notify>,
 }
 
@@ -234,18 +241,23 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{LayerId, LayerPhase, LayerStatus, OverallPhase, ReleaseStatus};
+    use crate::observe::status::{LayerId, LayerPhase, LayerStatus, OverallPhase, ReleaseStatus};
+    use crate::reconcile::retry::RetryBook;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     fn state() -> AppState {
+        state_with(Arc::new(RetryBook::default()))
+    }
+
+    fn state_with(book: Arc<RetryBook>) -> AppState {
         AppState {
             status: StatusStore::new(),
             metrics: Arc::new(Metrics::new()),
             readiness: Readiness::new(),
             retry: Some(RetryHandle {
-                book: Arc::new(crate::agent::release::RetryBook::default()),
+                book,
                 wake: Arc::new(tokio::sync::Notify::new()),
             }),
             admin_token: AdminToken::new(TOKEN),
@@ -361,18 +373,18 @@ mod tests {
 
     #[tokio::test]
     async fn retry_needs_the_bearer_token_and_is_refused_without_it() {
-        let st = state();
-        let handle = st.retry.clone().unwrap();
-        handle.book.insert(
+        let book = Arc::new(RetryBook::default());
+        let st = state_with(book.clone());
+        book.insert(
             "ns",
             "web",
-            crate::retry::RetryState {
+            crate::reconcile::retry::RetryState {
                 attempts: 3,
                 stalled: true,
                 ..Default::default()
             },
         );
-        let stalled = || handle.book.state_of("ns", "web").unwrap().stalled;
+        let stalled = || book.state_of("ns", "web").unwrap().stalled;
         assert!(stalled());
         let bad = format!("Bearer {TOKEN}x");
         let short = format!("Bearer {}", &TOKEN[..4]);
@@ -398,9 +410,12 @@ mod tests {
         )
         .await;
         assert_eq!(code, StatusCode::ACCEPTED, "{body}");
-        let after = handle.book.state_of("ns", "web").unwrap();
+        let after = book.state_of("ns", "web").unwrap();
         assert!(!after.stalled && after.attempts == 0, "{after:?}");
-        assert_eq!(after.last_reset, Some(crate::retry::ResetReason::Operator));
+        assert_eq!(
+            after.last_reset,
+            Some(crate::reconcile::retry::ResetReason::Operator)
+        );
         // Reads stay open without a token.
         assert_eq!(get(app(st), "/status").await.0, StatusCode::OK);
     }

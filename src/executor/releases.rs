@@ -364,7 +364,7 @@ pub async fn mark_failed(
     }
     api.replace(&name, &kube::api::PostParams::default(), &secret)
         .await
-        .map_err(|e| err(crate::report::kube_error_text(&e)))?;
+        .map_err(|e| err(crate::kube_api::error_text(&e)))?;
     Ok(true)
 }
 

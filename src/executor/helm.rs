@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::process::{self, Command, Redactor};
+use crate::executor::process::{self, Command, Redactor};
 
 /// Extra time given to the helm process beyond the `--timeout` passed to helm, so helm can
 /// report its own timeout (and record the failed release) before we kill it.

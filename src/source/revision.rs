@@ -5,17 +5,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use strata_core::Problem;
 use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
-use super::release::ReleaseJob;
-use crate::charts::{ChartStore, RepoAuth, RepoSpec};
 use crate::config::SourceArgs;
-use crate::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
-use crate::process::Redactor;
-use crate::status::{LayerId, ProblemView};
+use crate::executor::process::Redactor;
+use crate::observe::status::{LayerId, ProblemView};
+use crate::source::charts::{ChartStore, RepoAuth, RepoSpec};
+use crate::source::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
 
 /// Where the profile list comes from (the library form of [`SourceArgs`]).
 #[derive(Debug, Clone)]
@@ -62,9 +62,9 @@ impl From<SourceArgs> for SourceConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("Git credentials: {0}")]
-    Credentials(#[from] crate::git::Error),
+    Credentials(#[from] crate::source::git::Error),
     #[error("cannot prepare the chart cache: {0}")]
-    Charts(#[from] crate::charts::Error),
+    Charts(#[from] crate::source::charts::Error),
 }
 
 /// The placeholder for the cluster name in `--profiles-path`.
@@ -74,6 +74,26 @@ pub const CLUSTER_PLACEHOLDER: &str = "{cluster}";
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub commit: String,
+}
+
+/// Everything needed to bring one release to its desired state.
+#[derive(Debug, Clone)]
+pub struct ReleaseJob {
+    pub profile: String,
+    pub release: String,
+    pub namespace: String,
+    pub chart_name: String,
+    pub chart_version: String,
+    /// The chart to install: a `.tgz` from the chart cache or a directory of the Git checkout.
+    pub chart_path: PathBuf,
+    /// Merged values (values files in order, then inline values).
+    pub values: serde_json::Value,
+    /// `strata_core::values::canonical_digest` of `values`.
+    pub values_digest: String,
+    /// The profile's timeout, if the profile list gave one.
+    pub timeout: Option<Duration>,
+    /// What to do after a failed attempt, and after how many failed attempts it is Stalled.
+    pub remediation: strata_core::profiles::Remediation,
 }
 
 /// A validated revision ready to apply.
@@ -356,7 +376,7 @@ impl Loader {
     }
 
     /// Fetch the configured ref; the commit it points to.
-    pub async fn fetch(&self) -> Result<Fetched, crate::git::Error> {
+    pub async fn fetch(&self) -> Result<Fetched, crate::source::git::Error> {
         let rev = self.git.fetch().await?;
         Ok(Fetched { commit: rev.commit })
     }
@@ -669,12 +689,12 @@ enum Failure {
 }
 
 /// Chart errors that say nothing about the revision (retry later) rather than a problem in it.
-fn is_transient(e: &crate::charts::Error) -> bool {
+fn is_transient(e: &crate::source::charts::Error) -> bool {
     match e {
-        crate::charts::Error::Http { status, .. } => {
+        crate::source::charts::Error::Http { status, .. } => {
             status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
         }
-        crate::charts::Error::Io { .. } => true,
+        crate::source::charts::Error::Io { .. } => true,
         _ => false,
     }
 }
@@ -690,7 +710,7 @@ fn jobs_from_plan(
     plan.layers
         .iter()
         .map(|layer| {
-            let id = super::layer_id(layer.layer.map(|n| n.0));
+            let id = LayerId::of(layer.layer.map(|n| n.0));
             let jobs = layer
                 .releases
                 .iter()

@@ -1,7 +1,7 @@
 //! The Git source: fetches a repository (https, http, ssh, git://, file:// or a local path) at
 //! a branch, tag or commit into a bare cache repository reused across fetches, resolves it to a
 //! commit SHA, and reads files at that commit. Everything goes through the git CLI via
-//! [`crate::process`]: no global or system config, no terminal prompts, credentials passed in
+//! [`crate::executor::process`]: no global or system config, no terminal prompts, credentials passed in
 //! the environment (never in URLs or arguments) and redacted from every message.
 
 use std::ffi::OsString;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use sha2::Digest;
 
-use crate::process::{self, Command, Redactor};
+use crate::executor::process::{self, Command, Redactor};
 
 /// Default timeout of one git command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

@@ -21,7 +21,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::{ReleasePhase, StatusStore, Transition};
+use crate::observe::status::{ReleasePhase, StatusStore, Transition};
 
 /// Name of the status ConfigMap.
 pub const CONFIGMAP_NAME: &str = "strata-status";
@@ -97,7 +97,7 @@ impl Reporter {
         .await
         .map_err(|e| Error::ConfigMap {
             namespace: self.namespace.clone(),
-            message: kube_error_text(&e),
+            message: crate::kube_api::error_text(&e),
         })
     }
 
@@ -151,7 +151,7 @@ impl Reporter {
             .map_err(|e| Error::Event {
                 namespace: self.namespace.clone(),
                 release: format!("{}/{}", t.namespace, t.release),
-                message: kube_error_text(&e),
+                message: crate::kube_api::error_text(&e),
             })?;
         Ok(())
     }
@@ -235,23 +235,6 @@ impl Reporter {
                 tracing::warn!(error = %e, "event not written");
             }
         }
-    }
-}
-
-/// A short text for a Kubernetes API error: the server's message and code for API errors.
-pub fn kube_error_text(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => {
-            if status.reason.is_empty() {
-                format!("{} (HTTP {})", status.message, status.code)
-            } else {
-                format!(
-                    "{} ({}, HTTP {})",
-                    status.message, status.reason, status.code
-                )
-            }
-        }
-        other => other.to_string(),
     }
 }
 

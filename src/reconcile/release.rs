@@ -26,91 +26,21 @@
 //! being written) to Waiting (every manifest object exists, helm waits for readiness), with
 //! the not-ready objects and their reasons in the status.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::cluster::{ClusterReader, ObjectRef};
 use super::layers::{ReleaseResult, ReleaseRunner};
-use crate::helm::{Helm, UpgradeRequest};
-use crate::metrics::Metrics;
-use crate::retry::{Due, Failure, Next, ResetReason, RetryPolicy, RetryState, SeededRng};
-use crate::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
-
-/// Everything needed to bring one release to its desired state.
-#[derive(Debug, Clone)]
-pub struct ReleaseJob {
-    pub profile: String,
-    pub release: String,
-    pub namespace: String,
-    pub chart_name: String,
-    pub chart_version: String,
-    /// The chart to install: a `.tgz` from the chart cache or a directory of the Git checkout.
-    pub chart_path: PathBuf,
-    /// Merged values (values files in order, then inline values).
-    pub values: serde_json::Value,
-    /// `strata_core::values::canonical_digest` of `values`.
-    pub values_digest: String,
-    /// The profile's timeout, if the profile list gave one.
-    pub timeout: Option<Duration>,
-    /// What to do after a failed attempt, and after how many failed attempts it is Stalled.
-    pub remediation: strata_core::profiles::Remediation,
-}
-
-type RetryMap = std::collections::HashMap<(String, String), (String, RetryState)>;
-
-/// Per-release retry accounting: (namespace, release) -> (desired fingerprint, state).
-/// Shared with the status API so an operator can ask for a retry.
-#[derive(Default)]
-pub struct RetryBook {
-    inner: std::sync::Mutex<RetryMap>,
-}
-
-impl RetryBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RetryMap> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// An operator asks for a retry of `namespace/release`: backoff and Stalled are cleared.
-    /// Returns whether the release has retry accounting (it ran and failed at least once or
-    /// is known to the agent).
-    pub fn request_retry(&self, namespace: &str, release: &str) -> bool {
-        self.reset(namespace, release, ResetReason::Operator)
-    }
-
-    /// Clears backoff and Stalled of `namespace/release` for `reason`; false when the agent has
-    /// no retry record of it.
-    pub fn reset(&self, namespace: &str, release: &str, reason: ResetReason) -> bool {
-        let mut map = self.lock();
-        match map.get_mut(&(namespace.to_string(), release.to_string())) {
-            Some((_, state)) => {
-                state.reset(reason);
-                tracing::info!(release, namespace, %reason, "retry state reset");
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The retry state of `namespace/release`, if the agent has one.
-    pub fn state_of(&self, namespace: &str, release: &str) -> Option<RetryState> {
-        self.lock()
-            .get(&(namespace.to_string(), release.to_string()))
-            .map(|(_, s)| s.clone())
-    }
-
-    /// Puts a state in the book (tests of the status API).
-    #[cfg(test)]
-    pub(crate) fn insert(&self, namespace: &str, release: &str, state: RetryState) {
-        self.lock().insert(
-            (namespace.to_string(), release.to_string()),
-            (String::new(), state),
-        );
-    }
-}
+use crate::executor::helm::{Helm, UpgradeRequest};
+use crate::observe::metrics::Metrics;
+use crate::observe::objects::{ClusterReader, ObjectRef};
+use crate::observe::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
+use crate::reconcile::retry::{
+    Due, Failure, Next, ResetReason, RetryBook, RetryPolicy, RetryState, SeededRng,
+};
+use crate::source::revision::ReleaseJob;
 
 /// Poll period of the progress watcher.
 const POLL: Duration = Duration::from_secs(1);
@@ -150,7 +80,7 @@ impl Runner {
         }
     }
 
-    fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::status::ReleaseStatus)) {
+    fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::observe::status::ReleaseStatus)) {
         self.status.update(|s| {
             if let Some(r) = s.release_mut(&job.namespace, &job.release) {
                 f(r);
@@ -178,7 +108,9 @@ impl Runner {
         // decide_with never repeats an action within an attempt: a handful of steps at most.
         for _ in 0..8 {
             let record =
-                match crate::releases::latest(&self.client, &job.namespace, &job.release).await {
+                match crate::executor::releases::latest(&self.client, &job.namespace, &job.release)
+                    .await
+                {
                     Ok(record) => record,
                     Err(e) => {
                         let msg = format!("cannot read the release state: {e}");
@@ -194,7 +126,7 @@ impl Runner {
                 )
             }) {
                 // A rollback target may be needed: the last deployed revision from history.
-                inputs.last_deployed_revision = match crate::releases::history(
+                inputs.last_deployed_revision = match crate::executor::releases::history(
                     &self.client,
                     &job.namespace,
                     &job.release,
@@ -393,7 +325,7 @@ impl Runner {
         let description = format!(
             "interrupted while pending; marked failed by strata before recovering ({kind})"
         );
-        match crate::releases::mark_failed(
+        match crate::executor::releases::mark_failed(
             &self.client,
             &job.namespace,
             &job.release,
@@ -461,7 +393,7 @@ impl Runner {
         job: &ReleaseJob,
         kind: strata_core::reconcile::ActionKind,
         reason: &str,
-        e: &crate::helm::Error,
+        e: &crate::executor::helm::Error,
     ) -> Failure {
         let message = e
             .helm_message()
@@ -496,7 +428,7 @@ impl Runner {
             tracing::warn!(release = %job.release, namespace = %job.namespace, action = kind.as_str(), "{message}");
         }
         self.metrics.recovery(kind, failed.is_none());
-        let record = crate::status::ActionRecord {
+        let record = crate::observe::status::ActionRecord {
             kind: kind.as_str().to_string(),
             at: now_rfc3339(),
             message: message.clone(),
@@ -528,7 +460,7 @@ impl Runner {
         };
         let timeout = job.timeout.unwrap_or(self.default_timeout);
         self.status
-            .update(|s| s.phase = crate::status::OverallPhase::Progressing);
+            .update(|s| s.phase = crate::observe::status::OverallPhase::Progressing);
         self.set(job, |r| {
             r.phase = ReleasePhase::Installing;
             r.action = Some(verb.to_string());
@@ -592,7 +524,7 @@ impl Runner {
                 tracing::error!(release = %job.release, namespace = %job.namespace, action = verb, error = %message, "helm failed");
                 Err(match e.helm_message() {
                     Some(m) => Failure {
-                        class: crate::retry::classify_helm_message(m),
+                        class: crate::reconcile::retry::classify_helm_message(m),
                         message,
                         retry_after: None,
                     },
@@ -690,7 +622,7 @@ impl Runner {
             self.metrics.release_failed();
         }
         tracing::error!(release = %job.release, namespace = %job.namespace, error = %message, "release failed");
-        crate::telemetry::record_error(&tracing::Span::current(), &message);
+        crate::observe::telemetry::record_error(&tracing::Span::current(), &message);
         self.set(job, |r| {
             r.phase = ReleasePhase::Failed;
             r.message = Some(message.clone());
@@ -729,14 +661,16 @@ async fn watch_progress(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let Ok(Some(record)) = crate::releases::latest(&client, &namespace, &release).await else {
+        let Ok(Some(record)) =
+            crate::executor::releases::latest(&client, &namespace, &release).await
+        else {
             continue;
         };
         if previous_revision.is_some_and(|p| record.revision <= p) {
             // helm has not written this operation's record yet.
             continue;
         }
-        let objects: Vec<ObjectRef> = crate::releases::manifest_objects(&record.manifest)
+        let objects: Vec<ObjectRef> = crate::executor::releases::manifest_objects(&record.manifest)
             .iter()
             .filter_map(ObjectRef::from_manifest)
             .collect();

@@ -661,6 +661,63 @@ where
     retry_transient(policy, op, classify_kube, kube_retry_after).await
 }
 
+pub(crate) type RetryMap = std::collections::HashMap<(String, String), (String, RetryState)>;
+
+/// Per-release retry accounting: (namespace, release) -> (desired fingerprint, state).
+/// Shared with the status API so an operator can ask for a retry.
+#[derive(Default)]
+pub struct RetryBook {
+    inner: std::sync::Mutex<RetryMap>,
+}
+
+impl RetryBook {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, RetryMap> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An operator asks for a retry of `namespace/release`: backoff and Stalled are cleared.
+    /// Returns whether the release has retry accounting (it ran and failed at least once or
+    /// is known to the agent).
+    pub fn request_retry(&self, namespace: &str, release: &str) -> bool {
+        self.reset(namespace, release, ResetReason::Operator)
+    }
+
+    /// Clears backoff and Stalled of `namespace/release` for `reason`; false when the agent has
+    /// no retry record of it.
+    pub fn reset(&self, namespace: &str, release: &str, reason: ResetReason) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(&(namespace.to_string(), release.to_string())) {
+            Some((_, state)) => {
+                state.reset(reason);
+                tracing::info!(release, namespace, %reason, "retry state reset");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The retry state of `namespace/release`, if the agent has one.
+    pub fn state_of(&self, namespace: &str, release: &str) -> Option<RetryState> {
+        self.lock()
+            .get(&(namespace.to_string(), release.to_string()))
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Puts a state in the book (tests).
+    pub fn insert(&self, namespace: &str, release: &str, state: RetryState) {
+        self.lock().insert(
+            (namespace.to_string(), release.to_string()),
+            (String::new(), state),
+        );
+    }
+}
+
+impl crate::observe::server::RetryRequests for RetryBook {
+    fn request_retry(&self, namespace: &str, release: &str) -> bool {
+        RetryBook::request_retry(self, namespace, release)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

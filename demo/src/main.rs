@@ -54,14 +54,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let telemetry =
-        match strata::telemetry::init(strata::telemetry::LogFormat::Text, &args.log_level) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("strata-demo: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let telemetry = match strata::observe::telemetry::init(
+        strata::observe::telemetry::LogFormat::Text,
+        &args.log_level,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("strata-demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,11 +90,7 @@ fn main() -> ExitCode {
 
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(manifest)
-        .to_path_buf()
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 fn free_local_port() -> anyhow::Result<SocketAddr> {

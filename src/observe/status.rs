@@ -216,6 +216,13 @@ pub enum LayerId {
     Unlayered,
 }
 
+impl LayerId {
+    /// The id of a planned layer: its number, or [`LayerId::Unlayered`].
+    pub fn of(layer: Option<u32>) -> Self {
+        layer.map_or(LayerId::Unlayered, |n| LayerId::Number(u64::from(n)))
+    }
+}
+
 impl Serialize for LayerId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -533,7 +540,7 @@ impl StatusStore {
     }
 
     /// Change notifications. A receiver resets `phase_changed` itself by noting the generation
-    /// it last wrote; see [`crate::report`].
+    /// it last wrote; see [`crate::observe::report`].
     pub fn subscribe(&self) -> watch::Receiver<Change> {
         self.inner.changes.subscribe()
     }

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::status::Status;
+use crate::observe::status::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -243,7 +243,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{LayerId, LayerPhase, LayerStatus, ReleasePhase, ReleaseStatus};
+    use crate::observe::status::{LayerId, LayerPhase, LayerStatus, ReleasePhase, ReleaseStatus};
 
     #[test]
     fn recoveries_and_remediations_are_counted_by_kind_and_outcome() {

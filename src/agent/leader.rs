@@ -37,8 +37,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::report::kube_error_text;
-use crate::retry::{RandomSource, SeededRng};
+use crate::kube_api::error_text as kube_error_text;
+use crate::reconcile::retry::{RandomSource, SeededRng};
 
 /// Default name of the Lease.
 pub const DEFAULT_LEASE_NAME: &str = "strata-leader";

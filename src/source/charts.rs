@@ -15,7 +15,7 @@ use std::time::Duration;
 use sha2::Digest;
 use strata_core::version::VersionConstraint;
 
-use crate::process::Redactor;
+use crate::executor::process::Redactor;
 
 /// Largest chart archive downloaded.
 pub const MAX_ARCHIVE: usize = 64 * 1024 * 1024;
