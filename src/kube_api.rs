@@ -1,6 +1,20 @@
-//! The Kubernetes client every part of the agent uses, and a short text for its errors.
+//! The Kubernetes client every part of the agent uses, a short text for its errors, and
+//! in-place retries of one transient API call ([`retry_kube`]).
+//!
+//! [`retry_transient`] is built on `backon`'s exponential backoff with jitter: an API call that
+//! hits a 429, a 5xx or a dropped connection is repeated a few times within the same attempt,
+//! honouring a `Retry-After` the server sends.
+//!
+//! Note: a kube-rs 5 `Client` built from a `kube::Config` with `default_retry = true` (the
+//! default) already repeats 429, 503 and 504 answers itself, up to 15 times with exponential
+//! backoff from 5 ms honouring `Retry-After`. [`retry_kube`] adds bounded retries for what
+//! that layer leaves out (500, dropped connections, read errors); put a time limit around
+//! calls that must not hang (the leader elector does).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_core::retry::{ErrorClass, classify_http_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,5 +67,207 @@ pub fn error_text(e: &kube::Error) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+
+/// Class of a kube-rs error: API answers by [`classify_http_status`]; transport, TLS and
+/// decoding problems are transient (the API server restarting looks like this).
+pub fn classify_kube(err: &kube::Error) -> ErrorClass {
+    match err {
+        kube::Error::Api(status) => classify_http_status(status.code),
+        kube::Error::BuildRequest(_) | kube::Error::InferConfig(_) => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// The `Retry-After` a Kubernetes API error carried (429, 503), if any.
+pub fn kube_retry_after(err: &kube::Error) -> Option<Duration> {
+    match err {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s))),
+        _ => None,
+    }
+}
+
+/// Bounds for repeating one transient operation in place (an API request, a fetch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InPlaceRetry {
+    /// First delay (backon adds a random part up to the same amount again).
+    pub min_delay: Duration,
+    /// Longest delay before jitter.
+    pub max_delay: Duration,
+    /// Retries after the first try.
+    pub max_retries: usize,
+    /// Jitter seed (None: random).
+    pub seed: Option<u64>,
+}
+
+impl Default for InPlaceRetry {
+    /// 200 ms doubling up to 5 s, 4 retries.
+    fn default() -> Self {
+        InPlaceRetry {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_retries: 4,
+            seed: None,
+        }
+    }
+}
+
+impl InPlaceRetry {
+    /// The backon builder: exponential, factor 2, with jitter.
+    pub fn builder(&self) -> backon::ExponentialBuilder {
+        let b = backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay.max(self.min_delay))
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        match self.seed {
+            Some(seed) => b.with_jitter_seed(seed),
+            None => b,
+        }
+    }
+}
+
+/// Runs `op` and repeats it while it fails with an error `classify` calls transient, within
+/// `policy`; waits at least the `retry_after` of an error. A permanent error, or the last
+/// transient one once the retries are used up, is returned as is. Each retry is logged at
+/// debug level with the error's display text (it must not contain secrets).
+pub async fn retry_transient<T, E, F, Fut>(
+    policy: &InPlaceRetry,
+    op: F,
+    classify: impl Fn(&E) -> ErrorClass,
+    retry_after: impl Fn(&E) -> Option<Duration>,
+) -> std::result::Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+    E: std::fmt::Display,
+{
+    use backon::Retryable;
+    op.retry(policy.builder())
+        .when(|e: &E| classify(e) == ErrorClass::Transient)
+        .adjust(|e: &E, delay: Option<Duration>| {
+            // None means the retries are used up: keep it so.
+            delay.map(|d| retry_after(e).map_or(d, |min| d.max(min)))
+        })
+        .notify(|e: &E, delay: Duration| {
+            tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "transient error, retrying");
+        })
+        .await
+}
+
+/// [`retry_transient`] for kube-rs calls: classified by [`classify_kube`], honouring
+/// [`kube_retry_after`].
+pub async fn retry_kube<T, F, Fut>(policy: &InPlaceRetry, op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    retry_transient(policy, op, classify_kube, kube_retry_after).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn classifies_kube_errors_and_reads_retry_after() {
+        let status = |code: u16, retry: u32| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                details: Some(kube::core::response::StatusDetails {
+                    name: String::new(),
+                    group: String::new(),
+                    kind: String::new(),
+                    uid: String::new(),
+                    causes: vec![],
+                    retry_after_seconds: retry,
+                }),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(classify_kube(&status(429, 3)), ErrorClass::Transient);
+        assert_eq!(kube_retry_after(&status(429, 3)), Some(secs(3.0)));
+        assert_eq!(kube_retry_after(&status(500, 0)), None);
+        assert_eq!(classify_kube(&status(422, 0)), ErrorClass::Permanent);
+        let io = kube::Error::ReadEvents(std::io::Error::other("cut"));
+        assert_eq!(classify_kube(&io), ErrorClass::Transient);
+        assert_eq!(kube_retry_after(&io), None);
+    }
+
+    #[derive(Debug)]
+    struct E(ErrorClass, Option<Duration>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    fn fast() -> InPlaceRetry {
+        InPlaceRetry {
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+            max_retries: 3,
+            seed: Some(9),
+        }
+    }
+
+    async fn run(errors: Vec<E>) -> (std::result::Result<&'static str, E>, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(errors.into_iter()));
+        let c = calls.clone();
+        let res = retry_transient(
+            &fast(),
+            || {
+                c.fetch_add(1, Ordering::SeqCst);
+                let next = errors.lock().unwrap().next();
+                async move {
+                    match next {
+                        Some(e) => Err(e),
+                        None => Ok("done"),
+                    }
+                }
+            },
+            |e: &E| e.0,
+            |e: &E| e.1,
+        )
+        .await;
+        (res, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn in_place_retry_repeats_transient_errors_only() {
+        let t = || E(ErrorClass::Transient, None);
+        let (res, calls) = run(vec![t(), t()]).await;
+        assert_eq!(res.unwrap(), "done");
+        assert_eq!(calls, 3);
+
+        let (res, calls) = run(vec![t(), E(ErrorClass::Permanent, None)]).await;
+        assert_eq!(res.unwrap_err().0, ErrorClass::Permanent);
+        assert_eq!(calls, 2, "a permanent error is not retried");
+
+        let (res, calls) = run(vec![t(), t(), t(), t(), t()]).await;
+        assert_eq!(res.unwrap_err().0, ErrorClass::Transient);
+        assert_eq!(calls, 4, "first try + 3 retries");
+    }
+
+    #[tokio::test]
+    async fn in_place_retry_waits_for_retry_after() {
+        let started = std::time::Instant::now();
+        let (res, calls) = run(vec![E(ErrorClass::Transient, Some(secs(0.3)))]).await;
+        assert_eq!(res.unwrap(), "done");
+        assert_eq!(calls, 2);
+        assert!(started.elapsed() >= secs(0.3), "{:?}", started.elapsed());
     }
 }

@@ -10,7 +10,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubesim::{Cluster, Config, ErrorRule};
-use strata::reconcile::retry::{ErrorClass, InPlaceRetry, classify_kube, retry_kube};
+use strata::kube_api::{InPlaceRetry, classify_kube, retry_kube};
+use strata_core::retry::ErrorClass;
 
 async fn cluster() -> Cluster {
     kubesim::start(Config {

@@ -181,7 +181,7 @@ pub fn default_identity() -> String {
                 .filter(|s| !s.is_empty())
         })
         .unwrap_or_else(|| "strata".to_string());
-    identity_with_suffix(&base, &mut SeededRng::from_entropy())
+    identity_with_suffix(&base, &mut crate::reconcile::retry::entropy_rng())
 }
 
 /// `base` plus `-` and 8 hex digits drawn from `rng`.
@@ -465,7 +465,7 @@ impl LeaderElector {
                 timings,
                 observed: Mutex::new(None),
                 holder,
-                rng: Mutex::new(SeededRng::from_entropy()),
+                rng: Mutex::new(crate::reconcile::retry::entropy_rng()),
             }),
         })
     }

@@ -95,85 +95,12 @@ impl Error {
     }
 }
 
-/// What kind of failure helm reported (from its message).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// `another operation (install/upgrade/rollback) is in progress`: the release is pending.
-    OperationInProgress,
-    /// `no matches for kind ...`: a kind (usually a CRD of another chart) is not served.
-    NoMatchesForKind,
-    /// A hook (pre/post install/upgrade/...) failed.
-    HookFailed,
-    /// Waiting for readiness or an operation timed out.
-    Timeout,
-    /// The release does not exist.
-    ReleaseNotFound,
-    /// The Kubernetes API server could not be reached.
-    ClusterUnreachable,
-    /// The chart could not be loaded or rendered.
-    Chart,
-    /// Anything else.
-    Other,
-}
+/// What kind of failure helm reported: strata-core's one classifier of helm's error text.
+pub use strata_core::retry::HelmFailureKind as FailureKind;
 
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FailureKind::OperationInProgress => "operation in progress",
-            FailureKind::NoMatchesForKind => "kind not served",
-            FailureKind::HookFailed => "hook failed",
-            FailureKind::Timeout => "timeout",
-            FailureKind::ReleaseNotFound => "release not found",
-            FailureKind::ClusterUnreachable => "cluster unreachable",
-            FailureKind::Chart => "chart invalid",
-            FailureKind::Other => "error",
-        })
-    }
-}
-
-/// Classifies helm's error message.
+/// Classifies helm's error message (see [`strata_core::retry::classify_helm_kind`]).
 pub fn classify(message: &str) -> FailureKind {
-    let m = message.to_ascii_lowercase();
-    if m.contains("another operation (install/upgrade/rollback) is in progress") {
-        FailureKind::OperationInProgress
-    } else if m.contains("no matches for kind") || m.contains("ensure crds are installed first") {
-        FailureKind::NoMatchesForKind
-    } else if [
-        "failed pre-install",
-        "failed post-install",
-        "failed pre-upgrade",
-        "failed post-upgrade",
-        "failed pre-rollback",
-        "failed post-rollback",
-        "failed pre-delete",
-        "failed post-delete",
-    ]
-    .iter()
-    .any(|h| m.contains(h))
-    {
-        FailureKind::HookFailed
-    } else if m.contains("context deadline exceeded")
-        || m.contains("timed out waiting")
-        || m.contains("timeout waiting")
-    {
-        FailureKind::Timeout
-    } else if m.contains("release: not found")
-        || m.contains("has no deployed releases")
-        || (m.contains("release") && m.contains("not found") && !m.contains("namespaces"))
-    {
-        FailureKind::ReleaseNotFound
-    } else if m.contains("kubernetes cluster unreachable") || m.contains("connection refused") {
-        FailureKind::ClusterUnreachable
-    } else if m.contains("chart.yaml file is missing")
-        || m.contains("parse error")
-        || m.contains("template:")
-        || m.contains("validation: chart.metadata")
-    {
-        FailureKind::Chart
-    } else {
-        FailureKind::Other
-    }
+    strata_core::retry::classify_helm_kind(message)
 }
 
 /// Extracts helm's message from its stderr: from the first `Error:` line to the end, without
@@ -284,34 +211,6 @@ pub struct ReleaseInfo {
     pub notes: Option<String>,
 }
 
-/// One line of `helm history -o json`.
-#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
-pub struct HistoryEntry {
-    pub revision: u64,
-    #[serde(default)]
-    pub updated: Option<String>,
-    pub status: String,
-    /// `name-version`.
-    pub chart: String,
-    #[serde(default)]
-    pub app_version: Option<String>,
-    #[serde(default)]
-    pub description: String,
-}
-
-/// One line of `helm list -A -o json`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct ListEntry {
-    pub name: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub status: String,
-    /// `name-version`.
-    pub chart: String,
-    pub app_version: Option<String>,
-    pub updated: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct RawRelease {
     name: String,
@@ -356,19 +255,6 @@ struct RawChartMeta {
     app_version: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RawListEntry {
-    name: String,
-    namespace: String,
-    revision: serde_json::Value,
-    #[serde(default)]
-    updated: Option<String>,
-    status: String,
-    chart: String,
-    #[serde(default)]
-    app_version: Option<String>,
-}
-
 /// Parses a release as printed by `-o json` (install, upgrade, status).
 pub fn parse_release(json: &[u8]) -> Result<ReleaseInfo, serde_json::Error> {
     let raw: RawRelease = serde_json::from_slice(json)?;
@@ -397,32 +283,6 @@ pub fn parse_release(json: &[u8]) -> Result<ReleaseInfo, serde_json::Error> {
         manifest: raw.manifest,
         notes: raw.info.notes.filter(|n| !n.is_empty()),
     })
-}
-
-/// Parses `helm history -o json`.
-pub fn parse_history(json: &[u8]) -> Result<Vec<HistoryEntry>, serde_json::Error> {
-    serde_json::from_slice(json)
-}
-
-/// Parses `helm list -o json` (revision is a string there).
-pub fn parse_list(json: &[u8]) -> Result<Vec<ListEntry>, serde_json::Error> {
-    let raw: Vec<RawListEntry> = serde_json::from_slice(json)?;
-    Ok(raw
-        .into_iter()
-        .map(|r| ListEntry {
-            revision: match &r.revision {
-                serde_json::Value::String(s) => s.parse().unwrap_or(0),
-                serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
-                _ => 0,
-            },
-            name: r.name,
-            namespace: r.namespace,
-            status: r.status,
-            chart: r.chart,
-            app_version: r.app_version.filter(|a| !a.is_empty()),
-            updated: r.updated,
-        })
-        .collect())
 }
 
 /// A Go duration for `--timeout`.
@@ -777,75 +637,6 @@ impl Helm {
             source,
         })
     }
-
-    /// `helm history -o json`.
-    pub async fn history(&self, release: &str, namespace: &str) -> Result<Vec<HistoryEntry>> {
-        let args: Vec<OsString> = vec![
-            "history".into(),
-            release.into(),
-            "--namespace".into(),
-            namespace.into(),
-            "--output".into(),
-            "json".into(),
-        ];
-        let out = self
-            .exec("history", release, namespace, args, READ_TIMEOUT)
-            .await?;
-        parse_history(&out.stdout).map_err(|source| Error::Parse {
-            command: "history",
-            object: format!("{namespace}/{release}"),
-            source,
-        })
-    }
-
-    /// `helm list -A -o json` (helm 3 adds `--all` to include failed and pending releases,
-    /// which helm 4 lists by default).
-    pub async fn list_all(&self) -> Result<Vec<ListEntry>> {
-        let mut args: Vec<OsString> = vec![
-            "list".into(),
-            "--all-namespaces".into(),
-            "--output".into(),
-            "json".into(),
-            "--max".into(),
-            "100000".into(),
-        ];
-        if self.version.major < 4 {
-            args.push("--all".into());
-        }
-        let out = self.exec("list", "*", "*", args, READ_TIMEOUT).await?;
-        parse_list(&out.stdout).map_err(|source| Error::Parse {
-            command: "list",
-            object: "all releases".into(),
-            source,
-        })
-    }
-
-    /// `helm get values -o json` (user-supplied values; `{}` when none).
-    pub async fn get_values(&self, release: &str, namespace: &str) -> Result<serde_json::Value> {
-        let args: Vec<OsString> = vec![
-            "get".into(),
-            "values".into(),
-            release.into(),
-            "--namespace".into(),
-            namespace.into(),
-            "--output".into(),
-            "json".into(),
-        ];
-        let out = self
-            .exec("get-values", release, namespace, args, READ_TIMEOUT)
-            .await?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).map_err(|source| Error::Parse {
-                command: "get values",
-                object: format!("{namespace}/{release}"),
-                source,
-            })?;
-        Ok(if v.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            v
-        })
-    }
 }
 
 #[cfg(test)]
@@ -994,17 +785,6 @@ mod tests {
         assert!(parse_release(b"not json").is_err());
     }
 
-    #[test]
-    fn history_and_list_parse() {
-        let h = parse_history(br#"[{"revision":1,"updated":"2026-01-01T00:00:00Z","status":"superseded","chart":"linkerd-0.1.0","app_version":"2.14","description":"Install complete"},{"revision":2,"updated":"2026-01-01T00:01:00Z","status":"deployed","chart":"linkerd-0.1.1","app_version":"2.14","description":"Upgrade complete"}]"#).unwrap();
-        assert_eq!(h.len(), 2);
-        assert_eq!(h[1].revision, 2);
-        assert_eq!(h[1].chart, "linkerd-0.1.1");
-        let l = parse_list(br#"[{"name":"linkerd","namespace":"linkerd","revision":"2","updated":"2026-01-01 00:01:00 +0000 UTC","status":"deployed","chart":"linkerd-0.1.1","app_version":""}]"#).unwrap();
-        assert_eq!(l[0].revision, 2);
-        assert_eq!(l[0].app_version, None);
-    }
-
     #[tokio::test]
     async fn values_file_is_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1139,7 +919,6 @@ env | sort > "$HELM_DATA_HOME/env.log"
 case "$1" in
   version) printf 'v3.19.0+gdeadbee' ;;
   status) printf '{"name":"%s","namespace":"ns","version":4,"info":{"status":"deployed","description":"Upgrade complete"},"chart":{"metadata":{"name":"demo","version":"0.2.0"}},"config":{"k":"v"},"manifest":""}' "$2" ;;
-  list) printf '[{"name":"demo","namespace":"ns","revision":"4","status":"deployed","chart":"demo-0.2.0","app_version":""}]' ;;
   upgrade) echo 'level=WARN msg="noise"' >&2; echo 'Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress' >&2; exit 1 ;;
   *) echo "Error: unexpected $1" >&2; exit 2 ;;
 esac
@@ -1179,8 +958,6 @@ esac
             assert_eq!(helm.version().major, 3);
             let st = helm.status("demo", "ns").await.unwrap();
             assert_eq!((st.revision, st.chart_version.as_str()), (4, "0.2.0"));
-            let list = helm.list_all().await.unwrap();
-            assert_eq!(list[0].revision, 4);
             let values = helm
                 .write_values("ns", "demo", &serde_json::json!({}))
                 .unwrap();
@@ -1209,9 +986,7 @@ esac
             lines[1],
             "status demo --namespace ns --output json --kube-context sim"
         );
-        // helm 3 needs --all to list failed and pending releases.
-        assert!(lines[2].starts_with("list --all-namespaces") && lines[2].contains("--all"));
-        assert!(lines[3].contains("--wait --wait-for-jobs"), "{}", lines[3]);
+        assert!(lines[2].contains("--wait --wait-for-jobs"), "{}", lines[2]);
         let env = std::fs::read_to_string(data.join("env.log")).unwrap();
         assert!(env.contains("HELM_DRIVER=secret"));
         assert!(env.contains("KUBECONFIG=/kube/config"));
@@ -1234,11 +1009,11 @@ esac
             .filter(|(n, _)| n == "helm")
             .map(|(_, f)| f)
             .collect();
-        assert_eq!(helm_spans.len(), 3, "one span per helm command");
+        assert_eq!(helm_spans.len(), 2, "one span per helm command");
         let get = |f: &Vec<(String, String)>, k: &str| {
             f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         };
-        let upgrade = helm_spans[2];
+        let upgrade = helm_spans[1];
         assert_eq!(get(upgrade, "cmd").as_deref(), Some("upgrade"));
         assert_eq!(get(upgrade, "release").as_deref(), Some("demo"));
         assert_eq!(get(upgrade, "namespace").as_deref(), Some("ns"));

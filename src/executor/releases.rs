@@ -188,11 +188,15 @@ async fn list_secrets(
 ) -> Result<Vec<Secret>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let params = ListParams::default().labels(&format!("owner=helm,name={release}"));
-    let list = api.list(&params).await.map_err(|source| Error::List {
-        namespace: namespace.to_string(),
-        release: release.to_string(),
-        source,
-    })?;
+    // An API blip (5xx, a cut connection) is retried in place, within bounds.
+    let retry = crate::kube_api::InPlaceRetry::default();
+    let list = crate::kube_api::retry_kube(&retry, || api.list(&params))
+        .await
+        .map_err(|source| Error::List {
+            namespace: namespace.to_string(),
+            release: release.to_string(),
+            source,
+        })?;
     Ok(list
         .items
         .into_iter()

@@ -1,9 +1,10 @@
 //! One release of a revision: observe, decide, run helm, watch progress.
 //!
-//! An *attempt* is a loop around strata-core's pure `reconcile::decide_with` (decisions in
-//! core, execution here): read the release from helm's storage (kube-rs, no helm process),
-//! decide, run the action, add it to the attempt's `performed` list, read again, until the
-//! decision runs no helm. Actions:
+//! An *attempt* is a loop around strata-core's pure `reconcile::next_action` (decisions in
+//! core, execution here): observe the release through the [`HelmDriver`] (helm's storage, no
+//! helm process), decide (with the retry accounting and the time), execute the action through
+//! the driver, add it to the attempt's `performed` list, observe again, until the decision runs
+//! no helm; then record the outcome (status, metrics, Events, the retry book). Actions:
 //!
 //! - NoOp -> Ready at once (no helm process, no write); Install/Upgrade -> write the merged
 //!   values to a 0600 file and run `helm upgrade --install --wait` with the profile's timeout.
@@ -14,8 +15,9 @@
 //!   deployed revision, then upgrade.
 //! - Remediation after a failed attempt, per profile: `retry` (nothing, next attempt after the
 //!   backoff), `rollback` (to the last deployed revision), `uninstall` (only when chosen).
-//! - Stalled after `remediation.retries` failed attempts (the retry accounting's
-//!   `max_attempts`), until the release changes or an operator asks for a retry.
+//! - Backoff after a failed attempt (no helm until the next attempt is due), and Stalled after
+//!   `remediation.retries` failed attempts or a permanent error, until the release changes or
+//!   an operator asks for a retry. Both are core's decisions.
 //!
 //! Every recovery and remediation is logged, counted (`strata_recoveries_total`,
 //! `strata_remediations_total`), recorded in the release's status (`lastRecovery`,
@@ -34,31 +36,31 @@ use tracing::Instrument as _;
 
 use super::layers::{ReleaseResult, ReleaseRunner};
 use crate::executor::helm::{Helm, UpgradeRequest};
+use crate::executor::{HelmDriver, HelmExecutor};
 use crate::observe::metrics::Metrics;
 use crate::observe::objects::{ClusterReader, ObjectRef};
 use crate::observe::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
-use crate::reconcile::retry::{
-    Due, Failure, Next, ResetReason, RetryBook, RetryPolicy, RetryState, SeededRng,
-};
+use crate::reconcile::retry::{Failure, Next, RetryBook, RetryPolicy, SeededRng};
 use crate::source::revision::ReleaseJob;
 
 /// Poll period of the progress watcher.
 const POLL: Duration = Duration::from_secs(1);
 
-/// The real release runner.
-pub struct Runner {
+/// The release runner: observe, decide (core), execute (the driver), record.
+pub struct Runner<D = HelmExecutor> {
     retries: Arc<RetryBook>,
     policy: RetryPolicy,
     rng: std::sync::Mutex<SeededRng>,
-    helm: Helm,
-    client: kube::Client,
-    cluster: Arc<ClusterReader>,
+    driver: Arc<D>,
+    /// Reads a release's live objects while helm runs (`None`: no progress watching).
+    progress: Option<Arc<ClusterReader>>,
     status: StatusStore,
     metrics: Arc<Metrics>,
     default_timeout: Duration,
 }
 
-impl Runner {
+impl Runner<HelmExecutor> {
+    /// The real runner: helm and the cluster's release storage, with progress watching.
     pub fn new(
         helm: Helm,
         client: kube::Client,
@@ -67,13 +69,34 @@ impl Runner {
         default_timeout: Duration,
         retries: Arc<RetryBook>,
     ) -> Self {
+        let progress = Some(Arc::new(ClusterReader::new(client.clone())));
+        Self::with_driver(
+            HelmExecutor::new(helm, client),
+            progress,
+            status,
+            metrics,
+            default_timeout,
+            retries,
+        )
+    }
+}
+
+impl<D: HelmDriver> Runner<D> {
+    /// A runner on any [`HelmDriver`] (unit tests use a fake one, without progress).
+    pub fn with_driver(
+        driver: D,
+        progress: Option<Arc<ClusterReader>>,
+        status: StatusStore,
+        metrics: Arc<Metrics>,
+        default_timeout: Duration,
+        retries: Arc<RetryBook>,
+    ) -> Self {
         Self {
             retries,
             policy: RetryPolicy::default(),
-            rng: std::sync::Mutex::new(SeededRng::from_entropy()),
-            helm,
-            cluster: Arc::new(ClusterReader::new(client.clone())),
-            client,
+            rng: std::sync::Mutex::new(crate::reconcile::retry::entropy_rng()),
+            driver: Arc::new(driver),
+            progress,
             status,
             metrics,
             default_timeout,
@@ -101,22 +124,20 @@ impl Runner {
         // (`--leader-elect`; work stops at once when the Lease is lost), or there is no leader
         // election and it is by definition the only writer.
         let mut inputs = Inputs::new(LockState::HeldByUs, job.remediation);
-        (inputs.failed_attempts, inputs.last_failure) = self.retry_snapshot(job);
+        inputs.retry = self
+            .retries
+            .begin(&job.namespace, &job.release, &Self::fingerprint(job));
         // The failure of this attempt, recorded in the retry accounting when the attempt ends.
         let mut failure: Option<Failure> = None;
-        let mut gated = false;
-        // decide_with never repeats an action within an attempt: a handful of steps at most.
+        // next_action never repeats an action within an attempt: a handful of steps at most.
         for _ in 0..8 {
-            let record =
-                match crate::executor::releases::latest(&self.client, &job.namespace, &job.release)
-                    .await
-                {
-                    Ok(record) => record,
-                    Err(e) => {
-                        let msg = format!("cannot read the release state: {e}");
-                        return self.fail(job, msg);
-                    }
-                };
+            let record = match self.driver.latest(&job.namespace, &job.release).await {
+                Ok(record) => record,
+                Err(e) => {
+                    let msg = format!("cannot read the release state: {e}");
+                    return self.fail(job, msg);
+                }
+            };
             let observed = record.as_ref().map(|r| r.observed());
             if observed.as_ref().is_some_and(|o| {
                 !matches!(
@@ -126,34 +147,26 @@ impl Runner {
                 )
             }) {
                 // A rollback target may be needed: the last deployed revision from history.
-                inputs.last_deployed_revision = match crate::executor::releases::history(
-                    &self.client,
-                    &job.namespace,
-                    &job.release,
-                )
-                .await
+                inputs.last_deployed_revision = match self
+                    .driver
+                    .history(&job.namespace, &job.release)
+                    .await
                 {
-                    Ok(h) => {
-                        let statuses: Vec<(u32, strata_core::reconcile::ReleaseStatus)> = h
-                            .iter()
-                            .map(|r| {
-                                (
-                                    u32::try_from(r.revision).unwrap_or(u32::MAX),
-                                    strata_core::reconcile::ReleaseStatus::parse(&r.status),
-                                )
-                            })
-                            .collect();
-                        strata_core::reconcile::last_deployed_revision(
-                            statuses.iter().map(|(r, s)| (*r, s)),
-                        )
-                    }
+                    Ok(h) => strata_core::reconcile::last_deployed_revision(
+                        h.iter().map(|(r, s)| (*r, s)),
+                    ),
                     Err(e) => {
                         tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "release history not readable");
                         None
                     }
                 };
             }
-            let action = strata_core::reconcile::decide_with(&desired, observed.as_ref(), &inputs);
+            let action = strata_core::reconcile::next_action(
+                &desired,
+                observed.as_ref(),
+                &inputs,
+                jiff::Timestamp::now(),
+            );
             tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
             let kind = action.kind();
             match &action {
@@ -174,7 +187,7 @@ impl Runner {
                         }
                     });
                     tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
-                    self.retry_done(job, None);
+                    self.retries.succeeded(&job.namespace, &job.release);
                     return ReleaseResult::Ready;
                 }
                 Action::Blocked { reason } => {
@@ -187,17 +200,21 @@ impl Runner {
                     self.set(job, |r| r.action = Some("stalled".into()));
                     return self.fail_with(job, format!("stalled: {reason}"), false);
                 }
+                Action::Backoff { would, reason, .. } => {
+                    // Backing off after failures: no helm process now, no new failure counted.
+                    self.set(job, |r| r.action = Some(would.as_str().to_string()));
+                    return self.fail_with(job, reason.clone(), false);
+                }
                 Action::AwaitRetry { reason } => {
                     let f = failure
                         .take()
                         .unwrap_or_else(|| Failure::transient(reason.clone()));
                     let first = f.message.clone();
-                    let message = match self.retry_done(job, Some(f)) {
-                        Some(Next::RetryAt { at, .. }) => {
+                    let message = match self.record_failure(job, f) {
+                        Next::RetryAt { at, .. } => {
                             format!("{first}; {reason} (next attempt not before {at})")
                         }
-                        Some(Next::Stalled { reason }) => format!("stalled: {reason}"),
-                        None => format!("{first}; {reason}"),
+                        Next::Stalled { reason } => format!("stalled: {reason}"),
                     };
                     return self.fail(job, message);
                 }
@@ -206,14 +223,6 @@ impl Runner {
             let Some(kind) = kind else {
                 return self.fail(job, format!("no way to run `{action}`"));
             };
-            if !gated {
-                gated = true;
-                if let Some(wait) = self.retry_gate(job) {
-                    // Backing off after failures, or stalled: no helm process now.
-                    self.set(job, |r| r.action = Some(kind.as_str().to_string()));
-                    return self.fail_with(job, wait, false);
-                }
-            }
             inputs.performed.push(kind);
             let previous = observed.as_ref().map(|o| u64::from(o.revision));
             let timeout = job.timeout.unwrap_or(self.default_timeout);
@@ -272,12 +281,12 @@ impl Runner {
             };
             match step {
                 Ok(()) if kind.applies_desired() => {
-                    self.retry_done(job, None);
+                    self.retries.succeeded(&job.namespace, &job.release);
                     return ReleaseResult::Ready;
                 }
                 Ok(()) => {}
                 Err(f) => {
-                    inputs.last_failure = Some(f.message.clone());
+                    inputs.retry.last_error = Some(f.message.clone());
                     // The first failure of the attempt is the one to report.
                     if failure.is_none() {
                         failure = Some(f);
@@ -287,7 +296,7 @@ impl Runner {
         }
         let f = failure.unwrap_or_else(|| Failure::transient("too many steps in one attempt"));
         let message = f.message.clone();
-        self.retry_done(job, Some(f));
+        self.record_failure(job, f);
         self.fail(job, message)
     }
 
@@ -302,7 +311,7 @@ impl Runner {
         self.step_started(job, kind, reason);
         let started = Instant::now();
         let result = self
-            .helm
+            .driver
             .uninstall(&job.release, &job.namespace, timeout)
             .await;
         self.metrics
@@ -325,14 +334,10 @@ impl Runner {
         let description = format!(
             "interrupted while pending; marked failed by strata before recovering ({kind})"
         );
-        match crate::executor::releases::mark_failed(
-            &self.client,
-            &job.namespace,
-            &job.release,
-            revision,
-            &description,
-        )
-        .await
+        match self
+            .driver
+            .mark_failed(&job.namespace, &job.release, revision, &description)
+            .await
         {
             Ok(changed) => {
                 tracing::info!(release = %job.release, namespace = %job.namespace, revision, changed, "interrupted record marked failed");
@@ -358,7 +363,7 @@ impl Runner {
         self.step_started(job, kind, reason);
         let started = Instant::now();
         let result = self
-            .helm
+            .driver
             .rollback(
                 &job.release,
                 &job.namespace,
@@ -452,7 +457,7 @@ impl Runner {
         previous_revision: Option<u64>,
     ) -> Result<(), Failure> {
         let values_file = match self
-            .helm
+            .driver
             .write_values(&job.namespace, &job.release, &job.values)
         {
             Ok(p) => p,
@@ -472,18 +477,20 @@ impl Runner {
         });
         tracing::info!(release = %job.release, namespace = %job.namespace, action = verb, reason, "running helm");
         let stop = CancellationToken::new();
-        let watcher = tokio::spawn(
-            watch_progress(
-                self.cluster.clone(),
-                self.client.clone(),
-                self.status.clone(),
-                job.namespace.clone(),
-                job.release.clone(),
-                previous_revision,
-                stop.clone(),
+        let watcher = self.progress.clone().map(|cluster| {
+            tokio::spawn(
+                watch_progress(
+                    cluster,
+                    self.driver.clone(),
+                    self.status.clone(),
+                    job.namespace.clone(),
+                    job.release.clone(),
+                    previous_revision,
+                    stop.clone(),
+                )
+                .in_current_span(),
             )
-            .in_current_span(),
-        );
+        });
         let request = UpgradeRequest {
             release: job.release.clone(),
             namespace: job.namespace.clone(),
@@ -494,9 +501,11 @@ impl Runner {
             wait: true,
         };
         let started = Instant::now();
-        let result = self.helm.upgrade_install(&request).await;
+        let result = self.driver.upgrade_install(&request).await;
         stop.cancel();
-        let _ = watcher.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         self.metrics
             .helm_command("upgrade", started.elapsed(), result.is_err());
         match result {
@@ -522,9 +531,9 @@ impl Runner {
                     .unwrap_or_else(|| e.to_string());
                 // The phase becomes Failed when the attempt ends (after any remediation).
                 tracing::error!(release = %job.release, namespace = %job.namespace, action = verb, error = %message, "helm failed");
-                Err(match e.helm_message() {
-                    Some(m) => Failure {
-                        class: crate::reconcile::retry::classify_helm_message(m),
+                Err(match e.kind() {
+                    Some(kind) => Failure {
+                        class: kind.class(),
                         message,
                         retry_after: None,
                     },
@@ -541,76 +550,22 @@ impl Runner {
         )
     }
 
-    /// `Some(why)` when the release may not run helm now: backing off after failures, or
-    /// stalled. A changed release (chart, version, values) starts afresh.
-    fn retry_gate(&self, job: &ReleaseJob) -> Option<String> {
-        let mut retries = self.retries.lock();
-        let key = (job.namespace.clone(), job.release.clone());
-        let fingerprint = Self::fingerprint(job);
-        let (seen, state) = retries
-            .entry(key)
-            .or_insert_with(|| (fingerprint.clone(), RetryState::new()));
-        if *seen != fingerprint {
-            if state.reset(ResetReason::NewRevision) {
-                tracing::info!(release = %job.release, namespace = %job.namespace, "retry accounting reset: {}", ResetReason::NewRevision);
-            }
-            *seen = fingerprint;
-        }
-        let last = state.last_error.clone().unwrap_or_default();
-        match state.due(jiff::Timestamp::now()) {
-            Due::Now => None,
-            Due::At(at) => Some(format!(
-                "backing off after {} failed attempt(s): next attempt not before {at}; last error: {last}",
-                state.attempts
-            )),
-            Due::Stalled => Some(format!(
-                "stalled: {}",
-                state.stalled_reason.clone().unwrap_or(last)
-            )),
-        }
-    }
-
-    /// Failed attempts so far and the last failure (for the reconcile decision); a changed
-    /// release starts afresh.
-    fn retry_snapshot(&self, job: &ReleaseJob) -> (u32, Option<String>) {
-        let mut retries = self.retries.lock();
-        let key = (job.namespace.clone(), job.release.clone());
-        let fingerprint = Self::fingerprint(job);
-        let (seen, state) = retries
-            .entry(key)
-            .or_insert_with(|| (fingerprint.clone(), RetryState::new()));
-        if *seen != fingerprint {
-            if state.reset(ResetReason::NewRevision) {
-                tracing::info!(release = %job.release, namespace = %job.namespace, "retry accounting reset: {}", ResetReason::NewRevision);
-            }
-            *seen = fingerprint;
-        }
-        (state.attempts, state.last_error.clone())
-    }
-
-    /// Record the end of an attempt: success (`None`) clears the accounting; a failure
-    /// returns what follows.
-    fn retry_done(&self, job: &ReleaseJob, failure: Option<Failure>) -> Option<Next> {
-        let mut retries = self.retries.lock();
-        let key = (job.namespace.clone(), job.release.clone());
-        let fingerprint = Self::fingerprint(job);
-        let (_, state) = retries
-            .entry(key)
-            .or_insert_with(|| (fingerprint, RetryState::new()));
-        match failure {
-            None => {
-                state.on_success();
-                None
-            }
-            Some(f) => {
-                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-                let policy = RetryPolicy {
-                    max_attempts: job.remediation.retries.max(1),
-                    ..self.policy.clone()
-                };
-                Some(state.on_failure(jiff::Timestamp::now(), f, &policy, &mut *rng))
-            }
-        }
+    /// Record a failed attempt in the retry book: what follows (backoff or Stalled) is core's
+    /// decision, with the profile's `remediation.retries` as the limit.
+    fn record_failure(&self, job: &ReleaseJob, failure: Failure) -> Next {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let policy = RetryPolicy {
+            max_attempts: job.remediation.retries.max(1),
+            ..self.policy.clone()
+        };
+        self.retries.failed(
+            &job.namespace,
+            &job.release,
+            jiff::Timestamp::now(),
+            failure,
+            &policy,
+            &mut *rng,
+        )
     }
 
     fn fail(&self, job: &ReleaseJob, message: String) -> ReleaseResult {
@@ -631,7 +586,7 @@ impl Runner {
     }
 }
 
-impl ReleaseRunner<ReleaseJob> for Runner {
+impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
     async fn run(&self, job: &ReleaseJob) -> ReleaseResult {
         let span = tracing::info_span!(
             "release",
@@ -647,9 +602,9 @@ impl ReleaseRunner<ReleaseJob> for Runner {
 }
 
 /// Poll the release record helm writes and its objects until `stop`.
-async fn watch_progress(
+async fn watch_progress<D: HelmDriver>(
     cluster: Arc<ClusterReader>,
-    client: kube::Client,
+    driver: Arc<D>,
     status: StatusStore,
     namespace: String,
     release: String,
@@ -661,9 +616,7 @@ async fn watch_progress(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let Ok(Some(record)) =
-            crate::executor::releases::latest(&client, &namespace, &release).await
-        else {
+        let Ok(Some(record)) = driver.latest(&namespace, &release).await else {
             continue;
         };
         if previous_revision.is_some_and(|p| record.revision <= p) {
@@ -736,5 +689,422 @@ async fn watch_progress(
                 });
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The action loop against a fake [`HelmDriver`]: which helm actions run, in which order,
+    //! and what is recorded, without helm or a cluster.
+    use super::*;
+    use crate::executor::helm::{self, ReleaseInfo};
+    use crate::executor::releases::{self, ReleaseRecord};
+    use crate::observe::status::{LayerId, LayerPhase, LayerStatus};
+    use std::collections::VecDeque;
+    use std::path::PathBuf;
+    use strata_core::profiles::{Remediation, RemediationStrategy};
+    use strata_core::reconcile::ReleaseStatus as HelmStatus;
+
+    const NS: &str = "web";
+    const NAME: &str = "site";
+
+    /// What a scripted `helm upgrade --install` does.
+    enum Upgrade {
+        /// Succeeds: a new deployed revision.
+        Ok,
+        /// Fails with this message, leaving a failed revision (as a failed hook or wait does).
+        FailWithRecord(&'static str),
+        /// Fails with this message before writing anything (as a template error does).
+        FailBeforeWriting(&'static str),
+    }
+
+    #[derive(Default)]
+    struct State {
+        records: Vec<ReleaseRecord>,
+        calls: Vec<String>,
+        upgrades: VecDeque<Upgrade>,
+        values: serde_json::Value,
+        storage_down: bool,
+    }
+
+    /// helm and its storage, in memory.
+    #[derive(Default)]
+    struct Fake(std::sync::Mutex<State>);
+
+    impl Fake {
+        fn with(records: Vec<ReleaseRecord>, upgrades: Vec<Upgrade>) -> Self {
+            Fake(std::sync::Mutex::new(State {
+                records,
+                upgrades: upgrades.into(),
+                ..State::default()
+            }))
+        }
+
+        fn st(&self) -> std::sync::MutexGuard<'_, State> {
+            self.0.lock().unwrap()
+        }
+
+        fn next_revision(st: &State) -> u64 {
+            st.records.iter().map(|r| r.revision).max().unwrap_or(0) + 1
+        }
+
+        fn supersede(st: &mut State) {
+            for r in &mut st.records {
+                if r.status == "deployed" {
+                    r.status = "superseded".into();
+                }
+            }
+        }
+
+        fn command_error(command: &'static str, message: &str) -> helm::Error {
+            helm::Error::Command {
+                command,
+                release: NAME.into(),
+                namespace: NS.into(),
+                kind: helm::classify(message),
+                message: message.into(),
+                exit_code: Some(1),
+            }
+        }
+    }
+
+    fn record(
+        revision: u64,
+        status: &str,
+        version: &str,
+        config: serde_json::Value,
+    ) -> ReleaseRecord {
+        ReleaseRecord {
+            name: NAME.into(),
+            namespace: NS.into(),
+            revision,
+            status: status.into(),
+            description: String::new(),
+            chart_name: "site".into(),
+            chart_version: version.into(),
+            app_version: None,
+            config,
+            manifest: String::new(),
+        }
+    }
+
+    impl HelmDriver for Fake {
+        async fn latest(&self, _: &str, _: &str) -> releases::Result<Option<ReleaseRecord>> {
+            let st = self.st();
+            if st.storage_down {
+                return Err(releases::Error::Decode {
+                    namespace: NS.into(),
+                    secret: "sh.helm.release.v1.site.v1".into(),
+                    message: "storage is down".into(),
+                });
+            }
+            Ok(st.records.iter().max_by_key(|r| r.revision).cloned())
+        }
+
+        async fn history(&self, _: &str, _: &str) -> releases::Result<Vec<(u32, HelmStatus)>> {
+            Ok(self
+                .st()
+                .records
+                .iter()
+                .map(|r| (r.revision as u32, HelmStatus::parse(&r.status)))
+                .collect())
+        }
+
+        async fn mark_failed(
+            &self,
+            _: &str,
+            _: &str,
+            revision: u64,
+            _: &str,
+        ) -> releases::Result<bool> {
+            let mut st = self.st();
+            st.calls.push(format!("mark-failed {revision}"));
+            let Some(r) = st.records.iter_mut().find(|r| r.revision == revision) else {
+                return Ok(false);
+            };
+            let pending = HelmStatus::parse(&r.status).is_pending();
+            if pending {
+                r.status = "failed".into();
+            }
+            Ok(pending)
+        }
+
+        fn write_values(
+            &self,
+            _: &str,
+            _: &str,
+            values: &serde_json::Value,
+        ) -> helm::Result<PathBuf> {
+            self.st().values = values.clone();
+            Ok(PathBuf::from("/dev/null"))
+        }
+
+        async fn upgrade_install(&self, _: &UpgradeRequest) -> helm::Result<ReleaseInfo> {
+            let mut st = self.st();
+            st.calls.push("upgrade".into());
+            let revision = Self::next_revision(&st);
+            let values = st.values.clone();
+            match st.upgrades.pop_front().unwrap_or(Upgrade::Ok) {
+                Upgrade::Ok => {
+                    Self::supersede(&mut st);
+                    st.records
+                        .push(record(revision, "deployed", "2.0.0", values));
+                    Ok(ReleaseInfo {
+                        name: NAME.into(),
+                        namespace: NS.into(),
+                        revision,
+                        status: "deployed".into(),
+                        description: "Upgrade complete".into(),
+                        chart_name: "site".into(),
+                        chart_version: "2.0.0".into(),
+                        app_version: None,
+                        last_deployed: None,
+                        config: serde_json::json!({}),
+                        manifest: String::new(),
+                        notes: None,
+                    })
+                }
+                Upgrade::FailWithRecord(m) => {
+                    Self::supersede(&mut st);
+                    st.records.push(record(revision, "failed", "2.0.0", values));
+                    Err(Self::command_error("upgrade", m))
+                }
+                Upgrade::FailBeforeWriting(m) => Err(Self::command_error("upgrade", m)),
+            }
+        }
+
+        async fn uninstall(&self, _: &str, _: &str, _: Duration) -> helm::Result<()> {
+            let mut st = self.st();
+            st.calls.push("uninstall".into());
+            st.records.clear();
+            Ok(())
+        }
+
+        async fn rollback(
+            &self,
+            _: &str,
+            _: &str,
+            to: Option<u64>,
+            _: Duration,
+        ) -> helm::Result<()> {
+            let mut st = self.st();
+            let to = to.unwrap_or(0);
+            st.calls.push(format!("rollback {to}"));
+            let target = st.records.iter().find(|r| r.revision == to).cloned();
+            let Some(target) = target else {
+                return Err(Self::command_error("rollback", "release: not found"));
+            };
+            let revision = Self::next_revision(&st);
+            Self::supersede(&mut st);
+            st.records.push(ReleaseRecord {
+                revision,
+                status: "deployed".into(),
+                ..target
+            });
+            Ok(())
+        }
+    }
+
+    fn job(strategy: RemediationStrategy) -> ReleaseJob {
+        let values = serde_json::json!({"replicas": 2});
+        ReleaseJob {
+            profile: "site".into(),
+            release: NAME.into(),
+            namespace: NS.into(),
+            chart_name: "site".into(),
+            chart_version: "2.0.0".into(),
+            chart_path: PathBuf::from("/charts/site-2.0.0.tgz"),
+            values_digest: strata_core::values::canonical_digest(&values),
+            values,
+            timeout: Some(Duration::from_secs(30)),
+            remediation: Remediation {
+                strategy,
+                retries: 3,
+            },
+        }
+    }
+
+    fn runner(fake: Fake) -> (Runner<Fake>, StatusStore, Arc<RetryBook>) {
+        let status = StatusStore::new();
+        status.update(|s| {
+            s.layers = vec![LayerStatus {
+                layer: LayerId::Number(1),
+                phase: LayerPhase::Pending,
+                ready_at: None,
+                releases: vec![crate::observe::status::ReleaseStatus::pending(
+                    "site", NAME, NS, "site", "2.0.0",
+                )],
+            }];
+        });
+        let book = Arc::new(RetryBook::default());
+        let r = Runner::with_driver(
+            fake,
+            None,
+            status.clone(),
+            Arc::new(Metrics::new()),
+            Duration::from_secs(60),
+            book.clone(),
+        );
+        (r, status, book)
+    }
+
+    fn calls(r: &Runner<Fake>) -> Vec<String> {
+        r.driver.st().calls.clone()
+    }
+
+    fn release(status: &StatusStore) -> crate::observe::status::ReleaseStatus {
+        status.snapshot().release(NS, NAME).unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn absent_is_installed_then_in_sync_runs_no_helm() {
+        let (r, status, book) = runner(Fake::default());
+        let j = job(RemediationStrategy::Retry);
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade"]);
+        assert_eq!(release(&status).phase, ReleasePhase::Ready);
+        assert_eq!(release(&status).helm_revision, Some(1));
+        // The same desired release again: no helm process.
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade"]);
+        assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn pending_install_is_uninstalled_then_installed() {
+        let fake = Fake::with(
+            vec![record(1, "pending-install", "2.0.0", serde_json::json!({}))],
+            vec![],
+        );
+        let (r, status, _) = runner(fake);
+        assert_eq!(
+            r.run(&job(RemediationStrategy::Retry)).await,
+            ReleaseResult::Ready
+        );
+        assert_eq!(calls(&r), ["uninstall", "upgrade"]);
+        let rel = release(&status);
+        assert_eq!(rel.last_recovery.unwrap().kind, "recover-pending-install");
+        assert_eq!(rel.phase, ReleasePhase::Ready);
+    }
+
+    #[tokio::test]
+    async fn pending_upgrade_is_marked_failed_rolled_back_then_upgraded() {
+        let fake = Fake::with(
+            vec![
+                record(1, "superseded", "1.0.0", serde_json::json!({})),
+                record(2, "pending-upgrade", "2.0.0", serde_json::json!({})),
+            ],
+            vec![],
+        );
+        let (r, status, _) = runner(fake);
+        assert_eq!(
+            r.run(&job(RemediationStrategy::Retry)).await,
+            ReleaseResult::Ready
+        );
+        assert_eq!(calls(&r), ["mark-failed 2", "rollback 1", "upgrade"]);
+        let st = r.driver.st();
+        assert!(
+            st.records
+                .iter()
+                .all(|x| !HelmStatus::parse(&x.status).is_pending()),
+            "no record stays pending: {:?}",
+            st.records
+        );
+        assert_eq!(
+            release(&status).last_recovery.unwrap().kind,
+            "rollback-then-upgrade"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_upgrade_is_remediated_once_then_backs_off_without_helm() {
+        let fake = Fake::with(
+            vec![record(1, "deployed", "1.0.0", serde_json::json!({}))],
+            vec![Upgrade::FailWithRecord(
+                "failed post-upgrade: job check failed: BackoffLimitExceeded",
+            )],
+        );
+        let (r, status, book) = runner(fake);
+        let j = job(RemediationStrategy::Rollback);
+        let ReleaseResult::Failed(message) = r.run(&j).await else {
+            panic!("the attempt fails");
+        };
+        assert!(message.contains("failed post-upgrade"), "{message}");
+        assert_eq!(
+            calls(&r),
+            ["upgrade", "rollback 1"],
+            "upgrade once, then the remediation"
+        );
+        assert_eq!(
+            release(&status).last_remediation.unwrap().kind,
+            "remediate-rollback"
+        );
+        let st = book.state_of(NS, NAME).unwrap();
+        assert_eq!((st.attempts, st.stalled), (1, false));
+        assert!(st.next_attempt_at.is_some());
+        // Asked again before the backoff ends: no helm process, and not a new failure.
+        let ReleaseResult::Failed(message) = r.run(&j).await else {
+            panic!("still backing off");
+        };
+        assert!(
+            message.contains("backing off after 1 failed attempt(s)"),
+            "{message}"
+        );
+        assert_eq!(calls(&r), ["upgrade", "rollback 1"]);
+        assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 1);
+        assert_eq!(release(&status).action.as_deref(), Some("upgrade"));
+        // An operator's retry clears the backoff: the next run upgrades again (and succeeds).
+        assert!(book.request_retry(NS, NAME));
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "rollback 1", "upgrade"]);
+    }
+
+    #[tokio::test]
+    async fn an_action_never_runs_twice_in_one_attempt_and_a_permanent_error_stalls() {
+        let fake = Fake::with(
+            vec![record(1, "deployed", "1.0.0", serde_json::json!({}))],
+            vec![Upgrade::FailBeforeWriting(
+                "parse error at (site/templates/cm.yaml:3): unexpected \"}\" in operand",
+            )],
+        );
+        let (r, status, book) = runner(fake);
+        let j = job(RemediationStrategy::Retry);
+        assert!(matches!(r.run(&j).await, ReleaseResult::Failed(_)));
+        assert_eq!(
+            calls(&r),
+            ["upgrade"],
+            "the failed upgrade is not repeated in the attempt"
+        );
+        let st = book.state_of(NS, NAME).unwrap();
+        assert!(st.stalled, "a template error is permanent: {st:?}");
+        // Stalled: no helm until the release changes or a retry is requested.
+        let ReleaseResult::Failed(message) = r.run(&j).await else {
+            panic!("stalled");
+        };
+        assert!(message.starts_with("stalled: permanent error"), "{message}");
+        assert_eq!(release(&status).action.as_deref(), Some("stalled"));
+        assert_eq!(calls(&r), ["upgrade"]);
+        // A changed release (new values) starts afresh.
+        let mut changed = j.clone();
+        changed.values = serde_json::json!({"replicas": 3});
+        changed.values_digest = strata_core::values::canonical_digest(&changed.values);
+        assert_eq!(r.run(&changed).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "upgrade"]);
+    }
+
+    #[tokio::test]
+    async fn unreadable_storage_fails_the_release_without_running_helm() {
+        let fake = Fake::default();
+        fake.st().storage_down = true;
+        let (r, status, _) = runner(fake);
+        let ReleaseResult::Failed(message) = r.run(&job(RemediationStrategy::Retry)).await else {
+            panic!("fails");
+        };
+        assert!(
+            message.starts_with("cannot read the release state"),
+            "{message}"
+        );
+        assert!(calls(&r).is_empty());
+        assert_eq!(release(&status).phase, ReleasePhase::Failed);
     }
 }

@@ -35,6 +35,7 @@ pub mod profiles;
 pub mod readiness;
 pub mod reconcile;
 pub mod repoindex;
+pub mod retry;
 pub mod schedule;
 pub mod types;
 pub mod values;

@@ -23,7 +23,11 @@
 //! - **Remediation after a failed attempt**, per [`RemediationStrategy`]:
 //!   [`Action::RemediateRollback`], [`Action::RemediateUninstall`] (only when the profile chose
 //!   it), or [`Action::AwaitRetry`] (retry: the next attempt runs the same upgrade again).
-//! - **Stalled** ([`Action::Stalled`]) once `failed_attempts` reaches `remediation.retries`.
+//! - **Stalled** ([`Action::Stalled`]) once `retry.attempts` reaches `remediation.retries`.
+//!
+//! [`next_action`] is what the agent calls: [`decide_with`] gated by the release's retry
+//! accounting at a given time ([`Action::Backoff`] until the next attempt is due, or
+//! [`Action::Stalled`]).
 //!
 //! An *attempt* is one pass of the agent over a release. The agent calls [`decide_with`], runs
 //! the action, adds its [`ActionKind`] to [`Inputs::performed`], reads helm's storage again and
@@ -82,6 +86,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::profiles::{Remediation, RemediationStrategy};
+use crate::retry::{Due, RetryState};
 
 /// A release's status in helm's storage (`helm list -o json` / `helm status -o json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +265,13 @@ pub enum Action {
     RemediateUninstall { reason: String },
     /// Nothing more in this attempt: record the failure and try again after the backoff.
     AwaitRetry { reason: String },
+    /// Backing off after failed attempts: `would` runs, but not before `until`. No helm runs
+    /// now, and nothing is counted as a new failure.
+    Backoff {
+        until: jiff::Timestamp,
+        would: ActionKind,
+        reason: String,
+    },
     /// Failed `remediation.retries` times: no more attempts until the release changes or an
     /// operator asks for a retry.
     Stalled { reason: String },
@@ -280,7 +292,11 @@ impl Action {
             Self::RollbackThenUpgrade { .. } => ActionKind::RollbackThenUpgrade,
             Self::RemediateRollback { .. } => ActionKind::RemediateRollback,
             Self::RemediateUninstall { .. } => ActionKind::RemediateUninstall,
-            Self::NoOp | Self::Blocked { .. } | Self::AwaitRetry { .. } | Self::Stalled { .. } => {
+            Self::NoOp
+            | Self::Blocked { .. }
+            | Self::AwaitRetry { .. }
+            | Self::Backoff { .. }
+            | Self::Stalled { .. } => {
                 return None;
             }
         })
@@ -303,6 +319,7 @@ impl Action {
             | Self::RemediateRollback { reason, .. }
             | Self::RemediateUninstall { reason }
             | Self::AwaitRetry { reason }
+            | Self::Backoff { reason, .. }
             | Self::Stalled { reason } => reason.clone(),
         }
     }
@@ -403,6 +420,7 @@ impl fmt::Display for Action {
             ),
             Self::RemediateUninstall { reason } => write!(f, "remediate: uninstall ({reason})"),
             Self::AwaitRetry { reason } => write!(f, "retry later: {reason}"),
+            Self::Backoff { would, reason, .. } => write!(f, "{would} later: {reason}"),
             Self::Stalled { reason } => write!(f, "stalled: {reason}"),
         }
     }
@@ -499,11 +517,11 @@ pub struct Inputs {
     pub lock: LockState,
     /// The profile's remediation (strategy and retries).
     pub remediation: Remediation,
-    /// Consecutive failed attempts before this one (the agent's retry state), reset by a
-    /// success, a change of the release or an operator's request.
-    pub failed_attempts: u32,
-    /// The last failure's message (already free of secrets), shown with Stalled.
-    pub last_failure: Option<String>,
+    /// The release's retry accounting before this attempt: consecutive failed attempts, the
+    /// last failure's message (already free of secrets, shown with Stalled), backoff and
+    /// Stalled. Reset by a success, a change of the release or an operator's request.
+    #[serde(default)]
+    pub retry: RetryState,
     /// The newest revision in helm's history whose status is `deployed` or `superseded`
     /// (`None`: never deployed). The target of rollbacks; ignored unless it is at least 1 and
     /// older than the observed revision (helm reads revision 0 as "the previous one").
@@ -572,15 +590,16 @@ pub fn decide_with(
         };
     }
     let retries = inputs.remediation.retries.max(1);
-    if inputs.failed_attempts >= retries && inputs.performed.is_empty() {
+    if inputs.retry.attempts >= retries && inputs.performed.is_empty() {
         let last = inputs
-            .last_failure
+            .retry
+            .last_error
             .as_deref()
             .map_or_else(String::new, |m| format!("; last failure: {m}"));
         return Action::Stalled {
             reason: format!(
                 "release {release} failed {} times (remediation.retries is {retries}); not retried until the release changes or a retry is requested{last}",
-                inputs.failed_attempts
+                inputs.retry.attempts
             ),
         };
     }
@@ -602,6 +621,42 @@ pub fn decide_with(
         _ => decide(desired, observed),
     };
     guard(&release, action, inputs)
+}
+
+/// The next action for one release at `now`: [`decide_with`], and before the first helm
+/// action of an attempt the retry accounting's gate ([`RetryState::due`]): while backing off,
+/// [`Action::Backoff`] until the next attempt is due; when Stalled (a permanent error, or
+/// `remediation.retries` failed attempts), [`Action::Stalled`]. The one function the agent asks
+/// what to do; time is passed in, never read.
+pub fn next_action(
+    desired: &DesiredRelease,
+    observed: Option<&ObservedRelease>,
+    inputs: &Inputs,
+    now: jiff::Timestamp,
+) -> Action {
+    let action = decide_with(desired, observed, inputs);
+    let Some(would) = action.kind() else {
+        return action;
+    };
+    if !inputs.performed.is_empty() {
+        return action;
+    }
+    let retry = &inputs.retry;
+    let last = retry.last_error.clone().unwrap_or_default();
+    match retry.due(now) {
+        Due::Now => action,
+        Due::At(until) => Action::Backoff {
+            until,
+            would,
+            reason: format!(
+                "backing off after {} failed attempt(s): next attempt not before {until}; last error: {last}",
+                retry.attempts
+            ),
+        },
+        Due::Stalled => Action::Stalled {
+            reason: retry.stalled_reason.clone().unwrap_or(last),
+        },
+    }
 }
 
 /// Never the same action twice in one attempt; nothing runs helm while another instance holds
@@ -863,8 +918,7 @@ mod tests {
                 strategy,
                 retries: 3,
             },
-            failed_attempts: 0,
-            last_failure: None,
+            retry: RetryState::default(),
             last_deployed_revision: Some(2),
             performed: Vec::new(),
         }
@@ -1140,13 +1194,13 @@ mod tests {
         let d = desired();
         let o = observed("failed", "1.14.4", Some("sha256:aaa"));
         let mut i = inputs(LockState::HeldByUs, RemediationStrategy::Retry);
-        i.last_failure = Some("timed out waiting for the condition".into());
-        i.failed_attempts = 2;
+        i.retry.last_error = Some("timed out waiting for the condition".into());
+        i.retry.attempts = 2;
         assert!(matches!(
             decide_with(&d, Some(&o), &i),
             Action::Upgrade { .. }
         ));
-        i.failed_attempts = 3;
+        i.retry.attempts = 3;
         let a = decide_with(&d, Some(&o), &i);
         assert!(
             matches!(&a, Action::Stalled { reason } if reason.contains("failed 3 times (remediation.retries is 3)") && reason.contains("last failure: timed out")),
@@ -1169,6 +1223,106 @@ mod tests {
         assert!(matches!(
             decide_with(&d, Some(&o), &i),
             Action::RemediateRollback { .. }
+        ));
+    }
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// The retry state after `failures` transient failures at 12:00, with a 10 s delay each.
+    fn backing_off(failures: u32) -> RetryState {
+        use crate::retry::{Failure, Jitter, RetryPolicy, SeededRng};
+        let policy = RetryPolicy {
+            base_delay: std::time::Duration::from_secs(10),
+            max_delay: std::time::Duration::from_secs(10),
+            max_attempts: 3,
+            multiplier: 1.0,
+            jitter: Jitter::None,
+        };
+        let mut st = RetryState::new();
+        for _ in 0..failures {
+            st.on_failure(
+                at("2026-01-01T12:00:00Z"),
+                Failure::transient("hook failed"),
+                &policy,
+                &mut SeededRng::new(1),
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn next_action_gates_the_first_helm_action_on_the_retry_accounting() {
+        let d = desired();
+        let failed = observed("failed", "1.14.4", Some("sha256:aaa"));
+        let mut i = inputs(LockState::HeldByUs, RemediationStrategy::Retry);
+        let before = at("2026-01-01T12:00:05Z");
+        let after = at("2026-01-01T12:00:11Z");
+
+        // Fresh accounting: the decision as is.
+        assert!(matches!(
+            next_action(&d, Some(&failed), &i, before),
+            Action::Upgrade { .. }
+        ));
+
+        // One failure, 10 s delay: backing off until 12:00:10, then due.
+        i.retry = backing_off(1);
+        let a = next_action(&d, Some(&failed), &i, before);
+        assert!(
+            matches!(&a, Action::Backoff { until, would: ActionKind::Upgrade, reason }
+                if *until == at("2026-01-01T12:00:10Z")
+                    && reason.contains("backing off after 1 failed attempt(s)")
+                    && reason.contains("last error: hook failed")),
+            "{a:?}"
+        );
+        assert!(!a.runs_helm());
+        assert!(matches!(
+            next_action(&d, Some(&failed), &i, after),
+            Action::Upgrade { .. }
+        ));
+
+        // Within an attempt (a helm action already ran) the gate does not apply.
+        i.performed = vec![ActionKind::Upgrade];
+        assert!(!matches!(
+            next_action(&d, Some(&failed), &i, before),
+            Action::Backoff { .. }
+        ));
+        i.performed.clear();
+
+        // In sync wins over backoff: nothing to do is not waiting.
+        let ok = observed("deployed", "1.14.4", Some("sha256:aaa"));
+        assert_eq!(next_action(&d, Some(&ok), &i, before), Action::NoOp);
+
+        // A permanent failure stalls at once, with its own reason.
+        let mut st = RetryState::new();
+        st.on_failure(
+            before,
+            crate::retry::Failure::permanent("template: x:1: bad"),
+            &crate::retry::RetryPolicy::default(),
+            &mut crate::retry::SeededRng::new(1),
+        );
+        i.retry = st;
+        let a = next_action(&d, Some(&failed), &i, after);
+        assert!(
+            matches!(&a, Action::Stalled { reason } if reason.contains("permanent error") && reason.contains("template: x:1: bad")),
+            "{a:?}"
+        );
+
+        // remediation.retries failed attempts: Stalled by the decision itself.
+        i.retry = backing_off(3);
+        let a = next_action(&d, Some(&failed), &i, after);
+        assert!(
+            matches!(&a, Action::Stalled { reason } if reason.contains("failed 3 times (remediation.retries is 3)")),
+            "{a:?}"
+        );
+
+        // Actions that run no helm are never gated (another instance holds the Lease).
+        i.retry = backing_off(1);
+        i.lock = other();
+        assert!(matches!(
+            next_action(&d, Some(&failed), &i, before),
+            Action::Blocked { .. }
         ));
     }
 
@@ -1320,10 +1474,11 @@ mod tests {
         let i: Inputs = serde_json::from_value(serde_json::json!({
             "lock": {"lock": "heldByOther", "holder": "x"},
             "remediation": {"strategy": "uninstall"},
-            "failedAttempts": 1,
+            "retry": {"attempts": 1},
             "performed": ["upgrade"]
         }))
         .unwrap();
+        assert_eq!(i.retry.attempts, 1);
         assert_eq!(i.lock, LockState::HeldByOther { holder: "x".into() });
         assert_eq!(i.remediation.retries, crate::profiles::DEFAULT_RETRIES);
         assert_eq!(i.performed, vec![ActionKind::Upgrade]);

@@ -606,8 +606,11 @@ fn reconcile_decisions_keep_their_invariants() {
             let inputs = Inputs {
                 lock: lock.clone(),
                 remediation: Remediation { strategy, retries },
-                failed_attempts: u32::try_from(rng.below(6)).unwrap_or(0),
-                last_failure: rng.chance(50).then(|| "boom".to_owned()),
+                retry: strata_core::retry::RetryState {
+                    attempts: u32::try_from(rng.below(6)).unwrap_or(0),
+                    last_error: rng.chance(50).then(|| "boom".to_owned()),
+                    ..Default::default()
+                },
                 last_deployed_revision: rng
                     .chance(60)
                     .then(|| u32::try_from(rng.below(5)).unwrap_or(0)),
@@ -658,9 +661,9 @@ fn reconcile_decisions_keep_their_invariants() {
                 assert!(*to_revision >= 1 && *to_revision < rev, "{ctx}");
             }
             if matches!(a, Action::Stalled { .. }) {
-                assert!(inputs.failed_attempts >= retries, "{ctx}");
+                assert!(inputs.retry.attempts >= retries, "{ctx}");
             }
-            if inputs.failed_attempts >= retries && inputs.performed.is_empty() {
+            if inputs.retry.attempts >= retries && inputs.performed.is_empty() {
                 assert!(
                     matches!(a, Action::Stalled { .. } | Action::NoOp),
                     "not stalled: {ctx}"
