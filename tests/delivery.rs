@@ -83,29 +83,13 @@ fn kinds_and_names(docs: &[Value]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-/// Go-style duration as used by the agent's flags ("90s", "5m", "1h30m") in seconds.
+/// Go-style duration as used by the agent's flags ("90s", "5m", "1h30m") in seconds, read
+/// with strata's one duration codec.
 fn go_duration_secs(text: &str) -> Result<u64> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            other => bail!("unexpected unit {other:?} in duration {text:?}"),
-        };
-        let n: u64 = number
-            .parse()
-            .with_context(|| format!("bad duration {text:?}"))?;
-        total += n * unit;
-        number.clear();
-    }
-    ensure!(number.is_empty(), "duration {text:?} lacks a unit");
-    Ok(total)
+    Ok(strata_core::GoDuration::parse(text)
+        .with_context(|| format!("bad duration {text:?}"))?
+        .as_duration()
+        .as_secs())
 }
 
 fn agent_container(deployment: &Value) -> Result<&Value> {

@@ -13,9 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::executor::process::{self, Command, Redactor};
+use crate::executor::releases::ReleaseRecord;
 
 /// Extra time given to the helm process beyond the `--timeout` passed to helm, so helm can
 /// report its own timeout (and record the failed release) before we kill it.
@@ -192,106 +191,9 @@ pub struct UpgradeRequest {
     pub wait: bool,
 }
 
-/// A release as helm prints it (`-o json` of install/upgrade/status).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct ReleaseInfo {
-    pub name: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub status: String,
-    pub description: String,
-    pub chart_name: String,
-    pub chart_version: String,
-    pub app_version: Option<String>,
-    pub last_deployed: Option<String>,
-    /// The user-supplied values of this revision.
-    pub config: serde_json::Value,
-    /// The rendered manifest (YAML documents).
-    pub manifest: String,
-    pub notes: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawRelease {
-    name: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    version: u64,
-    #[serde(default)]
-    info: RawInfo,
-    #[serde(default)]
-    chart: Option<RawChart>,
-    #[serde(default)]
-    config: Option<serde_json::Value>,
-    #[serde(default)]
-    manifest: String,
-}
-
-#[derive(Deserialize, Default)]
-struct RawInfo {
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    last_deployed: Option<String>,
-    #[serde(default)]
-    notes: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawChart {
-    metadata: RawChartMeta,
-}
-
-#[derive(Deserialize)]
-struct RawChartMeta {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default, rename = "appVersion")]
-    app_version: Option<String>,
-}
-
-/// Parses a release as printed by `-o json` (install, upgrade, status).
-pub fn parse_release(json: &[u8]) -> Result<ReleaseInfo, serde_json::Error> {
-    let raw: RawRelease = serde_json::from_slice(json)?;
-    let (chart_name, chart_version, app_version) = match raw.chart {
-        Some(c) => (
-            c.metadata.name,
-            c.metadata.version,
-            c.metadata.app_version.filter(|a| !a.is_empty()),
-        ),
-        None => (String::new(), String::new(), None),
-    };
-    Ok(ReleaseInfo {
-        name: raw.name,
-        namespace: raw.namespace,
-        revision: raw.version,
-        status: raw.info.status,
-        description: raw.info.description,
-        chart_name,
-        chart_version,
-        app_version,
-        last_deployed: raw.info.last_deployed.filter(|d| !d.is_empty()),
-        config: raw
-            .config
-            .filter(|c| !c.is_null())
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
-        manifest: raw.manifest,
-        notes: raw.info.notes.filter(|n| !n.is_empty()),
-    })
-}
-
-/// A Go duration for `--timeout`.
+/// A Go duration for `--timeout` (strata-core's one duration codec).
 pub fn go_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    strata_core::GoDuration(d).to_string()
 }
 
 /// The arguments of `helm upgrade --install` for a helm major version.
@@ -544,7 +446,7 @@ impl Helm {
     }
 
     /// `helm upgrade --install` with waiting; returns the release helm printed.
-    pub async fn upgrade_install(&self, req: &UpgradeRequest) -> Result<ReleaseInfo> {
+    pub async fn upgrade_install(&self, req: &UpgradeRequest) -> Result<ReleaseRecord> {
         let args = upgrade_args(self.version.major, req);
         let out = self
             .exec(
@@ -555,7 +457,7 @@ impl Helm {
                 req.timeout + PROCESS_GRACE,
             )
             .await?;
-        parse_release(&out.stdout).map_err(|source| Error::Parse {
+        crate::executor::releases::parse_record(&out.stdout).map_err(|source| Error::Parse {
             command: "upgrade",
             object: format!("{}/{}", req.namespace, req.release),
             source,
@@ -619,7 +521,7 @@ impl Helm {
     }
 
     /// `helm status -o json`.
-    pub async fn status(&self, release: &str, namespace: &str) -> Result<ReleaseInfo> {
+    pub async fn status(&self, release: &str, namespace: &str) -> Result<ReleaseRecord> {
         let args: Vec<OsString> = vec![
             "status".into(),
             release.into(),
@@ -631,7 +533,7 @@ impl Helm {
         let out = self
             .exec("status", release, namespace, args, READ_TIMEOUT)
             .await?;
-        parse_release(&out.stdout).map_err(|source| Error::Parse {
+        crate::executor::releases::parse_record(&out.stdout).map_err(|source| Error::Parse {
             command: "status",
             object: format!("{namespace}/{release}"),
             source,
@@ -674,7 +576,7 @@ mod tests {
                 "--values",
                 "/work/helm/values/cert-manager.cert-manager.yaml",
                 "--timeout",
-                "300s",
+                "5m0s",
                 "--wait=watcher",
                 "--wait-for-jobs",
                 "--create-namespace",
@@ -697,7 +599,7 @@ mod tests {
         assert!(!args.contains(&"--create-namespace".to_string()));
         assert!(
             args.windows(2)
-                .any(|w| w[0] == "--timeout" && w[1] == "1500ms")
+                .any(|w| w[0] == "--timeout" && w[1] == "1.5s")
         );
         r.wait = false;
         let args = strs(upgrade_args(3, &r));
@@ -765,24 +667,6 @@ mod tests {
         for (msg, kind) in cases {
             assert_eq!(classify(msg), kind, "{msg}");
         }
-    }
-
-    #[test]
-    fn release_json_parses() {
-        let json = br#"{"name":"flagger","info":{"first_deployed":"2026-01-01T00:00:00Z","last_deployed":"2026-01-01T00:00:01Z","deleted":"","description":"Install complete","status":"deployed","notes":"hi"},"chart":{"metadata":{"name":"flagger","version":"1.2.3","appVersion":"1.2.3","apiVersion":"v2"},"lock":null,"templates":[],"values":{}},"config":{"replicas":2},"manifest":"---\nkind: A\n","version":3,"namespace":"flagger-system"}"#;
-        let r = parse_release(json).unwrap();
-        assert_eq!(r.name, "flagger");
-        assert_eq!(r.namespace, "flagger-system");
-        assert_eq!(r.revision, 3);
-        assert_eq!(r.status, "deployed");
-        assert_eq!(r.chart_name, "flagger");
-        assert_eq!(r.chart_version, "1.2.3");
-        assert_eq!(r.config["replicas"], 2);
-        assert_eq!(r.notes.as_deref(), Some("hi"));
-        // No config at all: an empty map.
-        let r = parse_release(br#"{"name":"x","version":1,"info":{"status":"failed"}}"#).unwrap();
-        assert!(r.config.as_object().unwrap().is_empty());
-        assert!(parse_release(b"not json").is_err());
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use strata_core::reconcile::ReleaseStatus;
 
-use helm::{Helm, ReleaseInfo, UpgradeRequest};
+use helm::{Helm, UpgradeRequest};
 use releases::ReleaseRecord;
 
 /// Everything the agent does to a release, in one place.
@@ -57,7 +57,7 @@ pub trait HelmDriver: Send + Sync + 'static {
     fn upgrade_install(
         &self,
         request: &UpgradeRequest,
-    ) -> impl Future<Output = helm::Result<ReleaseInfo>> + Send;
+    ) -> impl Future<Output = helm::Result<ReleaseRecord>> + Send;
 
     /// `helm uninstall --wait`.
     fn uninstall(
@@ -135,7 +135,7 @@ impl HelmDriver for HelmExecutor {
         self.helm.write_values(namespace, release, values)
     }
 
-    async fn upgrade_install(&self, request: &UpgradeRequest) -> helm::Result<ReleaseInfo> {
+    async fn upgrade_install(&self, request: &UpgradeRequest) -> helm::Result<ReleaseRecord> {
         self.helm.upgrade_install(request).await
     }
 

@@ -62,6 +62,8 @@ pub struct ReleaseRecord {
     pub config: serde_json::Value,
     /// The rendered manifest (YAML documents).
     pub manifest: String,
+    /// The chart's NOTES.txt as rendered, when it has one.
+    pub notes: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -88,6 +90,8 @@ struct RawInfo {
     status: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    notes: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -132,11 +136,16 @@ pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
     } else {
         raw
     };
-    let r: RawRelease =
-        serde_json::from_slice(&json).map_err(|e| format!("the release JSON is invalid: {e}"))?;
-    let (status, description) = r
+    parse_record(&json).map_err(|e| format!("the release JSON is invalid: {e}"))
+}
+
+/// Parses helm's release JSON: a stored record (after base64 and gzip) and what helm prints
+/// with `-o json` (install, upgrade, status) are the same document. The one decoder of it.
+pub fn parse_record(json: &[u8]) -> Result<ReleaseRecord, serde_json::Error> {
+    let r: RawRelease = serde_json::from_slice(json)?;
+    let (status, description, notes) = r
         .info
-        .map(|i| (i.status, i.description))
+        .map(|i| (i.status, i.description, i.notes))
         .unwrap_or_default();
     let meta = r.chart.and_then(|c| c.metadata);
     let (chart_name, chart_version, app_version) = match meta {
@@ -157,6 +166,7 @@ pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
             .filter(|c| !c.is_null())
             .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
         manifest: r.manifest,
+        notes: notes.filter(|n| !n.is_empty()),
     })
 }
 
@@ -400,6 +410,24 @@ mod tests {
     use super::*;
     use base64::Engine;
     use std::io::Write;
+
+    #[test]
+    fn helm_release_json_parses() {
+        let json = br#"{"name":"flagger","info":{"first_deployed":"2026-01-01T00:00:00Z","last_deployed":"2026-01-01T00:00:01Z","deleted":"","description":"Install complete","status":"deployed","notes":"hi"},"chart":{"metadata":{"name":"flagger","version":"1.2.3","appVersion":"1.2.3","apiVersion":"v2"},"lock":null,"templates":[],"values":{}},"config":{"replicas":2},"manifest":"---\nkind: A\n","version":3,"namespace":"flagger-system"}"#;
+        let r = parse_record(json).unwrap();
+        assert_eq!(r.name, "flagger");
+        assert_eq!(r.namespace, "flagger-system");
+        assert_eq!(r.revision, 3);
+        assert_eq!(r.status, "deployed");
+        assert_eq!(r.chart_name, "flagger");
+        assert_eq!(r.chart_version, "1.2.3");
+        assert_eq!(r.config["replicas"], 2);
+        assert_eq!(r.notes.as_deref(), Some("hi"));
+        // No config at all: an empty map.
+        let r = parse_record(br#"{"name":"x","version":1,"info":{"status":"failed"}}"#).unwrap();
+        assert!(r.config.as_object().unwrap().is_empty());
+        assert!(parse_record(b"not json").is_err());
+    }
 
     pub(crate) fn encode(json: &serde_json::Value) -> Vec<u8> {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

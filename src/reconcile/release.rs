@@ -697,7 +697,7 @@ mod tests {
     //! The action loop against a fake [`HelmDriver`]: which helm actions run, in which order,
     //! and what is recorded, without helm or a cluster.
     use super::*;
-    use crate::executor::helm::{self, ReleaseInfo};
+    use crate::executor::helm;
     use crate::executor::releases::{self, ReleaseRecord};
     use crate::observe::status::{LayerId, LayerPhase, LayerStatus};
     use std::collections::VecDeque;
@@ -785,6 +785,7 @@ mod tests {
             app_version: None,
             config,
             manifest: String::new(),
+            notes: None,
         }
     }
 
@@ -839,7 +840,7 @@ mod tests {
             Ok(PathBuf::from("/dev/null"))
         }
 
-        async fn upgrade_install(&self, _: &UpgradeRequest) -> helm::Result<ReleaseInfo> {
+        async fn upgrade_install(&self, _: &UpgradeRequest) -> helm::Result<ReleaseRecord> {
             let mut st = self.st();
             st.calls.push("upgrade".into());
             let revision = Self::next_revision(&st);
@@ -849,19 +850,9 @@ mod tests {
                     Self::supersede(&mut st);
                     st.records
                         .push(record(revision, "deployed", "2.0.0", values));
-                    Ok(ReleaseInfo {
-                        name: NAME.into(),
-                        namespace: NS.into(),
-                        revision,
-                        status: "deployed".into(),
+                    Ok(ReleaseRecord {
                         description: "Upgrade complete".into(),
-                        chart_name: "site".into(),
-                        chart_version: "2.0.0".into(),
-                        app_version: None,
-                        last_deployed: None,
-                        config: serde_json::json!({}),
-                        manifest: String::new(),
-                        notes: None,
+                        ..record(revision, "deployed", "2.0.0", serde_json::json!({}))
                     })
                 }
                 Upgrade::FailWithRecord(m) => {
