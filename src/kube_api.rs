@@ -50,7 +50,23 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
             .await
             .map_err(|e| Error::Config(e.to_string()))?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Client::try_from(with_user_agent(config))?)
+}
+
+/// The User-Agent strata's requests carry, so API server audit logs and rate limits can tell
+/// the agent apart: `strata/<version>`.
+pub const USER_AGENT: &str = concat!("strata/", env!("CARGO_PKG_VERSION"));
+
+/// `config` sending [`USER_AGENT`].
+pub fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
 }
 
 /// A short text for a Kubernetes API error: the server's message and code for API errors.
@@ -150,7 +166,7 @@ where
 {
     use backon::Retryable;
     op.retry(policy.builder())
-        .when(|e: &E| classify(e) == ErrorClass::Transient)
+        .when(|e: &E| classify(e).is_retryable())
         .adjust(|e: &E, delay: Option<Duration>| {
             // None means the retries are used up: keep it so.
             delay.map(|d| retry_after(e).map_or(d, |min| d.max(min)))

@@ -131,6 +131,26 @@ async fn seed_scenario(helm: HelmMajor) -> anyhow::Result<()> {
             "no Ready event for {name}: {reasons:?}"
         );
     }
+
+    // Every request names its client: the agent's own say `strata/<version>`, helm's say helm.
+    let requests = s.cluster.controls().requests();
+    let agents: Vec<&str> = requests
+        .iter()
+        .map(|r| r.user_agent.as_str())
+        .filter(|ua| ua.starts_with("strata/"))
+        .collect();
+    assert!(!agents.is_empty(), "no request with the strata User-Agent");
+    assert!(agents.iter().all(|ua| *ua == strata::kube_api::USER_AGENT));
+    assert!(
+        requests.iter().all(|r| !r.user_agent.is_empty()),
+        "requests without a User-Agent: {:?}",
+        requests
+            .iter()
+            .filter(|r| r.user_agent.is_empty())
+            .map(|r| format!("{} {}", r.verb, r.path))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
 

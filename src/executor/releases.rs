@@ -45,6 +45,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// [`ErrorClass::Unavailable`] when the API could not answer (after the in-place
+    /// retries); a record that cannot be decoded or written is transient.
+    pub fn class(&self) -> strata_core::retry::ErrorClass {
+        use strata_core::retry::ErrorClass;
+        match self {
+            Error::List { source, .. } if crate::kube_api::classify_kube(source).is_retryable() => {
+                ErrorClass::Unavailable
+            }
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
 /// One revision of a release as helm stored it (the fields strata uses).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ReleaseRecord {

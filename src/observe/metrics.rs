@@ -6,6 +6,7 @@
 //! | `strata_helm_command_duration_seconds` | histogram | `command` (upgrade, version, ...) |
 //! | `strata_helm_failures_total` | counter | `command` |
 //! | `strata_release_failures_total` | counter | - |
+//! | `strata_transient_retries_total` | counter | - (steps repeated in place: the API was unavailable) |
 //! | `strata_revision_info` | gauge (always 1) | `commit` (only the current revision) |
 //! | `strata_revisions_rejected_total` | counter | - |
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
@@ -53,6 +54,7 @@ pub struct Metrics {
     helm_duration: Family<CommandLabels, Histogram>,
     helm_failures: Family<CommandLabels, Counter>,
     release_failures: Counter,
+    transient_retries: Counter,
     revision_info: Family<CommitLabels, Gauge>,
     current_commit: Mutex<Option<String>>,
     revisions_rejected: Counter,
@@ -117,6 +119,12 @@ impl Metrics {
             "Releases that ended Failed",
             release_failures.clone(),
         );
+        let transient_retries = Counter::default();
+        registry.register(
+            "transient_retries",
+            "Steps repeated in place because the Kubernetes API was unavailable for a moment",
+            transient_retries.clone(),
+        );
         let revision_info = Family::<CommitLabels, Gauge>::default();
         registry.register(
             "revision_info",
@@ -155,6 +163,7 @@ impl Metrics {
             helm_duration,
             helm_failures,
             release_failures,
+            transient_retries,
             revision_info,
             current_commit: Mutex::new(None),
             revisions_rejected,
@@ -190,6 +199,11 @@ impl Metrics {
 
     pub fn release_failed(&self) {
         self.release_failures.inc();
+    }
+
+    /// A step repeated in place because the Kubernetes API was unavailable.
+    pub fn transient_retry(&self) {
+        self.transient_retries.inc();
     }
 
     pub fn revision_rejected(&self) {

@@ -171,6 +171,17 @@ pub struct ReleaseStatus {
     /// `remediate-uninstall`), kept across revisions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_remediation: Option<ActionRecord>,
+    /// Steps repeated in place in this revision because the Kubernetes API was unavailable
+    /// for a moment (a 5xx, a 429, a cut connection): not failures of the release.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transient_retries: u32,
+    /// The last of those transient errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transient_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A recovery or remediation the agent ran on a release.
@@ -205,6 +216,8 @@ impl ReleaseStatus {
             not_ready: Vec::new(),
             last_recovery: None,
             last_remediation: None,
+            transient_retries: 0,
+            last_transient_error: None,
         }
     }
 }

@@ -40,7 +40,7 @@ use crate::executor::{HelmDriver, HelmExecutor};
 use crate::observe::metrics::Metrics;
 use crate::observe::objects::{ClusterReader, ObjectRef};
 use crate::observe::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
-use crate::reconcile::retry::{Failure, Next, RetryBook, RetryPolicy, SeededRng};
+use crate::reconcile::retry::{ErrorClass, Failure, Next, RetryBook, RetryPolicy, SeededRng};
 use crate::source::revision::ReleaseJob;
 
 /// Poll period of the progress watcher.
@@ -57,6 +57,50 @@ pub struct Runner<D = HelmExecutor> {
     status: StatusStore,
     metrics: Arc<Metrics>,
     default_timeout: Duration,
+    /// First and longest wait before repeating a step the unavailable API failed.
+    blip_backoff: (Duration, Duration),
+}
+
+/// Waits before repeating a step that failed because the Kubernetes API was unavailable:
+/// doubling from the first wait up to the longest, until the deadline (the release's timeout).
+struct Blips {
+    next: Duration,
+    max: Duration,
+    deadline: Instant,
+    count: u32,
+    started: Instant,
+}
+
+impl Blips {
+    fn new((first, max): (Duration, Duration), deadline: Instant) -> Self {
+        Blips {
+            next: first,
+            max,
+            deadline,
+            count: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next wait, or `None` when it would pass the deadline.
+    fn wait(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        if Instant::now() + wait > self.deadline {
+            return None;
+        }
+        self.next = (self.next * 2).min(self.max);
+        self.count += 1;
+        Some(wait)
+    }
+
+    /// The failure once the deadline passed.
+    fn gave_up(&self, last: &str) -> String {
+        format!(
+            "the Kubernetes API stayed unavailable for {:.0?} ({} retries in place, until the release's timeout); last error: {last}",
+            self.started.elapsed(),
+            self.count
+        )
+    }
 }
 
 impl Runner<HelmExecutor> {
@@ -100,7 +144,31 @@ impl<D: HelmDriver> Runner<D> {
             status,
             metrics,
             default_timeout,
+            blip_backoff: (Duration::from_millis(500), Duration::from_secs(8)),
         }
+    }
+
+    /// The waits before repeating a step the unavailable API failed (tests shorten them).
+    pub fn with_blip_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.blip_backoff = (first, max);
+        self
+    }
+
+    /// Record a moment of unavailable API and wait before the step is repeated; `None` when
+    /// the release's timeout has passed.
+    async fn blip(&self, job: &ReleaseJob, blips: &mut Blips, error: &str) -> Option<()> {
+        let wait = blips.wait()?;
+        tracing::warn!(release = %job.release, namespace = %job.namespace, error, retry_in_ms = wait.as_millis() as u64, "the Kubernetes API is unavailable; repeating the step");
+        self.metrics.transient_retry();
+        self.set(job, |r| {
+            r.transient_retries += 1;
+            r.last_transient_error = Some(error.to_string());
+            r.message = Some(format!(
+                "the Kubernetes API is unavailable; repeating the step in {wait:.1?}: {error}"
+            ));
+        });
+        tokio::time::sleep(wait).await;
+        Some(())
     }
 
     fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::observe::status::ReleaseStatus)) {
@@ -129,10 +197,24 @@ impl<D: HelmDriver> Runner<D> {
             .begin(&job.namespace, &job.release, &Self::fingerprint(job));
         // The failure of this attempt, recorded in the retry accounting when the attempt ends.
         let mut failure: Option<Failure> = None;
-        // next_action never repeats an action within an attempt: a handful of steps at most.
-        for _ in 0..8 {
+        // Moments of an unavailable API, repeated in place until the release's timeout.
+        let mut blips = Blips::new(
+            self.blip_backoff,
+            Instant::now() + job.timeout.unwrap_or(self.default_timeout),
+        );
+        // next_action never repeats an action within an attempt: a handful of steps at most
+        // (a step repeated because the API was unavailable is not counted).
+        let mut steps = 0;
+        while steps < 8 {
             let record = match self.driver.latest(&job.namespace, &job.release).await {
                 Ok(record) => record,
+                Err(e) if e.class() == ErrorClass::Unavailable => {
+                    let msg = format!("cannot read the release state: {e}");
+                    match self.blip(job, &mut blips, &msg).await {
+                        Some(()) => continue,
+                        None => return self.fail(job, blips.gave_up(&msg)),
+                    }
+                }
                 Err(e) => {
                     let msg = format!("cannot read the release state: {e}");
                     return self.fail(job, msg);
@@ -224,6 +306,7 @@ impl<D: HelmDriver> Runner<D> {
                 return self.fail(job, format!("no way to run `{action}`"));
             };
             inputs.performed.push(kind);
+            steps += 1;
             let previous = observed.as_ref().map(|o| u64::from(o.revision));
             let timeout = job.timeout.unwrap_or(self.default_timeout);
             let step = match &action {
@@ -239,7 +322,7 @@ impl<D: HelmDriver> Runner<D> {
                         Ok(()) => {
                             // The uninstall removed every revision: the install starts afresh.
                             let r = self.helm_upgrade(job, kind.as_str(), reason, None).await;
-                            self.record_action(job, kind, reason, r.as_ref().err());
+                            self.record_step(job, kind, reason, &r);
                             r
                         }
                         Err(f) => Err(f),
@@ -258,7 +341,7 @@ impl<D: HelmDriver> Runner<D> {
                     Ok(()) => {
                         let after = previous.map(|p| p + 1);
                         let r = self.helm_upgrade(job, kind.as_str(), reason, after).await;
-                        self.record_action(job, kind, reason, r.as_ref().err());
+                        self.record_step(job, kind, reason, &r);
                         r
                     }
                     Err(f) => Err(f),
@@ -280,6 +363,15 @@ impl<D: HelmDriver> Runner<D> {
                 other => Err(Failure::permanent(format!("no way to run `{other}`"))),
             };
             match step {
+                Err(f) if f.class == ErrorClass::Unavailable => {
+                    // Not the release's fault: the same step again after a short wait, not
+                    // counted, no remediation.
+                    inputs.performed.pop();
+                    steps -= 1;
+                    if self.blip(job, &mut blips, &f.message).await.is_none() {
+                        return self.fail(job, blips.gave_up(&f.message));
+                    }
+                }
                 Ok(()) if kind.applies_desired() => {
                     self.retries.succeeded(&job.namespace, &job.release);
                     return ReleaseResult::Ready;
@@ -344,8 +436,14 @@ impl<D: HelmDriver> Runner<D> {
                 Ok(())
             }
             Err(e) => {
-                let failure = Failure::transient(e.to_string());
-                self.record_action(job, kind, reason, Some(&failure));
+                let failure = Failure {
+                    class: e.class(),
+                    message: e.to_string(),
+                    retry_after: None,
+                };
+                if failure.class != ErrorClass::Unavailable {
+                    self.record_action(job, kind, reason, Some(&failure));
+                }
                 Err(failure)
             }
         }
@@ -404,12 +502,34 @@ impl<D: HelmDriver> Runner<D> {
             .helm_message()
             .map(str::to_string)
             .unwrap_or_else(|| e.to_string());
-        let failure = Failure::transient(format!(
-            "{kind} of release {}/{} failed: {message}",
-            job.namespace, job.release
-        ));
-        self.record_action(job, kind, reason, Some(&failure));
+        let failure = Failure {
+            class: e.kind().map_or(ErrorClass::Transient, |k| k.class()),
+            message: format!(
+                "{kind} of release {}/{} failed: {message}",
+                job.namespace, job.release
+            ),
+            retry_after: None,
+        };
+        if failure.class != ErrorClass::Unavailable {
+            // An unavailable API is retried in place, not a failed recovery or remediation.
+            self.record_action(job, kind, reason, Some(&failure));
+        }
         failure
+    }
+
+    /// Record the outcome of a recovery's last step, unless the API was only unavailable (the
+    /// step is then repeated in place).
+    fn record_step(
+        &self,
+        job: &ReleaseJob,
+        kind: strata_core::reconcile::ActionKind,
+        reason: &str,
+        result: &Result<(), Failure>,
+    ) {
+        match result {
+            Err(f) if f.class == ErrorClass::Unavailable => {}
+            other => self.record_action(job, kind, reason, other.as_ref().err()),
+        }
     }
 
     /// Log, count, show in the status and announce (Event) a recovery or remediation.
@@ -718,6 +838,10 @@ mod tests {
         FailBeforeWriting(&'static str),
     }
 
+    /// What kubesim's injected 500 looks like in helm's message.
+    const API_500: &str =
+        "UPGRADE FAILED: failed to create resource: Internal error occurred: injected by kubesim";
+
     #[derive(Default)]
     struct State {
         records: Vec<ReleaseRecord>,
@@ -725,6 +849,8 @@ mod tests {
         upgrades: VecDeque<Upgrade>,
         values: serde_json::Value,
         storage_down: bool,
+        /// Reads of the storage that fail with a 503 before they work again.
+        storage_blips: u32,
     }
 
     /// helm and its storage, in memory.
@@ -791,7 +917,19 @@ mod tests {
 
     impl HelmDriver for Fake {
         async fn latest(&self, _: &str, _: &str) -> releases::Result<Option<ReleaseRecord>> {
-            let st = self.st();
+            let mut st = self.st();
+            if st.storage_blips > 0 {
+                st.storage_blips -= 1;
+                return Err(releases::Error::List {
+                    namespace: NS.into(),
+                    release: NAME.into(),
+                    source: kube::Error::Api(Box::new(kube::core::Status {
+                        code: 503,
+                        message: "the server is currently unable to handle the request".into(),
+                        ..Default::default()
+                    })),
+                });
+            }
             if st.storage_down {
                 return Err(releases::Error::Decode {
                     namespace: NS.into(),
@@ -935,7 +1073,8 @@ mod tests {
             Arc::new(Metrics::new()),
             Duration::from_secs(60),
             book.clone(),
-        );
+        )
+        .with_blip_backoff(Duration::from_millis(1), Duration::from_millis(4));
         (r, status, book)
     }
 
@@ -1097,5 +1236,66 @@ mod tests {
         );
         assert!(calls(&r).is_empty());
         assert_eq!(release(&status).phase, ReleasePhase::Failed);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_api_repeats_the_step_in_place_without_counting_or_remediating() {
+        // remediation `uninstall`: a real failure would uninstall; an API blip must not.
+        let fake = Fake::with(
+            vec![record(1, "deployed", "1.0.0", serde_json::json!({}))],
+            vec![
+                Upgrade::FailWithRecord(API_500),
+                Upgrade::FailBeforeWriting(API_500),
+                Upgrade::Ok,
+            ],
+        );
+        fake.st().storage_blips = 1;
+        let (r, status, book) = runner(fake);
+        assert_eq!(
+            r.run(&job(RemediationStrategy::Uninstall)).await,
+            ReleaseResult::Ready
+        );
+        assert_eq!(
+            calls(&r),
+            ["upgrade", "upgrade", "upgrade"],
+            "nothing uninstalled"
+        );
+        let st = book.state_of(NS, NAME).unwrap();
+        assert_eq!((st.attempts, st.stalled), (0, false), "not counted: {st:?}");
+        let rel = release(&status);
+        assert_eq!(rel.phase, ReleasePhase::Ready);
+        assert_eq!(
+            rel.transient_retries, 3,
+            "one storage read and two upgrades repeated"
+        );
+        assert!(
+            rel.last_transient_error
+                .unwrap()
+                .contains("Internal error occurred")
+        );
+        assert!(rel.last_remediation.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_api_unavailable_past_the_timeout_fails_without_counting() {
+        let fake = Fake::with(
+            vec![],
+            (0..100)
+                .map(|_| Upgrade::FailBeforeWriting(API_500))
+                .collect(),
+        );
+        let (r, _, book) = runner(fake);
+        let mut j = job(RemediationStrategy::Uninstall);
+        j.timeout = Some(Duration::from_millis(40));
+        let ReleaseResult::Failed(message) = r.run(&j).await else {
+            panic!("gives up at the timeout");
+        };
+        assert!(
+            message.starts_with("the Kubernetes API stayed unavailable"),
+            "{message}"
+        );
+        assert!(calls(&r).iter().all(|c| c == "upgrade"), "{:?}", calls(&r));
+        let st = book.state_of(NS, NAME).unwrap();
+        assert_eq!(st.attempts, 0, "an outage is not the release's failure");
     }
 }

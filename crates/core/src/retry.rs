@@ -44,15 +44,26 @@ pub enum ErrorClass {
     Transient,
     /// Nothing changes until the input changes: an invalid chart or values. Stalled at once.
     Permanent,
+    /// The cluster's API (or a source) was unavailable for a moment: a 5xx, a 429, a refused
+    /// or cut connection. Not the release's fault: the agent repeats the same step in place
+    /// with a capped backoff; it never counts towards Stalled and never triggers a
+    /// remediation. Treated like [`ErrorClass::Transient`] where it is recorded anyway.
+    Unavailable,
 }
 
 impl ErrorClass {
-    /// `"Transient"` / `"Permanent"` (for status and logs).
+    /// `"Transient"` / `"Permanent"` / `"Unavailable"` (for status and logs).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Transient => "Transient",
             ErrorClass::Permanent => "Permanent",
+            ErrorClass::Unavailable => "Unavailable",
         }
+    }
+
+    /// Whether trying the same thing again can help.
+    pub fn is_retryable(self) -> bool {
+        self != ErrorClass::Permanent
     }
 }
 
@@ -89,17 +100,21 @@ pub enum HelmFailureKind {
     Chart,
     /// The release does not exist.
     ReleaseNotFound,
-    /// The Kubernetes API server could not be reached.
+    /// The Kubernetes API server could not be reached, or answered with a transient error (a
+    /// 5xx, 429 "too many requests", a refused, reset or cut connection).
     ClusterUnreachable,
     /// Anything else.
     Other,
 }
 
 impl HelmFailureKind {
-    /// Whether retrying the same input can help: only [`HelmFailureKind::Chart`] is permanent.
+    /// Whether retrying can help: [`HelmFailureKind::Chart`] is permanent; an unreachable or
+    /// overloaded API is [`ErrorClass::Unavailable`] (retried in place, not counted); the
+    /// rest is transient.
     pub fn class(self) -> ErrorClass {
         match self {
             HelmFailureKind::Chart => ErrorClass::Permanent,
+            HelmFailureKind::ClusterUnreachable => ErrorClass::Unavailable,
             _ => ErrorClass::Transient,
         }
     }
@@ -141,9 +156,33 @@ const PERMANENT_HELM_PHRASES: &[&str] = &[
     "is invalid:",
 ];
 
+/// Phrases of client-go (which helm uses) for an API server that is unreachable or answered
+/// with a transient error: 500 ("Internal error occurred", "an error on the server"), 503,
+/// 504, 429, and transport failures.
+const API_UNAVAILABLE_PHRASES: &[&str] = &[
+    "kubernetes cluster unreachable",
+    "connection refused",
+    "connection reset by peer",
+    "broken pipe",
+    "unexpected eof",
+    "i/o timeout",
+    "tls handshake timeout",
+    "http2: client connection lost",
+    "http2: server sent goaway",
+    "use of closed network connection",
+    "no route to host",
+    "internal error occurred",
+    "an error on the server",
+    "the server is currently unable to handle the request",
+    "the server has received too many requests",
+    "the server was unable to return a response in the time allotted",
+    "etcdserver: request timed out",
+    "etcdserver: leader changed",
+];
+
 /// Classifies helm's error message: the kind of failure, in this order: operation in
-/// progress, kind not served, hook failed, timeout, chart/values/template errors (the only
-/// permanent kind), release not found, cluster unreachable, other.
+/// progress, kind not served, hook failed, timeout, API unavailable, chart/values/template
+/// errors (the only permanent kind), release not found, other.
 pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
     let m = message.to_ascii_lowercase();
     if m.contains("another operation (install/upgrade/rollback) is in progress") {
@@ -169,6 +208,8 @@ pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
         || m.contains("timeout waiting")
     {
         HelmFailureKind::Timeout
+    } else if API_UNAVAILABLE_PHRASES.iter().any(|p| m.contains(p)) {
+        HelmFailureKind::ClusterUnreachable
     } else if m.contains("chart.yaml file is missing")
         || PERMANENT_HELM_PHRASES.iter().any(|p| m.contains(p))
     {
@@ -178,8 +219,6 @@ pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
         || (m.contains("release") && m.contains("not found") && !m.contains("namespaces"))
     {
         HelmFailureKind::ReleaseNotFound
-    } else if m.contains("kubernetes cluster unreachable") || m.contains("connection refused") {
-        HelmFailureKind::ClusterUnreachable
     } else {
         HelmFailureKind::Other
     }
@@ -492,11 +531,15 @@ impl RetryState {
                 ErrorClass::Permanent => Some(format!(
                     "permanent error, not retried until the release changes or a retry is requested: {message}"
                 )),
-                ErrorClass::Transient if self.attempts >= policy.max_attempts => Some(format!(
-                    "failed {} times in a row (limit {}), not retried until the release changes or a retry is requested; last error: {message}",
-                    self.attempts, policy.max_attempts
-                )),
-                ErrorClass::Transient => None,
+                ErrorClass::Transient | ErrorClass::Unavailable
+                    if self.attempts >= policy.max_attempts =>
+                {
+                    Some(format!(
+                        "failed {} times in a row (limit {}), not retried until the release changes or a retry is requested; last error: {message}",
+                        self.attempts, policy.max_attempts
+                    ))
+                }
+                ErrorClass::Transient | ErrorClass::Unavailable => None,
             }
         };
         if let Some(reason) = stall_reason {
@@ -651,7 +694,19 @@ mod tests {
                 "Deployment.apps \"x\" is invalid: spec.replicas: Invalid value: -1",
                 ErrorClass::Permanent,
             ),
-            ("Kubernetes cluster unreachable", ErrorClass::Transient),
+            ("Kubernetes cluster unreachable", ErrorClass::Unavailable),
+            (
+                "INSTALLATION FAILED: failed to create resource: Internal error occurred: injected by kubesim",
+                ErrorClass::Unavailable,
+            ),
+            (
+                "UPGRADE FAILED: the server has received too many requests and has asked us to try again later (get secrets)",
+                ErrorClass::Unavailable,
+            ),
+            (
+                "Get \"https://127.0.0.1:6443/api/v1/namespaces/x/secrets\": read tcp 127.0.0.1:5->127.0.0.1:6443: read: connection reset by peer",
+                ErrorClass::Unavailable,
+            ),
         ] {
             assert_eq!(classify_helm_message(msg), class, "{msg}");
         }
