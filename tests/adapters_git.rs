@@ -443,3 +443,81 @@ async fn a_corrupt_cache_is_cloned_again() -> anyhow::Result<()> {
     assert_eq!(src.read_file(&c2, "a").await?.as_deref(), Some(&b"2"[..]));
     Ok(())
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_are_followed_inside_the_repository_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir()?;
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "SENTINEL-7f3a")?;
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("values/common.yaml", "a: 1\n")?;
+    let p = repo.path();
+    std::fs::create_dir_all(p.join("clusters/prod"))?;
+    symlink(
+        "../../values/common.yaml",
+        p.join("clusters/prod/values.yaml"),
+    )?;
+    symlink("prod/values.yaml", p.join("clusters/chain.yaml"))?;
+    symlink("../values", p.join("clusters/values-dir"))?;
+    symlink(&secret, p.join("clusters/leak.yaml"))?;
+    symlink("../../../../etc/hostname", p.join("clusters/up.yaml"))?;
+    symlink("nope.yaml", p.join("clusters/dangling.yaml"))?;
+    symlink("loop2.yaml", p.join("clusters/loop1.yaml"))?;
+    symlink("loop1.yaml", p.join("clusters/loop2.yaml"))?;
+    let c = repo.commit("links")?;
+    let cache = tempfile::tempdir()?;
+    let src = source(&server.http_url("r"), "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c);
+
+    for ok in [
+        "clusters/prod/values.yaml",
+        "clusters/chain.yaml",
+        "clusters/values-dir/common.yaml",
+    ] {
+        assert_eq!(
+            src.read_file(&c, ok).await?.as_deref(),
+            Some(&b"a: 1\n"[..]),
+            "{ok}"
+        );
+    }
+    let fault = |path: &'static str| {
+        let src = src.clone();
+        let c = c.clone();
+        async move {
+            let e = src.read_file(&c, path).await.unwrap_err();
+            assert!(e.is_revision_problem(), "{path}: {e}");
+            e.to_string()
+        }
+    };
+    let e = fault("clusters/leak.yaml").await;
+    assert!(
+        e.contains(&format!(
+            "clusters/leak.yaml is a symlink to {}",
+            secret.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("outside the repository"), "{e}");
+    assert!(!e.contains("SENTINEL"), "{e}");
+    let e = fault("clusters/up.yaml").await;
+    assert!(
+        e.contains("clusters/up.yaml is a symlink to ../../../../etc/hostname")
+            && e.contains("outside the repository"),
+        "{e}"
+    );
+    let e = fault("clusters/dangling.yaml").await;
+    assert!(e.contains("clusters/nope.yaml does not exist"), "{e}");
+    let e = fault("clusters/loop1.yaml").await;
+    assert!(e.contains("symlink loop"), "{e}");
+    let e = fault("clusters/values-dir").await;
+    assert!(e.contains("is a directory"), "{e}");
+    assert_eq!(src.read_file(&c, "clusters/missing.yaml").await?, None);
+
+    // The checkout has the links as links (checked where a chart uses them).
+    let dir = src.checkout(&c).await?;
+    assert_eq!(std::fs::read_link(dir.join("clusters/leak.yaml"))?, secret);
+    Ok(())
+}

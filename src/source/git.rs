@@ -12,6 +12,7 @@ use base64::Engine;
 use sha2::Digest;
 
 use crate::executor::process::{self, Command, Redactor};
+use crate::source::tree::{self, Node, Resolved, Resolver, Step};
 
 /// Default timeout of one git command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -62,6 +63,15 @@ pub enum Error {
     },
     #[error("{path} is not a valid path in the repository: {reason}")]
     BadPath { path: String, reason: &'static str },
+    /// A symlink on the way to a file may not be followed (see [`crate::source::tree`]).
+    #[error("{0}")]
+    Link(String),
+    #[error("{path} at commit {commit} is {what}, not a file")]
+    NotAFile {
+        commit: String,
+        path: String,
+        what: &'static str,
+    },
     #[error(
         "the Git cache {} is corrupt ({message}); the next fetch clones it again",
         path.display()
@@ -84,6 +94,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the error is about the revision's content (an out-of-bounds symlink, a
+    /// directory where a file is expected): a problem of the revision, not of the cache.
+    pub fn is_revision_problem(&self) -> bool {
+        matches!(self, Error::Link(_) | Error::NotAFile { .. })
+    }
+
     pub fn fetch_failure(&self) -> Option<FetchFailure> {
         match self {
             Error::Fetch { kind, .. } => Some(*kind),
@@ -652,22 +668,51 @@ impl GitSource {
 
     async fn read_file_inner(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let path = clean_path(path)?;
-        let oid = match self.rev_parse(&format!("{commit}:{path}")).await {
-            Ok(Some(oid)) => oid,
-            Ok(None) => return Ok(None),
-            Err(Attempt::Failed(e)) => return Err(e),
-            Err(Attempt::Corrupt(message)) => {
-                return Err(Error::Corrupt {
-                    path: self.cache.clone(),
-                    message: message.trim().to_string(),
+        let (node, blob) = match self.tree_entry(commit, &path).await? {
+            (Node::File, blob) => (Node::File, blob),
+            // A symlink, or a path through one: follow them inside the repository only.
+            (Node::Missing | Node::Symlink(_), _) => {
+                let mut resolver = Resolver::new(&path, "");
+                let mut blob = None;
+                let resolved = loop {
+                    match resolver.step() {
+                        Step::Done(r) => break r,
+                        Step::Lookup(p) => {
+                            let (node, b) = self.tree_entry(commit, &p).await?;
+                            blob = b;
+                            if let Some(Step::Done(r)) = resolver.answer(node) {
+                                break r;
+                            }
+                        }
+                    }
+                };
+                match resolved {
+                    Ok(Resolved::Missing) => return Ok(None),
+                    Ok(Resolved::Found { node, .. }) => (node, blob),
+                    Err(e) => {
+                        return Err(Error::Link(format!(
+                            "{} (commit {commit})",
+                            e.describe("the repository")
+                        )));
+                    }
+                }
+            }
+            other => other,
+        };
+        let (oid, size) = match (node, blob) {
+            (Node::File, Some(blob)) => blob,
+            (node, _) => {
+                return Err(Error::NotAFile {
+                    commit: commit.to_string(),
+                    path,
+                    what: match node {
+                        Node::Dir => "a directory",
+                        _ => "a submodule or other special entry",
+                    },
                 });
             }
         };
-        let size = self
-            .run("cat-file", self.git(&["cat-file", "-s", &oid]))
-            .await?;
-        let size: usize = size.stdout_text().trim().parse().unwrap_or(usize::MAX);
-        if size > MAX_FILE {
+        if size > MAX_FILE as u64 {
             return Err(Error::FileTooLarge {
                 commit: commit.to_string(),
                 path,
@@ -678,6 +723,78 @@ impl GitSource {
             .run("cat-file", self.git(&["cat-file", "blob", &oid]))
             .await?;
         Ok(Some(out.stdout))
+    }
+
+    /// What `path` is in the tree of `commit` (never following a symlink: a symlink comes
+    /// back with its link text), and for a file its blob id and size.
+    async fn tree_entry(&self, commit: &str, path: &str) -> Result<(Node, Option<(String, u64)>)> {
+        let cmd = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.cache)
+            .args([
+                "--literal-pathspecs",
+                "ls-tree",
+                "-l",
+                "-z",
+                "--end-of-options",
+            ])
+            .arg(commit)
+            .arg("--")
+            .arg(path)
+            .envs(self.env())
+            .timeout(self.timeout);
+        let out = match process::run(&cmd, &self.redactor).await {
+            Ok(out) => out,
+            Err(process::Error::Failed { stderr, .. }) if is_corrupt(&stderr) => {
+                return Err(Error::Corrupt {
+                    path: self.cache.clone(),
+                    message: stderr.trim().to_string(),
+                });
+            }
+            // Not a commit of this cache: nothing is there.
+            Err(process::Error::Failed { stderr, .. })
+                if stderr.contains("not a tree object")
+                    || stderr.contains("Not a valid object name") =>
+            {
+                return Ok((Node::Missing, None));
+            }
+            Err(source) => {
+                return Err(Error::Git {
+                    op: "ls-tree",
+                    path: self.cache.clone(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        // `<mode> SP <type> SP <object> SP+ <size> TAB <path> NUL`
+        for record in out.stdout.split(|b| *b == 0) {
+            let record = String::from_utf8_lossy(record);
+            let Some((meta, name)) = record.split_once('\t') else {
+                continue;
+            };
+            if name != path {
+                continue;
+            }
+            let mut fields = meta.split_whitespace();
+            let (Some(mode), Some(_kind), Some(oid), Some(size)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let size: u64 = size.parse().unwrap_or(u64::MAX);
+            return Ok(match mode {
+                "040000" => (Node::Dir, None),
+                "120000" if size <= tree::MAX_LINK as u64 => {
+                    let text = self
+                        .run("cat-file", self.git(&["cat-file", "blob", oid]))
+                        .await?;
+                    (Node::Symlink(text.stdout_text()), None)
+                }
+                "100644" | "100755" | "100664" => (Node::File, Some((oid.to_string(), size))),
+                _ => (Node::Other, None),
+            });
+        }
+        Ok((Node::Missing, None))
     }
 
     /// Extracts the tree of a commit into `<cache>/checkouts/<commit>` (once) and returns it.

@@ -4,3 +4,4 @@ pub mod charts;
 pub mod cluster_name;
 pub mod git;
 pub mod revision;
+pub mod tree;
