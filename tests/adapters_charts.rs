@@ -402,3 +402,73 @@ async fn archives_with_links_out_of_the_chart_are_rejected() -> anyhow::Result<(
     assert!(pulled.chart_yaml.contains("name: fine"));
     Ok(())
 }
+
+#[tokio::test]
+async fn partial_downloads_and_corrupt_cached_archives_are_downloaded_again() -> anyhow::Result<()>
+{
+    use sha2::Digest;
+    let (repo, _src) = repo_with_demo_versions().await?;
+    let cache = tempfile::tempdir()?;
+    let store = ChartStore::new(cache.path(), Redactor::new())?;
+    let pulled = store
+        .pull(&repo.url(), "demo", &constraint("1.0.0"))
+        .await?;
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 1);
+    let good = std::fs::read(&pulled.path)?;
+    let digest_of = |p: &Path| -> anyhow::Result<String> {
+        Ok(format!("{:x}", sha2::Sha256::digest(std::fs::read(p)?)))
+    };
+    // Only the archive itself is in the cache: no temporary file is left.
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sha_dir = cache.path().join("sha256");
+    assert_eq!(names(&sha_dir), [format!("{}.tgz", pulled.digest)]);
+
+    // A partial download left by a killed agent is not an entry: a new store uses the
+    // verified archive and ignores the partial file.
+    std::fs::write(sha_dir.join(".partial-abc123.tgz"), &good[..good.len() / 2])?;
+    let store2 = ChartStore::new(cache.path(), Redactor::new())?;
+    assert_eq!(
+        store2
+            .pull(&repo.url(), "demo", &constraint("1.0.0"))
+            .await?,
+        pulled
+    );
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 1);
+
+    // A corrupt cached archive (torn write, bad disk): downloaded again and verified, by a new
+    // store and by one that had verified it before.
+    for (i, s) in [
+        ChartStore::new(cache.path(), Redactor::new())?,
+        store.clone(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(&pulled.path, &good[..good.len() / 3])?;
+        let again = s.pull(&repo.url(), "demo", &constraint("1.0.0")).await?;
+        assert_eq!(again, pulled);
+        assert_eq!(repo.requests("/demo-1.0.0.tgz"), 2 + i, "downloaded again");
+        assert_eq!(digest_of(&pulled.path)?, pulled.digest);
+    }
+    // Same length, other bytes, and a garbage file: caught too.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    std::fs::write(&pulled.path, &flipped)?;
+    let s = ChartStore::new(cache.path(), Redactor::new())?;
+    assert_eq!(
+        s.pull(&repo.url(), "demo", &constraint("1.0.0")).await?,
+        pulled
+    );
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 4);
+    assert_eq!(digest_of(&pulled.path)?, pulled.digest);
+    Ok(())
+}

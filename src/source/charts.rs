@@ -74,7 +74,7 @@ pub enum Error {
     TooLarge { what: String, limit: u64 },
     #[error("chart archive {}: {message}", archive.display())]
     Archive { archive: PathBuf, message: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", crate::source::disk::describe(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -223,6 +223,9 @@ struct CachedIndex {
     text: Arc<String>,
 }
 
+/// A cached archive checked against its digest: its length, modification time and Chart.yaml.
+type Verified = (u64, std::time::SystemTime, String);
+
 /// Chart repositories and the chart cache of one agent.
 #[derive(Clone)]
 pub struct ChartStore {
@@ -234,6 +237,9 @@ pub struct ChartStore {
     url_digests: Arc<Mutex<HashMap<String, String>>>,
     /// Serialises downloads of the same URL.
     downloads: Arc<tokio::sync::Mutex<()>>,
+    /// Cached archives verified against their digest, by path: (length, modification time,
+    /// Chart.yaml). A file changed since is verified again.
+    verified: Arc<Mutex<HashMap<PathBuf, Verified>>>,
 }
 
 impl ChartStore {
@@ -271,6 +277,7 @@ impl ChartStore {
             indexes: Default::default(),
             url_digests: Default::default(),
             downloads: Default::default(),
+            verified: Default::default(),
         })
     }
 
@@ -457,6 +464,62 @@ impl ChartStore {
         .await
     }
 
+    /// The Chart.yaml of the cached archive at `path` when it is there and its content has
+    /// the digest `digest`; a cached archive that does not (a torn write, a bad disk) is
+    /// removed with a warning, so that it is downloaded again.
+    fn cached(&self, path: &Path, digest: &str) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?;
+        if let Some((len, at, chart_yaml)) = self.verified.lock().expect("lock").get(path)
+            && *len == meta.len()
+            && *at == modified
+        {
+            return Some(chart_yaml.clone());
+        }
+        let checked = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let actual = format!("{:x}", sha2::Sha256::digest(&bytes));
+                if actual == digest {
+                    Ok(())
+                } else {
+                    Err(format!("its content has digest {actual}"))
+                }
+            })
+            .and_then(|()| chart_yaml_from_tgz(path).map_err(|e| e.to_string()));
+        match checked {
+            Ok(chart_yaml) => {
+                self.verified.lock().expect("lock").insert(
+                    path.to_path_buf(),
+                    (meta.len(), modified, chart_yaml.clone()),
+                );
+                Some(chart_yaml)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    archive = %path.display(),
+                    reason = %why,
+                    "a cached chart archive is corrupt; removing it and downloading it again"
+                );
+                self.verified.lock().expect("lock").remove(path);
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// Notes that the archive at `path` was just verified.
+    fn remember(&self, path: &Path, chart_yaml: &str) {
+        if let Ok(meta) = std::fs::metadata(path)
+            && let Ok(modified) = meta.modified()
+        {
+            self.verified.lock().expect("lock").insert(
+                path.to_path_buf(),
+                (meta.len(), modified, chart_yaml.to_string()),
+            );
+        }
+    }
+
     /// Downloads an archive (unless its digest is already cached), verifies it against
     /// `digest` (sha256 hex, optionally `sha256:`-prefixed) and reads its Chart.yaml.
     pub async fn pull_url(
@@ -475,8 +538,7 @@ impl ChartStore {
             .or_else(|| self.url_digests.lock().expect("lock").get(url).cloned());
         if let Some(d) = &known {
             let path = self.archive_path(d);
-            if path.is_file() {
-                let chart_yaml = chart_yaml_from_tgz(&path)?;
+            if let Some(chart_yaml) = self.cached(&path, d) {
                 return Ok(PulledChart {
                     name: chart.to_string(),
                     version: version.to_string(),
@@ -506,8 +568,15 @@ impl ChartStore {
             move |source| Error::Io { path: p, source }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &body).map_err(io(&path))?;
+        // Written under a temporary name in the same directory, checked, flushed to disk and
+        // renamed: a partial download (a kill, a full disk) never becomes a cache entry.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .suffix(".tgz")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        std::io::Write::write_all(&mut tmp, &body).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
         // Check the archive before it enters the cache.
         let chart_yaml = chart_yaml_from_tgz(tmp.path()).map_err(|e| match e {
             Error::Archive { message, .. } => Error::Archive {
@@ -520,6 +589,10 @@ impl ChartStore {
             path: path.clone(),
             source: e.error,
         })?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.remember(&path, &chart_yaml);
         if expected.is_none() {
             self.url_digests
                 .lock()

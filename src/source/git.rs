@@ -83,7 +83,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("could not prepare {}: {source}", path.display())]
+    #[error("could not prepare {}", crate::source::disk::describe(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -521,6 +521,16 @@ impl GitSource {
 
     fn fetch_error(&self, message: String) -> Error {
         let kind = classify_fetch(&message);
+        let message = if crate::source::disk::mentions_no_space(&message) {
+            let dir = self.cache.parent().expect("has parent");
+            format!(
+                "{}: {}",
+                crate::source::disk::no_space(dir, "git fetch into the cache"),
+                message.trim()
+            )
+        } else {
+            message
+        };
         Error::Fetch {
             url: self.display_url(),
             reference: self.reference.clone(),
