@@ -281,3 +281,194 @@ async fn https_repositories_with_a_private_ca() -> anyhow::Result<()> {
     assert_eq!(pulled.version, "3.0.0");
     Ok(())
 }
+
+/// A chart archive built by hand: `(path, Some(link target) or None, data)` entries; link
+/// targets are written as raw bytes (the `tar` crate refuses hostile ones).
+/// One entry: path, `Some((link target, hard))` for a link, data.
+type Entry<'a> = (&'a str, Option<(&'a str, bool)>, &'a str);
+
+fn archive(entries: &[Entry<'_>]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (path, link, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_mode(0o644);
+        match link {
+            Some((target, hard)) => {
+                h.set_entry_type(if *hard {
+                    tar::EntryType::Link
+                } else {
+                    tar::EntryType::Symlink
+                });
+                h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+                h.set_size(0);
+                h.set_cksum();
+                b.append(&h, std::io::empty()).unwrap();
+            }
+            None => {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Serves `<name>-1.0.0.tgz` from `repo` with a hand-written index entry.
+fn publish(repo: &ChartRepo, name: &str, tgz: &[u8]) -> anyhow::Result<()> {
+    use sha2::Digest;
+    std::fs::write(repo.dir().join(format!("{name}-1.0.0.tgz")), tgz)?;
+    let digest = format!("{:x}", sha2::Sha256::digest(tgz));
+    std::fs::write(
+        repo.dir().join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  {name}:\n    - apiVersion: v2\n      name: {name}\n      version: 1.0.0\n      digest: {digest}\n      urls: [{name}-1.0.0.tgz]\n"
+        ),
+    )?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn archives_with_links_out_of_the_chart_are_rejected() -> anyhow::Result<()> {
+    let chart = "apiVersion: v2\nname: evil\nversion: 1.0.0\n";
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  leak: {{ .Files.Get \"leak.txt\" | quote }}\n";
+    let repo = ChartRepo::start(&HelmBin::V4.path()).await?;
+    let cache = tempfile::tempdir()?;
+    let store = ChartStore::new(cache.path(), Redactor::new())?;
+    for (entry, target, hard, says) in [
+        (
+            "evil/leak.txt",
+            "/etc/passwd",
+            false,
+            "evil/leak.txt is a symlink to /etc/passwd",
+        ),
+        (
+            "evil/leak.txt",
+            "../../../../etc/passwd",
+            false,
+            "evil/leak.txt is a symlink to ../../../../etc/passwd",
+        ),
+        (
+            "evil/leak.txt",
+            "/etc/passwd",
+            true,
+            "entry evil/leak.txt links to /etc/passwd",
+        ),
+        (
+            "evil/leak.txt",
+            "other/secret",
+            true,
+            "entry evil/leak.txt links to other/secret",
+        ),
+    ] {
+        let tgz = archive(&[
+            ("evil/Chart.yaml", None, chart),
+            ("evil/templates/cm.yaml", None, template),
+            ("other/secret", None, "x"),
+            (entry, Some((target, hard)), ""),
+        ]);
+        publish(&repo, "evil", &tgz)?;
+        let err = store
+            .pull(&repo.url(), "evil", &constraint("1.0.0"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Archive { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains("outside the chart directory evil"), "{text}");
+        let cached = std::fs::read_dir(cache.path().join("sha256"))
+            .map(|d| d.filter_map(|e| e.ok()).count())
+            .unwrap_or(0);
+        assert_eq!(cached, 0, "nothing enters the cache");
+    }
+
+    // A link inside the chart is fine.
+    let tgz = archive(&[
+        (
+            "fine/Chart.yaml",
+            None,
+            "apiVersion: v2\nname: fine\nversion: 1.0.0\n",
+        ),
+        ("fine/files/a.txt", None, "a"),
+        ("fine/a.txt", Some(("files/a.txt", false)), ""),
+        ("fine/b.txt", Some(("fine/files/a.txt", true)), ""),
+    ]);
+    publish(&repo, "fine", &tgz)?;
+    let pulled = store
+        .pull(&repo.url(), "fine", &constraint("1.0.0"))
+        .await?;
+    assert!(pulled.chart_yaml.contains("name: fine"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn partial_downloads_and_corrupt_cached_archives_are_downloaded_again() -> anyhow::Result<()>
+{
+    use sha2::Digest;
+    let (repo, _src) = repo_with_demo_versions().await?;
+    let cache = tempfile::tempdir()?;
+    let store = ChartStore::new(cache.path(), Redactor::new())?;
+    let pulled = store
+        .pull(&repo.url(), "demo", &constraint("1.0.0"))
+        .await?;
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 1);
+    let good = std::fs::read(&pulled.path)?;
+    let digest_of = |p: &Path| -> anyhow::Result<String> {
+        Ok(format!("{:x}", sha2::Sha256::digest(std::fs::read(p)?)))
+    };
+    // Only the archive itself is in the cache: no temporary file is left.
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sha_dir = cache.path().join("sha256");
+    assert_eq!(names(&sha_dir), [format!("{}.tgz", pulled.digest)]);
+
+    // A partial download left by a killed agent is not an entry: a new store uses the
+    // verified archive and ignores the partial file.
+    std::fs::write(sha_dir.join(".partial-abc123.tgz"), &good[..good.len() / 2])?;
+    let store2 = ChartStore::new(cache.path(), Redactor::new())?;
+    assert_eq!(
+        store2
+            .pull(&repo.url(), "demo", &constraint("1.0.0"))
+            .await?,
+        pulled
+    );
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 1);
+
+    // A corrupt cached archive (torn write, bad disk): downloaded again and verified, by a new
+    // store and by one that had verified it before.
+    for (i, s) in [
+        ChartStore::new(cache.path(), Redactor::new())?,
+        store.clone(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(&pulled.path, &good[..good.len() / 3])?;
+        let again = s.pull(&repo.url(), "demo", &constraint("1.0.0")).await?;
+        assert_eq!(again, pulled);
+        assert_eq!(repo.requests("/demo-1.0.0.tgz"), 2 + i, "downloaded again");
+        assert_eq!(digest_of(&pulled.path)?, pulled.digest);
+    }
+    // Same length, other bytes, and a garbage file: caught too.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    std::fs::write(&pulled.path, &flipped)?;
+    let s = ChartStore::new(cache.path(), Redactor::new())?;
+    assert_eq!(
+        s.pull(&repo.url(), "demo", &constraint("1.0.0")).await?,
+        pulled
+    );
+    assert_eq!(repo.requests("/demo-1.0.0.tgz"), 4);
+    assert_eq!(digest_of(&pulled.path)?, pulled.digest);
+    Ok(())
+}

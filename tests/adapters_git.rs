@@ -294,3 +294,230 @@ async fn old_checkouts_are_pruned() -> anyhow::Result<()> {
     assert!(src.checkout("main").await.is_err(), "only full SHAs");
     Ok(())
 }
+
+/// The lock files a git killed in the middle of a fetch leaves in the cache.
+const STALE_LOCKS: &[&str] = &[
+    "shallow.lock",
+    "index.lock",
+    "HEAD.lock",
+    "config.lock",
+    "packed-refs.lock",
+    "refs/strata/target.lock",
+    "refs/heads/main.lock",
+];
+
+fn plant(cache: &std::path::Path, lock: &str) -> anyhow::Result<()> {
+    let path = cache.join(lock);
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(&path, "")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_lock_files_of_a_killed_git_are_removed() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("a", "1")?;
+    let c1 = repo.commit("c1")?;
+    let url = server.http_url("r");
+    for lock in STALE_LOCKS {
+        // Before the first fetch: a cache left by an agent killed during its first fetch.
+        let cache = tempfile::tempdir()?;
+        let src = source(&url, "main", cache.path());
+        std::fs::create_dir_all(src.cache_path())?;
+        testkit::git::git(src.cache_path(), &["init", "--bare", "--quiet", "."])?;
+        plant(src.cache_path(), lock)?;
+        assert_eq!(
+            src.fetch().await?.commit,
+            c1,
+            "{lock} before the first fetch"
+        );
+        assert!(!src.cache_path().join(lock).exists(), "{lock} removed");
+
+        // After a successful fetch, by the same source (a fetch killed at a timeout) and by a
+        // new one (the restarted agent) — shallow and full (abbreviated commit) fetches.
+        for (reference, fresh) in [("main", false), ("main", true), (&c1[..10], true)] {
+            plant(src.cache_path(), lock)?;
+            let src = if fresh {
+                source(&url, reference, cache.path())
+            } else {
+                src.clone()
+            };
+            assert_eq!(src.fetch().await?.commit, c1, "{lock} then {reference}");
+            assert!(!src.cache_path().join(lock).exists(), "{lock} removed");
+            assert_eq!(
+                src.read_file(&c1, "a").await?.as_deref(),
+                Some(&b"1"[..]),
+                "{lock}"
+            );
+        }
+    }
+    // The agent's own git calls never race the removal: concurrent fetches on one cache.
+    let cache = tempfile::tempdir()?;
+    let src = source(&url, "main", cache.path());
+    let other = source(&url, "main", cache.path());
+    let fetches: Vec<_> = (0..4)
+        .map(|i| {
+            let s = if i % 2 == 0 {
+                src.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { s.fetch().await })
+        })
+        .collect();
+    for f in fetches {
+        assert_eq!(f.await??.commit, c1);
+    }
+    Ok(())
+}
+
+/// Packs the cache's objects and truncates the pack (a disk or a kill mangled it).
+fn truncate_pack(cache: &std::path::Path) -> anyhow::Result<()> {
+    testkit::git::git(cache, &["repack", "-a", "-d", "-q"])?;
+    let pack = std::fs::read_dir(cache.join("objects/pack"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .expect("a pack");
+    let len = std::fs::metadata(&pack)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)?
+        .set_len(len / 2)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_is_cloned_again() -> anyhow::Result<()> {
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("a", "1")?;
+    repo.write("b/c.yaml", "x: 1\n")?;
+    let c1 = repo.commit("c1")?;
+    let url = server.http_url("r");
+
+    // A truncated pack before the first fetch of this process (left by the previous one).
+    let cache = tempfile::tempdir()?;
+    source(&url, "main", cache.path()).fetch().await?;
+    let src = source(&url, "main", cache.path());
+    truncate_pack(src.cache_path())?;
+    assert_eq!(src.fetch().await?.commit, c1);
+    assert_eq!(src.read_file(&c1, "a").await?.as_deref(), Some(&b"1"[..]));
+    testkit::git::git(src.cache_path(), &["fsck", "--no-dangling"])?;
+
+    // A truncated pack after a successful fetch, then a new commit.
+    truncate_pack(src.cache_path())?;
+    repo.write("a", "2")?;
+    let c2 = repo.commit("c2")?;
+    assert_eq!(src.fetch().await?.commit, c2);
+    assert_eq!(src.read_file(&c2, "a").await?.as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        src.read_file(&c2, "b/c.yaml").await?.as_deref(),
+        Some(&b"x: 1\n"[..])
+    );
+
+    // A truncated pack seen by a read: the read fails, the next fetch repairs the cache.
+    truncate_pack(src.cache_path())?;
+    let _ = src.read_file(&c2, "a").await;
+    assert_eq!(src.fetch().await?.commit, c2);
+    assert_eq!(src.read_file(&c2, "a").await?.as_deref(), Some(&b"2"[..]));
+    let dir = src.checkout(&c2).await?;
+    assert_eq!(std::fs::read_to_string(dir.join("a"))?, "2");
+
+    // Not a repository any more (HEAD and config gone), and an emptied loose object.
+    std::fs::remove_file(src.cache_path().join("HEAD"))?;
+    std::fs::write(src.cache_path().join("config"), "garbage [\n")?;
+    let src = source(&url, "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c2);
+    let loose = src
+        .cache_path()
+        .join("objects")
+        .join(&c2[..2])
+        .join(&c2[2..]);
+    if loose.is_file() {
+        std::fs::write(&loose, "")?;
+    }
+    let src = source(&url, "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c2);
+    assert_eq!(src.read_file(&c2, "a").await?.as_deref(), Some(&b"2"[..]));
+    Ok(())
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_are_followed_inside_the_repository_only() -> anyhow::Result<()> {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir()?;
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "SENTINEL-7f3a")?;
+    let server = GitServer::start().await?;
+    let repo = server.create_repo("r")?;
+    repo.write("values/common.yaml", "a: 1\n")?;
+    let p = repo.path();
+    std::fs::create_dir_all(p.join("clusters/prod"))?;
+    symlink(
+        "../../values/common.yaml",
+        p.join("clusters/prod/values.yaml"),
+    )?;
+    symlink("prod/values.yaml", p.join("clusters/chain.yaml"))?;
+    symlink("../values", p.join("clusters/values-dir"))?;
+    symlink(&secret, p.join("clusters/leak.yaml"))?;
+    symlink("../../../../etc/hostname", p.join("clusters/up.yaml"))?;
+    symlink("nope.yaml", p.join("clusters/dangling.yaml"))?;
+    symlink("loop2.yaml", p.join("clusters/loop1.yaml"))?;
+    symlink("loop1.yaml", p.join("clusters/loop2.yaml"))?;
+    let c = repo.commit("links")?;
+    let cache = tempfile::tempdir()?;
+    let src = source(&server.http_url("r"), "main", cache.path());
+    assert_eq!(src.fetch().await?.commit, c);
+
+    for ok in [
+        "clusters/prod/values.yaml",
+        "clusters/chain.yaml",
+        "clusters/values-dir/common.yaml",
+    ] {
+        assert_eq!(
+            src.read_file(&c, ok).await?.as_deref(),
+            Some(&b"a: 1\n"[..]),
+            "{ok}"
+        );
+    }
+    let fault = |path: &'static str| {
+        let src = src.clone();
+        let c = c.clone();
+        async move {
+            let e = src.read_file(&c, path).await.unwrap_err();
+            assert!(e.is_revision_problem(), "{path}: {e}");
+            e.to_string()
+        }
+    };
+    let e = fault("clusters/leak.yaml").await;
+    assert!(
+        e.contains(&format!(
+            "clusters/leak.yaml is a symlink to {}",
+            secret.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("outside the repository"), "{e}");
+    assert!(!e.contains("SENTINEL"), "{e}");
+    let e = fault("clusters/up.yaml").await;
+    assert!(
+        e.contains("clusters/up.yaml is a symlink to ../../../../etc/hostname")
+            && e.contains("outside the repository"),
+        "{e}"
+    );
+    let e = fault("clusters/dangling.yaml").await;
+    assert!(e.contains("clusters/nope.yaml does not exist"), "{e}");
+    let e = fault("clusters/loop1.yaml").await;
+    assert!(e.contains("symlink loop"), "{e}");
+    let e = fault("clusters/values-dir").await;
+    assert!(e.contains("is a directory"), "{e}");
+    assert_eq!(src.read_file(&c, "clusters/missing.yaml").await?, None);
+
+    // The checkout has the links as links (checked where a chart uses them).
+    let dir = src.checkout(&c).await?;
+    assert_eq!(std::fs::read_link(dir.join("clusters/leak.yaml"))?, secret);
+    Ok(())
+}

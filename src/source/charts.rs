@@ -16,6 +16,7 @@ use sha2::Digest;
 use strata_core::version::VersionConstraint;
 
 use crate::executor::process::Redactor;
+use crate::source::tree;
 
 /// Largest chart archive downloaded.
 pub const MAX_ARCHIVE: usize = 64 * 1024 * 1024;
@@ -73,7 +74,7 @@ pub enum Error {
     TooLarge { what: String, limit: u64 },
     #[error("chart archive {}: {message}", archive.display())]
     Archive { archive: PathBuf, message: String },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", crate::source::disk::describe(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -222,6 +223,9 @@ struct CachedIndex {
     text: Arc<String>,
 }
 
+/// A cached archive checked against its digest: its length, modification time and Chart.yaml.
+type Verified = (u64, std::time::SystemTime, String);
+
 /// Chart repositories and the chart cache of one agent.
 #[derive(Clone)]
 pub struct ChartStore {
@@ -233,6 +237,9 @@ pub struct ChartStore {
     url_digests: Arc<Mutex<HashMap<String, String>>>,
     /// Serialises downloads of the same URL.
     downloads: Arc<tokio::sync::Mutex<()>>,
+    /// Cached archives verified against their digest, by path: (length, modification time,
+    /// Chart.yaml). A file changed since is verified again.
+    verified: Arc<Mutex<HashMap<PathBuf, Verified>>>,
 }
 
 impl ChartStore {
@@ -270,6 +277,7 @@ impl ChartStore {
             indexes: Default::default(),
             url_digests: Default::default(),
             downloads: Default::default(),
+            verified: Default::default(),
         })
     }
 
@@ -456,6 +464,62 @@ impl ChartStore {
         .await
     }
 
+    /// The Chart.yaml of the cached archive at `path` when it is there and its content has
+    /// the digest `digest`; a cached archive that does not (a torn write, a bad disk) is
+    /// removed with a warning, so that it is downloaded again.
+    fn cached(&self, path: &Path, digest: &str) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?;
+        if let Some((len, at, chart_yaml)) = self.verified.lock().expect("lock").get(path)
+            && *len == meta.len()
+            && *at == modified
+        {
+            return Some(chart_yaml.clone());
+        }
+        let checked = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let actual = format!("{:x}", sha2::Sha256::digest(&bytes));
+                if actual == digest {
+                    Ok(())
+                } else {
+                    Err(format!("its content has digest {actual}"))
+                }
+            })
+            .and_then(|()| chart_yaml_from_tgz(path).map_err(|e| e.to_string()));
+        match checked {
+            Ok(chart_yaml) => {
+                self.verified.lock().expect("lock").insert(
+                    path.to_path_buf(),
+                    (meta.len(), modified, chart_yaml.clone()),
+                );
+                Some(chart_yaml)
+            }
+            Err(why) => {
+                tracing::warn!(
+                    archive = %path.display(),
+                    reason = %why,
+                    "a cached chart archive is corrupt; removing it and downloading it again"
+                );
+                self.verified.lock().expect("lock").remove(path);
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// Notes that the archive at `path` was just verified.
+    fn remember(&self, path: &Path, chart_yaml: &str) {
+        if let Ok(meta) = std::fs::metadata(path)
+            && let Ok(modified) = meta.modified()
+        {
+            self.verified.lock().expect("lock").insert(
+                path.to_path_buf(),
+                (meta.len(), modified, chart_yaml.to_string()),
+            );
+        }
+    }
+
     /// Downloads an archive (unless its digest is already cached), verifies it against
     /// `digest` (sha256 hex, optionally `sha256:`-prefixed) and reads its Chart.yaml.
     pub async fn pull_url(
@@ -474,8 +538,7 @@ impl ChartStore {
             .or_else(|| self.url_digests.lock().expect("lock").get(url).cloned());
         if let Some(d) = &known {
             let path = self.archive_path(d);
-            if path.is_file() {
-                let chart_yaml = chart_yaml_from_tgz(&path)?;
+            if let Some(chart_yaml) = self.cached(&path, d) {
                 return Ok(PulledChart {
                     name: chart.to_string(),
                     version: version.to_string(),
@@ -505,8 +568,15 @@ impl ChartStore {
             move |source| Error::Io { path: p, source }
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-        std::io::Write::write_all(&mut tmp, &body).map_err(io(&path))?;
+        // Written under a temporary name in the same directory, checked, flushed to disk and
+        // renamed: a partial download (a kill, a full disk) never becomes a cache entry.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .suffix(".tgz")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        std::io::Write::write_all(&mut tmp, &body).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
         // Check the archive before it enters the cache.
         let chart_yaml = chart_yaml_from_tgz(tmp.path()).map_err(|e| match e {
             Error::Archive { message, .. } => Error::Archive {
@@ -519,6 +589,10 @@ impl ChartStore {
             path: path.clone(),
             source: e.error,
         })?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.remember(&path, &chart_yaml);
         if expected.is_none() {
             self.url_digests
                 .lock()
@@ -564,7 +638,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads `<chart>/Chart.yaml` (the top-level chart's, not a subchart's) from a .tgz, with
-/// bounds: paths with `..` or absolute paths and entries over [`MAX_ENTRY`] are rejected.
+/// bounds: paths with `..` or absolute paths and entries over [`MAX_ENTRY`] are rejected, and
+/// so are symlink and hard-link entries whose target leaves the chart directory (the entry's
+/// first path component): absolute, climbing out with `..`, or through other links (see
+/// [`crate::source::tree`]). The whole archive is read, at most [`MAX_UNPACKED`] bytes.
 pub fn chart_yaml_from_tgz(archive: &Path) -> Result<String> {
     let bad = |message: String| Error::Archive {
         archive: archive.to_path_buf(),
@@ -574,43 +651,132 @@ pub fn chart_yaml_from_tgz(archive: &Path) -> Result<String> {
         path: archive.to_path_buf(),
         source,
     })?;
-    let gz = flate2::read::GzDecoder::new(file).take(MAX_UNPACKED);
+    // One byte more than the bound tells an archive that exceeds it.
+    let gz = flate2::read::GzDecoder::new(file).take(MAX_UNPACKED + 1);
     let mut tar = tar::Archive::new(gz);
-    let entries = tar
-        .entries()
-        .map_err(|e| bad(format!("not a gzip tar archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| bad(format!("bad entry path: {e}")))?
-            .into_owned();
-        let parts: Vec<String> = path
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
-        if path.is_absolute() || parts.iter().any(|p| p == "..") {
-            return Err(bad(format!("entry {} escapes the chart", path.display())));
-        }
-        if parts.len() == 2 && parts[1] == "Chart.yaml" {
-            let size = entry.header().size().unwrap_or(u64::MAX);
-            if size > MAX_ENTRY {
-                return Err(Error::TooLarge {
-                    what: format!("{} in {}", path.display(), archive.display()),
-                    limit: MAX_ENTRY,
-                });
+    let mut chart_yaml = None;
+    // Every entry (and its implied parent directories), then the links to check.
+    let mut nodes: HashMap<String, tree::Node> = HashMap::new();
+    let mut links: Vec<(String, String, bool)> = Vec::new();
+    {
+        let entries = tar
+            .entries()
+            .map_err(|e| bad(format!("not a gzip tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
+            let path = entry
+                .path()
+                .map_err(|e| bad(format!("bad entry path: {e}")))?
+                .into_owned();
+            let parts: Vec<String> = path
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if path.is_absolute() || parts.iter().any(|p| p == "..") {
+                return Err(bad(format!("entry {} escapes the chart", path.display())));
             }
-            let mut text = String::new();
-            (&mut entry)
-                .take(MAX_ENTRY)
-                .read_to_string(&mut text)
-                .map_err(|e| bad(format!("Chart.yaml is not readable text: {e}")))?;
-            return Ok(text);
+            let name = parts.join("/");
+            for i in 1..parts.len() {
+                nodes.entry(parts[..i].join("/")).or_insert(tree::Node::Dir);
+            }
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| bad(format!("bad link target of {name}: {e}")))?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                nodes.insert(
+                    name.clone(),
+                    if kind.is_symlink() {
+                        tree::Node::Symlink(target.clone())
+                    } else {
+                        tree::Node::File
+                    },
+                );
+                links.push((name, target, kind.is_hard_link()));
+                continue;
+            }
+            nodes.insert(
+                name.clone(),
+                if kind.is_dir() {
+                    tree::Node::Dir
+                } else {
+                    tree::Node::File
+                },
+            );
+            if chart_yaml.is_none() && parts.len() == 2 && parts[1] == "Chart.yaml" {
+                let size = entry.header().size().unwrap_or(u64::MAX);
+                if size > MAX_ENTRY {
+                    return Err(Error::TooLarge {
+                        what: format!("{} in {}", path.display(), archive.display()),
+                        limit: MAX_ENTRY,
+                    });
+                }
+                let mut text = String::new();
+                (&mut entry)
+                    .take(MAX_ENTRY)
+                    .read_to_string(&mut text)
+                    .map_err(|e| bad(format!("Chart.yaml is not readable text: {e}")))?;
+                chart_yaml = Some(text);
+            }
         }
     }
-    Err(bad(format!(
-        "no <chart>/Chart.yaml in the archive (within its first {MAX_UNPACKED} bytes)"
-    )))
+    if tar.into_inner().limit() == 0 {
+        return Err(Error::TooLarge {
+            what: format!("the unpacked archive {}", archive.display()),
+            limit: MAX_UNPACKED,
+        });
+    }
+    for (name, target, hard) in links {
+        let chart = name.split('/').next().unwrap_or_default().to_string();
+        let bound = format!("the chart directory {chart}");
+        let lookup = |p: &str| nodes.get(p).cloned().unwrap_or(tree::Node::Missing);
+        let out = |e: &tree::LinkError| {
+            matches!(
+                e.fault,
+                tree::LinkFault::Absolute | tree::LinkFault::OutOfBounds
+            )
+        };
+        let fault = if hard {
+            // A hard link names another entry by its path from the archive's root.
+            if target.starts_with('/') || !target_in(&target, &chart) {
+                Some(format!(
+                    "out-of-bounds hard link: entry {name} links to {target}, which is outside {bound}"
+                ))
+            } else {
+                match tree::resolve(&target, &chart, lookup) {
+                    Err(e) if out(&e) => Some(format!(
+                        "out-of-bounds hard link: entry {name} links to {target}, which is outside {bound}: {}",
+                        e.describe(&bound)
+                    )),
+                    _ => None,
+                }
+            }
+        } else {
+            match tree::resolve(&name, &chart, lookup) {
+                Err(e) if out(&e) => Some(e.describe(&bound)),
+                // helm reads an archive's links as nothing: a dangling link or a loop leaks
+                // nothing.
+                _ => None,
+            }
+        };
+        if let Some(message) = fault {
+            return Err(bad(message));
+        }
+    }
+    chart_yaml.ok_or_else(|| {
+        bad(format!(
+            "no <chart>/Chart.yaml in the archive (within its first {MAX_UNPACKED} bytes)"
+        ))
+    })
+}
+
+/// Whether `path` (from the archive's root, no `..`) is inside the directory `chart`.
+fn target_in(path: &str, chart: &str) -> bool {
+    let path = path.trim_start_matches("./");
+    path.split('/').next() == Some(chart) && !path.split('/').any(|c| c == "..")
 }
 
 /// Reads `Chart.yaml` of a chart directory (e.g. in the Git checkout).
@@ -709,6 +875,123 @@ mod tests {
         ));
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), b"not gzip").unwrap();
+        assert!(chart_yaml_from_tgz(f.path()).is_err());
+    }
+
+    /// A .tgz of `(path, kind, data or link target)`; kinds: 'f' file, 's' symlink, 'h' hard
+    /// link. Names and targets are written as bytes so tests can build hostile ones.
+    fn tgz_links(entries: &[(&str, char, &str)]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let gz = flate2::write::GzEncoder::new(file.reopen().unwrap(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            let old = h.as_old_mut();
+            old.name[..path.len()].copy_from_slice(path.as_bytes());
+            let body: &[u8] = match kind {
+                'f' => data.as_bytes(),
+                _ => {
+                    old.linkname[..data.len()].copy_from_slice(data.as_bytes());
+                    b""
+                }
+            };
+            h.set_entry_type(match kind {
+                'f' => tar::EntryType::Regular,
+                's' => tar::EntryType::Symlink,
+                _ => tar::EntryType::Link,
+            });
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append(&h, body).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn archive_links_must_stay_in_the_chart() {
+        let chart = (
+            "demo/Chart.yaml",
+            'f',
+            "apiVersion: v2\nname: demo\nversion: 1.0.0\n",
+        );
+        let ok = tgz_links(&[
+            chart,
+            ("demo/files/a.txt", 'f', "a"),
+            ("demo/in.txt", 's', "files/a.txt"),
+            ("demo/files/up.txt", 's', "../in.txt"),
+            ("demo/dir", 's', "files"),
+            ("demo/hard.txt", 'h', "demo/files/a.txt"),
+            // Dangling, but inside: helm reads it as nothing.
+            ("demo/dangling", 's', "nope"),
+        ]);
+        assert!(
+            chart_yaml_from_tgz(ok.path())
+                .unwrap()
+                .contains("name: demo")
+        );
+        for (entry, kind, target, says) in [
+            (
+                "demo/leak.txt",
+                's',
+                "/etc/passwd",
+                "demo/leak.txt is a symlink to /etc/passwd",
+            ),
+            (
+                "demo/up.txt",
+                's',
+                "../../etc/passwd",
+                "demo/up.txt is a symlink to ../../etc/passwd",
+            ),
+            (
+                "demo/templates/x",
+                's',
+                "../../other/x",
+                "demo/templates/x is a symlink to ../../other/x",
+            ),
+            (
+                "demo/hard.txt",
+                'h',
+                "/etc/passwd",
+                "entry demo/hard.txt links to /etc/passwd",
+            ),
+            (
+                "demo/hard2.txt",
+                'h',
+                "other/file",
+                "entry demo/hard2.txt links to other/file",
+            ),
+            (
+                "demo/hard3.txt",
+                'h',
+                "demo/../../x",
+                "entry demo/hard3.txt links to demo/../../x",
+            ),
+        ] {
+            let f = tgz_links(&[chart, ("other/file", 'f', "x"), (entry, kind, target)]);
+            let e = chart_yaml_from_tgz(f.path()).unwrap_err().to_string();
+            assert!(e.contains(says), "{entry}: {e}");
+            assert!(e.contains("out-of-bounds"), "{entry}: {e}");
+            assert!(
+                e.contains("outside the chart directory demo"),
+                "{entry}: {e}"
+            );
+        }
+        // Through a chain: `self` is the chart directory, `self/..` leaves it.
+        let f = tgz_links(&[
+            chart,
+            ("demo/self", 's', "."),
+            ("demo/trick", 's', "self/../../x"),
+        ]);
+        let e = chart_yaml_from_tgz(f.path()).unwrap_err().to_string();
+        assert!(e.contains("demo/trick is a symlink to self/../../x"), "{e}");
+        // A hard link through a symlink that leaves the chart.
+        let f = tgz_links(&[
+            chart,
+            ("demo/out", 's', ".."),
+            ("demo/h", 'h', "demo/out/other/file"),
+        ]);
         assert!(chart_yaml_from_tgz(f.path()).is_err());
     }
 

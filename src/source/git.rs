@@ -12,6 +12,7 @@ use base64::Engine;
 use sha2::Digest;
 
 use crate::executor::process::{self, Command, Redactor};
+use crate::source::tree::{self, Node, Resolved, Resolver, Step};
 
 /// Default timeout of one git command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -62,13 +63,27 @@ pub enum Error {
     },
     #[error("{path} is not a valid path in the repository: {reason}")]
     BadPath { path: String, reason: &'static str },
+    /// A symlink on the way to a file may not be followed (see [`crate::source::tree`]).
+    #[error("{0}")]
+    Link(String),
+    #[error("{path} at commit {commit} is {what}, not a file")]
+    NotAFile {
+        commit: String,
+        path: String,
+        what: &'static str,
+    },
+    #[error(
+        "the Git cache {} is corrupt ({message}); the next fetch clones it again",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, message: String },
     #[error("could not read credentials from {}: {source}", path.display())]
     Credentials {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("could not prepare {}: {source}", path.display())]
+    #[error("could not prepare {}", crate::source::disk::describe(path, source))]
     Io {
         path: PathBuf,
         #[source]
@@ -79,6 +94,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether the error is about the revision's content (an out-of-bounds symlink, a
+    /// directory where a file is expected): a problem of the revision, not of the cache.
+    pub fn is_revision_problem(&self) -> bool {
+        matches!(self, Error::Link(_) | Error::NotAFile { .. })
+    }
+
     pub fn fetch_failure(&self) -> Option<FetchFailure> {
         match self {
             Error::Fetch { kind, .. } => Some(*kind),
@@ -173,7 +194,23 @@ pub struct GitSource {
     ca_file: Option<PathBuf>,
     timeout: Duration,
     redactor: Redactor,
-    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Serialises this process's git calls on the cache: fetches (which write the cache and
+    /// take git's lock files) hold it exclusively, reads share it. Clones share it.
+    lock: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// Set when a read saw the cache corrupt: the next fetch clones it again.
+    needs_repair: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Why one fetch attempt failed: the cache is broken (clone it again) or anything else.
+enum Attempt {
+    Corrupt(String),
+    Failed(Error),
+}
+
+impl From<Error> for Attempt {
+    fn from(e: Error) -> Self {
+        Attempt::Failed(e)
+    }
 }
 
 /// What a ref string names.
@@ -289,6 +326,7 @@ impl GitSource {
             timeout: DEFAULT_TIMEOUT,
             redactor,
             lock: Default::default(),
+            needs_repair: Default::default(),
         }
     }
 
@@ -393,6 +431,10 @@ impl GitSource {
         if self.cache.join("HEAD").exists() {
             return Ok(());
         }
+        if self.cache.exists() {
+            // Half made (killed during `git init`) or broken beyond recognition.
+            self.discard_cache("the cache has no HEAD")?;
+        }
         for dir in [&self.home, self.cache.parent().expect("has parent")] {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.to_path_buf(),
@@ -408,7 +450,9 @@ impl GitSource {
         Ok(())
     }
 
-    async fn fetch_refspecs(&self, refspecs: &[&str], shallow: bool) -> Result<(), String> {
+    /// Runs one `git fetch`; its stderr on success (warnings), on failure the message. Stale
+    /// lock files are removed after a failure, and a fetch that failed on one is tried again.
+    async fn fetch_refspecs(&self, refspecs: &[&str], shallow: bool) -> Result<String, String> {
         let mut args = vec!["fetch", "--quiet", "--no-tags", "--force"];
         if refspecs.iter().any(|r| r.contains('*')) {
             args.push("--prune");
@@ -422,18 +466,71 @@ impl GitSource {
         args.push(&self.url);
         args.extend_from_slice(refspecs);
         let cmd = self.git(&args);
-        match process::run(&cmd, &self.redactor).await {
-            Ok(_) => Ok(()),
-            Err(process::Error::Failed { stderr, .. }) => Err(stderr),
-            Err(process::Error::Timeout { timeout, .. }) => {
-                Err(format!("timed out after {timeout:?}"))
+        let mut retried = false;
+        loop {
+            let message = match process::run(&cmd, &self.redactor).await {
+                Ok(out) => return Ok(out.stderr),
+                Err(process::Error::Failed { stderr, .. }) => stderr,
+                Err(process::Error::Timeout { timeout, .. }) => {
+                    format!("timed out after {timeout:?}")
+                }
+                Err(e) => e.to_string(),
+            };
+            // Our git has exited and we hold the cache: any lock file left is stale.
+            let removed = self.clear_stale_locks();
+            if !retried && !removed.is_empty() && mentions_lock_file(&message) {
+                retried = true;
+                continue;
             }
-            Err(e) => Err(e.to_string()),
+            return Err(message);
+        }
+    }
+
+    /// Removes the lock files a killed git leaves in the cache (`shallow.lock`, `HEAD.lock`,
+    /// `config.lock`, `packed-refs.lock`, `index.lock`, any `*.lock` under `refs/`). Only
+    /// called with the cache held exclusively (in this process by [`GitSource::lock`], across
+    /// processes by [`CacheFileLock`]), so no live git of ours holds them. Returns what it
+    /// removed.
+    fn clear_stale_locks(&self) -> Vec<PathBuf> {
+        let removed = remove_stale_locks(&self.cache);
+        for path in &removed {
+            tracing::warn!(
+                path = %path.display(),
+                "removed a stale git lock file left by an interrupted git"
+            );
+        }
+        removed
+    }
+
+    /// Removes the cache (it is corrupt) so that the next fetch clones it again.
+    fn discard_cache(&self, why: &str) -> Result<()> {
+        tracing::warn!(
+            cache = %self.cache.display(),
+            reason = %why.trim(),
+            "the Git cache is corrupt; removing it and fetching again"
+        );
+        match std::fs::remove_dir_all(&self.cache) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Io {
+                path: self.cache.clone(),
+                source,
+            }),
         }
     }
 
     fn fetch_error(&self, message: String) -> Error {
         let kind = classify_fetch(&message);
+        let message = if crate::source::disk::mentions_no_space(&message) {
+            let dir = self.cache.parent().expect("has parent");
+            format!(
+                "{}: {}",
+                crate::source::disk::no_space(dir, "git fetch into the cache"),
+                message.trim()
+            )
+        } else {
+            message
+        };
         Error::Fetch {
             url: self.display_url(),
             reference: self.reference.clone(),
@@ -442,23 +539,26 @@ impl GitSource {
         }
     }
 
-    async fn rev_parse(&self, rev: &str) -> Result<Option<String>> {
+    /// Resolves `rev`; `None` when it names nothing (a corrupt cache is [`Attempt::Corrupt`]).
+    async fn rev_parse(&self, rev: &str) -> Result<Option<String>, Attempt> {
         let cmd = self.git(&["rev-parse", "--verify", "--quiet", "--end-of-options", rev]);
         match process::run(&cmd, &self.redactor).await {
             Ok(out) => Ok(Some(out.stdout_text().trim().to_string())),
+            Err(process::Error::Failed { stderr, .. }) if is_corrupt(&stderr) => {
+                Err(Attempt::Corrupt(stderr))
+            }
             Err(process::Error::Failed { .. }) => Ok(None),
-            Err(source) => Err(Error::Git {
+            Err(source) => Err(Attempt::Failed(Error::Git {
                 op: "rev-parse",
                 path: self.cache.clone(),
                 source: Box::new(source),
-            }),
+            })),
         }
     }
 
     /// Fetches the ref from the server and resolves it to a commit.
     #[tracing::instrument(name = "git_fetch", skip(self), fields(url = %self.display_url(), reference = %self.reference))]
     pub async fn fetch(&self) -> Result<Revision> {
-        let _guard = self.lock.lock().await;
         let reference = self.reference.as_str();
         if let Some(reason) = invalid_ref(reference) {
             return Err(Error::Fetch {
@@ -468,48 +568,33 @@ impl GitSource {
                 message: format!("{reference:?} is not a valid branch, tag or commit: {reason}"),
             });
         }
-        self.ensure_cache().await?;
-        let commit = match ref_kind(reference) {
-            RefKind::FullCommit => {
-                // Servers speaking protocol v2 let us want any reachable commit directly.
-                let target = format!("+{reference}:refs/strata/target");
-                if self.fetch_refspecs(&[&target], true).await.is_err() {
-                    self.fetch_refspecs(
-                        &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                        false,
-                    )
-                    .await
-                    .map_err(|m| self.fetch_error(m))?;
-                }
-                self.rev_parse(&format!("{reference}^{{commit}}")).await?
-            }
-            kind => {
-                let target = format!("+{reference}:refs/strata/target");
-                match self.fetch_refspecs(&[&target], true).await {
-                    Ok(()) => self.rev_parse("refs/strata/target^{commit}").await?,
-                    Err(m)
-                        if kind == RefKind::MaybeShortCommit
-                            && classify_fetch(&m) == FetchFailure::RefNotFound =>
-                    {
-                        // Not a name: an abbreviated commit. Fetch all history to find it.
-                        self.fetch_refspecs(
-                            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                            false,
-                        )
-                        .await
-                        .map_err(|m| self.fetch_error(m))?;
-                        self.rev_parse(&format!("{reference}^{{commit}}")).await?
+        let _exclusive = self.lock.write().await;
+        let _file_lock = CacheFileLock::acquire(&self.cache).await?;
+        // No git of ours runs on the cache now: a lock file is one a killed git left (an
+        // agent killed in the middle of a fetch, a fetch killed at its timeout).
+        self.clear_stale_locks();
+        if self
+            .needs_repair
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.discard_cache("a read from the cache failed: the cache is corrupt")?;
+        }
+        let commit = match self.fetch_once().await {
+            Ok(c) => c,
+            Err(Attempt::Failed(e)) => return Err(e),
+            Err(Attempt::Corrupt(why)) => {
+                self.discard_cache(&why)?;
+                match self.fetch_once().await {
+                    Ok(c) => c,
+                    Err(Attempt::Failed(e)) => return Err(e),
+                    Err(Attempt::Corrupt(why)) => {
+                        return Err(self.fetch_error(format!(
+                            "the Git cache is still corrupt after cloning it again: {why}"
+                        )));
                     }
-                    Err(m) => return Err(self.fetch_error(m)),
                 }
             }
         };
-        let commit = commit.ok_or_else(|| Error::Fetch {
-            url: self.display_url(),
-            reference: self.reference.clone(),
-            kind: FetchFailure::RefNotFound,
-            message: format!("no commit named {reference}; check the branch, tag or commit"),
-        })?;
         tracing::debug!(%commit, "fetched");
         Ok(Revision {
             commit,
@@ -518,17 +603,126 @@ impl GitSource {
         })
     }
 
+    /// One fetch into the cache (held exclusively) and the commit it resolves to.
+    async fn fetch_once(&self) -> Result<String, Attempt> {
+        let reference = self.reference.as_str();
+        self.ensure_cache().await?;
+        // A fetch failing (or warning) because of the cache says the cache is corrupt.
+        let checked = |r: Result<String, String>| match r {
+            Ok(warnings) if is_corrupt(&warnings) => Err(Attempt::Corrupt(warnings)),
+            Ok(_) => Ok(()),
+            Err(m) if is_corrupt(&m) => Err(Attempt::Corrupt(m)),
+            Err(m) => Err(Attempt::Failed(self.fetch_error(m))),
+        };
+        let all = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+        let target = format!("+{reference}:refs/strata/target");
+        let commit = match ref_kind(reference) {
+            RefKind::FullCommit => {
+                // Servers speaking protocol v2 let us want any reachable commit directly.
+                match self.fetch_refspecs(&[&target], true).await {
+                    Ok(w) => checked(Ok(w))?,
+                    Err(m) if is_corrupt(&m) => return Err(Attempt::Corrupt(m)),
+                    Err(_) => checked(self.fetch_refspecs(&all, false).await)?,
+                }
+                self.rev_parse(&format!("{reference}^{{commit}}")).await?
+            }
+            kind => match self.fetch_refspecs(&[&target], true).await {
+                Ok(w) => {
+                    checked(Ok(w))?;
+                    self.rev_parse("refs/strata/target^{commit}").await?
+                }
+                Err(m)
+                    if kind == RefKind::MaybeShortCommit
+                        && classify_fetch(&m) == FetchFailure::RefNotFound =>
+                {
+                    // Not a name: an abbreviated commit. Fetch all history to find it.
+                    checked(self.fetch_refspecs(&all, false).await)?;
+                    self.rev_parse(&format!("{reference}^{{commit}}")).await?
+                }
+                Err(m) => return Err(checked(Err(m)).unwrap_err()),
+            },
+        };
+        commit.ok_or_else(|| {
+            Attempt::Failed(Error::Fetch {
+                url: self.display_url(),
+                reference: self.reference.clone(),
+                kind: FetchFailure::RefNotFound,
+                message: format!("no commit named {reference}; check the branch, tag or commit"),
+            })
+        })
+    }
+
+    /// Notes that a read failed because the cache is corrupt (the next fetch repairs it).
+    fn note_read_error(&self, e: &Error) {
+        let corrupt = match e {
+            Error::Git { source, .. } => source.stderr().is_some_and(is_corrupt),
+            Error::Corrupt { .. } => true,
+            _ => false,
+        };
+        if corrupt {
+            tracing::warn!(error = %e, "the Git cache is corrupt; the next fetch clones it again");
+            self.needs_repair
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Reads a file at a commit; `None` when the path does not exist there.
     pub async fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let _shared = self.lock.read().await;
+        let r = self.read_file_inner(commit, path).await;
+        if let Err(e) = &r {
+            self.note_read_error(e);
+        }
+        r
+    }
+
+    async fn read_file_inner(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let path = clean_path(path)?;
-        let Some(oid) = self.rev_parse(&format!("{commit}:{path}")).await? else {
-            return Ok(None);
+        let (node, blob) = match self.tree_entry(commit, &path).await? {
+            (Node::File, blob) => (Node::File, blob),
+            // A symlink, or a path through one: follow them inside the repository only.
+            (Node::Missing | Node::Symlink(_), _) => {
+                let mut resolver = Resolver::new(&path, "");
+                let mut blob = None;
+                let resolved = loop {
+                    match resolver.step() {
+                        Step::Done(r) => break r,
+                        Step::Lookup(p) => {
+                            let (node, b) = self.tree_entry(commit, &p).await?;
+                            blob = b;
+                            if let Some(Step::Done(r)) = resolver.answer(node) {
+                                break r;
+                            }
+                        }
+                    }
+                };
+                match resolved {
+                    Ok(Resolved::Missing) => return Ok(None),
+                    Ok(Resolved::Found { node, .. }) => (node, blob),
+                    Err(e) => {
+                        return Err(Error::Link(format!(
+                            "{} (commit {commit})",
+                            e.describe("the repository")
+                        )));
+                    }
+                }
+            }
+            other => other,
         };
-        let size = self
-            .run("cat-file", self.git(&["cat-file", "-s", &oid]))
-            .await?;
-        let size: usize = size.stdout_text().trim().parse().unwrap_or(usize::MAX);
-        if size > MAX_FILE {
+        let (oid, size) = match (node, blob) {
+            (Node::File, Some(blob)) => blob,
+            (node, _) => {
+                return Err(Error::NotAFile {
+                    commit: commit.to_string(),
+                    path,
+                    what: match node {
+                        Node::Dir => "a directory",
+                        _ => "a submodule or other special entry",
+                    },
+                });
+            }
+        };
+        if size > MAX_FILE as u64 {
             return Err(Error::FileTooLarge {
                 commit: commit.to_string(),
                 path,
@@ -541,8 +735,89 @@ impl GitSource {
         Ok(Some(out.stdout))
     }
 
+    /// What `path` is in the tree of `commit` (never following a symlink: a symlink comes
+    /// back with its link text), and for a file its blob id and size.
+    async fn tree_entry(&self, commit: &str, path: &str) -> Result<(Node, Option<(String, u64)>)> {
+        let cmd = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.cache)
+            .args([
+                "--literal-pathspecs",
+                "ls-tree",
+                "-l",
+                "-z",
+                "--end-of-options",
+            ])
+            .arg(commit)
+            .arg("--")
+            .arg(path)
+            .envs(self.env())
+            .timeout(self.timeout);
+        let out = match process::run(&cmd, &self.redactor).await {
+            Ok(out) => out,
+            Err(process::Error::Failed { stderr, .. }) if is_corrupt(&stderr) => {
+                return Err(Error::Corrupt {
+                    path: self.cache.clone(),
+                    message: stderr.trim().to_string(),
+                });
+            }
+            // Not a commit of this cache: nothing is there.
+            Err(process::Error::Failed { stderr, .. })
+                if stderr.contains("not a tree object")
+                    || stderr.contains("Not a valid object name") =>
+            {
+                return Ok((Node::Missing, None));
+            }
+            Err(source) => {
+                return Err(Error::Git {
+                    op: "ls-tree",
+                    path: self.cache.clone(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        // `<mode> SP <type> SP <object> SP+ <size> TAB <path> NUL`
+        for record in out.stdout.split(|b| *b == 0) {
+            let record = String::from_utf8_lossy(record);
+            let Some((meta, name)) = record.split_once('\t') else {
+                continue;
+            };
+            if name != path {
+                continue;
+            }
+            let mut fields = meta.split_whitespace();
+            let (Some(mode), Some(_kind), Some(oid), Some(size)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let size: u64 = size.parse().unwrap_or(u64::MAX);
+            return Ok(match mode {
+                "040000" => (Node::Dir, None),
+                "120000" if size <= tree::MAX_LINK as u64 => {
+                    let text = self
+                        .run("cat-file", self.git(&["cat-file", "blob", oid]))
+                        .await?;
+                    (Node::Symlink(text.stdout_text()), None)
+                }
+                "100644" | "100755" | "100664" => (Node::File, Some((oid.to_string(), size))),
+                _ => (Node::Other, None),
+            });
+        }
+        Ok((Node::Missing, None))
+    }
+
     /// Extracts the tree of a commit into `<cache>/checkouts/<commit>` (once) and returns it.
     pub async fn checkout(&self, commit: &str) -> Result<PathBuf> {
+        let _shared = self.lock.read().await;
+        let r = self.checkout_inner(commit).await;
+        if let Err(e) = &r {
+            self.note_read_error(e);
+        }
+        r
+    }
+
+    async fn checkout_inner(&self, commit: &str) -> Result<PathBuf> {
         let root = self
             .cache
             .parent()
@@ -588,6 +863,127 @@ impl GitSource {
         prune_checkouts(&root, &dir, KEEP_CHECKOUTS);
         Ok(dir)
     }
+}
+
+/// An exclusive advisory lock (`flock`) on `<cache>.flock`, held while a fetch writes the
+/// cache: another strata process on the same work dir (`strata plan --work-dir`, a restarted
+/// agent) waits instead of racing its git, and never takes a live lock file for a stale one.
+/// The kernel releases it when the holder dies, so a killed agent never leaves it behind.
+struct CacheFileLock {
+    _file: Option<std::fs::File>,
+}
+
+impl CacheFileLock {
+    async fn acquire(cache: &Path) -> Result<Self> {
+        let dir = cache.parent().expect("has parent");
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut name = cache.file_name().expect("has name").to_os_string();
+        name.push(".flock");
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+        match locked {
+            Ok(Ok(file)) => Ok(Self { _file: Some(file) }),
+            // A file system without locks: this process's own lock still serialises its git.
+            Ok(Err(e)) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot lock the Git cache");
+                Ok(Self { _file: None })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot lock the Git cache");
+                Ok(Self { _file: None })
+            }
+        }
+    }
+}
+
+/// The lock files git leaves behind when it is killed: `*.lock` at the top of the repository
+/// (`shallow.lock`, `HEAD.lock`, `config.lock`, `packed-refs.lock`, `index.lock`,
+/// `FETCH_HEAD.lock`), under `refs/` and `logs/` (any depth) and in `objects/info/`.
+/// Removes them (never following symlinks) and returns the paths removed.
+pub fn remove_stale_locks(repo: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, recurse: bool, removed: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                if recurse {
+                    walk(&path, true, removed);
+                }
+            } else if entry.file_name().to_string_lossy().ends_with(".lock")
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    walk(repo, false, &mut removed);
+    walk(&repo.join("refs"), true, &mut removed);
+    walk(&repo.join("logs"), true, &mut removed);
+    walk(&repo.join("objects").join("info"), false, &mut removed);
+    removed
+}
+
+/// Whether git's message says it failed on a lock file (`Unable to create '….lock': File
+/// exists`).
+fn mentions_lock_file(stderr: &str) -> bool {
+    let m = stderr.to_ascii_lowercase();
+    m.contains(".lock") && (m.contains("file exists") || m.contains("unable to create"))
+}
+
+/// Whether git's message says the local repository is corrupt (as opposed to the server, the
+/// network or the ref). Lines from the server (`remote: …`) do not count.
+pub fn is_corrupt(stderr: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "bad object",
+        "bad packed object",
+        "not a git repository",
+        "index file corrupt",
+        "is corrupt",
+        "does not match index",
+        "far too short to be a packfile",
+        "is too small",
+        "non-monotonic index",
+        "inflate: data stream error",
+        "unable to unpack",
+        "did not send all necessary objects",
+        "unable to read tree",
+        "unable to parse object",
+        "reference broken",
+        "invalid sha1 pointer",
+        "bad config",
+    ];
+    // Signs made of two parts, e.g. "object file …/ab/cd… is empty".
+    const PAIRS: &[(&str, &str)] = &[
+        ("object file", "is empty"),
+        ("packfile", "cannot be accessed"),
+        ("packfile", "size changed"),
+    ];
+    stderr
+        .lines()
+        .map(|l| l.trim().to_ascii_lowercase())
+        .filter(|l| !l.starts_with("remote:"))
+        .any(|l| {
+            SIGNS.iter().any(|s| l.contains(s))
+                || PAIRS.iter().any(|(a, b)| l.contains(a) && l.contains(b))
+        })
 }
 
 /// How many checkouts (the most recently used) stay on disk.
@@ -711,6 +1107,78 @@ mod tests {
             "a\\b",
         ] {
             assert!(invalid_ref(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn corrupt_caches_are_recognised() {
+        for corrupt in [
+            "fatal: bad object refs/strata/target",
+            "error: pack has bad object at offset 1234: inflate returned -5",
+            "fatal: not a git repository: '/w/git/repos/x.git'",
+            "fatal: index file corrupt",
+            "error: loose object 0123abcd (stored in objects/01/23abcd) is corrupt",
+            "error: packfile objects/pack/pack-1.pack does not match index",
+            "error: packfile objects/pack/pack-1.pack cannot be accessed",
+            "error: object file objects/ab/cdef is empty",
+            "fatal: bad config line 1 in file config",
+            "error: https://h/r did not send all necessary objects",
+        ] {
+            assert!(is_corrupt(corrupt), "{corrupt}");
+        }
+        for other in [
+            "fatal: couldn't find remote ref refs/heads/nope",
+            "fatal: '/tmp/r' does not appear to be a git repository",
+            "fatal: unable to access 'http://h/r/': Failed to connect",
+            "remote: fatal: bad object 0123",
+            "fatal: Unable to create '/w/x.git/shallow.lock': File exists.",
+            "",
+        ] {
+            assert!(!is_corrupt(other), "{other}");
+        }
+        assert!(mentions_lock_file(
+            "fatal: Unable to create '/w/x.git/shallow.lock': File exists."
+        ));
+        assert!(!mentions_lock_file("fatal: couldn't find remote ref main"));
+    }
+
+    #[test]
+    fn stale_locks_are_found_where_git_leaves_them() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        let locks = [
+            "shallow.lock",
+            "index.lock",
+            "HEAD.lock",
+            "config.lock",
+            "packed-refs.lock",
+            "refs/heads/main.lock",
+            "refs/strata/target.lock",
+            "refs/tags/a/b/v1.lock",
+            "objects/info/commit-graph.lock",
+        ];
+        let keep = [
+            "HEAD",
+            "shallow",
+            "refs/heads/main",
+            "objects/pack/pack-1.lock.keep",
+            "objects/ab/cd.lock",
+        ];
+        for f in locks.iter().chain(&keep) {
+            let p = r.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let mut removed: Vec<String> = remove_stale_locks(r)
+            .iter()
+            .map(|p| p.strip_prefix(r).unwrap().display().to_string())
+            .collect();
+        removed.sort();
+        let mut want: Vec<String> = locks.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(removed, want);
+        for f in keep {
+            assert!(r.join(f).exists(), "{f} kept");
         }
     }
 

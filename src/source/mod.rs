@@ -2,5 +2,7 @@
 //! turns one commit into a checked revision (or every problem it has).
 pub mod charts;
 pub mod cluster_name;
+pub mod disk;
 pub mod git;
 pub mod revision;
+pub mod tree;

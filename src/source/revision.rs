@@ -400,6 +400,12 @@ impl Loader {
                 field: referenced_from.1.to_string(),
                 message: format!("file {path} does not exist in commit {commit}"),
             })),
+            // An out-of-bounds symlink, a directory: the revision's fault.
+            Err(e) if e.is_revision_problem() => Err(Failure::Problem(ProblemView {
+                file: referenced_from.0.to_string(),
+                field: referenced_from.1.to_string(),
+                message: e.to_string(),
+            })),
             Err(e) => Err(Failure::Unavailable(format!(
                 "cannot read {path} of commit {commit} from the Git cache: {e}"
             ))),
@@ -572,7 +578,22 @@ impl Loader {
                             }
                         }
                     }
-                    let dir = checkout.as_ref().map(|c| c.join(chart_dir));
+                    // Every symlink of the chart stays inside it (helm follows them).
+                    let dir = match checkout
+                        .as_ref()
+                        .map(|c| crate::source::tree::check_chart_dir(c, chart_dir))
+                    {
+                        Some(Ok(dir)) => Some(dir),
+                        Some(Err(messages)) => {
+                            problems.extend(messages.into_iter().map(|message| ProblemView {
+                                file: path.to_string(),
+                                field: field("chart.path"),
+                                message,
+                            }));
+                            None
+                        }
+                        None => None,
+                    };
                     let chart_file = format!("{chart_dir}/Chart.yaml");
                     match (
                         dir,
