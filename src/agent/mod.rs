@@ -16,7 +16,6 @@ pub mod annotation;
 pub mod leader;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,29 +32,10 @@ use crate::observe::status::{
     ReleaseStatus, RevisionInfo, StatusStore,
 };
 
+pub use crate::config::{AgentConfig, SourceConfig};
 use crate::reconcile::layers::{self, LayersOutcome};
 use crate::reconcile::release;
 use crate::source::revision;
-pub use crate::source::revision::SourceConfig;
-
-/// Everything `strata run` needs.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub source: SourceConfig,
-    pub once: bool,
-    pub interval: Duration,
-    pub concurrency: usize,
-    pub helm: PathBuf,
-    pub default_timeout: Duration,
-    pub listen: SocketAddr,
-    pub kubeconfig: Option<PathBuf>,
-    /// The agent's own namespace (status ConfigMap, Events, Lease).
-    pub namespace: String,
-    /// `Some(lease name)`: leader election through that Lease in `namespace`.
-    pub lease: Option<String>,
-    /// File holding the status API's bearer token for writes; `None`: writes are refused.
-    pub admin_token_file: Option<PathBuf>,
-}
 
 /// How `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,18 +57,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Kube(#[from] crate::kube_api::Error),
-    #[error("cannot prepare the work dir: {0}")]
-    WorkDir(std::io::Error),
     #[error("helm is not usable: {0}")]
     Helm(#[from] crate::executor::helm::Error),
     #[error(transparent)]
     Source(#[from] revision::SetupError),
     #[error("leader election: {0}")]
     Leader(#[from] crate::agent::leader::Error),
-    #[error(
-        "cannot read the admin token file {path}: {reason}; fix --admin-token-file (STRATA_ADMIN_TOKEN_FILE)"
-    )]
-    AdminToken { path: PathBuf, reason: String },
     #[error("lost the leadership of Lease {0}; exiting so that a restarted agent competes again")]
     LeadershipLost(String),
 }
@@ -108,45 +82,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
         kubeconfig,
         namespace,
         lease,
-        admin_token_file,
+        admin_token,
+        work_dir,
     } = config;
-    let admin_token = match &admin_token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::AdminToken {
-                path: path.clone(),
-                reason: source.to_string(),
-            })?;
-            Some(
-                server::AdminToken::new(&text).ok_or_else(|| Error::AdminToken {
-                    path: path.clone(),
-                    reason: "the file is empty".into(),
-                })?,
-            )
-        }
-        None => {
-            tracing::info!(
-                "no --admin-token-file: status API writes (POST .../retry) are disabled"
-            );
-            None
-        }
-    };
-
-    // The work dir holds helm homes, the Git cache and the chart cache.
-    let (_temp, work_dir) = match &source.work_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(Error::WorkDir)?;
-            (None, dir.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("strata-")
-                .tempdir()
-                .map_err(Error::WorkDir)?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-
     let status = StatusStore::new();
     let metrics = Arc::new(Metrics::new());
     {
@@ -187,14 +125,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
 
     let client = crate::kube_api::client(kubeconfig.as_deref()).await?;
     let redactor = Redactor::new();
-    let loader = revision::Loader::new(source, &work_dir, redactor.clone())
+    let loader = revision::Loader::new(source, work_dir.path(), redactor.clone())
         .await?
         .with_secrets(client.clone(), namespace.clone());
     let detect_started = std::time::Instant::now();
     let helm = Helm::new(
         HelmConfig {
             binary: helm,
-            work_dir: work_dir.clone(),
+            work_dir: work_dir.path().to_path_buf(),
             kubeconfig: kubeconfig.clone(),
             kube_context: None,
         },

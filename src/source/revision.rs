@@ -11,52 +11,11 @@ use k8s_openapi::api::core::v1::Secret;
 use strata_core::Problem;
 use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
-use crate::config::SourceArgs;
+use crate::config::SourceConfig;
 use crate::executor::process::Redactor;
 use crate::observe::status::{LayerId, ProblemView};
 use crate::source::charts::{ChartStore, RepoAuth, RepoSpec};
 use crate::source::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
-
-/// Where the profile list comes from (the library form of [`SourceArgs`]).
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub git_url: String,
-    pub git_ref: String,
-    pub profiles_path: String,
-    pub cluster_name: Option<String>,
-    pub git_username: Option<String>,
-    pub git_password_file: Option<PathBuf>,
-    pub git_ssh_key_file: Option<PathBuf>,
-    pub git_known_hosts_file: Option<PathBuf>,
-    pub work_dir: Option<PathBuf>,
-}
-
-impl From<SourceArgs> for SourceConfig {
-    fn from(a: SourceArgs) -> Self {
-        let SourceArgs {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir,
-        } = a;
-        Self {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir,
-        }
-    }
-}
 
 /// Errors setting up the source (bad credentials files).
 #[derive(Debug, thiserror::Error)]
@@ -148,32 +107,22 @@ impl Loader {
         work_dir: &Path,
         redactor: Redactor,
     ) -> Result<Self, SetupError> {
-        let SourceConfig {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir: _,
-        } = source;
-        let basic = match &git_password_file {
+        let creds = source.credentials;
+        let basic = match &creds.password_file {
             Some(file) => Some(BasicAuth::from_files(
-                UsernameSource::Value(git_username.as_deref().unwrap_or("git")),
+                UsernameSource::Value(creds.username.as_deref().unwrap_or("git")),
                 file,
             )?),
             None => None,
         };
         let auth = GitAuth {
             basic,
-            ssh_key: git_ssh_key_file,
-            known_hosts: git_known_hosts_file,
+            ssh_key: creds.ssh_key_file,
+            known_hosts: creds.known_hosts_file,
         };
         let git = GitSource::new(
-            git_url,
-            git_ref,
+            source.git_url,
+            source.git_ref,
             work_dir.join("git"),
             auth,
             redactor.clone(),
@@ -182,8 +131,8 @@ impl Loader {
         Ok(Self {
             git,
             charts,
-            profiles_path,
-            cluster_name: cluster_name.filter(|c| !c.trim().is_empty()),
+            profiles_path: source.profiles_path,
+            cluster_name: source.cluster_name,
             secrets: None,
             redactor,
         })
