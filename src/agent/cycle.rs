@@ -11,8 +11,7 @@ use super::{AgentConfig, Outcome, Result};
 use crate::executor::helm::{Helm, HelmConfig};
 use crate::executor::process::Redactor;
 use crate::observe::status::{
-    LayerId, LayerPhase, LayerStatus, OverallPhase, ProblemView, RejectedRevision, ReleasePhase,
-    ReleaseStatus, RevisionInfo,
+    OverallPhase, ProblemView, RejectedRevision, ReleaseStatus, RevisionInfo,
 };
 use crate::reconcile::layers::{self, LayersOutcome};
 use crate::reconcile::release;
@@ -249,102 +248,37 @@ impl Agent {
         shutdown: &CancellationToken,
     ) -> CycleResult {
         self.shared.metrics.set_revision(&info.commit);
-        let jobs = loaded.jobs;
-        let recheck = self.shared.status.update(|s| {
-            let same_commit = s.revision.as_ref().is_some_and(|r| r.commit == info.commit);
-            let recheck = same_commit && s.phase == OverallPhase::Ready;
-            let previous_layers: Vec<(LayerId, Option<String>)> = s
-                .layers
-                .iter()
-                .filter(|l| l.phase == LayerPhase::Ready)
-                .map(|l| (l.layer, l.ready_at.clone()))
-                .collect();
-            let previous: Vec<ReleaseStatus> = s
-                .layers
-                .drain(..)
-                .flat_map(|l| l.releases.into_iter())
-                .collect();
-            s.layers = jobs
-                .iter()
-                .map(|(layer, jobs)| LayerStatus {
-                    layer: *layer,
-                    phase: LayerPhase::Pending,
-                    ready_at: if same_commit {
-                        previous_layers
-                            .iter()
-                            .find(|(l, _)| l == layer)
-                            .and_then(|(_, at)| at.clone())
-                    } else {
-                        None
-                    },
-                    releases: jobs
-                        .iter()
-                        .map(|j| {
-                            let mut r = ReleaseStatus::pending(
-                                &j.profile,
-                                &j.release,
-                                &j.namespace,
-                                &j.chart_name,
-                                &j.chart_version,
-                            );
-                            let prev = previous
-                                .iter()
-                                .find(|p| p.namespace == j.namespace && p.name == j.release);
-                            if let Some(p) = prev {
-                                r.helm_revision = p.helm_revision;
-                                r.ready_at = p.ready_at.clone();
-                                r.last_recovery = p.last_recovery.clone();
-                                r.last_remediation = p.last_remediation.clone();
-                                if same_commit {
-                                    r.attempts = p.attempts;
-                                    // Re-checking an unchanged revision: keep Ready releases
-                                    // Ready (no churn in status and events) unless they drift.
-                                    if p.phase == ReleasePhase::Ready
-                                        && p.chart == r.chart
-                                        && p.version == r.version
-                                    {
-                                        r.phase = ReleasePhase::Ready;
-                                        r.action = p.action.clone();
-                                        r.started_at = p.started_at.clone();
-                                        r.message = p.message.clone();
-                                    }
-                                }
-                            }
-                            r
-                        })
-                        .collect(),
-                })
-                .collect();
-            s.revision = Some(info.clone());
-            s.rejected_revision = None;
-            s.last_error = None;
-            if !recheck {
-                s.phase = OverallPhase::Progressing;
-            }
-            recheck
-        });
+        let pending = loaded
+            .layers()
+            .map(|(layer, jobs)| {
+                let releases = jobs
+                    .iter()
+                    .map(|j| {
+                        ReleaseStatus::pending(
+                            &j.profile,
+                            &j.release,
+                            &j.namespace,
+                            &j.chart_name,
+                            &j.chart_version,
+                        )
+                    })
+                    .collect();
+                (layer, releases)
+            })
+            .collect();
+        let recheck = self
+            .shared
+            .status
+            .update(|s| s.begin_revision(&info, pending));
         if recheck {
             tracing::debug!(commit = %info.commit, "re-checking the applied revision");
         } else {
-            tracing::info!(commit = %info.commit, layers = jobs.len(), "applying revision");
+            tracing::info!(commit = %info.commit, layers = loaded.plan.layers.len(), "applying revision");
         }
-        let by_key: std::collections::BTreeMap<
-            strata_core::plan::ReleaseKey,
-            crate::source::revision::ReleaseJob,
-        > = jobs
-            .iter()
-            .flat_map(|(_, js)| js.iter())
-            .map(|j| {
-                (
-                    strata_core::plan::ReleaseKey::new(&j.namespace, &j.release),
-                    j.clone(),
-                )
-            })
-            .collect();
         let outcome = layers::run_layers(
             &self.runner,
             &loaded.plan,
-            &by_key,
+            &loaded.jobs,
             self.concurrency,
             &self.shared.status,
             &self.shared.metrics,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use strata_core::Problem;
+use strata_core::plan::ReleaseKey;
 use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
 use crate::config::SourceConfig;
@@ -63,8 +64,22 @@ pub struct Loaded {
     pub profiles_path: String,
     pub list: ProfileList,
     pub plan: strata_core::plan::Plan,
-    /// Releases grouped by layer, in the order layers run.
-    pub jobs: Vec<(LayerId, Vec<ReleaseJob>)>,
+    /// The job of every planned release, by its key (the plan says the layers and order).
+    pub jobs: BTreeMap<ReleaseKey, ReleaseJob>,
+}
+
+impl Loaded {
+    /// The plan's layers in the order they run, each with the jobs of its releases.
+    pub fn layers(&self) -> impl Iterator<Item = (LayerId, Vec<&ReleaseJob>)> {
+        self.plan.layers.iter().map(|layer| {
+            let jobs = layer
+                .releases
+                .iter()
+                .filter_map(|r| self.jobs.get(&r.release))
+                .collect();
+            (LayerId::of(layer.layer.map(|n| n.0)), jobs)
+        })
+    }
 }
 
 /// Fetches and loads revisions.
@@ -571,8 +586,7 @@ impl Loader {
         }
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
-        let explicit = explicit_timeouts(&text);
-        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values, &explicit);
+        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
         Ok(Loaded {
             commit: commit.to_string(),
             profiles_path: path.to_string(),
@@ -648,72 +662,44 @@ fn is_transient(e: &crate::source::charts::Error) -> bool {
     }
 }
 
+/// The job of every planned release, by release key.
 fn jobs_from_plan(
     list: &ProfileList,
     plan: &strata_core::plan::Plan,
     charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
     chart_paths: &BTreeMap<String, PathBuf>,
     values: &BTreeMap<String, serde_json::Value>,
-    explicit: &ExplicitTimeouts,
-) -> Vec<(LayerId, Vec<ReleaseJob>)> {
+) -> BTreeMap<ReleaseKey, ReleaseJob> {
     plan.layers
         .iter()
-        .map(|layer| {
-            let id = LayerId::of(layer.layer.map(|n| n.0));
-            let jobs = layer
-                .releases
-                .iter()
-                .filter_map(|planned| {
-                    let profile = list.profile(&planned.profile)?;
-                    let meta = charts.get(&profile.name)?;
-                    let v = values
-                        .get(&profile.name)
-                        .cloned()
-                        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-                    Some(ReleaseJob {
-                        profile: profile.name.clone(),
-                        release: profile.release_name.clone(),
-                        namespace: profile.namespace.clone(),
-                        chart_name: meta.name.clone(),
-                        chart_version: meta.version.clone(),
-                        chart_path: chart_paths.get(&profile.name)?.clone(),
-                        values_digest: strata_core::values::canonical_digest(&v),
-                        values: v,
-                        remediation: profile.remediation,
-                        // The list's timeout when it gives one (on the profile or in
-                        // `defaults`); otherwise the agent's --default-timeout.
-                        timeout: (explicit.defaults || explicit.profiles.contains(&profile.name))
-                            .then(|| profile.timeout.as_duration()),
-                    })
-                })
-                .collect();
-            (id, jobs)
+        .flat_map(|layer| layer.releases.iter())
+        .filter_map(|planned| {
+            let profile = list.profile(&planned.profile)?;
+            let meta = charts.get(&profile.name)?;
+            let v = values
+                .get(&profile.name)
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+            let job = ReleaseJob {
+                profile: profile.name.clone(),
+                release: profile.release_name.clone(),
+                namespace: profile.namespace.clone(),
+                chart_name: meta.name.clone(),
+                chart_version: meta.version.clone(),
+                chart_path: chart_paths.get(&profile.name)?.clone(),
+                values_digest: strata_core::values::canonical_digest(&v),
+                values: v,
+                remediation: profile.remediation,
+                // The list's timeout when it gives one (on the profile or in `defaults`);
+                // otherwise the agent's --default-timeout.
+                timeout: profile
+                    .timeout_given
+                    .0
+                    .then(|| profile.timeout.as_duration()),
+            };
+            Some((planned.release.clone(), job))
         })
         .collect()
-}
-
-/// Which timeouts the profile list writes out (the parsed list has defaults filled in).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ExplicitTimeouts {
-    pub defaults: bool,
-    pub profiles: std::collections::BTreeSet<String>,
-}
-
-/// Read which timeouts are written in a (valid) profile list.
-fn explicit_timeouts(text: &str) -> ExplicitTimeouts {
-    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
-        return ExplicitTimeouts::default();
-    };
-    ExplicitTimeouts {
-        defaults: !doc["defaults"]["timeout"].is_null(),
-        profiles: doc["profiles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| !p["timeout"].is_null())
-            .filter_map(|p| p["name"].as_str().map(str::to_string))
-            .collect(),
-    }
 }
 
 #[cfg(test)]
@@ -747,14 +733,5 @@ mod tests {
             r.redact("x s3cr3t-one y tok-two z 12345"),
             "x *** y *** z 12345"
         );
-    }
-
-    #[test]
-    fn explicit_timeouts_are_found() {
-        let t = explicit_timeouts("profiles:\n  - name: a\n    timeout: 1m\n  - name: b\n");
-        assert!(!t.defaults);
-        assert_eq!(t.profiles.iter().collect::<Vec<_>>(), ["a"]);
-        let t = explicit_timeouts("defaults:\n  timeout: 2m\nprofiles: []\n");
-        assert!(t.defaults);
     }
 }
