@@ -28,11 +28,12 @@
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::observe::server::AdminToken;
 use crate::observe::telemetry::LogFormat;
 
 /// strata: installs layered Helm profiles from Git, one layer at a time.
@@ -70,11 +71,11 @@ pub struct SourceArgs {
     #[arg(long, env = "STRATA_GIT_URL")]
     pub git_url: String,
     /// Branch, tag or commit.
-    #[arg(long, env = "STRATA_GIT_REF", default_value = "main")]
+    #[arg(long, env = "STRATA_GIT_REF", default_value = defaults::GIT_REF)]
     pub git_ref: String,
     /// Path of the profile list inside the repository; `{cluster}` is replaced by the
     /// cluster name (e.g. `clusters/{cluster}/profiles.yaml`).
-    #[arg(long, env = "STRATA_PROFILES_PATH", default_value = "profiles.yaml")]
+    #[arg(long, env = "STRATA_PROFILES_PATH", default_value = defaults::PROFILES_PATH)]
     pub profiles_path: String,
     /// This cluster's name, for `{cluster}` in --profiles-path. Without it `strata run` reads
     /// `clusterName` from ConfigMap kube-system/kubeadm-config (set by Cluster API's kubeadm).
@@ -108,10 +109,10 @@ pub struct RunArgs {
     #[arg(long, env = "STRATA_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub interval: Duration,
     /// Releases installed in parallel inside one layer.
-    #[arg(long, env = "STRATA_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "STRATA_CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
     /// The helm binary (helm 3 or helm 4; the version is detected).
-    #[arg(long, env = "STRATA_HELM", default_value = "helm")]
+    #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
     pub helm: PathBuf,
     /// helm timeout of profiles when the list sets neither the profile's `timeout` nor
     /// `defaults.timeout`.
@@ -131,7 +132,7 @@ pub struct RunArgs {
     #[arg(long, env = "STRATA_LEADER_ELECT")]
     pub leader_elect: bool,
     /// Name of the Lease used with --leader-elect.
-    #[arg(long, env = "STRATA_LEASE_NAME", default_value = "strata")]
+    #[arg(long, env = "STRATA_LEASE_NAME", default_value = defaults::LEASE_NAME)]
     pub lease_name: String,
     /// File holding the bearer token that status API writes (`POST /releases/.../retry`)
     /// require; read once at start, surrounding whitespace trimmed. Without it writes are
@@ -156,6 +157,23 @@ pub struct PlanArgs {
     pub output: OutputFormat,
 }
 
+/// Defaults shared by the flags and by [`AgentBuilder`] (a unit test keeps them equal).
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+    use std::time::Duration;
+
+    pub const GIT_REF: &str = "main";
+    pub const PROFILES_PATH: &str = "profiles.yaml";
+    pub const INTERVAL: Duration = Duration::from_secs(60);
+    pub const CONCURRENCY: u16 = 4;
+    pub const HELM: &str = "helm";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
+    pub const LEASE_NAME: &str = "strata";
+    /// The agent's namespace when neither `--namespace` nor the service account says one.
+    pub const NAMESPACE: &str = "strata-system";
+}
+
 /// The service account namespace file of an in-cluster pod.
 pub const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -168,8 +186,430 @@ pub fn agent_namespace(flag: Option<String>) -> String {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
         })
-        .unwrap_or_else(|| "strata-system".to_string())
+        .unwrap_or_else(|| defaults::NAMESPACE.to_string())
 }
+
+/// Where the profile list comes from (the library form of [`SourceArgs`]).
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub git_url: String,
+    /// Branch, tag or commit.
+    pub git_ref: String,
+    /// May contain `{cluster}`.
+    pub profiles_path: String,
+    /// `--cluster-name`; `None` when not given or blank.
+    pub cluster_name: Option<String>,
+    pub credentials: GitCredentials,
+    /// `None`: a new temporary directory.
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Git credentials, as files (read when the source is set up).
+#[derive(Debug, Clone, Default)]
+pub struct GitCredentials {
+    /// HTTPS user name (with `password_file`); `git` when not given.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ssh_key_file: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+}
+
+impl SourceConfig {
+    /// A source with the flags' defaults: ref `main`, `profiles.yaml`, no credentials, a
+    /// temporary work dir.
+    pub fn new(git_url: impl Into<String>) -> Self {
+        Self {
+            git_url: git_url.into(),
+            git_ref: defaults::GIT_REF.into(),
+            profiles_path: defaults::PROFILES_PATH.into(),
+            cluster_name: None,
+            credentials: GitCredentials::default(),
+            work_dir: None,
+        }
+    }
+
+    pub fn git_ref(mut self, git_ref: impl Into<String>) -> Self {
+        self.git_ref = git_ref.into();
+        self
+    }
+
+    pub fn profiles_path(mut self, path: impl Into<String>) -> Self {
+        self.profiles_path = path.into();
+        self
+    }
+
+    pub fn work_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.work_dir = Some(dir.into());
+        self
+    }
+}
+
+impl From<SourceArgs> for SourceConfig {
+    fn from(a: SourceArgs) -> Self {
+        Self {
+            git_url: a.git_url,
+            git_ref: a.git_ref,
+            profiles_path: a.profiles_path,
+            cluster_name: a.cluster_name.filter(|c| !c.trim().is_empty()),
+            credentials: GitCredentials {
+                username: a.git_username,
+                password_file: a.git_password_file,
+                ssh_key_file: a.git_ssh_key_file,
+                known_hosts_file: a.git_known_hosts_file,
+            },
+            work_dir: a.work_dir,
+        }
+    }
+}
+
+/// The directory for helm homes, the Git cache and the chart cache; a temporary one is
+/// deleted when this is dropped.
+#[derive(Debug)]
+pub struct WorkDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl WorkDir {
+    /// `dir` (created if missing), else a new temporary directory named `<prefix>…`.
+    pub fn prepare(dir: Option<&Path>, prefix: &str) -> std::io::Result<Self> {
+        match dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                Ok(Self {
+                    path: dir.to_path_buf(),
+                    _temp: None,
+                })
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix(prefix).tempdir()?;
+                Ok(Self {
+                    path: t.path().to_path_buf(),
+                    _temp: Some(t),
+                })
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Everything `strata run` needs, checked: built only by [`AgentBuilder::compile`] (from
+/// the flags through [`compile`]).
+#[derive(Debug)]
+pub struct AgentConfig {
+    pub source: SourceConfig,
+    pub once: bool,
+    pub interval: Duration,
+    pub concurrency: usize,
+    /// The helm binary (it exists; its version is detected when the agent starts).
+    pub helm: PathBuf,
+    pub default_timeout: Duration,
+    pub listen: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+    /// The agent's own namespace (status ConfigMap, Events, Lease).
+    pub namespace: String,
+    /// `Some(lease name)`: leader election through that Lease in `namespace`.
+    pub lease: Option<String>,
+    /// The status API's bearer token for writes; `None`: writes are refused.
+    pub admin_token: Option<AdminToken>,
+    pub work_dir: WorkDir,
+}
+
+impl AgentConfig {
+    /// Settings with the flags' defaults, to be [`AgentBuilder::compile`]d.
+    pub fn builder(source: SourceConfig) -> AgentBuilder {
+        AgentBuilder {
+            source,
+            once: false,
+            interval: defaults::INTERVAL,
+            concurrency: usize::from(defaults::CONCURRENCY),
+            helm: PathBuf::from(defaults::HELM),
+            default_timeout: defaults::DEFAULT_TIMEOUT,
+            listen: defaults::LISTEN,
+            kubeconfig: None,
+            namespace: None,
+            lease: None,
+            admin_token_file: None,
+        }
+    }
+}
+
+/// The agent's settings before they are checked: the flags of `strata run`, or set one by
+/// one (the demo).
+#[derive(Debug, Clone)]
+pub struct AgentBuilder {
+    pub source: SourceConfig,
+    pub once: bool,
+    pub interval: Duration,
+    pub concurrency: usize,
+    pub helm: PathBuf,
+    pub default_timeout: Duration,
+    pub listen: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+    /// `None`: the service account's namespace, else `strata-system`.
+    pub namespace: Option<String>,
+    pub lease: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl From<RunArgs> for AgentBuilder {
+    fn from(a: RunArgs) -> Self {
+        Self {
+            source: a.source.into(),
+            once: a.once,
+            interval: a.interval,
+            concurrency: usize::from(a.concurrency),
+            helm: a.helm,
+            default_timeout: a.default_timeout,
+            listen: a.listen,
+            kubeconfig: a.kubeconfig,
+            namespace: a.namespace,
+            lease: a.leader_elect.then_some(a.lease_name),
+            admin_token_file: a.admin_token_file,
+        }
+    }
+}
+
+/// Check the flags of `strata run` and compile them into the agent's configuration.
+pub fn compile(args: RunArgs) -> Result<AgentConfig, ConfigErrors> {
+    AgentBuilder::from(args).compile()
+}
+
+impl AgentBuilder {
+    pub fn once(mut self, once: bool) -> Self {
+        self.once = once;
+        self
+    }
+
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    pub fn helm(mut self, helm: impl Into<PathBuf>) -> Self {
+        self.helm = helm.into();
+        self
+    }
+
+    pub fn listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    pub fn kubeconfig(mut self, kubeconfig: impl Into<PathBuf>) -> Self {
+        self.kubeconfig = Some(kubeconfig.into());
+        self
+    }
+
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Read and check every file the settings name, resolve the namespace and prepare the
+    /// work dir. Every problem is reported at once, each with the flag (and environment
+    /// variable) that fixes it; nothing binds a port or talks to a cluster.
+    pub fn compile(self) -> Result<AgentConfig, ConfigErrors> {
+        let Self {
+            source,
+            once,
+            interval,
+            concurrency,
+            helm,
+            default_timeout,
+            listen,
+            kubeconfig,
+            namespace,
+            lease,
+            admin_token_file,
+        } = self;
+        let mut problems = Vec::new();
+        let admin_token = match &admin_token_file {
+            Some(path) => read_admin_token(path).map_err(|p| problems.push(p)).ok(),
+            None => {
+                tracing::info!(
+                    "no --admin-token-file: status API writes (POST .../retry) are disabled"
+                );
+                None
+            }
+        };
+        if let Err(reason) = check_program(&helm) {
+            problems.push(ConfigProblem::new(Setting::Helm, reason));
+        }
+        problems.extend(check_credentials(&source.credentials));
+        let work_dir = WorkDir::prepare(source.work_dir.as_deref(), "strata-")
+            .map_err(|e| {
+                problems.push(ConfigProblem::new(
+                    Setting::WorkDir,
+                    format!("cannot prepare the work dir: {e}"),
+                ))
+            })
+            .ok();
+        match (work_dir, problems.is_empty()) {
+            (Some(work_dir), true) => Ok(AgentConfig {
+                source,
+                once,
+                interval,
+                concurrency,
+                helm,
+                default_timeout,
+                listen,
+                kubeconfig,
+                namespace: agent_namespace(namespace),
+                lease,
+                admin_token,
+                work_dir,
+            }),
+            _ => Err(ConfigErrors(problems)),
+        }
+    }
+}
+
+fn read_admin_token(path: &Path) -> Result<AdminToken, ConfigProblem> {
+    let problem = |reason: String| {
+        ConfigProblem::new(
+            Setting::AdminTokenFile,
+            format!(
+                "cannot read the admin token file {}: {reason}",
+                path.display()
+            ),
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+    AdminToken::new(&text).ok_or_else(|| problem("the file is empty".into()))
+}
+
+/// Readable Git credential files (the password is read again when the source is set up).
+fn check_credentials(c: &GitCredentials) -> Vec<ConfigProblem> {
+    let files = [
+        (
+            Setting::GitPasswordFile,
+            "Git password file",
+            &c.password_file,
+        ),
+        (Setting::GitSshKeyFile, "SSH key file", &c.ssh_key_file),
+    ];
+    files
+        .into_iter()
+        .filter_map(|(setting, what, file)| {
+            let path = file.as_ref()?;
+            let problem = |reason: String| {
+                Some(ConfigProblem::new(
+                    setting,
+                    format!("cannot read the {what} {}: {reason}", path.display()),
+                ))
+            };
+            match std::fs::File::open(path).and_then(|f| f.metadata()) {
+                Ok(m) if m.is_dir() => problem("it is a directory".into()),
+                Ok(_) => None,
+                Err(e) => problem(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// `program` is an executable file: a path, or a name found on `PATH`.
+fn check_program(program: &Path) -> Result<(), String> {
+    let is_name = program.components().count() == 1 && !program.is_absolute();
+    if !is_name {
+        return if is_executable(program) {
+            Ok(())
+        } else if program.exists() {
+            Err(format!(
+                "helm binary {} is not an executable file",
+                program.display()
+            ))
+        } else {
+            Err(format!("helm binary {} does not exist", program.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!(
+            "helm binary `{}` is not on PATH; install helm 3 or helm 4 or give its path",
+            program.display()
+        ))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(m) = std::fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        m.is_file()
+    }
+}
+
+/// A setting of `strata run`, named by its flag and environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    AdminTokenFile,
+    Helm,
+    GitPasswordFile,
+    GitSshKeyFile,
+    WorkDir,
+}
+
+impl Setting {
+    /// The flag and environment variable.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::AdminTokenFile => ("--admin-token-file", "STRATA_ADMIN_TOKEN_FILE"),
+            Self::Helm => ("--helm", "STRATA_HELM"),
+            Self::GitPasswordFile => ("--git-password-file", "STRATA_GIT_PASSWORD_FILE"),
+            Self::GitSshKeyFile => ("--git-ssh-key-file", "STRATA_GIT_SSH_KEY_FILE"),
+            Self::WorkDir => ("--work-dir", "STRATA_WORK_DIR"),
+        }
+    }
+}
+
+/// One problem in the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub setting: Setting,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    fn new(setting: Setting, message: String) -> Self {
+        Self { setting, message }
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (flag, env) = self.setting.names();
+        write!(f, "{}; fix {flag} ({env})", self.message)
+    }
+}
+
+/// Every problem in the settings (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// Parse a Go-style duration: a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`
 /// (`90s`, `5m`, `1h30m`, `1.5h`, `500ms`). A bare `0` is zero.
@@ -277,6 +717,101 @@ mod tests {
             panic!("expected plan");
         };
         assert_eq!(p.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn builder_defaults_are_the_flags_defaults() {
+        let cli = Cli::try_parse_from(["strata", "run", "--git-url", "x"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        let flags = AgentBuilder::from(run);
+        let built = AgentConfig::builder(SourceConfig::new("x"));
+        assert_eq!(format!("{flags:?}"), format!("{built:?}"));
+    }
+
+    fn settings(dir: &Path) -> AgentBuilder {
+        AgentConfig::builder(SourceConfig::new("x").work_dir(dir.join("work")))
+            .helm(std::env::current_exe().unwrap())
+            .namespace("ops")
+    }
+
+    #[test]
+    fn good_settings_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  s3cret\n").unwrap();
+        let mut b = settings(dir.path());
+        b.admin_token_file = Some(token);
+        let c = b.compile().unwrap();
+        assert_eq!(c.namespace, "ops");
+        assert!(c.admin_token.unwrap().matches(b"s3cret"));
+        assert_eq!(c.work_dir.path(), dir.path().join("work"));
+        assert!(c.work_dir.path().is_dir());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty-token");
+        std::fs::write(&empty, " \n").unwrap();
+        let mut b = settings(dir.path()).helm(dir.path().join("no-helm"));
+        b.admin_token_file = Some(empty);
+        b.source.credentials.password_file = Some(dir.path().join("no-password"));
+        let errors = b.compile().unwrap_err();
+        let settings: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                Setting::AdminTokenFile,
+                Setting::Helm,
+                Setting::GitPasswordFile
+            ]
+        );
+        let text = errors.to_string();
+        assert!(
+            text.starts_with("the configuration has 3 problem(s):"),
+            "{text}"
+        );
+        for fix in [
+            "the file is empty; fix --admin-token-file (STRATA_ADMIN_TOKEN_FILE)",
+            "no-helm does not exist; fix --helm (STRATA_HELM)",
+            "fix --git-password-file (STRATA_GIT_PASSWORD_FILE)",
+        ] {
+            assert!(text.contains(fix), "{fix:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn helm_must_be_an_executable_file_or_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_program = dir.path().join("helm");
+        std::fs::write(&not_program, "not a program").unwrap();
+        assert!(
+            check_program(&not_program)
+                .unwrap_err()
+                .contains("not an executable file")
+        );
+        assert!(check_program(&std::env::current_exe().unwrap()).is_ok());
+        assert!(check_program(Path::new("sh")).is_ok());
+        assert!(
+            check_program(Path::new("no-such-helm-4f1c"))
+                .unwrap_err()
+                .contains("not on PATH")
+        );
+    }
+
+    #[test]
+    fn a_work_dir_that_is_a_file_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let mut b = settings(dir.path());
+        b.source.work_dir = Some(file);
+        b.source.credentials.ssh_key_file = Some(dir.path().join("no-key"));
+        let errors = b.compile().unwrap_err();
+        let settings: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
+        assert_eq!(settings, [Setting::GitSshKeyFile, Setting::WorkDir]);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use strata::agent::{self, AgentConfig, Outcome};
-use strata::config::{Cli, Command, LogArgs, PlanArgs, RunArgs, agent_namespace};
+use strata::agent::{self, Outcome};
+use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs};
 use strata::observe::telemetry;
 use strata::plan_cmd;
 use tokio_util::sync::CancellationToken;
@@ -47,32 +47,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let RunArgs {
-        source,
-        once,
-        interval,
-        concurrency,
-        helm,
-        default_timeout,
-        listen,
-        kubeconfig,
-        namespace,
-        leader_elect,
-        lease_name,
-        admin_token_file,
-    } = args;
-    let config = AgentConfig {
-        source: source.into(),
-        once,
-        interval,
-        concurrency: usize::from(concurrency),
-        helm,
-        default_timeout,
-        listen,
-        kubeconfig,
-        namespace: agent_namespace(namespace),
-        lease: leader_elect.then_some(lease_name),
-        admin_token_file,
+    // Every problem of the settings at once, before a port is bound or a cluster contacted.
+    let config = match config::compile(args) {
+        Ok(c) => c,
+        Err(errors) => {
+            for p in &errors.0 {
+                tracing::error!(problem = %p, "invalid configuration");
+            }
+            eprintln!("strata: {errors}");
+            return ExitCode::from(2);
+        }
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));

@@ -9,8 +9,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::agent::SourceConfig;
-use crate::config::OutputFormat;
+use crate::config::{OutputFormat, SourceConfig, WorkDir};
 use crate::executor::process::Redactor;
 use crate::observe::status::ProblemView;
 use crate::source::revision::{LoadError, Loader};
@@ -45,21 +44,9 @@ struct Output<'a> {
 
 /// Run `strata plan` and write the result to `out`.
 pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Write) -> Result<bool> {
-    let (_temp, work_dir) = match &source.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(Error::WorkDir)?;
-            (None, d.clone())
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("strata-plan-")
-                .tempdir()
-                .map_err(Error::WorkDir)?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    let loader = Loader::new(source, &work_dir, Redactor::new()).await?;
+    let work_dir =
+        WorkDir::prepare(source.work_dir.as_deref(), "strata-plan-").map_err(Error::WorkDir)?;
+    let loader = Loader::new(source, work_dir.path(), Redactor::new()).await?;
     let fetched = loader.fetch().await?;
     let result = loader.load(&fetched, loader.cluster_name()).await;
     let (plan, problems) = match &result {

@@ -850,3 +850,61 @@ async fn leader_election_one_active_agent() -> anyhow::Result<()> {
     b.stop().await?;
     Ok(())
 }
+
+/// Bad settings are all reported at once, before the status API binds its port (held here,
+/// so binding first would fail differently) or a cluster is contacted; exit 2.
+#[tokio::test]
+async fn bad_settings_are_reported_together_before_binding() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listen = taken.local_addr()?.to_string();
+    let token = dir.path().join("no-such-token");
+    let helm = dir.path().join("no-such-helm");
+    let run = e2e_support::run_strata(
+        &[
+            "run",
+            "--git-url",
+            "https://git.invalid/platform.git",
+            "--listen",
+            &listen,
+            "--kubeconfig",
+            &dir.path().join("no-kubeconfig").display().to_string(),
+            "--work-dir",
+            &dir.path().join("work").display().to_string(),
+            "--admin-token-file",
+            &token.display().to_string(),
+            "--helm",
+            &helm.display().to_string(),
+        ],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the configuration has 2 problem(s)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot read the admin token file {}",
+            token.display()
+        )) && run
+            .stderr
+            .contains("fix --admin-token-file (STRATA_ADMIN_TOKEN_FILE)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "helm binary {} does not exist; fix --helm (STRATA_HELM)",
+            helm.display()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("cannot listen"), "{}", run.stderr);
+    drop(taken);
+    Ok(())
+}

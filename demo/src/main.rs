@@ -188,19 +188,17 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     println!("  status:   {api}/status");
     println!();
 
-    let config = AgentConfig {
-        source: source_config(&git_url, &profiles_path, &dir.path().join("work"))?,
-        once: false,
-        interval,
-        concurrency: 4,
-        helm: helm.path.clone(),
-        default_timeout: Duration::from_secs(300),
-        listen,
-        kubeconfig: Some(kubeconfig.clone()),
-        namespace: AGENT_NAMESPACE.into(),
-        lease: None,
-        admin_token_file: None,
-    };
+    // The same settings and checks as `strata run` (every flag at its default but these).
+    let source = SourceConfig::new(git_url.as_str())
+        .profiles_path(profiles_path.as_str())
+        .work_dir(dir.path().join("work"));
+    let config = AgentConfig::builder(source)
+        .interval(interval)
+        .helm(helm.path.clone())
+        .listen(listen)
+        .kubeconfig(kubeconfig.clone())
+        .namespace(AGENT_NAMESPACE)
+        .compile()?;
     let shutdown = CancellationToken::new();
     // `agent::run`'s future is not `Send`, so it is polled here rather than spawned.
     let agent = strata::agent::run(config, shutdown.clone());
@@ -273,34 +271,6 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     cluster.shutdown().await;
     drop(git);
     Ok(code)
-}
-
-/// The agent's source settings, parsed from `strata run`'s own source flags so that the demo
-/// gets every default `strata run` has (and keeps compiling when flags are added).
-fn source_config(
-    git_url: &str,
-    profiles_path: &str,
-    work_dir: &Path,
-) -> anyhow::Result<SourceConfig> {
-    #[derive(Debug, Parser)]
-    struct Source {
-        #[command(flatten)]
-        source: strata::config::SourceArgs,
-    }
-    let work_dir = work_dir.to_string_lossy();
-    let Source { source } = Source::try_parse_from([
-        "strata-demo",
-        "--git-url",
-        git_url,
-        "--git-ref",
-        "main",
-        "--profiles-path",
-        profiles_path,
-        "--work-dir",
-        &work_dir,
-    ])
-    .context("building the agent's source settings")?;
-    Ok(SourceConfig::from(source))
 }
 
 async fn fetch_status(client: &reqwest::Client, api: &str) -> Option<serde_json::Value> {

@@ -384,6 +384,88 @@ impl Status {
             .find(|r| r.namespace == namespace && r.name == name)
     }
 
+    /// Start showing revision `info`, whose layers (in the order they run) have the
+    /// releases `layers` (each [`ReleaseStatus::pending`]). Returns whether this re-checks
+    /// the applied revision (the same commit, Ready): then releases still Ready at the same
+    /// chart and version stay Ready (no churn in status and events), and the overall phase
+    /// stays Ready; else it becomes Progressing. Carried from the previous status of a
+    /// release (same namespace and name): its helm revision, readiness time, last recovery
+    /// and remediation, and for the same commit its attempts; a layer of the same commit
+    /// keeps its `readyAt` if it was Ready.
+    pub fn begin_revision(
+        &mut self,
+        info: &RevisionInfo,
+        layers: Vec<(LayerId, Vec<ReleaseStatus>)>,
+    ) -> bool {
+        let same_commit = self
+            .revision
+            .as_ref()
+            .is_some_and(|r| r.commit == info.commit);
+        let recheck = same_commit && self.phase == OverallPhase::Ready;
+        let previous_layers: Vec<(LayerId, Option<String>)> = self
+            .layers
+            .iter()
+            .filter(|l| l.phase == LayerPhase::Ready)
+            .map(|l| (l.layer, l.ready_at.clone()))
+            .collect();
+        let previous: Vec<ReleaseStatus> = self
+            .layers
+            .drain(..)
+            .flat_map(|l| l.releases.into_iter())
+            .collect();
+        self.layers = layers
+            .into_iter()
+            .map(|(layer, releases)| LayerStatus {
+                layer,
+                phase: LayerPhase::Pending,
+                ready_at: if same_commit {
+                    previous_layers
+                        .iter()
+                        .find(|(l, _)| *l == layer)
+                        .and_then(|(_, at)| at.clone())
+                } else {
+                    None
+                },
+                releases: releases
+                    .into_iter()
+                    .map(|mut r| {
+                        let prev = previous
+                            .iter()
+                            .find(|p| p.namespace == r.namespace && p.name == r.name);
+                        if let Some(p) = prev {
+                            r.helm_revision = p.helm_revision;
+                            r.ready_at = p.ready_at.clone();
+                            r.last_recovery = p.last_recovery.clone();
+                            r.last_remediation = p.last_remediation.clone();
+                            if same_commit {
+                                r.attempts = p.attempts;
+                                // Re-checking an unchanged revision: keep Ready releases
+                                // Ready (no churn in status and events) unless they drift.
+                                if p.phase == ReleasePhase::Ready
+                                    && p.chart == r.chart
+                                    && p.version == r.version
+                                {
+                                    r.phase = ReleasePhase::Ready;
+                                    r.action = p.action.clone();
+                                    r.started_at = p.started_at.clone();
+                                    r.message = p.message.clone();
+                                }
+                            }
+                        }
+                        r
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.revision = Some(info.clone());
+        self.rejected_revision = None;
+        self.last_error = None;
+        if !recheck {
+            self.phase = OverallPhase::Progressing;
+        }
+        recheck
+    }
+
     /// Recompute each layer's phase from its releases.
     pub fn refresh_layer_phases(&mut self) {
         for layer in &mut self.layers {
@@ -625,6 +707,118 @@ mod tests {
             ready_at: None,
             releases,
         }
+    }
+
+    fn info(commit: &str) -> RevisionInfo {
+        RevisionInfo {
+            commit: commit.into(),
+            fetched_at: "t0".into(),
+            profiles_path: None,
+            cluster_name: None,
+        }
+    }
+
+    fn pending(version: &str) -> Vec<(LayerId, Vec<ReleaseStatus>)> {
+        vec![
+            (
+                LayerId::Number(1),
+                vec![ReleaseStatus::pending("a", "a", "ns", "c", "1.0.0")],
+            ),
+            (
+                LayerId::Unlayered,
+                vec![ReleaseStatus::pending("b", "b", "ns", "c", version)],
+            ),
+        ]
+    }
+
+    /// A status that applied commit `c1` to Ready, releases with carried fields.
+    fn applied() -> Status {
+        let mut s = Status::default();
+        assert!(!s.begin_revision(&info("c1"), pending("1.0.0")));
+        for l in &mut s.layers {
+            for r in &mut l.releases {
+                r.phase = ReleasePhase::Ready;
+                r.action = Some("install".into());
+                r.helm_revision = Some(3);
+                r.attempts = 2;
+                r.ready_at = Some("t1".into());
+                r.last_recovery = Some(ActionRecord {
+                    kind: "recover-pending-install".into(),
+                    at: "t0".into(),
+                    message: "done".into(),
+                });
+            }
+            l.ready_at = Some("t1".into());
+        }
+        s.refresh_layer_phases();
+        s.phase = OverallPhase::Ready;
+        s
+    }
+
+    #[test]
+    fn a_new_commit_resets_phases_and_carries_release_history() {
+        let mut s = applied();
+        assert!(!s.begin_revision(&info("c2"), pending("1.0.0")));
+        assert_eq!(s.phase, OverallPhase::Progressing);
+        assert_eq!(s.revision.as_ref().unwrap().commit, "c2");
+        for l in &s.layers {
+            assert_eq!(l.phase, LayerPhase::Pending);
+            assert_eq!(l.ready_at, None);
+            for r in &l.releases {
+                assert_eq!(r.phase, ReleasePhase::Pending);
+                assert_eq!(r.action, None);
+                assert_eq!(r.attempts, 0);
+                assert_eq!(r.helm_revision, Some(3));
+                assert_eq!(r.ready_at.as_deref(), Some("t1"));
+                assert!(r.last_recovery.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn a_recheck_of_the_same_commit_keeps_ready_releases_ready() {
+        let mut s = applied();
+        s.rejected_revision = Some(RejectedRevision {
+            commit: "c9".into(),
+            fetched_at: "t".into(),
+            problems: vec![],
+        });
+        s.last_error = Some("x".into());
+        assert!(s.begin_revision(&info("c1"), pending("1.0.0")));
+        assert_eq!(s.phase, OverallPhase::Ready);
+        assert!(s.rejected_revision.is_none() && s.last_error.is_none());
+        for l in &s.layers {
+            assert_eq!(l.ready_at.as_deref(), Some("t1"));
+            for r in &l.releases {
+                assert_eq!(r.phase, ReleasePhase::Ready);
+                assert_eq!(r.action.as_deref(), Some("install"));
+                assert_eq!(r.attempts, 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_chart_version_on_a_recheck_is_not_kept_ready() {
+        let mut s = applied();
+        assert!(s.begin_revision(&info("c1"), pending("2.0.0")));
+        let a = s.release("ns", "a").unwrap();
+        assert_eq!(a.phase, ReleasePhase::Ready);
+        let b = s.release("ns", "b").unwrap();
+        assert_eq!(b.phase, ReleasePhase::Pending);
+        assert_eq!(b.version, "2.0.0");
+        assert_eq!(b.attempts, 2);
+        assert_eq!(b.helm_revision, Some(3));
+    }
+
+    #[test]
+    fn the_same_commit_not_ready_is_no_recheck() {
+        let mut s = applied();
+        s.phase = OverallPhase::Failed;
+        assert!(!s.begin_revision(&info("c1"), pending("1.0.0")));
+        assert_eq!(s.phase, OverallPhase::Progressing);
+        // The same commit: Ready releases and layers' readyAt are still kept.
+        assert_eq!(s.release("ns", "a").unwrap().phase, ReleasePhase::Ready);
+        assert_eq!(s.layers[0].ready_at.as_deref(), Some("t1"));
     }
 
     #[test]

@@ -9,54 +9,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use strata_core::Problem;
+use strata_core::plan::ReleaseKey;
 use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 
-use crate::config::SourceArgs;
+use crate::config::SourceConfig;
 use crate::executor::process::Redactor;
 use crate::observe::status::{LayerId, ProblemView};
 use crate::source::charts::{ChartStore, RepoAuth, RepoSpec};
 use crate::source::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
-
-/// Where the profile list comes from (the library form of [`SourceArgs`]).
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub git_url: String,
-    pub git_ref: String,
-    pub profiles_path: String,
-    pub cluster_name: Option<String>,
-    pub git_username: Option<String>,
-    pub git_password_file: Option<PathBuf>,
-    pub git_ssh_key_file: Option<PathBuf>,
-    pub git_known_hosts_file: Option<PathBuf>,
-    pub work_dir: Option<PathBuf>,
-}
-
-impl From<SourceArgs> for SourceConfig {
-    fn from(a: SourceArgs) -> Self {
-        let SourceArgs {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir,
-        } = a;
-        Self {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir,
-        }
-    }
-}
 
 /// Errors setting up the source (bad credentials files).
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +64,22 @@ pub struct Loaded {
     pub profiles_path: String,
     pub list: ProfileList,
     pub plan: strata_core::plan::Plan,
-    /// Releases grouped by layer, in the order layers run.
-    pub jobs: Vec<(LayerId, Vec<ReleaseJob>)>,
+    /// The job of every planned release, by its key (the plan says the layers and order).
+    pub jobs: BTreeMap<ReleaseKey, ReleaseJob>,
+}
+
+impl Loaded {
+    /// The plan's layers in the order they run, each with the jobs of its releases.
+    pub fn layers(&self) -> impl Iterator<Item = (LayerId, Vec<&ReleaseJob>)> {
+        self.plan.layers.iter().map(|layer| {
+            let jobs = layer
+                .releases
+                .iter()
+                .filter_map(|r| self.jobs.get(&r.release))
+                .collect();
+            (LayerId::of(layer.layer.map(|n| n.0)), jobs)
+        })
+    }
 }
 
 /// Fetches and loads revisions.
@@ -148,32 +122,22 @@ impl Loader {
         work_dir: &Path,
         redactor: Redactor,
     ) -> Result<Self, SetupError> {
-        let SourceConfig {
-            git_url,
-            git_ref,
-            profiles_path,
-            cluster_name,
-            git_username,
-            git_password_file,
-            git_ssh_key_file,
-            git_known_hosts_file,
-            work_dir: _,
-        } = source;
-        let basic = match &git_password_file {
+        let creds = source.credentials;
+        let basic = match &creds.password_file {
             Some(file) => Some(BasicAuth::from_files(
-                UsernameSource::Value(git_username.as_deref().unwrap_or("git")),
+                UsernameSource::Value(creds.username.as_deref().unwrap_or("git")),
                 file,
             )?),
             None => None,
         };
         let auth = GitAuth {
             basic,
-            ssh_key: git_ssh_key_file,
-            known_hosts: git_known_hosts_file,
+            ssh_key: creds.ssh_key_file,
+            known_hosts: creds.known_hosts_file,
         };
         let git = GitSource::new(
-            git_url,
-            git_ref,
+            source.git_url,
+            source.git_ref,
             work_dir.join("git"),
             auth,
             redactor.clone(),
@@ -182,8 +146,8 @@ impl Loader {
         Ok(Self {
             git,
             charts,
-            profiles_path,
-            cluster_name: cluster_name.filter(|c| !c.trim().is_empty()),
+            profiles_path: source.profiles_path,
+            cluster_name: source.cluster_name,
             secrets: None,
             redactor,
         })
@@ -643,8 +607,7 @@ impl Loader {
         }
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
-        let explicit = explicit_timeouts(&text);
-        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values, &explicit);
+        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
         Ok(Loaded {
             commit: commit.to_string(),
             profiles_path: path.to_string(),
@@ -720,72 +683,44 @@ fn is_transient(e: &crate::source::charts::Error) -> bool {
     }
 }
 
+/// The job of every planned release, by release key.
 fn jobs_from_plan(
     list: &ProfileList,
     plan: &strata_core::plan::Plan,
     charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
     chart_paths: &BTreeMap<String, PathBuf>,
     values: &BTreeMap<String, serde_json::Value>,
-    explicit: &ExplicitTimeouts,
-) -> Vec<(LayerId, Vec<ReleaseJob>)> {
+) -> BTreeMap<ReleaseKey, ReleaseJob> {
     plan.layers
         .iter()
-        .map(|layer| {
-            let id = LayerId::of(layer.layer.map(|n| n.0));
-            let jobs = layer
-                .releases
-                .iter()
-                .filter_map(|planned| {
-                    let profile = list.profile(&planned.profile)?;
-                    let meta = charts.get(&profile.name)?;
-                    let v = values
-                        .get(&profile.name)
-                        .cloned()
-                        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-                    Some(ReleaseJob {
-                        profile: profile.name.clone(),
-                        release: profile.release_name.clone(),
-                        namespace: profile.namespace.clone(),
-                        chart_name: meta.name.clone(),
-                        chart_version: meta.version.clone(),
-                        chart_path: chart_paths.get(&profile.name)?.clone(),
-                        values_digest: strata_core::values::canonical_digest(&v),
-                        values: v,
-                        remediation: profile.remediation,
-                        // The list's timeout when it gives one (on the profile or in
-                        // `defaults`); otherwise the agent's --default-timeout.
-                        timeout: (explicit.defaults || explicit.profiles.contains(&profile.name))
-                            .then(|| profile.timeout.as_duration()),
-                    })
-                })
-                .collect();
-            (id, jobs)
+        .flat_map(|layer| layer.releases.iter())
+        .filter_map(|planned| {
+            let profile = list.profile(&planned.profile)?;
+            let meta = charts.get(&profile.name)?;
+            let v = values
+                .get(&profile.name)
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+            let job = ReleaseJob {
+                profile: profile.name.clone(),
+                release: profile.release_name.clone(),
+                namespace: profile.namespace.clone(),
+                chart_name: meta.name.clone(),
+                chart_version: meta.version.clone(),
+                chart_path: chart_paths.get(&profile.name)?.clone(),
+                values_digest: strata_core::values::canonical_digest(&v),
+                values: v,
+                remediation: profile.remediation,
+                // The list's timeout when it gives one (on the profile or in `defaults`);
+                // otherwise the agent's --default-timeout.
+                timeout: profile
+                    .timeout_given
+                    .0
+                    .then(|| profile.timeout.as_duration()),
+            };
+            Some((planned.release.clone(), job))
         })
         .collect()
-}
-
-/// Which timeouts the profile list writes out (the parsed list has defaults filled in).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ExplicitTimeouts {
-    pub defaults: bool,
-    pub profiles: std::collections::BTreeSet<String>,
-}
-
-/// Read which timeouts are written in a (valid) profile list.
-fn explicit_timeouts(text: &str) -> ExplicitTimeouts {
-    let Ok(doc) = serde_saphyr::from_str::<serde_json::Value>(text) else {
-        return ExplicitTimeouts::default();
-    };
-    ExplicitTimeouts {
-        defaults: !doc["defaults"]["timeout"].is_null(),
-        profiles: doc["profiles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| !p["timeout"].is_null())
-            .filter_map(|p| p["name"].as_str().map(str::to_string))
-            .collect(),
-    }
 }
 
 #[cfg(test)]
@@ -819,14 +754,5 @@ mod tests {
             r.redact("x s3cr3t-one y tok-two z 12345"),
             "x *** y *** z 12345"
         );
-    }
-
-    #[test]
-    fn explicit_timeouts_are_found() {
-        let t = explicit_timeouts("profiles:\n  - name: a\n    timeout: 1m\n  - name: b\n");
-        assert!(!t.defaults);
-        assert_eq!(t.profiles.iter().collect::<Vec<_>>(), ["a"]);
-        let t = explicit_timeouts("defaults:\n  timeout: 2m\nprofiles: []\n");
-        assert!(t.defaults);
     }
 }

@@ -184,6 +184,9 @@ fn repository_kind(url: &str) -> Option<RepositoryKind> {
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     pub timeout: GoDuration,
+    /// Whether the list writes `defaults.timeout` (else `timeout` is the built-in default).
+    #[serde(skip)]
+    pub timeout_given: Given,
     pub namespace: String,
     /// Remediation of every profile that does not set its own (field by field).
     #[serde(default)]
@@ -194,6 +197,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Self {
             timeout: GoDuration::from_secs(DEFAULT_TIMEOUT_SECS),
+            timeout_given: Given(false),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             remediation: Remediation::default(),
         }
@@ -285,6 +289,19 @@ impl std::fmt::Display for ChartRef {
     }
 }
 
+/// Whether the list wrote a field that has a default (`true`) or the default was applied.
+/// Where a value came from, not the value: two lists that are equal field by field are
+/// equal whatever their markers (the serialized form writes every default out, so it would
+/// otherwise never parse back equal).
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct Given(pub bool);
+
+impl PartialEq for Given {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// One profile with defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -312,6 +329,10 @@ pub struct Profile {
     pub layer: Option<LayerNumber>,
     /// Defaults to `defaults.timeout`.
     pub timeout: GoDuration,
+    /// Whether the list gives the timeout (the profile's `timeout` or `defaults.timeout`);
+    /// when not, `timeout` is the built-in default and the agent uses its own default.
+    #[serde(skip)]
+    pub timeout_given: Given,
     /// Each field defaults to the one in `defaults.remediation`.
     #[serde(default)]
     pub remediation: Remediation,
@@ -696,7 +717,10 @@ fn defaults(ctx: &mut Ctx<'_>, node: &Node) -> Option<Defaults> {
     let mut ok = true;
     if let Some(n) = f.get("timeout") {
         match duration_value(ctx, n, "defaults.timeout") {
-            Some(t) => d.timeout = t,
+            Some(t) => {
+                d.timeout = t;
+                d.timeout_given = Given(true);
+            }
             None => ok = false,
         }
     }
@@ -1058,6 +1082,7 @@ fn profile(
         }
         None => Some(defaults.timeout),
     };
+    let timeout_given = Given(f.get("timeout").is_some() || defaults.timeout_given.0);
 
     // remediation
     let remediation = match f.get("remediation") {
@@ -1083,6 +1108,7 @@ fn profile(
         values_from,
         layer,
         timeout: timeout?,
+        timeout_given,
         remediation: remediation?,
     })
 }

@@ -98,7 +98,25 @@ fn defaults_when_sections_are_absent() {
     assert_eq!(l.layering.model, LayeringModel::Annotation);
     assert_eq!(l.defaults.namespace, "default");
     assert_eq!(l.defaults.timeout.0, Duration::from_secs(300));
+    assert!(!l.defaults.timeout_given.0);
+    assert!(!l.profiles[0].timeout_given.0);
     assert_eq!(l.profiles[0].namespace, "default");
+}
+
+#[test]
+fn an_explicit_timeout_is_recorded() {
+    let two = "  - name: a\n    chart: {path: charts/a}\n    timeout: 1m\n  - name: b\n    chart: {path: charts/b}\n";
+    let l = parse("p.yaml", &minimal(two)).unwrap();
+    assert!(!l.defaults.timeout_given.0);
+    assert!(l.profile("a").unwrap().timeout_given.0);
+    assert_eq!(l.profile("a").unwrap().timeout.0, Duration::from_secs(60));
+    assert!(!l.profile("b").unwrap().timeout_given.0);
+    let with_defaults = minimal(two).replace("profiles:\n", "defaults: {timeout: 2m}\nprofiles:\n");
+    let l = parse("p.yaml", &with_defaults).unwrap();
+    assert!(l.defaults.timeout_given.0);
+    assert!(l.profile("b").unwrap().timeout_given.0);
+    assert_eq!(l.profile("b").unwrap().timeout.0, Duration::from_secs(120));
+    assert_eq!(l.profile("a").unwrap().timeout.0, Duration::from_secs(60));
 }
 
 #[test]
