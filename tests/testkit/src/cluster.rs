@@ -24,13 +24,17 @@ pub async fn start(config: kubesim::Config, kubeconfig: &Path) -> anyhow::Result
     Ok(cluster)
 }
 
-/// kube-rs's configuration for the cluster (from its kubeconfig).
-pub async fn kube_config(cluster: &kubesim::Cluster) -> kube::Config {
-    let kc =
-        kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig_yaml()).expect("kubeconfig parses");
+/// kube-rs's configuration from a kubeconfig's YAML.
+pub async fn kube_config_from_yaml(yaml: &str) -> kube::Config {
+    let kc = kube::config::Kubeconfig::from_yaml(yaml).expect("kubeconfig parses");
     kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .expect("kube config")
+}
+
+/// kube-rs's configuration for the cluster (from its kubeconfig).
+pub async fn kube_config(cluster: &kubesim::Cluster) -> kube::Config {
+    kube_config_from_yaml(&cluster.kubeconfig_yaml()).await
 }
 
 /// A kube-rs client for the cluster.
