@@ -17,7 +17,7 @@ const LONG: Duration = Duration::from_secs(90);
 /// Lines of the agent log that record a failed helm attempt of a release (one per attempt).
 fn helm_failures(logs: &str) -> usize {
     logs.lines()
-        .filter(|l| l.contains("agent::release") && l.contains("helm failed"))
+        .filter(|l| l.contains("reconcile::release") && l.contains("helm failed"))
         .count()
 }
 
