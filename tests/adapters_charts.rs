@@ -6,24 +6,23 @@ use std::path::Path;
 use strata::executor::process::Redactor;
 use strata::source::charts::{ChartStore, Error, HttpOptions, RepoAuth, RepoSpec};
 use strata_core::version::VersionConstraint;
+use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::{ChartRepo, HelmBin};
 
 fn chart_dir(root: &Path, name: &str, version: &str) -> std::path::PathBuf {
-    let dir = root.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(dir.join("templates")).unwrap();
-    std::fs::write(
-        dir.join("Chart.yaml"),
-        format!(
-            "apiVersion: v2\nname: {name}\nversion: {version}\nannotations:\n  strata.dev/profile: \"true\"\n  strata.dev/layer: \"1\"\n"
-        ),
+    write_chart(
+        root,
+        &ChartSpec {
+            name,
+            version,
+            annotations: &profile_annotations(Some("1"), None),
+            files: &[(
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+            )],
+        },
     )
-    .unwrap();
-    std::fs::write(
-        dir.join("templates/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
-    )
-    .unwrap();
-    dir
+    .unwrap()
 }
 
 fn constraint(text: &str) -> VersionConstraint {

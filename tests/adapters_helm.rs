@@ -33,11 +33,7 @@ async fn env(bin: HelmBin) -> anyhow::Result<Env> {
     )
     .await?;
     assert_eq!(helm.version().major, bin.major());
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await?;
-    let client = kube::Client::try_from(config)?;
+    let client = testkit::cluster::kube_client(&cluster).await;
     Ok(Env {
         cluster,
         dir,

@@ -8,41 +8,37 @@
 //! recoveries by kind from the agents' /metrics, time to converge min/median/max) are printed
 //! with `eprintln!` (`--nocapture` shows them).
 
-mod chaos_support;
-mod e2e_cluster;
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chaos_support::{
-    Rng, helm_releases, kill_group, metrics, min_median_max, pending_records, recovery_samples,
-    seed_from_env, stack_converged, start_group_agent,
-};
-use e2e_cluster::{AGENT_NS, HelmMajor, layered_charts, layered_profiles};
+use testkit::agent::{Agent, agent_args};
+use testkit::chaos::{Rng, millis, min_median_max, recovery_samples, seed_from_env};
+use testkit::release::{latest, pending};
+use testkit::scenario::{layered_charts, layered_profiles, stack_converged};
+use testkit::{HelmBin, strata_bin};
 
 /// Per run: how long the last (unkilled) agent may take to converge.
 const CONVERGE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn sigkilled_agent_always_converges_helm4() -> anyhow::Result<()> {
-    chaos(HelmMajor::V4, 20).await
+    chaos(HelmBin::V4, 20).await
 }
 
 /// The same with helm 3 (fewer runs by default: the helm 4 test is the long one).
 #[tokio::test]
 async fn sigkilled_agent_always_converges_helm3() -> anyhow::Result<()> {
-    chaos(HelmMajor::V3, 4).await
+    chaos(HelmBin::V3, 4).await
 }
 
-async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
+async fn chaos(helm: HelmBin, default_runs: usize) -> anyhow::Result<()> {
     let seed = seed_from_env("STRATA_CHAOS_SEED");
     let runs: usize = std::env::var("STRATA_CHAOS_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_runs);
     eprintln!("chaos ({helm:?}): seed {seed} (replay with STRATA_CHAOS_SEED={seed}), {runs} runs");
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seeded(seed);
 
     // Shared across runs: the chart repository and the Git server (the profiles do not
     // change); each run gets a fresh cluster and work dir.
@@ -67,32 +63,14 @@ async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
     let mut restart_times = Vec::new();
     let total = Instant::now();
     for run in 0..runs {
-        let cluster = kubesim::start(kubesim::Config::default()).await?;
         let kubeconfig = dir.path().join(format!("kubeconfig-{run}"));
-        cluster.write_kubeconfig(&kubeconfig)?;
-        cluster.store().create(
-            &kubesim::ResourceKey::new("", "namespaces"),
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
-        )?;
-        let args: Vec<String> = [
-            "--git-url",
+        let cluster = testkit::cluster::start(kubesim::Config::default(), &kubeconfig).await?;
+        let args = agent_args(
             &git.http_url("platform"),
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--helm",
-            &helm.path().display().to_string(),
-            "--namespace",
-            AGENT_NS,
-            "--work-dir",
-            &dir.path().join(format!("work-{run}")).display().to_string(),
-            "--interval",
-            "1s",
-            "--log-level",
-            "info,strata=debug",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+            &kubeconfig,
+            &helm.path(),
+            &dir.path().join(format!("work-{run}")),
+        );
         let log = dir.path().join(format!("agent-{run}.log"));
         // Every run installs the stack under kills; every other run then upgrades mesh under
         // kills too (pending-upgrade).
@@ -116,19 +94,19 @@ async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
             let mut kill_at = Vec::new();
             let mut restarted = Instant::now();
             for _ in 0..kills_this_run {
-                let mut agent = start_group_agent(&args, &[], log.clone())?;
-                let wait = rng.millis(100, 2500);
+                let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log.clone())?;
+                let wait = millis(&mut rng, 100, 2500);
                 tokio::time::sleep(wait).await;
                 // Count what this process recovered before it dies.
-                if let Some(m) = metrics(&agent).await {
+                if let Some(m) = agent.metrics().await {
                     for (k, v) in recovery_samples(&m) {
                         *recoveries.entry(k).or_default() += v;
                     }
                 }
-                kill_group(&mut agent).await?;
+                agent.kill_tree().await?;
                 kills += 1;
                 kill_at.push(wait);
-                let p = pending_records(&cluster);
+                let p = pending(&cluster);
                 pending_seen += p.len();
                 for rec in p {
                     let st = rec.rsplit(' ').next().unwrap_or("").to_string();
@@ -136,7 +114,7 @@ async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
                 }
                 restarted = Instant::now();
             }
-            let mut agent = start_group_agent(&args, &[], log.clone())?;
+            let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log.clone())?;
             let deadline = Instant::now() + CONVERGE;
             let mut converged = false;
             while Instant::now() < deadline {
@@ -163,8 +141,8 @@ async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "run {run} {what} (seed {seed}, kills after {kill_at:?}): not converged \
                      within {CONVERGE:?}: releases {:?}, pending {:?}\nstatus: {}\nlog:\n{}",
-                    helm_releases(&cluster),
-                    pending_records(&cluster),
+                    latest(&cluster),
+                    pending(&cluster),
                     agent.status().await.unwrap_or_default(),
                     agent.logs()
                 );
@@ -173,7 +151,7 @@ async fn chaos(helm: HelmMajor, default_runs: usize) -> anyhow::Result<()> {
             let after_restart = restarted.elapsed();
             converge_times.push(took);
             restart_times.push(after_restart);
-            if let Some(m) = metrics(&agent).await {
+            if let Some(m) = agent.metrics().await {
                 for (k, v) in recovery_samples(&m) {
                     *recoveries.entry(k).or_default() += v;
                 }

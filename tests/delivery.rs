@@ -18,14 +18,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tools_dir() -> PathBuf {
-    std::env::var_os("STRATA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".tools"))
-}
-
 fn kubectl() -> Result<PathBuf> {
-    let path = tools_dir().join("kubectl/kubectl");
+    let path = testkit::tools::dir().join("kubectl/kubectl");
     ensure!(
         path.is_file(),
         "pinned kubectl not found at {}: run scripts/install-tools.sh (or set STRATA_TOOLS_DIR)",
@@ -947,7 +941,7 @@ async fn image_layout_and_in_cluster_run_pass_for_this_build() -> Result<()> {
     let run = tokio::process::Command::new("bash")
         .arg(repo().join("scripts/check-image-layout.sh"))
         .arg(env!("CARGO_BIN_EXE_strata"))
-        .env("STRATA_TOOLS_DIR", tools_dir())
+        .env("STRATA_TOOLS_DIR", testkit::tools::dir())
         .env("KUBECTL", kubectl()?)
         .env("CLUSTER_KUBECONFIG", &kubeconfig)
         .env("CLUSTER_SA_DIR", &in_cluster.dir)

@@ -2,13 +2,11 @@
 //! flagger, charts by path inside Git) planned with each layering model and applied with
 //! `strata run --once` on the simulated cluster, with helm 4 and helm 3.
 
-mod e2e_cluster;
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_cluster::{AGENT_NS, HelmMajor};
-use e2e_support::{Agent, release, run_strata};
+use testkit::agent::{Agent, release, run_strata};
+use testkit::cluster::AGENT_NS;
+use testkit::{HelmBin, strata_bin};
 
 fn examples_repo() -> anyhow::Result<testkit::TestRepo> {
     let repo = testkit::TestRepo::new()?;
@@ -27,6 +25,7 @@ async fn examples_plan_with_every_model() -> anyhow::Result<()> {
     ] {
         let work = tempfile::tempdir()?;
         let out = run_strata(
+            strata_bin!(),
             &[
                 "plan",
                 "--git-url",
@@ -60,15 +59,10 @@ async fn examples_plan_with_every_model() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn examples_apply(helm: HelmMajor) -> anyhow::Result<()> {
+async fn examples_apply(helm: HelmBin) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cluster = kubesim::start(kubesim::Config::default()).await?;
     let kubeconfig = dir.path().join("kubeconfig");
-    cluster.write_kubeconfig(&kubeconfig)?;
-    cluster.store().create(
-        &kubesim::ResourceKey::new("", "namespaces"),
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
-    )?;
+    let cluster = testkit::cluster::start(kubesim::Config::default(), &kubeconfig).await?;
     let repo = examples_repo()?;
     let args: Vec<String> = [
         "--git-url",
@@ -86,19 +80,10 @@ async fn examples_apply(helm: HelmMajor) -> anyhow::Result<()> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut agent = Agent::start(&args, &[], dir.path().join("agent.log"))?;
+    let mut agent = Agent::start(strata_bin!(), &args, &[], dir.path().join("agent.log"))?;
     let exit = tokio::time::timeout(Duration::from_secs(120), agent.child.wait()).await??;
     assert!(exit.success(), "{exit}\n{}", agent.logs());
-    let cm = cluster
-        .store()
-        .get(
-            &kubesim::ResourceKey::new("", "configmaps"),
-            Some(AGENT_NS),
-            "strata-status",
-        )
-        .expect("status ConfigMap");
-    let status: serde_json::Value =
-        serde_json::from_str(cm["data"]["status.json"].as_str().unwrap())?;
+    let status = testkit::cluster::configmap_status(&cluster).expect("status ConfigMap");
     assert_eq!(status["phase"], "Ready", "{status:#}");
     for (i, name) in ["cert-manager", "linkerd", "flagger"].iter().enumerate() {
         let r = release(&status, name).unwrap();
@@ -114,10 +99,10 @@ async fn examples_apply(helm: HelmMajor) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn examples_apply_helm4() -> anyhow::Result<()> {
-    examples_apply(HelmMajor::V4).await
+    examples_apply(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn examples_apply_helm3() -> anyhow::Result<()> {
-    examples_apply(HelmMajor::V3).await
+    examples_apply(HelmBin::V3).await
 }

@@ -3,36 +3,33 @@
 //! repository failing on the first install, and the Git server going away mid-run. Each time
 //! the stack converges; outages show as Degraded with their cause, then recover.
 
-mod chaos_support;
-mod e2e_cluster;
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use chaos_support::{
-    helm_releases, pending_records, scenario_with, seed_from_env, stack_converged,
-};
-use e2e_cluster::{HelmMajor, Scenario, touches_namespace};
-use e2e_support::phase;
 use kubesim::ErrorRule;
+use testkit::agent::{phase, release};
+use testkit::chaos::seed_from_env;
+use testkit::cluster::touches_namespace;
+use testkit::release::{latest, pending};
+use testkit::scenario::stack_converged;
+use testkit::{HelmBin, Scenario, strata_bin};
 
 const LONG: Duration = Duration::from_secs(120);
 
 /// 10% of API reads and writes fail (most with 429/503 and Retry-After as a busy API server
 /// answers, a few plain 500s and dropped connections), latency spikes come and go and every
 /// watch is cut every 700 ms: the stack still converges, all deployed, none pending.
-async fn converges_under_api_faults(helm: HelmMajor) -> anyhow::Result<()> {
+async fn converges_under_api_faults(helm: HelmBin) -> anyhow::Result<()> {
     let seed = seed_from_env("STRATA_FAULT_SEED");
     eprintln!("faults: seed {seed} (replay with STRATA_FAULT_SEED={seed})");
-    let s = scenario_with(
-        kubesim::Config {
+    let s = Scenario::builder(strata_bin!())
+        .helm(helm)
+        .mesh_values("{readyAfter: 1s}")
+        .kubesim(kubesim::Config {
             fault_seed: seed,
             ..kubesim::Config::default()
-        },
-        helm,
-        "{readyAfter: 1s}",
-    )
-    .await?;
+        })
+        .start()
+        .await?;
     let c = s.cluster.controls();
     for verb in [
         "get", "list", "watch", "create", "update", "patch", "delete",
@@ -112,11 +109,7 @@ async fn converges_under_api_faults(helm: HelmMajor) -> anyhow::Result<()> {
         counts.by_code
     );
     let st = result?;
-    assert!(
-        pending_records(&s.cluster).is_empty(),
-        "{:?}",
-        helm_releases(&s.cluster)
-    );
+    assert!(pending(&s.cluster).is_empty(), "{:?}", latest(&s.cluster));
     for name in ["certs", "mesh", "canary"] {
         assert_eq!(phase(&st, name), "Ready", "{st:#}");
     }
@@ -133,12 +126,12 @@ async fn converges_under_api_faults(helm: HelmMajor) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn converges_under_api_faults_helm4() -> anyhow::Result<()> {
-    converges_under_api_faults(HelmMajor::V4).await
+    converges_under_api_faults(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn converges_under_api_faults_helm3() -> anyhow::Result<()> {
-    converges_under_api_faults(HelmMajor::V3).await
+    converges_under_api_faults(HelmBin::V3).await
 }
 
 /// The chart repository fails from the start: Degraded with the cause, nothing installed;
@@ -147,7 +140,7 @@ async fn converges_under_api_faults_helm3() -> anyhow::Result<()> {
 /// new commit is applied and the error clears.
 #[tokio::test]
 async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 3s}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{readyAfter: 3s}").await?;
     let first = s.repo.head()?;
     s.charts.set_failing(true);
     let mut agent = s.agent(&[], &[])?;
@@ -195,11 +188,7 @@ async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()>
     assert!(stack_converged(&s.cluster));
 
     s.git.restart().await?;
-    s.repo.write(
-        "profiles.yaml",
-        e2e_cluster::layered_profiles(&s.charts.url(), "{readyAfter: 200ms, greeting: back}"),
-    )?;
-    let next = s.repo.commit("after the outage")?;
+    let next = s.commit_mesh_values("{readyAfter: 200ms, greeting: back}", "after the outage")?;
     let back = Instant::now();
     let st = agent
         .wait_status("new revision applied", LONG, |st| {
@@ -208,11 +197,7 @@ async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()>
         .await?;
     eprintln!("git back: new revision Ready after {:?}", back.elapsed());
     assert!(st.get("lastError").is_none(), "{st:#}");
-    assert_eq!(
-        e2e_support::release(&st, "mesh").unwrap()["helmRevision"],
-        2,
-        "{st:#}"
-    );
+    assert_eq!(release(&st, "mesh").unwrap()["helmRevision"], 2, "{st:#}");
     assert!(stack_converged(&s.cluster));
     agent.stop().await?;
     Ok(())
@@ -222,7 +207,7 @@ async fn chart_repository_errors_then_git_outage_mid_run() -> anyhow::Result<()>
 /// mid-operation, and once the API is back the agent converges, all deployed, none pending.
 #[tokio::test]
 async fn api_outage_mid_install_converges() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 2s}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{readyAfter: 2s}").await?;
     let mut agent = s.agent(&[], &[])?;
     agent
         .wait_status("mesh installing", LONG, |st| phase(st, "mesh") == "Waiting")
@@ -241,7 +226,7 @@ async fn api_outage_mid_install_converges() -> anyhow::Result<()> {
     eprintln!(
         "API outage of {outage:?} mid-install: converged {:?} after it began; mesh: {}",
         t0.elapsed(),
-        e2e_support::release(&st, "mesh").unwrap()
+        release(&st, "mesh").unwrap()
     );
     for name in ["certs", "mesh", "canary"] {
         assert_eq!(phase(&st, name), "Ready", "{st:#}");
@@ -255,8 +240,8 @@ async fn api_outage_mid_install_converges() -> anyhow::Result<()> {
 /// API is back the agent recovers the release and converges.
 #[tokio::test]
 async fn api_outage_longer_than_the_helm_timeout_is_recovered() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 2s}").await?;
-    let profiles = e2e_cluster::layered_profiles(&s.charts.url(), "{readyAfter: 2s}")
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{readyAfter: 2s}").await?;
+    let profiles = testkit::scenario::layered_profiles(&s.charts.url(), "{readyAfter: 2s}")
         .replace("timeout: 20s", "timeout: 4s");
     assert!(profiles.contains("timeout: 4s"));
     s.repo.write("profiles.yaml", profiles)?;
@@ -271,13 +256,13 @@ async fn api_outage_longer_than_the_helm_timeout_is_recovered() -> anyhow::Resul
         .unavailable_for(outage, kubesim::UnavailableMode::Refuse);
     let t0 = Instant::now();
     tokio::time::sleep(outage).await;
-    let left = pending_records(&s.cluster);
+    let left = pending(&s.cluster);
     let st = agent
         .wait_status("stack Ready after the outage", LONG, |st| {
             st["phase"] == "Ready" && stack_converged(&s.cluster)
         })
         .await?;
-    let mesh = e2e_support::release(&st, "mesh").unwrap();
+    let mesh = release(&st, "mesh").unwrap();
     eprintln!(
         "API outage of {outage:?} mid-install: left {left:?}; converged {:?} after it began; \
          mesh: {mesh}",

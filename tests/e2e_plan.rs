@@ -3,12 +3,10 @@
 //! numeric order, unlayered charts last, the profile override, Weave GitOps keys; and invalid
 //! revisions reporting every problem with a non-zero exit code.
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::{ChartSpec, profile_annotations, run_strata, write_chart};
-use testkit::{ChartRepo, TestRepo, tools};
+use testkit::chart::{ChartSpec, profile_annotations, write_chart};
+use testkit::{ChartRepo, TestRepo, strata_bin, tools};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -91,7 +89,8 @@ profiles:
 
 async fn plan_json(repo: &TestRepo) -> anyhow::Result<(Option<i32>, serde_json::Value, String)> {
     let work = tempfile::tempdir()?;
-    let out = run_strata(
+    let out = testkit::agent::run_strata(
+        strata_bin!(),
         &[
             "plan",
             "--git-url",
@@ -180,7 +179,8 @@ async fn annotation_model_orders_numerically_with_weave_keys_and_unlayered_last(
 
     // Text output says the same, with where each layer came from.
     let work = tempfile::tempdir()?;
-    let text = run_strata(
+    let text = testkit::agent::run_strata(
+        strata_bin!(),
         &[
             "plan",
             "--git-url",

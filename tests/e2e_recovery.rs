@@ -6,17 +6,19 @@
 //! Lease held by another live identity, the pending release is not touched until the Lease
 //! expires.
 
-mod e2e_support;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use e2e_support::{Agent, ChartSpec, profile_annotations, release, write_chart};
+use testkit::agent::{Agent, agent_args, http_get, release};
+use testkit::chart::{
+    CONFIGMAP_TEMPLATE, ChartSpec, FAIL_HOOK_TEMPLATE, profile_annotations, write_chart,
+};
+use testkit::cluster::AGENT_NS;
+use testkit::{HelmBin as Helm, strata_bin};
 
 const LONG: Duration = Duration::from_secs(120);
 const NS: &str = "slow";
-const AGENT_NS: &str = "strata-system";
 
 /// When `slowHook` is set, a pre-install/pre-upgrade/pre-rollback hook Job that runs for ten
 /// minutes: helm waits for it, so a helm killed meanwhile leaves the release pending.
@@ -51,22 +53,6 @@ fn profiles(values: &str, remediation: Option<&str>) -> String {
     )
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Helm {
-    V4,
-    V3,
-}
-
-impl Helm {
-    fn path(self) -> PathBuf {
-        let t = testkit::tools();
-        match self {
-            Helm::V4 => t.helm4,
-            Helm::V3 => t.helm3,
-        }
-    }
-}
-
 struct Setup {
     cluster: kubesim::Cluster,
     kubeconfig: PathBuf,
@@ -80,13 +66,8 @@ struct Setup {
 impl Setup {
     async fn start(helm: Helm) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let cluster = kubesim::start(kubesim::Config::default()).await?;
         let kubeconfig = dir.path().join("kubeconfig");
-        cluster.write_kubeconfig(&kubeconfig)?;
-        cluster.store().create(
-            &kubesim::ResourceKey::new("", "namespaces"),
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
-        )?;
+        let cluster = testkit::cluster::start(kubesim::Config::default(), &kubeconfig).await?;
         let annotations = profile_annotations(Some("1"), None);
         let chart = write_chart(
             &dir.path().join("charts"),
@@ -95,22 +76,15 @@ impl Setup {
                 version: "1.0.0",
                 annotations: &annotations,
                 files: &[
-                    ("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE),
+                    ("templates/configmap.yaml", CONFIGMAP_TEMPLATE),
                     ("templates/hook.yaml", SLOW_HOOK),
-                    ("templates/fail.yaml", e2e_support::FAIL_HOOK_TEMPLATE),
+                    ("templates/fail.yaml", FAIL_HOOK_TEMPLATE),
                 ],
             },
         )?;
         let git = testkit::GitServer::start().await?;
         let repo = git.create_repo("platform")?;
-        for f in [
-            "Chart.yaml",
-            "templates/configmap.yaml",
-            "templates/hook.yaml",
-            "templates/fail.yaml",
-        ] {
-            repo.write(&format!("charts/slow/{f}"), std::fs::read(chart.join(f))?)?;
-        }
+        repo.copy_dir(&chart, "charts/slow")?;
         repo.write("profiles.yaml", profiles("{greeting: desired}", None))?;
         repo.commit("slow profile")?;
         Ok(Self {
@@ -125,29 +99,15 @@ impl Setup {
     }
 
     fn agent(&self, work: &str, extra: &[&str]) -> anyhow::Result<Agent> {
-        let mut args: Vec<String> = [
-            "--git-url",
+        let mut args = agent_args(
             &self.git.http_url("platform"),
-            "--git-ref",
-            "main",
-            "--kubeconfig",
-            &self.kubeconfig.display().to_string(),
-            "--helm",
-            &self.helm.path().display().to_string(),
-            "--namespace",
-            AGENT_NS,
-            "--work-dir",
-            &self.dir.path().join(work).display().to_string(),
-            "--interval",
-            "1s",
-            "--log-level",
-            "info,strata=debug",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+            &self.kubeconfig,
+            &self.helm.path(),
+            &self.dir.path().join(work),
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         Agent::start(
+            strata_bin!(),
             &args,
             &[],
             self.dir.path().join(format!("agent-{work}.log")),
@@ -211,55 +171,18 @@ impl Setup {
 
     /// (revision, status) of every release record of `slow`, by revision.
     fn statuses(&self) -> Vec<(u64, String)> {
-        let (secrets, _) = self
-            .cluster
-            .store()
-            .list(&kubesim::ResourceKey::new("", "secrets"), Some(NS));
-        let mut v: Vec<(u64, String)> = secrets
-            .iter()
-            .filter(|s| {
-                s["type"] == "helm.sh/release.v1" && s["metadata"]["labels"]["name"] == "slow"
-            })
-            .filter_map(|s| {
-                let l = &s["metadata"]["labels"];
-                Some((
-                    l["version"].as_str()?.parse().ok()?,
-                    l["status"].as_str()?.to_string(),
-                ))
-            })
-            .collect();
-        v.sort();
-        v
+        testkit::release::history(&self.cluster, NS, "slow")
     }
 
     fn events(&self) -> Vec<String> {
-        let (events, _) = self
-            .cluster
-            .store()
-            .list(&kubesim::ResourceKey::new("", "events"), Some(AGENT_NS));
-        events
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}:{}",
-                    e["reason"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                )
-            })
-            .collect()
+        testkit::cluster::events(&self.cluster, AGENT_NS)
     }
 
     /// Writes into the release's namespace seen by the API server.
     fn release_writes(&self) -> Vec<String> {
-        self.cluster
-            .controls()
-            .requests_where(|r| {
-                matches!(
-                    r.verb.as_str(),
-                    "create" | "update" | "patch" | "delete" | "deletecollection"
-                ) && r.namespace == NS
-            })
+        testkit::cluster::writes(&self.cluster)
             .iter()
+            .filter(|r| r.namespace == NS)
             .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
             .collect()
     }
@@ -373,7 +296,7 @@ async fn recovers(helm: Helm, state: &str, expected_kind: &str) -> anyhow::Resul
         .context("the release's ConfigMap")?;
     assert_eq!(cm["data"]["greeting"], "desired");
 
-    let (code, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (code, metrics) = http_get(agent.port, "/metrics").await?;
     assert_eq!(code, 200);
     let line =
         format!("strata_recoveries_total{{kind=\"{expected_kind}\",outcome=\"succeeded\"}} 1");
@@ -575,7 +498,7 @@ async fn remediation(helm: Helm, strategy: &str, retries: u32) -> anyhow::Result
         format!("remediate-{strategy}"),
         "{r:#}"
     );
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     let line = format!(
         "strata_remediations_total{{kind=\"remediate-{strategy}\",outcome=\"succeeded\"}} {retries}"
     );

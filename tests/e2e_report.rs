@@ -9,17 +9,12 @@ use strata::observe::status::{
 };
 use tokio_util::sync::CancellationToken;
 
-const NS: &str = "strata-system";
+const NS: &str = testkit::cluster::AGENT_NS;
 
 async fn setup() -> anyhow::Result<(kubesim::Cluster, kube::Client, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let cluster = kubesim::start(kubesim::Config::default()).await?;
     let kc = dir.path().join("kubeconfig");
-    cluster.write_kubeconfig(&kc)?;
-    cluster.store().create(
-        &kubesim::ResourceKey::new("", "namespaces"),
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )?;
+    let cluster = testkit::cluster::start(kubesim::Config::default(), &kc).await?;
     let client = strata::kube_api::client(Some(&kc)).await?;
     Ok((cluster, client, dir))
 }

@@ -4,14 +4,13 @@
 //! makes the agent run helm for it again at once (and it stalls again), and the agent removes
 //! the annotation so that it acts once.
 
-mod e2e_cluster;
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use e2e_cluster::{AGENT_NS, HelmMajor, Scenario, layered_profiles};
-use e2e_support::release;
+use testkit::agent::release;
+use testkit::cluster::{AGENT_NS, STATUS_CONFIGMAP};
+use testkit::scenario::layered_profiles;
+use testkit::{HelmBin, Scenario, strata_bin};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -31,18 +30,14 @@ fn stalled(st: &serde_json::Value) -> bool {
 }
 
 fn retry_annotation(s: &Scenario) -> Option<String> {
-    let cm = s.cluster.store().get(
-        &kubesim::ResourceKey::new("", "configmaps"),
-        Some(AGENT_NS),
-        "strata-status",
-    )?;
+    let cm = testkit::cluster::get(&s.cluster, "configmaps", AGENT_NS, STATUS_CONFIGMAP)?;
     cm["metadata"]["annotations"]["strata.dev/retry"]
         .as_str()
         .map(str::to_string)
 }
 
-async fn stalled_release_retried_by_annotation(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{failHook: true}").await?;
+async fn stalled_release_retried_by_annotation(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{failHook: true}").await?;
     let profiles = layered_profiles(&s.charts.url(), "{failHook: true}").replace(
         "    timeout: 20s\n",
         "    timeout: 20s\n    remediation: {retries: 1}\n",
@@ -118,10 +113,10 @@ async fn stalled_release_retried_by_annotation(helm: HelmMajor) -> anyhow::Resul
 
 #[tokio::test]
 async fn stalled_release_retried_by_annotation_helm4() -> anyhow::Result<()> {
-    stalled_release_retried_by_annotation(HelmMajor::V4).await
+    stalled_release_retried_by_annotation(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn stalled_release_retried_by_annotation_helm3() -> anyhow::Result<()> {
-    stalled_release_retried_by_annotation(HelmMajor::V3).await
+    stalled_release_retried_by_annotation(HelmBin::V3).await
 }

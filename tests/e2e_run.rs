@@ -2,22 +2,26 @@
 //! repository over HTTP and the simulated cluster (kubesim), asserting from kubesim's request
 //! log what reached the cluster and when.
 
-mod e2e_cluster;
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_cluster::{AGENT_NS, HelmMajor, Scenario, touches_namespace, ts};
-use e2e_support::{phase, release};
+use testkit::agent::{http_get, http_post, http_post_bearer, phase, release};
+use testkit::cluster::{AGENT_NS, touches_namespace};
+use testkit::scenario::layered_profiles;
+use testkit::{HelmBin, Scenario, strata_bin};
 
 const LONG: Duration = Duration::from_secs(90);
 /// The status API's write token in these tests.
 const ADMIN_TOKEN: &str = "e2e-admin-token-7f3a";
 
+/// Parse an RFC 3339 time.
+fn ts(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap_or_else(|e| panic!("bad time {s:?}: {e}"))
+}
+
 /// The seed's scenario: layers 1 -> 2 -> 3 installed in order; nothing of a layer is written
 /// before the layer below is Ready; `--once` exits 0; status in the ConfigMap and Events.
-async fn seed_scenario(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{greeting: hi}").await?;
+async fn seed_scenario(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{greeting: hi}").await?;
     let mut agent = s.agent(&["--once"], &[])?;
     let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
     let logs = agent.logs();
@@ -156,18 +160,18 @@ async fn seed_scenario(helm: HelmMajor) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn seed_scenario_helm4() -> anyhow::Result<()> {
-    seed_scenario(HelmMajor::V4).await
+    seed_scenario(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn seed_scenario_helm3() -> anyhow::Result<()> {
-    seed_scenario(HelmMajor::V3).await
+    seed_scenario(HelmBin::V3).await
 }
 
 /// The same charts installed the naive way, as one umbrella release, fail on a fresh cluster
 /// with helm's "no matches for kind".
-async fn naive_umbrella_fails(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{}").await?;
+async fn naive_umbrella_fails(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{}").await?;
     let umbrella = s.dir.path().join("umbrella");
     std::fs::create_dir_all(umbrella.join("charts"))?;
     std::fs::write(
@@ -212,18 +216,18 @@ async fn naive_umbrella_fails(helm: HelmMajor) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn naive_umbrella_install_fails_helm4() -> anyhow::Result<()> {
-    naive_umbrella_fails(HelmMajor::V4).await
+    naive_umbrella_fails(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn naive_umbrella_install_fails_helm3() -> anyhow::Result<()> {
-    naive_umbrella_fails(HelmMajor::V3).await
+    naive_umbrella_fails(HelmBin::V3).await
 }
 
 /// A new commit changing one layer-2 profile's values upgrades that release only: no write
 /// for the others (objects or release Secrets), their status says no helm ran.
-async fn change_upgrades_only_that_release(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{greeting: hi}").await?;
+async fn change_upgrades_only_that_release(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{greeting: hi}").await?;
     let mut agent = s.agent(&[], &[])?;
     let first = s.repo.head()?;
     agent
@@ -233,11 +237,7 @@ async fn change_upgrades_only_that_release(helm: HelmMajor) -> anyhow::Result<()
         .await?;
     s.cluster.controls().reset_requests();
 
-    s.repo.write(
-        "profiles.yaml",
-        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: bonjour}"),
-    )?;
-    let second = s.repo.commit("mesh: new greeting")?;
+    let second = s.commit_mesh_values("{greeting: bonjour}", "mesh: new greeting")?;
     let st = agent
         .wait_status("second revision Ready", LONG, |st| {
             st["phase"] == "Ready" && st["revision"]["commit"] == second.as_str()
@@ -287,19 +287,19 @@ async fn change_upgrades_only_that_release(helm: HelmMajor) -> anyhow::Result<()
 
 #[tokio::test]
 async fn change_upgrades_only_that_release_helm4() -> anyhow::Result<()> {
-    change_upgrades_only_that_release(HelmMajor::V4).await
+    change_upgrades_only_that_release(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn change_upgrades_only_that_release_helm3() -> anyhow::Result<()> {
-    change_upgrades_only_that_release(HelmMajor::V3).await
+    change_upgrades_only_that_release(HelmBin::V3).await
 }
 
 /// Bad revisions: every problem reported, nothing written to the cluster, the previous
 /// revision still served, the status names the rejected commit.
 #[tokio::test]
 async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{greeting: hi}").await?;
     let mut agent = s.agent(&[], &[])?;
     let good = s.repo.head()?;
     agent
@@ -308,7 +308,7 @@ async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
     s.cluster.controls().reset_requests();
 
     // Unknown field, unknown chart version, a missing values file, a duplicate release name.
-    let list = e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: hi}")
+    let list = layered_profiles(&s.charts.url(), "{greeting: hi}")
         .replace(
             "    namespace: certs\n",
             "    namespace: certs\n    colour: blue\n",
@@ -361,7 +361,7 @@ async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
         writes.is_empty(),
         "a rejected revision wrote to the cluster: {writes:?}"
     );
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     assert!(
         metrics.contains("strata_revisions_rejected_total 2"),
         "{metrics}"
@@ -375,8 +375,8 @@ async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
 }
 
 /// A failing hook in layer 2: layer 3 never starts; status and metrics show helm's message.
-async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{failHook: true}").await?;
+async fn failing_hook_stops_layer_3(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{failHook: true}").await?;
     let token_file = s.dir.path().join("admin-token");
     std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n"))?;
     let mut agent = s.agent(
@@ -409,7 +409,7 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         !s.writes().iter().any(|r| touches_namespace(r, "canary")),
         "layer 3 must never start"
     );
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     assert!(
         metrics.contains("strata_releases{phase=\"Failed\"} 1"),
         "{metrics}"
@@ -443,13 +443,12 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         "the last error is kept: {mesh:#}"
     );
     // Without the token (or with a wrong one) the POST is refused and nothing is retried.
-    let (code, body) = e2e_support::http_post(agent.port, "/releases/mesh/mesh/retry").await?;
+    let (code, body) = http_post(agent.port, "/releases/mesh/mesh/retry").await?;
     assert_eq!(code, 401, "{body}");
-    let (code, body) =
-        e2e_support::http_post_bearer(agent.port, "/releases/mesh/mesh/retry", "wrong").await?;
+    let (code, body) = http_post_bearer(agent.port, "/releases/mesh/mesh/retry", "wrong").await?;
     assert_eq!(code, 401, "{body}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, st) = e2e_support::http_get(agent.port, "/status").await?;
+    let (_, st) = http_get(agent.port, "/status").await?;
     let st: serde_json::Value = serde_json::from_str(&st)?;
     assert_eq!(
         release(&st, "mesh").unwrap()["attempts"],
@@ -458,7 +457,7 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
     );
     // An operator asks for a retry with the token: helm runs again at once (and fails again).
     let (code, body) =
-        e2e_support::http_post_bearer(agent.port, "/releases/mesh/mesh/retry", ADMIN_TOKEN).await?;
+        http_post_bearer(agent.port, "/releases/mesh/mesh/retry", ADMIN_TOKEN).await?;
     assert_eq!(code, 202, "{body}");
     agent
         .wait_status("second attempt", LONG, |st| {
@@ -466,8 +465,7 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
         })
         .await?;
     let (code, _) =
-        e2e_support::http_post_bearer(agent.port, "/releases/nowhere/none/retry", ADMIN_TOKEN)
-            .await?;
+        http_post_bearer(agent.port, "/releases/nowhere/none/retry", ADMIN_TOKEN).await?;
     assert_eq!(code, 404);
     let log = agent.log.clone();
     agent.stop().await?;
@@ -485,27 +483,27 @@ async fn failing_hook_stops_layer_3(helm: HelmMajor) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn failing_hook_stops_layer_3_helm4() -> anyhow::Result<()> {
-    failing_hook_stops_layer_3(HelmMajor::V4).await
+    failing_hook_stops_layer_3(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn failing_hook_stops_layer_3_helm3() -> anyhow::Result<()> {
-    failing_hook_stops_layer_3(HelmMajor::V3).await
+    failing_hook_stops_layer_3(HelmBin::V3).await
 }
 
 /// While a slow layer waits, /status shows it Waiting with the not-ready resource named.
 #[tokio::test]
 async fn slow_layer_shows_waiting_with_the_resource_helm4() -> anyhow::Result<()> {
-    slow_layer_shows_waiting_with_the_resource(HelmMajor::V4).await
+    slow_layer_shows_waiting_with_the_resource(HelmBin::V4).await
 }
 
 #[tokio::test]
 async fn slow_layer_shows_waiting_with_the_resource_helm3() -> anyhow::Result<()> {
-    slow_layer_shows_waiting_with_the_resource(HelmMajor::V3).await
+    slow_layer_shows_waiting_with_the_resource(HelmBin::V3).await
 }
 
-async fn slow_layer_shows_waiting_with_the_resource(helm: HelmMajor) -> anyhow::Result<()> {
-    let s = Scenario::start(helm, "{readyAfter: 5s}").await?;
+async fn slow_layer_shows_waiting_with_the_resource(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{readyAfter: 5s}").await?;
     let mut agent = s.agent(&[], &[])?;
     let st = agent
         .wait_status("mesh Waiting on its Deployment", LONG, |st| {
@@ -528,7 +526,7 @@ async fn slow_layer_shows_waiting_with_the_resource(helm: HelmMajor) -> anyhow::
     assert!(!nr["reason"].as_str().unwrap().is_empty(), "{nr:#}");
     assert_eq!(phase(&st, "certs"), "Ready");
     assert_eq!(phase(&st, "canary"), "Pending");
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     assert!(
         metrics.contains("strata_releases{phase=\"Waiting\"} 1"),
         "{metrics}"
@@ -543,13 +541,13 @@ async fn slow_layer_shows_waiting_with_the_resource(helm: HelmMajor) -> anyhow::
 /// /readyz: not ready before the first revision, ready after; /healthz always.
 #[tokio::test]
 async fn health_endpoints() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
     let mut agent = s.agent(&[], &[])?;
     agent
         .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
-    assert_eq!(e2e_support::http_get(agent.port, "/healthz").await?.0, 200);
-    assert_eq!(e2e_support::http_get(agent.port, "/readyz").await?.0, 200);
+    assert_eq!(http_get(agent.port, "/healthz").await?.0, 200);
+    assert_eq!(http_get(agent.port, "/readyz").await?.0, 200);
     let exit = agent.stop().await?;
     assert!(exit.success(), "SIGTERM drains and exits 0: {exit}");
     Ok(())
@@ -559,7 +557,7 @@ async fn health_endpoints() -> anyhow::Result<()> {
 /// keeps being served; when the server is back, a new commit is applied.
 #[tokio::test]
 async fn git_outage_keeps_the_applied_revision() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{greeting: hi}").await?;
     let mut agent = s.agent(&[], &[])?;
     let good = s.repo.head()?;
     agent
@@ -577,14 +575,10 @@ async fn git_outage_keeps_the_applied_revision() -> anyhow::Result<()> {
         !st["lastError"].as_str().unwrap().contains("password"),
         "{st:#}"
     );
-    assert_eq!(e2e_support::http_get(agent.port, "/readyz").await?.0, 200);
+    assert_eq!(http_get(agent.port, "/readyz").await?.0, 200);
 
     s.git.restart().await?;
-    s.repo.write(
-        "profiles.yaml",
-        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: again}"),
-    )?;
-    let next = s.repo.commit("after the outage")?;
+    let next = s.commit_mesh_values("{greeting: again}", "after the outage")?;
     let st = agent
         .wait_status("new revision applied", LONG, |st| {
             st["phase"] == "Ready" && st["revision"]["commit"] == next.as_str()
@@ -599,7 +593,7 @@ async fn git_outage_keeps_the_applied_revision() -> anyhow::Result<()> {
 /// deployed, not left pending), nothing new starts, and the agent exits 0.
 #[tokio::test]
 async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{readyAfter: 5s}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{readyAfter: 5s}").await?;
     let mut agent = s.agent(&[], &[])?;
     agent
         .wait_status("mesh Waiting", LONG, |st| phase(st, "mesh") == "Waiting")
@@ -611,7 +605,7 @@ async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()>
     // Still serving while draining, but not ready.
     let mut saw_draining = false;
     for _ in 0..20 {
-        match e2e_support::http_get(agent.port, "/readyz").await {
+        match http_get(agent.port, "/readyz").await {
             Ok((503, body)) if body.contains("draining") => {
                 saw_draining = true;
                 break;
@@ -625,15 +619,9 @@ async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()>
     let status = s.configmap_status().expect("final status written");
     assert_eq!(phase(&status, "mesh"), "Ready", "{status:#}");
     assert_eq!(phase(&status, "canary"), "Pending", "{status:#}");
-    let (secrets, _) = s
-        .cluster
-        .store()
-        .list(&kubesim::ResourceKey::new("", "secrets"), Some("mesh"));
-    let release = secrets
-        .iter()
-        .find(|x| x["metadata"]["labels"]["owner"] == "helm")
-        .expect("mesh release record");
-    assert_eq!(release["metadata"]["labels"]["status"], "deployed");
+    let records = testkit::release::records(&s.cluster, Some("mesh"));
+    let release = records.first().expect("mesh release record");
+    assert_eq!(release.status, "deployed");
     assert!(
         !s.writes().iter().any(|r| touches_namespace(r, "canary")),
         "nothing new starts while draining"
@@ -645,18 +633,14 @@ async fn sigterm_drains_without_leaving_pending_releases() -> anyhow::Result<()>
 /// rejected, the status says why (Degraded), and it is applied once the repository is back.
 #[tokio::test]
 async fn chart_repository_outage_is_retried_not_rejected() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{greeting: hi}").await?;
     let mut agent = s.agent(&[], &[])?;
     let good = s.repo.head()?;
     agent
         .wait_status("first revision Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
     s.charts.set_failing(true);
-    s.repo.write(
-        "profiles.yaml",
-        e2e_cluster::layered_profiles(&s.charts.url(), "{greeting: later}"),
-    )?;
-    let next = s.repo.commit("while the chart repository is down")?;
+    let next = s.commit_mesh_values("{greeting: later}", "while the chart repository is down")?;
     let st = agent
         .wait_status("repository outage reported", LONG, |st| {
             st["phase"] == "Degraded"
@@ -673,7 +657,7 @@ async fn chart_repository_outage_is_retried_not_rejected() -> anyhow::Result<()>
             st["phase"] == "Ready" && st["revision"]["commit"] == next.as_str()
         })
         .await?;
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     assert!(
         metrics.contains("strata_revisions_rejected_total 0"),
         "{metrics}"
@@ -687,9 +671,7 @@ async fn chart_repository_outage_is_retried_not_rejected() -> anyhow::Result<()>
 /// (tests/e2e_recovery.rs produces every pending state with a real, killed helm.)
 #[tokio::test]
 async fn pending_release_is_recovered_and_reported() -> anyhow::Result<()> {
-    use base64::Engine as _;
-    use std::io::Write as _;
-    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
     let store = s.cluster.store();
     store.create(
         &kubesim::ResourceKey::new("", "namespaces"),
@@ -701,20 +683,9 @@ async fn pending_release_is_recovered_and_reported() -> anyhow::Result<()> {
         "chart": {"metadata": {"name": "mesh", "version": "2.0.0"}},
         "config": {}, "manifest": ""
     });
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(record.to_string().as_bytes())?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let helm_value = b64.encode(gz.finish()?);
     store.create(
         &kubesim::ResourceKey::new("", "secrets"),
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-            "metadata": {
-                "name": "sh.helm.release.v1.mesh.v1", "namespace": "mesh",
-                "labels": {"owner": "helm", "name": "mesh", "status": "pending-install", "version": "1"}
-            },
-            "data": {"release": b64.encode(helm_value)}
-        }),
+        testkit::release::encode(&record)?,
     )?;
     let mut agent = s.agent(&["--once"], &[])?;
     let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
@@ -748,8 +719,8 @@ async fn pending_release_is_recovered_and_reported() -> anyhow::Result<()> {
 /// rejected with a problem saying how to set it.
 #[tokio::test]
 async fn per_cluster_profile_list_from_kubeadm_config() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{}").await?;
-    let list = e2e_cluster::layered_profiles(&s.charts.url(), "{}");
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
+    let list = layered_profiles(&s.charts.url(), "{}");
     s.repo.remove("profiles.yaml")?;
     s.repo.write("clusters/prod-eu/profiles.yaml", list)?;
     s.repo.commit("per-cluster lists")?;
@@ -809,7 +780,7 @@ async fn per_cluster_profile_list_from_kubeadm_config() -> anyhow::Result<()> {
 /// (not ready) and takes over when the leader stops, without reinstalling anything.
 #[tokio::test]
 async fn leader_election_one_active_agent() -> anyhow::Result<()> {
-    let s = Scenario::start(HelmMajor::V4, "{}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
     let mut a = s.agent_in("a", &["--leader-elect"], &[])?;
     let st = a
         .wait_status("a leads and applies", LONG, |st| {
@@ -825,7 +796,7 @@ async fn leader_election_one_active_agent() -> anyhow::Result<()> {
         .await?;
     assert_eq!(st["leader"]["leading"], false, "{st:#}");
     assert_eq!(st["phase"], "Starting", "a standby applies nothing: {st:#}");
-    assert_eq!(e2e_support::http_get(b.port, "/readyz").await?.0, 503);
+    assert_eq!(http_get(b.port, "/readyz").await?.0, 503);
 
     s.cluster.controls().reset_requests();
     let exit = a.stop().await?;

@@ -12,84 +12,22 @@
 //! A second profile's chart comes from a chart repository requiring basic auth, with the
 //! sentinel in the password (a `repositories[].secretRef` Secret).
 
-mod e2e_support;
-
 use std::time::Duration;
 
-use e2e_support::{Agent, ChartSpec, profile_annotations, release, write_chart};
+use testkit::agent::{Agent, agent_args, http_get, release, set_arg};
+use testkit::chart::{
+    CONFIGMAP_TEMPLATE, ChartSpec, FAIL_HOOK_TEMPLATE, profile_annotations, write_chart,
+};
+use testkit::cluster::AGENT_NS;
+use testkit::strata_bin;
 
 const SENTINEL: &str = "S3NT1NEL";
 const NS: &str = "vault";
-const AGENT_NS: &str = "strata-system";
 const LONG: Duration = Duration::from_secs(120);
 /// The `valuesFrom` source Secret, in the agent's namespace.
 const VALUES_SECRET: &str = "vault-values";
 /// The chart repository's credentials Secret, in the agent's namespace.
 const REPO_SECRET: &str = "private-charts";
-
-/// An OTLP/HTTP receiver on 127.0.0.1:0 keeping the raw export bodies.
-struct Receiver {
-    url: String,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Receiver {
-    async fn start() -> anyhow::Result<Self> {
-        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
-        let sink = bodies.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push(body.to_vec());
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await;
-        });
-        Ok(Self { url, bodies, stop })
-    }
-
-    /// Number of spans received (decoded) and the raw bodies as text.
-    fn received(&self) -> (usize, String) {
-        use prost::Message as _;
-        let bodies = self.bodies.lock().unwrap().clone();
-        let spans = bodies
-            .iter()
-            .filter_map(|b| {
-                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
-                    b.as_slice(),
-                )
-                .ok()
-            })
-            .flat_map(|r| r.resource_spans)
-            .flat_map(|rs| rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        let text = bodies
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n");
-        (spans, text)
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 fn profiles(repo_url: &str, extra_inline: &str) -> String {
     format!(
@@ -116,8 +54,8 @@ fn leaks(what: &str, text: &str) -> Option<String> {
 /// release Secrets).
 async fn outputs(agent: &Agent, cluster: &kubesim::Cluster) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
-    let (_, status) = e2e_support::http_get(agent.port, "/status").await?;
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, status) = http_get(agent.port, "/status").await?;
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
     found.extend(leaks("/status", &status));
     found.extend(leaks("/metrics", &metrics));
     let dump = cluster.store().dump();
@@ -165,13 +103,8 @@ fn collect_objects(v: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
 #[tokio::test]
 async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cluster = kubesim::start(kubesim::Config::default()).await?;
     let kubeconfig = dir.path().join("kubeconfig");
-    cluster.write_kubeconfig(&kubeconfig)?;
-    cluster.store().create(
-        &kubesim::ResourceKey::new("", "namespaces"),
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
-    )?;
+    let cluster = testkit::cluster::start(kubesim::Config::default(), &kubeconfig).await?;
     // Values from a Secret: the greeting overrides the values file's (valuesFrom comes after
     // valuesFiles), and a sentinel nested in a list.
     {
@@ -213,7 +146,7 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
             name: "tools",
             version: "0.1.0",
             annotations: &tools_annotations,
-            files: &[("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE)],
+            files: &[("templates/configmap.yaml", CONFIGMAP_TEMPLATE)],
         },
     )?;
     charts.add_chart(&tools_chart)?;
@@ -232,18 +165,12 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
             version: "1.0.0",
             annotations: &annotations,
             files: &[
-                ("templates/configmap.yaml", e2e_support::CONFIGMAP_TEMPLATE),
-                ("templates/fail.yaml", e2e_support::FAIL_HOOK_TEMPLATE),
+                ("templates/configmap.yaml", CONFIGMAP_TEMPLATE),
+                ("templates/fail.yaml", FAIL_HOOK_TEMPLATE),
             ],
         },
     )?;
-    for f in [
-        "Chart.yaml",
-        "templates/configmap.yaml",
-        "templates/fail.yaml",
-    ] {
-        repo.write(&format!("charts/vault/{f}"), std::fs::read(chart.join(f))?)?;
-    }
+    repo.copy_dir(&chart, "charts/vault")?;
     repo.write(
         "values/vault.yaml",
         format!("apiToken: {SENTINEL}-file\ngreeting: hi\n"),
@@ -252,43 +179,37 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
     repo.commit("vault with secrets")?;
 
     let args = |format: &str| -> Vec<String> {
-        [
-            "--git-url",
+        let mut args = agent_args(
             &git.http_url("platform"),
-            "--git-ref",
-            "main",
-            "--git-username",
-            "deployer",
-            "--git-password-file",
-            &password_file.display().to_string(),
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--helm",
-            &testkit::tools().helm4.display().to_string(),
-            "--namespace",
-            AGENT_NS,
-            "--work-dir",
-            &dir.path().join("work").display().to_string(),
-            "--interval",
-            "1s",
-            "--log-level",
-            "debug",
-            "--log-format",
-            format,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            &kubeconfig,
+            &testkit::tools().helm4,
+            &dir.path().join("work"),
+        );
+        set_arg(&mut args, "--log-level", "debug");
+        args.extend(
+            [
+                "--git-username",
+                "deployer",
+                "--git-password-file",
+                &password_file.display().to_string(),
+                "--log-format",
+                format,
+            ]
+            .map(String::from),
+        );
+        args
     };
 
-    let receiver = Receiver::start().await?;
-    let otel = vec![(
-        "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
-        receiver.url.clone(),
-    )];
+    let receiver = testkit::otlp::Receiver::start().await?;
+    let otel = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.url())];
 
     // 1. A succeeding install, text logs.
-    let mut agent = Agent::start(&args("text"), &otel, dir.path().join("text.log"))?;
+    let mut agent = Agent::start(
+        strata_bin!(),
+        &args("text"),
+        &otel,
+        dir.path().join("text.log"),
+    )?;
     agent
         .wait_status("Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
@@ -325,7 +246,12 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
     // 2. A failing upgrade, JSON logs.
     repo.write("profiles.yaml", profiles(", failHook: true"))?;
     repo.commit("failing")?;
-    let mut agent = Agent::start(&args("json"), &otel, dir.path().join("json.log"))?;
+    let mut agent = Agent::start(
+        strata_bin!(),
+        &args("json"),
+        &otel,
+        dir.path().join("json.log"),
+    )?;
     let st = agent
         .wait_status("Failed", LONG, |st| {
             release(st, "vault").is_some_and(|r| r["phase"] == "Failed")
@@ -356,7 +282,12 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         ),
     )?;
     let bad = repo.commit("required secret missing")?;
-    let mut agent = Agent::start(&args("json"), &otel, dir.path().join("json3.log"))?;
+    let mut agent = Agent::start(
+        strata_bin!(),
+        &args("json"),
+        &otel,
+        dir.path().join("json3.log"),
+    )?;
     let st = agent
         .wait_status("rejected", LONG, |st| {
             st["rejectedRevision"]["commit"] == bad.as_str()
@@ -378,7 +309,7 @@ async fn sentinel_appears_in_no_output() -> anyhow::Result<()> {
         &std::fs::read_to_string(dir.path().join("json3.log"))?,
     ));
 
-    let (spans, otlp) = receiver.received();
+    let (spans, otlp) = (receiver.spans().len(), receiver.text());
     assert!(spans > 0, "the receiver got spans");
     assert!(
         otlp.contains("vault"),

@@ -2,75 +2,14 @@
 //! decoded with opentelemetry-proto) gets the span tree revision -> layer -> release -> helm
 //! from `strata run --once`, with errors recorded on the failing branch.
 
-mod e2e_cluster;
-mod e2e_support;
-
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::routing::post;
-use e2e_cluster::{HelmMajor, Scenario};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use prost::Message as _;
-
-/// A tiny OTLP/HTTP receiver on 127.0.0.1:0.
-struct Receiver {
-    url: String,
-    spans: Arc<Mutex<Vec<Span>>>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Receiver {
-    async fn start() -> anyhow::Result<Self> {
-        let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
-        let sink = spans.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            post(move |body: Bytes| {
-                let sink = sink.clone();
-                async move {
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(req) => {
-                            let mut s = sink.lock().unwrap();
-                            for rs in req.resource_spans {
-                                for ss in rs.scope_spans {
-                                    s.extend(ss.spans);
-                                }
-                            }
-                            (axum::http::StatusCode::OK, Vec::new())
-                        }
-                        Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(s.cancelled_owned())
-                .await;
-        });
-        Ok(Self { url, spans, stop })
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+use testkit::otlp::Receiver;
+use testkit::{HelmBin, Scenario, strata_bin};
 
 fn attr(span: &Span, key: &str) -> Option<String> {
     span.attributes.iter().find(|a| a.key == key).and_then(|a| {
@@ -99,10 +38,7 @@ fn children<'a>(all: &'a [Span], parent: &Span, name: &str) -> Vec<&'a Span> {
 
 async fn run_once(s: &Scenario, receiver: &Receiver) -> anyhow::Result<(Option<i32>, String)> {
     let env = vec![
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
-            receiver.url.clone(),
-        ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), receiver.url()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "200".to_string()),
     ];
     let mut agent = s.agent(&["--once"], &env)?;
@@ -113,7 +49,7 @@ async fn run_once(s: &Scenario, receiver: &Receiver) -> anyhow::Result<(Option<i
 #[tokio::test]
 async fn span_tree_revision_layer_release_helm() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
-    let s = Scenario::start(HelmMajor::V4, "{greeting: hi}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{greeting: hi}").await?;
     let (code, logs) = run_once(&s, &receiver).await?;
     assert_eq!(code, Some(0), "{logs}");
     let spans = receiver.spans();
@@ -164,7 +100,7 @@ async fn span_tree_revision_layer_release_helm() -> anyhow::Result<()> {
 #[tokio::test]
 async fn failures_are_recorded_on_spans() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
-    let s = Scenario::start(HelmMajor::V4, "{failHook: true}").await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{failHook: true}").await?;
     let (code, logs) = run_once(&s, &receiver).await?;
     assert_eq!(code, Some(1), "{logs}");
     let spans = receiver.spans();

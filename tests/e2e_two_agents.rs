@@ -7,18 +7,12 @@
 //! <args>`, so every helm process is attributed to its agent; the cluster side is checked from
 //! kubesim's request log (writes on helm's release Secrets, no conflicting concurrent create).
 
-mod chaos_support;
-mod e2e_cluster;
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use chaos_support::{
-    HelmRun, helm_wrapper, kill_group, now_ns, pending_records, read_journal, stack_converged,
-    start_group_agent,
-};
-use e2e_cluster::{HelmMajor, Scenario};
-use e2e_support::{Agent, phase};
+use testkit::agent::{Agent, http_get, phase, release, set_arg};
+use testkit::chaos::{HelmRun, helm_wrapper, now_ns, read_journal};
+use testkit::scenario::stack_converged;
+use testkit::{HelmBin, Scenario, strata_bin};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -31,18 +25,14 @@ struct Pair {
 /// Start agents `a` and `b` with `--leader-elect`, each with its own work dir, helm going
 /// through the journaling wrapper.
 async fn start_pair(mesh_values: &str) -> anyhow::Result<Pair> {
-    let s = Scenario::start(HelmMajor::V4, mesh_values).await?;
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, mesh_values).await?;
     let journal = s.dir.path().join("helm-journal.log");
     let mut agents = Vec::new();
     for who in ["a", "b"] {
-        let wrapper = helm_wrapper(s.dir.path(), who, &HelmMajor::V4.path(), &journal)?;
+        let wrapper = helm_wrapper(s.dir.path(), who, &HelmBin::V4.path(), &journal)?;
         let mut args = s.args(&["--leader-elect"]);
-        let set = |args: &mut Vec<String>, flag: &str, v: String| {
-            let i = args.iter().position(|a| a == flag).expect(flag);
-            args[i + 1] = v;
-        };
-        set(&mut args, "--helm", wrapper.display().to_string());
-        set(
+        set_arg(&mut args, "--helm", wrapper.display().to_string());
+        set_arg(
             &mut args,
             "--work-dir",
             s.dir
@@ -52,7 +42,12 @@ async fn start_pair(mesh_values: &str) -> anyhow::Result<Pair> {
                 .to_string(),
         );
         let env = [("POD_NAME".to_string(), format!("agent-{who}"))];
-        let agent = start_group_agent(&args, &env, s.dir.path().join(format!("agent-{who}.log")))?;
+        let agent = Agent::start_in_group(
+            &s.strata,
+            &args,
+            &env,
+            s.dir.path().join(format!("agent-{who}.log")),
+        )?;
         agents.push((who.to_string(), agent));
     }
     Ok(Pair { s, journal, agents })
@@ -137,16 +132,16 @@ async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Resul
             .all(|r| r.who != follower_name || r.write_target().is_none()),
         "the standby ran helm writes: {runs:#?}"
     );
-    kill_group(&mut p.agents[li].1).await?;
+    p.agents[li].1.kill_tree().await?;
     let killed_at = now_ns();
     let t0 = Instant::now();
     // The kill left helm's record of the interrupted install behind.
-    let pending = pending_records(&p.s.cluster);
+    let pending = testkit::release::pending(&p.s.cluster);
     eprintln!("killed leader {leader_name} while mesh was installing; left: {pending:?}");
     assert!(
         pending.iter().any(|r| r.starts_with("mesh/")),
         "mesh left pending by the kill: {:?}",
-        chaos_support::helm_releases(&p.s.cluster)
+        testkit::release::latest(&p.s.cluster)
     );
 
     let st = p.agents[fi]
@@ -160,12 +155,12 @@ async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Resul
         t0.elapsed()
     );
     // The new leader recovered mesh (uninstall, then install) and says so.
-    let mesh = e2e_support::release(&st, "mesh").unwrap();
+    let mesh = release(&st, "mesh").unwrap();
     assert_eq!(
         mesh["lastRecovery"]["kind"], "recover-pending-install",
         "{mesh:#}"
     );
-    let (_, metrics) = e2e_support::http_get(p.agents[fi].1.port, "/metrics").await?;
+    let (_, metrics) = http_get(p.agents[fi].1.port, "/metrics").await?;
     assert!(
         metrics.contains(
             "strata_recoveries_total{kind=\"recover-pending-install\",outcome=\"succeeded\"} 1"
@@ -185,7 +180,7 @@ async fn leader_killed_mid_install_standby_finishes_the_stack() -> anyhow::Resul
     assert!(
         stack_converged(&p.s.cluster),
         "pending: {:?}",
-        pending_records(&p.s.cluster)
+        testkit::release::pending(&p.s.cluster)
     );
     let runs = read_journal(&p.journal);
     assert_no_overlapping_writes(&runs, &[(leader_name.clone(), killed_at)]);
@@ -228,14 +223,11 @@ async fn leader_killed_standby_applies_the_next_revision() -> anyhow::Result<()>
     assert!(writes_by(&runs, &leader_name) >= 3, "{runs:#?}");
     assert_eq!(writes_by(&runs, &follower_name), 0, "{runs:#?}");
 
-    kill_group(&mut p.agents[li].1).await?;
+    p.agents[li].1.kill_tree().await?;
     let killed_at = now_ns();
     let t0 = Instant::now();
-    p.s.repo.write(
-        "profiles.yaml",
-        e2e_cluster::layered_profiles(&p.s.charts.url(), "{greeting: two}"),
-    )?;
-    let next = p.s.repo.commit("after the leader died")?;
+    let next =
+        p.s.commit_mesh_values("{greeting: two}", "after the leader died")?;
     let st = p.agents[fi]
         .1
         .wait_status(
@@ -252,7 +244,7 @@ async fn leader_killed_standby_applies_the_next_revision() -> anyhow::Result<()>
         "failover: {follower_name} took over from {leader_name} and applied {next} in {:?}",
         t0.elapsed()
     );
-    let mesh = e2e_support::release(&st, "mesh").unwrap();
+    let mesh = release(&st, "mesh").unwrap();
     assert_eq!(mesh["helmRevision"], 2, "{mesh:#}");
     assert!(stack_converged(&p.s.cluster));
     let runs = read_journal(&p.journal);

@@ -8,7 +8,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubesim::{Cluster, Config, ErrorRule, UnavailableMode};
 use strata::agent::leader::{Attempt, LeaderElector, Leadership, LeaseSnapshot, Timings};
 use tokio::time::{Instant, sleep, timeout};
@@ -34,11 +33,7 @@ async fn cluster() -> Cluster {
 }
 
 async fn client(c: &Cluster) -> Client {
-    let kc = Kubeconfig::from_yaml(&c.kubeconfig_yaml()).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
-    Client::try_from(cfg).expect("client")
+    testkit::cluster::kube_client(c).await
 }
 
 async fn elector(c: &Cluster, lease: &str, id: &str) -> LeaderElector {

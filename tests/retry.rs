@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubesim::{Cluster, Config, ErrorRule};
 use strata::kube_api::{InPlaceRetry, classify_kube, retry_kube};
 use strata_core::retry::ErrorClass;
@@ -25,10 +24,7 @@ async fn cluster() -> Cluster {
 /// A client without kube-rs's own retry layer (which repeats 429/503/504 up to 15 times), so
 /// every attempt seen in the request log is one of `retry_kube`'s.
 async fn client(c: &Cluster) -> Client {
-    let kc = Kubeconfig::from_yaml(&c.kubeconfig_yaml()).expect("kubeconfig parses");
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
+    let mut cfg = testkit::cluster::kube_config(c).await;
     cfg.default_retry = false;
     Client::try_from(cfg).expect("client")
 }

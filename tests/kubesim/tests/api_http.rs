@@ -6,30 +6,13 @@ use base64::Engine;
 use http::Request;
 use http_body_util::BodyExt;
 use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubesim::{Cluster, Config, ResourceKey};
+use kubesim::ResourceKey;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Every test is bounded: a hang becomes a failure naming the test, not a stuck suite.
-async fn bounded(name: &str, test: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(std::time::Duration::from_secs(180), test)
-        .await
-        .is_err()
-    {
-        panic!("{name} did not finish within 180 s (kubesim or a client hung)");
-    }
-}
+mod common;
 
-async fn client_from(yaml: &str) -> Client {
-    let cfg = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(yaml).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(cfg).unwrap()
-}
+use common::{api, bounded_test, client_from, no_controllers};
 
 /// Sends a request; returns status, content type and body.
 async fn send(
@@ -69,88 +52,75 @@ fn js(b: &[u8]) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(b)))
 }
 
-async fn setup() -> (Cluster, Client) {
-    let c = kubesim::start(Config {
-        controllers: None,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    let client = client_from(&c.kubeconfig_yaml()).await;
-    (c, client)
-}
-
-#[tokio::test]
-async fn discovery_is_negotiated_by_accept() {
-    bounded("discovery_is_negotiated_by_accept", async {
-        let (c, client) = setup().await;
-        let agg =
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
-        let (code, ct, body) = send(&client, "GET", "/apis", &[("accept", agg)], vec![]).await;
-        assert_eq!(code, 200);
-        assert_eq!(
-            ct,
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
-        );
-        let v = js(&body);
-        assert_eq!(v["kind"], "APIGroupDiscoveryList");
-        assert!(
-            v["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g["metadata"]["name"] == "batch")
-        );
-        let (_, ct, body) = send(&client, "GET", "/api", &[("accept", agg)], vec![]).await;
-        assert!(ct.contains("apidiscovery.k8s.io"));
-        assert!(
-            js(&body)["items"][0]["metadata"].get("name").is_none(),
-            "core group has no name"
-        );
-        let (_, ct, body) = send(
-            &client,
-            "GET",
-            "/apis",
-            &[("accept", "application/json")],
-            vec![],
-        )
-        .await;
-        assert_eq!(ct, "application/json");
-        let v = js(&body);
-        assert_eq!(v["kind"], "APIGroupList");
-        let auto = v["groups"]
+bounded_test!(discovery_is_negotiated_by_accept, {
+    let (c, client) = api(no_controllers()).await;
+    let agg =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let (code, ct, body) = send(&client, "GET", "/apis", &[("accept", agg)], vec![]).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ct,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let v = js(&body);
+    assert_eq!(v["kind"], "APIGroupDiscoveryList");
+    assert!(
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|g| g["name"] == "autoscaling")
-            .unwrap();
-        assert_eq!(auto["preferredVersion"]["version"], "v2");
-        let (code, _, body) = send(&client, "GET", "/apis/apps/v1", &[], vec![]).await;
-        assert_eq!(code, 200);
-        assert!(
-            js(&body)["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["name"] == "deployments/status")
-        );
-        let (code, _, body) = send(&client, "GET", "/openapi/v3", &[], vec![]).await;
-        assert_eq!(code, 200);
-        let url = js(&body)["paths"]["apis/batch/v1"]["serverRelativeURL"]
-            .as_str()
+            .any(|g| g["metadata"]["name"] == "batch")
+    );
+    let (_, ct, body) = send(&client, "GET", "/api", &[("accept", agg)], vec![]).await;
+    assert!(ct.contains("apidiscovery.k8s.io"));
+    assert!(
+        js(&body)["items"][0]["metadata"].get("name").is_none(),
+        "core group has no name"
+    );
+    let (_, ct, body) = send(
+        &client,
+        "GET",
+        "/apis",
+        &[("accept", "application/json")],
+        vec![],
+    )
+    .await;
+    assert_eq!(ct, "application/json");
+    let v = js(&body);
+    assert_eq!(v["kind"], "APIGroupList");
+    let auto = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "autoscaling")
+        .unwrap();
+    assert_eq!(auto["preferredVersion"]["version"], "v2");
+    let (code, _, body) = send(&client, "GET", "/apis/apps/v1", &[], vec![]).await;
+    assert_eq!(code, 200);
+    assert!(
+        js(&body)["resources"]
+            .as_array()
             .unwrap()
-            .to_string();
-        let (code, _, body) = send(&client, "GET", &url, &[], vec![]).await;
-        assert_eq!(code, 200);
-        assert!(
-            js(&body)["paths"]
-                .as_object()
-                .unwrap()
-                .keys()
-                .any(|k| k.contains("/jobs/{name}"))
-        );
-// A CRD's group is in aggregated discovery and the OpenAPI index as soon as it exists.
-        c.store()
+            .iter()
+            .any(|r| r["name"] == "deployments/status")
+    );
+    let (code, _, body) = send(&client, "GET", "/openapi/v3", &[], vec![]).await;
+    assert_eq!(code, 200);
+    let url = js(&body)["paths"]["apis/batch/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _, body) = send(&client, "GET", &url, &[], vec![]).await;
+    assert_eq!(code, 200);
+    assert!(
+        js(&body)["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("/jobs/{name}"))
+    );
+    // A CRD's group is in aggregated discovery and the OpenAPI index as soon as it exists.
+    c.store()
             .create(
                 &ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions"),
                 json!({"metadata": {"name": "widgets.example.strata.dev"}, "spec": {"group": "example.strata.dev", "scope": "Cluster",
@@ -158,40 +128,41 @@ async fn discovery_is_negotiated_by_accept() {
                     "versions": [{"name": "v1alpha1", "served": true, "storage": true}]}}),
             )
             .unwrap();
-        let (_, _, body) = send(&client, "GET", "/apis", &[("accept", agg)], vec![]).await;
-        let v = js(&body);
-        let g = v["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "example.strata.dev").expect("CRD group discovered");
-        assert_eq!(g["versions"][0]["resources"][0]["scope"], "Cluster");
-        let (_, _, body) = send(&client, "GET", "/openapi/v3", &[], vec![]).await;
-        assert!(js(&body)["paths"]["apis/example.strata.dev/v1alpha1"].is_object());
-                let (code, ct, body) = send(
-            &client,
-            "GET",
-            "/openapi/v2",
-            &[(
-                "accept",
-                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
-            )],
-            vec![],
-        )
-        .await;
-        assert_eq!(
-            (code, ct.as_str(), body.as_slice()),
-            (
-                200,
-                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                &b"\x0a\x032.0"[..]
-            )
-        );
-        c.shutdown().await;
-    })
+    let (_, _, body) = send(&client, "GET", "/apis", &[("accept", agg)], vec![]).await;
+    let v = js(&body);
+    let g = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "example.strata.dev")
+        .expect("CRD group discovered");
+    assert_eq!(g["versions"][0]["resources"][0]["scope"], "Cluster");
+    let (_, _, body) = send(&client, "GET", "/openapi/v3", &[], vec![]).await;
+    assert!(js(&body)["paths"]["apis/example.strata.dev/v1alpha1"].is_object());
+    let (code, ct, body) = send(
+        &client,
+        "GET",
+        "/openapi/v2",
+        &[(
+            "accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )],
+        vec![],
+    )
     .await;
-}
+    assert_eq!(
+        (code, ct.as_str(), body.as_slice()),
+        (
+            200,
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            &b"\x0a\x032.0"[..]
+        )
+    );
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn public_endpoints_without_credentials_and_401_for_the_rest() {
-    bounded("public_endpoints_without_credentials_and_401_for_the_rest", async {
-    let (c, _) = setup().await;
+bounded_test!(public_endpoints_without_credentials_and_401_for_the_rest, {
+    let (c, _) = api(no_controllers()).await;
     let ca = base64::engine::general_purpose::STANDARD.encode(c.ca_pem());
     let anon = client_from(&format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority-data: {ca}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n",
@@ -211,14 +182,10 @@ async fn public_endpoints_without_credentials_and_401_for_the_rest() {
     assert_eq!(code, 401);
     assert_eq!(js(&body)["reason"], "Unauthorized");
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn verbs_and_error_codes() {
-    bounded("verbs_and_error_codes", async {
-    let (c, client) = setup().await;
+bounded_test!(verbs_and_error_codes, {
+    let (c, client) = api(no_controllers()).await;
     let j = [("content-type", "application/json")];
     let cm = |name: &str| {
         serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "x"}}})).unwrap()
@@ -409,9 +376,7 @@ async fn verbs_and_error_codes() {
         (json!(1), json!(2))
     );
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
 // Hand-built protobuf (wire format): what helm sends for its release Secrets.
 fn ld(field: u32, payload: &[u8]) -> Vec<u8> {
@@ -430,93 +395,87 @@ fn ld(field: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn protobuf_secret_and_delete_options() {
-    bounded("protobuf_secret_and_delete_options", async {
-        let (c, client) = setup().await;
-        let mut meta = ld(1, b"sh.helm.release.v1.r.v1");
-        let mut label = ld(1, b"owner");
-        label.extend(ld(2, b"helm"));
-        meta.extend(ld(11, &label));
-        let mut data = ld(1, b"release");
-        data.extend(ld(2, b"\x1f\x8b\x08"));
-        let mut secret = ld(1, &meta);
-        secret.extend(ld(2, &data));
-        secret.extend(ld(3, b"helm.sh/release.v1"));
-        let mut tm = ld(1, b"v1");
-        tm.extend(ld(2, b"Secret"));
-        let mut body = b"k8s\0".to_vec();
-        body.extend(ld(1, &tm));
-        body.extend(ld(2, &secret));
-        let pb = [
-            ("content-type", "application/vnd.kubernetes.protobuf"),
-            (
-                "accept",
-                "application/vnd.kubernetes.protobuf, application/json",
-            ),
-        ];
-        let (code, ct, out) = send(
-            &client,
-            "POST",
-            "/api/v1/namespaces/default/secrets",
-            &pb,
-            body,
-        )
-        .await;
-        assert_eq!((code, ct.as_str()), (201, "application/json"));
-        let out = js(&out);
-        assert_eq!(out["data"]["release"], "H4sI");
-        assert_eq!(out["type"], "helm.sh/release.v1");
-        let (_, _, l) = send(
-            &client,
-            "GET",
-            "/api/v1/secrets?labelSelector=owner%3Dhelm",
-            &[],
-            vec![],
-        )
-        .await;
-        assert_eq!(js(&l)["items"].as_array().unwrap().len(), 1);
-        let mut del = ld(4, b"Background");
-        del.insert(0, 0);
-        del.remove(0);
-        let mut tm = ld(1, b"meta.k8s.io/v1");
-        tm.extend(ld(2, b"DeleteOptions"));
-        let mut body = b"k8s\0".to_vec();
-        body.extend(ld(1, &tm));
-        body.extend(ld(2, &del));
-        let (code, _, out) = send(
-            &client,
-            "DELETE",
-            "/api/v1/namespaces/default/secrets/sh.helm.release.v1.r.v1",
-            &pb,
-            body,
-        )
-        .await;
-        assert_eq!(code, 200);
-        assert_eq!(js(&out)["status"], "Success");
-        // A protobuf Deployment is not decodable by kubesim: 415, not a silent mis-decode.
-        let mut tm = ld(1, b"apps/v1");
-        tm.extend(ld(2, b"Deployment"));
-        let mut body = b"k8s\0".to_vec();
-        body.extend(ld(1, &tm));
-        let (code, _, _) = send(
-            &client,
-            "POST",
-            "/apis/apps/v1/namespaces/default/deployments",
-            &pb,
-            body,
-        )
-        .await;
-        assert_eq!(code, 415);
-        c.shutdown().await;
-    })
+bounded_test!(protobuf_secret_and_delete_options, {
+    let (c, client) = api(no_controllers()).await;
+    let mut meta = ld(1, b"sh.helm.release.v1.r.v1");
+    let mut label = ld(1, b"owner");
+    label.extend(ld(2, b"helm"));
+    meta.extend(ld(11, &label));
+    let mut data = ld(1, b"release");
+    data.extend(ld(2, b"\x1f\x8b\x08"));
+    let mut secret = ld(1, &meta);
+    secret.extend(ld(2, &data));
+    secret.extend(ld(3, b"helm.sh/release.v1"));
+    let mut tm = ld(1, b"v1");
+    tm.extend(ld(2, b"Secret"));
+    let mut body = b"k8s\0".to_vec();
+    body.extend(ld(1, &tm));
+    body.extend(ld(2, &secret));
+    let pb = [
+        ("content-type", "application/vnd.kubernetes.protobuf"),
+        (
+            "accept",
+            "application/vnd.kubernetes.protobuf, application/json",
+        ),
+    ];
+    let (code, ct, out) = send(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        &pb,
+        body,
+    )
     .await;
-}
+    assert_eq!((code, ct.as_str()), (201, "application/json"));
+    let out = js(&out);
+    assert_eq!(out["data"]["release"], "H4sI");
+    assert_eq!(out["type"], "helm.sh/release.v1");
+    let (_, _, l) = send(
+        &client,
+        "GET",
+        "/api/v1/secrets?labelSelector=owner%3Dhelm",
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(js(&l)["items"].as_array().unwrap().len(), 1);
+    let mut del = ld(4, b"Background");
+    del.insert(0, 0);
+    del.remove(0);
+    let mut tm = ld(1, b"meta.k8s.io/v1");
+    tm.extend(ld(2, b"DeleteOptions"));
+    let mut body = b"k8s\0".to_vec();
+    body.extend(ld(1, &tm));
+    body.extend(ld(2, &del));
+    let (code, _, out) = send(
+        &client,
+        "DELETE",
+        "/api/v1/namespaces/default/secrets/sh.helm.release.v1.r.v1",
+        &pb,
+        body,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(js(&out)["status"], "Success");
+    // A protobuf Deployment is not decodable by kubesim: 415, not a silent mis-decode.
+    let mut tm = ld(1, b"apps/v1");
+    tm.extend(ld(2, b"Deployment"));
+    let mut body = b"k8s\0".to_vec();
+    body.extend(ld(1, &tm));
+    let (code, _, _) = send(
+        &client,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        &pb,
+        body,
+    )
+    .await;
+    assert_eq!(code, 415);
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn legacy_watch_path_and_admin_endpoint() {
-    bounded("legacy_watch_path_and_admin_endpoint", async {
-    let (c, client) = setup().await;
+bounded_test!(legacy_watch_path_and_admin_endpoint, {
+    let (c, client) = api(no_controllers()).await;
     let rv = c.store().resource_version();
     c.store()
         .create(
@@ -550,11 +509,27 @@ async fn legacy_watch_path_and_admin_endpoint() {
     );
     // kubectl get -w asks for Tables: one row per event, columns only in the first
     c.store()
-        .create(&ResourceKey::new("", "configmaps"), json!({"metadata": {"name": "w2", "namespace": "default"}, "data": {"a": "b"}}))
+        .create(
+            &ResourceKey::new("", "configmaps"),
+            json!({"metadata": {"name": "w2", "namespace": "default"}, "data": {"a": "b"}}),
+        )
         .unwrap();
     let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-    let (_, _, body) = send(&client, "GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"), &[("accept", table)], vec![]).await;
-    let events: Vec<Value> = String::from_utf8(body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (_, _, body) = send(
+        &client,
+        "GET",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+        ),
+        &[("accept", table)],
+        vec![],
+    )
+    .await;
+    let events: Vec<Value> = String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["object"]["kind"], "Table");
     assert_eq!(events[0]["object"]["columnDefinitions"][1]["name"], "Data");
@@ -623,64 +598,55 @@ async fn legacy_watch_path_and_admin_endpoint() {
             .any(|o| o["metadata"]["name"] == "w")
     );
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn the_binary_writes_a_kubeconfig_and_stops_on_sigterm() {
-    bounded(
-        "the_binary_writes_a_kubeconfig_and_stops_on_sigterm",
-        async {
-            let dir = tempfile::tempdir().unwrap();
-            let kc = dir.path().join("kc");
-            let sa = dir.path().join("sa");
-            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
-                .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-                .arg(&kc)
-                .arg("--in-cluster-dir")
-                .arg(&sa)
-                .stdout(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-            let mut url = String::new();
-            while let Some(l) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                if l.starts_with("https://") {
-                    url = l;
-                    break;
-                }
-            }
-            assert!(url.starts_with("https://127.0.0.1:"));
-            assert!(sa.join("token").exists() && sa.join("ca.crt").exists());
-            let client = client_from(&std::fs::read_to_string(&kc).unwrap()).await;
-            let (code, _, body) = send(
-                &client,
-                "GET",
-                "/api/v1/namespaces/kube-system",
-                &[],
-                vec![],
-            )
-            .await;
-            assert_eq!(code, 200);
-            assert_eq!(js(&body)["status"]["phase"], "Active");
-            let pid = child.id().unwrap();
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()
-                .unwrap();
-            let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(status.success(), "{status:?}");
-        },
+bounded_test!(the_binary_writes_a_kubeconfig_and_stops_on_sigterm, {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    let sa = dir.path().join("sa");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&kc)
+        .arg("--in-cluster-dir")
+        .arg(&sa)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut url = String::new();
+    while let Some(l) = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        if l.starts_with("https://") {
+            url = l;
+            break;
+        }
+    }
+    assert!(url.starts_with("https://127.0.0.1:"));
+    assert!(sa.join("token").exists() && sa.join("ca.crt").exists());
+    let client = client_from(&std::fs::read_to_string(&kc).unwrap()).await;
+    let (code, _, body) = send(
+        &client,
+        "GET",
+        "/api/v1/namespaces/kube-system",
+        &[],
+        vec![],
     )
     .await;
-}
+    assert_eq!(code, 200);
+    assert_eq!(js(&body)["status"]["phase"], "Active");
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+});

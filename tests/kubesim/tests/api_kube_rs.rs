@@ -5,42 +5,20 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiResource, Discovery};
 use kube::runtime::watcher;
-use kubesim::{Cluster, Config, ResourceKey, UnavailableMode};
+use kubesim::{Config, ResourceKey, UnavailableMode};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Every test is bounded: a hang becomes a failure naming the test, not a stuck suite.
-async fn bounded(name: &str, test: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(std::time::Duration::from_secs(180), test)
-        .await
-        .is_err()
-    {
-        panic!("{name} did not finish within 180 s (kubesim or a client hung)");
-    }
-}
+mod common;
 
-async fn cluster() -> Cluster {
-    kubesim::start(Config::default())
-        .await
-        .expect("kubesim starts")
-}
-
-async fn client(c: &Cluster) -> Client {
-    let kc = Kubeconfig::from_yaml(&c.kubeconfig_yaml()).expect("kubeconfig parses");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kube config");
-    Client::try_from(cfg).expect("client")
-}
+use common::{api, bounded_test, client, client_from, cluster, no_controllers};
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(
@@ -56,98 +34,90 @@ fn api_err(e: kube::Error) -> (u16, String) {
     }
 }
 
-#[tokio::test]
-async fn typed_crud_with_real_status_errors() {
-    bounded("typed_crud_with_real_status_errors", async {
-        let c = cluster().await;
-        let client = client(&c).await;
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let created = cms
-            .create(&PostParams::default(), &cm("a", json!({"app": "x"})))
+bounded_test!(typed_crud_with_real_status_errors, {
+    let (c, client) = api(Config::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = cms
+        .create(&PostParams::default(), &cm("a", json!({"app": "x"})))
+        .await
+        .unwrap();
+    assert!(created.metadata.uid.is_some());
+    assert!(created.metadata.resource_version.is_some());
+    let (code, reason) = api_err(
+        cms.create(&PostParams::default(), &cm("a", json!({})))
             .await
-            .unwrap();
-        assert!(created.metadata.uid.is_some());
-        assert!(created.metadata.resource_version.is_some());
-        let (code, reason) = api_err(
-            cms.create(&PostParams::default(), &cm("a", json!({})))
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
-        cms.create(&PostParams::default(), &cm("b", json!({"app": "y"})))
-            .await
-            .unwrap();
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
+    cms.create(&PostParams::default(), &cm("b", json!({"app": "y"})))
+        .await
+        .unwrap();
 
-        let l = cms
-            .list(&ListParams::default().labels("app=x"))
+    let l = cms
+        .list(&ListParams::default().labels("app=x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        l.items
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    let l = cms
+        .list(&ListParams::default().labels("app in (x,y)"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 2);
+    let l = cms
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
+    assert_eq!(l.items.len(), 1);
+    let (code, _) = api_err(
+        cms.list(&ListParams::default().labels("a b c"))
             .await
-            .unwrap();
-        assert_eq!(
-            l.items
-                .iter()
-                .map(|o| o.metadata.name.clone().unwrap())
-                .collect::<Vec<_>>(),
-            vec!["a"]
-        );
-        let l = cms
-            .list(&ListParams::default().labels("app in (x,y)"))
-            .await
-            .unwrap();
-        assert_eq!(l.items.len(), 2);
-        let l = cms
-            .list(&ListParams::default().fields("metadata.name=b"))
-            .await
-            .unwrap();
-        assert_eq!(l.items.len(), 1);
-        let (code, _) = api_err(
-            cms.list(&ListParams::default().labels("a b c"))
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!(code, 400);
+            .unwrap_err(),
+    );
+    assert_eq!(code, 400);
 
-        // merge patch, then a stale replace -> 409 Conflict
-        let p = cms
-            .patch(
-                "a",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"data": {"k2": "v2"}})),
-            )
+    // merge patch, then a stale replace -> 409 Conflict
+    let p = cms
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k2": "v2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.data.as_ref().unwrap()["k2"], "v2");
+    let (code, reason) = api_err(
+        cms.replace("a", &PostParams::default(), &created)
             .await
-            .unwrap();
-        assert_eq!(p.data.as_ref().unwrap()["k2"], "v2");
-        let (code, reason) = api_err(
-            cms.replace("a", &PostParams::default(), &created)
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!((code, reason.as_str()), (409, "Conflict"));
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
 
-        // delete -> Status, then 404 NotFound
-        let d = cms.delete("a", &DeleteParams::default()).await.unwrap();
-        assert!(d.is_right(), "immediate deletion returns a Status");
-        let (code, reason) = api_err(cms.get("a").await.unwrap_err());
-        assert_eq!((code, reason.as_str()), (404, "NotFound"));
+    // delete -> Status, then 404 NotFound
+    let d = cms.delete("a", &DeleteParams::default()).await.unwrap();
+    assert!(d.is_right(), "immediate deletion returns a Status");
+    let (code, reason) = api_err(cms.get("a").await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
 
-        // missing namespace
-        let other: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
-        let e = other
-            .create(&PostParams::default(), &cm("x", json!({})))
-            .await
-            .unwrap_err();
-        let kube::Error::Api(s) = e else { panic!() };
-        assert_eq!(s.code, 404);
-        assert_eq!(s.message, "namespaces \"nope\" not found");
-        c.shutdown().await;
-    })
-    .await;
-}
+    // missing namespace
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+    let e = other
+        .create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = e else { panic!() };
+    assert_eq!(s.code, 404);
+    assert_eq!(s.message, "namespaces \"nope\" not found");
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn server_side_apply_creates_merges_and_drops_removed_fields() {
-    bounded("server_side_apply_creates_merges_and_drops_removed_fields", async {
-    let c = cluster().await;
-    let client = client(&c).await;
+bounded_test!(server_side_apply_creates_merges_and_drops_removed_fields, {
+    let (c, client) = api(Config::default()).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
     let pp = PatchParams::apply("strata").force();
     let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa", "labels": {"a": "1", "b": "2"}}, "data": {"x": "1", "y": "2"}});
@@ -175,15 +145,10 @@ async fn server_side_apply_creates_merges_and_drops_removed_fields() {
     assert_eq!(data.get("other").map(String::as_str), Some("kept"));
     assert_eq!(o.metadata.labels.unwrap().len(), 1);
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn crds_are_served_immediately_and_dynamic_objects_work() {
-    bounded("crds_are_served_immediately_and_dynamic_objects_work", async {
-    let c = cluster().await;
-    let client = client(&c).await;
+bounded_test!(crds_are_served_immediately_and_dynamic_objects_work, {
+    let (c, client) = api(Config::default()).await;
     let crds: Api<DynamicObject> = Api::all_with(
         client.clone(),
         &ApiResource::from_gvk_with_plural(
@@ -274,9 +239,7 @@ async fn crds_are_served_immediately_and_dynamic_objects_work() {
             .is_none()
     );
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
 async fn collect_names(
     rx: &mut (impl futures::Stream<Item = Result<watcher::Event<ConfigMap>, watcher::Error>> + Unpin),
@@ -300,270 +263,230 @@ async fn collect_names(
     seen
 }
 
-#[tokio::test]
-async fn watcher_keeps_working_across_cut_watches() {
-    bounded("watcher_keeps_working_across_cut_watches", async {
-        let c = cluster().await;
-        let client = client(&c).await;
-        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-        cms.create(&PostParams::default(), &cm("w1", json!({})))
+bounded_test!(watcher_keeps_working_across_cut_watches, {
+    let (c, client) = api(Config::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.create(&PostParams::default(), &cm("w1", json!({})))
+        .await
+        .unwrap();
+    let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
+    collect_names(&mut stream, &["w1"]).await;
+    // the server closes every watch now; the watcher re-watches from its resourceVersion
+    c.controls().cut_watches();
+    cms.create(&PostParams::default(), &cm("w2", json!({})))
+        .await
+        .unwrap();
+    collect_names(&mut stream, &["w2"]).await;
+    // watches opened from now on end after one event
+    c.controls().cut_watches_after(Some(1));
+    c.controls().cut_watches();
+    for n in ["w3", "w4", "w5"] {
+        cms.create(&PostParams::default(), &cm(n, json!({})))
             .await
             .unwrap();
-        let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
-        collect_names(&mut stream, &["w1"]).await;
-        // the server closes every watch now; the watcher re-watches from its resourceVersion
-        c.controls().cut_watches();
-        cms.create(&PostParams::default(), &cm("w2", json!({})))
+    }
+    collect_names(&mut stream, &["w3", "w4", "w5"]).await;
+    let watches = c
+        .controls()
+        .requests_where(|r| r.verb == "watch" && r.resource == "configmaps")
+        .len();
+    assert!(
+        watches >= 3,
+        "the watcher re-watched after each cut ({watches} watches)"
+    );
+    c.shutdown().await;
+});
+
+bounded_test!(streaming_list_watch_ends_initial_events_with_a_bookmark, {
+    let (c, client) = api(Config::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for n in ["s1", "s2"] {
+        cms.create(&PostParams::default(), &cm(n, json!({})))
             .await
             .unwrap();
-        collect_names(&mut stream, &["w2"]).await;
-        // watches opened from now on end after one event
-        c.controls().cut_watches_after(Some(1));
-        c.controls().cut_watches();
-        for n in ["w3", "w4", "w5"] {
-            cms.create(&PostParams::default(), &cm(n, json!({})))
-                .await
-                .unwrap();
+    }
+    let mut stream = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut init = BTreeSet::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(watcher::Event::InitApply(o))) => {
+                init.insert(o.metadata.name.unwrap());
+            }
+            Some(Ok(watcher::Event::InitDone)) => break,
+            Some(Ok(_)) => {}
+            other => panic!("unexpected {other:?}"),
         }
-        collect_names(&mut stream, &["w3", "w4", "w5"]).await;
-        let watches = c
-            .controls()
-            .requests_where(|r| r.verb == "watch" && r.resource == "configmaps")
-            .len();
-        assert!(
-            watches >= 3,
-            "the watcher re-watched after each cut ({watches} watches)"
-        );
-        c.shutdown().await;
-    })
-    .await;
-}
+    }
+    assert_eq!(init, BTreeSet::from(["s1".to_string(), "s2".to_string()]));
+    let w = c
+        .controls()
+        .requests_where(|r| r.verb == "watch" && r.query.contains("sendInitialEvents=true"));
+    assert!(!w.is_empty());
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn streaming_list_watch_ends_initial_events_with_a_bookmark() {
-    bounded(
-        "streaming_list_watch_ends_initial_events_with_a_bookmark",
-        async {
-            let c = cluster().await;
-            let client = client(&c).await;
-            let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-            for n in ["s1", "s2"] {
-                cms.create(&PostParams::default(), &cm(n, json!({})))
-                    .await
-                    .unwrap();
-            }
-            let mut stream =
-                watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
-            let mut init = BTreeSet::new();
-            loop {
-                match tokio::time::timeout(Duration::from_secs(60), stream.next())
-                    .await
-                    .unwrap()
-                {
-                    Some(Ok(watcher::Event::InitApply(o))) => {
-                        init.insert(o.metadata.name.unwrap());
-                    }
-                    Some(Ok(watcher::Event::InitDone)) => break,
-                    Some(Ok(_)) => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            assert_eq!(init, BTreeSet::from(["s1".to_string(), "s2".to_string()]));
-            let w = c.controls().requests_where(|r| {
-                r.verb == "watch" && r.query.contains("sendInitialEvents=true")
-            });
-            assert!(!w.is_empty());
-            c.shutdown().await;
-        },
-    )
-    .await;
-}
+bounded_test!(raw_watch_from_an_expired_resource_version_gets_410, {
+    let mut cfg = Config::default();
+    cfg.store.history_size = 10;
+    let (c, client) = api(cfg).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    for i in 0..20 {
+        cms.create(&PostParams::default(), &cm(&format!("e{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let mut s = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(60), s.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(WatchEvent::Error(e))) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn raw_watch_from_an_expired_resource_version_gets_410() {
-    bounded(
-        "raw_watch_from_an_expired_resource_version_gets_410",
-        async {
-            let mut cfg = Config::default();
-            cfg.store.history_size = 10;
-            let c = kubesim::start(cfg).await.unwrap();
-            let client = client(&c).await;
-            let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-            let rv = cms
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .metadata
-                .resource_version
-                .unwrap();
-            for i in 0..20 {
-                cms.create(&PostParams::default(), &cm(&format!("e{i}"), json!({})))
-                    .await
-                    .unwrap();
-            }
-            let mut s = cms
-                .watch(&WatchParams::default(), &rv)
-                .await
-                .unwrap()
-                .boxed();
-            match tokio::time::timeout(Duration::from_secs(60), s.next())
-                .await
-                .unwrap()
-            {
-                Some(Ok(WatchEvent::Error(e))) => {
-                    assert_eq!((e.code, e.reason.as_str()), (410, "Expired"))
-                }
-                other => panic!("expected a 410 ERROR event, got {other:?}"),
-            }
-            c.shutdown().await;
-        },
-    )
-    .await;
-}
+bounded_test!(faults_look_like_a_real_api_server, {
+    let (c, client) = api(Config::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let ctl = c.controls();
 
-#[tokio::test]
-async fn faults_look_like_a_real_api_server() {
-    bounded("faults_look_like_a_real_api_server", async {
-        let c = cluster().await;
-        let client = client(&c).await;
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let ctl = c.controls();
+    // 429 with Retry-After: kube-rs retries on its own (like client-go) and then sees the
+    // real answer (404); the log shows the throttled attempt first.
+    ctl.throttle(Some("get"), Some("configmaps"), 1.0, 1, Some(1));
+    let (code, _) = api_err(cms.get("missing").await.unwrap_err());
+    assert_eq!(code, 404);
+    let gets: Vec<u16> = ctl
+        .requests_where(|r| r.verb == "get" && r.name == "missing")
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(gets, vec![429, 404]);
 
-        // 429 with Retry-After: kube-rs retries on its own (like client-go) and then sees the
-        // real answer (404); the log shows the throttled attempt first.
-        ctl.throttle(Some("get"), Some("configmaps"), 1.0, 1, Some(1));
-        let (code, _) = api_err(cms.get("missing").await.unwrap_err());
-        assert_eq!(code, 404);
-        let gets: Vec<u16> = ctl
-            .requests_where(|r| r.verb == "get" && r.name == "missing")
-            .iter()
-            .map(|r| r.code)
-            .collect();
-        assert_eq!(gets, vec![429, 404]);
+    // A 503 window: kube-rs backs off and retries like against a real server, and succeeds
+    // once the window ends; the log shows the 503 answers first.
+    ctl.unavailable_for(
+        Duration::from_millis(300),
+        UnavailableMode::ServiceUnavailable,
+    );
+    cms.list(&ListParams::default()).await.unwrap();
+    let lists: Vec<u16> = ctl
+        .requests_where(|r| r.verb == "list" && r.resource == "configmaps")
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert!(
+        lists.len() >= 2 && lists[0] == 503 && *lists.last().unwrap() == 200,
+        "{lists:?}"
+    );
 
-        // A 503 window: kube-rs backs off and retries like against a real server, and succeeds
-        // once the window ends; the log shows the 503 answers first.
-        ctl.unavailable_for(
-            Duration::from_millis(300),
-            UnavailableMode::ServiceUnavailable,
-        );
-        cms.list(&ListParams::default()).await.unwrap();
-        let lists: Vec<u16> = ctl
-            .requests_where(|r| r.verb == "list" && r.resource == "configmaps")
-            .iter()
-            .map(|r| r.code)
-            .collect();
-        assert!(
-            lists.len() >= 2 && lists[0] == 503 && *lists.last().unwrap() == 200,
-            "{lists:?}"
-        );
-
-        ctl.add_error(kubesim::ErrorRule {
-            verb: Some("create".into()),
-            resource: Some("configmaps".into()),
-            code: 500,
-            times: Some(1),
-            ..kubesim::ErrorRule::default()
-        });
-        let (code, reason) = api_err(
-            cms.create(&PostParams::default(), &cm("f", json!({})))
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!((code, reason.as_str()), (500, "InternalError"));
+    ctl.add_error(kubesim::ErrorRule {
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+        code: 500,
+        times: Some(1),
+        ..kubesim::ErrorRule::default()
+    });
+    let (code, reason) = api_err(
         cms.create(&PostParams::default(), &cm("f", json!({})))
             .await
-            .unwrap();
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (500, "InternalError"));
+    cms.create(&PostParams::default(), &cm("f", json!({})))
+        .await
+        .unwrap();
 
-        ctl.drop_connections(Some("list"), Some("configmaps"), 1.0, Some(1));
-        let e = cms.list(&ListParams::default()).await.unwrap_err();
-        assert!(
-            !matches!(e, kube::Error::Api(_)),
-            "a dropped connection is not an API status: {e:?}"
-        );
+    ctl.drop_connections(Some("list"), Some("configmaps"), 1.0, Some(1));
+    let e = cms.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        !matches!(e, kube::Error::Api(_)),
+        "a dropped connection is not an API status: {e:?}"
+    );
 
-        ctl.set_latency(Duration::from_millis(150), Duration::ZERO);
-        let t = Instant::now();
-        cms.get("f").await.unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(150));
-        ctl.set_latency(Duration::ZERO, Duration::ZERO);
+    ctl.set_latency(Duration::from_millis(150), Duration::ZERO);
+    let t = Instant::now();
+    cms.get("f").await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    ctl.set_latency(Duration::ZERO, Duration::ZERO);
 
-        ctl.reject_tokens(true);
-        let (code, reason) = api_err(cms.get("f").await.unwrap_err());
-        assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
-        ctl.reject_tokens(false);
-        cms.get("f").await.unwrap();
+    ctl.reject_tokens(true);
+    let (code, reason) = api_err(cms.get("f").await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (401, "Unauthorized"));
+    ctl.reject_tokens(false);
+    cms.get("f").await.unwrap();
 
-        let counts = ctl.counts();
-        assert!(
-            counts.by_code[&429] >= 1 && counts.by_code[&503] >= 1 && counts.by_code[&401] >= 1
-        );
-        assert!(counts.by_verb["get"] >= 3);
-        ctl.reset_requests();
-        assert!(ctl.requests().is_empty());
-        c.shutdown().await;
-    })
-    .await;
-}
+    let counts = ctl.counts();
+    assert!(counts.by_code[&429] >= 1 && counts.by_code[&503] >= 1 && counts.by_code[&401] >= 1);
+    assert!(counts.by_verb["get"] >= 3);
+    ctl.reset_requests();
+    assert!(ctl.requests().is_empty());
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn namespace_deletion_terminates_then_removes_contents() {
-    bounded(
-        "namespace_deletion_terminates_then_removes_contents",
-        async {
-            let c = cluster().await;
-            let client = client(&c).await;
-            let nss: Api<Namespace> = Api::all(client.clone());
-            nss.create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": "gone"}})).unwrap(),
-            )
-            .await
-            .unwrap();
-            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
-            cms.create(&PostParams::default(), &cm("c", json!({})))
-                .await
-                .unwrap();
-            let d = nss.delete("gone", &DeleteParams::default()).await.unwrap();
-            let ns = d
-                .left()
-                .expect("the namespace is returned while it terminates");
-            assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
-            let e = cms
-                .create(&PostParams::default(), &cm("d", json!({})))
-                .await
-                .unwrap_err();
-            let kube::Error::Api(s) = e else { panic!() };
-            assert_eq!(s.code, 403);
-            assert!(
-                s.message.contains("because it is being terminated"),
-                "{}",
-                s.message
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                match nss.get("gone").await {
-                    Err(kube::Error::Api(s)) if s.code == 404 => break,
-                    _ if Instant::now() > deadline => panic!("namespace never went away"),
-                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-            assert!(
-                c.store()
-                    .get(&ResourceKey::new("", "configmaps"), Some("gone"), "c")
-                    .is_none()
-            );
-            c.shutdown().await;
-        },
+bounded_test!(namespace_deletion_terminates_then_removes_contents, {
+    let (c, client) = api(Config::default()).await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "gone"}})).unwrap(),
     )
-    .await;
-}
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    cms.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    let d = nss.delete("gone", &DeleteParams::default()).await.unwrap();
+    let ns = d
+        .left()
+        .expect("the namespace is returned while it terminates");
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let e = cms
+        .create(&PostParams::default(), &cm("d", json!({})))
+        .await
+        .unwrap_err();
+    let kube::Error::Api(s) = e else { panic!() };
+    assert_eq!(s.code, 403);
+    assert!(
+        s.message.contains("because it is being terminated"),
+        "{}",
+        s.message
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match nss.get("gone").await {
+            Err(kube::Error::Api(s)) if s.code == 404 => break,
+            _ if Instant::now() > deadline => panic!("namespace never went away"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(
+        c.store()
+            .get(&ResourceKey::new("", "configmaps"), Some("gone"), "c")
+            .is_none()
+    );
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn owner_references_are_garbage_collected() {
-    bounded("owner_references_are_garbage_collected", async {
-    let c = cluster().await;
-    let client = client(&c).await;
+bounded_test!(owner_references_are_garbage_collected, {
+    let (c, client) = api(Config::default()).await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 1,
         "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
@@ -591,14 +514,10 @@ async fn owner_references_are_garbage_collected() {
         "dependent collected"
     );
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn in_cluster_files_and_issued_tokens_work() {
-    bounded("in_cluster_files_and_issued_tokens_work", async {
-    let c = cluster().await;
+bounded_test!(in_cluster_files_and_issued_tokens_work, {
+    let c = cluster(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let env = c
         .write_in_cluster_env(dir.path().join("sa"), "apps")
@@ -630,88 +549,68 @@ async fn in_cluster_files_and_issued_tokens_work() {
         env.token_path.display()
     );
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
-    let cfg = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&yaml).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(cfg).unwrap();
+    let client = client_from(&yaml).await;
     let v = client.apiserver_version().await.unwrap();
     assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "35"));
     let secrets: Api<Secret> = Api::namespaced(client, "default");
     secrets.list(&ListParams::default()).await.unwrap();
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn many_watches_all_receive_an_event() {
-    bounded("many_watches_all_receive_an_event", async {
-        let c = cluster().await;
-        let client = client(&c).await;
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-        let rv = cms
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .metadata
-            .resource_version
-            .unwrap();
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let cms = cms.clone();
-            let rv = rv.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut s = cms
-                    .watch(&WatchParams::default().timeout(30), &rv)
-                    .await
-                    .unwrap()
-                    .boxed();
-                while let Some(ev) = s.try_next().await.unwrap() {
-                    if let WatchEvent::Added(o) = ev {
-                        return o.metadata.name.unwrap();
-                    }
+bounded_test!(many_watches_all_receive_an_event, {
+    let (c, client) = api(Config::default()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let cms = cms.clone();
+        let rv = rv.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = cms
+                .watch(&WatchParams::default().timeout(30), &rv)
+                .await
+                .unwrap()
+                .boxed();
+            while let Some(ev) = s.try_next().await.unwrap() {
+                if let WatchEvent::Added(o) = ev {
+                    return o.metadata.name.unwrap();
                 }
-                String::new()
-            }));
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while c.controls().open_watches() < 200 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} watches open",
-                c.controls().open_watches()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        cms.create(&PostParams::default(), &cm("broadcast", json!({})))
-            .await
-            .unwrap();
-        for t in tasks {
-            assert_eq!(
-                tokio::time::timeout(Duration::from_secs(60), t)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-                "broadcast"
-            );
-        }
-        c.shutdown().await;
-    })
-    .await;
-}
+            }
+            String::new()
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.controls().open_watches() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} watches open",
+            c.controls().open_watches()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cms.create(&PostParams::default(), &cm("broadcast", json!({})))
+        .await
+        .unwrap();
+    for t in tasks {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .unwrap()
+                .unwrap(),
+            "broadcast"
+        );
+    }
+    c.shutdown().await;
+});
 
-#[tokio::test]
-async fn ten_thousand_objects_list_with_pagination() {
-    bounded("ten_thousand_objects_list_with_pagination", async {
-    let c = kubesim::start(Config {
-        controllers: None,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+bounded_test!(ten_thousand_objects_list_with_pagination, {
+    let c = cluster(no_controllers()).await;
     let res = ResourceKey::new("", "configmaps");
     for i in 0..10_000 {
         c.store()
@@ -751,15 +650,10 @@ async fn ten_thousand_objects_list_with_pagination() {
     assert_eq!(names.len(), 5_000);
     assert_eq!(pages, 10);
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn non_string_label_values_are_rejected_like_the_real_server() {
-    bounded("non_string_label_values_are_rejected_like_the_real_server", async {
-    let c = cluster().await;
-    let client = client(&c).await;
+bounded_test!(non_string_label_values_are_rejected_like_the_real_server, {
+    let (c, client) = api(Config::default()).await;
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad", "annotations": {"x": true}}});
     let req = http::Request::post("/api/v1/namespaces/default/configmaps")
         .header("content-type", "application/json")
@@ -788,135 +682,129 @@ async fn non_string_label_values_are_rejected_like_the_real_server() {
             .is_none()
     );
     c.shutdown().await;
-    })
-    .await;
-}
+});
 
-#[tokio::test]
-async fn a_watcher_that_stops_reading_is_closed_without_blocking_writers() {
-    bounded("a_watcher_that_stops_reading_is_closed_without_blocking_writers", async {
-    let c = kubesim::start(Config { controllers: None, store: kubesim::StoreConfig { history_size: 100, ..kubesim::StoreConfig::default() }, ..Config::default() })
-    .await
-    .unwrap();
-    let client = client(&c).await;
-    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-    let rv = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    // Opened, never read.
-    let stalled = cms.watch(&WatchParams::default(), &rv).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.controls().open_watches() < 1 {
-        assert!(Instant::now() < deadline, "watch never opened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let big = "x".repeat(40_000);
-    let res = ResourceKey::new("", "configmaps");
-    let t = Instant::now();
-    for i in 0..1_000 {
-        c.store()
-            .create(&res, json!({"metadata": {"name": format!("big-{i}"), "namespace": "default"}, "data": {"d": big}}))
-            .unwrap();
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(60),
-        "writers were not blocked by the stalled watcher"
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.controls().open_watches() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the stalled watch was never closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    drop(stalled);
-    c.shutdown().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn scale_subresource() {
-    bounded("scale_subresource", async {
-        let c = kubesim::start(Config { controllers: None, ..Config::default() }).await.unwrap();
-        let client = client(&c).await;
-        let deploys: Api<Deployment> = Api::namespaced(client, "default");
-        let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})).unwrap();
-        deploys.create(&PostParams::default(), &d).await.unwrap();
-        let s = deploys.get_scale("web").await.unwrap();
-        assert_eq!(s.spec.unwrap().replicas, Some(2));
-        assert_eq!(s.status.unwrap().selector.as_deref(), Some("app=web"));
-        let s = deploys
-            .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
-            .await
-            .unwrap();
-        assert_eq!(s.spec.unwrap().replicas, Some(4));
-        let d = deploys.get("web").await.unwrap();
-        assert_eq!(d.spec.unwrap().replicas, Some(4));
-        assert_eq!(d.metadata.generation, Some(2));
-        let (code, _) = api_err(
-            deploys
-                .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": -1}})))
-                .await
-                .unwrap_err(),
-        );
-        assert_eq!(code, 422);
-        c.shutdown().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn watches_of_clients_that_went_away_are_dropped() {
-    bounded("watches_of_clients_that_went_away_are_dropped", async {
-        let c = kubesim::start(Config {
-            controllers: None,
-            ..Config::default()
+bounded_test!(
+    a_watcher_that_stops_reading_is_closed_without_blocking_writers,
+    {
+        let (c, client) = api(Config {
+            store: kubesim::StoreConfig {
+                history_size: 100,
+                ..kubesim::StoreConfig::default()
+            },
+            ..no_controllers()
         })
-        .await
-        .unwrap();
-        let client = client(&c).await;
+        .await;
         let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-        let mut streams = Vec::new();
-        for _ in 0..20 {
-            streams.push(
-                cms.watch(&WatchParams::default(), "0")
-                    .await
-                    .unwrap()
-                    .boxed(),
-            );
-        }
+        let rv = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        // Opened, never read.
+        let stalled = cms.watch(&WatchParams::default(), &rv).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while c.controls().open_watches() < 20 {
-            assert!(Instant::now() < deadline, "watches never opened");
+        while c.controls().open_watches() < 1 {
+            assert!(Instant::now() < deadline, "watch never opened");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        drop(streams);
-        // The server notices on its next write (or the connection closing) and frees them.
-        let mut i = 0;
+        let big = "x".repeat(40_000);
+        let res = ResourceKey::new("", "configmaps");
+        let t = Instant::now();
+        for i in 0..1_000 {
+            c.store()
+            .create(&res, json!({"metadata": {"name": format!("big-{i}"), "namespace": "default"}, "data": {"d": big}}))
+            .unwrap();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "writers were not blocked by the stalled watcher"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
         while c.controls().open_watches() > 0 {
             assert!(
                 Instant::now() < deadline,
-                "{} dead watches still open",
-                c.controls().open_watches()
+                "the stalled watch was never closed"
             );
-            i += 1;
-            c.store()
-                .create(
-                    &ResourceKey::new("", "configmaps"),
-                    json!({"metadata": {"name": format!("poke-{i}"), "namespace": "default"}}),
-                )
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        drop(stalled);
         c.shutdown().await;
-    })
-    .await;
-}
+    }
+);
+
+bounded_test!(scale_subresource, {
+    let (c, client) = api(no_controllers()).await;
+    let deploys: Api<Deployment> = Api::namespaced(client, "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})).unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let s = deploys.get_scale("web").await.unwrap();
+    assert_eq!(s.spec.unwrap().replicas, Some(2));
+    assert_eq!(s.status.unwrap().selector.as_deref(), Some("app=web"));
+    let s = deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.spec.unwrap().replicas, Some(4));
+    let d = deploys.get("web").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(4));
+    assert_eq!(d.metadata.generation, Some(2));
+    let (code, _) = api_err(
+        deploys
+            .patch_scale(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": -1}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    c.shutdown().await;
+});
+
+bounded_test!(watches_of_clients_that_went_away_are_dropped, {
+    let (c, client) = api(no_controllers()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        streams.push(
+            cms.watch(&WatchParams::default(), "0")
+                .await
+                .unwrap()
+                .boxed(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.controls().open_watches() < 20 {
+        assert!(Instant::now() < deadline, "watches never opened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(streams);
+    // The server notices on its next write (or the connection closing) and frees them.
+    let mut i = 0;
+    while c.controls().open_watches() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} dead watches still open",
+            c.controls().open_watches()
+        );
+        i += 1;
+        c.store()
+            .create(
+                &ResourceKey::new("", "configmaps"),
+                json!({"metadata": {"name": format!("poke-{i}"), "namespace": "default"}}),
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.shutdown().await;
+});

@@ -1,24 +1,47 @@
 //! testkit: real servers for strata's tests, each on 127.0.0.1 with a kernel-chosen port and
 //! cleaned up on drop.
 //!
-//! - [`tools`]: the pinned helm 4, helm 3 and kubectl (`STRATA_TOOLS_DIR` or
-//!   `<workspace>/.tools`); [`HelmBin`] picks one helm.
+//! - [`tools()`]: the pinned helm 4, helm 3 and kubectl (`STRATA_TOOLS_DIR` or
+//!   `<workspace>/.tools`, located only in [`tools::dir`]); [`HelmBin`] picks one helm.
 //! - [`GitServer`]: smart HTTP through the real `git http-backend` (optional basic auth) and
 //!   git:// through `git daemon --inetd`; stop and restart on the same port for outage tests.
 //!   [`TestRepo`] builds repositories (fixed identity and dates).
 //! - [`ChartRepo`]: a Helm repository over HTTP built with the real `helm package` and
 //!   `helm repo index`, with a request counter and injected failures.
 //! - [`examples_dir`]: the workspace's `examples/` (profile list and charts).
+//!
+//! strata's end-to-end tests build on these:
+//!
+//! - [`chart`]: profile chart directories written by a test ([`chart::write_chart`]).
+//! - [`agent`]: the `strata` binary as a child process ([`Agent`]); the binary's path comes
+//!   from the calling test crate through [`strata_bin!`].
+//! - [`cluster`]: kubesim prepared for the agent (kubeconfig, agent namespace, kube client) and
+//!   what the API server saw.
+//! - [`release`]: helm's release records (Secrets) in kubesim's store, decoded in one place.
+//! - [`scenario`]: the layered three-chart [`Scenario`] (kubesim, Git server, chart repository).
+//! - [`chaos`]: seeds, a journaling helm wrapper and small figures for the chaos tests.
+//! - [`otlp`]: an OTLP/HTTP trace receiver.
 
+pub mod agent;
+pub mod chaos;
+pub mod chart;
 pub mod charts;
+pub mod cluster;
 pub mod git;
 pub mod http;
+pub mod otlp;
+pub mod release;
+pub mod scenario;
 pub mod tls;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 
+pub use agent::Agent;
 pub use charts::ChartRepo;
 pub use git::{GitServer, TestRepo};
+pub use scenario::Scenario;
+pub use tools::{HelmBin, Tools, tools};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
@@ -32,61 +55,6 @@ pub fn workspace_root() -> PathBuf {
 /// The workspace's `examples/` directory.
 pub fn examples_dir() -> PathBuf {
     workspace_root().join("examples")
-}
-
-/// Paths of the pinned tools.
-#[derive(Clone, Debug)]
-pub struct Tools {
-    pub helm4: PathBuf,
-    pub helm3: PathBuf,
-    pub kubectl: PathBuf,
-}
-
-/// The pinned tools from `STRATA_TOOLS_DIR` or `<workspace>/.tools`. Panics with the fix when
-/// one is missing (tests need them; `scripts/install-tools.sh` installs them).
-pub fn tools() -> Tools {
-    let dir = std::env::var_os("STRATA_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".tools"));
-    let t = Tools {
-        helm4: dir.join("helm4/helm"),
-        helm3: dir.join("helm3/helm"),
-        kubectl: dir.join("kubectl/kubectl"),
-    };
-    for p in [&t.helm4, &t.helm3, &t.kubectl] {
-        assert!(
-            p.exists(),
-            "{} is missing: run scripts/install-tools.sh (or set STRATA_TOOLS_DIR)",
-            p.display()
-        );
-    }
-    t
-}
-
-/// One of the two helm majors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HelmBin {
-    V4,
-    V3,
-}
-
-impl HelmBin {
-    pub const ALL: [HelmBin; 2] = [HelmBin::V4, HelmBin::V3];
-
-    pub fn path(self) -> PathBuf {
-        let t = tools();
-        match self {
-            HelmBin::V4 => t.helm4,
-            HelmBin::V3 => t.helm3,
-        }
-    }
-
-    pub fn major(self) -> u64 {
-        match self {
-            HelmBin::V4 => 4,
-            HelmBin::V3 => 3,
-        }
-    }
 }
 
 /// Copies a directory tree (files and directories; symlinks are followed).

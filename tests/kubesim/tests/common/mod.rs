@@ -1,7 +1,10 @@
-//! Shared helpers for kubesim's end-to-end tests with the real helm and kubectl binaries.
+//! The shared fixture of kubesim's tests.
 //!
-//! Each test starts its own kubesim on 127.0.0.1 port 0, writes a kubeconfig into a temporary
-//! directory and runs helm / kubectl as child processes with isolated homes and caches.
+//! - The end-to-end tests with the real helm and kubectl binaries ([`Sim`]): each test starts
+//!   its own kubesim on 127.0.0.1 port 0, writes a kubeconfig into a temporary directory and
+//!   runs helm / kubectl as child processes with isolated homes and caches.
+//! - The API tests with kube-rs and raw HTTP ([`api`], [`client`], [`client_from`]), each a
+//!   [`bounded_test!`].
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::path::{Path, PathBuf};
@@ -11,53 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// The two helm majors every test runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Helm {
-    V4,
-    V3,
-}
-
-impl Helm {
-    pub fn binary(self) -> PathBuf {
-        tools_dir().join(match self {
-            Helm::V4 => "helm4/helm",
-            Helm::V3 => "helm3/helm",
-        })
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Helm::V4 => "helm4",
-            Helm::V3 => "helm3",
-        }
-    }
-
-    /// The flags that make install/upgrade/rollback wait for readiness (Jobs included).
-    pub fn wait_flags(self) -> &'static [&'static str] {
-        match self {
-            Helm::V4 => &["--wait=watcher"],
-            Helm::V3 => &["--wait", "--wait-for-jobs"],
-        }
-    }
-}
-
-/// `STRATA_TOOLS_DIR`, else `<workspace root>/.tools`.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("STRATA_TOOLS_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.tools")
-        .canonicalize()
-        .expect(
-            "the pinned tools are installed in <workspace>/.tools (run scripts/install-tools.sh)",
-        )
-}
-
-pub fn kubectl_binary() -> PathBuf {
-    tools_dir().join("kubectl/kubectl")
-}
+/// The two helm majors every test runs with (`path`, `label`, `wait_flags`); the pinned
+/// tools are located by [`testkit::tools`].
+pub use testkit::HelmBin as Helm;
 
 /// A test chart under `tests/kubesim/testdata/charts/`.
 pub fn chart(name: &str) -> String {
@@ -170,7 +129,7 @@ impl Sim {
 
     /// A helm command (not started), with `--kubeconfig` and isolated homes.
     pub fn helm_cmd(&self, v: Helm, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = self.base_command(&v.binary(), v.label());
+        let mut cmd = self.base_command(&v.path(), v.label());
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         cmd
     }
@@ -181,7 +140,7 @@ impl Sim {
     }
 
     pub async fn kubectl(&self, args: &[&str]) -> Out {
-        let mut cmd = self.base_command(&kubectl_binary(), "kubectl");
+        let mut cmd = self.base_command(&testkit::tools().kubectl, "kubectl");
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         run(cmd, format!("kubectl {}", args.join(" "))).await
     }
@@ -189,7 +148,7 @@ impl Sim {
     /// kubectl with a manifest on stdin (`-f -`).
     pub async fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Out {
         use tokio::io::AsyncWriteExt;
-        let mut cmd = self.base_command(&kubectl_binary(), "kubectl");
+        let mut cmd = self.base_command(&testkit::tools().kubectl, "kubectl");
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
@@ -383,4 +342,59 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// How long an API test may take before it fails as hung.
+pub const BOUND: Duration = Duration::from_secs(180);
+
+/// Run `test` bounded by [`BOUND`]: a hang becomes a failure naming the test, not a stuck
+/// suite.
+pub async fn bounded(name: &str, test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(BOUND, test).await.is_err() {
+        panic!("{name} did not finish within 180 s (kubesim or a client hung)");
+    }
+}
+
+/// `bounded_test!(name, { body })`: the `#[tokio::test]` `name` running `body` under
+/// [`bounded`] with its own name.
+#[allow(unused_macros)] // Only the API tests use it.
+macro_rules! bounded_test {
+    ($name:ident, $body:block) => {
+        #[tokio::test]
+        async fn $name() {
+            $crate::common::bounded(stringify!($name), async $body).await
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use bounded_test;
+
+/// kubesim's configuration without the simulated controllers (API behaviour only).
+pub fn no_controllers() -> kubesim::Config {
+    kubesim::Config {
+        controllers: None,
+        ..kubesim::Config::default()
+    }
+}
+
+/// A kubesim with `cfg`.
+pub async fn cluster(cfg: kubesim::Config) -> kubesim::Cluster {
+    kubesim::start(cfg).await.expect("kubesim starts")
+}
+
+/// A kubesim with `cfg` and a kube-rs client for it.
+pub async fn api(cfg: kubesim::Config) -> (kubesim::Cluster, kube::Client) {
+    let c = cluster(cfg).await;
+    let client = client(&c).await;
+    (c, client)
+}
+
+/// A kube-rs client for `c` (one per call, as separate processes would have).
+pub async fn client(c: &kubesim::Cluster) -> kube::Client {
+    testkit::cluster::kube_client(c).await
+}
+
+/// A kube-rs client from a kubeconfig's YAML.
+pub async fn client_from(yaml: &str) -> kube::Client {
+    kube::Client::try_from(testkit::cluster::kube_config_from_yaml(yaml).await).expect("client")
 }

@@ -1,17 +1,17 @@
-//! The layered scenario on the simulated cluster (kubesim); shared by the e2e tests that
-//! need a cluster.
-#![allow(dead_code)]
+//! The layered scenario on the simulated cluster: three profile charts modelled on
+//! cert-manager (layer 1), linkerd (layer 2, uses layer 1's Certificate kind) and flagger
+//! (layer 3, uses layer 2's kind). Like cert-manager with `installCRDs`, each ships its CRD in
+//! templates/, so installing them all in one helm release fails with "no matches for kind".
+//!
+//! A [`Scenario`] runs kubesim, a Git server with the profile list and a chart repository with
+//! the three charts; [`Scenario::builder`] chooses the helm, the mesh profile's values and the
+//! kubesim configuration.
 
 use std::path::{Path, PathBuf};
 
-use crate::e2e_support::{Agent, ChartSpec, profile_annotations, write_chart};
-
-// ---------------------------------------------------------------------------------------
-// The layered scenario: three profile charts modelled on cert-manager (layer 1), linkerd
-// (layer 2, uses layer 1's Certificate kind) and flagger (layer 3, uses layer 2's kind). Like
-// cert-manager with `installCRDs`, each ships its CRD in templates/, so installing them all
-// in one helm release fails with "no matches for kind".
-// ---------------------------------------------------------------------------------------
+use crate::agent::{Agent, agent_args, set_arg};
+use crate::chart::{ChartSpec, profile_annotations, write_chart};
+use crate::{HelmBin, release};
 
 fn crd(group: &str, kind: &str, plural: &str) -> String {
     format!(
@@ -186,92 +186,125 @@ profiles:
     )
 }
 
-/// Which helm a scenario uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HelmMajor {
-    V4,
-    V3,
-}
-
-impl HelmMajor {
-    pub fn path(self) -> PathBuf {
-        let t = testkit::tools();
-        match self {
-            HelmMajor::V4 => t.helm4,
-            HelmMajor::V3 => t.helm3,
-        }
-    }
+/// Whether the three layered releases are deployed (newest record) and nothing is pending.
+pub fn stack_converged(cluster: &kubesim::Cluster) -> bool {
+    let latest = release::latest(cluster);
+    ["certs", "mesh", "canary"].iter().all(|n| {
+        latest
+            .iter()
+            .any(|r| r.namespace == *n && r.name == *n && r.status == "deployed")
+    }) && release::pending(cluster).is_empty()
 }
 
 /// A simulated cluster, a Git server with the profile repository, a chart repository with
 /// the layered charts, and a temp dir; everything is stopped on drop.
 pub struct Scenario {
+    /// The strata binary the agents run.
+    pub strata: PathBuf,
     pub cluster: kubesim::Cluster,
     pub kubeconfig: PathBuf,
-    pub git: testkit::GitServer,
-    pub repo: testkit::TestRepo,
-    pub charts: testkit::ChartRepo,
+    pub git: crate::GitServer,
+    pub repo: crate::TestRepo,
+    pub charts: crate::ChartRepo,
     pub chart_dirs: [PathBuf; 3],
-    pub helm: HelmMajor,
+    pub helm: HelmBin,
     pub dir: tempfile::TempDir,
 }
 
-/// The agent's own namespace in the scenarios.
-pub const AGENT_NS: &str = "strata-system";
+/// The options of a [`Scenario`]: helm 4, mesh values `{}` and kubesim's default
+/// configuration unless set.
+pub struct Builder {
+    strata: PathBuf,
+    helm: HelmBin,
+    mesh_values: String,
+    kubesim: kubesim::Config,
+}
 
-impl Scenario {
-    /// Start everything and commit the profile list with `mesh_values`.
-    pub async fn start(helm: HelmMajor, mesh_values: &str) -> anyhow::Result<Self> {
+impl Builder {
+    /// The helm the agents run.
+    pub fn helm(mut self, helm: HelmBin) -> Self {
+        self.helm = helm;
+        self
+    }
+
+    /// The mesh profile's inline values (a YAML flow map, e.g. `{greeting: hi}`).
+    pub fn mesh_values(mut self, values: &str) -> Self {
+        self.mesh_values = values.to_string();
+        self
+    }
+
+    /// kubesim's configuration (e.g. a fault seed).
+    pub fn kubesim(mut self, config: kubesim::Config) -> Self {
+        self.kubesim = config;
+        self
+    }
+
+    /// Start everything and commit the profile list.
+    pub async fn start(self) -> anyhow::Result<Scenario> {
         let dir = tempfile::tempdir()?;
-        let cluster = kubesim::start(kubesim::Config::default()).await?;
         let kubeconfig = dir.path().join("kubeconfig");
-        cluster.write_kubeconfig(&kubeconfig)?;
-        cluster.store().create(
-            &kubesim::ResourceKey::new("", "namespaces"),
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NS}}),
-        )?;
+        let cluster = crate::cluster::start(self.kubesim, &kubeconfig).await?;
         let chart_dirs = layered_charts(&dir.path().join("charts"))?;
         let refs: Vec<&Path> = chart_dirs.iter().map(|d| d.as_path()).collect();
-        let charts = testkit::ChartRepo::with_charts(&testkit::tools().helm4, &refs).await?;
-        let git = testkit::GitServer::start().await?;
+        let charts = crate::ChartRepo::with_charts(&crate::tools().helm4, &refs).await?;
+        let git = crate::GitServer::start().await?;
         let repo = git.create_repo("platform")?;
         repo.write(
             "profiles.yaml",
-            layered_profiles(&charts.url(), mesh_values),
+            layered_profiles(&charts.url(), &self.mesh_values),
         )?;
         repo.commit("layered platform")?;
-        Ok(Self {
+        Ok(Scenario {
+            strata: self.strata,
             cluster,
             kubeconfig,
             git,
             repo,
             charts,
             chart_dirs,
-            helm,
+            helm: self.helm,
             dir,
         })
+    }
+}
+
+impl Scenario {
+    /// A scenario whose agents run `strata` (see [`strata_bin!`](crate::strata_bin)).
+    pub fn builder(strata: &Path) -> Builder {
+        Builder {
+            strata: strata.to_path_buf(),
+            helm: HelmBin::V4,
+            mesh_values: "{}".to_string(),
+            kubesim: kubesim::Config::default(),
+        }
+    }
+
+    /// Start everything with `helm` and the mesh profile's values `mesh_values`.
+    pub async fn start(strata: &Path, helm: HelmBin, mesh_values: &str) -> anyhow::Result<Self> {
+        Self::builder(strata)
+            .helm(helm)
+            .mesh_values(mesh_values)
+            .start()
+            .await
+    }
+
+    /// Commit the profile list with other mesh values; returns the commit.
+    pub fn commit_mesh_values(&self, mesh_values: &str, message: &str) -> anyhow::Result<String> {
+        self.repo.write(
+            "profiles.yaml",
+            layered_profiles(&self.charts.url(), mesh_values),
+        )?;
+        self.repo.commit(message)
     }
 
     /// Arguments of `strata run` against this scenario.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a: Vec<String> = vec![
-            "--git-url".into(),
-            self.git.http_url("platform"),
-            "--git-ref".into(),
-            "main".into(),
-            "--kubeconfig".into(),
-            self.kubeconfig.display().to_string(),
-            "--helm".into(),
-            self.helm.path().display().to_string(),
-            "--namespace".into(),
-            AGENT_NS.into(),
-            "--work-dir".into(),
-            self.dir.path().join("work").display().to_string(),
-            "--interval".into(),
-            "1s".into(),
-            "--log-level".into(),
-            "info,strata=debug".into(),
-        ];
+        let mut a = agent_args(
+            &self.git.http_url("platform"),
+            &self.kubeconfig,
+            &self.helm.path(),
+            &self.dir.path().join("work"),
+        );
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     }
@@ -280,6 +313,7 @@ impl Scenario {
     pub fn agent(&self, extra: &[&str], env: &[(String, String)]) -> anyhow::Result<Agent> {
         let n = std::fs::read_dir(self.dir.path())?.count();
         Agent::start(
+            &self.strata,
             &self.args(extra),
             env,
             self.dir.path().join(format!("agent-{n}.log")),
@@ -294,12 +328,13 @@ impl Scenario {
         env: &[(String, String)],
     ) -> anyhow::Result<Agent> {
         let mut args = self.args(extra);
-        let i = args
-            .iter()
-            .position(|a| a == "--work-dir")
-            .expect("--work-dir");
-        args[i + 1] = self.dir.path().join(work).display().to_string();
+        set_arg(
+            &mut args,
+            "--work-dir",
+            self.dir.path().join(work).display().to_string(),
+        );
         Agent::start(
+            &self.strata,
             &args,
             env,
             self.dir.path().join(format!("agent-{work}.log")),
@@ -308,32 +343,11 @@ impl Scenario {
 
     /// The status the agent wrote into its ConfigMap.
     pub fn configmap_status(&self) -> Option<serde_json::Value> {
-        let cm = self.cluster.store().get(
-            &kubesim::ResourceKey::new("", "configmaps"),
-            Some(AGENT_NS),
-            "strata-status",
-        )?;
-        serde_json::from_str(cm["data"]["status.json"].as_str()?).ok()
+        crate::cluster::configmap_status(&self.cluster)
     }
 
     /// Writes (create/update/patch/delete) the API server saw, in order.
-    pub fn writes(&self) -> Vec<kubesim::controls::RequestRecord> {
-        self.cluster.controls().requests_where(|r| {
-            matches!(
-                r.verb.as_str(),
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            )
-        })
+    pub fn writes(&self) -> Vec<kubesim::RequestRecord> {
+        crate::cluster::writes(&self.cluster)
     }
-}
-
-/// Whether a request writes into the given release namespace (objects in it, or the
-/// Namespace object itself).
-pub fn touches_namespace(r: &kubesim::controls::RequestRecord, ns: &str) -> bool {
-    r.namespace == ns || (r.resource == "namespaces" && r.name == ns)
-}
-
-/// Parse an RFC 3339 time.
-pub fn ts(s: &str) -> jiff::Timestamp {
-    s.parse().unwrap_or_else(|e| panic!("bad time {s:?}: {e}"))
 }
