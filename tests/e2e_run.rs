@@ -831,7 +831,8 @@ async fn bad_settings_are_reported_together_before_binding() -> anyhow::Result<(
     let listen = taken.local_addr()?.to_string();
     let token = dir.path().join("no-such-token");
     let helm = dir.path().join("no-such-helm");
-    let run = e2e_support::run_strata(
+    let run = testkit::agent::run_strata(
+        testkit::strata_bin!(),
         &[
             "run",
             "--git-url",

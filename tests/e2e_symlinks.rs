@@ -5,13 +5,12 @@
 //! logs, `/status`, nor any object of the cluster. A symlink inside the chart works. Values
 //! files that are symlinks are followed inside the repository only.
 
-mod e2e_support;
-
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e_support::{Agent, profile_annotations, run_strata};
+use testkit::agent::{Agent, run_strata};
+use testkit::chart::profile_annotations;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const SENTINEL: &str = "SENTINEL-agent-file-5b1e9c";
@@ -109,7 +108,12 @@ impl Setup {
     }
 
     fn agent(&self, extra: &[&str], log: &str) -> anyhow::Result<Agent> {
-        Agent::start(&self.args(extra), &[], self.dir.path().join(log))
+        Agent::start(
+            testkit::strata_bin!(),
+            &self.args(extra),
+            &[],
+            self.dir.path().join(log),
+        )
     }
 
     /// Every object in the cluster, as JSON text.
@@ -145,7 +149,7 @@ async fn plan_rejects_a_chart_symlink_out_of_the_repository() -> anyhow::Result<
     let work = tempfile::tempdir()?;
     let args = s.plan_args(work.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_strata(&args, &[], TIMEOUT).await?;
+    let out = run_strata(testkit::strata_bin!(), &args, &[], TIMEOUT).await?;
     let all = format!("{}\n{}", out.stdout, out.stderr);
     assert_ne!(out.code, Some(0), "{all}");
     assert!(!all.contains(SENTINEL), "the agent's file leaked:\n{all}");
@@ -199,7 +203,7 @@ async fn run_installs_nothing_and_leaks_nothing_then_in_chart_links_work() -> an
     let text = status.to_string();
     assert!(text.contains("charts/demo/leak.txt"), "{status:#}");
     assert!(!text.contains(SENTINEL), "/status leaked: {status:#}");
-    let (_, metrics) = e2e_support::http_get(agent.port, "/metrics").await?;
+    let (_, metrics) = testkit::agent::http_get(agent.port, "/metrics").await?;
     assert!(!metrics.contains(SENTINEL));
 
     // The repository fixes the chart: the in-chart link is installed, the agent converges.
@@ -255,7 +259,7 @@ async fn values_files_that_are_symlinks() -> anyhow::Result<()> {
             let work = tempfile::tempdir()?;
             let args = s.plan_args(work.path());
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = run_strata(&args, &[], TIMEOUT).await?;
+            let out = run_strata(testkit::strata_bin!(), &args, &[], TIMEOUT).await?;
             let all = format!("{}\n{}", out.stdout, out.stderr);
             assert!(!all.contains(SENTINEL), "leaked:\n{all}");
             anyhow::Ok((
