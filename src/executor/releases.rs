@@ -123,9 +123,9 @@ struct RawMeta {
     app_version: Option<String>,
 }
 
-/// Decodes the value of a release Secret's `data.release` (after the API's base64, i.e. as
-/// kube-rs returns it): base64, then gzip (when the gzip magic is present), then JSON.
-pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
+/// The JSON of a release Secret's `data.release` (as kube-rs returns it): base64, then gzip
+/// when the gzip magic is present, at most [`MAX_RECORD`] bytes.
+fn release_json(data: &[u8]) -> Result<Vec<u8>, String> {
     use base64::Engine;
     let text: Vec<u8> = data
         .iter()
@@ -150,6 +150,13 @@ pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
     } else {
         raw
     };
+    Ok(json)
+}
+
+/// Decodes the value of a release Secret's `data.release` (after the API's base64, i.e. as
+/// kube-rs returns it): base64, then gzip (when the gzip magic is present), then JSON.
+pub fn decode_release(data: &[u8]) -> Result<ReleaseRecord, String> {
+    let json = release_json(data)?;
     parse_record(&json).map_err(|e| format!("the release JSON is invalid: {e}"))
 }
 
@@ -343,7 +350,6 @@ pub async fn mark_failed(
     revision: u64,
     description: &str,
 ) -> Result<bool> {
-    use base64::Engine;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secrets = list_secrets(client, namespace, release).await?;
     let Some(mut secret) = secrets
@@ -361,25 +367,7 @@ pub async fn mark_failed(
     let Some(data) = secret.data.as_mut().and_then(|d| d.get_mut("release")) else {
         return Ok(false);
     };
-    let text: Vec<u8> = data
-        .0
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(&text)
-        .map_err(|e| err(format!("data.release is not base64: {e}")))?;
-    let json = if raw.starts_with(&[0x1f, 0x8b, 0x08]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_RECORD + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("data.release is not valid gzip: {e}")))?;
-        out
-    } else {
-        raw
-    };
+    let json = release_json(&data.0).map_err(err)?;
     let mut record: serde_json::Value =
         serde_json::from_slice(&json).map_err(|e| err(format!("invalid JSON: {e}")))?;
     match set_failed(&mut record, description) {
