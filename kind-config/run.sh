@@ -79,7 +79,8 @@ trap cleanup EXIT
 # 1. Image and cluster.
 say "building $image (helm $helm_major)"
 docker build --build-arg "HELM_MAJOR=$helm_major" -t "$image" "$repo"
-if ! kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+clusters=$(kind get clusters 2>/dev/null || true)
+if ! grep -qx "$cluster" <<<"$clusters"; then
   say "creating kind cluster $cluster"
   kind create cluster --name "$cluster" --config "$repo/kind-config/cluster.yaml" --wait 120s
   created=1

@@ -58,7 +58,10 @@ if [ -z "$strata" ]; then
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   musl=x86_64-unknown-linux-musl
-  if rustup target list --installed 2>/dev/null | grep -qx "$musl" && command -v musl-gcc >/dev/null; then
+  # Whole outputs are captured before grep reads them: with pipefail, `cmd | grep -q` fails by
+  # chance when grep exits at its first match and cmd then dies of SIGPIPE.
+  installed_targets=$(rustup target list --installed 2>/dev/null || true)
+  if grep -qx "$musl" <<<"$installed_targets" && command -v musl-gcc >/dev/null; then
     say "building strata as the image does (cargo build --release --locked --target $musl)"
     (cd "$repo" && CC_x86_64_unknown_linux_musl=musl-gcc \
       cargo build --release --locked --target "$musl" -p strata --bin strata)
@@ -71,7 +74,8 @@ if [ -z "$strata" ]; then
 fi
 [ -x "$strata" ] || fail "strata binary not found at $strata"
 extra_elf=()
-if ldd "$strata" 2>&1 | grep -q '=>'; then
+ldd_out=$(ldd "$strata" 2>&1 || true)
+if grep -q '=>' <<<"$ldd_out"; then
   say "note: $strata is dynamically linked; adding its libraries to the rootfs (the image's musl build is static and needs none)"
   extra_elf=("$strata")
 fi

@@ -544,6 +544,28 @@ fn delivery_scripts_are_valid_bash() -> Result<()> {
             script.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Under pipefail, `producer | grep -q` fails by chance: grep exits at its first match,
+        // the producer dies of SIGPIPE, and the pipeline's status is 141 (this made CI miss
+        // that the agent binary is dynamically linked).
+        let text = std::fs::read_to_string(&script)?;
+        if text.contains("pipefail") {
+            let racy: Vec<String> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim_start().starts_with('#'))
+                .filter(|(_, l)| {
+                    l.split('|')
+                        .skip(1)
+                        .any(|cmd| cmd.trim_start().starts_with("grep -q"))
+                })
+                .map(|(n, l)| format!("{}:{}: {}", script.display(), n + 1, l.trim()))
+                .collect();
+            ensure!(
+                racy.is_empty(),
+                "pipes into `grep -q` under pipefail (capture the output first):\n{}",
+                racy.join("\n")
+            );
+        }
         if let Some(shellcheck) = which("shellcheck") {
             let out = Command::new(shellcheck).arg(&script).output()?;
             ensure!(
