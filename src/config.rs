@@ -611,49 +611,12 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parse a Go-style duration: a sequence of `<number><unit>` with units `ms`, `s`, `m`, `h`
-/// (`90s`, `5m`, `1h30m`, `1.5h`, `500ms`). A bare `0` is zero.
+/// Parse a duration flag with the same grammar as helm's `--timeout` and the profile list's
+/// durations (core's [`strata_core::GoDuration`]: `90s`, `5m`, `1h30m`, `1.5h`, `500ms`; a bare `0` is zero).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if t.is_empty() {
-        return Err("empty duration; use e.g. 30s, 5m, 1h30m".into());
-    }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} lacks a unit (ms, s, m, h)"))?;
-        if num_len == 0 {
-            return Err(format!(
-                "invalid duration {text:?}; use e.g. 30s, 5m, 1h30m"
-            ));
-        }
-        let n: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {text:?}"))?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            u => {
-                return Err(format!(
-                    "unknown unit {u:?} in duration {text:?}; use ms, s, m or h"
-                ));
-            }
-        };
-        total += n * factor;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|e| format!("duration {text:?}: {e}"))
+    strata_core::GoDuration::parse(text)
+        .map(|d| d.as_duration())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -673,6 +636,16 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m5").is_err());
         assert!(parse_duration("").is_err());
+        // One grammar with helm's --timeout: the units Go knows, and the reason in the error.
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        let err = parse_duration("-5s").unwrap_err();
+        assert!(err.contains("negative") && err.contains("1h30m"), "{err}");
+        assert!(
+            parse_duration("5x")
+                .unwrap_err()
+                .contains("unknown unit `x`")
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use strata::executor::process::Redactor;
-use strata::source::charts::{ChartStore, Error, HttpOptions, RepoAuth, RepoSpec};
+use strata::source::auth::BasicAuth;
+use strata::source::charts::{ChartStore, Error, HttpOptions, RepoSpec};
 use strata_core::version::VersionConstraint;
 use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::{ChartRepo, HelmBin};
@@ -203,7 +204,7 @@ async fn basic_auth_repositories() -> anyhow::Result<()> {
         "{err}"
     );
 
-    let spec = RepoSpec::new("private", repo.url()).with_auth(RepoAuth {
+    let spec = RepoSpec::new("private", repo.url()).with_auth(BasicAuth {
         username: "bob".into(),
         password: "RepoPassw0rd".into(),
     });

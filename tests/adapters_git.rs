@@ -2,7 +2,8 @@
 //! a local path and file:// URLs.
 
 use strata::executor::process::Redactor;
-use strata::source::git::{BasicAuth, FetchFailure, GitAuth, GitSource};
+use strata::source::auth::BasicAuth;
+use strata::source::git::{FetchFailure, GitAuth, GitSource};
 use testkit::{GitServer, TestRepo};
 
 fn source(url: &str, reference: &str, cache: &std::path::Path) -> GitSource {

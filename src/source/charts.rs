@@ -16,6 +16,7 @@ use sha2::Digest;
 use strata_core::version::VersionConstraint;
 
 use crate::executor::process::Redactor;
+use crate::source::auth::BasicAuth;
 use crate::source::tree;
 
 /// Largest chart archive downloaded.
@@ -102,19 +103,6 @@ impl Error {
     }
 }
 
-/// Basic auth for a chart repository. `Debug` hides the password.
-#[derive(Clone)]
-pub struct RepoAuth {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for RepoAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RepoAuth({}, ***)", self.username)
-    }
-}
-
 /// The kind of a repository, from its URL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RepoKind {
@@ -127,7 +115,7 @@ pub enum RepoKind {
 pub struct RepoSpec {
     pub name: String,
     pub url: String,
-    pub auth: Option<RepoAuth>,
+    pub auth: Option<BasicAuth>,
 }
 
 impl RepoSpec {
@@ -139,7 +127,7 @@ impl RepoSpec {
         }
     }
 
-    pub fn with_auth(mut self, auth: RepoAuth) -> Self {
+    pub fn with_auth(mut self, auth: BasicAuth) -> Self {
         self.auth = Some(auth);
         self
     }

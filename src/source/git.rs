@@ -8,10 +8,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use sha2::Digest;
 
 use crate::executor::process::{self, Command, Redactor};
+use crate::source::auth::BasicAuth;
 use crate::source::tree::{self, Node, Resolved, Resolver, Step};
 
 /// Default timeout of one git command.
@@ -77,12 +77,6 @@ pub enum Error {
         path.display()
     )]
     Corrupt { path: PathBuf, message: String },
-    #[error("could not read credentials from {}: {source}", path.display())]
-    Credentials {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("could not prepare {}", crate::source::disk::describe(path, source))]
     Io {
         path: PathBuf,
@@ -128,48 +122,6 @@ impl std::fmt::Debug for GitAuth {
             .field("known_hosts", &self.known_hosts)
             .finish()
     }
-}
-
-/// HTTP basic auth. `Debug` never shows the password.
-#[derive(Clone)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BasicAuth({}, ***)", self.username)
-    }
-}
-
-impl BasicAuth {
-    /// Reads the password (or token) from a file (trailing newline removed); the username
-    /// from a file too, or `username` (e.g. `git` for token-only servers).
-    pub fn from_files(username: UsernameSource<'_>, password_file: &Path) -> Result<Self> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|source| Error::Credentials {
-                    path: p.to_path_buf(),
-                    source,
-                })
-        };
-        let username = match username {
-            UsernameSource::Value(v) => v.to_string(),
-            UsernameSource::File(p) => read(p)?,
-        };
-        Ok(Self {
-            username,
-            password: read(password_file)?,
-        })
-    }
-}
-
-/// Where the basic-auth username comes from.
-pub enum UsernameSource<'a> {
-    Value(&'a str),
-    File(&'a Path),
 }
 
 /// A fetched revision.
@@ -313,7 +265,7 @@ impl GitSource {
         let cache_dir = cache_dir.into();
         if let Some(b) = &auth.basic {
             redactor.add(b.password.clone());
-            redactor.add(basic_header_value(b));
+            redactor.add(b.encoded());
         }
         let key = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
         Self {
@@ -379,7 +331,7 @@ impl GitSource {
         if let Some(b) = &self.auth.basic {
             config.push((
                 "http.extraHeader".into(),
-                format!("Authorization: Basic {}", basic_header_value(b)),
+                format!("Authorization: {}", b.header_value()),
             ));
         }
         env.push(("GIT_CONFIG_COUNT".into(), config.len().to_string().into()));
@@ -1017,10 +969,6 @@ fn prune_checkouts(root: &Path, current: &Path, keep: usize) {
     }
 }
 
-fn basic_header_value(b: &BasicAuth) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.username, b.password))
-}
-
 /// Normalises a repository path: no leading `/` or `./`, no `..`, no empty path.
 pub fn clean_path(path: &str) -> Result<String> {
     let parts: Vec<&str> = path
@@ -1214,7 +1162,7 @@ mod tests {
         let env = src.env();
         assert!(env.iter().any(|(_, v)| {
             v.to_string_lossy()
-                .contains(&basic_header_value(auth.basic.as_ref().unwrap()))
+                .contains(&auth.basic.as_ref().unwrap().encoded())
         }));
         let cmd = src.git(&["fetch"]);
         assert!(
@@ -1251,26 +1199,5 @@ mod tests {
         .unwrap();
         assert!(tofu.contains("StrictHostKeyChecking=accept-new"), "{tofu}");
         assert!(tofu.contains("/w/home/known_hosts"), "{tofu}");
-    }
-
-    #[test]
-    fn basic_auth_reads_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("u"), "carol\n").unwrap();
-        std::fs::write(dir.path().join("p"), "tok3n\n").unwrap();
-        let b = BasicAuth::from_files(
-            UsernameSource::File(&dir.path().join("u")),
-            &dir.path().join("p"),
-        )
-        .unwrap();
-        assert_eq!(
-            (b.username.as_str(), b.password.as_str()),
-            ("carol", "tok3n")
-        );
-        let b = BasicAuth::from_files(UsernameSource::Value("git"), &dir.path().join("p")).unwrap();
-        assert_eq!(b.username, "git");
-        assert!(
-            BasicAuth::from_files(UsernameSource::Value("git"), &dir.path().join("nope")).is_err()
-        );
     }
 }

@@ -15,14 +15,15 @@ use strata_core::profiles::{ChartRef, LayeringModel, ProfileList, ValuesFrom};
 use crate::config::SourceConfig;
 use crate::executor::process::Redactor;
 use crate::observe::status::{LayerId, ProblemView};
-use crate::source::charts::{ChartStore, RepoAuth, RepoSpec};
-use crate::source::git::{BasicAuth, GitAuth, GitSource, UsernameSource};
+use crate::source::auth::{BasicAuth, UsernameSource};
+use crate::source::charts::{ChartStore, RepoSpec};
+use crate::source::git::{GitAuth, GitSource};
 
 /// Errors setting up the source (bad credentials files).
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("Git credentials: {0}")]
-    Credentials(#[from] crate::source::git::Error),
+    Credentials(#[from] crate::source::auth::CredentialsError),
     #[error("cannot prepare the chart cache: {0}")]
     Charts(#[from] crate::source::charts::Error),
 }
@@ -170,7 +171,7 @@ impl Loader {
         &self,
         repo: &strata_core::profiles::Repository,
         list_path: &str,
-    ) -> Result<Option<RepoAuth>, Failure> {
+    ) -> Result<Option<BasicAuth>, Failure> {
         let (Some(r), Some(src)) = (&repo.secret_ref, &self.secrets) else {
             return Ok(None);
         };
@@ -229,7 +230,7 @@ impl Loader {
         let password = fields.pop().unwrap_or_default();
         let username = fields.pop().unwrap_or_default();
         self.redactor.add(password.clone());
-        Ok(Some(RepoAuth { username, password }))
+        Ok(Some(BasicAuth::new(username, password)))
     }
 
     /// The values of one `valuesFrom` entry (`None`: optional and missing, or no cluster).
@@ -434,7 +435,7 @@ impl Loader {
         let mut chart_paths = BTreeMap::new();
         let mut values = BTreeMap::new();
         // Credentials of the repositories that have a secretRef (read once per load).
-        let mut repo_auth: BTreeMap<String, Option<RepoAuth>> = BTreeMap::new();
+        let mut repo_auth: BTreeMap<String, Option<BasicAuth>> = BTreeMap::new();
         for repo in &list.repositories {
             match self.repository_auth(repo, path).await {
                 Ok(a) => {
