@@ -179,8 +179,11 @@ impl<D: HelmDriver> Runner<D> {
         });
     }
 
+    /// One attempt at a release: observe (helm's storage) -> decide (core's `next_action`) ->
+    /// execute (the helm door) -> record (status and retry book), until the release is Ready
+    /// or the decision says to stop.
     async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
-        use strata_core::reconcile::{Action, Inputs, LockState};
+        use strata_core::reconcile::{Inputs, LockState};
         let desired = strata_core::reconcile::DesiredRelease {
             name: job.release.clone(),
             namespace: job.namespace.clone(),
@@ -206,43 +209,16 @@ impl<D: HelmDriver> Runner<D> {
         // (a step repeated because the API was unavailable is not counted).
         let mut steps = 0;
         while steps < 8 {
-            let record = match self.driver.latest(&job.namespace, &job.release).await {
-                Ok(record) => record,
-                Err(e) if e.class() == ErrorClass::Unavailable => {
-                    let msg = format!("cannot read the release state: {e}");
-                    match self.blip(job, &mut blips, &msg).await {
+            let observed = match self.observe(job, &mut inputs).await {
+                Ok(observed) => observed,
+                Err(f) if f.class == ErrorClass::Unavailable => {
+                    match self.blip(job, &mut blips, &f.message).await {
                         Some(()) => continue,
-                        None => return self.fail(job, blips.gave_up(&msg)),
+                        None => return self.fail(job, blips.gave_up(&f.message)),
                     }
                 }
-                Err(e) => {
-                    let msg = format!("cannot read the release state: {e}");
-                    return self.fail(job, msg);
-                }
+                Err(f) => return self.fail(job, f.message),
             };
-            let observed = record.as_ref().map(|r| r.observed());
-            if observed.as_ref().is_some_and(|o| {
-                !matches!(
-                    o.status,
-                    strata_core::reconcile::ReleaseStatus::Deployed
-                        | strata_core::reconcile::ReleaseStatus::Uninstalled
-                )
-            }) {
-                // A rollback target may be needed: the last deployed revision from history.
-                inputs.last_deployed_revision = match self
-                    .driver
-                    .history(&job.namespace, &job.release)
-                    .await
-                {
-                    Ok(h) => strata_core::reconcile::last_deployed_revision(
-                        h.iter().map(|(r, s)| (*r, s)),
-                    ),
-                    Err(e) => {
-                        tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "release history not readable");
-                        None
-                    }
-                };
-            }
             let action = strata_core::reconcile::next_action(
                 &desired,
                 observed.as_ref(),
@@ -250,119 +226,17 @@ impl<D: HelmDriver> Runner<D> {
                 jiff::Timestamp::now(),
             );
             tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
-            let kind = action.kind();
-            match &action {
-                Action::NoOp => {
-                    let revision = observed.as_ref().map(|o| u64::from(o.revision));
-                    let fresh = inputs.performed.is_empty();
-                    self.set(job, |r| {
-                        if fresh {
-                            r.action = Some("none".into());
-                        }
-                        r.helm_revision = revision;
-                        r.not_ready.clear();
-                        if r.phase != ReleasePhase::Ready {
-                            r.phase = ReleasePhase::Ready;
-                            r.ready_at = Some(now_rfc3339());
-                            r.message =
-                                Some("already deployed at this chart version and values".into());
-                        }
-                    });
-                    tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
-                    self.retries.succeeded(&job.namespace, &job.release);
-                    return ReleaseResult::Ready;
-                }
-                Action::Blocked { reason } => {
-                    // e.g. a release left pending with no revision to roll back to: no helm
-                    // runs; the reason says what a user can do.
-                    self.set(job, |r| r.action = Some("blocked".into()));
-                    return self.fail(job, reason.clone());
-                }
-                Action::Stalled { reason } => {
-                    self.set(job, |r| r.action = Some("stalled".into()));
-                    return self.fail_with(job, format!("stalled: {reason}"), false);
-                }
-                Action::Backoff { would, reason, .. } => {
-                    // Backing off after failures: no helm process now, no new failure counted.
-                    self.set(job, |r| r.action = Some(would.as_str().to_string()));
-                    return self.fail_with(job, reason.clone(), false);
-                }
-                Action::AwaitRetry { reason } => {
-                    let f = failure
-                        .take()
-                        .unwrap_or_else(|| Failure::transient(reason.clone()));
-                    let first = f.message.clone();
-                    let message = match self.record_failure(job, f) {
-                        Next::RetryAt { at, .. } => {
-                            format!("{first}; {reason} (next attempt not before {at})")
-                        }
-                        Next::Stalled { reason } => format!("stalled: {reason}"),
-                    };
-                    return self.fail(job, message);
-                }
-                _ => {}
+            if let Some(end) = self.conclude(job, &action, observed.as_ref(), &inputs, &mut failure)
+            {
+                return end;
             }
-            let Some(kind) = kind else {
+            let Some(kind) = action.kind() else {
                 return self.fail(job, format!("no way to run `{action}`"));
             };
             inputs.performed.push(kind);
             steps += 1;
             let previous = observed.as_ref().map(|o| u64::from(o.revision));
-            let timeout = job.timeout.unwrap_or(self.default_timeout);
-            let step = match &action {
-                Action::Install { reason } => {
-                    self.helm_upgrade(job, "install", reason, previous).await
-                }
-                Action::Upgrade { reason } => {
-                    self.helm_upgrade(job, "upgrade", &reason.to_string(), previous)
-                        .await
-                }
-                Action::RecoverPendingInstall { reason } => {
-                    match self.uninstall(job, kind, reason, timeout).await {
-                        Ok(()) => {
-                            // The uninstall removed every revision: the install starts afresh.
-                            let r = self.helm_upgrade(job, kind.as_str(), reason, None).await;
-                            self.record_step(job, kind, reason, &r);
-                            r
-                        }
-                        Err(f) => Err(f),
-                    }
-                }
-                Action::RollbackThenUpgrade {
-                    to_revision,
-                    reason,
-                } => match match self.unlock(job, kind, reason, previous).await {
-                    Ok(()) => {
-                        self.rollback(job, kind, *to_revision, reason, timeout)
-                            .await
-                    }
-                    Err(f) => Err(f),
-                } {
-                    Ok(()) => {
-                        let after = previous.map(|p| p + 1);
-                        let r = self.helm_upgrade(job, kind.as_str(), reason, after).await;
-                        self.record_step(job, kind, reason, &r);
-                        r
-                    }
-                    Err(f) => Err(f),
-                },
-                Action::RemediateRollback {
-                    to_revision,
-                    reason,
-                } => self
-                    .rollback(job, kind, *to_revision, reason, timeout)
-                    .await
-                    .map(|()| {
-                        self.record_action(job, kind, reason, None);
-                    }),
-                Action::RemediateUninstall { reason } => {
-                    self.uninstall(job, kind, reason, timeout).await.map(|()| {
-                        self.record_action(job, kind, reason, None);
-                    })
-                }
-                other => Err(Failure::permanent(format!("no way to run `{other}`"))),
-            };
-            match step {
+            match self.execute(job, &action, kind, previous).await {
                 Err(f) if f.class == ErrorClass::Unavailable => {
                     // Not the release's fault: the same step again after a short wait, not
                     // counted, no remediation.
@@ -390,6 +264,166 @@ impl<D: HelmDriver> Runner<D> {
         let message = f.message.clone();
         self.record_failure(job, f);
         self.fail(job, message)
+    }
+
+    /// Observe: the release's latest record in helm's storage and, when it is not settled, the
+    /// last deployed revision a rollback could return to (into `inputs`).
+    async fn observe(
+        &self,
+        job: &ReleaseJob,
+        inputs: &mut strata_core::reconcile::Inputs,
+    ) -> Result<Option<strata_core::reconcile::ObservedRelease>, Failure> {
+        use strata_core::reconcile::ReleaseStatus;
+        let record = self
+            .driver
+            .latest(&job.namespace, &job.release)
+            .await
+            .map_err(|e| Failure {
+                class: e.class(),
+                message: format!("cannot read the release state: {e}"),
+                retry_after: None,
+            })?;
+        let observed = record.as_ref().map(|r| r.observed());
+        let settled = |o: &strata_core::reconcile::ObservedRelease| {
+            matches!(
+                o.status,
+                ReleaseStatus::Deployed | ReleaseStatus::Uninstalled
+            )
+        };
+        if observed.as_ref().is_some_and(|o| !settled(o)) {
+            inputs.last_deployed_revision = match self
+                .driver
+                .history(&job.namespace, &job.release)
+                .await
+            {
+                Ok(h) => {
+                    strata_core::reconcile::last_deployed_revision(h.iter().map(|(r, s)| (*r, s)))
+                }
+                Err(e) => {
+                    tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "release history not readable");
+                    None
+                }
+            };
+        }
+        Ok(observed)
+    }
+
+    /// Record the decisions that end an attempt without running helm (up to date, blocked,
+    /// stalled, backing off, or a failure to account for); `None` for an action to execute.
+    fn conclude(
+        &self,
+        job: &ReleaseJob,
+        action: &strata_core::reconcile::Action,
+        observed: Option<&strata_core::reconcile::ObservedRelease>,
+        inputs: &strata_core::reconcile::Inputs,
+        failure: &mut Option<Failure>,
+    ) -> Option<ReleaseResult> {
+        use strata_core::reconcile::Action;
+        Some(match action {
+            Action::NoOp => {
+                let revision = observed.map(|o| u64::from(o.revision));
+                let fresh = inputs.performed.is_empty();
+                self.set(job, |r| {
+                    if fresh {
+                        r.action = Some("none".into());
+                    }
+                    r.helm_revision = revision;
+                    r.not_ready.clear();
+                    if r.phase != ReleasePhase::Ready {
+                        r.phase = ReleasePhase::Ready;
+                        r.ready_at = Some(now_rfc3339());
+                        r.message =
+                            Some("already deployed at this chart version and values".into());
+                    }
+                });
+                tracing::debug!(release = %job.release, namespace = %job.namespace, "up to date: helm not run");
+                self.retries.succeeded(&job.namespace, &job.release);
+                ReleaseResult::Ready
+            }
+            Action::Blocked { reason } => {
+                // e.g. a release left pending with no revision to roll back to: no helm
+                // runs; the reason says what a user can do.
+                self.set(job, |r| r.action = Some("blocked".into()));
+                self.fail(job, reason.clone())
+            }
+            Action::Stalled { reason } => {
+                self.set(job, |r| r.action = Some("stalled".into()));
+                self.fail_with(job, format!("stalled: {reason}"), false)
+            }
+            Action::Backoff { would, reason, .. } => {
+                // Backing off after failures: no helm process now, no new failure counted.
+                self.set(job, |r| r.action = Some(would.as_str().to_string()));
+                self.fail_with(job, reason.clone(), false)
+            }
+            Action::AwaitRetry { reason } => {
+                let f = failure
+                    .take()
+                    .unwrap_or_else(|| Failure::transient(reason.clone()));
+                let first = f.message.clone();
+                let message = match self.record_failure(job, f) {
+                    Next::RetryAt { at, .. } => {
+                        format!("{first}; {reason} (next attempt not before {at})")
+                    }
+                    Next::Stalled { reason } => format!("stalled: {reason}"),
+                };
+                self.fail(job, message)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Execute: one decided action through the helm door (an upgrade, or a recovery or
+    /// remediation step, each recorded in status as it runs).
+    async fn execute(
+        &self,
+        job: &ReleaseJob,
+        action: &strata_core::reconcile::Action,
+        kind: strata_core::reconcile::ActionKind,
+        previous: Option<u64>,
+    ) -> Result<(), Failure> {
+        use strata_core::reconcile::Action;
+        let timeout = job.timeout.unwrap_or(self.default_timeout);
+        match action {
+            Action::Install { reason } => self.helm_upgrade(job, "install", reason, previous).await,
+            Action::Upgrade { reason } => {
+                self.helm_upgrade(job, "upgrade", &reason.to_string(), previous)
+                    .await
+            }
+            Action::RecoverPendingInstall { reason } => {
+                self.uninstall(job, kind, reason, timeout).await?;
+                // The uninstall removed every revision: the install starts afresh.
+                let r = self.helm_upgrade(job, kind.as_str(), reason, None).await;
+                self.record_step(job, kind, reason, &r);
+                r
+            }
+            Action::RollbackThenUpgrade {
+                to_revision,
+                reason,
+            } => {
+                self.unlock(job, kind, reason, previous).await?;
+                self.rollback(job, kind, *to_revision, reason, timeout)
+                    .await?;
+                let after = previous.map(|p| p + 1);
+                let r = self.helm_upgrade(job, kind.as_str(), reason, after).await;
+                self.record_step(job, kind, reason, &r);
+                r
+            }
+            Action::RemediateRollback {
+                to_revision,
+                reason,
+            } => {
+                self.rollback(job, kind, *to_revision, reason, timeout)
+                    .await?;
+                self.record_action(job, kind, reason, None);
+                Ok(())
+            }
+            Action::RemediateUninstall { reason } => {
+                self.uninstall(job, kind, reason, timeout).await?;
+                self.record_action(job, kind, reason, None);
+                Ok(())
+            }
+            other => Err(Failure::permanent(format!("no way to run `{other}`"))),
+        }
     }
 
     /// `helm uninstall` as a recovery or remediation step.

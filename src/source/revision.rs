@@ -399,41 +399,9 @@ impl Loader {
             })?;
         let list = strata_core::profiles::parse(path, &text)
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
-        let mut problems: Vec<ProblemView> = Vec::new();
-        let mut unavailable: Vec<String> = Vec::new();
-        let mut sink = |f: Failure, problems: &mut Vec<ProblemView>| match f {
-            Failure::Problem(p) => problems.push(p),
-            Failure::Unavailable(m) => unavailable.push(m),
-        };
-
-        // Allocation file (model `allocated`).
-        let allocation = match (&list.layering.model, &list.layering.allocation_file) {
-            (LayeringModel::Allocated, Some(file)) => {
-                match self
-                    .read_text(commit, file, (path, "layering.allocationFile"))
-                    .await
-                {
-                    Ok(t) => match strata_core::allocation::parse(file, &t) {
-                        Ok(a) => Some(a),
-                        Err(ps) => {
-                            problems.extend(ps.iter().map(view));
-                            None
-                        }
-                    },
-                    Err(f) => {
-                        sink(f, &mut problems);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-
-        // Charts (each pulled once, cached by digest) and values.
-        let mut checkout: Option<PathBuf> = None;
-        let mut charts = BTreeMap::new();
-        let mut chart_paths = BTreeMap::new();
-        let mut values = BTreeMap::new();
+        let at = At { commit, list: path };
+        let mut found = Findings::default();
+        let allocation = self.allocation(at, &list, &mut found).await;
         // Credentials of the repositories that have a secretRef (read once per load).
         let mut repo_auth: BTreeMap<String, Option<BasicAuth>> = BTreeMap::new();
         for repo in &list.repositories {
@@ -441,171 +409,27 @@ impl Loader {
                 Ok(a) => {
                     repo_auth.insert(repo.name.clone(), a);
                 }
-                Err(f) => sink(f, &mut problems),
+                Err(f) => found.add(f),
             }
         }
+        // Charts (each pulled once, cached by digest) and values.
+        let mut checkout: Option<PathBuf> = None;
+        let mut charts = BTreeMap::new();
+        let mut chart_paths = BTreeMap::new();
+        let mut values = BTreeMap::new();
         for profile in &list.profiles {
-            let field = |f: &str| format!("profiles[{}].{f}", profile.name);
-            // Values files, then inline values.
-            let mut files = Vec::new();
-            for (i, vf) in profile.values_files.iter().enumerate() {
-                match self
-                    .read_text(commit, vf, (path, &field(&format!("valuesFiles[{i}]"))))
-                    .await
-                {
-                    Ok(t) => match strata_core::values::parse_file(vf, &t) {
-                        Ok(v) => files.push((vf.clone(), v)),
-                        Err(ps) => problems.extend(ps.iter().map(view)),
-                    },
-                    Err(f) => sink(f, &mut problems),
-                }
+            if let Some(v) = self.profile_values(at, profile, &mut found).await {
+                values.insert(profile.name.clone(), v);
             }
-            // Then values from Secrets, in order.
-            for (i, entry) in profile.values_from.iter().enumerate() {
-                match self
-                    .secret_values(
-                        entry,
-                        path,
-                        &field(&format!("valuesFrom[{i}]")),
-                        &profile.name,
-                    )
-                    .await
-                {
-                    Ok(Some(v)) => files.push(v),
-                    Ok(None) => {}
-                    Err(f) => sink(f, &mut problems),
-                }
-            }
-            let inline = serde_json::Value::Object(profile.values.clone());
-            match strata_core::values::merge(&files, &inline) {
-                Ok(v) => {
-                    if let Err(e) = strata_core::limits::check_values(&profile.name, &v) {
-                        problems.push(ProblemView {
-                            file: path.to_string(),
-                            field: field("values"),
-                            message: e.to_string(),
-                        });
-                    }
-                    values.insert(profile.name.clone(), v);
-                }
-                Err(ps) => problems.extend(ps.iter().map(view)),
-            }
-
-            // The chart.
-            let pulled = match &profile.chart {
-                ChartRef::Repository { repository, name } => {
-                    let Some(repo) = list.repository(repository) else {
-                        continue; // reported by the parser
-                    };
-                    let Some(constraint) = &profile.version else {
-                        continue; // reported by the parser
-                    };
-                    let mut spec = RepoSpec::new(&repo.name, &repo.url);
-                    match repo_auth.get(&repo.name) {
-                        Some(Some(auth)) => spec = spec.with_auth(auth.clone()),
-                        Some(None) => {}
-                        None => continue, // its Secret is a problem already
-                    }
-                    self.charts
-                        .pull(spec, name, constraint)
-                        .await
-                        .map(|c| {
-                            (
-                                c.path,
-                                c.chart_yaml,
-                                format!("{name}-{}.tgz:Chart.yaml", c.version),
-                            )
-                        })
-                        .map_err(|e| {
-                            if is_transient(&e) {
-                                Failure::Unavailable(e.to_string())
-                            } else {
-                                Failure::Problem(ProblemView {
-                                    file: path.to_string(),
-                                    field: field("chart"),
-                                    message: e.to_string(),
-                                })
-                            }
-                        })
-                }
-                ChartRef::Path { path: chart_dir } => {
-                    if checkout.is_none() {
-                        match self.git.checkout(commit).await {
-                            Ok(dir) => checkout = Some(dir),
-                            Err(e) => {
-                                sink(
-                                    Failure::Unavailable(format!(
-                                        "cannot check out commit {commit}: {e}"
-                                    )),
-                                    &mut problems,
-                                );
-                                continue;
-                            }
-                        }
-                    }
-                    // Every symlink of the chart stays inside it (helm follows them).
-                    let dir = match checkout
-                        .as_ref()
-                        .map(|c| crate::source::tree::check_chart_dir(c, chart_dir))
-                    {
-                        Some(Ok(dir)) => Some(dir),
-                        Some(Err(messages)) => {
-                            problems.extend(messages.into_iter().map(|message| ProblemView {
-                                file: path.to_string(),
-                                field: field("chart.path"),
-                                message,
-                            }));
-                            None
-                        }
-                        None => None,
-                    };
-                    let chart_file = format!("{chart_dir}/Chart.yaml");
-                    match (
-                        dir,
-                        self.read_text(commit, &chart_file, (path, &field("chart.path")))
-                            .await,
-                    ) {
-                        (Some(dir), Ok(text)) => Ok((dir, text, chart_file)),
-                        (_, Err(f)) => Err(f),
-                        (None, Ok(_)) => continue,
-                    }
-                }
-            };
-            match pulled {
-                Ok((chart_path, chart_yaml, chart_file)) => {
-                    match strata_core::chart::parse_chart_yaml(&chart_file, &chart_yaml) {
-                        Ok(meta) => {
-                            if let (ChartRef::Path { .. }, Some(c)) =
-                                (&profile.chart, &profile.version)
-                                && !c.matches_str(&meta.version)
-                            {
-                                problems.push(ProblemView {
-                                    file: path.to_string(),
-                                    field: field("version"),
-                                    message: format!(
-                                        "the chart at this path has version {}, which does not match {}",
-                                        meta.version,
-                                        c.as_str()
-                                    ),
-                                });
-                            }
-                            charts.insert(profile.name.clone(), meta);
-                            chart_paths.insert(profile.name.clone(), chart_path);
-                        }
-                        Err(ps) => problems.extend(ps.iter().map(view)),
-                    }
-                }
-                Err(f) => sink(f, &mut problems),
+            let chart = self
+                .profile_chart(at, &list, profile, &repo_auth, &mut checkout, &mut found)
+                .await;
+            if let Some((meta, chart_path)) = chart {
+                charts.insert(profile.name.clone(), meta);
+                chart_paths.insert(profile.name.clone(), chart_path);
             }
         }
-        if !unavailable.is_empty() {
-            // Judging the revision needs every input: try again at the next interval.
-            return Err(LoadError::Unavailable(unavailable));
-        }
-        if !problems.is_empty() {
-            // Planning with missing charts would only add noise about them.
-            return Err(LoadError::Invalid(problems));
-        }
+        found.into_result()?;
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
         let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
@@ -616,6 +440,221 @@ impl Loader {
             plan,
             jobs,
         })
+    }
+
+    /// The allocation file of model `allocated`, parsed.
+    async fn allocation(
+        &self,
+        at: At<'_>,
+        list: &ProfileList,
+        found: &mut Findings,
+    ) -> Option<strata_core::allocation::Allocation> {
+        let (LayeringModel::Allocated, Some(file)) =
+            (&list.layering.model, &list.layering.allocation_file)
+        else {
+            return None;
+        };
+        let text = self
+            .read_text(at.commit, file, (at.list, "layering.allocationFile"))
+            .await
+            .map_err(|f| found.add(f))
+            .ok()?;
+        strata_core::allocation::parse(file, &text)
+            .map_err(|ps| found.problems.extend(ps.iter().map(view)))
+            .ok()
+    }
+
+    /// A profile's merged values: its values files, then its `valuesFrom` Secrets, in order,
+    /// then its inline values; within the size limits.
+    async fn profile_values(
+        &self,
+        at: At<'_>,
+        profile: &strata_core::profiles::Profile,
+        found: &mut Findings,
+    ) -> Option<serde_json::Value> {
+        let field = |f: &str| format!("profiles[{}].{f}", profile.name);
+        let mut files = Vec::new();
+        for (i, vf) in profile.values_files.iter().enumerate() {
+            match self
+                .read_text(
+                    at.commit,
+                    vf,
+                    (at.list, &field(&format!("valuesFiles[{i}]"))),
+                )
+                .await
+            {
+                Ok(t) => match strata_core::values::parse_file(vf, &t) {
+                    Ok(v) => files.push((vf.clone(), v)),
+                    Err(ps) => found.problems.extend(ps.iter().map(view)),
+                },
+                Err(f) => found.add(f),
+            }
+        }
+        for (i, entry) in profile.values_from.iter().enumerate() {
+            let field = field(&format!("valuesFrom[{i}]"));
+            match self
+                .secret_values(entry, at.list, &field, &profile.name)
+                .await
+            {
+                Ok(Some(v)) => files.push(v),
+                Ok(None) => {}
+                Err(f) => found.add(f),
+            }
+        }
+        let inline = serde_json::Value::Object(profile.values.clone());
+        let merged = strata_core::values::merge(&files, &inline)
+            .map_err(|ps| found.problems.extend(ps.iter().map(view)))
+            .ok()?;
+        if let Err(e) = strata_core::limits::check_values(&profile.name, &merged) {
+            found.problems.push(ProblemView {
+                file: at.list.to_string(),
+                field: field("values"),
+                message: e.to_string(),
+            });
+        }
+        Some(merged)
+    }
+
+    /// A profile's chart: pulled from its repository (cached by digest) or a directory of
+    /// the checkout whose symlinks stay inside it; its Chart.yaml parsed and, for a chart
+    /// from Git, its version checked against the profile's constraint.
+    async fn profile_chart(
+        &self,
+        at: At<'_>,
+        list: &ProfileList,
+        profile: &strata_core::profiles::Profile,
+        repo_auth: &BTreeMap<String, Option<BasicAuth>>,
+        checkout: &mut Option<PathBuf>,
+        found: &mut Findings,
+    ) -> Option<(strata_core::chart::ChartMeta, PathBuf)> {
+        let (commit, path) = (at.commit, at.list);
+        let field = |f: &str| format!("profiles[{}].{f}", profile.name);
+        let pulled = match &profile.chart {
+            ChartRef::Repository { repository, name } => {
+                // A missing repository or version is reported by the parser.
+                let repo = list.repository(repository)?;
+                let constraint = profile.version.as_ref()?;
+                let mut spec = RepoSpec::new(&repo.name, &repo.url);
+                // Without an entry, its Secret is a problem already.
+                if let Some(auth) = repo_auth.get(&repo.name)? {
+                    spec = spec.with_auth(auth.clone());
+                }
+                self.charts
+                    .pull(spec, name, constraint)
+                    .await
+                    .map(|c| {
+                        let file = format!("{name}-{}.tgz:Chart.yaml", c.version);
+                        (c.path, c.chart_yaml, file)
+                    })
+                    .map_err(|e| {
+                        if is_transient(&e) {
+                            Failure::Unavailable(e.to_string())
+                        } else {
+                            Failure::Problem(ProblemView {
+                                file: path.to_string(),
+                                field: field("chart"),
+                                message: e.to_string(),
+                            })
+                        }
+                    })
+            }
+            ChartRef::Path { path: chart_dir } => {
+                if checkout.is_none() {
+                    match self.git.checkout(commit).await {
+                        Ok(dir) => *checkout = Some(dir),
+                        Err(e) => {
+                            found.add(Failure::Unavailable(format!(
+                                "cannot check out commit {commit}: {e}"
+                            )));
+                            return None;
+                        }
+                    }
+                }
+                // Every symlink of the chart stays inside it (helm follows them).
+                let dir = match checkout
+                    .as_ref()
+                    .map(|c| crate::source::tree::check_chart_dir(c, chart_dir))
+                {
+                    Some(Ok(dir)) => Some(dir),
+                    Some(Err(messages)) => {
+                        found
+                            .problems
+                            .extend(messages.into_iter().map(|message| ProblemView {
+                                file: path.to_string(),
+                                field: field("chart.path"),
+                                message,
+                            }));
+                        None
+                    }
+                    None => None,
+                };
+                let chart_file = format!("{chart_dir}/Chart.yaml");
+                match (
+                    dir,
+                    self.read_text(commit, &chart_file, (path, &field("chart.path")))
+                        .await,
+                ) {
+                    (Some(dir), Ok(text)) => Ok((dir, text, chart_file)),
+                    (_, Err(f)) => Err(f),
+                    (None, Ok(_)) => return None,
+                }
+            }
+        };
+        let (chart_path, chart_yaml, chart_file) = pulled.map_err(|f| found.add(f)).ok()?;
+        let meta = strata_core::chart::parse_chart_yaml(&chart_file, &chart_yaml)
+            .map_err(|ps| found.problems.extend(ps.iter().map(view)))
+            .ok()?;
+        if let (ChartRef::Path { .. }, Some(c)) = (&profile.chart, &profile.version)
+            && !c.matches_str(&meta.version)
+        {
+            found.problems.push(ProblemView {
+                file: path.to_string(),
+                field: field("version"),
+                message: format!(
+                    "the chart at this path has version {}, which does not match {}",
+                    meta.version,
+                    c.as_str()
+                ),
+            });
+        }
+        Some((meta, chart_path))
+    }
+}
+
+/// Where a revision is read from: the commit, and the profile list's path in it (the file
+/// problems of the list's fields are reported against).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    commit: &'a str,
+    list: &'a str,
+}
+
+/// Everything wrong with a revision being loaded, gathered so that all of it is reported at
+/// once: problems of the revision, and inputs that could not be read now.
+#[derive(Default)]
+struct Findings {
+    problems: Vec<ProblemView>,
+    unavailable: Vec<String>,
+}
+
+impl Findings {
+    fn add(&mut self, f: Failure) {
+        match f {
+            Failure::Problem(p) => self.problems.push(p),
+            Failure::Unavailable(m) => self.unavailable.push(m),
+        }
+    }
+
+    fn into_result(self) -> Result<(), LoadError> {
+        if !self.unavailable.is_empty() {
+            // Judging the revision needs every input: try again at the next interval.
+            return Err(LoadError::Unavailable(self.unavailable));
+        }
+        if !self.problems.is_empty() {
+            // Planning with missing charts would only add noise about them.
+            return Err(LoadError::Invalid(self.problems));
+        }
+        Ok(())
     }
 }
 
