@@ -19,7 +19,8 @@
 //! | `--listen` | `STRATA_LISTEN` | `0.0.0.0:8080` |
 //! | `--kubeconfig` | `KUBECONFIG` | in-cluster configuration, else `~/.kube/config` |
 //! | `--namespace` | `STRATA_NAMESPACE` | the service account's namespace file, else `strata-system` |
-//! | `--once` | `STRATA_ONCE` | off |
+//! | `--once` | `STRATA_ONCE` | off (exit 0 when every layer is Ready, 1 on a Stalled release or an invalid revision, 2 at the deadline) |
+//! | `--once-timeout` | `STRATA_ONCE_TIMEOUT` | the longest helm timeout of the revision's releases (the deadline of `--once`) |
 //! | `--leader-elect` | `STRATA_LEADER_ELECT` | off (one active agent through a Lease) |
 //! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
@@ -102,9 +103,17 @@ pub struct SourceArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Apply once and exit: 0 when every layer is Ready, 1 otherwise.
+    /// Apply the revision and exit: 0 when every layer is Ready; 1 when it cannot be: a
+    /// release is Stalled (a permanent error, or `remediation.retries` failed attempts) or the
+    /// revision is invalid; 2 when --once-timeout passes first. Until then failures that may
+    /// pass (the Git server, a chart repository, the Kubernetes API, a release backing off)
+    /// are retried.
     #[arg(long, env = "STRATA_ONCE")]
     pub once: bool,
+    /// Deadline of --once, from the first cycle (Go-style duration). Default: the longest helm
+    /// timeout of the revision's releases (--default-timeout until a revision is loaded).
+    #[arg(long, env = "STRATA_ONCE_TIMEOUT", value_parser = parse_duration)]
+    pub once_timeout: Option<Duration>,
     /// How often to fetch the repository (Go-style duration: 30s, 1m, 1h30m).
     #[arg(long, env = "STRATA_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub interval: Duration,
@@ -302,6 +311,8 @@ impl WorkDir {
 pub struct AgentConfig {
     pub source: SourceConfig,
     pub once: bool,
+    /// The deadline of `once`; `None`: the longest helm timeout of the revision's releases.
+    pub once_timeout: Option<Duration>,
     pub interval: Duration,
     pub concurrency: usize,
     /// The helm binary (it exists; its version is detected when the agent starts).
@@ -324,6 +335,7 @@ impl AgentConfig {
         AgentBuilder {
             source,
             once: false,
+            once_timeout: None,
             interval: defaults::INTERVAL,
             concurrency: usize::from(defaults::CONCURRENCY),
             helm: PathBuf::from(defaults::HELM),
@@ -343,6 +355,7 @@ impl AgentConfig {
 pub struct AgentBuilder {
     pub source: SourceConfig,
     pub once: bool,
+    pub once_timeout: Option<Duration>,
     pub interval: Duration,
     pub concurrency: usize,
     pub helm: PathBuf,
@@ -360,6 +373,7 @@ impl From<RunArgs> for AgentBuilder {
         Self {
             source: a.source.into(),
             once: a.once,
+            once_timeout: a.once_timeout,
             interval: a.interval,
             concurrency: usize::from(a.concurrency),
             helm: a.helm,
@@ -381,6 +395,12 @@ pub fn compile(args: RunArgs) -> Result<AgentConfig, ConfigErrors> {
 impl AgentBuilder {
     pub fn once(mut self, once: bool) -> Self {
         self.once = once;
+        self
+    }
+
+    /// The deadline of `once` (see [`AgentConfig::once_timeout`]).
+    pub fn once_timeout(mut self, timeout: Duration) -> Self {
+        self.once_timeout = Some(timeout);
         self
     }
 
@@ -416,6 +436,7 @@ impl AgentBuilder {
         let Self {
             source,
             once,
+            once_timeout,
             interval,
             concurrency,
             helm,
@@ -436,6 +457,19 @@ impl AgentBuilder {
                 None
             }
         };
+        match once_timeout {
+            Some(t) if !once => problems.push(ConfigProblem::new(
+                Setting::OnceTimeout,
+                format!(
+                    "a deadline ({t:?}) is only used with --once (STRATA_ONCE); add --once or remove it"
+                ),
+            )),
+            Some(t) if t.is_zero() => problems.push(ConfigProblem::new(
+                Setting::OnceTimeout,
+                "the deadline of --once must be longer than 0; e.g. 10m".into(),
+            )),
+            _ => {}
+        }
         if let Err(reason) = check_program(&helm) {
             problems.push(ConfigProblem::new(Setting::Helm, reason));
         }
@@ -452,6 +486,7 @@ impl AgentBuilder {
             (Some(work_dir), true) => Ok(AgentConfig {
                 source,
                 once,
+                once_timeout,
                 interval,
                 concurrency,
                 helm,
@@ -556,6 +591,7 @@ fn is_executable(path: &Path) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Setting {
     AdminTokenFile,
+    OnceTimeout,
     Helm,
     GitPasswordFile,
     GitSshKeyFile,
@@ -567,6 +603,7 @@ impl Setting {
     pub fn names(self) -> (&'static str, &'static str) {
         match self {
             Self::AdminTokenFile => ("--admin-token-file", "STRATA_ADMIN_TOKEN_FILE"),
+            Self::OnceTimeout => ("--once-timeout", "STRATA_ONCE_TIMEOUT"),
             Self::Helm => ("--helm", "STRATA_HELM"),
             Self::GitPasswordFile => ("--git-password-file", "STRATA_GIT_PASSWORD_FILE"),
             Self::GitSshKeyFile => ("--git-ssh-key-file", "STRATA_GIT_SSH_KEY_FILE"),
@@ -785,6 +822,57 @@ mod tests {
         let errors = b.compile().unwrap_err();
         let settings: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
         assert_eq!(settings, [Setting::GitSshKeyFile, Setting::WorkDir]);
+    }
+
+    #[test]
+    fn once_timeout_flag_and_its_problems() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["strata", "run", "--git-url", "x"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Run(run) => run,
+                Command::Plan(_) => panic!("expected run"),
+            }
+        };
+        let run = parse(&["--once", "--once-timeout", "1m30s"]);
+        assert!(run.once);
+        assert_eq!(run.once_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse(&["--once"]).once_timeout,
+            None,
+            "default: from the revision"
+        );
+        assert!(
+            Cli::try_parse_from(["strata", "run", "--git-url", "x", "--once-timeout", "5"])
+                .is_err(),
+            "a duration needs a unit"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let c = settings(dir.path())
+            .once(true)
+            .once_timeout(Duration::from_secs(3))
+            .compile()
+            .unwrap();
+        assert_eq!(c.once_timeout, Some(Duration::from_secs(3)));
+        // Without --once, and zero: problems naming the flag, reported with the others.
+        let mut b = settings(dir.path()).once_timeout(Duration::from_secs(3));
+        b.admin_token_file = Some(dir.path().join("no-token"));
+        let errors = b.compile().unwrap_err();
+        let settings_of: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
+        assert_eq!(settings_of, [Setting::AdminTokenFile, Setting::OnceTimeout]);
+        assert!(
+            errors.to_string().contains(
+                "only used with --once (STRATA_ONCE); add --once or remove it; fix --once-timeout (STRATA_ONCE_TIMEOUT)"
+            ),
+            "{errors}"
+        );
+        let errors = settings(dir.path())
+            .once(true)
+            .once_timeout(Duration::ZERO)
+            .compile()
+            .unwrap_err();
+        assert_eq!(errors.0[0].setting, Setting::OnceTimeout);
+        assert!(errors.to_string().contains("longer than 0"), "{errors}");
     }
 
     #[test]

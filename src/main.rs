@@ -64,6 +64,7 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(Outcome::AllReady) => ExitCode::SUCCESS,
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::NotReady) => ExitCode::from(1),
+        Ok(Outcome::TimedOut) => ExitCode::from(2),
         Err(e) => {
             tracing::error!(error = %e, "strata stopped");
             eprintln!("strata: {e}");

@@ -1,7 +1,8 @@
 //! The agent against a faulty world (real helm 4, real Git server and chart repository,
 //! kubesim): 10% API errors on reads and writes with latency spikes and cut watches, a chart
-//! repository failing on the first install, and the Git server going away mid-run. Each time
-//! the stack converges; outages show as Degraded with their cause, then recover.
+//! repository failing on the first install, the Git server going away mid-run, and 500s on
+//! the writes of an upgrade whose remediation is `uninstall`. Each time the stack converges
+//! (nothing uninstalled); outages show as Degraded with their cause, then recover.
 
 use std::time::{Duration, Instant};
 
@@ -282,4 +283,132 @@ async fn api_outage_longer_than_the_helm_timeout_is_recovered() -> anyhow::Resul
     }
     agent.stop().await?;
     Ok(())
+}
+
+/// mesh has `remediation: {strategy: uninstall}`. An upgrade of mesh meets HTTP 500s on the
+/// writes helm does for it (its new release record, the Deployment it changes): the API
+/// failing is not the release failing, so the steps are repeated in place and nothing is
+/// uninstalled: mesh's history keeps its first revision, no release record or Deployment of
+/// mesh is deleted, and mesh ends Ready at the new values.
+async fn uninstall_remediation_is_not_triggered_by_api_500s(helm: HelmBin) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{greeting: before}").await?;
+    let uninstall = |values: &str| {
+        let p = testkit::scenario::layered_profiles(&s.charts.url(), values).replace(
+            "    timeout: 20s\n",
+            "    timeout: 20s\n    remediation: {strategy: uninstall}\n",
+        );
+        assert!(p.contains("strategy: uninstall"));
+        p
+    };
+    s.repo
+        .write("profiles.yaml", uninstall("{greeting: before}"))?;
+    s.repo.commit("mesh: remediation uninstall")?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("stack Ready", LONG, |st| {
+            st["phase"] == "Ready" && stack_converged(&s.cluster)
+        })
+        .await?;
+    let installed = testkit::release::history(&s.cluster, "mesh", "mesh");
+    assert_eq!(installed, [(1, "deployed".to_string())]);
+
+    // The upgrade's writes fail: the new release record once, the Deployment patch twice.
+    let c = s.cluster.controls();
+    c.reset_requests();
+    c.apply_spec(&kubesim::FaultSpec {
+        errors: vec![
+            ErrorRule {
+                verb: Some("create".into()),
+                resource: Some("secrets".into()),
+                code: 500,
+                times: Some(1),
+                ..ErrorRule::default()
+            },
+            ErrorRule {
+                verb: Some("patch".into()),
+                resource: Some("deployments".into()),
+                code: 500,
+                times: Some(2),
+                ..ErrorRule::default()
+            },
+        ],
+        ..kubesim::FaultSpec::default()
+    });
+    s.repo
+        .write("profiles.yaml", uninstall("{greeting: after}"))?;
+    let next = s.repo.commit("mesh: new greeting")?;
+    let st = agent
+        .wait_status("mesh upgraded", LONG, |st| {
+            st["phase"] == "Ready"
+                && st["revision"]["commit"] == next.as_str()
+                && stack_converged(&s.cluster)
+        })
+        .await?;
+    let mesh = release(&st, "mesh").unwrap().clone();
+    let history = testkit::release::history(&s.cluster, "mesh", "mesh");
+    let injected = c.counts().by_code.get(&500).copied().unwrap_or(0);
+    eprintln!(
+        "500s during mesh's upgrade ({helm:?}): {injected} injected; history {history:?}; mesh: {mesh}"
+    );
+    assert!(injected >= 2, "the faults fired: {injected}");
+    assert!(
+        mesh["transientRetries"].as_u64().unwrap_or(0) >= 1,
+        "repeated in place: {mesh:#}"
+    );
+    assert!(
+        mesh.get("lastRemediation").is_none(),
+        "no remediation: {mesh:#}"
+    );
+    // Not uninstalled: the first revision is still there, the newest is deployed.
+    assert_eq!(
+        history.first(),
+        Some(&(1, "superseded".to_string())),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.last().map(|(_, s)| s.as_str()),
+        Some("deployed"),
+        "{history:?}"
+    );
+    let deletes: Vec<String> = c
+        .requests_where(|r| {
+            r.verb == "delete"
+                && ((r.resource == "secrets" && r.name.starts_with("sh.helm.release.v1.mesh."))
+                    || (r.namespace == "mesh" && r.resource == "deployments")
+                    || (r.resource == "namespaces" && r.name == "mesh"))
+        })
+        .iter()
+        .map(|r| format!("{} {}/{}", r.resource, r.namespace, r.name))
+        .collect();
+    assert!(deletes.is_empty(), "nothing of mesh deleted: {deletes:?}");
+    assert!(
+        !agent.logs().contains("\"uninstall\""),
+        "no helm uninstall ran:\n{}",
+        agent.logs()
+    );
+    let deployment = s
+        .cluster
+        .store()
+        .get(
+            &kubesim::ResourceKey::new("apps", "deployments"),
+            Some("mesh"),
+            "mesh-control",
+        )
+        .expect("mesh's Deployment");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "after",
+        "the new values are deployed"
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn uninstall_remediation_is_not_triggered_by_api_500s_helm4() -> anyhow::Result<()> {
+    uninstall_remediation_is_not_triggered_by_api_500s(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn uninstall_remediation_is_not_triggered_by_api_500s_helm3() -> anyhow::Result<()> {
+    uninstall_remediation_is_not_triggered_by_api_500s(HelmBin::V3).await
 }

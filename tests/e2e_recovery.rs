@@ -4,7 +4,8 @@
 //! or rollback to the last deployed revision + upgrade), ends deployed with nothing pending,
 //! and the status, the metrics and an Event show the recovery. With `--leader-elect` and the
 //! Lease held by another live identity, the pending release is not touched until the Lease
-//! expires.
+//! expires. An agent restarted on a Git cache with stale lock files or a truncated pack
+//! repairs the cache and applies the new commit.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -574,4 +575,115 @@ async fn remediation_uninstall_helm4() -> anyhow::Result<()> {
 #[tokio::test]
 async fn remediation_uninstall_helm3() -> anyhow::Result<()> {
     remediation(Helm::V3, "uninstall", 1).await
+}
+
+/// The lock files a git killed in the middle of a fetch leaves in the agent's Git cache
+/// (tests/adapters_git.rs covers the Git source alone; here the whole agent restarts on them).
+const STALE_GIT_LOCKS: &[&str] = &[
+    "shallow.lock",
+    "index.lock",
+    "HEAD.lock",
+    "config.lock",
+    "packed-refs.lock",
+    "refs/heads/main.lock",
+    "refs/strata/target.lock",
+];
+
+/// The agent's Git cache of the scenario's repository: `<work>/git/repos/<hash>.git`.
+fn git_cache(work: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let repos = work.join("git").join("repos");
+    let mut caches: Vec<PathBuf> = std::fs::read_dir(&repos)
+        .with_context(|| format!("reading {}", repos.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "git"))
+        .collect();
+    if caches.len() != 1 {
+        bail!("one Git cache expected in {}: {caches:?}", repos.display());
+    }
+    Ok(caches.remove(0))
+}
+
+/// Packs the cache's objects and truncates the pack, as a disk or a kill mangles it.
+fn truncate_pack(cache: &std::path::Path) -> anyhow::Result<()> {
+    testkit::git::git(cache, &["repack", "-a", "-d", "-q"])?;
+    let pack = std::fs::read_dir(cache.join("objects/pack"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .context("a pack")?;
+    let len = std::fs::metadata(&pack)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)?
+        .set_len(len / 2)?;
+    Ok(())
+}
+
+/// An agent stopped with stale lock files in its Git cache (each of them, then all at once),
+/// or with a truncated pack (then both): started again on a new commit, so that it must
+/// fetch, it removes the locks or clones the cache again and applies the new commit, Ready.
+#[tokio::test]
+async fn stale_git_locks_and_a_corrupt_pack_in_the_agent_cache_are_recovered() -> anyhow::Result<()>
+{
+    let s = testkit::Scenario::start(strata_bin!(), Helm::V4, "{greeting: first}").await?;
+    let work = s.dir.path().join("work");
+    let run_once = |what: String| {
+        let s = &s;
+        async move {
+            let mut agent = s.agent(&["--once"], &[])?;
+            let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+            if exit.code() != Some(0) {
+                bail!("--once after {what} exited {exit}:\n{}", agent.logs());
+            }
+            anyhow::Ok(agent.logs())
+        }
+    };
+    run_once("nothing".into()).await?;
+    let cache = git_cache(&work)?;
+    let mut rounds: Vec<(String, Vec<&str>, bool)> = STALE_GIT_LOCKS
+        .iter()
+        .map(|l| (l.to_string(), vec![*l], false))
+        .collect();
+    rounds.push(("every lock".into(), STALE_GIT_LOCKS.to_vec(), false));
+    rounds.push(("a truncated pack".into(), vec![], true));
+    rounds.push((
+        "every lock and a truncated pack".into(),
+        STALE_GIT_LOCKS.to_vec(),
+        true,
+    ));
+    for (n, (what, locks, corrupt)) in rounds.into_iter().enumerate() {
+        if corrupt {
+            truncate_pack(&cache)?;
+        }
+        for lock in &locks {
+            let path = cache.join(lock);
+            std::fs::create_dir_all(path.parent().context("parent")?)?;
+            std::fs::write(&path, "")?;
+        }
+        let next = s.commit_mesh_values(&format!("{{greeting: round-{n}}}"), &what)?;
+        let t0 = Instant::now();
+        let logs = run_once(what.clone()).await?;
+        let st = s.configmap_status().context("status written")?;
+        eprintln!("{what}: converged at the new commit in {:?}", t0.elapsed());
+        assert_eq!(st["phase"], "Ready", "{what}: {st:#}");
+        assert_eq!(st["revision"]["commit"], next.as_str(), "{what}: {st:#}");
+        assert_eq!(
+            release(&st, "mesh").context("mesh")?["helmRevision"],
+            n as u64 + 2,
+            "{what}: mesh upgraded: {st:#}"
+        );
+        let cache = git_cache(&work)?;
+        for lock in &locks {
+            assert!(!cache.join(lock).exists(), "{what}: {lock} removed");
+        }
+        if corrupt {
+            assert!(
+                strip_ansi(&logs).contains("the Git cache is corrupt"),
+                "{what}: the corrupt cache was noticed:\n{logs}"
+            );
+        }
+        testkit::git::git(&cache, &["fsck", "--no-dangling"])
+            .with_context(|| format!("{what}: the cache is sound again"))?;
+    }
+    Ok(())
 }

@@ -374,6 +374,16 @@ async fn bad_revisions_are_rejected_whole() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The layered profile list with `remediation: {retries: N}` on the mesh profile.
+fn with_mesh_retries(profiles: &str, retries: u32) -> String {
+    let out = profiles.replace(
+        "    timeout: 20s\n",
+        &format!("    timeout: 20s\n    remediation: {{retries: {retries}}}\n"),
+    );
+    assert_ne!(out, profiles, "the mesh profile has `timeout: 20s`");
+    out
+}
+
 /// A failing hook in layer 2: layer 3 never starts; status and metrics show helm's message.
 async fn failing_hook_stops_layer_3(helm: HelmBin) -> anyhow::Result<()> {
     let s = Scenario::start(strata_bin!(), helm, "{failHook: true}").await?;
@@ -474,7 +484,14 @@ async fn failing_hook_stops_layer_3(helm: HelmBin) -> anyhow::Result<()> {
         "the admin token never appears in the logs"
     );
 
-    // --once exits non-zero for the same revision.
+    // --once exits 1 for the same chart and values once mesh is Stalled: with
+    // `remediation.retries: 1` its first failed attempt stalls it (with the default 5 it
+    // would be retried on its backoff schedule until the deadline).
+    s.repo.write(
+        "profiles.yaml",
+        with_mesh_retries(&layered_profiles(&s.charts.url(), "{failHook: true}"), 1),
+    )?;
+    s.repo.commit("mesh: one attempt")?;
     let mut once = s.agent(&["--once"], &[])?;
     let exit = tokio::time::timeout(LONG, once.child.wait()).await??;
     assert_eq!(exit.code(), Some(1), "{}", once.logs());

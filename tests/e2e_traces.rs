@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use testkit::otlp::Receiver;
+use testkit::scenario::layered_profiles;
 use testkit::{HelmBin, Scenario, strata_bin};
 
 fn attr(span: &Span, key: &str) -> Option<String> {
@@ -101,6 +102,15 @@ async fn span_tree_revision_layer_release_helm() -> anyhow::Result<()> {
 async fn failures_are_recorded_on_spans() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{failHook: true}").await?;
+    // One attempt: the failure stalls mesh and --once gives up (exit 1) after one revision
+    // span (with more retries it would apply the revision again on mesh's backoff schedule).
+    let profiles = layered_profiles(&s.charts.url(), "{failHook: true}").replace(
+        "    timeout: 20s\n",
+        "    timeout: 20s\n    remediation: {retries: 1}\n",
+    );
+    assert!(profiles.contains("retries: 1"));
+    s.repo.write("profiles.yaml", profiles)?;
+    s.repo.commit("mesh: one attempt")?;
     let (code, logs) = run_once(&s, &receiver).await?;
     assert_eq!(code, Some(1), "{logs}");
     let spans = receiver.spans();

@@ -264,7 +264,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
 
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(60), agent).await {
-        Ok(Ok(Outcome::Stopped | Outcome::AllReady | Outcome::NotReady)) => {}
+        Ok(Ok(Outcome::Stopped | Outcome::AllReady | Outcome::NotReady | Outcome::TimedOut)) => {}
         Ok(Err(e)) => eprintln!("strata-demo: the agent failed while stopping: {e}"),
         Err(_) => eprintln!("strata-demo: the agent did not stop within 60s"),
     }

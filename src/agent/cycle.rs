@@ -1,8 +1,13 @@
 //! One agent's cycles: fetch the source, load the revision, reject it or apply it layer by
-//! layer.
+//! layer; or (a retry cycle, when a failed release's backoff ends before the next poll) apply
+//! the loaded revision again. When the next cycle starts and when `--once` stops are
+//! strata-core's decisions ([`strata_core::cycle`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::Timestamp;
+use strata_core::cycle::{CycleEnd, CycleKind, NextCycle, OnceExit, OnceStep};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -17,10 +22,19 @@ use crate::reconcile::layers::{self, LayersOutcome};
 use crate::reconcile::release;
 use crate::source::revision;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CycleResult {
-    AllReady,
-    NotReady,
+/// How the loop runs: continuously every `interval`, or (`once`) until the revision is done.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Schedule {
+    /// How often the source is fetched.
+    pub interval: Duration,
+    /// `--once`, with its `--once-timeout` (`None`: the longest helm timeout of the revision).
+    pub once: Option<Option<Duration>>,
+}
+
+/// The revision the loop applies: the last one loaded (retry cycles apply it again).
+struct Current {
+    info: RevisionInfo,
+    loaded: revision::Loaded,
 }
 
 pub(super) struct Agent {
@@ -28,7 +42,9 @@ pub(super) struct Agent {
     runner: release::Runner,
     shared: Shared,
     concurrency: usize,
+    default_timeout: Duration,
     client: kube::Client,
+    current: std::sync::Mutex<Option<Arc<Current>>>,
     /// The cluster name discovered from kubeadm-config (when needed and not configured).
     discovered_cluster: tokio::sync::Mutex<Option<String>>,
 }
@@ -77,18 +93,22 @@ impl Agent {
             runner,
             shared: shared.clone(),
             concurrency: config.concurrency,
+            default_timeout: config.default_timeout,
             client: client.clone(),
+            current: std::sync::Mutex::new(None),
             discovered_cluster: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// Cycle on start and every `interval` (or at once when a retry is requested) until
-    /// `shutdown`; with `once`, one cycle. Readiness goes draining as soon as `shutdown` is
-    /// cancelled (running helm commands still finish).
+    /// Cycle on start and every `interval`, earlier when a failed release's backoff ends
+    /// before (a retry cycle) or when a retry is requested, until `shutdown`. With `once`,
+    /// until every layer is Ready, a real failure gives up, or the deadline passes (see
+    /// [`strata_core::cycle::once_step`]); a helm still running at the deadline is stopped
+    /// (a release it leaves pending is recovered by the next run). Readiness goes draining as
+    /// soon as `shutdown` is cancelled (running helm commands still finish).
     pub(super) async fn run_cycles(
         &self,
-        once: bool,
-        interval: Duration,
+        schedule: Schedule,
         shutdown: &CancellationToken,
     ) -> Outcome {
         {
@@ -98,24 +118,123 @@ impl Agent {
                 readiness.set_draining();
             });
         }
+        let started = Timestamp::now();
+        let mut kind = CycleKind::Poll;
+        let mut poll_at = started;
         loop {
-            let result = self.cycle(shutdown).await;
-            if once {
-                return if result == CycleResult::AllReady {
-                    Outcome::AllReady
-                } else {
-                    Outcome::NotReady
-                };
+            let end = match schedule.once {
+                None => self.cycle(kind, shutdown).await,
+                Some(limit) => tokio::select! {
+                    end = self.cycle(kind, shutdown) => end,
+                    () = self.deadline_passes(started, limit) => {
+                        let why = format!(
+                            "the deadline ({}) passed before every layer was Ready",
+                            self.deadline(started, limit)
+                        );
+                        return self.timed_out(&why);
+                    }
+                },
+            };
+            let now = Timestamp::now();
+            if kind == CycleKind::Poll {
+                poll_at = now.checked_add(schedule.interval).unwrap_or(Timestamp::MAX);
+            }
+            let states = self.retry_states();
+            let mut next = strata_core::cycle::next_cycle(now, poll_at, &states);
+            if let Some(limit) = schedule.once {
+                if shutdown.is_cancelled() && end != CycleEnd::AllReady {
+                    return Outcome::NotReady;
+                }
+                let deadline = self.deadline(started, limit);
+                match strata_core::cycle::once_step(&end, now, next, deadline) {
+                    OnceStep::Exit(OnceExit::AllReady) => return Outcome::AllReady,
+                    OnceStep::Exit(OnceExit::GaveUp(why)) => {
+                        tracing::error!("--once gives up: {why}");
+                        return Outcome::NotReady;
+                    }
+                    OnceStep::Exit(OnceExit::DeadlinePassed(why)) => return self.timed_out(&why),
+                    OnceStep::Continue(n) => next = n,
+                }
+            }
+            if next.kind == CycleKind::Retry {
+                tracing::info!(at = %next.at, "a failed release's backoff ends before the next poll: retrying then");
             }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.shared.wake.notified() => tracing::info!("cycle started early: retry requested"),
-                _ = shutdown.cancelled() => return Outcome::Stopped,
+                _ = tokio::time::sleep(wait_until(next)) => kind = next.kind,
+                _ = self.shared.wake.notified() => {
+                    tracing::info!("cycle started early: retry requested");
+                    kind = CycleKind::Poll;
+                }
+                _ = shutdown.cancelled() => {
+                    return if schedule.once.is_some() { Outcome::NotReady } else { Outcome::Stopped };
+                }
             }
             if shutdown.is_cancelled() {
-                return Outcome::Stopped;
+                return if schedule.once.is_some() {
+                    Outcome::NotReady
+                } else {
+                    Outcome::Stopped
+                };
             }
         }
+    }
+
+    /// The retry states of the releases of the loaded revision.
+    fn retry_states(&self) -> Vec<crate::reconcile::retry::RetryState> {
+        let Some(current) = self.current() else {
+            return Vec::new();
+        };
+        current
+            .loaded
+            .jobs
+            .values()
+            .filter_map(|j| self.shared.retries.state_of(&j.namespace, &j.release))
+            .collect()
+    }
+
+    fn current(&self) -> Option<Arc<Current>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_current(&self, current: Option<Arc<Current>>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = current;
+    }
+
+    /// The deadline of `--once` started at `started`: `limit`, else the longest helm timeout
+    /// of the loaded revision's releases (`--default-timeout` before one is loaded).
+    fn deadline(&self, started: Timestamp, limit: Option<Duration>) -> Timestamp {
+        let current = self.current();
+        let timeouts = current.iter().flat_map(|c| {
+            c.loaded
+                .jobs
+                .values()
+                .map(|j| j.timeout.unwrap_or(self.default_timeout))
+        });
+        let budget = strata_core::cycle::once_budget(limit, timeouts, self.default_timeout);
+        started.checked_add(budget).unwrap_or(Timestamp::MAX)
+    }
+
+    /// Returns once the deadline of `--once` has passed (it is read again while waiting: it
+    /// follows the revision loaded meanwhile).
+    async fn deadline_passes(&self, started: Timestamp, limit: Option<Duration>) {
+        loop {
+            let left = until(self.deadline(started, limit));
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(500))).await;
+        }
+    }
+
+    /// `--once` ends at its deadline: say so in the logs and the status.
+    fn timed_out(&self, why: &str) -> Outcome {
+        tracing::error!("--once stops (exit 2): {why}");
+        let msg = format!("--once stopped: {why}");
+        self.shared.status.update(|s| s.last_error = Some(msg));
+        Outcome::TimedOut
     }
 
     /// The cluster name for `{cluster}`: `--cluster-name`, else (only when the profiles path
@@ -140,11 +259,19 @@ impl Agent {
         cached.clone()
     }
 
-    /// One fetch-validate-apply cycle.
-    async fn cycle(&self, shutdown: &CancellationToken) -> CycleResult {
+    /// One cycle: `Poll` fetches, validates and applies; `Retry` applies the loaded revision
+    /// again (a poll when none is loaded).
+    async fn cycle(&self, kind: CycleKind, shutdown: &CancellationToken) -> CycleEnd {
+        if kind == CycleKind::Retry
+            && let Some(current) = self.current()
+        {
+            tracing::info!(commit = %current.info.commit, "retrying: a failed release's backoff ended; applying the revision again");
+            return self.apply(&current, shutdown).await;
+        }
         let fetched = match self.loader.fetch().await {
             Ok(f) => f,
             Err(e) => {
+                // The loaded revision stays current: its failed releases are still retried.
                 tracing::error!(error = %e, "fetching the profile repository failed");
                 let msg = e.to_string();
                 self.shared.status.update(|s| {
@@ -152,7 +279,7 @@ impl Agent {
                     s.phase = OverallPhase::Degraded;
                 });
                 self.shared.readiness.set_ready();
-                return CycleResult::NotReady;
+                return CycleEnd::Retryable;
             }
         };
         let cluster = self.cluster_name().await;
@@ -162,14 +289,22 @@ impl Agent {
             profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
             cluster_name: cluster.clone(),
         };
+        // A newer commit that cannot be applied: the older revision is not applied again.
+        let forget_other = || {
+            if self.current().is_some_and(|c| c.info.commit != info.commit) {
+                self.set_current(None);
+            }
+        };
         let loaded = match self.loader.load(&fetched, cluster.as_deref()).await {
             Ok(l) => l,
             Err(revision::LoadError::Invalid(problems)) => {
+                forget_other();
                 self.reject(&info, problems);
                 self.shared.readiness.set_ready();
-                return CycleResult::NotReady;
+                return CycleEnd::Invalid;
             }
             Err(revision::LoadError::Unavailable(errors)) => {
+                forget_other();
                 for e in &errors {
                     tracing::error!(commit = %info.commit, error = %e, "revision cannot be loaded now; retrying at the next interval");
                 }
@@ -183,24 +318,13 @@ impl Agent {
                     s.phase = OverallPhase::Degraded;
                 });
                 self.shared.readiness.set_ready();
-                return CycleResult::NotReady;
+                return CycleEnd::Retryable;
             }
         };
         self.shared.readiness.set_ready();
-        let span = tracing::info_span!(
-            "revision",
-            commit = %info.commit,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        );
-        let result = self
-            .apply(info, loaded, shutdown)
-            .instrument(span.clone())
-            .await;
-        if result != CycleResult::AllReady {
-            crate::observe::telemetry::record_error(&span, "not every layer became Ready");
-        }
-        result
+        let current = Arc::new(Current { info, loaded });
+        self.set_current(Some(current.clone()));
+        self.apply(&current, shutdown).await
     }
 
     fn reject(&self, info: &RevisionInfo, problems: Vec<ProblemView>) {
@@ -241,12 +365,26 @@ impl Agent {
         });
     }
 
-    async fn apply(
-        &self,
-        info: RevisionInfo,
-        loaded: revision::Loaded,
-        shutdown: &CancellationToken,
-    ) -> CycleResult {
+    /// Apply `current` layer by layer, in a `revision` span.
+    async fn apply(&self, current: &Current, shutdown: &CancellationToken) -> CycleEnd {
+        let span = tracing::info_span!(
+            "revision",
+            commit = %current.info.commit,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        let end = self
+            .apply_layers(current, shutdown)
+            .instrument(span.clone())
+            .await;
+        if end != CycleEnd::AllReady {
+            crate::observe::telemetry::record_error(&span, "not every layer became Ready");
+        }
+        end
+    }
+
+    async fn apply_layers(&self, current: &Current, shutdown: &CancellationToken) -> CycleEnd {
+        let Current { info, loaded } = current;
         self.shared.metrics.set_revision(&info.commit);
         let pending = loaded
             .layers()
@@ -269,7 +407,7 @@ impl Agent {
         let recheck = self
             .shared
             .status
-            .update(|s| s.begin_revision(&info, pending));
+            .update(|s| s.begin_revision(info, pending));
         if recheck {
             tracing::debug!(commit = %info.commit, "re-checking the applied revision");
         } else {
@@ -300,13 +438,42 @@ impl Agent {
                 if !recheck {
                     tracing::info!(commit = %info.commit, "revision applied: every layer is Ready");
                 }
-                CycleResult::AllReady
+                CycleEnd::AllReady
             }
             LayersOutcome::Failed => {
                 tracing::error!(commit = %info.commit, "revision failed: see /status");
-                CycleResult::NotReady
+                let stalled: Vec<String> = loaded
+                    .jobs
+                    .values()
+                    .filter(|j| {
+                        self.shared
+                            .retries
+                            .state_of(&j.namespace, &j.release)
+                            .is_some_and(|r| r.stalled)
+                    })
+                    .map(|j| format!("{}/{}", j.namespace, j.release))
+                    .collect();
+                if stalled.is_empty() {
+                    CycleEnd::Retryable
+                } else {
+                    CycleEnd::Stalled { releases: stalled }
+                }
             }
-            LayersOutcome::Interrupted => CycleResult::NotReady,
+            LayersOutcome::Interrupted => CycleEnd::Retryable,
         }
+    }
+}
+
+/// How long until `at` (zero when it has passed).
+fn until(at: Timestamp) -> Duration {
+    Duration::try_from(Timestamp::now().duration_until(at)).unwrap_or(Duration::ZERO)
+}
+
+/// How long to sleep before `next`: a retry cycle starts just after the backoff ended (the
+/// release is then due, not still backing off by a clock tick).
+fn wait_until(next: NextCycle) -> Duration {
+    match next.kind {
+        CycleKind::Poll => until(next.at),
+        CycleKind::Retry => until(next.at) + Duration::from_millis(20),
     }
 }

@@ -7,7 +7,7 @@
 //! layer ([`run_layers`](crate::reconcile::layers::run_layers) with the
 //! [`Runner`](crate::reconcile::release::Runner)): each release's observed state
 //! is read from helm's release storage and `strata_core::reconcile::decide_with` says whether
-//! helm runs at all, and how releases left pending by an interrupted helm are recovered. A revision is applied to its end before the next fetch.
+//! helm runs at all, and how releases left pending by an interrupted helm are recovered. A revision is applied to its end before the next fetch; a release that failed is retried when its backoff ends, by a retry cycle that applies the loaded revision again (without a fetch) when that comes before the next poll.
 //!
 //! Readiness (`GET /readyz`): ready once the first revision was processed (applied, being
 //! applied, rejected, or its fetch failed — `/status` then says which); not ready while
@@ -28,16 +28,19 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{AgentConfig, SourceConfig};
 use crate::source::revision;
-use cycle::Agent;
+use cycle::{Agent, Schedule};
 use parts::{Background, Elector, Server, Shared};
 
 /// How `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// `--once`: every layer is Ready.
+    /// `--once`: every layer is Ready (exit 0).
     AllReady,
-    /// `--once`: the revision was rejected, could not be fetched, or a release failed.
+    /// `--once` gave up: the revision is invalid or a release is Stalled; or it was stopped
+    /// by a shutdown signal before every layer was Ready (exit 1).
     NotReady,
+    /// `--once`: the deadline (`--once-timeout`) passed before every layer was Ready (exit 2).
+    TimedOut,
     /// Continuous mode stopped by a shutdown signal.
     Stopped,
 }
@@ -63,7 +66,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Run the agent until `shutdown` (or, with `--once`, until the first revision is done).
+/// Run the agent until `shutdown` (or, with `--once`, until the revision is done: see
+/// [`Outcome`]).
 /// The status API starts first and stops last; a shutdown signal drains (readiness goes
 /// draining, running helm commands finish); a lost leadership stops the work at once and
 /// ends in [`Error::LeadershipLost`].
@@ -89,7 +93,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Out
     // Work stops on shutdown, or at once when the leadership is lost.
     let work = elector.work_token(&shutdown);
     let background = Background::start(&client, &config.namespace, &shared, &work);
-    let outcome = agent.run_cycles(config.once, config.interval, &work).await;
+    let schedule = Schedule {
+        interval: config.interval,
+        once: config.once.then_some(config.once_timeout),
+    };
+    let outcome = agent.run_cycles(schedule, &work).await;
     shared.readiness.set_draining();
     background.stop().await;
     let ended = elector.finish(outcome).await;

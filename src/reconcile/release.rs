@@ -7,7 +7,9 @@
 //! no helm; then record the outcome (status, metrics, Events, the retry book). Actions:
 //!
 //! - NoOp -> Ready at once (no helm process, no write); Install/Upgrade -> write the merged
-//!   values to a 0600 file and run `helm upgrade --install --wait` with the profile's timeout.
+//!   values to a 0600 file and run `helm upgrade --install --wait` with the profile's timeout,
+//!   then observe again: Ready only when helm's release record is deployed too (helm exits 0
+//!   when the API fails its last write, leaving the record pending; that is recovered).
 //! - Recovery of a release left pending by an interrupted helm (only while this agent may
 //!   write: it holds the Lease, or runs without leader election and is the only writer):
 //!   `pending-install`/`uninstalling` -> `helm uninstall`, then install; `pending-upgrade` /
@@ -246,10 +248,10 @@ impl<D: HelmDriver> Runner<D> {
                         return self.fail(job, blips.gave_up(&f.message));
                     }
                 }
-                Ok(()) if kind.applies_desired() => {
-                    self.retries.succeeded(&job.namespace, &job.release);
-                    return ReleaseResult::Ready;
-                }
+                // helm says the release is applied. Its release record must say so too: helm
+                // exits 0 when the API fails only its last write (the record stays
+                // `pending-install`/`pending-upgrade`), so the loop observes again: in sync is
+                // NoOp (Ready), a record left pending is recovered like an interrupted helm.
                 Ok(()) => {}
                 Err(f) => {
                     inputs.retry.last_error = Some(f.message.clone());
@@ -870,6 +872,9 @@ mod tests {
         FailWithRecord(&'static str),
         /// Fails with this message before writing anything (as a template error does).
         FailBeforeWriting(&'static str),
+        /// Succeeds, but the record stays pending (helm 4 exits 0 when the API fails its
+        /// last write, the record's final status).
+        OkRecordPending,
     }
 
     /// What kubesim's injected 500 looks like in helm's message.
@@ -1033,6 +1038,18 @@ mod tests {
                     Err(Self::command_error("upgrade", m))
                 }
                 Upgrade::FailBeforeWriting(m) => Err(Self::command_error("upgrade", m)),
+                Upgrade::OkRecordPending => {
+                    let status = if st.records.is_empty() {
+                        "pending-install"
+                    } else {
+                        "pending-upgrade"
+                    };
+                    st.records.push(record(revision, status, "2.0.0", values));
+                    Ok(ReleaseRecord {
+                        description: "Install complete".into(),
+                        ..record(revision, "deployed", "2.0.0", serde_json::json!({}))
+                    })
+                }
             }
         }
 
@@ -1254,6 +1271,30 @@ mod tests {
         changed.values_digest = strata_core::values::canonical_digest(&changed.values);
         assert_eq!(r.run(&changed).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade", "upgrade"]);
+    }
+
+    #[tokio::test]
+    async fn a_success_whose_record_stayed_pending_is_recovered_not_reported_ready() {
+        // helm exited 0 but the API failed its last write: the record says pending-install.
+        let fake = Fake::with(vec![], vec![Upgrade::OkRecordPending, Upgrade::Ok]);
+        let (r, status, book) = runner(fake);
+        assert_eq!(
+            r.run(&job(RemediationStrategy::Retry)).await,
+            ReleaseResult::Ready
+        );
+        assert_eq!(calls(&r), ["upgrade", "uninstall", "upgrade"]);
+        let rel = release(&status);
+        assert_eq!(rel.phase, ReleasePhase::Ready);
+        assert_eq!(rel.helm_revision, Some(1), "installed afresh");
+        assert_eq!(rel.last_recovery.unwrap().kind, "recover-pending-install");
+        assert!(
+            r.driver
+                .st()
+                .records
+                .iter()
+                .all(|x| !HelmStatus::parse(&x.status).is_pending())
+        );
+        assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
     }
 
     #[tokio::test]

@@ -19,6 +19,8 @@
 //!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
 //!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
 //!
+//! - [`cycle::next_cycle`] / [`cycle::once_step`]: when the agent's next cycle starts (a
+//!   release's backoff may come before the next poll) and when `strata run --once` stops.
 //! - [`limits`]: early, clear failures for values and releases too large for the cluster.
 //! - [`input::decode`]: bytes read from Git -> text (UTF-8 only, BOM removed), with a problem
 //!   naming the file otherwise.
@@ -27,6 +29,7 @@
 //! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.
 pub mod allocation;
 pub mod chart;
+pub mod cycle;
 pub mod input;
 pub mod limits;
 pub mod plan;

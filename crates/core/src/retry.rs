@@ -181,7 +181,8 @@ const API_UNAVAILABLE_PHRASES: &[&str] = &[
 ];
 
 /// Classifies helm's error message: the kind of failure, in this order: operation in
-/// progress, kind not served, hook failed, timeout, API unavailable, chart/values/template
+/// progress, kind not served, hook failed (unless the API failed while helm ran the hook),
+/// timeout, API unavailable, chart/values/template
 /// errors (the only permanent kind), release not found, other.
 pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
     let m = message.to_ascii_lowercase();
@@ -202,7 +203,14 @@ pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
     .iter()
     .any(|h| m.contains(h))
     {
-        HelmFailureKind::HookFailed
+        // helm reports an API error while it creates or watches a hook as the hook failing
+        // (`failed post-install: warning: Hook post-install ... failed: Internal error
+        // occurred`): the API was unavailable, the hook did not fail.
+        if API_UNAVAILABLE_PHRASES.iter().any(|p| m.contains(p)) {
+            HelmFailureKind::ClusterUnreachable
+        } else {
+            HelmFailureKind::HookFailed
+        }
     } else if m.contains("context deadline exceeded")
         || m.contains("timed out")
         || m.contains("timeout waiting")
@@ -702,6 +710,14 @@ mod tests {
             (
                 "UPGRADE FAILED: the server has received too many requests and has asked us to try again later (get secrets)",
                 ErrorClass::Unavailable,
+            ),
+            (
+                "failed post-install: warning: Hook post-install certs/templates/check.yaml failed: Internal error occurred: injected by kubesim",
+                ErrorClass::Unavailable,
+            ),
+            (
+                "failed post-upgrade: 1 error occurred:\n\t* job check failed: BackoffLimitExceeded",
+                ErrorClass::Transient,
             ),
             (
                 "Get \"https://127.0.0.1:6443/api/v1/namespaces/x/secrets\": read tcp 127.0.0.1:5->127.0.0.1:6443: read: connection reset by peer",
