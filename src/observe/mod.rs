@@ -1,8 +1,9 @@
 //! What the agent shows and records: the status model ([`status`]) behind the HTTP API
-//! ([`server`]), the metrics ([`metrics`]), the status ConfigMap and Events ([`report`]), logs
+//! ([`server`]) and its web page ([`page`]), the metrics ([`metrics`]), the status ConfigMap and Events ([`report`]), logs
 //! and traces ([`telemetry`]); and the live objects of a release ([`objects`]).
 pub mod metrics;
 pub mod objects;
+pub mod page;
 pub mod report;
 pub mod server;
 pub mod status;

@@ -2,6 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
+//! | `GET /` | the status web page ([`page`](crate::observe::page)): HTML rendered from the same status as `/status`, refreshing itself with JavaScript on |
 //! | `GET /status` | the [`Status`](crate::observe::status::Status) as JSON |
 //! | `GET /healthz` | 200 `ok` while the process serves requests |
 //! | `GET /readyz` | 200 `ready` once the agent has processed its first revision (fetched and validated it: accepted and being applied, or rejected, or the fetch failed and the error is in `/status`), 503 before that and while draining after a shutdown signal |
@@ -12,7 +13,7 @@
 //! (compared in constant time): a missing or wrong token gets `401` with `WWW-Authenticate:
 //! Bearer`; an agent started without a token refuses every write with `403`. `GET` routes are open.
 //!
-//! `/status` and `/metrics` requests get a `http` tracing span; the health routes do not.
+//! `/`, `/status` and `/metrics` requests get a `http` tracing span; the health routes do not.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use axum::routing::get;
 use tracing::Instrument;
 
 use crate::observe::metrics::Metrics;
-use crate::observe::status::StatusStore;
+use crate::observe::page;
+use crate::observe::status::{Status, StatusStore};
 
 /// Readiness of the agent: starting -> ready -> draining.
 #[derive(Clone, Default)]
@@ -120,6 +122,7 @@ impl std::fmt::Debug for AdminToken {
 /// The router, without a listener (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let traced = Router::new()
+        .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route(
@@ -185,8 +188,31 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The status every read route shows (`/status` as JSON, `/` as HTML). Secrets never reach
+/// it: messages are redacted where they are written into the store.
+fn shown_status(state: &AppState) -> Status {
+    state.status.snapshot()
+}
+
 async fn status(State(state): State<AppState>) -> Response {
-    axum::Json(state.status.snapshot()).into_response()
+    axum::Json(shown_status(&state)).into_response()
+}
+
+async fn page(State(state): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                page::content_security_policy(),
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        page::render(&shown_status(&state)),
+    )
+        .into_response()
 }
 
 async fn retry(
@@ -320,6 +346,48 @@ mod tests {
         assert_eq!(v["layers"][0]["layer"], 10);
         assert_eq!(v["layers"][0]["releases"][0]["name"], "cert-manager");
         assert_eq!(v["layers"][0]["releases"][0]["phase"], "Pending");
+    }
+
+    #[tokio::test]
+    async fn the_page_is_html_from_the_same_status_with_a_strict_policy() {
+        let st = state();
+        st.status.update(|s| {
+            s.phase = OverallPhase::Progressing;
+            s.layers.push(LayerStatus {
+                layer: LayerId::Number(10),
+                phase: LayerPhase::Pending,
+                ready_at: None,
+                releases: vec![ReleaseStatus::pending(
+                    "cert-manager",
+                    "cert-manager",
+                    "cm",
+                    "cert-manager",
+                    "1.2.3",
+                )],
+            });
+        });
+        let res = app(st)
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let h = res.headers().clone();
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            h[header::CONTENT_SECURITY_POLICY],
+            page::content_security_policy()
+        );
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.starts_with("<!doctype html>"), "{body}");
+        assert!(body.contains("id=\"layer-10\""), "{body}");
+        assert!(body.contains("data-release=\"cm/cert-manager\""), "{body}");
+        assert_eq!(
+            get(app(state()), "/").await.0,
+            StatusCode::OK,
+            "an empty status renders too"
+        );
     }
 
     #[tokio::test]
