@@ -26,8 +26,8 @@ const COLUMNS: [&str; 9] = [
     "helm revision",
     "attempts",
     "transient retries",
-    "started",
-    "ready",
+    "started (UTC)",
+    "ready (UTC)",
     "message",
 ];
 
@@ -200,8 +200,8 @@ fn render_layer(h: &mut String, layer: &LayerStatus) {
         h,
         "<tbody class=\"layer\" id=\"layer-{id}\"><tr class=\"layer-row\"><th scope=\"row\">layer {id}</th><td>{}</td><td colspan=\"4\"></td><td>{}</td><td>{}</td><td>{}</td></tr>",
         phase_badge(&format!("{:?}", layer.phase), "layer-phase"),
-        escape(started.unwrap_or("")),
-        escape(layer.ready_at.as_deref().unwrap_or("")),
+        time(started),
+        time(layer.ready_at.as_deref()),
         escape(&took.unwrap_or_default())
     );
     for r in &layer.releases {
@@ -219,8 +219,8 @@ fn render_release(h: &mut String, r: &ReleaseStatus) {
         r.helm_revision.map_or_else(String::new, |n| n.to_string()),
         r.attempts,
         r.transient_retries,
-        escape(r.started_at.as_deref().unwrap_or("")),
-        escape(r.ready_at.as_deref().unwrap_or("")),
+        time(r.started_at.as_deref()),
+        time(r.ready_at.as_deref()),
         escape(r.message.as_deref().unwrap_or("")),
         ns = escape(&r.namespace),
         name = escape(&r.name),
@@ -273,6 +273,23 @@ fn action_item(out: &mut String, class: &str, a: &ActionRecord) {
         escape(&a.at),
         escape(&a.message)
     );
+}
+
+/// A table cell's time: the time of day of an RFC 3339 UTC time (`…T10:00:01.5Z` ->
+/// `10:00:01`), the whole value in `datetime` and `title`; other values as they are.
+fn time(t: Option<&str>) -> String {
+    let Some(t) = t else {
+        return String::new();
+    };
+    let short = t
+        .strip_suffix('Z')
+        .and_then(|t| t.split_once('T'))
+        .map_or(t, |(_, clock)| clock.split('.').next().unwrap_or(clock));
+    let t = escape(t);
+    format!(
+        "<time datetime=\"{t}\" title=\"{t}\">{}</time>",
+        escape(short)
+    )
 }
 
 /// `to - from` as e.g. `3.4s`; `None` when a time does not parse or `to` is earlier.
@@ -378,6 +395,7 @@ mod tests {
             "id=\"layer-unlayered\"",
             "layer-phase p-Ready\">Ready</span>",
             "took 2.5s",
+            "<td><time datetime=\"2026-12-05T10:00:02.500Z\" title=\"2026-12-05T10:00:02.500Z\">10:00:02</time></td>",
             "data-release=\"certs/certs\"",
             "data-release=\"apps/web\"",
             "<small>apps · web 1.2.3</small>",

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var PERIOD_MS = 1000;
-  var HEAD = ["layer / release", "phase", "action", "helm revision", "attempts", "transient retries", "started", "ready", "message"];
+  var HEAD = ["layer / release", "phase", "action", "helm revision", "attempts", "transient retries", "started (UTC)", "ready (UTC)", "message"];
   var main = document.getElementById("status");
   var note = document.getElementById("refresh");
   var ENTITIES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -16,6 +16,12 @@
   }
   function applied(r) {
     return "<code>" + esc(r.commit) + "</code> (fetched at " + esc(r.fetchedAt) + ")";
+  }
+  function time(t) {
+    if (!t) { return ""; }
+    var m = /T([^.Z]*)[^Z]*Z$/.exec(t);
+    var full = esc(t);
+    return '<time datetime="' + full + '" title="' + full + '">' + esc(m ? m[1] : t) + "</time>";
   }
   function took(from, to) {
     var a = Date.parse(from), b = Date.parse(to);
@@ -33,8 +39,8 @@
     var h = '<tr class="release" data-release="' + ns + "/" + name + '"><td>' + name + " <small>" + ns + " \u00b7 " +
       esc(r.chart) + " " + esc(r.version) + "</small></td><td>" + badge(r.phase, "release-phase") + "</td><td>" +
       esc(r.action) + '</td><td class="num">' + esc(r.helmRevision) + '</td><td class="num">' + esc(r.attempts) +
-      '</td><td class="num">' + esc(r.transientRetries || 0) + "</td><td>" + esc(r.startedAt) + "</td><td>" +
-      esc(r.readyAt) + '</td><td class="message">' + esc(r.message) + "</td></tr>";
+      '</td><td class="num">' + esc(r.transientRetries || 0) + "</td><td>" + time(r.startedAt) + "</td><td>" +
+      time(r.readyAt) + '</td><td class="message">' + esc(r.message) + "</td></tr>";
     var items = "";
     (r.notReady || []).forEach(function (n) {
       items += '<li class="not-ready">not ready: ' + esc(n.kind) + " " + (n.namespace ? esc(n.namespace) + "/" : "") +
@@ -53,7 +59,7 @@
     var id = esc(l.layer);
     var started = (l.releases || []).map(function (r) { return r.startedAt; }).filter(Boolean).sort()[0];
     var h = '<tbody class="layer" id="layer-' + id + '"><tr class="layer-row"><th scope="row">layer ' + id + "</th><td>" +
-      badge(l.phase, "layer-phase") + '</td><td colspan="4"></td><td>' + esc(started) + "</td><td>" + esc(l.readyAt) +
+      badge(l.phase, "layer-phase") + '</td><td colspan="4"></td><td>' + time(started) + "</td><td>" + time(l.readyAt) +
       "</td><td>" + esc(started && l.readyAt ? took(started, l.readyAt) : "") + "</td></tr>";
     (l.releases || []).forEach(function (r) { h += release(r); });
     return h + "</tbody>";
