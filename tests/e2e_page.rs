@@ -3,7 +3,8 @@
 //! Deployment and once after every layer is Ready. The DOM after the page's script ran names
 //! the layer rows and the not-ready resource; the page as served (what a browser shows with
 //! JavaScript off) has the same rows. A sentinel planted in values read from a Kubernetes Secret (`valuesFrom`)
-//! appears in no DOM and no page body. Screenshots are written under
+//! appears in no DOM and no page body. Last a revision with an unknown field (named with
+//! markup) is rejected: the page lists the problem, escaped. Screenshots are written under
 //! `$CARGO_TARGET_TMPDIR/e2e-page/`.
 //!
 //! Needs Chromium (`chromium` or `chromium-browser` on PATH, or `$CHROMIUM`): the test fails
@@ -124,6 +125,27 @@ fn main_of(dom: &str) -> &str {
     &dom[start..end]
 }
 
+/// The DOM after the script ran, checked equal (its `<main>`) to the page as served: the
+/// script builds the same markup as the server. Retried while the status changes around the
+/// browser's visit.
+async fn dom_as_served(port: u16, url: &str) -> anyhow::Result<String> {
+    for _ in 0..3 {
+        let (_, before) = http_get(port, "/").await?;
+        let page = dom(url).await?;
+        let (_, after) = http_get(port, "/").await?;
+        if before == after {
+            assert!(page.contains("data-rendered=\"script\""), "{page}");
+            assert_eq!(
+                normalized(main_of(&page)),
+                normalized(main_of(&before)),
+                "the script renders what the server renders"
+            );
+            return Ok(page);
+        }
+    }
+    anyhow::bail!("the status kept changing during 3 browser visits")
+}
+
 /// Markup as a browser serializes it: quotes in text are not escaped.
 fn normalized(html: &str) -> String {
     html.replace("&#39;", "'").replace("&quot;", "\"")
@@ -239,25 +261,8 @@ async fn the_status_page_renders_progress_and_readiness_in_a_browser() -> anyhow
     let st = agent
         .wait_status("Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
-    // The script builds the same markup as the server: with the status unchanged around the
-    // browser's visit, its <main> equals the served one.
-    let mut ready_page = String::new();
-    let mut compared = false;
-    for _ in 0..3 {
-        let (_, before) = http_get(agent.port, "/").await?;
-        ready_page = dom(&url).await?;
-        let (_, after) = http_get(agent.port, "/").await?;
-        if before == after {
-            assert_eq!(
-                normalized(main_of(&ready_page)),
-                normalized(main_of(&before)),
-                "the script renders what the server renders"
-            );
-            compared = true;
-            break;
-        }
-    }
-    assert!(compared, "the status kept changing during 3 browser visits");
+    // The script builds the same markup as the server.
+    let ready_page = dom_as_served(agent.port, &url).await?;
     assert!(
         ready_page.contains("data-rendered=\"script\""),
         "{ready_page}"
@@ -319,6 +324,41 @@ async fn the_status_page_renders_progress_and_readiness_in_a_browser() -> anyhow
         deployment.to_string().contains(SENTINEL),
         "the values from the Secret were applied: {deployment}"
     );
+
+    // 3. A rejected revision: its problems are listed, markup in them escaped.
+    let list = layered_profiles(&scenario.charts.url(), "{}").replace(
+        "    namespace: certs\n",
+        "    namespace: certs\n    \"<b>colour</b>\": blue\n",
+    );
+    scenario.repo.write("profiles.yaml", list)?;
+    let bad = scenario.repo.commit("unknown field")?;
+    agent
+        .wait_status("rejected", LONG, |st| {
+            st["rejectedRevision"]["commit"] == bad.as_str()
+        })
+        .await?;
+    let rejected_page = dom_as_served(agent.port, &url).await?;
+    let rejected = main_of(&rejected_page);
+    assert!(
+        rejected.contains(&format!("Rejected revision <code>{bad}</code>")),
+        "{rejected}"
+    );
+    assert!(
+        rejected.contains("<li class=\"problem\">profiles.yaml: ")
+            && rejected.contains("&lt;b&gt;colour&lt;/b&gt;")
+            && !rejected.contains("<b>"),
+        "the problem is listed, its markup escaped:\n{rejected}"
+    );
+    assert_eq!(
+        rejected
+            .matches("layer-phase p-Ready\">Ready</span>")
+            .count(),
+        layers.len(),
+        "the applied revision's layers stay shown:\n{rejected}"
+    );
+    assert_no_sentinel("the DOM of a rejected revision", &rejected_page);
+    screenshot(&url, &out_dir.join("rejected.png")).await?;
+
     agent.stop().await?;
     println!("e2e_page took {:?}", started.elapsed());
     Ok(())
