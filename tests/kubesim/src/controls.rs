@@ -108,6 +108,29 @@ impl Default for ErrorRule {
     }
 }
 
+/// An injected delay: matching requests are held `delay_ms` before they are served (after
+/// authentication, before error rules), at most `times` times. While held, a request counts in
+/// [`Controls::delayed_in_flight`]: a test waits for it to be > 0 to act *while* a particular
+/// request is in flight (e.g. SIGKILL a client mid-write), not by timing luck.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DelayRule {
+    /// Only this verb (None: all).
+    #[serde(default)]
+    pub verb: Option<String>,
+    /// Only this resource plural (None: all).
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Only this namespace (None: all).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// How long to hold a matching request.
+    pub delay_ms: u64,
+    /// Fire at most this many times (None: unlimited).
+    #[serde(default)]
+    pub times: Option<u64>,
+}
+
 /// How an unavailable API presents itself.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +147,7 @@ struct Faults {
     latency: Duration,
     jitter: Duration,
     rules: Vec<(ErrorRule, u64)>,
+    delays: Vec<(DelayRule, u64)>,
     unavailable_until: Option<(Instant, UnavailableMode)>,
     watch_event_limit: Option<u64>,
 }
@@ -136,6 +160,7 @@ struct Inner {
     reject_tokens: AtomicBool,
     cut: tokio::sync::watch::Sender<u64>,
     open_watches: AtomicUsize,
+    delayed: AtomicUsize,
 }
 
 /// Handle to the controls of one simulated cluster (cheap `Clone`).
@@ -177,6 +202,7 @@ impl Controls {
                 reject_tokens: AtomicBool::new(false),
                 cut,
                 open_watches: AtomicUsize::new(0),
+                delayed: AtomicUsize::new(0),
             }),
         }
     }
@@ -276,6 +302,54 @@ impl Controls {
             retry_after_seconds: None,
             times,
         });
+    }
+
+    /// Adds a delay rule (see [`DelayRule`]).
+    pub fn add_delay(&self, rule: DelayRule) {
+        lock(&self.inner.faults).delays.push((rule, 0));
+    }
+
+    /// Removes every delay rule (requests already held finish their delay).
+    pub fn clear_delays(&self) {
+        lock(&self.inner.faults).delays.clear();
+    }
+
+    /// Requests being held by a delay rule right now.
+    pub fn delayed_in_flight(&self) -> usize {
+        self.inner.delayed.load(Ordering::SeqCst)
+    }
+
+    /// The delay for a request (the first matching rule that has not used its `times`; zero
+    /// when none matches). The rule's use is counted.
+    pub(crate) fn delay_for(&self, verb: &str, resource: &str, namespace: &str) -> Duration {
+        let mut f = lock(&self.inner.faults);
+        for (rule, fired) in f.delays.iter_mut() {
+            let no = |want: &Option<String>, got: &str| want.as_deref().is_some_and(|w| w != got);
+            if no(&rule.verb, verb)
+                || no(&rule.resource, resource)
+                || no(&rule.namespace, namespace)
+                || rule.times.is_some_and(|t| *fired >= t)
+            {
+                continue;
+            }
+            *fired += 1;
+            return Duration::from_millis(rule.delay_ms);
+        }
+        Duration::ZERO
+    }
+
+    /// Holds the caller for `delay`, counted in [`Controls::delayed_in_flight`] (also when the
+    /// future is dropped: the client went away).
+    pub(crate) async fn hold(&self, delay: Duration) {
+        struct Held<'a>(&'a AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.delayed.fetch_add(1, Ordering::SeqCst);
+        let _held = Held(&self.inner.delayed);
+        tokio::time::sleep(delay).await;
     }
 
     /// The whole API is unavailable for `duration` (503 or refused connections).
@@ -432,6 +506,9 @@ impl Controls {
         for e in &spec.errors {
             self.add_error(e.clone());
         }
+        for d in &spec.delays {
+            self.add_delay(d.clone());
+        }
         if let Some(s) = spec.unavailable_seconds {
             self.unavailable_for(
                 Duration::from_secs_f64(s),
@@ -456,6 +533,8 @@ impl Controls {
             "latencyMs": f.latency.as_millis() as u64,
             "jitterMs": f.jitter.as_millis() as u64,
             "errors": f.rules.iter().map(|(r, fired)| json!({"rule": r, "fired": fired})).collect::<Vec<_>>(),
+            "delays": f.delays.iter().map(|(r, fired)| json!({"rule": r, "fired": fired})).collect::<Vec<_>>(),
+            "delayedInFlight": self.delayed_in_flight(),
             "unavailable": f.unavailable_until.map(|(u, _)| u > Instant::now()).unwrap_or(false),
             "rejectTokens": self.tokens_rejected(),
             "cutWatchesAfter": f.watch_event_limit,
@@ -486,6 +565,9 @@ pub struct FaultSpec {
     /// Error rules to add.
     #[serde(default)]
     pub errors: Vec<ErrorRule>,
+    /// Delay rules to add.
+    #[serde(default)]
+    pub delays: Vec<DelayRule>,
     /// Make the API unavailable for this many seconds.
     #[serde(default)]
     pub unavailable_seconds: Option<f64>,
@@ -528,6 +610,91 @@ mod tests {
         assert_eq!(c.verdict("list", "pods"), Verdict::Drop);
         c.clear_faults();
         assert_eq!(c.verdict("list", "pods"), Verdict::Pass);
+    }
+
+    #[test]
+    fn latency_jitter_is_seeded_and_bounded() {
+        let samples = |seed| {
+            let c = Controls::new(Store::default(), seed);
+            c.apply_spec(&FaultSpec {
+                latency_ms: Some(10),
+                jitter_ms: Some(100),
+                ..FaultSpec::default()
+            });
+            (0..500).map(|_| c.latency()).collect::<Vec<_>>()
+        };
+        let a = samples(7);
+        assert_eq!(a, samples(7), "same seed, same latencies");
+        assert!(
+            a.iter()
+                .all(|d| (Duration::from_millis(10)..Duration::from_millis(110)).contains(d)),
+            "fixed 10 ms plus up to 100 ms: {a:?}"
+        );
+        let lo = a.iter().filter(|d| **d < Duration::from_millis(35)).count();
+        let hi = a
+            .iter()
+            .filter(|d| **d >= Duration::from_millis(85))
+            .count();
+        assert!(
+            lo > 50 && hi > 50,
+            "spread over the range: {lo} low, {hi} high"
+        );
+        let c = Controls::new(Store::default(), 1);
+        c.set_latency(Duration::from_millis(5), Duration::ZERO);
+        assert_eq!(
+            c.latency(),
+            Duration::from_millis(5),
+            "no jitter: fixed only"
+        );
+    }
+
+    #[tokio::test]
+    async fn delay_rules_match_count_and_report_held_requests() {
+        let c = Controls::new(Store::default(), 1);
+        c.apply_spec(&FaultSpec {
+            delays: vec![DelayRule {
+                verb: Some("update".into()),
+                resource: Some("configmaps".into()),
+                namespace: Some("agent".into()),
+                delay_ms: 300,
+                times: Some(1),
+            }],
+            ..FaultSpec::default()
+        });
+        assert_eq!(c.delay_for("get", "configmaps", "agent"), Duration::ZERO);
+        assert_eq!(c.delay_for("update", "configmaps", "other"), Duration::ZERO);
+        assert_eq!(c.delay_for("update", "secrets", "agent"), Duration::ZERO);
+        let d = c.delay_for("update", "configmaps", "agent");
+        assert_eq!(d, Duration::from_millis(300));
+        assert_eq!(
+            c.delay_for("update", "configmaps", "agent"),
+            Duration::ZERO,
+            "times=1 used up"
+        );
+        assert_eq!(c.delayed_in_flight(), 0);
+        let held = tokio::spawn({
+            let c = c.clone();
+            async move { c.hold(d).await }
+        });
+        let start = std::time::Instant::now();
+        while c.delayed_in_flight() == 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never held");
+            tokio::task::yield_now().await;
+        }
+        held.abort();
+        let _ = held.await;
+        assert_eq!(
+            c.delayed_in_flight(),
+            0,
+            "a dropped request is no longer held"
+        );
+        c.add_delay(DelayRule {
+            delay_ms: 1,
+            ..DelayRule::default()
+        });
+        assert_eq!(c.delay_for("list", "pods", ""), Duration::from_millis(1));
+        c.clear_delays();
+        assert_eq!(c.delay_for("list", "pods", ""), Duration::ZERO);
     }
 
     #[test]

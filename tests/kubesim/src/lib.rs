@@ -69,7 +69,7 @@ pub mod tls;
 pub mod util;
 
 pub use cluster::{Cluster, Config, InClusterEnv, start};
-pub use controls::{Controls, ErrorRule, FaultSpec, RequestRecord, UnavailableMode};
+pub use controls::{Controls, DelayRule, ErrorRule, FaultSpec, RequestRecord, UnavailableMode};
 pub use error::ApiError;
 pub use registry::{ResourceInfo, ResourceKey};
 pub use store::{Deleted, EventKind, Propagation, Store, StoreConfig, WatchEvent};

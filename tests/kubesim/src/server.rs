@@ -407,6 +407,12 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let delay = shared
+        .controls
+        .delay_for(&rec.verb, &rec.resource, &rec.namespace);
+    if !delay.is_zero() {
+        shared.controls.hold(delay).await;
+    }
     match shared.controls.verdict(&rec.verb, &rec.resource) {
         Verdict::Drop => {
             finish(rec, 0);

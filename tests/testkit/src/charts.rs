@@ -24,6 +24,8 @@ struct State {
     failing: AtomicBool,
     /// 304 Not Modified answers given.
     not_modified: AtomicUsize,
+    /// Chart archive (`*.tgz`) downloads pass this gate.
+    downloads: http::Gate,
 }
 
 /// An HTTP Helm repository serving a directory.
@@ -97,6 +99,9 @@ impl ChartRepo {
                     && !http::basic_auth_ok(&req.headers, u, p)
                 {
                     return http::unauthorized();
+                }
+                if path.ends_with(".tgz") {
+                    st.downloads.pass().await;
                 }
                 if st.failing.load(Ordering::SeqCst)
                     || st
@@ -191,6 +196,12 @@ impl ChartRepo {
     /// Every request received, by path.
     pub fn request_counts(&self) -> BTreeMap<String, usize> {
         self.state.counts.lock().expect("lock").clone()
+    }
+
+    /// The gate chart archive (`*.tgz`) downloads pass: close it to hold downloads (see
+    /// [`http::Gate`]); the index is not held.
+    pub fn downloads_gate(&self) -> &http::Gate {
+        &self.state.downloads
     }
 
     /// Answer the next `n` requests with 500.

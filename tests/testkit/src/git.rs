@@ -176,6 +176,7 @@ pub struct GitServer {
     http: HttpServer,
     ca_pem: Option<String>,
     daemon: Mutex<Option<Arc<DaemonServer>>>,
+    gate: Arc<http::Gate>,
 }
 
 /// Basic auth credentials.
@@ -221,10 +222,14 @@ impl GitServer {
     ) -> anyhow::Result<Self> {
         let root = tempfile::tempdir()?;
         let project_root = root.path().to_path_buf();
+        let gate = Arc::new(http::Gate::default());
+        let g = gate.clone();
         let handler: http::Handler = Arc::new(move |req: Request| {
             let project_root = project_root.clone();
             let auth = auth.clone();
+            let gate = g.clone();
             Box::pin(async move {
+                gate.pass().await;
                 let user = match &auth {
                     Some(a) => {
                         if !http::basic_auth_ok(&req.headers, &a.user, &a.password) {
@@ -250,6 +255,7 @@ impl GitServer {
             http,
             ca_pem,
             daemon: Mutex::new(None),
+            gate,
         })
     }
 
@@ -270,6 +276,12 @@ impl GitServer {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.addr()
+    }
+
+    /// The gate every HTTP request passes before it is served: close it to hold fetches
+    /// (see [`http::Gate`]).
+    pub fn gate(&self) -> &http::Gate {
+        &self.gate
     }
 
     /// HTTP requests served so far.

@@ -35,6 +35,59 @@ pub fn response(status: u16, body: impl Into<Bytes>) -> Response {
         .expect("valid response")
 }
 
+/// Holds responses until released: while closed, [`Gate::pass`] waits (counted in
+/// [`Gate::held`]) until [`Gate::open`]. A test closes the gate, waits until a request is held
+/// (the client is then provably inside that request) and acts, e.g. SIGKILLs the client.
+#[derive(Default)]
+pub struct Gate {
+    closed: std::sync::atomic::AtomicBool,
+    held: AtomicUsize,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// Hold every request passing from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Let held and later requests through.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    /// Requests held right now (a request whose client went away is no longer counted).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Waits while the gate is closed.
+    pub async fn pass(&self) {
+        struct Held<'a>(&'a AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if !self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _held = Held(&self.held);
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            // Registered before the check: an open() in between is not missed.
+            opened.as_mut().enable();
+            if !self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
+
 /// An HTTP server bound to `127.0.0.1:port`.
 pub struct HttpServer {
     addr: SocketAddr,

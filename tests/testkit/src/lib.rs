@@ -87,6 +87,37 @@ mod tests {
         assert!(git::parse_cgi(b"no header end").is_err());
     }
 
+    #[tokio::test]
+    async fn gate_holds_requests_until_opened() {
+        let gate = std::sync::Arc::new(http::Gate::default());
+        gate.pass().await; // open: passes at once
+        gate.close();
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.pass().await });
+        let start = std::time::Instant::now();
+        while gate.held() == 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "never held"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        gate.open();
+        waiter.await.unwrap();
+        assert_eq!(gate.held(), 0);
+        // A held request whose client goes away is no longer counted.
+        gate.close();
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.pass().await });
+        while gate.held() == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(gate.held(), 0);
+    }
+
     #[test]
     fn tools_exist() {
         let t = tools();
