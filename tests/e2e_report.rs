@@ -160,3 +160,49 @@ async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
     task.await?;
     Ok(())
 }
+
+/// The status ConfigMap's writes fail with 500 more often than one write's in-place retries
+/// cover: the reporter tries again on its own once the throttle window has passed, without
+/// waiting for another status change (the last status before a quiet period, a revision
+/// Ready or `--once` ending, must reach the ConfigMap), and the write at shutdown is retried
+/// in place.
+#[tokio::test]
+async fn a_failed_configmap_write_is_retried_without_a_new_change() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let status = StatusStore::new();
+    status.update(|s| s.phase = OverallPhase::Progressing);
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_millis(300), stop.clone());
+    eventually("first write", || configmap_writes(&cluster) >= 1).await;
+    let c = cluster.controls();
+    let patches_failing = |times| kubesim::ErrorRule {
+        verb: Some("patch".into()),
+        resource: Some("configmaps".into()),
+        code: 500,
+        times: Some(times),
+        ..kubesim::ErrorRule::default()
+    };
+    // One write is tried 5 times (4 in-place retries): 7 failures outlast it.
+    c.add_error(patches_failing(7));
+    status.update(|s| s.phase = OverallPhase::Ready);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stored_status(&cluster)["phase"] != "Ready" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ready never reached the ConfigMap ({} patches failed)",
+            c.counts().by_code.get(&500).copied().unwrap_or(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.counts().by_code.get(&500).copied(), Some(7));
+
+    // The last write, at shutdown, meets two 500s and is repeated in place.
+    c.add_error(patches_failing(2));
+    status.update(|s| s.phase = OverallPhase::Failed);
+    stop.cancel();
+    task.await?;
+    assert_eq!(stored_status(&cluster)["phase"], "Failed");
+    assert_eq!(c.counts().by_code.get(&500).copied(), Some(9));
+    Ok(())
+}

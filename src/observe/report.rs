@@ -89,11 +89,10 @@ impl Reporter {
             "data": { STATUS_KEY: json },
         });
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        api.patch(
-            CONFIGMAP_NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&cm),
-        )
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&cm);
+        let retry = crate::kube_api::InPlaceRetry::default();
+        crate::kube_api::retry_kube(&retry, || api.patch(CONFIGMAP_NAME, &params, &patch))
         .await
         .map_err(|e| Error::ConfigMap {
             namespace: self.namespace.clone(),
@@ -146,7 +145,9 @@ impl Reporter {
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        api.create(&PostParams::default(), &event)
+        let params = PostParams::default();
+        let retry = crate::kube_api::InPlaceRetry::default();
+        crate::kube_api::retry_kube(&retry, || api.create(&params, &event))
             .await
             .map_err(|e| Error::Event {
                 namespace: self.namespace.clone(),
@@ -192,7 +193,17 @@ impl Reporter {
             if shutdown.is_cancelled() {
                 break;
             }
+            // A write that failed (after its in-place retries) is tried again once the
+            // throttle window has passed, not only at the next change: the last status before
+            // a quiet period (a revision Ready, `--once` ending) must reach the ConfigMap.
+            let again = async {
+                match last_write {
+                    Some(last) if pending => tokio::time::sleep_until(last + min_interval).await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = again => {}
                 r = changes.changed() => {
                     if r.is_err() { break; }
                     pending = true;
