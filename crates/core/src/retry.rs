@@ -215,7 +215,17 @@ pub fn classify_helm_kind(message: &str) -> HelmFailureKind {
         || m.contains("timed out")
         || m.contains("timeout waiting")
     {
-        HelmFailureKind::Timeout
+        // helm 4's wait (kstatus) reports a resource it never saw a status for as `Unknown`:
+        // its watch of the resource failed (the API answered 500 or 429), the resource was
+        // one seen not ready. Only when no resource was seen in progress or failed.
+        if m.contains("status: unknown")
+            && !m.contains("status: inprogress")
+            && !m.contains("status: failed")
+        {
+            HelmFailureKind::ClusterUnreachable
+        } else {
+            HelmFailureKind::Timeout
+        }
     } else if API_UNAVAILABLE_PHRASES.iter().any(|p| m.contains(p)) {
         HelmFailureKind::ClusterUnreachable
     } else if m.contains("chart.yaml file is missing")
@@ -703,6 +713,14 @@ mod tests {
                 ErrorClass::Permanent,
             ),
             ("Kubernetes cluster unreachable", ErrorClass::Unavailable),
+            (
+                "resource Deployment/mesh/mesh-control not ready. status: Unknown, message: \ncontext deadline exceeded",
+                ErrorClass::Unavailable,
+            ),
+            (
+                "resource Deployment/ns/a not ready. status: Unknown, message: \nresource Deployment/ns/b not ready. status: InProgress, message: 0 of 1 ready\ncontext deadline exceeded",
+                ErrorClass::Transient,
+            ),
             (
                 "INSTALLATION FAILED: failed to create resource: Internal error occurred: injected by kubesim",
                 ErrorClass::Unavailable,
