@@ -210,6 +210,8 @@ impl<D: HelmDriver> Runner<D> {
         // next_action never repeats an action within an attempt: a handful of steps at most
         // (a step repeated because the API was unavailable is not counted).
         let mut steps = 0;
+        // helm exited 0 in the step before: its release record must now be settled.
+        let mut helm_succeeded = false;
         while steps < 8 {
             let observed = match self.observe(job, &mut inputs).await {
                 Ok(observed) => observed,
@@ -221,6 +223,25 @@ impl<D: HelmDriver> Runner<D> {
                 }
                 Err(f) => return self.fail(job, f.message),
             };
+            let after_success = std::mem::take(&mut helm_succeeded);
+            if let Some(status) = observed
+                .as_ref()
+                .map(|o| &o.status)
+                .filter(|s| after_success && s.is_pending())
+            {
+                // helm exits 0 when the API fails only its last write, leaving the record
+                // pending: the API's fault, not the release's. The record is recovered like
+                // an interrupted helm's, and that step is not counted against the attempt.
+                let message = format!(
+                    "helm finished, but the API failed its last write and left the release record {status}"
+                );
+                inputs.performed.pop();
+                steps -= 1;
+                if self.blip(job, &mut blips, &message).await.is_none() {
+                    return self.fail(job, blips.gave_up(&message));
+                }
+                continue;
+            }
             let action = strata_core::reconcile::next_action(
                 &desired,
                 observed.as_ref(),
@@ -252,7 +273,7 @@ impl<D: HelmDriver> Runner<D> {
                 // exits 0 when the API fails only its last write (the record stays
                 // `pending-install`/`pending-upgrade`), so the loop observes again: in sync is
                 // NoOp (Ready), a record left pending is recovered like an interrupted helm.
-                Ok(()) => {}
+                Ok(()) => helm_succeeded = true,
                 Err(f) => {
                     inputs.retry.last_error = Some(f.message.clone());
                     // The first failure of the attempt is the one to report.
@@ -361,10 +382,15 @@ impl<D: HelmDriver> Runner<D> {
                 let f = failure
                     .take()
                     .unwrap_or_else(|| Failure::transient(reason.clone()));
-                let first = f.message.clone();
+                // Without a helm failure the reason is the whole story: said once.
+                let first = if f.message == *reason {
+                    String::new()
+                } else {
+                    format!("{}; ", f.message)
+                };
                 let message = match self.record_failure(job, f) {
                     Next::RetryAt { at, .. } => {
-                        format!("{first}; {reason} (next attempt not before {at})")
+                        format!("{first}{reason} (next attempt not before {at})")
                     }
                     Next::Stalled { reason } => format!("stalled: {reason}"),
                 };
@@ -1293,6 +1319,39 @@ mod tests {
                 .records
                 .iter()
                 .all(|x| !HelmStatus::parse(&x.status).is_pending())
+        );
+        assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn a_recovery_whose_record_stayed_pending_again_is_repeated_not_counted() {
+        // The recovery's install exits 0 and the API fails its last write again: the second
+        // recovery is the API's fault, repeated in place, and the attempt is not counted.
+        let fake = Fake::with(
+            vec![],
+            vec![
+                Upgrade::OkRecordPending,
+                Upgrade::OkRecordPending,
+                Upgrade::Ok,
+            ],
+        );
+        let (r, status, book) = runner(fake);
+        assert_eq!(
+            r.run(&job(RemediationStrategy::Retry)).await,
+            ReleaseResult::Ready
+        );
+        assert_eq!(
+            calls(&r),
+            ["upgrade", "uninstall", "upgrade", "uninstall", "upgrade"]
+        );
+        let rel = release(&status);
+        assert_eq!(rel.phase, ReleasePhase::Ready);
+        assert!(rel.transient_retries >= 1, "{rel:?}");
+        assert!(
+            rel.last_transient_error
+                .as_deref()
+                .is_some_and(|e| e.contains("left the release record pending-install")),
+            "{rel:?}"
         );
         assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
     }
