@@ -178,6 +178,11 @@ pub struct ReleaseStatus {
     /// The last of those transient errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_transient_error: Option<String>,
+    /// Milliseconds from the start of the release's last successful `helm upgrade --install`
+    /// to Ready, kept across revisions: releases expected to take longest start first in their
+    /// layer (never seen ones before all others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ready_ms: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -218,6 +223,7 @@ impl ReleaseStatus {
             last_remediation: None,
             transient_retries: 0,
             last_transient_error: None,
+            last_ready_ms: None,
         }
     }
 }
@@ -437,6 +443,7 @@ impl Status {
                             r.ready_at = p.ready_at.clone();
                             r.last_recovery = p.last_recovery.clone();
                             r.last_remediation = p.last_remediation.clone();
+                            r.last_ready_ms = p.last_ready_ms;
                             if same_commit {
                                 r.attempts = p.attempts;
                                 // Re-checking an unchanged revision: keep Ready releases

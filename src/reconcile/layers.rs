@@ -3,7 +3,7 @@
 //! start. Rules (decided there): layers run in order; the next layer starts only when every
 //! release of the layer below is Ready; when a release fails its siblings still finish and
 //! every layer above is Skipped. This module adds the effects: up to `concurrency` releases
-//! run at once, a `layer` span per layer, layer timings, and the Skipped status. A shutdown
+//! run at once, the slowest (by their last observed time to Ready) started first, a `layer` span per layer, layer timings, and the Skipped status. A shutdown
 //! lets running releases finish (helm is never killed by a drain) and starts nothing new.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +13,7 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use strata_core::plan::{Plan, ReleaseKey};
-use strata_core::schedule::{Outcome, ReleaseState, next_actions};
+use strata_core::schedule::{Outcome, ReleaseState, next_actions, slowest_first};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -78,11 +78,23 @@ where
     let mut states: BTreeMap<ReleaseKey, ReleaseState> = BTreeMap::new();
     let mut open: HashMap<usize, OpenLayer> = HashMap::new();
     let mut running = FuturesUnordered::new();
+    // The last observed time to Ready of each release: the slowest start first.
+    let expected: HashMap<ReleaseKey, u64> = status
+        .snapshot()
+        .layers
+        .iter()
+        .flat_map(|l| l.releases.iter())
+        .filter_map(|r| {
+            r.last_ready_ms
+                .map(|ms| (ReleaseKey::new(&r.namespace, &r.name), ms))
+        })
+        .collect();
     let step = loop {
-        let step = next_actions(plan, &states);
+        let mut step = next_actions(plan, &states);
         if step.done {
             break step;
         }
+        slowest_first(&mut step.start, |k| expected.get(k).copied());
         if !shutdown.is_cancelled() {
             for key in &step.start {
                 if running.len() >= concurrency.max(1) {
@@ -347,6 +359,41 @@ mod tests {
         assert!(s.layers.iter().all(|l| l.phase == LayerPhase::Ready));
         assert!(s.layers.iter().all(|l| l.ready_at.is_some()));
         assert!(m.encode().contains("strata_layer_ready_seconds_count 2"));
+    }
+
+    #[tokio::test]
+    async fn releases_start_slowest_first_by_their_last_time_to_ready() {
+        let (plan, jobs, status) = setup(&[
+            (
+                1,
+                &[
+                    ("quick", false),
+                    ("slow", false),
+                    ("unseen", false),
+                    ("mid", false),
+                ],
+            ),
+            (2, &[("x", false), ("y", false)]),
+        ]);
+        status.update(|s| {
+            for (name, ms) in [
+                ("quick", 200),
+                ("slow", 2000),
+                ("mid", 900),
+                ("x", 10),
+                ("y", 50),
+            ] {
+                s.release_mut("ns", name).unwrap().last_ready_ms = Some(ms);
+            }
+        });
+        let f = fake(&status);
+        let m = Metrics::new();
+        let out = run_layers(&f, &plan, &jobs, 1, &status, &m, &CancellationToken::new()).await;
+        assert_eq!(out, LayersOutcome::AllReady);
+        assert_eq!(
+            *f.started.lock().unwrap(),
+            ["unseen", "slow", "mid", "quick", "y", "x"]
+        );
     }
 
     #[tokio::test]

@@ -692,9 +692,11 @@ impl<D: HelmDriver> Runner<D> {
             .helm_command("upgrade", started.elapsed(), result.is_err());
         match result {
             Ok(info) => {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 self.set(job, |r| {
                     r.phase = ReleasePhase::Ready;
                     r.helm_revision = Some(info.revision);
+                    r.last_ready_ms = Some(ms);
                     r.ready_at = Some(now_rfc3339());
                     r.message = Some(if info.description.is_empty() {
                         format!("{verb} complete")

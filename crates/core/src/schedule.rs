@@ -5,7 +5,8 @@
 //! - A Failed release blocks every layer above it (those releases are *skipped*), while its
 //!   siblings in the same layer still run to the end.
 //!
-//! The runtime calls [`next_actions`] after every change; it bounds parallelism itself.
+//! The runtime calls [`next_actions`] after every change; it bounds parallelism itself, and
+//! starts the releases that may start slowest first ([`slowest_first`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -154,6 +155,20 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
     step
 }
 
+/// Orders the releases that may start so the ones expected to take longest start first
+/// (longest-processing-time-first): with any concurrency a layer then ends as early as it can,
+/// instead of a slow release that happens to be last in the list extending it. `expected` is
+/// the last observed time to Ready (in any unit, e.g. milliseconds); releases never seen (`None`) go first, since
+/// they may be the slowest. The order is otherwise the plan's (a stable sort).
+pub fn slowest_first(start: &mut [ReleaseKey], expected: impl Fn(&ReleaseKey) -> Option<u64>) {
+    start.sort_by(|a, b| match (expected(a), expected(b)) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => y.cmp(&x),
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +190,29 @@ mod tests {
             layer_source: LayerSource::Override,
             timeout: GoDuration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn slowest_first_starts_unknown_then_longest_keeping_plan_order_on_ties() {
+        let keys = |names: &[&str]| -> Vec<ReleaseKey> {
+            names.iter().map(|n| ReleaseKey::new("ns", *n)).collect()
+        };
+        let mut start = keys(&["fast", "slow", "new", "mid", "also-new", "slow-too"]);
+        let expected = |k: &ReleaseKey| match k.name.as_str() {
+            "fast" => Some(200),
+            "slow" | "slow-too" => Some(2000),
+            "mid" => Some(1100),
+            _ => None,
+        };
+        slowest_first(&mut start, expected);
+        assert_eq!(
+            start,
+            keys(&["new", "also-new", "slow", "slow-too", "mid", "fast"])
+        );
+        // Nothing known: the plan's order.
+        let mut plain = keys(&["c", "a", "b"]);
+        slowest_first(&mut plain, |_| None);
+        assert_eq!(plain, keys(&["c", "a", "b"]));
     }
 
     /// Layers 1: [a, b], 2: [c], then unlayered [d].
