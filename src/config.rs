@@ -13,7 +13,7 @@
 //! | `--git-known-hosts-file` | `STRATA_GIT_KNOWN_HOSTS_FILE` | none |
 //! | `--work-dir` | `STRATA_WORK_DIR` | a new temporary directory |
 //! | `--interval` | `STRATA_INTERVAL` | `1m` |
-//! | `--concurrency` | `STRATA_CONCURRENCY` | `4` |
+//! | `--concurrency` | `STRATA_CONCURRENCY` | fitted to the pod |
 //! | `--helm` | `STRATA_HELM` | `helm` (on `PATH`) |
 //! | `--default-timeout` | `STRATA_DEFAULT_TIMEOUT` | `5m` (helm timeout of profiles when the list sets neither `timeout` on the profile nor `defaults.timeout`) |
 //! | `--listen` | `STRATA_LISTEN` | `0.0.0.0:8080` |
@@ -117,9 +117,10 @@ pub struct RunArgs {
     /// How often to fetch the repository (Go-style duration: 30s, 1m, 1h30m).
     #[arg(long, env = "STRATA_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Releases installed in parallel inside one layer.
-    #[arg(long, env = "STRATA_CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// Releases installed in parallel inside one layer. Default: what the pod can afford
+    /// (its memory limit over helm's measured peak memory, 4 per CPU, at most 10).
+    #[arg(long, env = "STRATA_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
     /// The helm binary (helm 3 or helm 4; the version is detected).
     #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
     pub helm: PathBuf,
@@ -174,7 +175,6 @@ pub mod defaults {
     pub const GIT_REF: &str = "main";
     pub const PROFILES_PATH: &str = "profiles.yaml";
     pub const INTERVAL: Duration = Duration::from_secs(60);
-    pub const CONCURRENCY: u16 = 4;
     pub const HELM: &str = "helm";
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080));
@@ -314,7 +314,8 @@ pub struct AgentConfig {
     /// The deadline of `once`; `None`: the longest helm timeout of the revision's releases.
     pub once_timeout: Option<Duration>,
     pub interval: Duration,
-    pub concurrency: usize,
+    /// `None`: fitted to the pod before each revision (strata-core's `capacity::fit`).
+    pub concurrency: Option<usize>,
     /// The helm binary (it exists; its version is detected when the agent starts).
     pub helm: PathBuf,
     pub default_timeout: Duration,
@@ -337,7 +338,7 @@ impl AgentConfig {
             once: false,
             once_timeout: None,
             interval: defaults::INTERVAL,
-            concurrency: usize::from(defaults::CONCURRENCY),
+            concurrency: None,
             helm: PathBuf::from(defaults::HELM),
             default_timeout: defaults::DEFAULT_TIMEOUT,
             listen: defaults::LISTEN,
@@ -357,7 +358,7 @@ pub struct AgentBuilder {
     pub once: bool,
     pub once_timeout: Option<Duration>,
     pub interval: Duration,
-    pub concurrency: usize,
+    pub concurrency: Option<usize>,
     pub helm: PathBuf,
     pub default_timeout: Duration,
     pub listen: SocketAddr,
@@ -375,7 +376,7 @@ impl From<RunArgs> for AgentBuilder {
             once: a.once,
             once_timeout: a.once_timeout,
             interval: a.interval,
-            concurrency: usize::from(a.concurrency),
+            concurrency: a.concurrency.map(usize::from),
             helm: a.helm,
             default_timeout: a.default_timeout,
             listen: a.listen,
@@ -708,7 +709,7 @@ mod tests {
             panic!("expected run");
         };
         assert!(run.once);
-        assert_eq!(run.concurrency, 2);
+        assert_eq!(run.concurrency, Some(2));
         assert_eq!(run.interval, Duration::from_secs(30));
         assert_eq!(run.default_timeout, Duration::from_secs(300));
         assert_eq!(run.source.profiles_path, "profiles.yaml");

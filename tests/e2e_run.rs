@@ -45,7 +45,27 @@ async fn seed_scenario(helm: HelmBin) -> anyhow::Result<()> {
         assert_eq!(r["helmRevision"], 1, "{r:#}");
         assert_eq!(r["attempts"], 1, "{r:#}");
         assert_eq!(r["action"], "install", "{r:#}");
+        // How long it took, for the slowest-first order of the next revisions.
+        assert!(r["lastReadyMs"].as_u64().is_some_and(|ms| ms > 0), "{r:#}");
     }
+    // No --concurrency: fitted to what this machine affords, and said why.
+    let concurrency = &status["concurrency"];
+    assert!(
+        concurrency["value"]
+            .as_u64()
+            .is_some_and(|n| (1..=10).contains(&n)),
+        "{status:#}"
+    );
+    assert!(
+        concurrency["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("derived:") && r.contains("CPU")),
+        "{status:#}"
+    );
+    assert!(
+        logs.contains("releases run in parallel inside a layer"),
+        "{logs}"
+    );
 
     // Order, from the API server's request log (in arrival order): the first write of layer
     // N+1 comes after the last write of layer N, which is helm marking the release deployed

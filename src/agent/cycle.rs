@@ -41,7 +41,10 @@ pub(super) struct Agent {
     loader: revision::Loader,
     runner: release::Runner,
     shared: Shared,
-    concurrency: usize,
+    /// `--concurrency`; `None`: fitted to the pod before each revision.
+    concurrency: Option<usize>,
+    /// The concurrency the last revision ran with (logged when it changes).
+    last_concurrency: std::sync::Mutex<Option<usize>>,
     default_timeout: Duration,
     client: kube::Client,
     current: std::sync::Mutex<Option<Arc<Current>>>,
@@ -93,6 +96,7 @@ impl Agent {
             runner,
             shared: shared.clone(),
             concurrency: config.concurrency,
+            last_concurrency: std::sync::Mutex::new(None),
             default_timeout: config.default_timeout,
             client: client.clone(),
             current: std::sync::Mutex::new(None),
@@ -413,11 +417,24 @@ impl Agent {
         } else {
             tracing::info!(commit = %info.commit, layers = loaded.plan.layers.len(), "applying revision");
         }
+        let concurrency = super::capacity::concurrency(self.concurrency);
+        let previous = self
+            .last_concurrency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(concurrency.value);
+        if previous != Some(concurrency.value) {
+            tracing::info!(concurrency = concurrency.value, reason = %concurrency.reason, "releases run in parallel inside a layer");
+        }
+        let value = concurrency.value;
+        self.shared
+            .status
+            .update(|s| s.concurrency = Some(concurrency));
         let outcome = layers::run_layers(
             &self.runner,
             &loaded.plan,
             &loaded.jobs,
-            self.concurrency,
+            value,
             &self.shared.status,
             &self.shared.metrics,
             shutdown,

@@ -18,6 +18,7 @@
 //! before (by [`crate::config::compile`]).
 
 pub mod annotation;
+mod capacity;
 mod cycle;
 pub mod leader;
 mod parts;

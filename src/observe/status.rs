@@ -324,6 +324,10 @@ pub struct Status {
     /// `--leader-elect` the Lease holder; without it this agent, by definition the only writer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
+    /// How many releases of a layer run at once, and why (`--concurrency`, or fitted to the
+    /// pod's memory limit and CPUs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<strata_core::capacity::Concurrency>,
     pub layers: Vec<LayerStatus>,
 }
 
@@ -352,6 +356,7 @@ impl Default for Status {
             last_error: None,
             leader: None,
             writer: None,
+            concurrency: None,
             layers: Vec::new(),
         }
     }

@@ -19,6 +19,7 @@
 //!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
 //!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
 //!
+//! - [`capacity::fit`]: the default `--concurrency` from the pod's memory limit and CPUs.
 //! - [`cycle::next_cycle`] / [`cycle::once_step`]: when the agent's next cycle starts (a
 //!   release's backoff may come before the next poll) and when `strata run --once` stops.
 //! - [`limits`]: early, clear failures for values and releases too large for the cluster.
@@ -28,6 +29,7 @@
 //! Every parser reports all problems at once as [`Problems`]; each [`Problem`] names the file
 //! and the field (`profiles[cert-manager].version`) and displays as `file: field: message`.
 pub mod allocation;
+pub mod capacity;
 pub mod chart;
 pub mod cycle;
 pub mod input;
