@@ -70,7 +70,7 @@ impl Shape {
 
     /// Objects of the `n`-th chart (0-based in list order).
     pub fn objects(&self, n: usize) -> usize {
-        if self.heavy_every > 0 && (n + 1) % self.heavy_every == 0 {
+        if self.heavy_every > 0 && (n + 1).is_multiple_of(self.heavy_every) {
             self.heavy_objects.max(2)
         } else {
             2
