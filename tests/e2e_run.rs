@@ -755,6 +755,53 @@ async fn pending_release_is_recovered_and_reported() -> anyhow::Result<()> {
 /// Cluster API's kubeadm sets it) and shows in the status; without any name the revision is
 /// rejected with a problem saying how to set it.
 #[tokio::test]
+async fn per_cluster_profile_list_from_the_cluster_api_node_annotation() -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
+    let list = layered_profiles(&s.charts.url(), "{}");
+    s.repo.remove("profiles.yaml")?;
+    s.repo.write("clusters/edge-7/profiles.yaml", list)?;
+    s.repo.commit("per-cluster lists")?;
+    // Cluster API annotates every Node (any bootstrap provider); kubeadm's ConfigMap, when
+    // there is one too, comes second.
+    for (node, annotated) in [("cp-1", true), ("worker-1", true), ("worker-2", false)] {
+        let mut meta = serde_json::json!({"name": node});
+        if annotated {
+            meta["annotations"] = serde_json::json!({"cluster.x-k8s.io/cluster-name": "edge-7"});
+        }
+        s.cluster.store().create(
+            &kubesim::ResourceKey::new("", "nodes"),
+            serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": meta}),
+        )?;
+    }
+    s.cluster.store().create(
+        &kubesim::ResourceKey::new("", "configmaps"),
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+            "data": {"ClusterConfiguration": "clusterName: other\n"}
+        }),
+    )?;
+    let mut agent = s.agent(
+        &[
+            "--once",
+            "--profiles-path",
+            "clusters/{cluster}/profiles.yaml",
+        ],
+        &[],
+    )?;
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert!(exit.success(), "{}", agent.logs());
+    let st = s.configmap_status().expect("status written");
+    assert_eq!(st["phase"], "Ready", "{st:#}");
+    assert_eq!(st["revision"]["clusterName"], "edge-7");
+    assert_eq!(
+        st["revision"]["profilesPath"],
+        "clusters/edge-7/profiles.yaml"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn per_cluster_profile_list_from_kubeadm_config() -> anyhow::Result<()> {
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
     let list = layered_profiles(&s.charts.url(), "{}");
