@@ -24,6 +24,10 @@
 #   CLUSTER_KUBECONFIG, CLUSTER_SA_DIR, CLUSTER_API_PORT: use a simulated cluster the caller
 #               already runs (its kubeconfig, service-account directory, API port on 127.0.0.1)
 #               instead of starting kubesim.
+#   OVERLAY=deploy/bootstrap  apply the bootstrap overlay instead of deploy/, on a cluster
+#               without kube-proxy: the kubelet's KUBERNETES_SERVICE_HOST/PORT (the Service IP)
+#               lead nowhere, and the agent must reach the API server at the control-plane
+#               endpoint the overlay's ConfigMap strata-bootstrap gives (set to kubesim here).
 # Needs root (chroot, mount namespace; the checked processes themselves run as 65532),
 # util-linux (unshare, setpriv) and coreutils chroot.
 #
@@ -209,12 +213,16 @@ if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
     api_port=$(grep -m1 '^KUBERNETES_SERVICE_PORT=' "$work/kubesim.out" | cut -d= -f2)
   fi
   k() { "$kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
-  # deploy/ as is, with the example repository as the Git URL.
-  "$kubectl" kustomize "$repo/deploy" |
-    sed "s#https://git.example.com/platform/profiles.git#$url#" >"$work/deploy.yaml"
-  grep -q "$url" "$work/deploy.yaml" || fail "deploy/ no longer has the placeholder Git URL this check replaces"
-  k apply -f "$work/deploy.yaml" >"$work/apply.out" 2>&1 || fail "kubectl apply of deploy/ failed: $(cat "$work/apply.out")"
-  say "kubectl apply of deploy/ to kubesim: $(wc -l <"$work/apply.out") objects"
+  # deploy/ (or $OVERLAY) as is, with the example repository as the Git URL; the bootstrap
+  # overlay's control-plane endpoint is kubesim's address.
+  overlay=${OVERLAY:-deploy}
+  "$kubectl" kustomize "$repo/$overlay" |
+    sed "s#https://git.example.com/platform/profiles.git#$url#" |
+    sed "s#KUBERNETES_SERVICE_HOST: control-plane.example.com#KUBERNETES_SERVICE_HOST: 127.0.0.1#" |
+    sed "s#KUBERNETES_SERVICE_PORT: \"6443\"#KUBERNETES_SERVICE_PORT: \"$api_port\"#" >"$work/deploy.yaml"
+  grep -q "$url" "$work/deploy.yaml" || fail "$overlay no longer has the placeholder Git URL this check replaces"
+  k apply -f "$work/deploy.yaml" >"$work/apply.out" 2>&1 || fail "kubectl apply of $overlay failed: $(cat "$work/apply.out")"
+  say "kubectl apply of $overlay to kubesim: $(wc -l <"$work/apply.out") objects"
   [ "$(k -n strata-system get deployment strata -o jsonpath='{.spec.template.spec.serviceAccountName}')" = strata ] ||
     fail "the applied Deployment does not run as ServiceAccount strata"
   # The Deployment's environment: envFrom strata-config (read back from the cluster), the
@@ -224,11 +232,45 @@ if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
     -o go-template='{{range $k, $v := .data}}{{$k}}={{$v}}{{"\n"}}{{end}}')
   [ "${#cluster_env[@]}" -gt 0 ] || fail "ConfigMap strata-config is empty in the cluster"
   status_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # The kubelet's service variables: the kubernetes Service, reachable through kube-proxy;
+  # with the bootstrap overlay there is none yet, so they lead to a closed port.
+  service_port=$api_port
+  if [ "$overlay" = deploy/bootstrap ]; then
+    service_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  fi
+  # Then the container's own env entries, resolved as the kubelet does (value, configMapKeyRef
+  # from the applied ConfigMaps, fieldRef; an optional Secret, which this check does not
+  # create, is skipped):
+  # they come after, so they win.
+  mapfile -t deployment_env < <(k -n strata-system get deployment strata -o json |
+    python3 -c '
+import json, subprocess, sys
+d = json.load(sys.stdin)
+c = d["spec"]["template"]["spec"]["containers"][0]
+kubectl = sys.argv[1:]
+fields = {"metadata.namespace": "strata-system", "status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1"}
+for e in c.get("env", []):
+    src = e.get("valueFrom", {})
+    if "value" in e:
+        value = e["value"]
+    elif "configMapKeyRef" in src:
+        ref = src["configMapKeyRef"]
+        cm = json.loads(subprocess.check_output(kubectl + ["-n", "strata-system", "get", "configmap", ref["name"], "-o", "json"]))
+        value = cm["data"][ref["key"]]
+    elif "fieldRef" in src:
+        value = fields[src["fieldRef"]["fieldPath"]]
+    elif src.get("secretKeyRef", {}).get("optional"):
+        continue  # no such Secret in this check
+    else:
+        sys.exit("unhandled env entry " + json.dumps(e))
+    print(e["name"] + "=" + value)
+' "$kubectl" --kubeconfig "$work/kubeconfig")
   cluster_env+=(
     STRATA_NAMESPACE=strata-system
     KUBERNETES_SERVICE_HOST=127.0.0.1
-    "KUBERNETES_SERVICE_PORT=$api_port"
-    "KUBERNETES_SERVICE_PORT_HTTPS=$api_port"
+    "KUBERNETES_SERVICE_PORT=$service_port"
+    "KUBERNETES_SERVICE_PORT_HTTPS=$service_port"
+    "${deployment_env[@]}"
     # Port 8080 may be taken on a shared test machine.
     "STRATA_LISTEN=127.0.0.1:$status_port"
   )

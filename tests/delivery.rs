@@ -414,6 +414,7 @@ fn narrow_rbac_overlay_has_no_cluster_wide_wildcard() -> Result<()> {
 }
 
 const PAYLOAD: &str = "deploy/capi/strata-agent-manifests.yaml";
+const BOOTSTRAP_PAYLOAD: &str = "deploy/capi/bootstrap/strata-agent-manifests.yaml";
 const PAYLOAD_LIMIT: usize = 64 * 1024;
 
 #[test]
@@ -430,17 +431,22 @@ fn capi_payload_is_up_to_date() -> Result<()> {
         "scripts/gen-capi.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fresh = std::fs::read_to_string(tmp.path().join("strata-agent-manifests.yaml"))?;
-    let committed = std::fs::read_to_string(repo().join(PAYLOAD))?;
-    if fresh != committed {
-        let line = fresh
-            .lines()
-            .zip(committed.lines())
-            .position(|(a, b)| a != b)
-            .map_or_else(|| "length".to_owned(), |n| format!("line {}", n + 1));
-        bail!(
-            "{PAYLOAD} is stale (first difference at {line}): run scripts/gen-capi.sh and commit it"
-        );
+    for (generated, committed_path) in [
+        ("strata-agent-manifests.yaml", PAYLOAD),
+        ("bootstrap/strata-agent-manifests.yaml", BOOTSTRAP_PAYLOAD),
+    ] {
+        let fresh = std::fs::read_to_string(tmp.path().join(generated))?;
+        let committed = std::fs::read_to_string(repo().join(committed_path))?;
+        if fresh != committed {
+            let line = fresh
+                .lines()
+                .zip(committed.lines())
+                .position(|(a, b)| a != b)
+                .map_or_else(|| "length".to_owned(), |n| format!("line {}", n + 1));
+            bail!(
+                "{committed_path} is stale (first difference at {line}): run scripts/gen-capi.sh and commit it"
+            );
+        }
     }
     Ok(())
 }
@@ -488,6 +494,113 @@ fn capi_payload_holds_the_rendered_agent_and_is_small() -> Result<()> {
             .is_some_and(|e| e["configMapRef"]["name"] == "strata-cluster"
                 && e["configMapRef"]["optional"] == true),
         "per-cluster overrides (optional ConfigMap strata-cluster) must be loaded last"
+    );
+    Ok(())
+}
+
+/// Bootstrap mode, for a cluster without a CNI (and kube-proxy) yet: deploy/bootstrap and the
+/// ClusterResourceSet variant run the agent on a control-plane node with the host's network
+/// and resolver, tolerate a not-ready node, and reach the API server without the Service IP.
+#[test]
+fn bootstrap_variants_run_before_the_cni() -> Result<()> {
+    let taints = [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/network-unavailable",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+        "node-role.kubernetes.io/control-plane",
+    ];
+    for dir in ["deploy/bootstrap", "deploy/capi/bootstrap-agent"] {
+        let docs = render(dir)?;
+        let d = find(&docs, "Deployment", "strata")?;
+        let spec = &d["spec"]["template"]["spec"];
+        ensure!(spec["hostNetwork"] == true, "{dir}: hostNetwork");
+        ensure!(spec["dnsPolicy"] == "Default", "{dir}: dnsPolicy Default");
+        ensure!(
+            spec["priorityClassName"] == "system-cluster-critical",
+            "{dir}: priorityClassName"
+        );
+        ensure!(
+            spec["nodeSelector"]["node-role.kubernetes.io/control-plane"] == "",
+            "{dir}: a control-plane node"
+        );
+        let tolerated: Vec<&str> = spec["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["key"].as_str())
+            .collect();
+        for taint in taints {
+            ensure!(
+                tolerated.contains(&taint),
+                "{dir}: no toleration for {taint}"
+            );
+        }
+        let c = agent_container(d)?;
+        let host = env_value(c, "KUBERNETES_SERVICE_HOST").context("KUBERNETES_SERVICE_HOST")?;
+        let port = env_value(c, "KUBERNETES_SERVICE_PORT").context("KUBERNETES_SERVICE_PORT")?;
+        if dir == "deploy/bootstrap" {
+            // The control-plane endpoint, from ConfigMap strata-bootstrap.
+            for (e, key) in [
+                (host, "KUBERNETES_SERVICE_HOST"),
+                (port, "KUBERNETES_SERVICE_PORT"),
+            ] {
+                let r = &e["valueFrom"]["configMapKeyRef"];
+                ensure!(
+                    r["name"] == "strata-bootstrap" && r["key"] == key,
+                    "{dir}: {e}"
+                );
+            }
+            let cm = find(&docs, "ConfigMap", "strata-bootstrap")?;
+            ensure!(cm["data"]["KUBERNETES_SERVICE_PORT"] == "6443", "{cm}");
+        } else {
+            // The same bytes for every cluster: the API server on this node.
+            ensure!(
+                host["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP",
+                "{dir}: {host}"
+            );
+            ensure!(port["value"] == "6443", "{dir}: {port}");
+        }
+        // Everything else is the base's (plus, for the bootstrap overlay, its ConfigMap).
+        let mut expected = kinds_and_names(&render("deploy")?);
+        if dir == "deploy/bootstrap" {
+            expected.extend(kinds_and_names(&[find(
+                &docs,
+                "ConfigMap",
+                "strata-bootstrap",
+            )?
+            .clone()]));
+        }
+        ensure!(
+            kinds_and_names(&docs) == expected,
+            "{dir}: objects differ from deploy/"
+        );
+    }
+    // The payload of the bootstrap ClusterResourceSet is that overlay, and small.
+    let committed = std::fs::read_to_string(repo().join(BOOTSTRAP_PAYLOAD))?;
+    ensure!(
+        committed.len() < PAYLOAD_LIMIT,
+        "{BOOTSTRAP_PAYLOAD}: {} bytes",
+        committed.len()
+    );
+    let cm: Value = serde_saphyr::from_str(&committed)?;
+    ensure!(cm["metadata"]["name"] == "strata-agent-bootstrap-manifests");
+    ensure!(
+        cm["data"]["strata.yaml"].as_str()
+            == Some(kustomize("deploy/capi/bootstrap-agent")?.as_str()),
+        "{BOOTSTRAP_PAYLOAD} differs from kubectl kustomize deploy/capi/bootstrap-agent"
+    );
+    let crs = render("deploy/capi/bootstrap")?;
+    let set = crs
+        .iter()
+        .find(|d| d["kind"] == "ClusterResourceSet")
+        .context("no ClusterResourceSet in deploy/capi/bootstrap")?;
+    ensure!(
+        set["spec"]["resources"][0]["name"] == "strata-agent-bootstrap-manifests",
+        "{set}"
+    );
+    ensure!(
+        set["spec"]["clusterSelector"]["matchLabels"]["strata.dev/agent"] == "bootstrap",
+        "{set}"
     );
     Ok(())
 }
@@ -891,7 +1004,13 @@ fn agent_env_vars() -> Result<BTreeSet<String>> {
 fn manifests_only_set_variables_the_agent_reads() -> Result<()> {
     let known = agent_env_vars()?;
     let mut used = BTreeSet::new();
-    for dir in ["deploy", "deploy/capi/agent", "kind-config/overlay"] {
+    for dir in [
+        "deploy",
+        "deploy/capi/agent",
+        "kind-config/overlay",
+        "deploy/bootstrap",
+        "deploy/capi/bootstrap-agent",
+    ] {
         let docs = render(dir)?;
         let config = find(&docs, "ConfigMap", "strata-config")?;
         used.extend(
@@ -945,6 +1064,19 @@ fn is_root() -> bool {
 /// KUBERNETES_SERVICE_HOST/PORT, `strata run --once` must make the status ConfigMap Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_layout_and_in_cluster_run_pass_for_this_build() -> Result<()> {
+    layout_check(None).await
+}
+
+/// The same in-cluster run with deploy/bootstrap on a cluster without kube-proxy: the
+/// kubelet's KUBERNETES_SERVICE_HOST/PORT (the Service IP) lead to a closed port, and the agent
+/// and its helm processes must reach the API server at the control-plane endpoint the
+/// overlay's ConfigMap strata-bootstrap gives (kubesim's address here) to get Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_overlay_reaches_the_api_at_the_control_plane_endpoint() -> Result<()> {
+    layout_check(Some("deploy/bootstrap")).await
+}
+
+async fn layout_check(overlay: Option<&str>) -> Result<()> {
     if !is_root() {
         eprintln!("skipped: scripts/check-image-layout.sh needs root (chroot, mount namespace)");
         return Ok(());
@@ -960,17 +1092,19 @@ async fn image_layout_and_in_cluster_run_pass_for_this_build() -> Result<()> {
         .find(|(k, _)| k == "KUBERNETES_SERVICE_PORT")
         .map(|(_, v)| v.clone())
         .context("KUBERNETES_SERVICE_PORT")?;
-    let run = tokio::process::Command::new("bash")
-        .arg(repo().join("scripts/check-image-layout.sh"))
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(repo().join("scripts/check-image-layout.sh"))
         .arg(env!("CARGO_BIN_EXE_strata"))
         .env("STRATA_TOOLS_DIR", testkit::tools::dir())
         .env("KUBECTL", kubectl()?)
         .env("CLUSTER_KUBECONFIG", &kubeconfig)
         .env("CLUSTER_SA_DIR", &in_cluster.dir)
         .env("CLUSTER_API_PORT", api_port)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(240), run).await;
+        .kill_on_drop(true);
+    if let Some(overlay) = overlay {
+        cmd.env("OVERLAY", overlay);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(240), cmd.output()).await;
     cluster.shutdown().await;
     let out = out.context("check-image-layout timed out")??;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -989,6 +1123,12 @@ async fn image_layout_and_in_cluster_run_pass_for_this_build() -> Result<()> {
         "PASS:",
     ] {
         ensure!(stdout.contains(step), "no {step:?} in:\n{stdout}");
+    }
+    if let Some(overlay) = overlay {
+        ensure!(
+            stdout.contains(&format!("kubectl apply of {overlay} to kubesim")),
+            "{overlay} was not applied:\n{stdout}"
+        );
     }
     Ok(())
 }
