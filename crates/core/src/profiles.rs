@@ -37,7 +37,7 @@ pub const TOP_FIELDS: &[&str] = &[
 /// Field names accepted in `layering`.
 pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
 /// Field names accepted in each `repositories[]` entry.
-pub const REPOSITORY_FIELDS: &[&str] = &["name", "url", "secretRef"];
+pub const REPOSITORY_FIELDS: &[&str] = &["name", "url", "secretRef", "plainHttp"];
 /// Field names accepted in `repositories[].secretRef`.
 pub const REPOSITORY_SECRET_REF_FIELDS: &[&str] = &["name"];
 /// The keys of a chart repository's credentials Secret.
@@ -143,6 +143,13 @@ pub struct Repository {
     /// for this repository.
     #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<RepositorySecretRef>,
+    /// An `oci://` registry served over plain HTTP (a local or test registry); HTTPS otherwise.
+    #[serde(
+        default,
+        rename = "plainHttp",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub plain_http: bool,
 }
 
 /// The credentials Secret of a chart repository (in the agent's namespace).
@@ -158,7 +165,7 @@ pub struct RepositorySecretRef {
 pub enum RepositoryKind {
     /// `http://` or `https://`: a classic Helm repository with an `index.yaml`.
     Http,
-    /// `oci://`: parsed, but not supported yet (reported as a problem).
+    /// `oci://host[:port]/path`: an OCI registry (charts pushed with `helm push`).
     Oci,
 }
 
@@ -659,14 +666,26 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
                 }
             }
             Some(RepositoryKind::Oci) => {
-                ctx.report(
-                    Some(url_node),
-                    &join(&path, "url"),
-                    format!(
-                        "OCI repositories are not supported yet (`{url}`); use an http(s) Helm repository"
-                    ),
-                );
-                ok = false;
+                // oci://host[:port]/path: a registry host, then the repository path.
+                let rest = &url["oci://".len()..];
+                let (host, repo_path) = rest.split_once('/').unwrap_or((rest, ""));
+                if host.is_empty()
+                    || url.contains(char::is_whitespace)
+                    || url.contains(['?', '#', '@'])
+                    || repo_path
+                        .split('/')
+                        .any(|p| p.is_empty() || p == "." || p == "..")
+                        && !repo_path.is_empty()
+                {
+                    ctx.report(
+                        Some(url_node),
+                        &join(&path, "url"),
+                        format!(
+                            "`{url}` is not a valid OCI repository URL: use oci://<registry host>[:port]/<path>"
+                        ),
+                    );
+                    ok = false;
+                }
             }
             None => {
                 ctx.report(
@@ -702,10 +721,36 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
             }
             None => None,
         };
+        let plain_http = match f.get("plainHttp") {
+            Some(n) => match &n.value {
+                Value::Bool(b) => {
+                    if *b && repository_kind(&url) != Some(RepositoryKind::Oci) {
+                        ctx.report(
+                            Some(n),
+                            &join(&path, "plainHttp"),
+                            "only for oci:// repositories (an http:// URL is plain HTTP already)",
+                        );
+                        ok = false;
+                    }
+                    *b
+                }
+                _ => {
+                    ctx.report(
+                        Some(n),
+                        &join(&path, "plainHttp"),
+                        format!("must be true or false, found {}", n.type_name()),
+                    );
+                    ok = false;
+                    false
+                }
+            },
+            None => false,
+        };
         out.push(Repository {
             name,
             url,
             secret_ref,
+            plain_http,
         });
     }
     (out, ok)

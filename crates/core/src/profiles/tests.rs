@@ -138,6 +138,9 @@ repositories:
     url: https://charts.example.com
   - name: platform
     url: oci://registry.example.com/charts
+  - name: registry
+    url: oci:///no-host
+    plainHttp: "true"
   - name: weird
     url: ftp://x
 defaults:
@@ -176,10 +179,11 @@ profiles:
         "p.yaml: apiVersion: unsupported apiVersion `strata.dev/v1beta9`",
         "colour: unknown field `colour`",
         "repositories[platform].name: duplicate repository name `platform`",
-        "OCI repositories are not supported yet",
+        "repositories[registry].url: `oci:///no-host` is not a valid OCI repository URL",
+        "repositories[registry].plainHttp: must be true or false, found a string",
         "repositories[weird].url: `ftp://x` is not supported",
         "defaults.timeout: `5` has no unit",
-        "profiles[cert-manager].chart.repository: unknown repository `nowhere`; declared repositories: platform, weird",
+        "profiles[cert-manager].chart.repository: unknown repository `nowhere`; declared repositories: platform, registry, weird",
         "profiles[cert-manager].version: `banana` is not a version constraint",
         "profiles[cert-manager].extra: unknown field `extra`",
         "profiles[1].name: duplicate profile name `cert-manager`: profiles[0] and profiles[1] both use it",
