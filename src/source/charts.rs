@@ -1,7 +1,8 @@
 //! Chart sources: HTTP(S) Helm repositories (index.yaml with ETag revalidation, version
 //! resolution by strata-core, download verified against the index digest, a cache by digest so
-//! each chart version is pulled once) and chart directories inside the Git checkout. `oci://`
-//! repositories are recognised and reported as not supported yet.
+//! each chart version is pulled once), OCI registries (`oci://`, see [`super::oci`]: versions
+//! from the registry's tags, the chart layer verified against the manifest's digest, into the
+//! same cache) and chart directories inside the Git checkout.
 //!
 //! Archives are read with bounds: entries larger than [`MAX_ENTRY`] or paths with `..` are
 //! rejected, and downloads stop at [`MAX_ARCHIVE`].
@@ -31,11 +32,15 @@ pub const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
 /// Errors of chart sources.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("registry {repository} ({url}): {message}")]
+    Registry {
+        repository: String,
+        url: String,
+        message: String,
+    },
     #[error(
-        "repository {repository} ({url}) is an OCI registry; OCI repositories are not supported yet: use an HTTP(S) Helm repository or a chart path in Git"
+        "repository {repository} has an unsupported URL {url}; use http://, https:// or oci://"
     )]
-    OciUnsupported { repository: String, url: String },
-    #[error("repository {repository} has an unsupported URL {url}; use http:// or https://")]
     UnsupportedScheme { repository: String, url: String },
     #[error("could not fetch {url} from repository {repository}: {message}")]
     Http {
@@ -116,6 +121,8 @@ pub struct RepoSpec {
     pub name: String,
     pub url: String,
     pub auth: Option<BasicAuth>,
+    /// An `oci://` registry over plain HTTP.
+    pub plain_http: bool,
 }
 
 impl RepoSpec {
@@ -124,7 +131,14 @@ impl RepoSpec {
             name: name.into(),
             url: url.into(),
             auth: None,
+            plain_http: false,
         }
+    }
+
+    /// An `oci://` registry spoken to over plain HTTP (the profile list's `plainHttp`).
+    pub fn with_plain_http(mut self, plain_http: bool) -> Self {
+        self.plain_http = plain_http;
+        self
     }
 
     pub fn with_auth(mut self, auth: BasicAuth) -> Self {
@@ -137,10 +151,7 @@ impl RepoSpec {
         if lower.starts_with("http://") || lower.starts_with("https://") {
             Ok(RepoKind::Http)
         } else if lower.starts_with("oci://") {
-            Err(Error::OciUnsupported {
-                repository: self.name.clone(),
-                url: self.url.clone(),
-            })
+            Ok(RepoKind::Oci)
         } else {
             Err(Error::UnsupportedScheme {
                 repository: self.name.clone(),
@@ -228,6 +239,8 @@ pub struct ChartStore {
     /// Cached archives verified against their digest, by path: (length, modification time,
     /// Chart.yaml). A file changed since is verified again.
     verified: Arc<Mutex<HashMap<PathBuf, Verified>>>,
+    /// Registry bearer tokens by (realm, service, scope).
+    tokens: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl ChartStore {
@@ -266,6 +279,7 @@ impl ChartStore {
             url_digests: Default::default(),
             downloads: Default::default(),
             verified: Default::default(),
+            tokens: Default::default(),
         })
     }
 
@@ -289,9 +303,21 @@ impl ChartStore {
         etag: Option<&str>,
         limit: usize,
     ) -> Result<(u16, Option<String>, Vec<u8>)> {
+        self.get_accept(repo, url, etag, limit, None).await
+    }
+
+    /// [`Self::get`] with an `Accept` header.
+    async fn get_accept(
+        &self,
+        repo: &RepoSpec,
+        url: &str,
+        etag: Option<&str>,
+        limit: usize,
+        accept: Option<&str>,
+    ) -> Result<(u16, Option<String>, Vec<u8>)> {
         let mut delays = RETRY_DELAYS.iter();
         loop {
-            match self.get_once(repo, url, etag, limit).await {
+            match self.get_once(repo, url, etag, limit, accept).await {
                 Err(e) if e.is_transient() => match delays.next() {
                     Some(d) => {
                         tracing::debug!(url = %self.redactor.redact(url), error = %e, "retrying");
@@ -310,6 +336,7 @@ impl ChartStore {
         url: &str,
         etag: Option<&str>,
         limit: usize,
+        accept: Option<&str>,
     ) -> Result<(u16, Option<String>, Vec<u8>)> {
         let http_err = |status: Option<u16>, message: String| Error::Http {
             repository: repo.name.clone(),
@@ -317,27 +344,44 @@ impl ChartStore {
             status,
             message: self.redactor.redact(&message),
         };
-        let mut req = self.client.get(url);
-        if let Some(a) = &repo.auth
-            && same_origin(&repo.url, url)
-        {
-            req = req.basic_auth(&a.username, Some(&a.password));
-        }
-        if let Some(e) = etag {
-            req = req.header(reqwest::header::IF_NONE_MATCH, e);
-        }
-        let mut resp = req.send().await.map_err(|e| {
-            let message = error_chain(&e);
-            if message.to_ascii_lowercase().contains("certificate") {
-                Error::Tls {
-                    repository: repo.name.clone(),
-                    url: self.redactor.redact(url),
-                    message: self.redactor.redact(&message),
-                }
-            } else {
-                http_err(None, message)
+        // Credentials go to the repository's own origin only (for a registry: its host).
+        let ours = if repo.kind().ok() == Some(RepoKind::Oci) {
+            host_of(&repo.url).eq_ignore_ascii_case(host_of(url))
+        } else {
+            same_origin(&repo.url, url)
+        };
+        let mut bearer: Option<String> = None;
+        let mut resp = loop {
+            let mut req = self.client.get(url);
+            if let Some(token) = &bearer {
+                req = req.bearer_auth(token);
+            } else if let Some(a) = &repo.auth
+                && ours
+            {
+                req = req.basic_auth(&a.username, Some(&a.password));
             }
-        })?;
+            if let Some(e) = etag {
+                req = req.header(reqwest::header::IF_NONE_MATCH, e);
+            }
+            if let Some(a) = accept {
+                req = req.header(reqwest::header::ACCEPT, a);
+            }
+            let resp = self.send(repo, url, req).await?;
+            // A registry that wants a token says where to get one: once per request.
+            if resp.status().as_u16() == 401
+                && bearer.is_none()
+                && ours
+                && let Some(challenge) = resp
+                    .headers()
+                    .get(reqwest::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::source::oci::parse_bearer_challenge)
+            {
+                bearer = Some(self.registry_token(repo, &challenge).await?);
+                continue;
+            }
+            break resp;
+        };
         let status = resp.status().as_u16();
         let new_etag = resp
             .headers()
@@ -380,9 +424,156 @@ impl ChartStore {
         Ok((status, new_etag, body))
     }
 
+    /// Sends a request; a failure to get any answer is an [`Error::Http`] without a status
+    /// (or [`Error::Tls`] for an untrusted certificate).
+    async fn send(
+        &self,
+        repo: &RepoSpec,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| {
+            let message = self.redactor.redact(&error_chain(&e));
+            if message.to_ascii_lowercase().contains("certificate") {
+                Error::Tls {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(url),
+                    message,
+                }
+            } else {
+                Error::Http {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(url),
+                    status: None,
+                    message,
+                }
+            }
+        })
+    }
+
+    /// A bearer token from a registry's token service, asked with the repository's
+    /// credentials when it has some; cached per realm, service and scope.
+    async fn registry_token(
+        &self,
+        repo: &RepoSpec,
+        challenge: &crate::source::oci::BearerChallenge,
+    ) -> Result<String> {
+        let key = format!(
+            "{} {} {}",
+            challenge.realm,
+            challenge.service.as_deref().unwrap_or(""),
+            challenge.scope.as_deref().unwrap_or("")
+        );
+        if let Some(t) = self.tokens.lock().expect("lock").get(&key) {
+            return Ok(t.clone());
+        }
+        let mut req = self.client.get(&challenge.realm);
+        let mut query = Vec::new();
+        if let Some(s) = &challenge.service {
+            query.push(("service", s.as_str()));
+        }
+        if let Some(s) = &challenge.scope {
+            query.push(("scope", s.as_str()));
+        }
+        req = req.query(&query);
+        if let Some(a) = &repo.auth {
+            req = req.basic_auth(&a.username, Some(&a.password));
+        }
+        let resp = self.send(repo, &challenge.realm, req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        let registry_err = |message: String| Error::Registry {
+            repository: repo.name.clone(),
+            url: self.redactor.redact(&repo.url),
+            message,
+        };
+        if !(200..300).contains(&status) {
+            return Err(match status {
+                401 | 403 => registry_err(format!(
+                    "the registry's token service {} refused the credentials (HTTP {status}); check the repository's Secret",
+                    self.redactor.redact(&challenge.realm)
+                )),
+                s if s >= 500 => Error::Http {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(&challenge.realm),
+                    status: Some(s),
+                    message: format!("HTTP {s}"),
+                },
+                s => registry_err(format!(
+                    "the registry's token service {} answered HTTP {s}",
+                    self.redactor.redact(&challenge.realm)
+                )),
+            });
+        }
+        let token = crate::source::oci::token_from_response(&body).ok_or_else(|| {
+            registry_err("the registry's token service answered without a token".into())
+        })?;
+        // A token is a credential: never in logs, status or errors.
+        self.redactor.add(token.clone());
+        self.tokens.lock().expect("lock").insert(key, token.clone());
+        Ok(token)
+    }
+
+    /// Resolves `chart` at `constraint` in an OCI registry from its tags, reads the tag's
+    /// manifest and pulls the chart layer it names (verified against its digest, cached).
+    async fn pull_oci(
+        &self,
+        repo: &RepoSpec,
+        chart: &str,
+        constraint: &VersionConstraint,
+    ) -> Result<PulledChart> {
+        use crate::source::oci;
+        self.register_auth(repo);
+        let registry_err = |message: String| Error::Registry {
+            repository: repo.name.clone(),
+            url: self.redactor.redact(&repo.url),
+            message,
+        };
+        let registry = oci::Registry::parse(&repo.url, repo.plain_http)
+            .ok_or_else(|| registry_err("not an oci://<host>[:port]/<path> URL".into()))?;
+        let tags_url = registry.tags_url(chart);
+        let (_, _, body) = self
+            .get_accept(
+                repo,
+                &tags_url,
+                None,
+                oci::MAX_DOCUMENT,
+                Some("application/json"),
+            )
+            .await?;
+        let source = format!("{}/{}", repo.url.trim_end_matches('/'), chart);
+        let index = oci::index_from_tags(&source, chart, &body).map_err(registry_err)?;
+        let entry = strata_core::repoindex::resolve_version(&index, chart, Some(constraint))
+            .map_err(|p| Error::Resolve {
+                repository: repo.name.clone(),
+                message: p.to_string(),
+            })?;
+        let manifest_url = registry.manifest_url(chart, &oci::version_to_tag(&entry.version));
+        let (_, _, manifest) = self
+            .get_accept(
+                repo,
+                &manifest_url,
+                None,
+                oci::MAX_DOCUMENT,
+                Some(oci::MANIFEST_ACCEPT),
+            )
+            .await?;
+        let digest = oci::chart_layer_digest(&manifest)
+            .map_err(|m| registry_err(format!("chart {chart} {}: {m}", entry.version)))?;
+        let blob_url = registry.blob_url(chart, &digest);
+        self.pull_url(repo, chart, &entry.version, &blob_url, Some(&digest))
+            .await
+    }
+
     /// The repository's index.yaml text, revalidated with `If-None-Match` when cached.
     pub async fn index_text(&self, repo: &RepoSpec) -> Result<Arc<String>> {
-        repo.kind()?;
+        if repo.kind()? == RepoKind::Oci {
+            return Err(Error::Registry {
+                repository: repo.name.clone(),
+                url: self.redactor.redact(&repo.url),
+                message: "an OCI registry has no index.yaml; its charts are listed by tags".into(),
+            });
+        }
         self.register_auth(repo);
         let url = repo.index_url();
         let cached = self.indexes.lock().expect("lock").get(&url).cloned();
@@ -423,6 +614,9 @@ impl ChartStore {
         constraint: &VersionConstraint,
     ) -> Result<PulledChart> {
         let repo = &repo.into();
+        if repo.kind()? == RepoKind::Oci {
+            return self.pull_oci(repo, chart, constraint).await;
+        }
         let text = self.index_text(repo).await?;
         let index_url = repo.index_url();
         let index = strata_core::repoindex::parse(&index_url, &text).map_err(|p| Error::Index {
@@ -605,6 +799,12 @@ fn origin(url: &str) -> &str {
         .map(|i| scheme_end + i)
         .unwrap_or(url.len());
     &url[..end]
+}
+
+/// The `host[:port]` of a URL.
+fn host_of(url: &str) -> &str {
+    let o = origin(url);
+    o.find("://").map_or(o, |i| &o[i + 3..])
 }
 
 fn same_origin(a: &str, b: &str) -> bool {
@@ -799,8 +999,10 @@ mod tests {
             RepoSpec::new("a", "https://x").kind().unwrap(),
             RepoKind::Http
         );
-        let e = RepoSpec::new("a", "oci://reg/charts").kind().unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert_eq!(
+            RepoSpec::new("a", "oci://reg/charts").kind().unwrap(),
+            RepoKind::Oci
+        );
         assert!(matches!(
             RepoSpec::new("a", "ftp://x").kind(),
             Err(Error::UnsupportedScheme { .. })

@@ -5,5 +5,6 @@ pub mod charts;
 pub mod cluster_name;
 pub mod disk;
 pub mod git;
+pub mod oci;
 pub mod revision;
 pub mod tree;

@@ -534,7 +534,8 @@ impl Loader {
                 // A missing repository or version is reported by the parser.
                 let repo = list.repository(repository)?;
                 let constraint = profile.version.as_ref()?;
-                let mut spec = RepoSpec::new(&repo.name, &repo.url);
+                let mut spec =
+                    RepoSpec::new(&repo.name, &repo.url).with_plain_http(repo.plain_http);
                 // Without an entry, its Secret is a problem already.
                 if let Some(auth) = repo_auth.get(&repo.name)? {
                     spec = spec.with_auth(auth.clone());
