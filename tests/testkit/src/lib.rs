@@ -8,6 +8,8 @@
 //!   [`TestRepo`] builds repositories (fixed identity and dates).
 //! - [`ChartRepo`]: a Helm repository over HTTP built with the real `helm package` and
 //!   `helm repo index`, with a request counter and injected failures.
+//! - [`oci::OciRegistry`]: the real CNCF distribution registry (`docker-registry`) over plain
+//!   HTTP, optional htpasswd auth; charts pushed with the real `helm push`.
 //! - [`examples_dir`]: the workspace's `examples/` (profile list and charts).
 //!
 //! strata's end-to-end tests build on these:
@@ -29,6 +31,7 @@ pub mod charts;
 pub mod cluster;
 pub mod git;
 pub mod http;
+pub mod oci;
 pub mod otlp;
 pub mod release;
 pub mod scenario;
