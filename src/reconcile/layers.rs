@@ -299,6 +299,7 @@ mod tests {
                         layer: Some(LayerNumber(*n)),
                         layer_source: LayerSource::Override,
                         timeout: GoDuration::from_secs(60),
+                        depends_on: vec![],
                     }
                 })
                 .collect();

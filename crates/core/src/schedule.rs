@@ -189,6 +189,7 @@ mod tests {
             layer: layer.map(LayerNumber),
             layer_source: LayerSource::Override,
             timeout: GoDuration::from_secs(60),
+            depends_on: vec![],
         }
     }
 
