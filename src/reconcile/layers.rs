@@ -2,7 +2,8 @@
 //! (`strata_core::schedule::next_actions`): after every finished release it says what may
 //! start. Rules (decided there): layers run in order; the next layer starts only when every
 //! release of the layer below is Ready; when a release fails its siblings still finish and
-//! every layer above is Skipped. This module adds the effects: up to `concurrency` releases
+//! every layer above is Skipped; inside a layer a release waits for the releases it depends on
+//! (`dependsOn`) and is Skipped when one of them failed. This module adds the effects: up to `concurrency` releases
 //! run at once, the slowest (by their last observed time to Ready) started first, a `layer` span per layer, layer timings, and the Skipped status. A shutdown
 //! lets running releases finish (helm is never killed by a drain) and starts nothing new.
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use strata_core::plan::{Plan, ReleaseKey};
-use strata_core::schedule::{Outcome, ReleaseState, next_actions, slowest_first};
+use strata_core::schedule::{BlockReason, Outcome, ReleaseState, next_actions, slowest_first};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -89,8 +90,11 @@ where
                 .map(|ms| (ReleaseKey::new(&r.namespace, &r.name), ms))
         })
         .collect();
+    // Releases whose status says they wait for a dependency, with that message.
+    let mut waiting_shown: HashMap<ReleaseKey, String> = HashMap::new();
     let step = loop {
         let mut step = next_actions(plan, &states);
+        show_waiting_for_dependencies(&step, status, &mut waiting_shown);
         if step.done {
             break step;
         }
@@ -129,6 +133,15 @@ where
                     }
                 });
                 states.insert(key.clone(), ReleaseState::Running);
+                if let Some(shown) = waiting_shown.remove(key) {
+                    status.update(|s| {
+                        if let Some(r) = s.release_mut(&key.namespace, &key.name)
+                            && r.message.as_deref() == Some(shown.as_str())
+                        {
+                            r.message = None;
+                        }
+                    });
+                }
                 let key = key.clone();
                 running.push(
                     async move { (key, runner.run(job).await) }.instrument(layer.span.clone()),
@@ -170,6 +183,39 @@ where
     match step.outcome {
         Some(Outcome::Succeeded) => LayersOutcome::AllReady,
         _ => LayersOutcome::Failed,
+    }
+}
+
+/// A Pending release waiting for a release of its layer it depends on says so in its status
+/// (`waiting for certs/issuer (dependsOn)`); the status is only written when a message
+/// changes. `shown` keeps what was written, so it can be cleared when the release starts.
+fn show_waiting_for_dependencies(
+    step: &strata_core::schedule::Step,
+    status: &StatusStore,
+    shown: &mut HashMap<ReleaseKey, String>,
+) {
+    let changed: Vec<(ReleaseKey, String)> = step
+        .blocked
+        .iter()
+        .filter(|(_, reason)| matches!(reason, BlockReason::WaitingForDependency { .. }))
+        .map(|(key, reason)| (key.clone(), reason.to_string()))
+        .filter(|(key, message)| shown.get(key) != Some(message))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    status.update(|s| {
+        for (key, message) in &changed {
+            if let Some(r) = s.release_mut(&key.namespace, &key.name)
+                && r.phase == ReleasePhase::Pending
+            {
+                r.message = Some(message.clone());
+            }
+        }
+    });
+    for (key, message) in changed {
+        tracing::debug!(release = %key, %message, "waiting for a dependency");
+        shown.insert(key, message);
     }
 }
 
@@ -245,11 +291,22 @@ mod tests {
         started: Mutex<Vec<String>>,
         running: AtomicUsize,
         max_running: AtomicUsize,
+        /// At each start: `release: message` of every Pending release with a message.
+        pending_messages: Mutex<Vec<String>>,
     }
 
     impl ReleaseRunner<Job> for Fake {
         async fn run(&self, job: &Job) -> ReleaseResult {
             self.started.lock().unwrap().push(job.name.clone());
+            let snapshot = self.status.snapshot();
+            self.pending_messages.lock().unwrap().extend(
+                snapshot
+                    .layers
+                    .iter()
+                    .flat_map(|l| l.releases.iter())
+                    .filter(|r| r.phase == ReleasePhase::Pending)
+                    .filter_map(|r| Some(format!("{}: {}", r.name, r.message.as_ref()?))),
+            );
             let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_running.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -299,6 +356,7 @@ mod tests {
                         layer: Some(LayerNumber(*n)),
                         layer_source: LayerSource::Override,
                         timeout: GoDuration::from_secs(60),
+                        depends_on: vec![],
                     }
                 })
                 .collect();
@@ -335,6 +393,7 @@ mod tests {
             started: Mutex::new(Vec::new()),
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
+            pending_messages: Mutex::new(Vec::new()),
         }
     }
 
@@ -425,6 +484,73 @@ mod tests {
         assert!(d.message.as_deref().unwrap().contains("ns/b"), "{d:?}");
         assert_eq!(s.layers[1].phase, LayerPhase::Failed);
         assert_eq!(s.layers[2].phase, LayerPhase::Skipped);
+    }
+
+    #[tokio::test]
+    async fn a_release_waits_for_its_dependency_and_says_so() {
+        let (mut plan, jobs, status) = setup(&[
+            (1, &[("b", false), ("a", false), ("c", false)]),
+            (2, &[("d", false)]),
+        ]);
+        plan.layers[0].releases[0].depends_on = vec!["a".into()];
+        let f = fake(&status);
+        let out = run_layers(
+            &f,
+            &plan,
+            &jobs,
+            4,
+            &status,
+            &Metrics::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out, LayersOutcome::AllReady);
+        let started = f.started.lock().unwrap().clone();
+        assert_eq!(started, ["a", "c", "b", "d"], "b only after a is Ready");
+        let seen = f.pending_messages.lock().unwrap().clone();
+        assert!(
+            seen.contains(&"b: waiting for ns/a (dependsOn)".to_string()),
+            "{seen:?}"
+        );
+        let s = status.snapshot();
+        assert_eq!(s.release("ns", "b").unwrap().phase, ReleasePhase::Ready);
+        assert_eq!(
+            s.release("ns", "b").unwrap().message,
+            None,
+            "cleared on start"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_dependency_skips_its_dependents_only() {
+        let (mut plan, jobs, status) = setup(&[
+            (1, &[("a", true), ("b", false), ("c", false)]),
+            (2, &[("d", false)]),
+        ]);
+        plan.layers[0].releases[1].depends_on = vec!["a".into()];
+        let f = fake(&status);
+        let out = run_layers(
+            &f,
+            &plan,
+            &jobs,
+            4,
+            &status,
+            &Metrics::new(),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(out, LayersOutcome::Failed);
+        let started = f.started.lock().unwrap().clone();
+        assert_eq!(started, ["a", "c"], "b never starts, its sibling c does");
+        let s = status.snapshot();
+        let b = s.release("ns", "b").unwrap();
+        assert_eq!(b.phase, ReleasePhase::Skipped);
+        assert_eq!(
+            b.message.as_deref(),
+            Some("skipped: dependency ns/a failed (dependsOn)")
+        );
+        assert_eq!(s.release("ns", "c").unwrap().phase, ReleasePhase::Ready);
+        assert_eq!(s.release("ns", "d").unwrap().phase, ReleasePhase::Skipped);
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@
 //!   key-order-independent digest.
 //! - [`plan::plan`]: profile list + Chart.yaml of each profile (+ allocation) ->
 //!   [`plan::Plan`] (ordered layers, each release's layer source; `Display` and `Serialize`).
+//! - [`depends::check`] / [`depends::order`]: a profile's `dependsOn` inside its layer
+//!   (unknown, self, higher-layer references and cycles are problems) and the order it gives.
 //! - [`schedule::next_actions`]: which releases may start now, which wait or are skipped.
 //! - [`repoindex::parse`] / [`repoindex::resolve_version`]: a Helm repository `index.yaml`
 //!   and helm's choice of version.
@@ -32,6 +34,7 @@ pub mod allocation;
 pub mod capacity;
 pub mod chart;
 pub mod cycle;
+pub mod depends;
 pub mod input;
 pub mod limits;
 pub mod plan;

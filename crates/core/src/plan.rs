@@ -15,7 +15,9 @@
 //!    ([`LayerSource::Allocation`]); a chart absent from it is a problem.
 //!
 //! Layers run in numeric order; unlayered releases form a final group that runs after every
-//! numbered layer, and the plan says so. Besides, every chart is checked against its list
+//! numbered layer, and the plan says so. Within a layer, releases come after the profiles
+//! they depend on (`dependsOn`, checked by [`crate::depends::check`]: unknown or higher-layer
+//! references and cycles are problems), in list order otherwise. Besides, every chart is checked against its list
 //! entry: the chart name (repository charts), the version constraint, and not a library chart.
 
 use std::collections::BTreeMap;
@@ -106,6 +108,11 @@ pub struct PlannedRelease {
     pub layer: Option<LayerNumber>,
     pub layer_source: LayerSource,
     pub timeout: GoDuration,
+    /// Profiles this release waits for (`dependsOn` in the list, as written). Those of the
+    /// same layer must be Ready before it starts; those of lower layers are Ready before its
+    /// layer starts anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ProfileName>,
 }
 
 /// A group of releases that start together. `layer` is `None` for the final unlayered group.
@@ -160,7 +167,7 @@ impl fmt::Display for Plan {
                 None => writeln!(f, "unlayered (runs after every numbered layer):")?,
             }
             for r in &layer.releases {
-                writeln!(
+                write!(
                     f,
                     "  {}  {}@{}  namespace {}  ({})",
                     r.release.name,
@@ -169,6 +176,11 @@ impl fmt::Display for Plan {
                     r.release.namespace,
                     r.layer_source
                 )?;
+                if r.depends_on.is_empty() {
+                    writeln!(f)?;
+                } else {
+                    writeln!(f, "  (after: {})", r.depends_on.join(", "))?;
+                }
             }
         }
         for note in &self.notes {
@@ -360,11 +372,21 @@ pub fn plan(
             layer,
             layer_source,
             timeout: p.timeout,
+            depends_on: p.depends_on.clone(),
         };
         match layer {
             Some(l) => numbered.entry(l).or_default().push(release),
             None => unlayered.push(release),
         }
+    }
+    let layer_of: BTreeMap<&str, Option<LayerNumber>> = numbered
+        .values()
+        .flatten()
+        .chain(&unlayered)
+        .map(|r| (r.profile.as_str(), r.layer))
+        .collect();
+    for p in crate::depends::check(list, &layer_of) {
+        problems.push(p);
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -375,9 +397,10 @@ pub fn plan(
         .map(|(l, releases)| PlannedLayer {
             layer: Some(l),
             name: l.to_string(),
-            releases,
+            releases: in_dependency_order(releases),
         })
         .collect();
+    let unlayered = in_dependency_order(unlayered);
     if !unlayered.is_empty() {
         let names: Vec<String> = unlayered.iter().map(|r| r.release.to_string()).collect();
         notes.push(format!(
@@ -396,6 +419,23 @@ pub fn plan(
         layers,
         notes,
     })
+}
+
+/// A layer's releases, each after the ones it depends on (list order otherwise).
+fn in_dependency_order(releases: Vec<PlannedRelease>) -> Vec<PlannedRelease> {
+    let names: Vec<&str> = releases.iter().map(|r| r.profile.as_str()).collect();
+    let order = crate::depends::order(&names, |n| {
+        releases
+            .iter()
+            .find(|r| r.profile == n)
+            .map(|r| r.depends_on.clone())
+            .unwrap_or_default()
+    });
+    let mut slots: Vec<Option<PlannedRelease>> = releases.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect()
 }
 
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "layer",
     "timeout",
     "remediation",
+    "dependsOn",
 ];
 /// Field names accepted in each `profiles[].valuesFrom[]` entry.
 pub const VALUES_FROM_FIELDS: &[&str] = &["secretRef", "optional"];
@@ -309,6 +310,25 @@ impl PartialEq for Given {
     }
 }
 
+/// Where each entry of a profile's `dependsOn` was written (1-based line and column; 0 when
+/// unknown), for problems found later, at plan time. Not a value: two lists that are equal
+/// field by field are equal wherever their entries were written (as with [`Given`]).
+#[derive(Debug, Clone, Default, Eq)]
+pub struct Positions(pub Vec<(u32, u32)>);
+
+impl PartialEq for Positions {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Positions {
+    /// The position of entry `i`, `(0, 0)` when unknown.
+    pub fn get(&self, i: usize) -> (u32, u32) {
+        self.0.get(i).copied().unwrap_or((0, 0))
+    }
+}
+
 /// One profile with defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -343,6 +363,13 @@ pub struct Profile {
     /// Each field defaults to the one in `defaults.remediation`.
     #[serde(default)]
     pub remediation: Remediation,
+    /// Profiles of the same layer that must be Ready before this one starts (names as
+    /// written, each once). Checked at plan time against the layers ([`crate::depends`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Where each `depends_on` entry was written.
+    #[serde(skip)]
+    pub depends_on_at: Positions,
 }
 
 /// One `valuesFrom` entry: YAML values read from a key of a Kubernetes Secret.
@@ -1139,6 +1166,18 @@ fn profile(
         None => Some(defaults.remediation),
     };
 
+    // dependsOn
+    let (depends_on, depends_on_at) = match f.get("dependsOn") {
+        Some(n) => match depends_on(ctx, n, &join(path, "dependsOn")) {
+            Some(d) => d,
+            None => {
+                ok = false;
+                Default::default()
+            }
+        },
+        None => Default::default(),
+    };
+
     if !ok {
         return None;
     }
@@ -1155,7 +1194,41 @@ fn profile(
         timeout: timeout?,
         timeout_given,
         remediation: remediation?,
+        depends_on,
+        depends_on_at,
     })
+}
+
+/// `dependsOn`: a list of profile names, each a DNS-1123 label, each once. Whether they name
+/// profiles of the list, of the same layer and without a cycle is checked at plan time, when
+/// layers are known ([`crate::depends::check`]).
+fn depends_on(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<(Vec<String>, Positions)> {
+    let items = ctx.seq(node, path)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut at = Vec::new();
+    let mut ok = true;
+    for (j, item) in items.iter().enumerate() {
+        let ip = format!("{path}[{j}]");
+        let Some(s) = ctx.string(item, &ip) else {
+            ok = false;
+            continue;
+        };
+        if let Err(e) = check_dns1123_label(&s, 63) {
+            ctx.report(Some(item), &ip, e.to_string());
+            ok = false;
+        } else if let Some(first) = names.iter().position(|x| *x == s) {
+            ctx.report(
+                Some(item),
+                &ip,
+                format!("`{s}` is listed twice ({path}[{first}] and [{j}]); list it once"),
+            );
+            ok = false;
+        } else {
+            names.push(s);
+            at.push((item.line, item.column));
+        }
+    }
+    ok.then_some((names, Positions(at)))
 }
 
 /// A Secret name: a DNS-1123 subdomain (lowercase alphanumeric labels joined by '.').

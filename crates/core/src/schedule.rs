@@ -4,6 +4,12 @@
 //! - The next layer starts only when every release of the layer below is Ready.
 //! - A Failed release blocks every layer above it (those releases are *skipped*), while its
 //!   siblings in the same layer still run to the end.
+//! - Within a layer, a release starts only once the releases it depends on (`dependsOn`, of
+//!   the same layer) are Ready; while one of them is not, it waits
+//!   ([`BlockReason::WaitingForDependency`]). When one of them failed, or was itself skipped
+//!   for that reason, it does not start in this attempt ([`BlockReason::DependencyFailed`]);
+//!   siblings that do not depend on it still run. Dependencies in lower layers are Ready by
+//!   the first rule; ones in higher layers are rejected at plan time ([`crate::depends`]).
 //!
 //! The runtime calls [`next_actions`] after every change; it bounds parallelism itself, and
 //! starts the releases that may start slowest first ([`slowest_first`]).
@@ -13,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Plan, ReleaseKey};
+use crate::plan::{Plan, PlannedLayer, PlannedRelease, ReleaseKey};
 
 /// What a release has reached in the current attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -44,11 +50,20 @@ pub enum BlockReason {
         layer: String,
         failed: Vec<ReleaseKey>,
     },
+    /// Releases of the same layer this one depends on (`dependsOn`) are not Ready yet.
+    WaitingForDependency { not_ready: Vec<ReleaseKey> },
+    /// Releases of the same layer this one depends on failed (`failed`), or were skipped
+    /// because theirs did (`skipped`); this release will not run in this attempt.
+    DependencyFailed {
+        failed: Vec<ReleaseKey>,
+        skipped: Vec<ReleaseKey>,
+    },
 }
 
 impl BlockReason {
+    /// Will not run in this attempt (as opposed to waiting its turn).
     pub fn is_skipped(&self) -> bool {
-        matches!(self, Self::Skipped { .. })
+        matches!(self, Self::Skipped { .. } | Self::DependencyFailed { .. })
     }
 }
 
@@ -72,6 +87,19 @@ impl fmt::Display for BlockReason {
             Self::Skipped { layer, failed } => {
                 write!(f, "skipped: {layer} failed ({})", join_keys(failed))
             }
+            Self::WaitingForDependency { not_ready } => {
+                write!(f, "waiting for {} (dependsOn)", join_keys(not_ready))
+            }
+            Self::DependencyFailed { failed, skipped } => {
+                let mut parts = Vec::new();
+                if !failed.is_empty() {
+                    parts.push(format!("{} failed", join_keys(failed)));
+                }
+                if !skipped.is_empty() {
+                    parts.push(format!("{} was skipped", join_keys(skipped)));
+                }
+                write!(f, "skipped: dependency {} (dependsOn)", parts.join(", "))
+            }
         }
     }
 }
@@ -82,7 +110,8 @@ impl fmt::Display for BlockReason {
 pub enum Outcome {
     /// Every release is Ready.
     Succeeded,
-    /// Some releases failed; the layers above them were skipped.
+    /// Some releases failed; the layers above them were skipped. (Also listed: releases left
+    /// waiting on each other by a dependency cycle, which the plan rejects.)
     Failed { failed: Vec<ReleaseKey> },
 }
 
@@ -107,6 +136,9 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
     let mut step = Step::default();
     let mut all_failed = Vec::new();
     let mut gate: Option<BlockReason> = None;
+    // Releases waiting for a dependency of their layer (only ever left when nothing else
+    // runs if their dependencies form a cycle, which the plan rejects).
+    let mut stuck = Vec::new();
     for layer in &plan.layers {
         if let Some(reason) = &gate {
             for r in &layer.releases {
@@ -116,17 +148,34 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
         }
         let mut failed = Vec::new();
         let mut not_ready = Vec::new();
+        let state = |k: &ReleaseKey| states.get(k).unwrap_or(&ReleaseState::Pending).clone();
+        let doomed = doomed_by_dependencies(layer, &state);
         for r in &layer.releases {
             let key = &r.release;
-            match states.get(key).unwrap_or(&ReleaseState::Pending) {
+            match state(key) {
                 ReleaseState::Ready => {}
                 ReleaseState::Running => {
                     step.running.push(key.clone());
                     not_ready.push(key.clone());
                 }
                 ReleaseState::Pending => {
-                    step.start.push(key.clone());
                     not_ready.push(key.clone());
+                    if let Some(reason) = doomed.get(key) {
+                        step.blocked.push((key.clone(), reason.clone()));
+                        continue;
+                    }
+                    let waiting: Vec<ReleaseKey> = same_layer_dependencies(layer, r)
+                        .filter(|d| state(d) != ReleaseState::Ready)
+                        .collect();
+                    if waiting.is_empty() {
+                        step.start.push(key.clone());
+                    } else {
+                        stuck.push(key.clone());
+                        step.blocked.push((
+                            key.clone(),
+                            BlockReason::WaitingForDependency { not_ready: waiting },
+                        ));
+                    }
                 }
                 ReleaseState::Failed { .. } => failed.push(key.clone()),
             }
@@ -146,6 +195,8 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
     }
     step.done = step.start.is_empty() && step.running.is_empty();
     if step.done {
+        // Never a success while releases wait on each other (a dependency cycle).
+        all_failed.extend(stuck);
         step.outcome = Some(if all_failed.is_empty() {
             Outcome::Succeeded
         } else {
@@ -153,6 +204,58 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
         });
     }
     step
+}
+
+/// The releases of `layer` that `r` depends on (`dependsOn` naming a profile of the same
+/// layer; other names are in lower layers, Ready before this layer started).
+fn same_layer_dependencies<'a>(
+    layer: &'a PlannedLayer,
+    r: &'a PlannedRelease,
+) -> impl Iterator<Item = ReleaseKey> + 'a {
+    r.depends_on.iter().filter_map(move |d| {
+        layer
+            .releases
+            .iter()
+            .find(|x| &x.profile == d && x.profile != r.profile)
+            .map(|x| x.release.clone())
+    })
+}
+
+/// The Pending releases of `layer` that will not run in this attempt because a release they
+/// depend on failed, or will not run for the same reason (to a fixed point, so a chain of
+/// dependencies is skipped as a whole), each with its reason.
+fn doomed_by_dependencies(
+    layer: &PlannedLayer,
+    state: &impl Fn(&ReleaseKey) -> ReleaseState,
+) -> BTreeMap<ReleaseKey, BlockReason> {
+    let mut doomed: BTreeMap<ReleaseKey, BlockReason> = BTreeMap::new();
+    loop {
+        let mut changed = false;
+        for r in &layer.releases {
+            if state(&r.release) != ReleaseState::Pending || doomed.contains_key(&r.release) {
+                continue;
+            }
+            let mut failed = Vec::new();
+            let mut skipped = Vec::new();
+            for d in same_layer_dependencies(layer, r) {
+                if matches!(state(&d), ReleaseState::Failed { .. }) {
+                    failed.push(d);
+                } else if doomed.contains_key(&d) {
+                    skipped.push(d);
+                }
+            }
+            if !failed.is_empty() || !skipped.is_empty() {
+                doomed.insert(
+                    r.release.clone(),
+                    BlockReason::DependencyFailed { failed, skipped },
+                );
+                changed = true;
+            }
+        }
+        if !changed {
+            return doomed;
+        }
+    }
 }
 
 /// Orders the releases that may start so the ones expected to take longest start first
@@ -172,7 +275,7 @@ pub fn slowest_first(start: &mut [ReleaseKey], expected: impl Fn(&ReleaseKey) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{LayerSource, PlannedLayer, PlannedRelease};
+    use crate::plan::LayerSource;
     use crate::profiles::{ChartRef, LayeringModel};
     use crate::types::{GoDuration, LayerNumber};
 
@@ -189,6 +292,7 @@ mod tests {
             layer: layer.map(LayerNumber),
             layer_source: LayerSource::Override,
             timeout: GoDuration::from_secs(60),
+            depends_on: vec![],
         }
     }
 
@@ -357,5 +461,211 @@ mod tests {
             next_actions(&empty, &BTreeMap::new()).outcome,
             Some(Outcome::Succeeded)
         );
+    }
+
+    /// Layer 1: certs, issuer (dependsOn certs), mesh (dependsOn issuer), tools; layer 2: app.
+    fn with_dependencies() -> Plan {
+        let dep = |name: &str, deps: &[&str]| PlannedRelease {
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            ..release(name, Some(1))
+        };
+        Plan {
+            model: LayeringModel::Annotation,
+            layers: vec![
+                PlannedLayer {
+                    layer: Some(LayerNumber(1)),
+                    name: "layer-1".into(),
+                    releases: vec![
+                        dep("certs", &[]),
+                        dep("issuer", &["certs"]),
+                        dep("mesh", &["issuer"]),
+                        dep("tools", &[]),
+                    ],
+                },
+                PlannedLayer {
+                    layer: Some(LayerNumber(2)),
+                    name: "layer-2".into(),
+                    // A dependency on a lower layer: already satisfied by layer order.
+                    releases: vec![PlannedRelease {
+                        depends_on: vec!["certs".into()],
+                        ..release("app", Some(2))
+                    }],
+                },
+            ],
+            notes: vec![],
+        }
+    }
+
+    fn reason_of(s: &Step, name: &str) -> BlockReason {
+        s.blocked
+            .iter()
+            .find(|(key, _)| key == &k(name))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("{name} is not blocked: {s:?}"))
+    }
+
+    #[test]
+    fn a_release_waits_for_its_dependencies_in_the_layer() {
+        let p = with_dependencies();
+        let s = next_actions(&p, &BTreeMap::new());
+        assert_eq!(
+            s.start,
+            vec![k("certs"), k("tools")],
+            "siblings without one start"
+        );
+        assert_eq!(
+            reason_of(&s, "issuer"),
+            BlockReason::WaitingForDependency {
+                not_ready: vec![k("certs")]
+            }
+        );
+        assert_eq!(
+            reason_of(&s, "issuer").to_string(),
+            "waiting for ns/certs (dependsOn)"
+        );
+        assert!(!reason_of(&s, "issuer").is_skipped());
+        // Running is not Ready.
+        let s = next_actions(&p, &states(&[("certs", ReleaseState::Running)]));
+        assert_eq!(s.start, vec![k("tools")]);
+        assert_eq!(s.running, vec![k("certs")]);
+        // Ready: the next in the chain starts, the one after it still waits.
+        let s = next_actions(&p, &states(&[("certs", ReleaseState::Ready)]));
+        assert_eq!(s.start, vec![k("issuer"), k("tools")]);
+        assert_eq!(
+            reason_of(&s, "mesh").to_string(),
+            "waiting for ns/issuer (dependsOn)"
+        );
+        // The layer above still waits for the whole layer, waiting releases included.
+        assert_eq!(
+            reason_of(&s, "app"),
+            BlockReason::WaitingFor {
+                layer: "layer-1".into(),
+                not_ready: vec![k("issuer"), k("mesh"), k("tools")]
+            }
+        );
+        let all = states(&[
+            ("certs", ReleaseState::Ready),
+            ("issuer", ReleaseState::Ready),
+            ("mesh", ReleaseState::Ready),
+            ("tools", ReleaseState::Ready),
+        ]);
+        let s = next_actions(&p, &all);
+        assert_eq!(s.start, vec![k("app")], "a lower-layer dependency is met");
+    }
+
+    #[test]
+    fn a_failed_dependency_skips_its_dependents_but_not_their_siblings() {
+        let p = with_dependencies();
+        let s = next_actions(&p, &states(&[("certs", failed("boom"))]));
+        assert_eq!(
+            s.start,
+            vec![k("tools")],
+            "a sibling without the dependency runs"
+        );
+        assert!(!s.done);
+        let issuer = reason_of(&s, "issuer");
+        assert!(issuer.is_skipped());
+        assert_eq!(
+            issuer.to_string(),
+            "skipped: dependency ns/certs failed (dependsOn)"
+        );
+        // Down the chain: skipped too, naming its own dependency.
+        assert_eq!(
+            reason_of(&s, "mesh"),
+            BlockReason::DependencyFailed {
+                failed: vec![],
+                skipped: vec![k("issuer")]
+            }
+        );
+        assert_eq!(
+            reason_of(&s, "mesh").to_string(),
+            "skipped: dependency ns/issuer was skipped (dependsOn)"
+        );
+        assert!(
+            reason_of(&s, "app").is_skipped(),
+            "the layer above is skipped"
+        );
+        let s = next_actions(
+            &p,
+            &states(&[("certs", failed("boom")), ("tools", ReleaseState::Ready)]),
+        );
+        assert!(s.done);
+        assert_eq!(
+            s.outcome,
+            Some(Outcome::Failed {
+                failed: vec![k("certs")]
+            })
+        );
+        // A failure in the middle: the release it depends on stays Ready.
+        let s = next_actions(
+            &p,
+            &states(&[
+                ("certs", ReleaseState::Ready),
+                ("issuer", failed("x")),
+                ("tools", ReleaseState::Running),
+            ]),
+        );
+        assert!(s.start.is_empty());
+        assert_eq!(
+            reason_of(&s, "mesh").to_string(),
+            "skipped: dependency ns/issuer failed (dependsOn)"
+        );
+    }
+
+    #[test]
+    fn releases_waiting_on_each_other_never_end_as_success() {
+        // A cycle is rejected at plan time; should one reach the scheduler, the attempt ends
+        // Failed naming its members instead of Succeeded.
+        let dep = |name: &str, d: &str| PlannedRelease {
+            depends_on: vec![d.into()],
+            ..release(name, Some(1))
+        };
+        let p = Plan {
+            model: LayeringModel::Annotation,
+            layers: vec![PlannedLayer {
+                layer: Some(LayerNumber(1)),
+                name: "layer-1".into(),
+                releases: vec![dep("a", "b"), dep("b", "a")],
+            }],
+            notes: vec![],
+        };
+        let s = next_actions(&p, &BTreeMap::new());
+        assert!(s.done);
+        assert_eq!(
+            s.outcome,
+            Some(Outcome::Failed {
+                failed: vec![k("a"), k("b")]
+            })
+        );
+    }
+
+    #[test]
+    fn a_release_depending_on_itself_is_not_held() {
+        // Rejected at plan time; the scheduler ignores it rather than waiting forever.
+        let p = Plan {
+            model: LayeringModel::Annotation,
+            layers: vec![PlannedLayer {
+                layer: Some(LayerNumber(1)),
+                name: "layer-1".into(),
+                releases: vec![PlannedRelease {
+                    depends_on: vec!["a".into()],
+                    ..release("a", Some(1))
+                }],
+            }],
+            notes: vec![],
+        };
+        assert_eq!(next_actions(&p, &BTreeMap::new()).start, vec![k("a")]);
+    }
+
+    #[test]
+    fn dependencies_filter_what_starts_and_slowest_first_orders_it() {
+        let p = with_dependencies();
+        let mut s = next_actions(&p, &states(&[("certs", ReleaseState::Ready)]));
+        slowest_first(&mut s.start, |key| match key.name.as_str() {
+            "tools" => Some(5000),
+            "issuer" => Some(100),
+            _ => None,
+        });
+        assert_eq!(s.start, vec![k("tools"), k("issuer")]);
     }
 }

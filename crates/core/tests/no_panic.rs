@@ -158,6 +158,7 @@ profiles:
     chart: {path: charts/linkerd}
     releaseName: mesh
     namespace: linkerd
+    dependsOn: [cert-manager]
 "#;
 
 const SEED_CHART: &str = r#"apiVersion: v2

@@ -301,3 +301,102 @@ fn plan_serializes_for_json_output() {
     let back: Plan = serde_json::from_value(j).unwrap();
     assert_eq!(back, p);
 }
+
+#[test]
+fn depends_on_orders_a_layer_and_is_printed() {
+    let l = list(
+        "",
+        &[
+            ("mesh", "dependsOn: [issuer]"),
+            ("tools", ""),
+            ("issuer", "dependsOn: [certs]"),
+            ("certs", ""),
+            ("app", "dependsOn: [certs, mesh]"),
+        ],
+    );
+    let c = charts(&[
+        profile_chart("mesh", Some("1"), None),
+        profile_chart("tools", Some("1"), None),
+        profile_chart("issuer", Some("1"), None),
+        profile_chart("certs", Some("1"), None),
+        profile_chart("app", Some("2"), None),
+    ]);
+    let p = plan(&l, &c, None).unwrap();
+    assert_eq!(
+        layer_names(&p),
+        vec![
+            (
+                "layer-1".to_string(),
+                vec![
+                    "tools".to_string(),
+                    "certs".into(),
+                    "issuer".into(),
+                    "mesh".into()
+                ]
+            ),
+            ("layer-2".into(), vec!["app".into()]),
+        ]
+    );
+    let mesh = p.release(&ReleaseKey::new("default", "mesh")).unwrap();
+    assert_eq!(mesh.depends_on, vec!["issuer"]);
+    let text = p.to_string();
+    assert!(
+        text.contains(
+            "  mesh  mesh@1.0.0  namespace default  (annotation strata.dev/layer)  (after: issuer)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  tools  tools@1.0.0  namespace default  (annotation strata.dev/layer)\n"),
+        "{text}"
+    );
+    assert!(text.contains("(after: certs, mesh)"), "{text}");
+    let json = serde_json::to_value(&p).unwrap();
+    assert_eq!(
+        json["layers"][0]["releases"][3]["dependsOn"],
+        serde_json::json!(["issuer"])
+    );
+    assert!(json["layers"][0]["releases"][0].get("dependsOn").is_none());
+}
+
+#[test]
+fn depends_on_problems_join_the_other_problems() {
+    let l = list(
+        "",
+        &[
+            ("a", "dependsOn: [b]"),
+            ("b", "dependsOn: [c]"),
+            ("c", "dependsOn: [a, up]"),
+            ("up", ""),
+            ("ghost", "dependsOn: [nobody]"),
+            ("plain", ""),
+        ],
+    );
+    let c = charts(&[
+        profile_chart("a", Some("1"), None),
+        profile_chart("b", Some("1"), None),
+        profile_chart("c", Some("1"), None),
+        profile_chart("up", Some("2"), None),
+        profile_chart("ghost", Some("1"), None),
+        chart("plain", "1.0.0", &[]),
+    ]);
+    let text = problems(plan(&l, &c, None));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        text.contains("profiles[plain].chart: chart `plain` is not a profile"),
+        "{text}"
+    );
+    assert!(
+        text.contains("profiles[c].dependsOn[1]: `up` is in layer-2, above layer-1 of `c`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("profiles[ghost].dependsOn[0]: no profile named `nobody`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("profiles[a].dependsOn[0]: dependsOn cycle: a -> b -> c -> a;"),
+        "{text}"
+    );
+}

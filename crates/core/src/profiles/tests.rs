@@ -27,6 +27,7 @@ profiles:
     valuesFrom: [{secretRef: {name: cm-values}, optional: true}]
     layer: 10
     timeout: 10m
+    dependsOn: [linkerd]
   - name: linkerd
     chart:
       path: charts/linkerd
@@ -684,6 +685,53 @@ fn repository_secret_ref() {
             &msgs,
             "repositories[b].secretRef.name: missing required field `name`"
         ),
+        "{msgs:#?}"
+    );
+}
+
+#[test]
+fn depends_on_is_a_list_of_profile_names_with_positions() {
+    let l = parse(
+        "p.yaml",
+        &minimal(
+            "  - name: a\n    chart: {path: c/a}\n    dependsOn:\n      - b\n      - c\n  - name: b\n    chart: {path: c/b}\n  - name: c\n    chart: {path: c/c}\n    dependsOn: []\n",
+        ),
+    )
+    .unwrap();
+    let a = l.profile("a").unwrap();
+    assert_eq!(a.depends_on, vec!["b", "c"]);
+    assert_eq!(a.depends_on_at.get(0), (10, 9));
+    assert_eq!(a.depends_on_at.get(1), (11, 9));
+    assert!(l.profile("c").unwrap().depends_on.is_empty());
+    assert!(l.profile("b").unwrap().depends_on.is_empty());
+}
+
+#[test]
+fn depends_on_problems_are_all_reported() {
+    let msgs = messages(&minimal(
+        "  - name: a\n    chart: {path: c/a}\n    dependsOn: [b, Bad_Name, b, 3]\n  - name: b\n    chart: {path: c/b}\n    dependsOn: b\n",
+    ));
+    assert_eq!(msgs.len(), 4, "{msgs:#?}");
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].dependsOn[1]: `Bad_Name` is not a valid name"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].dependsOn[2]: `b` is listed twice (profiles[a].dependsOn[0] and [2]); list it once (line 9, column 30)"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(&msgs, "profiles[a].dependsOn[3]: must be a string, found"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(&msgs, "profiles[b].dependsOn: must be a list, found"),
         "{msgs:#?}"
     );
 }
