@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use strata::agent::{self, Outcome};
-use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs};
+use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs, StatusArgs};
 use strata::observe::telemetry;
 use strata::plan_cmd;
+use strata::status_cmd;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         match command {
             Command::Run(args) => run(args).await,
             Command::Plan(args) => plan(args).await,
+            Command::Status(args) => status(args).await,
         }
     });
     // Stop the runtime (and any helm child, killed on drop) before the blocking flush.
@@ -81,6 +83,25 @@ async fn plan(args: PlanArgs) -> ExitCode {
         Err(e) => {
             eprintln!("strata: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+async fn status(args: StatusArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
+    let stdout = std::io::stdout();
+    let screen = if stdout.is_terminal() {
+        status_cmd::Screen::Terminal {
+            width: strata::observe::view::terminal_width(&stdout),
+        }
+    } else {
+        status_cmd::Screen::Plain
+    };
+    match status_cmd::run(args, &mut stdout.lock(), screen).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("strata status: {e}");
+            ExitCode::from(3)
         }
     }
 }
