@@ -230,7 +230,7 @@ impl Metrics {
         );
         // Present at 0 from the start: every bounded label value of the counters.
         for command in COMMANDS.iter().copied().chain(["other"]) {
-            helm_failures.get_or_create(&CommandLabels {
+            let _ = helm_failures.get_or_create(&CommandLabels {
                 command: command.to_string(),
             });
         }
@@ -241,9 +241,9 @@ impl Metrics {
                     outcome,
                 };
                 if kind.is_recovery() {
-                    recoveries.get_or_create(&labels);
+                    let _ = recoveries.get_or_create(&labels);
                 } else if kind.is_remediation() {
-                    remediations.get_or_create(&labels);
+                    let _ = remediations.get_or_create(&labels);
                 }
             }
         }
