@@ -607,6 +607,75 @@ impl LiveBoard {
     }
 }
 
+/// A terminal shared by log lines and a [`LiveBoard`] (`strata run` on a terminal): each log
+/// write erases the board, writes the log line where it was and draws the board again below
+/// it, so the board stays at the bottom and the logs scroll above. Cheap to clone; use it as
+/// the log writer ([`tracing_subscriber::fmt::MakeWriter`]) and call [`Console::show`] with
+/// each new status.
+#[derive(Clone)]
+pub struct Console {
+    inner: std::sync::Arc<std::sync::Mutex<ConsoleState>>,
+}
+
+struct ConsoleState {
+    out: Box<dyn std::io::Write + Send>,
+    board: LiveBoard,
+}
+
+impl Console {
+    /// A console writing to `out` (the terminal).
+    pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
+        Self {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(ConsoleState {
+                out,
+                board: LiveBoard::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConsoleState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Draw `lines` as the board (see [`board`]).
+    pub fn show(&self, lines: &[String]) {
+        let mut st = self.lock();
+        let ConsoleState { out, board } = &mut *st;
+        // A terminal that went away: nothing to show it on.
+        let _ = board.draw(out, lines);
+    }
+}
+
+/// One log write through a [`Console`].
+pub struct ConsoleWriter {
+    console: Console,
+}
+
+impl std::io::Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut st = self.console.lock();
+        let ConsoleState { out, board } = &mut *st;
+        board.erase(out)?;
+        out.write_all(buf)?;
+        board.redraw(out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.console.lock().out.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Console {
+    type Writer = ConsoleWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ConsoleWriter {
+            console: self.clone(),
+        }
+    }
+}
+
 /// The width of the terminal on `fd` (its window size), else `$COLUMNS`, else 80.
 pub fn terminal_width(fd: impl std::os::fd::AsFd) -> usize {
     if let Ok(ws) = rustix::termios::tcgetwinsize(fd)
@@ -922,6 +991,42 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "a\nb\n\x1b[2F\x1b[Jc\n\x1b[1F\x1b[J"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logs_scroll_above_the_board() {
+        use std::io::Write as _;
+        use tracing_subscriber::fmt::MakeWriter as _;
+        let sink = Sink::default();
+        let console = Console::new(Box::new(sink.clone()));
+        console
+            .make_writer()
+            .write_all(b"log before any board\n")
+            .unwrap();
+        console.show(&["layer 1".into(), "layer 2".into()]);
+        console.make_writer().write_all(b"a log line\n").unwrap();
+        console.show(&["layer 1".into(), "layer 2 Ready".into()]);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "log before any board\n\
+             layer 1\nlayer 2\n\
+             \x1b[2F\x1b[Ja log line\nlayer 1\nlayer 2\n\
+             \x1b[2F\x1b[Jlayer 1\nlayer 2 Ready\n"
         );
     }
 }
