@@ -84,7 +84,7 @@ pub enum Source {
     },
     /// `data["status.json"]` of the ConfigMap `strata-status`.
     ConfigMap {
-        api: kube::Api<ConfigMap>,
+        api: Box<kube::Api<ConfigMap>>,
         namespace: String,
         /// ` (context X)` for messages, or empty.
         context: String,
@@ -141,7 +141,7 @@ impl Source {
         };
         let client = crate::kube_api::client_in_context(Some(&kubeconfig), context).await?;
         Ok(Source::ConfigMap {
-            api: kube::Api::namespaced(client, namespace),
+            api: Box::new(kube::Api::namespaced(client, namespace)),
             namespace: namespace.to_string(),
             context: context
                 .map(|c| format!(" (context {c})"))

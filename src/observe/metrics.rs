@@ -578,11 +578,13 @@ mod tests {
             (LayerId::Number(1), Duration::from_secs(300)),
             (LayerId::Unlayered, Duration::from_secs(60)),
         ]);
-        let mut s = Status::default();
-        s.layers = vec![
-            layer(1, LayerPhase::Progressing, vec![]),
-            layer(2, LayerPhase::Pending, vec![]),
-        ];
+        let mut s = Status {
+            layers: vec![
+                layer(1, LayerPhase::Progressing, vec![]),
+                layer(2, LayerPhase::Pending, vec![]),
+            ],
+            ..Status::default()
+        };
         m.observe_status(&s);
         let text = m.encode();
         assert_eq!(

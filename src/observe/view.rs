@@ -516,7 +516,7 @@ pub fn board(status: &Value, width: usize) -> Vec<String> {
     for l in status["layers"].as_array().into_iter().flatten() {
         let (ready, total) = counts(l);
         let phase = text(&l["phase"]);
-        let filled = if total == 0 { BAR } else { ready * BAR / total };
+        let filled = (ready * BAR).checked_div(total).unwrap_or(BAR);
         // Started releases that are not Ready yet show as `.`.
         let started = l["releases"]
             .as_array()
