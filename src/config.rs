@@ -25,6 +25,7 @@
 //! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan) | `STRATA_OUTPUT` | `text` |
+//! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
 
@@ -53,9 +54,11 @@ pub enum Command {
     Run(RunArgs),
     /// Print the layers a profile list resolves to, and every problem in it (no cluster).
     Plan(PlanArgs),
-    /// Show where a running agent stands: from its status API (--url) or from the status
-    /// ConfigMap in a cluster (--kubeconfig). Exit 0 Ready, 1 Failed, Stalled or rejected,
-    /// 2 Progressing (or --timeout passed), 3 the status could not be read.
+    /// Show where a running agent stands (its status API, or its status ConfigMap)
+    ///
+    /// Reads the status from a running agent's status API (--url) or from the status
+    /// ConfigMap in a cluster (--kubeconfig). Exit 0 Ready, 1 Failed, Stalled or rejected, 2
+    /// Progressing (or --timeout passed), 3 the status could not be read.
     Status(StatusArgs),
 }
 
