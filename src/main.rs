@@ -113,7 +113,9 @@ async fn status(args: StatusArgs) -> ExitCode {
     match status_cmd::run(args, &mut stdout.lock(), screen).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("strata status: {e}");
+            if !e.is_broken_pipe() {
+                eprintln!("strata status: {e}");
+            }
             ExitCode::from(3)
         }
     }

@@ -75,6 +75,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// The reader of the output went away (`strata status | head`): nothing to say.
+    pub fn is_broken_pipe(&self) -> bool {
+        let kind = match self {
+            Error::Output(e) => Some(e.kind()),
+            Error::Encode(e) => e.io_error_kind(),
+            _ => None,
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// Where the status document is read from.
 pub enum Source {
     /// `GET <url>/status`.
@@ -438,6 +450,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_recognised() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(Error::Output(pipe()).is_broken_pipe());
+        assert!(Error::Encode(serde_json::Error::io(pipe())).is_broken_pipe());
+        assert!(!Error::NoSource.is_broken_pipe());
     }
 
     #[tokio::test]
