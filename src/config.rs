@@ -25,6 +25,7 @@
 //! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan) | `STRATA_OUTPUT` | `text` |
+//! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
 
@@ -53,6 +54,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the layers a profile list resolves to, and every problem in it (no cluster).
     Plan(PlanArgs),
+    /// Show where a running agent stands (its status API, or its status ConfigMap)
+    ///
+    /// Reads the status from a running agent's status API (--url) or from the status
+    /// ConfigMap in a cluster (--kubeconfig). Exit 0 Ready, 1 Failed, Stalled or rejected, 2
+    /// Progressing (or --timeout passed), 3 the status could not be read.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +172,42 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, short, env = "STRATA_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// `strata status`: where to read the status from and how to show it.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's status API (its --listen address), e.g. `http://127.0.0.1:8080`; GET
+    /// /status is read.
+    #[arg(long, env = "STRATA_STATUS_URL", conflicts_with_all = ["kubeconfig", "context"])]
+    pub url: Option<String>,
+    /// Read the status ConfigMap `strata-status` from the cluster of this kubeconfig instead.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, requires = "kubeconfig")]
+    pub context: Option<String>,
+    /// The agent's namespace, where its status ConfigMap is.
+    #[arg(long, short = 'n', env = "STRATA_NAMESPACE", default_value = defaults::NAMESPACE)]
+    pub namespace: String,
+    /// Output format: the layered view, or the status JSON (for scripts).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Follow the status: on a terminal a progress line per layer redrawn in place, else a
+    /// line per change (with -o json, one JSON document per line per change). Until Ctrl-C,
+    /// or with --wait until the wait ends.
+    #[arg(long, short)]
+    pub watch: bool,
+    /// Wait until every layer is Ready (exit 0), a release is Stalled or the revision is
+    /// rejected (exit 1), or --timeout passes (exit 2, or 1 when a release is Failed then).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (Go-style duration).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How often the status is read with --watch and --wait.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub poll: Duration,
 }
 
 /// Defaults shared by the flags and by [`AgentBuilder`] (a unit test keeps them equal).
@@ -832,7 +875,7 @@ mod tests {
             all.extend_from_slice(args);
             match Cli::try_parse_from(all).unwrap().command {
                 Command::Run(run) => run,
-                Command::Plan(_) => panic!("expected run"),
+                Command::Plan(_) | Command::Status(_) => panic!("expected run"),
             }
         };
         let run = parse(&["--once", "--once-timeout", "1m30s"]);

@@ -35,6 +35,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Build the Kubernetes client from `--kubeconfig`, else the in-cluster/default config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    client_in_context(kubeconfig, None).await
+}
+
+/// [`client`] with the kubeconfig's `context` (default: its current context).
+pub async fn client_in_context(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..kube::config::KubeConfigOptions::default()
+    };
     let config = match kubeconfig {
         Some(path) => {
             let kc =
@@ -42,7 +54,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
                     path: path.to_path_buf(),
                     source,
                 })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .map_err(|e| Error::Config(e.to_string()))?
         }

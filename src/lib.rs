@@ -2,7 +2,7 @@
 //!
 //! The binary (`src/main.rs`) parses [`config::Cli`], compiles the configuration
 //! ([`config::AgentConfig`]), starts [`observe::telemetry`], and calls [`agent::run`] or
-//! [`plan_cmd::run`]. The folders follow one release's path through the agent:
+//! [`plan_cmd::run`] or [`status_cmd::run`]. The folders follow one release's path through the agent:
 //!
 //! - [`source`]: where a revision comes from: the Git repository ([`source::git`]), chart
 //!   repositories ([`source::charts`]) and the loader that turns one commit into a checked
@@ -28,3 +28,4 @@ pub mod observe;
 pub mod plan_cmd;
 pub mod reconcile;
 pub mod source;
+pub mod status_cmd;

@@ -1,12 +1,15 @@
 //! The strata binary: parse arguments, start telemetry, call the library, flush telemetry.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use strata::agent::{self, Outcome};
-use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs};
+use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs, StatusArgs};
 use strata::observe::telemetry;
+use strata::observe::view::{self, Console};
 use strata::plan_cmd;
+use strata::status_cmd;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -17,7 +20,12 @@ fn main() -> ExitCode {
             log_level,
         },
     } = Cli::parse();
-    let telemetry = match telemetry::init(log_format, &log_level) {
+    // `strata run` on a terminal with text logs: a progress board under the logs.
+    let console = (matches!(command, Command::Run(_))
+        && log_format == telemetry::LogFormat::Text
+        && std::io::stderr().is_terminal())
+    .then(|| Console::new(Box::new(std::io::stderr())));
+    let telemetry = match telemetry::init_with(log_format, &log_level, console.clone()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("strata: {e}");
@@ -36,8 +44,9 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async move {
         match command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(args, console).await,
             Command::Plan(args) => plan(args).await,
+            Command::Status(args) => status(args).await,
         }
     });
     // Stop the runtime (and any helm child, killed on drop) before the blocking flush.
@@ -46,7 +55,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(args: RunArgs, console: Option<Console>) -> ExitCode {
     // Every problem of the settings at once, before a port is bound or a cluster contacted.
     let config = match config::compile(args) {
         Ok(c) => c,
@@ -60,7 +69,14 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-    match agent::run(config, shutdown).await {
+    let observer = move |status: &strata::observe::status::Status| {
+        if let Some(console) = &console
+            && let Ok(doc) = serde_json::to_value(status)
+        {
+            console.show(&view::board(&doc, view::terminal_width(std::io::stderr())));
+        }
+    };
+    match agent::run_observed(config, shutdown, observer).await {
         Ok(Outcome::AllReady) => ExitCode::SUCCESS,
         Ok(Outcome::Stopped) => ExitCode::SUCCESS,
         Ok(Outcome::NotReady) => ExitCode::from(1),
@@ -81,6 +97,26 @@ async fn plan(args: PlanArgs) -> ExitCode {
         Err(e) => {
             eprintln!("strata: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+async fn status(args: StatusArgs) -> ExitCode {
+    let stdout = std::io::stdout();
+    let screen = if stdout.is_terminal() {
+        status_cmd::Screen::Terminal {
+            width: strata::observe::view::terminal_width(&stdout),
+        }
+    } else {
+        status_cmd::Screen::Plain
+    };
+    match status_cmd::run(args, &mut stdout.lock(), screen).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if !e.is_broken_pipe() {
+                eprintln!("strata status: {e}");
+            }
+            ExitCode::from(3)
         }
     }
 }

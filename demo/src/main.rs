@@ -4,7 +4,6 @@
 //! `GET /status`.
 
 mod helm_locate;
-mod progress;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use strata::agent::{AgentConfig, Outcome, SourceConfig};
+use strata::observe::view;
 
 /// The agent's namespace on the simulated cluster (status ConfigMap and Events).
 const AGENT_NAMESPACE: &str = "strata-system";
@@ -209,7 +209,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()?;
-    let mut tracker = progress::Tracker::new();
+    let mut tracker = view::Tracker::new();
     let mut announced = false;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -247,7 +247,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         for event in tracker.update(&status) {
             clock.say(event);
         }
-        if progress::all_ready(&status) {
+        if view::all_ready(&status) {
             if once {
                 clock.say("every layer is Ready");
                 break ExitCode::SUCCESS;
@@ -256,7 +256,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 announced = true;
                 announce(&api, &kubeconfig, &tools, repo.path(), interval);
             }
-        } else if once && progress::stuck(&status) {
+        } else if once && view::stuck(&status) {
             clock.say(format!("stopped short of Ready; see {api}/status"));
             break ExitCode::from(1);
         }

@@ -122,6 +122,7 @@ impl Agent {
                 readiness.set_draining();
             });
         }
+        self.shared.metrics.set_fetch_interval(schedule.interval);
         let started = Timestamp::now();
         let mut kind = CycleKind::Poll;
         let mut poll_at = started;
@@ -273,8 +274,12 @@ impl Agent {
             return self.apply(&current, shutdown).await;
         }
         let fetched = match self.loader.fetch().await {
-            Ok(f) => f,
+            Ok(f) => {
+                self.shared.metrics.fetch_succeeded();
+                f
+            }
             Err(e) => {
+                self.shared.metrics.fetch_failed();
                 // The loaded revision stays current: its failed releases are still retried.
                 tracing::error!(error = %e, "fetching the profile repository failed");
                 let msg = e.to_string();
@@ -390,6 +395,16 @@ impl Agent {
     async fn apply_layers(&self, current: &Current, shutdown: &CancellationToken) -> CycleEnd {
         let Current { info, loaded } = current;
         self.shared.metrics.set_revision(&info.commit);
+        self.shared
+            .metrics
+            .set_layer_timeouts(loaded.layers().map(|(layer, jobs)| {
+                let longest = jobs
+                    .iter()
+                    .map(|j| j.timeout.unwrap_or(self.default_timeout))
+                    .max()
+                    .unwrap_or(self.default_timeout);
+                (layer, longest)
+            }));
         let pending = loaded
             .layers()
             .map(|(layer, jobs)| {

@@ -73,7 +73,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// draining, running helm commands finish); a lost leadership stops the work at once and
 /// ends in [`Error::LeadershipLost`].
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Outcome> {
+    run_observed(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `observer` with the status after every change (`strata run` draws its
+/// progress board on a terminal with it). The status is the redacted one `/status` serves.
+pub async fn run_observed(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    observer: impl Fn(&crate::observe::status::Status) + Send + Sync + 'static,
+) -> Result<Outcome> {
     let shared = Shared::new();
+    shared.status.observe(observer);
     let server = Server::start(config.listen, &shared, config.admin_token.clone()).await?;
     let client = crate::kube_api::client(config.kubeconfig.as_deref()).await?;
     let agent = Agent::start(&config, &client, &shared).await?;

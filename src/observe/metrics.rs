@@ -12,7 +12,19 @@
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
 //! | `strata_recoveries_total` | counter | `kind` (recover-pending-install, rollback-then-upgrade), `outcome` (succeeded, failed) |
 //! | `strata_remediations_total` | counter | `kind` (remediate-rollback, remediate-uninstall), `outcome` |
+//! | `strata_revision_rejected` | gauge (1/0) | - (1 while the newest revision is rejected) |
+//! | `strata_releases_stalled` | gauge | - (releases Failed and not retried: permanent error or retries used up) |
+//! | `strata_fetch_failures_total` | counter | - (fetches of the Git source that failed) |
+//! | `strata_last_fetch_success_timestamp_seconds` | gauge | - (unix time of the last successful fetch; 0 before the first) |
+//! | `strata_fetch_interval_seconds` | gauge | - (`--interval`; 0 until this agent fetches, e.g. a standby) |
+//! | `strata_layer_timeout_seconds` | gauge | `layer` (the longest helm timeout of the layer's releases) |
+//! | `strata_layer_not_ready_since_timestamp_seconds` | gauge | `layer` (unix time the layer started and is not Ready since; 0 when Ready or not started) |
+//!
+//! Counters with a bounded label set are present at 0 from the start (so `increase()` and
+//! `rate()` see their first increment). The `layer` label takes the layer numbers of the
+//! current revision (and `unlayered`): series of layers a new revision no longer has go away.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,7 +36,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::observe::status::Status;
+use crate::observe::status::{LayerId, LayerPhase, ReleasePhase, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
@@ -40,6 +52,11 @@ struct CommandLabels {
 struct KindLabels {
     kind: &'static str,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabels {
+    layer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +78,20 @@ pub struct Metrics {
     layer_ready: Histogram,
     recoveries: Family<KindLabels, Counter>,
     remediations: Family<KindLabels, Counter>,
+    revision_rejected_now: Gauge,
+    releases_stalled: Gauge,
+    fetch_failures: Counter,
+    last_fetch_success: Gauge,
+    fetch_interval: Gauge,
+    layer_timeout: Family<LayerLabels, Gauge>,
+    layer_not_ready_since: Family<LayerLabels, Gauge>,
+    /// Unix seconds since which each started layer is not Ready (kept while a failed layer
+    /// goes back to Pending for its retry).
+    not_ready_since: Mutex<BTreeMap<LayerId, i64>>,
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 impl Default for Metrics {
@@ -155,7 +186,76 @@ impl Metrics {
             "Remediations (rollback, uninstall) after a failed attempt, by kind and outcome",
             remediations.clone(),
         );
+        let revision_rejected_now = Gauge::default();
+        registry.register(
+            "revision_rejected",
+            "1 while the newest revision is rejected (nothing of it applied), else 0",
+            revision_rejected_now.clone(),
+        );
+        let releases_stalled = Gauge::default();
+        registry.register(
+            "releases_stalled",
+            "Releases Failed and not retried until the revision changes or a retry is requested",
+            releases_stalled.clone(),
+        );
+        let fetch_failures = Counter::default();
+        registry.register(
+            "fetch_failures",
+            "Fetches of the Git source that failed",
+            fetch_failures.clone(),
+        );
+        let last_fetch_success = Gauge::default();
+        registry.register(
+            "last_fetch_success_timestamp_seconds",
+            "Unix time of the last successful fetch of the Git source (0 before the first)",
+            last_fetch_success.clone(),
+        );
+        let fetch_interval = Gauge::default();
+        registry.register(
+            "fetch_interval_seconds",
+            "How often the Git source is fetched (--interval); 0 until this agent fetches",
+            fetch_interval.clone(),
+        );
+        let layer_timeout = Family::<LayerLabels, Gauge>::default();
+        registry.register(
+            "layer_timeout_seconds",
+            "The longest helm timeout of the releases of each layer of the current revision",
+            layer_timeout.clone(),
+        );
+        let layer_not_ready_since = Family::<LayerLabels, Gauge>::default();
+        registry.register(
+            "layer_not_ready_since_timestamp_seconds",
+            "Unix time since which each started layer is not Ready (0 when Ready or not started)",
+            layer_not_ready_since.clone(),
+        );
+        // Present at 0 from the start: every bounded label value of the counters.
+        for command in COMMANDS.iter().copied().chain(["other"]) {
+            let _ = helm_failures.get_or_create(&CommandLabels {
+                command: command.to_string(),
+            });
+        }
+        for kind in strata_core::reconcile::ActionKind::ALL {
+            for outcome in ["succeeded", "failed"] {
+                let labels = KindLabels {
+                    kind: kind.as_str(),
+                    outcome,
+                };
+                if kind.is_recovery() {
+                    let _ = recoveries.get_or_create(&labels);
+                } else if kind.is_remediation() {
+                    let _ = remediations.get_or_create(&labels);
+                }
+            }
+        }
         let m = Self {
+            revision_rejected_now,
+            releases_stalled,
+            fetch_failures,
+            last_fetch_success,
+            fetch_interval,
+            layer_timeout,
+            layer_not_ready_since,
+            not_ready_since: Mutex::new(BTreeMap::new()),
             recoveries,
             remediations,
             registry,
@@ -173,7 +273,9 @@ impl Metrics {
         m
     }
 
-    /// Set the `strata_releases{phase}` gauges from a status.
+    /// Set the gauges that follow the status: `strata_releases{phase}`,
+    /// `strata_releases_stalled`, `strata_revision_rejected` and
+    /// `strata_layer_not_ready_since_timestamp_seconds{layer}`.
     pub fn observe_status(&self, status: &Status) {
         for (phase, n) in status.count_by_phase() {
             self.releases
@@ -182,6 +284,72 @@ impl Metrics {
                 })
                 .set(n);
         }
+        let stalled = status
+            .layers
+            .iter()
+            .flat_map(|l| &l.releases)
+            .filter(|r| r.phase == ReleasePhase::Failed && r.action.as_deref() == Some("stalled"))
+            .count();
+        self.releases_stalled
+            .set(i64::try_from(stalled).unwrap_or(i64::MAX));
+        self.revision_rejected_now
+            .set(i64::from(status.rejected_revision.is_some()));
+
+        let now = unix_now();
+        let mut since = self
+            .not_ready_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        since.retain(|layer, _| status.layers.iter().any(|l| l.layer == *layer));
+        self.layer_not_ready_since.clear();
+        for l in &status.layers {
+            let value = match l.phase {
+                LayerPhase::Ready => {
+                    since.remove(&l.layer);
+                    0
+                }
+                LayerPhase::Progressing | LayerPhase::Failed => {
+                    *since.entry(l.layer).or_insert(now)
+                }
+                // Not started (or skipped): not ready since it last started, if it did.
+                LayerPhase::Pending | LayerPhase::Skipped => {
+                    since.get(&l.layer).copied().unwrap_or(0)
+                }
+            };
+            self.layer_not_ready_since
+                .get_or_create(&LayerLabels {
+                    layer: l.layer.to_string(),
+                })
+                .set(value);
+        }
+    }
+
+    /// The layers of the revision being applied, each with its longest helm timeout.
+    pub fn set_layer_timeouts(&self, layers: impl IntoIterator<Item = (LayerId, Duration)>) {
+        self.layer_timeout.clear();
+        for (layer, timeout) in layers {
+            self.layer_timeout
+                .get_or_create(&LayerLabels {
+                    layer: layer.to_string(),
+                })
+                .set(i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The Git source was fetched.
+    pub fn fetch_succeeded(&self) {
+        self.last_fetch_success.set(unix_now());
+    }
+
+    /// Fetching the Git source failed.
+    pub fn fetch_failed(&self) {
+        self.fetch_failures.inc();
+    }
+
+    /// How often this agent fetches the source (`--interval`).
+    pub fn set_fetch_interval(&self, interval: Duration) {
+        self.fetch_interval
+            .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// Record one helm command: its duration and whether it failed.
@@ -257,7 +425,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::status::{LayerId, LayerPhase, LayerStatus, ReleasePhase, ReleaseStatus};
+    use crate::observe::status::{LayerStatus, ReleaseStatus};
 
     #[test]
     fn recoveries_and_remediations_are_counted_by_kind_and_outcome() {
@@ -323,7 +491,8 @@ mod tests {
         assert!(text.contains("strata_helm_command_duration_seconds_count{command=\"upgrade\"} 1"));
         assert!(text.contains("strata_helm_command_duration_seconds_count{command=\"other\"} 1"));
         assert!(text.contains("strata_helm_failures_total{command=\"upgrade\"} 1"));
-        assert!(!text.contains("strata_helm_failures_total{command=\"other\"}"));
+        // Present at 0 from the start, never counted up by a command that did not fail.
+        assert!(text.contains("strata_helm_failures_total{command=\"other\"} 0"));
         assert!(text.contains("strata_release_failures_total 1"));
         assert!(text.contains("strata_revisions_rejected_total 1"));
         assert!(text.contains("strata_revision_info{commit=\"bbbb\"} 1"));
@@ -332,5 +501,126 @@ mod tests {
             "old revision must disappear: {text}"
         );
         assert!(text.contains("strata_layer_ready_seconds_count 1"));
+    }
+
+    fn layer(n: u64, phase: LayerPhase, releases: Vec<ReleaseStatus>) -> LayerStatus {
+        LayerStatus {
+            layer: LayerId::Number(n),
+            phase,
+            ready_at: None,
+            releases,
+        }
+    }
+
+    fn sample(text: &str, series: &str) -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn counters_are_present_at_zero_from_the_start() {
+        let text = Metrics::new().encode();
+        for series in [
+            "strata_fetch_failures_total",
+            "strata_revisions_rejected_total",
+            "strata_release_failures_total",
+            "strata_transient_retries_total",
+            "strata_helm_failures_total{command=\"upgrade\"}",
+            "strata_recoveries_total{kind=\"recover-pending-install\",outcome=\"failed\"}",
+            "strata_recoveries_total{kind=\"rollback-then-upgrade\",outcome=\"succeeded\"}",
+            "strata_remediations_total{kind=\"remediate-rollback\",outcome=\"succeeded\"}",
+            "strata_remediations_total{kind=\"remediate-uninstall\",outcome=\"failed\"}",
+            "strata_revision_rejected",
+            "strata_releases_stalled",
+            "strata_last_fetch_success_timestamp_seconds",
+            "strata_fetch_interval_seconds",
+        ] {
+            assert_eq!(sample(&text, series), Some(0), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn fetches_stalled_releases_and_rejections() {
+        let m = Metrics::new();
+        m.set_fetch_interval(Duration::from_secs(60));
+        m.fetch_failed();
+        m.fetch_succeeded();
+        let mut s = Status::default();
+        let mut stalled = ReleaseStatus::pending("a", "a", "ns", "c", "1.0.0");
+        stalled.phase = ReleasePhase::Failed;
+        stalled.action = Some("stalled".into());
+        let mut backing_off = ReleaseStatus::pending("b", "b", "ns", "c", "1.0.0");
+        backing_off.phase = ReleasePhase::Failed;
+        s.layers
+            .push(layer(1, LayerPhase::Failed, vec![stalled, backing_off]));
+        s.rejected_revision = Some(crate::observe::status::RejectedRevision {
+            commit: "c".into(),
+            fetched_at: "t".into(),
+            problems: Vec::new(),
+        });
+        m.observe_status(&s);
+        let text = m.encode();
+        assert_eq!(sample(&text, "strata_fetch_interval_seconds"), Some(60));
+        assert_eq!(sample(&text, "strata_fetch_failures_total"), Some(1));
+        let last = sample(&text, "strata_last_fetch_success_timestamp_seconds").unwrap();
+        assert!((last - unix_now()).abs() < 5, "{text}");
+        assert_eq!(sample(&text, "strata_releases_stalled"), Some(1), "{text}");
+        assert_eq!(sample(&text, "strata_revision_rejected"), Some(1), "{text}");
+        s.rejected_revision = None;
+        m.observe_status(&s);
+        assert_eq!(sample(&m.encode(), "strata_revision_rejected"), Some(0));
+    }
+
+    #[test]
+    fn layers_not_ready_since_they_started_and_their_timeouts() {
+        let m = Metrics::new();
+        m.set_layer_timeouts([
+            (LayerId::Number(1), Duration::from_secs(300)),
+            (LayerId::Unlayered, Duration::from_secs(60)),
+        ]);
+        let mut s = Status {
+            layers: vec![
+                layer(1, LayerPhase::Progressing, vec![]),
+                layer(2, LayerPhase::Pending, vec![]),
+            ],
+            ..Status::default()
+        };
+        m.observe_status(&s);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "strata_layer_timeout_seconds{layer=\"1\"}"),
+            Some(300)
+        );
+        assert_eq!(
+            sample(&text, "strata_layer_timeout_seconds{layer=\"unlayered\"}"),
+            Some(60)
+        );
+        let series = "strata_layer_not_ready_since_timestamp_seconds{layer=\"1\"}";
+        let since = sample(&text, series).unwrap();
+        assert!((since - unix_now()).abs() < 5, "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "strata_layer_not_ready_since_timestamp_seconds{layer=\"2\"}"
+            ),
+            Some(0),
+            "not started"
+        );
+        // Failed, then Pending again for its retry: still not ready since it started.
+        std::thread::sleep(Duration::from_millis(1100));
+        s.layers[0].phase = LayerPhase::Failed;
+        m.observe_status(&s);
+        s.layers[0].phase = LayerPhase::Pending;
+        m.observe_status(&s);
+        assert_eq!(sample(&m.encode(), series), Some(since));
+        // Ready: 0; a layer the revision no longer has: gone.
+        s.layers[0].phase = LayerPhase::Ready;
+        s.layers.truncate(1);
+        m.observe_status(&s);
+        let text = m.encode();
+        assert_eq!(sample(&text, series), Some(0));
+        assert!(!text.contains("layer=\"2\""), "{text}");
+        m.set_layer_timeouts([(LayerId::Number(1), Duration::from_secs(30))]);
+        assert!(!m.encode().contains("unlayered"));
     }
 }

@@ -1,6 +1,7 @@
 //! What the agent shows and records: the status model ([`status`]) behind the HTTP API
 //! ([`server`]) and its web page ([`page`]), the metrics ([`metrics`]), the status ConfigMap and Events ([`report`]), logs
-//! and traces ([`telemetry`]); and the live objects of a release ([`objects`]).
+//! and traces ([`telemetry`]); the live objects of a release ([`objects`]); and the status
+//! shown in a terminal ([`view`]).
 pub mod metrics;
 pub mod objects;
 pub mod page;
@@ -8,3 +9,4 @@ pub mod report;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod view;

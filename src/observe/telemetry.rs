@@ -63,6 +63,20 @@ pub fn otlp_requested() -> bool {
 /// Install the global subscriber. Call it before starting the tokio runtime (the OTLP HTTP
 /// client is a blocking client living on the exporter's own thread).
 pub fn init(format: LogFormat, level: &str) -> Result<Telemetry> {
+    init_with(format, level, None)
+}
+
+/// [`init`] with the logs written to `console` (a terminal showing a progress board, see
+/// [`crate::observe::view::Console`]) instead of stderr.
+pub fn init_with(
+    format: LogFormat,
+    level: &str,
+    console: Option<crate::observe::view::Console>,
+) -> Result<Telemetry> {
+    let writer = match console {
+        Some(c) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(c),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let filter = EnvFilter::builder()
         .parse(level)
         .map_err(|source| Error::LogLevel {
@@ -71,14 +85,14 @@ pub fn init(format: LogFormat, level: &str) -> Result<Telemetry> {
         })?;
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_filter(filter)
             .boxed(),
     };

@@ -25,7 +25,8 @@ pub fn seed_from_env(var: &str) -> u64 {
     }
 }
 
-/// The samples of every metric whose name mentions `recover` (`name{labels}` -> value).
+/// The samples of every metric whose name mentions `recover` (`name{labels}` -> value), but
+/// those at 0 (the agent exposes every kind and outcome at 0 from the start).
 pub fn recovery_samples(metrics: &str) -> Vec<(String, f64)> {
     metrics
         .lines()
@@ -34,6 +35,7 @@ pub fn recovery_samples(metrics: &str) -> Vec<(String, f64)> {
             let (k, v) = l.rsplit_once(' ')?;
             Some((k.to_string(), v.parse().ok()?))
         })
+        .filter(|(_, v)| *v != 0.0)
         .collect()
 }
 
