@@ -292,9 +292,21 @@ impl Agent {
             }
         };
         let cluster = self.cluster_name().await;
+        // When this commit was first fetched: a commit fetched again every interval keeps its
+        // time, so the status (and the page) change only when something happens. The last
+        // successful fetch is the metric strata_last_fetch_success_timestamp_seconds.
+        let first_fetched = {
+            let s = self.shared.status.snapshot();
+            s.revision
+                .iter()
+                .map(|r| (&r.commit, &r.fetched_at))
+                .chain(s.rejected_revision.iter().map(|r| (&r.commit, &r.fetched_at)))
+                .find(|(c, _)| **c == fetched.commit)
+                .map(|(_, at)| at.clone())
+        };
         let info = RevisionInfo {
             commit: fetched.commit.clone(),
-            fetched_at: crate::observe::status::now_rfc3339(),
+            fetched_at: first_fetched.unwrap_or_else(crate::observe::status::now_rfc3339),
             profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
             cluster_name: cluster.clone(),
         };
