@@ -30,11 +30,13 @@
 pub mod allocation;
 pub mod chart;
 pub mod cycle;
+pub mod digest;
 pub mod input;
 pub mod limits;
 pub mod plan;
 pub mod problem;
 pub mod profiles;
+pub mod prune;
 pub mod readiness;
 pub mod reconcile;
 pub mod repoindex;
