@@ -62,6 +62,7 @@ fn request(
         timeout: Duration::from_secs(60),
         create_namespace: true,
         wait: true,
+        labels: Default::default(),
     }
 }
 
@@ -386,4 +387,82 @@ async fn a_killed_helm_leaves_pending_install_and_uninstall_clears_it() -> anyho
     assert_eq!(env.helm.upgrade_install(&ok).await?.status, "deployed");
     env.cluster.shutdown().await;
     Ok(())
+}
+
+/// What helm really does with `--labels`: helm 4 and helm 3.19 store them on the release's
+/// storage Secret (every revision), strata reads them back as the release's stamp, finds the
+/// releases it manages by them, and a release installed without them is not one of those.
+async fn release_labels_round_trip(bin: HelmBin) -> anyhow::Result<()> {
+    let env = env(bin).await?;
+    let values = serde_json::json!({"webhook": {"replicas": 1}});
+    let mut req = request(
+        &env,
+        "cert-manager",
+        "cert-manager",
+        &chart("cert-manager"),
+        values.clone(),
+    );
+    req.labels = strata_core::digest::release_labels("certs", Some(1), "chart1", "content1");
+    env.helm.upgrade_install(&req).await?;
+    let record = releases::latest(&env.client, "cert-manager", "cert-manager")
+        .await?
+        .unwrap();
+    assert_eq!(record.labels, req.labels, "helm {}", bin.major());
+    let stamp = record.observed().stamp.expect("a strata stamp");
+    assert_eq!(
+        (
+            stamp.profile.as_str(),
+            stamp.layer,
+            stamp.content_digest.as_str()
+        ),
+        ("certs", Some(1), "content1")
+    );
+
+    // An upgrade with new digests replaces them on the new revision.
+    req.labels = strata_core::digest::release_labels("certs", Some(1), "chart2", "content2");
+    env.helm.upgrade_install(&req).await?;
+    let record = releases::latest(&env.client, "cert-manager", "cert-manager")
+        .await?
+        .unwrap();
+    assert_eq!(record.revision, 2);
+    let stamp = record.observed().stamp.unwrap();
+    assert_eq!(
+        (stamp.chart_digest.as_str(), stamp.content_digest.as_str()),
+        ("chart2", "content2")
+    );
+
+    // A release installed without labels (by hand) carries no stamp and is not managed.
+    let small = env.dir.path().join("small");
+    std::fs::create_dir_all(small.join("templates"))?;
+    std::fs::write(
+        small.join("Chart.yaml"),
+        "apiVersion: v2\nname: small\nversion: 0.1.0\n",
+    )?;
+    std::fs::write(
+        small.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  a: b\n",
+    )?;
+    let plain = request(&env, "byhand", "cert-manager", &small, values);
+    env.helm.upgrade_install(&plain).await?;
+    let record = releases::latest(&env.client, "cert-manager", "byhand")
+        .await?
+        .unwrap();
+    assert_eq!(record.observed().stamp, None);
+    let managed = releases::list_managed(&env.client, &[]).await?;
+    let keys: Vec<(String, Option<u32>)> = managed.iter().map(|m| (m.key(), m.layer)).collect();
+    assert_eq!(keys, [("cert-manager/cert-manager".to_string(), Some(1))]);
+
+    env.cluster.shutdown().await;
+    drop(env.dir);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_labels_round_trip_helm4() -> anyhow::Result<()> {
+    release_labels_round_trip(HelmBin::V4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_labels_round_trip_helm3() -> anyhow::Result<()> {
+    release_labels_round_trip(HelmBin::V3).await
 }

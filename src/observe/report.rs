@@ -93,11 +93,11 @@ impl Reporter {
         let patch = Patch::Apply(&cm);
         let retry = crate::kube_api::InPlaceRetry::default();
         crate::kube_api::retry_kube(&retry, || api.patch(CONFIGMAP_NAME, &params, &patch))
-        .await
-        .map_err(|e| Error::ConfigMap {
-            namespace: self.namespace.clone(),
-            message: crate::kube_api::error_text(&e),
-        })
+            .await
+            .map_err(|e| Error::ConfigMap {
+                namespace: self.namespace.clone(),
+                message: crate::kube_api::error_text(&e),
+            })
     }
 
     /// Create an Event for a release transition, attached to the status ConfigMap.
@@ -254,9 +254,8 @@ impl Reporter {
 /// went wrong before), the rest Normal.
 fn announced_type(reason: &str) -> &'static str {
     match reason {
-        "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled" => {
-            "Warning"
-        }
+        "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled"
+        | "UninstallFailed" | "Orphaned" => "Warning",
         _ => "Normal",
     }
 }
