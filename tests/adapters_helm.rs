@@ -466,3 +466,42 @@ async fn release_labels_round_trip_helm4() -> anyhow::Result<()> {
 async fn release_labels_round_trip_helm3() -> anyhow::Result<()> {
     release_labels_round_trip(HelmBin::V3).await
 }
+
+/// Narrow RBAC: when Secrets cannot be listed cluster-wide (403), the managed releases are
+/// found by listing the given namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_releases_are_found_per_namespace_without_cluster_wide_list() -> anyhow::Result<()>
+{
+    let env = env(HelmBin::V4).await?;
+    let mut req = request(
+        &env,
+        "cert-manager",
+        "cert-manager",
+        &chart("cert-manager"),
+        serde_json::json!({}),
+    );
+    req.labels = strata_core::digest::release_labels("certs", Some(1), "c", "k");
+    env.helm.upgrade_install(&req).await?;
+    env.cluster.controls().add_error(kubesim::ErrorRule {
+        verb: Some("list".into()),
+        resource: Some("secrets".into()),
+        namespace: Some(String::new()),
+        code: 403,
+        ..kubesim::ErrorRule::default()
+    });
+    // Not among the namespaces given: not found (and no error).
+    assert!(
+        releases::list_managed(&env.client, &["other".to_string()])
+            .await?
+            .is_empty()
+    );
+    let found = releases::list_managed(
+        &env.client,
+        &["other".to_string(), "cert-manager".to_string()],
+    )
+    .await?;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key(), "cert-manager/cert-manager");
+    env.cluster.shutdown().await;
+    Ok(())
+}
