@@ -126,3 +126,39 @@ async fn content_decides_helm4() -> anyhow::Result<()> {
 async fn content_decides_helm3() -> anyhow::Result<()> {
     content_decides(HelmBin::V3).await
 }
+
+/// A release installed before strata stamped its labels (here: by plain helm, at the same
+/// chart and values) gets exactly one upgrade that records them; then no helm runs.
+async fn unstamped_release_is_stamped_once(helm: HelmBin) -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), helm).await?;
+    s.write_chart("app", 1, "one")?;
+    s.write_list(&app("{}"), "")?;
+    s.repo.commit("app")?;
+    s.helm_install_by_hand("app", "app", "app").await?;
+
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+    let r = s.release("app");
+    assert_eq!(r["action"], "upgrade", "{r:#}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no strata labels"), "{r:#}");
+    assert_eq!(r["helmRevision"], 2, "{r:#}");
+    assert_eq!(release_labels(&s)["strata.io/managed-by"], "strata");
+
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+    let r = s.release("app");
+    assert_eq!(r["action"], "none", "{r:#}");
+    assert_eq!(r["helmRevision"], 2, "{r:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unstamped_release_is_stamped_once_helm4() -> anyhow::Result<()> {
+    unstamped_release_is_stamped_once(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn unstamped_release_is_stamped_once_helm3() -> anyhow::Result<()> {
+    unstamped_release_is_stamped_once(HelmBin::V3).await
+}
