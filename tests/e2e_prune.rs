@@ -174,3 +174,101 @@ async fn prune_in_reverse_layer_order_helm4() -> anyhow::Result<()> {
 async fn prune_in_reverse_layer_order_helm3() -> anyhow::Result<()> {
     prune(HelmBin::V3).await
 }
+
+/// A pre-delete hook that always fails.
+const FAILING_PRE_DELETE: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-cleanup
+  annotations:
+    helm.sh/hook: pre-delete
+    helm.sh/hook-delete-policy: before-hook-creation
+    kubesim.strata.dev/fail: "true"
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: cleanup
+          image: example.com/cleanup:1
+"#;
+
+/// An uninstall that fails (layer 2's pre-delete hook fails) is reported Failed, keeps the
+/// layer below from being removed (b1 stays, waiting), never blocks the revision's installs
+/// (n1 is installed), and is tried again at every cycle until --once's deadline (exit 2).
+async fn failed_uninstall(helm: HelmBin) -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), helm).await?;
+    for (name, layer) in [("a1", 1), ("b1", 1), ("b2", 2), ("n1", 1)] {
+        s.write_chart(name, layer, "one")?;
+    }
+    s.repo
+        .write("charts/b2/templates/cleanup.yaml", FAILING_PRE_DELETE)?;
+    s.write_list(&[p("a1", 1), p("b1", 1), p("b2", 2)], "")?;
+    s.repo.commit("b2 cannot be uninstalled")?;
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+
+    s.write_list(&[p("a1", 1), p("n1", 1)], "")?;
+    s.repo.commit("remove b1 and b2, add n1")?;
+    let (code, logs) = s.run_once_with(&["--once-timeout", "8s"]).await?;
+    assert_eq!(
+        code,
+        Some(2),
+        "removals keep failing until the deadline: {logs}"
+    );
+    assert!(s.installed("n1", "n1"), "the installs were not blocked");
+    assert!(s.data("n1").is_some());
+    assert!(s.installed("b2", "b2"), "b2's uninstall failed");
+    assert!(
+        s.installed("b1", "b1"),
+        "layer 1 waits for layer 2's removal"
+    );
+    let status = s.status();
+    let b2 = removal(&status, "b2");
+    assert_eq!(b2["phase"], "Failed", "{b2:#}");
+    let b1 = removal(&status, "b1");
+    assert_eq!(b1["phase"], "Removing", "{b1:#}");
+    assert!(
+        b1["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed"),
+        "{b1:#}"
+    );
+    assert_eq!(release_phase(&status, "n1"), "Ready", "{status:#}");
+    let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("UninstallFailed:") && e.contains("b2/b2")),
+        "{events:?}"
+    );
+    // Tried again at the next cycles, not only once.
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.starts_with("Uninstalling:") && e.contains("b2/b2"))
+            .count()
+            >= 2,
+        "{events:?}"
+    );
+    Ok(())
+}
+
+fn release_phase(status: &serde_json::Value, name: &str) -> String {
+    testkit::agent::release(status, name)
+        .and_then(|r| r["phase"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn failed_uninstall_blocks_lower_removals_not_installs_helm4() -> anyhow::Result<()> {
+    failed_uninstall(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn failed_uninstall_blocks_lower_removals_not_installs_helm3() -> anyhow::Result<()> {
+    failed_uninstall(HelmBin::V3).await
+}

@@ -103,6 +103,11 @@ impl GitCharts {
 
     /// `strata run --once`; returns the exit code and the agent's log.
     pub async fn run_once(&self) -> anyhow::Result<(Option<i32>, String)> {
+        self.run_once_with(&[]).await
+    }
+
+    /// `strata run --once` with `extra` arguments (e.g. `--once-timeout 10s`).
+    pub async fn run_once_with(&self, extra: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let mut args = agent_args(
@@ -112,6 +117,7 @@ impl GitCharts {
             &self.dir.path().join("work"),
         );
         args.push("--once".into());
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut agent = Agent::start(
             &self.strata,
             &args,
