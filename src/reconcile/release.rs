@@ -1222,6 +1222,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn new_chart_content_at_the_same_version_upgrades_with_its_reason() {
+        let (r, status, _) = runner(Fake::default());
+        let mut j = job(RemediationStrategy::Retry);
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        let first = release(&status).content_digest.unwrap();
+        j.chart_digest = "edited".into();
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "upgrade"]);
+        let rel = release(&status);
+        assert_eq!(rel.reason.as_deref(), Some("chart content changed"));
+        assert_ne!(rel.content_digest.unwrap(), first);
+        // The upgrade stamped the new digest: nothing more to do.
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "upgrade"]);
+    }
+
+    #[tokio::test]
     async fn pending_install_is_uninstalled_then_installed() {
         let fake = Fake::with(
             vec![record(1, "pending-install", "2.0.0", serde_json::json!({}))],
