@@ -402,7 +402,13 @@ async fn release_labels_round_trip(bin: HelmBin) -> anyhow::Result<()> {
         &chart("cert-manager"),
         values.clone(),
     );
-    req.labels = strata_core::digest::release_labels("certs", Some(1), "chart1", "content1");
+    req.labels = strata_core::digest::release_labels(
+        "strata-system",
+        "certs",
+        Some(1),
+        "chart1",
+        "content1",
+    );
     env.helm.upgrade_install(&req).await?;
     let record = releases::latest(&env.client, "cert-manager", "cert-manager")
         .await?
@@ -419,7 +425,13 @@ async fn release_labels_round_trip(bin: HelmBin) -> anyhow::Result<()> {
     );
 
     // An upgrade with new digests replaces them on the new revision.
-    req.labels = strata_core::digest::release_labels("certs", Some(1), "chart2", "content2");
+    req.labels = strata_core::digest::release_labels(
+        "strata-system",
+        "certs",
+        Some(1),
+        "chart2",
+        "content2",
+    );
     env.helm.upgrade_install(&req).await?;
     let record = releases::latest(&env.client, "cert-manager", "cert-manager")
         .await?
@@ -440,15 +452,19 @@ async fn release_labels_round_trip(bin: HelmBin) -> anyhow::Result<()> {
     )?;
     std::fs::write(
         small.join("templates/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  a: b\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  a: b\n",
     )?;
-    let plain = request(&env, "byhand", "cert-manager", &small, values);
+    let plain = request(&env, "byhand", "cert-manager", &small, values.clone());
     env.helm.upgrade_install(&plain).await?;
+    // A release of another strata agent (another namespace) is not this agent's.
+    let mut theirs = request(&env, "theirs", "cert-manager", &small, values);
+    theirs.labels = strata_core::digest::release_labels("team-b", "x", Some(1), "c", "k");
+    env.helm.upgrade_install(&theirs).await?;
     let record = releases::latest(&env.client, "cert-manager", "byhand")
         .await?
         .unwrap();
     assert_eq!(record.observed().stamp, None);
-    let managed = releases::list_managed(&env.client, &[]).await?;
+    let managed = releases::list_managed(&env.client, "strata-system", &[]).await?;
     let keys: Vec<(String, Option<u32>)> = managed.iter().map(|m| (m.key(), m.layer)).collect();
     assert_eq!(keys, [("cert-manager/cert-manager".to_string(), Some(1))]);
 
@@ -480,7 +496,7 @@ async fn managed_releases_are_found_per_namespace_without_cluster_wide_list() ->
         &chart("cert-manager"),
         serde_json::json!({}),
     );
-    req.labels = strata_core::digest::release_labels("certs", Some(1), "c", "k");
+    req.labels = strata_core::digest::release_labels("strata-system", "certs", Some(1), "c", "k");
     env.helm.upgrade_install(&req).await?;
     env.cluster.controls().add_error(kubesim::ErrorRule {
         verb: Some("list".into()),
@@ -491,12 +507,13 @@ async fn managed_releases_are_found_per_namespace_without_cluster_wide_list() ->
     });
     // Not among the namespaces given: not found (and no error).
     assert!(
-        releases::list_managed(&env.client, &["other".to_string()])
+        releases::list_managed(&env.client, "strata-system", &["other".to_string()])
             .await?
             .is_empty()
     );
     let found = releases::list_managed(
         &env.client,
+        "strata-system",
         &["other".to_string(), "cert-manager".to_string()],
     )
     .await?;

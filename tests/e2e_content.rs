@@ -50,6 +50,11 @@ async fn content_decides(helm: HelmBin) -> anyhow::Result<()> {
         .to_string();
     let labels = release_labels(&s);
     assert_eq!(labels["strata.io/managed-by"], "strata", "{labels:?}");
+    assert_eq!(
+        labels["strata.io/agent"],
+        testkit::cluster::AGENT_NS,
+        "{labels:?}"
+    );
     assert_eq!(labels["strata.io/profile"], "app", "{labels:?}");
     assert_eq!(labels["strata.io/layer"], "1", "{labels:?}");
     assert_eq!(

@@ -45,6 +45,9 @@ pub(super) struct Agent {
     concurrency: usize,
     default_timeout: Duration,
     client: kube::Client,
+    /// The agent's namespace: recorded on every release it installs (`strata.io/agent`); it
+    /// prunes only releases recorded with it.
+    agent_namespace: String,
     current: std::sync::Mutex<Option<Arc<Current>>>,
     /// The cluster name discovered from kubeadm-config (when needed and not configured).
     discovered_cluster: tokio::sync::Mutex<Option<String>>,
@@ -88,8 +91,10 @@ impl Agent {
             shared.metrics.clone(),
             config.default_timeout,
             shared.retries.clone(),
-        );
+        )
+        .with_agent(&config.namespace);
         Ok(Self {
+            agent_namespace: config.namespace.clone(),
             loader,
             runner,
             shared: shared.clone(),
@@ -532,7 +537,7 @@ impl Agent {
             .collect();
         namespaces.sort();
         namespaces.dedup();
-        crate::executor::releases::list_managed(&self.client, &namespaces)
+        crate::executor::releases::list_managed(&self.client, &self.agent_namespace, &namespaces)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot find the releases strata manages; nothing is removed this cycle");

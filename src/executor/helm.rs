@@ -608,12 +608,13 @@ mod tests {
     #[test]
     fn upgrade_args_carry_the_release_labels() {
         let mut r = req();
-        r.labels = strata_core::digest::release_labels("certs", Some(1), "c1", "k1");
+        r.labels =
+            strata_core::digest::release_labels("strata-system", "certs", Some(1), "c1", "k1");
         let args = strs(upgrade_args(3, &r));
         let i = args.iter().position(|a| a == "--labels").unwrap();
         assert_eq!(
             args[i + 1],
-            "strata.io/chart-digest=c1,strata.io/content-digest=k1,strata.io/layer=1,strata.io/managed-by=strata,strata.io/profile=certs"
+            "strata.io/agent=strata-system,strata.io/chart-digest=c1,strata.io/content-digest=k1,strata.io/layer=1,strata.io/managed-by=strata,strata.io/profile=certs"
         );
     }
 

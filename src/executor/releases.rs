@@ -345,23 +345,27 @@ pub struct ListManagedError {
     pub message: String,
 }
 
-/// The label selector of the storage Secrets of releases strata manages.
-pub fn managed_selector() -> String {
+/// The label selector of the storage Secrets of releases the strata agent of namespace
+/// `agent` manages.
+pub fn managed_selector(agent: &str) -> String {
     format!(
-        "owner=helm,{}={}",
+        "owner=helm,{}={},{}={}",
         strata_core::digest::LABEL_MANAGED_BY,
-        strata_core::digest::MANAGED_BY
+        strata_core::digest::MANAGED_BY,
+        strata_core::digest::LABEL_AGENT,
+        strata_core::digest::label_value(agent)
     )
 }
 
-/// The releases strata manages, from their storage Secrets' labels (the newest revision of
+/// The releases the strata agent of namespace `agent` manages, from their storage Secrets' labels (the newest revision of
 /// each release says its layer and profile): listed cluster-wide; when the agent may not list
 /// Secrets cluster-wide (403), in each of `fallback_namespaces` instead (narrow RBAC).
 pub async fn list_managed(
     client: &kube::Client,
+    agent: &str,
     fallback_namespaces: &[String],
 ) -> Result<Vec<strata_core::prune::Managed>, ListManagedError> {
-    let selector = managed_selector();
+    let selector = managed_selector(agent);
     let params = ListParams::default().labels(&selector);
     let retry = crate::kube_api::InPlaceRetry::default();
     let all: Api<Secret> = Api::all(client.clone());

@@ -61,6 +61,8 @@ pub struct Runner<D = HelmExecutor> {
     default_timeout: Duration,
     /// First and longest wait before repeating a step the unavailable API failed.
     blip_backoff: (Duration, Duration),
+    /// The agent's namespace, recorded on every release (`strata.io/agent`).
+    agent: String,
 }
 
 /// Waits before repeating a step that failed because the Kubernetes API was unavailable:
@@ -147,7 +149,14 @@ impl<D: HelmDriver> Runner<D> {
             metrics,
             default_timeout,
             blip_backoff: (Duration::from_millis(500), Duration::from_secs(8)),
+            agent: "strata-system".into(),
         }
+    }
+
+    /// The agent's namespace, recorded on every release it installs.
+    pub fn with_agent(mut self, namespace: &str) -> Self {
+        self.agent = namespace.to_string();
+        self
     }
 
     /// The waits before repeating a step the unavailable API failed (tests shorten them).
@@ -668,6 +677,7 @@ impl<D: HelmDriver> Runner<D> {
             create_namespace: options.create_namespace,
             wait: options.wait,
             labels: strata_core::digest::release_labels(
+                &self.agent,
                 &job.profile,
                 job.layer,
                 &job.chart_digest,

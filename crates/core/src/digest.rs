@@ -16,7 +16,7 @@
 //! let options = HelmOptions { timeout_secs: 60, wait: true, wait_for_jobs: true, create_namespace: true };
 //! let content = content_digest(&chart, "sha256:00", &options);
 //! assert_eq!(content.len(), SHORT_HEX);
-//! let labels = release_labels("mesh", Some(2), &chart, &content);
+//! let labels = release_labels("strata-system", "mesh", Some(2), &chart, &content);
 //! let stamp = Stamp::from_labels(&labels).unwrap();
 //! assert_eq!(stamp.content_digest, content);
 //! ```
@@ -33,6 +33,9 @@ pub const SHORT_HEX: usize = 32;
 pub const LABEL_MANAGED_BY: &str = "strata.io/managed-by";
 /// The value of [`LABEL_MANAGED_BY`].
 pub const MANAGED_BY: &str = "strata";
+/// `strata.io/agent`: the agent installation that owns the release (its namespace), so two
+/// strata agents in one cluster never prune each other's releases.
+pub const LABEL_AGENT: &str = "strata.io/agent";
 /// `strata.io/profile`: the profile the release was installed for.
 pub const LABEL_PROFILE: &str = "strata.io/profile";
 /// `strata.io/layer`: the release's layer (a number, or `unlayered`).
@@ -138,8 +141,10 @@ pub fn label_value(text: &str) -> String {
     v
 }
 
-/// The labels strata stamps on a release (`helm upgrade --install --labels`).
+/// The labels strata stamps on a release (`helm upgrade --install --labels`); `agent` is the
+/// agent's namespace.
 pub fn release_labels(
+    agent: &str,
     profile: &str,
     layer: Option<u32>,
     chart_digest: &str,
@@ -147,6 +152,7 @@ pub fn release_labels(
 ) -> BTreeMap<String, String> {
     [
         (LABEL_MANAGED_BY, MANAGED_BY.to_string()),
+        (LABEL_AGENT, label_value(agent)),
         (LABEL_PROFILE, label_value(profile)),
         (
             LABEL_LAYER,
@@ -244,7 +250,7 @@ mod tests {
 
     #[test]
     fn labels_are_valid_and_read_back() {
-        let labels = release_labels("cert-manager", Some(3), "abc", "def");
+        let labels = release_labels("strata-system", "cert-manager", Some(3), "abc", "def");
         for (k, v) in &labels {
             assert!(k.starts_with("strata.io/"));
             assert!(v.len() <= 63);
@@ -255,14 +261,14 @@ mod tests {
         }
         assert_eq!(
             labels_arg(&labels),
-            "strata.io/chart-digest=abc,strata.io/content-digest=def,strata.io/layer=3,strata.io/managed-by=strata,strata.io/profile=cert-manager"
+            "strata.io/agent=strata-system,strata.io/chart-digest=abc,strata.io/content-digest=def,strata.io/layer=3,strata.io/managed-by=strata,strata.io/profile=cert-manager"
         );
         let s = Stamp::from_labels(&labels).unwrap();
         assert_eq!(
             (s.profile.as_str(), s.layer, s.content_digest.as_str()),
             ("cert-manager", Some(3), "def")
         );
-        let unlayered = release_labels("x", None, "a", "b");
+        let unlayered = release_labels("strata-system", "x", None, "a", "b");
         assert_eq!(unlayered[LABEL_LAYER], UNLAYERED);
         assert_eq!(Stamp::from_labels(&unlayered).unwrap().layer, None);
         // Someone else's release, or a plain helm install: no stamp.
