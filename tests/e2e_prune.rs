@@ -225,17 +225,17 @@ async fn failed_uninstall(helm: HelmBin) -> anyhow::Result<()> {
         "layer 1 waits for layer 2's removal"
     );
     let status = s.status();
+    // Failed, or Removing again when --once stopped in the middle of a retry: the message
+    // says the last attempt failed either way.
     let b2 = removal(&status, "b2");
-    assert_eq!(b2["phase"], "Failed", "{b2:#}");
+    assert!(
+        b2["phase"] == "Failed" || b2["phase"] == "Removing",
+        "{b2:#}"
+    );
+    let message = b2["message"].as_str().unwrap_or_default();
+    assert!(message.contains("failed"), "{b2:#}");
     let b1 = removal(&status, "b1");
     assert_eq!(b1["phase"], "Removing", "{b1:#}");
-    assert!(
-        b1["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("failed"),
-        "{b1:#}"
-    );
     assert_eq!(release_phase(&status, "n1"), "Ready", "{status:#}");
     let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
     assert!(

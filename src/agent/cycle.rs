@@ -604,6 +604,12 @@ impl Agent {
                 );
             }
         }
+        let previous_failures: Vec<Removal> = before
+            .removals
+            .iter()
+            .filter(|r| r.phase == RemovalPhase::Failed)
+            .cloned()
+            .collect();
         self.shared.status.update(|s| {
             // Removed releases stay listed while the revision is the same.
             let kept: Vec<Removal> = if same_commit {
@@ -616,6 +622,14 @@ impl Agent {
             };
             s.removals = kept;
             for m in plan.releases() {
+                if let Some(failed) = previous_failures
+                    .iter()
+                    .find(|r| r.namespace == m.namespace && r.release == m.name)
+                {
+                    // Still Failed until its retry starts.
+                    s.removals.push(failed.clone());
+                    continue;
+                }
                 s.removals.retain(|r| !(r.namespace == m.namespace && r.release == m.name));
                 s.removals.push(entry(
                     m,
@@ -699,10 +713,19 @@ impl Agent {
                 }
             });
         };
-        let why = format!(
+        let mut why = format!(
             "profile {} (layer {layer}) is gone from the list: helm uninstall --wait",
             m.profile
         );
+        // A retry says why the last attempt failed until this one ends.
+        let last_failure = self.shared.status.snapshot().removals.iter().find_map(|r| {
+            (r.namespace == m.namespace && r.release == m.name && r.phase == RemovalPhase::Failed)
+                .then(|| r.message.clone())
+                .flatten()
+        });
+        if let Some(last) = last_failure {
+            why.push_str(&format!(" (again; the last attempt failed: {last})"));
+        }
         tracing::warn!(release = %m.name, namespace = %m.namespace, %layer, "uninstalling: its profile is gone from the list");
         set(RemovalPhase::Removing, why.clone());
         self.shared
