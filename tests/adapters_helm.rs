@@ -62,6 +62,7 @@ fn request(
         timeout: Duration::from_secs(60),
         create_namespace: true,
         wait: true,
+        labels: Default::default(),
     }
 }
 
@@ -384,6 +385,140 @@ async fn a_killed_helm_leaves_pending_install_and_uninstall_clears_it() -> anyho
         serde_json::json!({"installCRDs": false, "startupapicheck": {"enabled": false}}),
     );
     assert_eq!(env.helm.upgrade_install(&ok).await?.status, "deployed");
+    env.cluster.shutdown().await;
+    Ok(())
+}
+
+/// What helm really does with `--labels`: helm 4 and helm 3.19 store them on the release's
+/// storage Secret (every revision), strata reads them back as the release's stamp, finds the
+/// releases it manages by them, and a release installed without them is not one of those.
+async fn release_labels_round_trip(bin: HelmBin) -> anyhow::Result<()> {
+    let env = env(bin).await?;
+    let values = serde_json::json!({"webhook": {"replicas": 1}});
+    let mut req = request(
+        &env,
+        "cert-manager",
+        "cert-manager",
+        &chart("cert-manager"),
+        values.clone(),
+    );
+    req.labels = strata_core::digest::release_labels(
+        "strata-system",
+        "certs",
+        Some(1),
+        "chart1",
+        "content1",
+    );
+    env.helm.upgrade_install(&req).await?;
+    let record = releases::latest(&env.client, "cert-manager", "cert-manager")
+        .await?
+        .unwrap();
+    assert_eq!(record.labels, req.labels, "helm {}", bin.major());
+    let stamp = record.observed().stamp.expect("a strata stamp");
+    assert_eq!(
+        (
+            stamp.profile.as_str(),
+            stamp.layer,
+            stamp.content_digest.as_str()
+        ),
+        ("certs", Some(1), "content1")
+    );
+
+    // An upgrade with new digests replaces them on the new revision.
+    req.labels = strata_core::digest::release_labels(
+        "strata-system",
+        "certs",
+        Some(1),
+        "chart2",
+        "content2",
+    );
+    env.helm.upgrade_install(&req).await?;
+    let record = releases::latest(&env.client, "cert-manager", "cert-manager")
+        .await?
+        .unwrap();
+    assert_eq!(record.revision, 2);
+    let stamp = record.observed().stamp.unwrap();
+    assert_eq!(
+        (stamp.chart_digest.as_str(), stamp.content_digest.as_str()),
+        ("chart2", "content2")
+    );
+
+    // A release installed without labels (by hand) carries no stamp and is not managed.
+    let small = env.dir.path().join("small");
+    std::fs::create_dir_all(small.join("templates"))?;
+    std::fs::write(
+        small.join("Chart.yaml"),
+        "apiVersion: v2\nname: small\nversion: 0.1.0\n",
+    )?;
+    std::fs::write(
+        small.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  a: b\n",
+    )?;
+    let plain = request(&env, "byhand", "cert-manager", &small, values.clone());
+    env.helm.upgrade_install(&plain).await?;
+    // A release of another strata agent (another namespace) is not this agent's.
+    let mut theirs = request(&env, "theirs", "cert-manager", &small, values);
+    theirs.labels = strata_core::digest::release_labels("team-b", "x", Some(1), "c", "k");
+    env.helm.upgrade_install(&theirs).await?;
+    let record = releases::latest(&env.client, "cert-manager", "byhand")
+        .await?
+        .unwrap();
+    assert_eq!(record.observed().stamp, None);
+    let managed = releases::list_managed(&env.client, "strata-system", &[]).await?;
+    let keys: Vec<(String, Option<u32>)> = managed.iter().map(|m| (m.key(), m.layer)).collect();
+    assert_eq!(keys, [("cert-manager/cert-manager".to_string(), Some(1))]);
+
+    env.cluster.shutdown().await;
+    drop(env.dir);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_labels_round_trip_helm4() -> anyhow::Result<()> {
+    release_labels_round_trip(HelmBin::V4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_labels_round_trip_helm3() -> anyhow::Result<()> {
+    release_labels_round_trip(HelmBin::V3).await
+}
+
+/// Narrow RBAC: when Secrets cannot be listed cluster-wide (403), the managed releases are
+/// found by listing the given namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_releases_are_found_per_namespace_without_cluster_wide_list() -> anyhow::Result<()>
+{
+    let env = env(HelmBin::V4).await?;
+    let mut req = request(
+        &env,
+        "cert-manager",
+        "cert-manager",
+        &chart("cert-manager"),
+        serde_json::json!({}),
+    );
+    req.labels = strata_core::digest::release_labels("strata-system", "certs", Some(1), "c", "k");
+    env.helm.upgrade_install(&req).await?;
+    env.cluster.controls().add_error(kubesim::ErrorRule {
+        verb: Some("list".into()),
+        resource: Some("secrets".into()),
+        namespace: Some(String::new()),
+        code: 403,
+        ..kubesim::ErrorRule::default()
+    });
+    // Not among the namespaces given: not found (and no error).
+    assert!(
+        releases::list_managed(&env.client, "strata-system", &["other".to_string()])
+            .await?
+            .is_empty()
+    );
+    let found = releases::list_managed(
+        &env.client,
+        "strata-system",
+        &["other".to_string(), "cert-manager".to_string()],
+    )
+    .await?;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key(), "cert-manager/cert-manager");
     env.cluster.shutdown().await;
     Ok(())
 }

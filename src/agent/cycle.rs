@@ -16,7 +16,8 @@ use super::{AgentConfig, Outcome, Result};
 use crate::executor::helm::{Helm, HelmConfig};
 use crate::executor::process::Redactor;
 use crate::observe::status::{
-    OverallPhase, ProblemView, RejectedRevision, ReleaseStatus, RevisionInfo,
+    LayerId, OverallPhase, ProblemView, RejectedRevision, ReleaseStatus, Removal, RemovalPhase,
+    RevisionInfo,
 };
 use crate::reconcile::layers::{self, LayersOutcome};
 use crate::reconcile::release;
@@ -47,6 +48,9 @@ pub(super) struct Agent {
     last_concurrency: std::sync::Mutex<Option<usize>>,
     default_timeout: Duration,
     client: kube::Client,
+    /// The agent's namespace: recorded on every release it installs (`strata.io/agent`); it
+    /// prunes only releases recorded with it.
+    agent_namespace: String,
     current: std::sync::Mutex<Option<Arc<Current>>>,
     /// The cluster name discovered from kubeadm-config (when needed and not configured).
     discovered_cluster: tokio::sync::Mutex<Option<String>>,
@@ -90,8 +94,10 @@ impl Agent {
             shared.metrics.clone(),
             config.default_timeout,
             shared.retries.clone(),
-        );
+        )
+        .with_agent(&config.namespace);
         Ok(Self {
+            agent_namespace: config.namespace.clone(),
             loader,
             runner,
             shared: shared.clone(),
@@ -300,7 +306,11 @@ impl Agent {
             s.revision
                 .iter()
                 .map(|r| (&r.commit, &r.fetched_at))
-                .chain(s.rejected_revision.iter().map(|r| (&r.commit, &r.fetched_at)))
+                .chain(
+                    s.rejected_revision
+                        .iter()
+                        .map(|r| (&r.commit, &r.fetched_at)),
+                )
                 .find(|(c, _)| **c == fetched.commit)
                 .map(|(_, at)| at.clone())
         };
@@ -342,6 +352,28 @@ impl Agent {
                 return CycleEnd::Retryable;
             }
         };
+        // A revision that would uninstall every release strata manages is rejected unless
+        // the list allows it (checked before anything runs; when the managed releases cannot
+        // be listed nothing is removed anyway).
+        if let Ok(managed) = self.managed(&loaded).await
+            && let Err(empty) = strata_core::prune::plan_removals(
+                &desired_pairs(&loaded),
+                &managed,
+                loaded.list.prune_settings(),
+            )
+        {
+            forget_other();
+            self.reject(
+                &info,
+                vec![ProblemView {
+                    file: loaded.profiles_path.clone(),
+                    field: "profiles".into(),
+                    message: empty.to_string(),
+                }],
+            );
+            self.shared.readiness.set_ready();
+            return CycleEnd::Invalid;
+        }
         self.shared.readiness.set_ready();
         let current = Arc::new(Current { info, loaded });
         self.set_current(Some(current.clone()));
@@ -417,6 +449,8 @@ impl Agent {
                     .unwrap_or(self.default_timeout);
                 (layer, longest)
             }));
+        // Removals first, highest layer first; a failed one never blocks the installs.
+        let pruned = self.prune(info, loaded, shutdown).await;
         let pending = loaded
             .layers()
             .map(|(layer, jobs)| {
@@ -477,7 +511,16 @@ impl Agent {
                 LayersOutcome::Interrupted => OverallPhase::Progressing,
             };
         });
+        if let Err(message) = &pruned {
+            self.shared.status.update(|s| {
+                s.last_error = Some(message.clone());
+                if s.phase == OverallPhase::Ready {
+                    s.phase = OverallPhase::Degraded;
+                }
+            });
+        }
         match outcome {
+            LayersOutcome::AllReady if pruned.is_err() => CycleEnd::Retryable,
             LayersOutcome::AllReady => {
                 if !recheck {
                     tracing::info!(commit = %info.commit, "revision applied: every layer is Ready");
@@ -504,6 +547,264 @@ impl Agent {
                 }
             }
             LayersOutcome::Interrupted => CycleEnd::Retryable,
+        }
+    }
+}
+
+/// (release name, namespace) of every profile of a revision.
+fn desired_pairs(loaded: &revision::Loaded) -> Vec<(String, String)> {
+    loaded
+        .list
+        .profiles
+        .iter()
+        .map(|p| (p.release_name.clone(), p.namespace.clone()))
+        .collect()
+}
+
+impl Agent {
+    /// The releases strata manages (helm storage Secrets with strata's labels). When Secrets
+    /// cannot be listed cluster-wide, the namespaces of the profile list and of the status
+    /// are listed instead.
+    async fn managed(
+        &self,
+        loaded: &revision::Loaded,
+    ) -> std::result::Result<Vec<strata_core::prune::Managed>, String> {
+        let status = self.shared.status.snapshot();
+        let mut namespaces: Vec<String> = loaded
+            .list
+            .profiles
+            .iter()
+            .map(|p| p.namespace.clone())
+            .chain(
+                status
+                    .layers
+                    .iter()
+                    .flat_map(|l| l.releases.iter().map(|r| r.namespace.clone())),
+            )
+            .chain(status.removals.iter().map(|r| r.namespace.clone()))
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        crate::executor::releases::list_managed(&self.client, &self.agent_namespace, &namespaces)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot find the releases strata manages; nothing is removed this cycle");
+                e.to_string()
+            })
+    }
+
+    /// Uninstall the managed releases the revision no longer has (highest layer first, each
+    /// layer finished before the next), or report them orphaned (`prune: false`). `Err` when
+    /// a removal failed or the managed releases could not be listed (tried again next cycle).
+    async fn prune(
+        &self,
+        info: &RevisionInfo,
+        loaded: &revision::Loaded,
+        shutdown: &CancellationToken,
+    ) -> std::result::Result<(), String> {
+        let managed = self.managed(loaded).await.map_err(|e| {
+            format!("cannot find the releases strata manages, so none was removed: {e}")
+        })?;
+        let plan = match strata_core::prune::plan_removals(
+            &desired_pairs(loaded),
+            &managed,
+            loaded.list.prune_settings(),
+        ) {
+            Ok(plan) => plan,
+            // Checked when the revision was loaded; a retry cycle finding it now removes
+            // nothing.
+            Err(e) => return Err(e.to_string()),
+        };
+        let layer_id = |l: Option<u32>| LayerId::of(l);
+        let entry =
+            |m: &strata_core::prune::Managed, phase: RemovalPhase, message: String| Removal {
+                release: m.name.clone(),
+                namespace: m.namespace.clone(),
+                profile: m.profile.clone(),
+                layer: layer_id(m.layer),
+                phase,
+                message: Some(message),
+                removed_at: None,
+            };
+        let before = self.shared.status.snapshot();
+        let same_commit = before
+            .revision
+            .as_ref()
+            .is_some_and(|r| r.commit == info.commit);
+        let was_orphaned = |m: &strata_core::prune::Managed| {
+            before.removals.iter().any(|r| {
+                r.namespace == m.namespace
+                    && r.release == m.name
+                    && r.phase == RemovalPhase::Orphaned
+            })
+        };
+        for m in &plan.orphans {
+            if !was_orphaned(m) {
+                tracing::warn!(release = %m.name, namespace = %m.namespace, "profile gone from the list; kept installed (prune: false)");
+                self.shared.status.announce(
+                    &m.namespace,
+                    &m.name,
+                    "Orphaned",
+                    format!(
+                        "profile {} is gone from the list; the release stays installed because the list says prune: false",
+                        m.profile
+                    ),
+                );
+            }
+        }
+        let previous_failures: Vec<Removal> = before
+            .removals
+            .iter()
+            .filter(|r| r.phase == RemovalPhase::Failed)
+            .cloned()
+            .collect();
+        self.shared.status.update(|s| {
+            // Removed releases stay listed while the revision is the same.
+            let kept: Vec<Removal> = if same_commit {
+                s.removals
+                    .drain(..)
+                    .filter(|r| r.phase == RemovalPhase::Removed)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            s.removals = kept;
+            for m in plan.releases() {
+                if let Some(failed) = previous_failures
+                    .iter()
+                    .find(|r| r.namespace == m.namespace && r.release == m.name)
+                {
+                    // Still Failed until its retry starts.
+                    s.removals.push(failed.clone());
+                    continue;
+                }
+                s.removals.retain(|r| !(r.namespace == m.namespace && r.release == m.name));
+                s.removals.push(entry(
+                    m,
+                    RemovalPhase::Removing,
+                    format!(
+                        "profile {} is gone from the list: waiting to uninstall (highest layer first)",
+                        m.profile
+                    ),
+                ));
+            }
+            for m in &plan.orphans {
+                s.removals.push(entry(
+                    m,
+                    RemovalPhase::Orphaned,
+                    format!(
+                        "profile {} is gone from the list; kept installed (prune: false)",
+                        m.profile
+                    ),
+                ));
+            }
+        });
+        for layer in &plan.removals {
+            if shutdown.is_cancelled() {
+                return Err("shutting down before every removal ran".into());
+            }
+            let id = layer_id(layer.layer);
+            tracing::info!(layer = %id, releases = layer.releases.len(), "removing the releases of a layer");
+            let results =
+                futures::future::join_all(layer.releases.iter().map(|m| self.remove_one(m, id)))
+                    .await;
+            let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+            if !failed.is_empty() {
+                // The layers below may be what the failing release needs to uninstall
+                // cleanly: they wait for the next cycle; the installs go on.
+                let rest: Vec<String> = plan
+                    .removals
+                    .iter()
+                    .skip_while(|l| l.layer != layer.layer)
+                    .skip(1)
+                    .flat_map(|l| l.releases.iter().map(|m| m.key()))
+                    .collect();
+                if !rest.is_empty() {
+                    let waiting = format!(
+                        "waiting: an uninstall in layer {id} failed; tried again at the next cycle"
+                    );
+                    self.shared.status.update(|s| {
+                        for r in &mut s.removals {
+                            if rest.contains(&format!("{}/{}", r.namespace, r.release)) {
+                                r.message = Some(waiting.clone());
+                            }
+                        }
+                    });
+                }
+                return Err(format!(
+                    "removing releases whose profile is gone failed: {}",
+                    failed.join("; ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `helm uninstall --wait` of one removed release, recorded in status and as Events.
+    async fn remove_one(
+        &self,
+        m: &strata_core::prune::Managed,
+        layer: LayerId,
+    ) -> std::result::Result<(), String> {
+        let set = |phase: RemovalPhase, message: String| {
+            self.shared.status.update(|s| {
+                if let Some(r) = s
+                    .removals
+                    .iter_mut()
+                    .find(|r| r.namespace == m.namespace && r.release == m.name)
+                {
+                    r.phase = phase;
+                    r.message = Some(message.clone());
+                    if phase == RemovalPhase::Removed {
+                        r.removed_at = Some(crate::observe::status::now_rfc3339());
+                    }
+                }
+            });
+        };
+        let mut why = format!(
+            "profile {} (layer {layer}) is gone from the list: helm uninstall --wait",
+            m.profile
+        );
+        // A retry says why the last attempt failed until this one ends.
+        let last_failure = self.shared.status.snapshot().removals.iter().find_map(|r| {
+            (r.namespace == m.namespace && r.release == m.name && r.phase == RemovalPhase::Failed)
+                .then(|| r.message.clone())
+                .flatten()
+        });
+        if let Some(last) = last_failure {
+            why.push_str(&format!(" (again; the last attempt failed: {last})"));
+        }
+        tracing::warn!(release = %m.name, namespace = %m.namespace, %layer, "uninstalling: its profile is gone from the list");
+        set(RemovalPhase::Removing, why.clone());
+        self.shared
+            .status
+            .announce(&m.namespace, &m.name, "Uninstalling", why);
+        match self.runner.prune_release(&m.name, &m.namespace).await {
+            Ok(()) => {
+                let message = format!("uninstalled (profile {} is gone from the list)", m.profile);
+                tracing::info!(release = %m.name, namespace = %m.namespace, "uninstalled");
+                set(RemovalPhase::Removed, message.clone());
+                self.shared
+                    .status
+                    .announce(&m.namespace, &m.name, "Uninstalled", message);
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!(
+                    "helm uninstall failed (tried again at the next cycle): {}",
+                    e.helm_message()
+                        .map_or_else(|| e.to_string(), str::to_string)
+                );
+                tracing::error!(release = %m.name, namespace = %m.namespace, error = %message, "uninstall failed");
+                set(RemovalPhase::Failed, message.clone());
+                self.shared.status.announce(
+                    &m.namespace,
+                    &m.name,
+                    "UninstallFailed",
+                    message.clone(),
+                );
+                Err(format!("{}: {message}", m.key()))
+            }
         }
     }
 }

@@ -65,6 +65,10 @@ pub enum Error {
     Version(String),
     #[error("helm {0} is not supported; strata needs helm 3 or helm 4")]
     Unsupported(HelmVersion),
+    #[error(
+        "helm {0} cannot store release labels, which strata records on every release it installs (to know what it owns and what content is deployed); use helm 3.13 or newer, or helm 4"
+    )]
+    NoLabels(HelmVersion),
     #[error("could not prepare {path}: {source}")]
     Io {
         path: PathBuf,
@@ -189,6 +193,8 @@ pub struct UpgradeRequest {
     pub create_namespace: bool,
     /// Wait for readiness (and jobs). The agent always waits.
     pub wait: bool,
+    /// Release labels (`--labels`, stored on the release by helm 4 and helm 3.13+).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A Go duration for `--timeout` (strata-core's one duration codec).
@@ -222,9 +228,22 @@ pub fn upgrade_args(major: u64, req: &UpgradeRequest) -> Vec<OsString> {
     if req.create_namespace {
         args.push("--create-namespace".into());
     }
+    if !req.labels.is_empty() {
+        args.push("--labels".into());
+        args.push(strata_core::digest::labels_arg(&req.labels).into());
+    }
     args.push("--output".into());
     args.push("json".into());
     args
+}
+
+/// helm 3.13 or newer, or helm 4: the versions that store release labels.
+pub fn check_version(version: HelmVersion) -> Result<()> {
+    match (version.major, version.minor) {
+        (3, m) if m < 13 => Err(Error::NoLabels(version)),
+        (3 | 4, _) => Ok(()),
+        _ => Err(Error::Unsupported(version)),
+    }
 }
 
 async fn detect_with(binary: &Path, env: Vec<(OsString, OsString)>) -> Result<HelmVersion> {
@@ -273,9 +292,7 @@ impl Helm {
             redactor,
         };
         helm.version = detect_with(&helm.binary, helm.environment()).await?;
-        if !(3..=4).contains(&helm.version.major) {
-            return Err(Error::Unsupported(helm.version));
-        }
+        check_version(helm.version)?;
         Ok(helm)
     }
 
@@ -554,6 +571,7 @@ mod tests {
             timeout: Duration::from_secs(300),
             create_namespace: true,
             wait: true,
+            labels: Default::default(),
         }
     }
 
@@ -585,6 +603,33 @@ mod tests {
             ]
         );
         assert!(!args.iter().any(|a| a == "--set" || a.contains("atomic")));
+    }
+
+    #[test]
+    fn upgrade_args_carry_the_release_labels() {
+        let mut r = req();
+        r.labels =
+            strata_core::digest::release_labels("strata-system", "certs", Some(1), "c1", "k1");
+        let args = strs(upgrade_args(3, &r));
+        let i = args.iter().position(|a| a == "--labels").unwrap();
+        assert_eq!(
+            args[i + 1],
+            "strata.io/agent=strata-system,strata.io/chart-digest=c1,strata.io/content-digest=k1,strata.io/layer=1,strata.io/managed-by=strata,strata.io/profile=certs"
+        );
+    }
+
+    #[test]
+    fn helm_older_than_3_13_is_refused_for_want_of_labels() {
+        let v = |s: &str| HelmVersion::parse(s).unwrap();
+        assert!(check_version(v("v4.1.4")).is_ok());
+        assert!(check_version(v("v3.19.0")).is_ok());
+        assert!(check_version(v("v3.13.0")).is_ok());
+        let e = check_version(v("v3.12.3")).unwrap_err().to_string();
+        assert!(e.contains("3.13 or newer"), "{e}");
+        assert!(matches!(
+            check_version(v("v2.17.0")),
+            Err(Error::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -854,6 +899,7 @@ esac
                     timeout: Duration::from_secs(10),
                     create_namespace: false,
                     wait: true,
+                    labels: Default::default(),
                 })
                 .await
                 .unwrap_err();

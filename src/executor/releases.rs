@@ -78,6 +78,10 @@ pub struct ReleaseRecord {
     pub manifest: String,
     /// The chart's NOTES.txt as rendered, when it has one.
     pub notes: Option<String>,
+    /// The release's own labels (`helm upgrade --labels`): helm stores them on the storage
+    /// Secret's labels (next to its own `owner`, `name`, `status`, `version`), not in the
+    /// record. Only strata's (`strata.io/...`) are kept.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -188,6 +192,7 @@ pub fn parse_record(json: &[u8]) -> Result<ReleaseRecord, serde_json::Error> {
             .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
         manifest: r.manifest,
         notes: notes.filter(|n| !n.is_empty()),
+        labels: Default::default(),
     })
 }
 
@@ -209,6 +214,7 @@ pub fn decode_secret(secret: &Secret) -> Result<ReleaseRecord> {
     if record.namespace.is_empty() {
         record.namespace = namespace.clone();
     }
+    record.labels = strata_labels(secret);
     Ok(record)
 }
 
@@ -233,6 +239,18 @@ async fn list_secrets(
         .into_iter()
         .filter(|s| s.type_.as_deref().is_none_or(|t| t == "helm.sh/release.v1"))
         .collect())
+}
+
+/// The `strata.io/...` labels of a release Secret.
+fn strata_labels(secret: &Secret) -> std::collections::BTreeMap<String, String> {
+    secret
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("strata.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The revision a release Secret's `version` label names (helm sets it on every record).
@@ -299,6 +317,7 @@ impl ReleaseRecord {
             chart_version: self.chart_version.clone(),
             values_digest: Some(strata_core::values::canonical_digest(&self.config)),
             revision: u32::try_from(self.revision).unwrap_or(u32::MAX),
+            stamp: strata_core::digest::Stamp::from_labels(&self.labels),
         }
     }
 }
@@ -313,6 +332,115 @@ pub async fn observe(
     Ok(latest(client, namespace, release)
         .await?
         .map(|r| r.observed()))
+}
+
+/// Errors of finding the releases strata manages.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "could not list helm release Secrets labelled {selector} {scope}: {message}; check the agent's RBAC (list secrets cluster-wide, or in every namespace of the profile list)"
+)]
+pub struct ListManagedError {
+    pub selector: String,
+    pub scope: String,
+    pub message: String,
+}
+
+/// The label selector of the storage Secrets of releases the strata agent of namespace
+/// `agent` manages.
+pub fn managed_selector(agent: &str) -> String {
+    format!(
+        "owner=helm,{}={},{}={}",
+        strata_core::digest::LABEL_MANAGED_BY,
+        strata_core::digest::MANAGED_BY,
+        strata_core::digest::LABEL_AGENT,
+        strata_core::digest::label_value(agent)
+    )
+}
+
+/// The releases the strata agent of namespace `agent` manages, from their storage Secrets' labels (the newest revision of
+/// each release says its layer and profile): listed cluster-wide; when the agent may not list
+/// Secrets cluster-wide (403), in each of `fallback_namespaces` instead (narrow RBAC).
+pub async fn list_managed(
+    client: &kube::Client,
+    agent: &str,
+    fallback_namespaces: &[String],
+) -> Result<Vec<strata_core::prune::Managed>, ListManagedError> {
+    let selector = managed_selector(agent);
+    let params = ListParams::default().labels(&selector);
+    let retry = crate::kube_api::InPlaceRetry::default();
+    let all: Api<Secret> = Api::all(client.clone());
+    let secrets = match crate::kube_api::retry_kube(&retry, || all.list(&params)).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            tracing::debug!(
+                "listing Secrets cluster-wide is forbidden; listing the profile list's namespaces"
+            );
+            let mut items = Vec::new();
+            for ns in fallback_namespaces {
+                let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+                match crate::kube_api::retry_kube(&retry, || api.list(&params)).await {
+                    Ok(list) => items.extend(list.items),
+                    Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => {
+                        tracing::debug!(namespace = %ns, "no access to this namespace's Secrets");
+                    }
+                    Err(e) => {
+                        return Err(ListManagedError {
+                            selector,
+                            scope: format!("in namespace {ns}"),
+                            message: crate::kube_api::error_text(&e),
+                        });
+                    }
+                }
+            }
+            items
+        }
+        Err(e) => {
+            return Err(ListManagedError {
+                selector,
+                scope: "cluster-wide".into(),
+                message: crate::kube_api::error_text(&e),
+            });
+        }
+    };
+    Ok(managed_from_secrets(&secrets))
+}
+
+/// One [`strata_core::prune::Managed`] per release among storage Secrets (its newest
+/// revision's labels).
+pub fn managed_from_secrets(secrets: &[Secret]) -> Vec<strata_core::prune::Managed> {
+    let mut newest: std::collections::BTreeMap<(String, String), (u64, &Secret)> =
+        Default::default();
+    for s in secrets {
+        if s.type_
+            .as_deref()
+            .is_some_and(|t| t != "helm.sh/release.v1")
+        {
+            continue;
+        }
+        let Some(labels) = s.metadata.labels.as_ref() else {
+            continue;
+        };
+        let (Some(name), Some(ns)) = (labels.get("name"), s.metadata.namespace.as_ref()) else {
+            continue;
+        };
+        let version = label_version(s).unwrap_or(0);
+        let key = (ns.clone(), name.clone());
+        if newest.get(&key).is_none_or(|(v, _)| version >= *v) {
+            newest.insert(key, (version, s));
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|((namespace, name), (_, s))| {
+            let stamp = strata_core::digest::Stamp::from_labels(&strata_labels(s))?;
+            Some(strata_core::prune::Managed {
+                name,
+                namespace,
+                layer: stamp.layer,
+                profile: stamp.profile,
+            })
+        })
+        .collect()
 }
 
 /// Re-encodes a release record's JSON as helm stores it in `data.release` (before the API's
@@ -533,6 +661,65 @@ mod tests {
         }
         s.data = Some([("release".to_string(), k8s_openapi::ByteString(data))].into());
         s
+    }
+
+    #[test]
+    fn strata_labels_are_read_from_the_secret_and_managed_releases_found() {
+        let mut a1 = secret(1, Some("1"), encode(&sample(1, "superseded")));
+        let mut a2 = secret(2, Some("2"), encode(&sample(2, "deployed")));
+        let labels = |layer: &str, content: &str| -> std::collections::BTreeMap<String, String> {
+            [
+                ("owner", "helm"),
+                ("name", "linkerd"),
+                ("strata.io/managed-by", "strata"),
+                ("strata.io/profile", "mesh"),
+                ("strata.io/layer", layer),
+                ("strata.io/chart-digest", "c"),
+                ("strata.io/content-digest", content),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        a1.metadata.labels = Some(labels("1", "k1"));
+        a1.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("version".into(), "1".into());
+        a2.metadata.labels = Some(labels("2", "k2"));
+        a2.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("version".into(), "2".into());
+        let r = decode_secret(&a2).unwrap();
+        assert!(!r.labels.contains_key("owner"), "{:?}", r.labels);
+        let stamp = r.observed().stamp.unwrap();
+        assert_eq!(
+            (stamp.layer, stamp.content_digest.as_str()),
+            (Some(2), "k2")
+        );
+        // A plain helm install: no labels, no stamp, not managed.
+        let mut plain = secret(1, Some("1"), encode(&sample(1, "deployed")));
+        plain.metadata.name = Some("sh.helm.release.v1.byhand.v1".into());
+        plain.metadata.labels = Some(
+            [("owner", "helm"), ("name", "byhand"), ("version", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert_eq!(decode_secret(&plain).unwrap().observed().stamp, None);
+        let managed = managed_from_secrets(&[a1, plain, a2]);
+        assert_eq!(managed.len(), 1);
+        assert_eq!(
+            (
+                managed[0].key(),
+                managed[0].layer,
+                managed[0].profile.as_str()
+            ),
+            ("linkerd/linkerd".to_string(), Some(2), "mesh")
+        );
     }
 
     #[test]

@@ -341,6 +341,7 @@ mod tests {
         certs.started_at = Some("2026-12-05T10:00:00Z".into());
         certs.ready_at = Some("2026-12-05T10:00:02.500Z".into());
         Status {
+            removals: Vec::new(),
             phase: OverallPhase::Progressing,
             revision: Some(info("abc123")),
             last_applied_revision: Some(info("old999")),

@@ -254,9 +254,8 @@ impl Reporter {
 /// went wrong before), the rest Normal.
 fn announced_type(reason: &str) -> &'static str {
     match reason {
-        "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled" => {
-            "Warning"
-        }
+        "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled"
+        | "UninstallFailed" | "Orphaned" => "Warning",
         _ => "Normal",
     }
 }

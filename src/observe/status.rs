@@ -152,6 +152,14 @@ pub struct ReleaseStatus {
     /// `rollback-then-upgrade`, `remediate-rollback`, `remediate-uninstall`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// Why the last install or upgrade ran (`chart content changed`, `values changed`,
+    /// `chart version 1.2.0 -> 1.3.0`, `helm options changed`, ...), or why none ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The desired content digest (chart content, values, helm options), also recorded on
+    /// the release as the label `strata.io/content-digest`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub helm_revision: Option<u64>,
     /// helm processes started for this release in this revision.
@@ -213,6 +221,8 @@ impl ReleaseStatus {
             version: version.to_string(),
             phase: ReleasePhase::Pending,
             action: None,
+            reason: None,
+            content_digest: None,
             helm_revision: None,
             attempts: 0,
             started_at: None,
@@ -329,6 +339,40 @@ pub struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<strata_core::capacity::Concurrency>,
     pub layers: Vec<LayerStatus>,
+    /// Releases strata installed whose profile is gone from the list: being removed,
+    /// removed, failed to remove, or kept as orphans (`prune: false`). Newest revision's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<Removal>,
+}
+
+/// Phase of a release strata removes (or keeps) because its profile is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RemovalPhase {
+    /// Waiting for the layers above, or `helm uninstall --wait` is running.
+    Removing,
+    Removed,
+    /// `helm uninstall` failed; tried again at the next cycle.
+    Failed,
+    /// Kept installed because the profile list says `prune: false`.
+    Orphaned,
+}
+
+/// A release strata manages that the profile list no longer has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    pub release: String,
+    pub namespace: String,
+    /// The profile recorded on the release.
+    pub profile: String,
+    /// The layer recorded on the release.
+    pub layer: LayerId,
+    pub phase: RemovalPhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was removed (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<String>,
 }
 
 /// This agent's view of the leader election.
@@ -358,6 +402,7 @@ impl Default for Status {
             writer: None,
             concurrency: None,
             layers: Vec::new(),
+            removals: Vec::new(),
         }
     }
 }
@@ -459,6 +504,8 @@ impl Status {
                                 {
                                     r.phase = ReleasePhase::Ready;
                                     r.action = p.action.clone();
+                                    r.reason = p.reason.clone();
+                                    r.content_digest = p.content_digest.clone();
                                     r.started_at = p.started_at.clone();
                                     r.message = p.message.clone();
                                 }

@@ -61,6 +61,8 @@ pub struct Runner<D = HelmExecutor> {
     default_timeout: Duration,
     /// First and longest wait before repeating a step the unavailable API failed.
     blip_backoff: (Duration, Duration),
+    /// The agent's namespace, recorded on every release (`strata.io/agent`).
+    agent: String,
 }
 
 /// Waits before repeating a step that failed because the Kubernetes API was unavailable:
@@ -147,7 +149,14 @@ impl<D: HelmDriver> Runner<D> {
             metrics,
             default_timeout,
             blip_backoff: (Duration::from_millis(500), Duration::from_secs(8)),
+            agent: "strata-system".into(),
         }
+    }
+
+    /// The agent's namespace, recorded on every release it installs.
+    pub fn with_agent(mut self, namespace: &str) -> Self {
+        self.agent = namespace.to_string();
+        self
     }
 
     /// The waits before repeating a step the unavailable API failed (tests shorten them).
@@ -186,13 +195,17 @@ impl<D: HelmDriver> Runner<D> {
     /// or the decision says to stop.
     async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
         use strata_core::reconcile::{Inputs, LockState};
+        let content_digest = self.content_digest(job);
         let desired = strata_core::reconcile::DesiredRelease {
             name: job.release.clone(),
             namespace: job.namespace.clone(),
             chart_name: job.chart_name.clone(),
             chart_version: job.chart_version.clone(),
             values_digest: job.values_digest.clone(),
+            chart_digest: Some(job.chart_digest.clone()),
+            content_digest: Some(content_digest.clone()),
         };
+        self.set(job, |r| r.content_digest = Some(content_digest.clone()));
         // This runner only runs while this agent may write releases: it holds the Lease
         // (`--leader-elect`; work stops at once when the Lease is lost), or there is no leader
         // election and it is by definition the only writer.
@@ -349,6 +362,9 @@ impl<D: HelmDriver> Runner<D> {
                 self.set(job, |r| {
                     if fresh {
                         r.action = Some("none".into());
+                        r.reason = Some(
+                            "content digest unchanged (chart, values and helm options)".into(),
+                        );
                     }
                     r.helm_revision = revision;
                     r.not_ready.clear();
@@ -648,13 +664,17 @@ impl<D: HelmDriver> Runner<D> {
         let timeout = job.timeout.unwrap_or(self.default_timeout);
         self.status
             .update(|s| s.phase = crate::observe::status::OverallPhase::Progressing);
+        let content = self.content_digest(job);
         self.set(job, |r| {
             r.phase = ReleasePhase::Installing;
             r.action = Some(verb.to_string());
+            r.reason = Some(reason.to_string());
             r.attempts += 1;
             r.started_at = Some(now_rfc3339());
             r.ready_at = None;
-            r.message = Some(format!("helm upgrade --install ({reason})"));
+            r.message = Some(format!(
+                "helm upgrade --install ({reason}; content digest {content})"
+            ));
             r.not_ready.clear();
         });
         tracing::info!(release = %job.release, namespace = %job.namespace, action = verb, reason, "running helm");
@@ -673,14 +693,22 @@ impl<D: HelmDriver> Runner<D> {
                 .in_current_span(),
             )
         });
+        let options = self.helm_options(job);
         let request = UpgradeRequest {
             release: job.release.clone(),
             namespace: job.namespace.clone(),
             chart: job.chart_path.clone(),
             values_file,
             timeout,
-            create_namespace: true,
-            wait: true,
+            create_namespace: options.create_namespace,
+            wait: options.wait,
+            labels: strata_core::digest::release_labels(
+                &self.agent,
+                &job.profile,
+                job.layer,
+                &job.chart_digest,
+                &self.content_digest(job),
+            ),
         };
         let started = Instant::now();
         let result = self.driver.upgrade_install(&request).await;
@@ -729,8 +757,49 @@ impl<D: HelmDriver> Runner<D> {
 
     fn fingerprint(job: &ReleaseJob) -> String {
         format!(
-            "{}@{} {}",
-            job.chart_name, job.chart_version, job.values_digest
+            "{}@{} {} {}",
+            job.chart_name, job.chart_version, job.values_digest, job.chart_digest
+        )
+    }
+
+    /// `helm uninstall --wait` of a release strata prunes (its profile is gone), through the
+    /// driver like every helm action. A release helm no longer knows counts as removed.
+    pub async fn prune_release(
+        &self,
+        release: &str,
+        namespace: &str,
+    ) -> Result<(), crate::executor::helm::Error> {
+        let started = Instant::now();
+        let result = self
+            .driver
+            .uninstall(release, namespace, self.default_timeout)
+            .await;
+        self.metrics
+            .helm_command("uninstall", started.elapsed(), result.is_err());
+        match result {
+            Err(e) if e.kind() == Some(crate::executor::helm::FailureKind::ReleaseNotFound) => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// The helm options strata sets on the release's `helm upgrade --install`.
+    fn helm_options(&self, job: &ReleaseJob) -> strata_core::digest::HelmOptions {
+        strata_core::digest::HelmOptions {
+            timeout_secs: job.timeout.unwrap_or(self.default_timeout).as_secs(),
+            wait: true,
+            wait_for_jobs: true,
+            create_namespace: true,
+        }
+    }
+
+    /// The release's content digest: chart content, merged values and helm options.
+    fn content_digest(&self, job: &ReleaseJob) -> String {
+        strata_core::digest::content_digest(
+            &job.chart_digest,
+            &job.values_digest,
+            &self.helm_options(job),
         )
     }
 
@@ -979,6 +1048,7 @@ mod tests {
             config,
             manifest: String::new(),
             notes: None,
+            labels: Default::default(),
         }
     }
 
@@ -1045,7 +1115,7 @@ mod tests {
             Ok(PathBuf::from("/dev/null"))
         }
 
-        async fn upgrade_install(&self, _: &UpgradeRequest) -> helm::Result<ReleaseRecord> {
+        async fn upgrade_install(&self, req: &UpgradeRequest) -> helm::Result<ReleaseRecord> {
             let mut st = self.st();
             st.calls.push("upgrade".into());
             let revision = Self::next_revision(&st);
@@ -1053,8 +1123,10 @@ mod tests {
             match st.upgrades.pop_front().unwrap_or(Upgrade::Ok) {
                 Upgrade::Ok => {
                     Self::supersede(&mut st);
-                    st.records
-                        .push(record(revision, "deployed", "2.0.0", values));
+                    st.records.push(ReleaseRecord {
+                        labels: req.labels.clone(),
+                        ..record(revision, "deployed", "2.0.0", values)
+                    });
                     Ok(ReleaseRecord {
                         description: "Upgrade complete".into(),
                         ..record(revision, "deployed", "2.0.0", serde_json::json!({}))
@@ -1062,7 +1134,10 @@ mod tests {
                 }
                 Upgrade::FailWithRecord(m) => {
                     Self::supersede(&mut st);
-                    st.records.push(record(revision, "failed", "2.0.0", values));
+                    st.records.push(ReleaseRecord {
+                        labels: req.labels.clone(),
+                        ..record(revision, "failed", "2.0.0", values)
+                    });
                     Err(Self::command_error("upgrade", m))
                 }
                 Upgrade::FailBeforeWriting(m) => Err(Self::command_error("upgrade", m)),
@@ -1072,7 +1147,10 @@ mod tests {
                     } else {
                         "pending-upgrade"
                     };
-                    st.records.push(record(revision, status, "2.0.0", values));
+                    st.records.push(ReleaseRecord {
+                        labels: req.labels.clone(),
+                        ..record(revision, status, "2.0.0", values)
+                    });
                     Ok(ReleaseRecord {
                         description: "Install complete".into(),
                         ..record(revision, "deployed", "2.0.0", serde_json::json!({}))
@@ -1123,6 +1201,8 @@ mod tests {
             chart_version: "2.0.0".into(),
             chart_path: PathBuf::from("/charts/site-2.0.0.tgz"),
             values_digest: strata_core::values::canonical_digest(&values),
+            chart_digest: "c0ffee".into(),
+            layer: Some(1),
             values,
             timeout: Some(Duration::from_secs(30)),
             remediation: Remediation {
@@ -1177,6 +1257,23 @@ mod tests {
         assert_eq!(r.run(&j).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade"]);
         assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn new_chart_content_at_the_same_version_upgrades_with_its_reason() {
+        let (r, status, _) = runner(Fake::default());
+        let mut j = job(RemediationStrategy::Retry);
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        let first = release(&status).content_digest.unwrap();
+        j.chart_digest = "edited".into();
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "upgrade"]);
+        let rel = release(&status);
+        assert_eq!(rel.reason.as_deref(), Some("chart content changed"));
+        assert_ne!(rel.content_digest.unwrap(), first);
+        // The upgrade stamped the new digest: nothing more to do.
+        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(calls(&r), ["upgrade", "upgrade"]);
     }
 
     #[tokio::test]

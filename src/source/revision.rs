@@ -51,6 +51,10 @@ pub struct ReleaseJob {
     pub values: serde_json::Value,
     /// `strata_core::values::canonical_digest` of `values`.
     pub values_digest: String,
+    /// The digest of the chart's full content ([`chart_digest`]).
+    pub chart_digest: String,
+    /// The release's layer in the plan (`None`: unlayered).
+    pub layer: Option<u32>,
     /// The profile's timeout, if the profile list gave one.
     pub timeout: Option<Duration>,
     /// What to do after a failed attempt, and after how many failed attempts it is Stalled.
@@ -416,6 +420,7 @@ impl Loader {
         let mut checkout: Option<PathBuf> = None;
         let mut charts = BTreeMap::new();
         let mut chart_paths = BTreeMap::new();
+        let mut digests = BTreeMap::new();
         let mut values = BTreeMap::new();
         for profile in &list.profiles {
             if let Some(v) = self.profile_values(at, profile, &mut found).await {
@@ -425,6 +430,16 @@ impl Loader {
                 .profile_chart(at, &list, profile, &repo_auth, &mut checkout, &mut found)
                 .await;
             if let Some((meta, chart_path)) = chart {
+                match chart_digest(&chart_path) {
+                    Ok(d) => {
+                        digests.insert(profile.name.clone(), d);
+                    }
+                    Err(e) => found.add(Failure::Unavailable(format!(
+                        "cannot read chart {} of profile {} to digest it: {e}",
+                        chart_path.display(),
+                        profile.name
+                    ))),
+                }
                 charts.insert(profile.name.clone(), meta);
                 chart_paths.insert(profile.name.clone(), chart_path);
             }
@@ -432,7 +447,7 @@ impl Loader {
         found.into_result()?;
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
-        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &values);
+        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &digests, &values);
         Ok(Loaded {
             commit: commit.to_string(),
             profiles_path: path.to_string(),
@@ -724,18 +739,56 @@ fn is_transient(e: &crate::source::charts::Error) -> bool {
     }
 }
 
+/// The digest of a chart's full content: a repository chart's archive (`.tgz`) bytes, or
+/// every file of a chart directory of the Git checkout (relative paths and contents,
+/// vendored dependencies under `charts/` included; symlinks, already checked to stay inside
+/// the chart, are followed as helm follows them).
+pub fn chart_digest(path: &std::path::Path) -> std::io::Result<String> {
+    if path.is_file() {
+        return Ok(strata_core::digest::chart_archive_digest(&std::fs::read(
+            path,
+        )?));
+    }
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let p = entry.path();
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let meta = std::fs::metadata(&p)?;
+            if meta.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(path)
+                    .unwrap_or(&p)
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                files.push((rel, std::fs::read(&p)?));
+            }
+        }
+    }
+    Ok(strata_core::digest::chart_files_digest(files))
+}
+
 /// The job of every planned release, by release key.
 fn jobs_from_plan(
     list: &ProfileList,
     plan: &strata_core::plan::Plan,
     charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
     chart_paths: &BTreeMap<String, PathBuf>,
+    digests: &BTreeMap<String, String>,
     values: &BTreeMap<String, serde_json::Value>,
 ) -> BTreeMap<ReleaseKey, ReleaseJob> {
     plan.layers
         .iter()
-        .flat_map(|layer| layer.releases.iter())
-        .filter_map(|planned| {
+        .flat_map(|layer| layer.releases.iter().map(move |r| (layer.layer, r)))
+        .filter_map(|(layer, planned)| {
             let profile = list.profile(&planned.profile)?;
             let meta = charts.get(&profile.name)?;
             let v = values
@@ -750,6 +803,8 @@ fn jobs_from_plan(
                 chart_version: meta.version.clone(),
                 chart_path: chart_paths.get(&profile.name)?.clone(),
                 values_digest: strata_core::values::canonical_digest(&v),
+                chart_digest: digests.get(&profile.name)?.clone(),
+                layer: layer.map(|n| n.0),
                 values: v,
                 remediation: profile.remediation,
                 // The list's timeout when it gives one (on the profile or in `defaults`);
@@ -782,6 +837,30 @@ mod tests {
         assert!(p.message.contains("STRATA_CLUSTER_NAME"), "{p:?}");
         assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("../x")).is_err());
         assert!(resolve_profiles_path("clusters/{cluster}/p.yaml", Some("a/b")).is_err());
+    }
+
+    #[test]
+    fn chart_digest_sees_every_file_of_a_directory_and_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let chart = dir.path().join("demo");
+        std::fs::create_dir_all(chart.join("templates")).unwrap();
+        std::fs::write(chart.join("Chart.yaml"), "name: demo\nversion: 1.0.0\n").unwrap();
+        std::fs::write(chart.join("templates/cm.yaml"), "a: 1\n").unwrap();
+        let before = chart_digest(&chart).unwrap();
+        assert_eq!(before, chart_digest(&chart).unwrap());
+        std::fs::write(chart.join("templates/cm.yaml"), "a: 2\n").unwrap();
+        let edited = chart_digest(&chart).unwrap();
+        assert_ne!(before, edited);
+        std::fs::create_dir_all(chart.join("charts/sub")).unwrap();
+        std::fs::write(chart.join("charts/sub/Chart.yaml"), "name: sub\n").unwrap();
+        assert_ne!(edited, chart_digest(&chart).unwrap());
+        let tgz = dir.path().join("demo-1.0.0.tgz");
+        std::fs::write(&tgz, b"archive").unwrap();
+        assert_eq!(
+            chart_digest(&tgz).unwrap(),
+            strata_core::digest::chart_archive_digest(b"archive")
+        );
+        assert!(chart_digest(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub const TOP_FIELDS: &[&str] = &[
     "repositories",
     "defaults",
     "profiles",
+    "prune",
+    "allowEmpty",
 ];
 /// Field names accepted in `layering`.
 pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
@@ -87,9 +89,23 @@ pub struct ProfileList {
     pub repositories: Vec<Repository>,
     pub defaults: Defaults,
     pub profiles: Vec<Profile>,
+    /// Uninstall releases strata installed whose profile is gone from the list (default
+    /// true); `false` keeps them installed and reports them as orphaned.
+    pub prune: bool,
+    /// Allow a revision that would uninstall every release strata manages (default false:
+    /// such a revision is rejected).
+    pub allow_empty: bool,
 }
 
 impl ProfileList {
+    /// The list's pruning settings.
+    pub fn prune_settings(&self) -> crate::prune::Settings {
+        crate::prune::Settings {
+            prune: self.prune,
+            allow_empty: self.allow_empty,
+        }
+    }
+
     pub fn repository(&self, name: &str) -> Option<&Repository> {
         self.repositories.iter().find(|r| r.name == name)
     }
@@ -457,6 +473,12 @@ fn validate(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
         .get("defaults")
         .map_or_else(|| Some(Defaults::default()), |n| defaults(ctx, n));
     let profiles_node = ctx.required(&top, "profiles", "");
+    let prune = top
+        .get("prune")
+        .map_or(Some(true), |n| bool_value(ctx, n, "prune"));
+    let allow_empty = top
+        .get("allowEmpty")
+        .map_or(Some(false), |n| bool_value(ctx, n, "allowEmpty"));
 
     let (Some(layering), Some(defaults), true) = (layering, defaults.clone(), repos_ok) else {
         // Still validate the profiles so every problem is reported at once.
@@ -474,7 +496,23 @@ fn validate(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
         repositories,
         defaults,
         profiles,
+        prune: prune?,
+        allow_empty: allow_empty?,
     })
+}
+
+fn bool_value(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<bool> {
+    match &node.value {
+        Value::Bool(b) => Some(*b),
+        _ => {
+            ctx.report(
+                Some(node),
+                path,
+                format!("must be true or false, found {}", node.type_name()),
+            );
+            None
+        }
+    }
 }
 
 /// A layer written as a number (`10`) or a string (`layer-10`, `"10"`).

@@ -46,6 +46,8 @@
 //!     chart_name: "linkerd-control-plane".into(),
 //!     chart_version: "2.14.1".into(),
 //!     values_digest: "sha256:1".into(),
+//!     chart_digest: None,
+//!     content_digest: None,
 //! };
 //! // Found after a crash: revision 4 pending-upgrade; revision 3 was the last deployed one.
 //! let history = [(3, ReleaseStatus::Superseded), (4, ReleaseStatus::PendingUpgrade)];
@@ -55,6 +57,7 @@
 //!     chart_version: "2.14.1".into(),
 //!     values_digest: None,
 //!     revision: 4,
+//!     stamp: None,
 //! };
 //! let remediation = Remediation { strategy: RemediationStrategy::Rollback, retries: 3 };
 //! let mut inputs = Inputs::new(LockState::HeldByUs, remediation);
@@ -159,6 +162,13 @@ pub struct DesiredRelease {
     pub chart_version: String,
     /// [`crate::values::canonical_digest`] of the merged values.
     pub values_digest: String,
+    /// [`crate::digest`]'s digest of the chart's full content; `None`: not compared.
+    #[serde(default)]
+    pub chart_digest: Option<String>,
+    /// [`crate::digest::content_digest`] (chart, values, helm options); `None`: not compared
+    /// (only chart version and values decide, and no release is stamped).
+    #[serde(default)]
+    pub content_digest: Option<String>,
 }
 
 /// The latest revision of the release in helm's storage.
@@ -172,6 +182,10 @@ pub struct ObservedRelease {
     /// [`crate::values::canonical_digest`]; `None` when unknown (treated as changed).
     pub values_digest: Option<String>,
     pub revision: u32,
+    /// What strata recorded on the release (its `strata.io/*` labels); `None`: the release
+    /// carries no strata labels (installed by hand, or by a strata without them).
+    #[serde(default)]
+    pub stamp: Option<crate::digest::Stamp>,
 }
 
 /// The classified state of a release.
@@ -196,15 +210,37 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Change {
-    Chart { from: String, to: String },
+    /// Chart name or version (`name@version`).
+    Chart {
+        from: String,
+        to: String,
+    },
+    /// Same chart version, other content (a Git-path chart edited without a version bump, a
+    /// repository chart republished).
+    ChartContent,
     Values,
+    /// Chart and values unchanged, but the helm options strata sets (timeout, waiting).
+    Options,
+    /// The release carries no strata labels (installed by an older strata): upgraded once to
+    /// record them.
+    Unstamped,
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Chart { from, to } => write!(f, "chart {from} -> {to}"),
+            Self::Chart { from, to } => match (from.split_once('@'), to.split_once('@')) {
+                (Some((a, v1)), Some((b, v2))) if a == b => {
+                    write!(f, "chart version {v1} -> {v2}")
+                }
+                _ => write!(f, "chart {from} -> {to}"),
+            },
+            Self::ChartContent => f.write_str("chart content changed"),
             Self::Values => f.write_str("values changed"),
+            Self::Options => f.write_str("helm options changed"),
+            Self::Unstamped => f.write_str(
+                "the release has no strata labels (installed by an older strata); upgrading once to record them",
+            ),
         }
     }
 }
@@ -447,8 +483,28 @@ pub fn observe(desired: &DesiredRelease, observed: Option<&ObservedRelease>) -> 
                     to: format!("{}@{}", desired.chart_name, desired.chart_version),
                 });
             }
+            let chart_changed = !changes.is_empty();
+            let recorded_chart = o.stamp.as_ref().map(|s| s.chart_digest.as_str());
+            if !chart_changed
+                && let (Some(want), Some(have)) = (desired.chart_digest.as_deref(), recorded_chart)
+                && want != have
+            {
+                changes.push(Change::ChartContent);
+            }
             if o.values_digest.as_deref() != Some(desired.values_digest.as_str()) {
                 changes.push(Change::Values);
+            }
+            if let Some(want) = desired.content_digest.as_deref()
+                && changes.is_empty()
+            {
+                match &o.stamp {
+                    None => changes.push(Change::Unstamped),
+                    Some(s) if s.content_digest != want => {
+                        // Chart and values are what they were: the helm options differ.
+                        changes.push(Change::Options);
+                    }
+                    Some(_) => {}
+                }
             }
             if changes.is_empty() {
                 State::InSync
@@ -790,6 +846,8 @@ mod tests {
             chart_name: "cert-manager".into(),
             chart_version: "1.14.4".into(),
             values_digest: "sha256:aaa".into(),
+            chart_digest: None,
+            content_digest: None,
         }
     }
 
@@ -800,6 +858,7 @@ mod tests {
             chart_version: version.into(),
             values_digest: digest.map(str::to_owned),
             revision: 3,
+            stamp: None,
         }
     }
 
@@ -1488,6 +1547,74 @@ mod tests {
                 reason: String::new()
             }
             .is_destructive()
+        );
+    }
+
+    fn stamped(chart: &str, content: &str) -> Option<crate::digest::Stamp> {
+        Some(crate::digest::Stamp {
+            profile: "cert-manager".into(),
+            layer: Some(1),
+            chart_digest: chart.into(),
+            content_digest: content.into(),
+        })
+    }
+
+    fn reason(d: &DesiredRelease, o: &ObservedRelease) -> Option<String> {
+        match decide(d, Some(o)) {
+            Action::NoOp => None,
+            Action::Upgrade { reason } => Some(reason.to_string()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn content_digest_decides_and_names_the_change() {
+        let d = DesiredRelease {
+            chart_digest: Some("c2".into()),
+            content_digest: Some("k2".into()),
+            ..desired()
+        };
+        let at = |version: &str, values: &str, chart: &str, content: &str| ObservedRelease {
+            stamp: stamped(chart, content),
+            ..observed("deployed", version, Some(values))
+        };
+        // Same digest: no helm at all.
+        assert_eq!(reason(&d, &at("1.14.4", "sha256:aaa", "c2", "k2")), None);
+        // A Git-path chart edited without a version bump.
+        assert_eq!(
+            reason(&d, &at("1.14.4", "sha256:aaa", "c1", "k1")).as_deref(),
+            Some("chart content changed")
+        );
+        assert_eq!(
+            reason(&d, &at("1.14.4", "sha256:bbb", "c2", "k1")).as_deref(),
+            Some("values changed")
+        );
+        assert_eq!(
+            reason(&d, &at("1.14.4", "sha256:bbb", "c1", "k1")).as_deref(),
+            Some("chart content changed, values changed")
+        );
+        assert_eq!(
+            reason(&d, &at("1.14.3", "sha256:aaa", "c1", "k1")).as_deref(),
+            Some("chart version 1.14.3 -> 1.14.4")
+        );
+        assert_eq!(
+            reason(&d, &at("1.14.4", "sha256:aaa", "c2", "k1")).as_deref(),
+            Some("helm options changed")
+        );
+        // Installed by an older strata (no labels): one stamping upgrade.
+        let bare = observed("deployed", "1.14.4", Some("sha256:aaa"));
+        let r = reason(&d, &bare).unwrap();
+        assert!(r.contains("no strata labels"), "{r}");
+        // Without a desired content digest only version and values decide (as before).
+        assert_eq!(reason(&desired(), &bare), None);
+        // Another chart name.
+        let other = ObservedRelease {
+            chart_name: "cm".into(),
+            ..at("1.14.4", "sha256:aaa", "c2", "k2")
+        };
+        assert_eq!(
+            reason(&d, &other).as_deref(),
+            Some("chart cm@1.14.4 -> cert-manager@1.14.4")
         );
     }
 }

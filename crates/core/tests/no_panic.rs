@@ -589,6 +589,8 @@ fn reconcile_decisions_keep_their_invariants() {
                 chart_name: "c".into(),
                 chart_version: (*rng.pick(&["1.0.0", "2.0.0"])).into(),
                 values_digest: (*rng.pick(&["d1", "d2"])).into(),
+                chart_digest: rng.chance(50).then(|| (*rng.pick(&["c1", "c2"])).into()),
+                content_digest: rng.chance(50).then(|| (*rng.pick(&["k1", "k2"])).into()),
             };
             let observed = rng.chance(85).then(|| reconcile::ObservedRelease {
                 status: reconcile::ReleaseStatus::parse(statuses[rng.below(statuses.len())]),
@@ -596,6 +598,12 @@ fn reconcile_decisions_keep_their_invariants() {
                 chart_version: (*rng.pick(&["1.0.0", "2.0.0"])).into(),
                 values_digest: rng.chance(80).then(|| (*rng.pick(&["d1", "d2"])).into()),
                 revision: u32::try_from(rng.below(5)).unwrap_or(0),
+                stamp: rng.chance(50).then(|| strata_core::digest::Stamp {
+                    profile: "a".into(),
+                    layer: Some(1),
+                    chart_digest: (*rng.pick(&["c1", "c2"])).into(),
+                    content_digest: (*rng.pick(&["k1", "k2"])).into(),
+                }),
             });
             let strategy = *rng.pick(&RemediationStrategy::ALL);
             let retries = u32::try_from(rng.below(4)).unwrap_or(0) + 1;
@@ -702,6 +710,8 @@ fn hostile_documents_are_rejected_not_fatal() {
         chart_name: String::new(),
         chart_version: String::new(),
         values_digest: String::new(),
+        chart_digest: None,
+        content_digest: None,
     };
     let observed = reconcile::ObservedRelease {
         status: reconcile::ReleaseStatus::parse(""),
@@ -709,6 +719,7 @@ fn hostile_documents_are_rejected_not_fatal() {
         chart_version: String::new(),
         values_digest: None,
         revision: 0,
+        stamp: None,
     };
     assert!(!reconcile::decide(&desired, Some(&observed)).runs_helm());
 }

@@ -77,6 +77,11 @@ pub struct ErrorRule {
     /// None too).
     #[serde(default)]
     pub resource: Option<String>,
+    /// Only requests in this namespace; `""`: only requests without one (cluster-wide lists
+    /// and cluster-scoped objects), as RBAC without a ClusterRole for them answers (None:
+    /// all).
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// Probability in [0, 1] (1 = always).
     #[serde(default = "one")]
     pub rate: f64,
@@ -100,6 +105,7 @@ impl Default for ErrorRule {
         ErrorRule {
             verb: None,
             resource: None,
+            namespace: None,
             rate: 1.0,
             code: 500,
             retry_after_seconds: None,
@@ -279,6 +285,7 @@ impl Controls {
         self.add_error(ErrorRule {
             verb: verb.map(String::from),
             resource: resource.map(String::from),
+            namespace: None,
             rate,
             code: 429,
             retry_after_seconds: Some(retry_after_seconds),
@@ -297,6 +304,7 @@ impl Controls {
         self.add_error(ErrorRule {
             verb: verb.map(String::from),
             resource: resource.map(String::from),
+            namespace: None,
             rate,
             code: 0,
             retry_after_seconds: None,
@@ -437,7 +445,7 @@ impl Controls {
     }
 
     /// Decides whether a request with this verb and resource fails.
-    pub(crate) fn verdict(&self, verb: &str, resource: &str) -> Verdict {
+    pub(crate) fn verdict(&self, verb: &str, resource: &str, namespace: &str) -> Verdict {
         let mut f = lock(&self.inner.faults);
         let mut rng = lock(&self.inner.rng);
         for (rule, fired) in f.rules.iter_mut() {
@@ -445,6 +453,9 @@ impl Controls {
                 continue;
             }
             if rule.resource.as_deref().is_some_and(|r| r != resource) {
+                continue;
+            }
+            if rule.namespace.as_deref().is_some_and(|n| n != namespace) {
                 continue;
             }
             if rule.times.is_some_and(|t| *fired >= t) {
@@ -590,11 +601,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rule_with_namespace_empty_fails_only_cluster_wide_requests() {
+        let c = Controls::new(Store::default(), 1);
+        c.add_error(ErrorRule {
+            verb: Some("list".into()),
+            resource: Some("secrets".into()),
+            namespace: Some(String::new()),
+            code: 403,
+            ..ErrorRule::default()
+        });
+        assert_eq!(c.verdict("list", "secrets", "team-a"), Verdict::Pass);
+        match c.verdict("list", "secrets", "") {
+            Verdict::Fail(e) => assert_eq!(e.code, 403),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn rules_filter_and_count() {
         let c = Controls::new(Store::default(), 1);
         c.throttle(Some("create"), Some("secrets"), 1.0, 2, Some(1));
-        assert_eq!(c.verdict("get", "secrets"), Verdict::Pass);
-        match c.verdict("create", "secrets") {
+        assert_eq!(c.verdict("get", "secrets", ""), Verdict::Pass);
+        match c.verdict("create", "secrets", "") {
             Verdict::Fail(e) => {
                 assert_eq!(e.code, 429);
                 assert_eq!(e.retry_after_seconds, Some(2));
@@ -602,14 +630,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            c.verdict("create", "secrets"),
+            c.verdict("create", "secrets", ""),
             Verdict::Pass,
             "times=1 exhausted"
         );
         c.drop_connections(None, None, 1.0, None);
-        assert_eq!(c.verdict("list", "pods"), Verdict::Drop);
+        assert_eq!(c.verdict("list", "pods", ""), Verdict::Drop);
         c.clear_faults();
-        assert_eq!(c.verdict("list", "pods"), Verdict::Pass);
+        assert_eq!(c.verdict("list", "pods", ""), Verdict::Pass);
     }
 
     #[test]
@@ -707,7 +735,7 @@ mod tests {
                 ..ErrorRule::default()
             });
             (0..1000)
-                .filter(|_| c.verdict("get", "pods") != Verdict::Pass)
+                .filter(|_| c.verdict("get", "pods", "") != Verdict::Pass)
                 .count()
         };
         let a = count(42);

@@ -413,7 +413,10 @@ async fn handle(
     if !delay.is_zero() {
         shared.controls.hold(delay).await;
     }
-    match shared.controls.verdict(&rec.verb, &rec.resource) {
+    match shared
+        .controls
+        .verdict(&rec.verb, &rec.resource, &rec.namespace)
+    {
         Verdict::Drop => {
             finish(rec, 0);
             // Close the TCP connection before hyper could answer or reset the h2 stream:

@@ -82,6 +82,7 @@ async fn internal_error_fails_the_install(v: Helm) {
     sim.cluster.controls().add_error(ErrorRule {
         verb: Some(verb.into()),
         resource: Some("configmaps".into()),
+        namespace: None,
         rate: 1.0,
         code: 500,
         retry_after_seconds: None,

@@ -21,6 +21,7 @@
 //!   what the API server saw.
 //! - [`release`]: helm's release records (Secrets) in kubesim's store, decoded in one place.
 //! - [`scenario`]: the layered three-chart [`Scenario`] (kubesim, Git server, chart repository).
+//! - [`gitcharts`]: a profile repository with its charts in it (`chart: {path}`), `--once` runs.
 //! - [`chaos`]: seeds, a journaling helm wrapper and small figures for the chaos tests.
 //! - [`otlp`]: an OTLP/HTTP trace receiver.
 
@@ -30,6 +31,7 @@ pub mod chart;
 pub mod charts;
 pub mod cluster;
 pub mod git;
+pub mod gitcharts;
 pub mod http;
 pub mod oci;
 pub mod otlp;

@@ -735,3 +735,19 @@ fn depends_on_problems_are_all_reported() {
         "{msgs:#?}"
     );
 }
+
+#[test]
+fn prune_and_allow_empty_default_and_parse() {
+    let base = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nprofiles: []\n";
+    let l = parse("p.yaml", base).unwrap();
+    assert!(l.prune);
+    assert!(!l.allow_empty);
+    assert_eq!(l.prune_settings(), crate::prune::Settings::default());
+    let l = parse("p.yaml", &format!("{base}prune: false\nallowEmpty: true\n")).unwrap();
+    assert!(!l.prune);
+    assert!(l.allow_empty);
+    let problems = parse("p.yaml", &format!("{base}prune: maybe\nallowEmpty: 1\n")).unwrap_err();
+    let text = problems.to_string();
+    assert!(text.contains("prune: must be true or false"), "{text}");
+    assert!(text.contains("allowEmpty: must be true or false"), "{text}");
+}
