@@ -213,6 +213,14 @@ fn schema_matches_the_parser() {
         profiles::DEFAULT_VALUES_KEY
     );
     assert_eq!(
+        props(&schema, "/$defs/healthCheck"),
+        sorted(profiles::HEALTH_CHECK_FIELDS)
+    );
+    assert_eq!(
+        schema["$defs"]["healthCheck"]["required"],
+        serde_json::json!(["apiVersion", "kind", "current"])
+    );
+    assert_eq!(
         props(&schema, "/$defs/remediation"),
         sorted(profiles::REMEDIATION_FIELDS)
     );
