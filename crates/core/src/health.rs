@@ -239,11 +239,9 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
     let progress = |what: String| Readiness::InProgress {
         reason: format!("{id}: {what}"),
     };
-    let not_decided = |field: &str, expr: &CelExpr, error: String| {
-        progress(format!(
-            "health check `{field}: {expr}` could not be evaluated: {error}"
-        ))
-    };
+    // `failed` first. When it cannot be evaluated (e.g. no status yet) the object is not known
+    // to have failed: `current` decides, and the error is added to an in-progress reason.
+    let mut failed_error = String::new();
     if let Some(failed) = &check.failed {
         match failed.eval_bool(obj) {
             Ok(true) => {
@@ -252,29 +250,63 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
                 });
             }
             Ok(false) => {}
-            Err(e) => return Some(not_decided("failed", failed, e)),
+            Err(e) => {
+                failed_error =
+                    format!("; health check `failed: {failed}` could not be evaluated: {e}")
+            }
         }
     }
-    match check.current.eval_bool(obj) {
+    let why = match check.current.eval_bool(obj) {
         Ok(true) => return Some(Readiness::Ready),
-        Ok(false) => {}
-        Err(e) => return Some(not_decided("current", &check.current, e)),
-    }
-    Some(match &check.in_progress {
-        Some(p) => match p.eval_bool(obj) {
-            Ok(true) => progress(format!("health check `inProgress: {p}` is true")),
-            Ok(false) => progress(format!(
-                "health check `current: {}` is not true yet",
-                check.current
-            )),
-            Err(e) => not_decided("inProgress", p, e),
+        Ok(false) => match &check.in_progress {
+            Some(p) => match p.eval_bool(obj) {
+                Ok(true) => format!("health check `inProgress: {p}` is true"),
+                Ok(false) => format!("health check `current: {}` is not true yet", check.current),
+                Err(e) => format!("health check `inProgress: {p}` could not be evaluated: {e}"),
+            },
+            None => format!("health check `current: {}` is not true yet", check.current),
         },
-        None => progress(format!(
-            "health check `current: {}` is not true yet",
+        Err(e) => format!(
+            "health check `current: {}` could not be evaluated: {e}",
             check.current
-        )),
-    })
+        ),
+    };
+    Some(progress(format!("{why}{failed_error}")))
 }
 
 #[cfg(test)]
 mod tests;
+
+/// What the health gate of a release says, from the verdicts of its checked objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Every checked object is ready: the release is Ready.
+    Ready,
+    /// Some are not ready yet: (index into the verdicts, reason), in order.
+    Waiting(Vec<(usize, String)>),
+    /// An object failed: the release fails with this reason (the first failed object's).
+    Failed(String),
+}
+
+/// The gate: any Failed fails it, else any InProgress waits, else it is Ready.
+pub fn gate(verdicts: &[Readiness]) -> Gate {
+    if let Some(reason) = verdicts.iter().find_map(|v| match v {
+        Readiness::Failed { reason } => Some(reason.clone()),
+        _ => None,
+    }) {
+        return Gate::Failed(reason);
+    }
+    let waiting: Vec<(usize, String)> = verdicts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| match v {
+            Readiness::InProgress { reason } => Some((i, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    if waiting.is_empty() {
+        Gate::Ready
+    } else {
+        Gate::Waiting(waiting)
+    }
+}

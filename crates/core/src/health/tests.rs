@@ -88,11 +88,14 @@ fn a_missing_field_is_in_progress_with_the_error_not_a_crash() {
     let Some(Readiness::InProgress { reason }) = evaluate(&c, &[certificate_check()]) else {
         panic!("not in progress");
     };
+    // `current` says why first; `failed` could not be evaluated either, which is said too.
     assert!(
-        reason.contains("health check `failed: ") && reason.contains("could not be evaluated"),
+        reason.starts_with(
+            "Certificate linkerd/identity: health check `current: self.status.conditions.filter"
+        ) && reason
+            .contains("` could not be evaluated: No such key: status; health check `failed: "),
         "{reason}"
     );
-    assert!(reason.contains("status"), "{reason}");
 }
 
 #[test]
@@ -234,4 +237,25 @@ fn flux_style_expressions_see_the_top_level_fields() {
         panic!("not in progress");
     };
     assert!(reason.contains("could not be evaluated"), "{reason}");
+}
+
+#[test]
+fn a_failed_expression_that_cannot_be_evaluated_does_not_hide_current() {
+    let mut check = certificate_check();
+    check.failed = Some(CelExpr::compile("self.status.failure.count > 0").unwrap());
+    let c = certificate(json!([{"type": "Ready", "status": "True"}]));
+    assert_eq!(evaluate(&c, &[check]), Some(Readiness::Ready));
+}
+
+#[test]
+fn gate_fails_on_any_failed_then_waits_on_any_in_progress() {
+    let p = |r: &str| Readiness::InProgress { reason: r.into() };
+    let f = |r: &str| Readiness::Failed { reason: r.into() };
+    assert_eq!(gate(&[]), Gate::Ready);
+    assert_eq!(gate(&[Readiness::Ready, Readiness::Ready]), Gate::Ready);
+    assert_eq!(
+        gate(&[Readiness::Ready, p("a"), p("b")]),
+        Gate::Waiting(vec![(1, "a".into()), (2, "b".into())])
+    );
+    assert_eq!(gate(&[p("a"), f("x"), f("y")]), Gate::Failed("x".into()));
 }
