@@ -8,6 +8,8 @@
 //! - A `failed` expression that becomes true fails the release with the expression.
 //! - A malformed expression rejects the revision at load, with its position; nothing is
 //!   installed.
+//! - The release's timeout fails it naming the object and the reason; a shutdown ends the
+//!   wait at once. helm had finished in both: nothing is left pending.
 
 use std::time::Duration;
 
@@ -305,5 +307,64 @@ async fn a_malformed_expression_is_rejected_at_load_and_nothing_is_installed() -
             || w.path.contains("customresourcedefinitions")),
         "nothing installed: {writes:#?}"
     );
+    Ok(())
+}
+
+/// The release's timeout ends the wait: the release fails naming the object and the reason.
+#[tokio::test]
+async fn the_timeout_fails_the_release_naming_the_object_and_the_reason() -> anyhow::Result<()> {
+    let s = start(HelmBin::V4, CURRENT).await?;
+    let list = profiles(&s.charts.url(), CURRENT)
+        .replace("    layer: 1\n", "    layer: 1\n    timeout: 4s\n");
+    s.repo.write("profiles.yaml", list)?;
+    s.repo.commit("a short timeout")?;
+    let mut agent = s.agent(&[], &[])?;
+    let st = agent
+        .wait_status("issuer failed at its timeout", LONG, |st| {
+            phase(st, "issuer") == "Failed"
+        })
+        .await?;
+    let message = release(&st, "issuer").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with(
+            "custom health checks did not pass within the release's timeout (4s): Issuer issuer/issuer-ca: health check `current: "
+        ) && message.contains("could not be evaluated"),
+        "{message}"
+    );
+    // helm itself succeeded: the record is deployed, nothing is left pending.
+    assert!(testkit::release::pending(&s.cluster).is_empty());
+    assert!(
+        !s.writes().iter().any(|w| touches_namespace(w, "certs")),
+        "layer 2 written after layer 1 failed"
+    );
+    agent.stop().await?;
+    Ok(())
+}
+
+/// A shutdown ends the wait at once (helm had finished: nothing is left pending).
+#[tokio::test]
+async fn a_shutdown_ends_the_wait_and_leaves_nothing_pending() -> anyhow::Result<()> {
+    let s = start(HelmBin::V4, CURRENT).await?;
+    let mut agent = s.agent(&[], &[])?;
+    waiting_on_issuer(&mut agent).await?;
+    let log = agent.log.clone();
+    let stopped = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), agent.stop()).await??;
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    let logs = std::fs::read_to_string(log)?;
+    assert!(
+        logs.contains("shutdown while waiting for the custom health checks"),
+        "{logs}"
+    );
+    assert!(testkit::release::pending(&s.cluster).is_empty());
+    assert!(
+        testkit::release::latest(&s.cluster)
+            .iter()
+            .any(|x| x.name == "issuer" && x.status == "deployed")
+    );
+    assert!(!s.writes().iter().any(|w| touches_namespace(w, "certs")));
     Ok(())
 }

@@ -1358,6 +1358,27 @@ mod tests {
         status.snapshot().release(NS, NAME).unwrap().clone()
     }
 
+    #[test]
+    fn only_objects_of_a_checked_kind_are_gated() {
+        use strata_core::health::{CelExpr, HealthCheck};
+        let manifest = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: health.example.com/v1\nkind: Issuer\nmetadata:\n  name: ca\n  namespace: certs\n---\napiVersion: health.example.com/v2\nkind: Issuer\nmetadata:\n  name: other-version\n";
+        let check = HealthCheck {
+            api_version: "health.example.com/v1".into(),
+            kind: "Issuer".into(),
+            current: CelExpr::compile("true").unwrap(),
+            in_progress: None,
+            failed: None,
+        };
+        let gated = checked_objects(&[check], manifest);
+        assert_eq!(gated.len(), 1);
+        assert_eq!(
+            (gated[0].kind.as_str(), gated[0].name.as_str()),
+            ("Issuer", "ca")
+        );
+        // No checks: nothing gated (and the release is never read again).
+        assert!(checked_objects(&[], manifest).is_empty());
+    }
+
     #[tokio::test]
     async fn absent_is_installed_then_in_sync_runs_no_helm() {
         let (r, status, book) = runner(Fake::default());
