@@ -22,6 +22,66 @@ use crate::readiness::Readiness;
 
 /// The variable the live object is bound to, as in Flux and Kubernetes CEL.
 pub const SELF: &str = "self";
+/// Longest expression accepted (characters).
+pub const MAX_EXPRESSION_CHARS: usize = 2048;
+/// Deepest nesting of brackets (`(`, `[`, `{`) accepted.
+pub const MAX_NESTING: usize = 32;
+/// The stack cel runs on. cel-rust's parser and interpreter recurse once per nesting level and
+/// per operator of a chain (`1 + 1 + ...`), up to tens of KiB a level in a debug build: 64
+/// chained additions overflow a 2 MiB thread stack (tokio's default). Compiling and
+/// evaluating run on their own thread with this stack, reserved but only touched as used.
+const CEL_STACK_BYTES: usize = 128 << 20;
+
+/// Run `f` on a thread with [`CEL_STACK_BYTES`] of stack; `None` when the thread could not be
+/// started or `f` panicked.
+fn on_cel_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel".into())
+            .stack_size(CEL_STACK_BYTES)
+            .spawn_scoped(scope, f)
+            .ok()?
+            .join()
+            .ok()
+    })
+}
+
+/// The first bracket nested deeper than [`MAX_NESTING`] (1-based line and column), outside
+/// string literals.
+fn too_deep(source: &str) -> Option<(u32, u32)> {
+    let (mut depth, mut line, mut column) = (0usize, 1u32, 0u32);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        column += 1;
+        if c == '\n' {
+            line += 1;
+            column = 0;
+        }
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some((line, column));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
 
 /// One compiled CEL expression and its source text.
 ///
@@ -54,25 +114,53 @@ impl CelExpr {
                 message: "the expression is empty".into(),
             });
         }
-        match cel::Program::compile(source) {
+        let chars = source.chars().count();
+        if chars > MAX_EXPRESSION_CHARS {
+            return Err(CompileError {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "the expression is {chars} characters long, over the limit of {MAX_EXPRESSION_CHARS}"
+                ),
+            });
+        }
+        if let Some((line, column)) = too_deep(source) {
+            return Err(CompileError {
+                line,
+                column,
+                message: format!(
+                    "line {line}, column {column}: nested more than {MAX_NESTING} levels deep"
+                ),
+            });
+        }
+        let compiled = on_cel_stack(|| {
+            cel::Program::compile(source).map_err(|errors| {
+                errors
+                    .errors
+                    .iter()
+                    .map(|e| (e.pos, e.msg.clone()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .unwrap_or_else(|| Err(vec![((0, 0), "the CEL parser failed".to_string())]));
+        match compiled {
             Ok(program) => Ok(Self {
                 source: source.to_owned(),
                 program: Arc::new(program),
             }),
             Err(errors) => {
-                let first = errors.errors.first();
-                let (line, column) = first.map_or((0, 0), |e| {
+                let first = errors.first();
+                let (line, column) = first.map_or((0, 0), |(pos, _)| {
                     let clamp = |v: isize| u32::try_from(v.max(0)).unwrap_or(0);
                     // cel reports 1-based lines and columns.
-                    (clamp(e.pos.0), clamp(e.pos.1))
+                    (clamp(pos.0), clamp(pos.1))
                 });
                 let what = errors
-                    .errors
                     .iter()
                     // antlr's list of every token it expected says little to a user.
-                    .map(|e| match e.msg.split_once(" expecting {") {
+                    .map(|(_, msg)| match msg.split_once(" expecting {") {
                         Some((head, _)) => head.trim().to_owned(),
-                        None => e.msg.trim().to_owned(),
+                        None => msg.trim().to_owned(),
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
@@ -99,6 +187,11 @@ impl CelExpr {
     /// `self`, and each of its top-level fields by its own name too (`status`, `metadata`,
     /// `spec`), so expressions written for Flux (`status.conditions...`) work unchanged.
     pub fn eval_bool(&self, obj: &Value) -> Result<bool, String> {
+        on_cel_stack(|| self.eval_here(obj))
+            .unwrap_or_else(|| Err("the CEL interpreter failed on this object".into()))
+    }
+
+    fn eval_here(&self, obj: &Value) -> Result<bool, String> {
         let value = cel::to_value(obj).map_err(|e| format!("the object is not readable: {e}"))?;
         let mut context = cel::Context::default();
         if let Value::Object(fields) = obj {
@@ -236,6 +329,16 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
     let kind = obj["kind"].as_str()?;
     let check = check_for(checks, api_version, kind)?;
     let id = object_id(obj);
+    // One thread with cel's stack for the whole verdict.
+    Some(
+        on_cel_stack(|| judge(obj, check, &id)).unwrap_or_else(|| Readiness::InProgress {
+            reason: format!("{id}: the CEL interpreter failed on this object"),
+        }),
+    )
+}
+
+/// The verdict of `check` on `obj` (on cel's stack).
+fn judge(obj: &Value, check: &HealthCheck, id: &str) -> Readiness {
     let progress = |what: String| Readiness::InProgress {
         reason: format!("{id}: {what}"),
     };
@@ -243,11 +346,11 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
     // to have failed: `current` decides, and the error is added to an in-progress reason.
     let mut failed_error = String::new();
     if let Some(failed) = &check.failed {
-        match failed.eval_bool(obj) {
+        match failed.eval_here(obj) {
             Ok(true) => {
-                return Some(Readiness::Failed {
+                return Readiness::Failed {
                     reason: format!("{id}: health check `failed: {failed}` is true"),
-                });
+                };
             }
             Ok(false) => {}
             Err(e) => {
@@ -256,10 +359,10 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
             }
         }
     }
-    let why = match check.current.eval_bool(obj) {
-        Ok(true) => return Some(Readiness::Ready),
+    let why = match check.current.eval_here(obj) {
+        Ok(true) => return Readiness::Ready,
         Ok(false) => match &check.in_progress {
-            Some(p) => match p.eval_bool(obj) {
+            Some(p) => match p.eval_here(obj) {
                 Ok(true) => format!("health check `inProgress: {p}` is true"),
                 Ok(false) => format!("health check `current: {}` is not true yet", check.current),
                 Err(e) => format!("health check `inProgress: {p}` could not be evaluated: {e}"),
@@ -271,11 +374,8 @@ pub fn evaluate(obj: &Value, checks: &[HealthCheck]) -> Option<Readiness> {
             check.current
         ),
     };
-    Some(progress(format!("{why}{failed_error}")))
+    progress(format!("{why}{failed_error}"))
 }
-
-#[cfg(test)]
-mod tests;
 
 /// What the health gate of a release says, from the verdicts of its checked objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,3 +410,6 @@ pub fn gate(verdicts: &[Readiness]) -> Gate {
         Gate::Waiting(waiting)
     }
 }
+
+#[cfg(test)]
+mod tests;

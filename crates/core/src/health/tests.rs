@@ -259,3 +259,58 @@ fn gate_fails_on_any_failed_then_waits_on_any_in_progress() {
     );
     assert_eq!(gate(&[p("a"), f("x"), f("y")]), Gate::Failed("x".into()));
 }
+#[test]
+fn deep_or_long_expressions_are_refused_or_run_without_exhausting_the_stack() {
+    // Each within the limits, evaluated from this (2 MiB) test thread: cel runs on its own
+    // stack, so none overflows (64 chained additions overflowed 2 MiB before).
+    let within = [
+        format!(
+            "size({}1{}) > 0",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        ),
+        format!("{}true{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING)),
+        format!("{} > 0", vec!["1"; 500].join(" + ")),
+        vec!["true"; 250].join(" && "),
+        format!("{}true", "!".repeat(1000)),
+        format!("has(self{})", ".a".repeat(900)),
+    ];
+    for src in &within {
+        assert!(src.chars().count() <= MAX_EXPRESSION_CHARS, "{}", src.len());
+        let e = CelExpr::compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let check = HealthCheck {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            current: e.clone(),
+            in_progress: None,
+            failed: None,
+        };
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        assert!(evaluate(&cm, &[check]).is_some());
+        let _ = e.eval_bool(&cm);
+    }
+    // Too deep: refused with the position of the first bracket past the limit.
+    let deep = format!(
+        "size({}1{}) > 0",
+        "[".repeat(MAX_NESTING),
+        "]".repeat(MAX_NESTING)
+    );
+    let e = CelExpr::compile(&deep).unwrap_err();
+    assert_eq!((e.line, e.column), (1, 37), "{e:?}");
+    assert!(
+        e.message.ends_with("nested more than 32 levels deep"),
+        "{e:?}"
+    );
+    // Brackets inside string literals do not count.
+    assert!(CelExpr::compile(&format!("'{}' != ''", "(".repeat(100))).is_ok());
+    // Too long: refused.
+    let long = vec!["true"; 600].join(" && ");
+    let e = CelExpr::compile(&long).unwrap_err();
+    assert_eq!(
+        e.message,
+        format!(
+            "the expression is {} characters long, over the limit of 2048",
+            long.len()
+        )
+    );
+}
