@@ -220,6 +220,12 @@ fn schema_matches_the_parser() {
         schema["$defs"]["healthCheck"]["required"],
         serde_json::json!(["apiVersion", "kind", "current"])
     );
+    for field in ["current", "inProgress", "failed"] {
+        assert_eq!(
+            schema["$defs"]["healthCheck"]["properties"][field]["maxLength"],
+            strata_core::health::MAX_EXPRESSION_CHARS
+        );
+    }
     assert_eq!(
         props(&schema, "/$defs/remediation"),
         sorted(profiles::REMEDIATION_FIELDS)
