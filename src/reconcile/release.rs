@@ -28,7 +28,17 @@
 //! While helm runs, a poll every second reads the release record helm is writing and its
 //! manifest objects from the cluster: the phase goes from Installing (helm started, objects
 //! being written) to Waiting (every manifest object exists, helm waits for readiness), with
-//! the not-ready objects and their reasons in the status.
+//! the not-ready objects and their reasons in the status (for a kind with a custom health
+//! check, the check's reason).
+//!
+//! The health gate: before a NoOp concludes Ready (right after helm succeeded, or for an
+//! unchanged release), the objects of the release's manifest whose kind has a custom CEL
+//! health check (the profile's `healthChecks`) must pass it. They are read every second with
+//! the same reader, within the attempt's deadline (the release's timeout from the start of the
+//! attempt); the release stays Waiting with them in `notReady`. A `failed` expression or the
+//! deadline fails the attempt (counted like a failed helm); a shutdown ends the wait without
+//! counting. A release without such objects is never read again: the manifest comes from the
+//! record the decision already read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
