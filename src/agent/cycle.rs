@@ -110,6 +110,11 @@ impl Agent {
         })
     }
 
+    /// End the release runner's waits for custom health checks when `token` is cancelled.
+    pub(super) fn stop_waits_with(&mut self, token: &CancellationToken) {
+        self.runner.set_shutdown(token.clone());
+    }
+
     /// Cycle on start and every `interval`, earlier when a failed release's backoff ends
     /// before (a retry cycle) or when a retry is requested, until `shutdown`. With `once`,
     /// until every layer is Ready, a real failure gives up, or the deadline passes (see

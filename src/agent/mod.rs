@@ -87,7 +87,7 @@ pub async fn run_observed(
     shared.status.observe(observer);
     let server = Server::start(config.listen, &shared, config.admin_token.clone()).await?;
     let client = crate::kube_api::client(config.kubeconfig.as_deref()).await?;
-    let agent = Agent::start(&config, &client, &shared).await?;
+    let mut agent = Agent::start(&config, &client, &shared).await?;
     // Only the writer runs helm and writes the ConfigMap; a standby serves /status and waits.
     let waited = Elector::wait(
         config.lease.as_deref(),
@@ -104,6 +104,8 @@ pub async fn run_observed(
     };
     // Work stops on shutdown, or at once when the leadership is lost.
     let work = elector.work_token(&shutdown);
+    // A wait for custom health checks ends with the work (helm itself is never killed by it).
+    agent.stop_waits_with(&work);
     let background = Background::start(&client, &config.namespace, &shared, &work);
     let schedule = Schedule {
         interval: config.interval,

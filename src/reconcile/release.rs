@@ -28,7 +28,17 @@
 //! While helm runs, a poll every second reads the release record helm is writing and its
 //! manifest objects from the cluster: the phase goes from Installing (helm started, objects
 //! being written) to Waiting (every manifest object exists, helm waits for readiness), with
-//! the not-ready objects and their reasons in the status.
+//! the not-ready objects and their reasons in the status (for a kind with a custom health
+//! check, the check's reason).
+//!
+//! The health gate: before a NoOp concludes Ready (right after helm succeeded, or for an
+//! unchanged release), the objects of the release's manifest whose kind has a custom CEL
+//! health check (the profile's `healthChecks`) must pass it. They are read every second with
+//! the same reader, within the attempt's deadline (the release's timeout from the start of the
+//! attempt); the release stays Waiting with them in `notReady`. A `failed` expression or the
+//! deadline fails the attempt (counted like a failed helm); a shutdown ends the wait without
+//! counting. A release without such objects is never read again: the manifest comes from the
+//! record the decision already read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +73,8 @@ pub struct Runner<D = HelmExecutor> {
     blip_backoff: (Duration, Duration),
     /// The agent's namespace, recorded on every release (`strata.io/agent`).
     agent: String,
+    /// Cancelled on shutdown: ends a wait for custom health checks (helm is never killed by it).
+    shutdown: CancellationToken,
 }
 
 /// Waits before repeating a step that failed because the Kubernetes API was unavailable:
@@ -150,6 +162,7 @@ impl<D: HelmDriver> Runner<D> {
             default_timeout,
             blip_backoff: (Duration::from_millis(500), Duration::from_secs(8)),
             agent: "strata-system".into(),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -157,6 +170,12 @@ impl<D: HelmDriver> Runner<D> {
     pub fn with_agent(mut self, namespace: &str) -> Self {
         self.agent = namespace.to_string();
         self
+    }
+
+    /// The token whose cancellation (the agent's shutdown) ends a wait for custom health
+    /// checks; the release then fails without counting and is checked again on the next run.
+    pub fn set_shutdown(&mut self, token: CancellationToken) {
+        self.shutdown = token;
     }
 
     /// The waits before repeating a step the unavailable API failed (tests shorten them).
@@ -216,17 +235,15 @@ impl<D: HelmDriver> Runner<D> {
         // The failure of this attempt, recorded in the retry accounting when the attempt ends.
         let mut failure: Option<Failure> = None;
         // Moments of an unavailable API, repeated in place until the release's timeout.
-        let mut blips = Blips::new(
-            self.blip_backoff,
-            Instant::now() + job.timeout.unwrap_or(self.default_timeout),
-        );
+        let deadline = Instant::now() + job.timeout.unwrap_or(self.default_timeout);
+        let mut blips = Blips::new(self.blip_backoff, deadline);
         // next_action never repeats an action within an attempt: a handful of steps at most
         // (a step repeated because the API was unavailable is not counted).
         let mut steps = 0;
         // helm exited 0 in the step before: its release record must now be settled.
         let mut helm_succeeded = false;
         while steps < 8 {
-            let observed = match self.observe(job, &mut inputs).await {
+            let (observed, manifest) = match self.observe(job, &mut inputs).await {
                 Ok(observed) => observed,
                 Err(f) if f.class == ErrorClass::Unavailable => {
                     match self.blip(job, &mut blips, &f.message).await {
@@ -262,6 +279,13 @@ impl<D: HelmDriver> Runner<D> {
                 jiff::Timestamp::now(),
             );
             tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
+            if matches!(action, strata_core::reconcile::Action::NoOp)
+                && let Err(end) = self
+                    .health_gate(job, &manifest, deadline, !inputs.performed.is_empty())
+                    .await
+            {
+                return end;
+            }
             if let Some(end) = self.conclude(job, &action, observed.as_ref(), &inputs, &mut failure)
             {
                 return end;
@@ -308,7 +332,7 @@ impl<D: HelmDriver> Runner<D> {
         &self,
         job: &ReleaseJob,
         inputs: &mut strata_core::reconcile::Inputs,
-    ) -> Result<Option<strata_core::reconcile::ObservedRelease>, Failure> {
+    ) -> Result<(Option<strata_core::reconcile::ObservedRelease>, String), Failure> {
         use strata_core::reconcile::ReleaseStatus;
         let record = self
             .driver
@@ -341,7 +365,8 @@ impl<D: HelmDriver> Runner<D> {
                 }
             };
         }
-        Ok(observed)
+        // The manifest is kept for the health gate (objects of kinds with a custom check).
+        Ok((observed, record.map(|r| r.manifest).unwrap_or_default()))
     }
 
     /// Record the decisions that end an attempt without running helm (up to date, blocked,
@@ -685,9 +710,12 @@ impl<D: HelmDriver> Runner<D> {
                     cluster,
                     self.driver.clone(),
                     self.status.clone(),
-                    job.namespace.clone(),
-                    job.release.clone(),
-                    previous_revision,
+                    Watched {
+                        namespace: job.namespace.clone(),
+                        release: job.release.clone(),
+                        previous_revision,
+                        checks: job.health_checks.clone(),
+                    },
                     stop.clone(),
                 )
                 .in_current_span(),
@@ -721,19 +749,35 @@ impl<D: HelmDriver> Runner<D> {
         match result {
             Ok(info) => {
                 let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                // Objects of a kind with a custom health check must still pass it (the health
+                // gate, right after): Waiting until then, not Ready.
+                let gated = !checked_objects(&job.health_checks, &info.manifest).is_empty();
                 self.set(job, |r| {
-                    r.phase = ReleasePhase::Ready;
+                    r.phase = if gated {
+                        ReleasePhase::Waiting
+                    } else {
+                        ReleasePhase::Ready
+                    };
                     r.helm_revision = Some(info.revision);
                     r.last_ready_ms = Some(ms);
-                    r.ready_at = Some(now_rfc3339());
-                    r.message = Some(if info.description.is_empty() {
+                    r.ready_at = (!gated).then(now_rfc3339);
+                    let done = if info.description.is_empty() {
                         format!("{verb} complete")
                     } else {
                         info.description.clone()
+                    };
+                    r.message = Some(if gated {
+                        format!("{done}; waiting for the custom health checks")
+                    } else {
+                        done
                     });
                     r.not_ready.clear();
                 });
-                tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
+                if gated {
+                    tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "helm finished; waiting for the custom health checks");
+                } else {
+                    tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
+                }
                 Ok(())
             }
             Err(e) => {
@@ -753,6 +797,137 @@ impl<D: HelmDriver> Runner<D> {
                 })
             }
         }
+    }
+
+    /// The health gate: when the release's manifest has objects of a kind with a custom
+    /// health check (`job.health_checks`), wait until each of them passes it (polling them
+    /// with the progress reader), within the attempt's `deadline`. A `failed` expression or
+    /// the deadline fails the release (counted like a failed helm attempt); a shutdown ends
+    /// the wait (not counted; checked again on the next run). Releases without such objects
+    /// return at once, without a request. `after_helm`: helm ran in this attempt (its time
+    /// to Ready then includes this wait).
+    async fn health_gate(
+        &self,
+        job: &ReleaseJob,
+        manifest: &str,
+        deadline: Instant,
+        after_helm: bool,
+    ) -> Result<(), ReleaseResult> {
+        use strata_core::health::{Gate, gate};
+        use strata_core::readiness::{Readiness, assess_with};
+        let objects = checked_objects(&job.health_checks, manifest);
+        let Some(cluster) = self.progress.clone().filter(|_| !objects.is_empty()) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        loop {
+            let mut verdicts = Vec::with_capacity(objects.len());
+            let mut namespaces = Vec::with_capacity(objects.len());
+            for obj in &objects {
+                let (verdict, namespace) = match cluster.get(obj, &job.namespace).await {
+                    Ok(Some(live)) => (
+                        assess_with(&live, &job.health_checks),
+                        live["metadata"]["namespace"].as_str().map(str::to_string),
+                    ),
+                    Ok(None) => (
+                        Readiness::InProgress {
+                            reason: format!("{} {}: not found", obj.kind, obj.name),
+                        },
+                        obj.namespace.clone(),
+                    ),
+                    Err(e) => (
+                        Readiness::InProgress {
+                            reason: format!("{} {}: not readable: {e}", obj.kind, obj.name),
+                        },
+                        obj.namespace.clone(),
+                    ),
+                };
+                verdicts.push(verdict);
+                namespaces.push(namespace);
+            }
+            match gate(&verdicts) {
+                Gate::Ready => {
+                    let waited = started.elapsed();
+                    self.set(job, |r| {
+                        r.not_ready.clear();
+                        if r.phase == ReleasePhase::Waiting {
+                            r.phase = ReleasePhase::Ready;
+                            r.ready_at = Some(now_rfc3339());
+                            r.message = Some(format!(
+                                "{} object(s) passed their custom health checks",
+                                objects.len()
+                            ));
+                            if after_helm {
+                                let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+                                r.last_ready_ms = r.last_ready_ms.map(|m| m.saturating_add(ms));
+                            }
+                        }
+                    });
+                    tracing::info!(release = %job.release, namespace = %job.namespace, objects = objects.len(), waited_ms = waited.as_millis() as u64, "custom health checks passed");
+                    return Ok(());
+                }
+                Gate::Failed(reason) => {
+                    return Err(self.health_failed(job, format!("health check failed: {reason}")));
+                }
+                Gate::Waiting(waiting) => {
+                    let count = waiting.len();
+                    let first = waiting[0].1.clone();
+                    let not_ready = waiting
+                        .into_iter()
+                        .map(|(i, reason)| NotReady {
+                            kind: objects[i].kind.clone(),
+                            name: objects[i].name.clone(),
+                            namespace: namespaces[i].clone(),
+                            reason,
+                        })
+                        .collect();
+                    self.set(job, |r| {
+                        r.phase = ReleasePhase::Waiting;
+                        r.ready_at = None;
+                        r.not_ready = not_ready;
+                        r.message = Some(format!(
+                            "waiting for {count} object(s) to pass their custom health checks"
+                        ));
+                    });
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let timeout = job.timeout.unwrap_or(self.default_timeout);
+                        let more = if count > 1 {
+                            format!(" (and {} more object(s) not ready)", count - 1)
+                        } else {
+                            String::new()
+                        };
+                        return Err(self.health_failed(
+                            job,
+                            format!(
+                                "custom health checks did not pass within the release's timeout ({}s): {first}{more}",
+                                timeout.as_secs()
+                            ),
+                        ));
+                    }
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => {
+                            return Err(self.fail_with(
+                                job,
+                                format!("shutdown while waiting for the custom health checks (checked again on the next run): {first}"),
+                                false,
+                            ));
+                        }
+                        () = tokio::time::sleep(POLL.min(deadline - now)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A failed health gate: counted like a failed attempt (the next attempt, after the
+    /// backoff, checks again without running helm when nothing else changed).
+    fn health_failed(&self, job: &ReleaseJob, message: String) -> ReleaseResult {
+        let message = match self.record_failure(job, Failure::transient(message.clone())) {
+            Next::RetryAt { at, .. } => format!("{message} (next attempt not before {at})"),
+            Next::Stalled { reason } => format!("stalled: {reason}"),
+        };
+        self.fail(job, message)
     }
 
     fn fingerprint(job: &ReleaseJob) -> String {
@@ -854,16 +1029,43 @@ impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
     }
 }
 
+/// The objects of `manifest` whose kind has a custom health check (none without checks; the
+/// manifest is not even parsed then).
+fn checked_objects(checks: &[strata_core::health::HealthCheck], manifest: &str) -> Vec<ObjectRef> {
+    if checks.is_empty() {
+        return Vec::new();
+    }
+    crate::executor::releases::manifest_objects(manifest)
+        .iter()
+        .filter_map(ObjectRef::from_manifest)
+        .filter(|o| strata_core::health::check_for(checks, &o.api_version, &o.kind).is_some())
+        .collect()
+}
+
+/// The release whose progress [`watch_progress`] follows.
+struct Watched {
+    namespace: String,
+    release: String,
+    /// The revision before this operation (its own record is newer).
+    previous_revision: Option<u64>,
+    /// The release's custom health checks (the not-ready reasons of checked kinds).
+    checks: Vec<strata_core::health::HealthCheck>,
+}
+
 /// Poll the release record helm writes and its objects until `stop`.
 async fn watch_progress<D: HelmDriver>(
     cluster: Arc<ClusterReader>,
     driver: Arc<D>,
     status: StatusStore,
-    namespace: String,
-    release: String,
-    previous_revision: Option<u64>,
+    watched: Watched,
     stop: CancellationToken,
 ) {
+    let Watched {
+        namespace,
+        release,
+        previous_revision,
+        checks,
+    } = watched;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -884,7 +1086,7 @@ async fn watch_progress<D: HelmDriver>(
         let mut not_ready = Vec::new();
         for obj in &objects {
             match cluster.get(obj, &namespace).await {
-                Ok(Some(live)) => match strata_core::readiness::assess(&live) {
+                Ok(Some(live)) => match strata_core::readiness::assess_with(&live, &checks) {
                     strata_core::readiness::Readiness::Ready => {}
                     strata_core::readiness::Readiness::InProgress { reason }
                     | strata_core::readiness::Readiness::Failed { reason } => {
@@ -1209,6 +1411,7 @@ mod tests {
                 strategy,
                 retries: 3,
             },
+            health_checks: Vec::new(),
         }
     }
 
@@ -1243,6 +1446,27 @@ mod tests {
 
     fn release(status: &StatusStore) -> crate::observe::status::ReleaseStatus {
         status.snapshot().release(NS, NAME).unwrap().clone()
+    }
+
+    #[test]
+    fn only_objects_of_a_checked_kind_are_gated() {
+        use strata_core::health::{CelExpr, HealthCheck};
+        let manifest = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: health.example.com/v1\nkind: Issuer\nmetadata:\n  name: ca\n  namespace: certs\n---\napiVersion: health.example.com/v2\nkind: Issuer\nmetadata:\n  name: other-version\n";
+        let check = HealthCheck {
+            api_version: "health.example.com/v1".into(),
+            kind: "Issuer".into(),
+            current: CelExpr::compile("true").unwrap(),
+            in_progress: None,
+            failed: None,
+        };
+        let gated = checked_objects(&[check], manifest);
+        assert_eq!(gated.len(), 1);
+        assert_eq!(
+            (gated[0].kind.as_str(), gated[0].name.as_str()),
+            ("Issuer", "ca")
+        );
+        // No checks: nothing gated (and the release is never read again).
+        assert!(checked_objects(&[], manifest).is_empty());
     }
 
     #[tokio::test]

@@ -59,6 +59,9 @@ pub struct ReleaseJob {
     pub timeout: Option<Duration>,
     /// What to do after a failed attempt, and after how many failed attempts it is Stalled.
     pub remediation: strata_core::profiles::Remediation,
+    /// Custom health checks (compiled CEL) of the kinds this release installs: objects of
+    /// these kinds must pass them before the release is Ready.
+    pub health_checks: Vec<strata_core::health::HealthCheck>,
 }
 
 /// A validated revision ready to apply.
@@ -807,6 +810,7 @@ fn jobs_from_plan(
                 layer: layer.map(|n| n.0),
                 values: v,
                 remediation: profile.remediation,
+                health_checks: profile.health_checks.clone(),
                 // The list's timeout when it gives one (on the profile or in `defaults`);
                 // otherwise the agent's --default-timeout.
                 timeout: profile

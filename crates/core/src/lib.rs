@@ -16,7 +16,8 @@
 //! - [`schedule::next_actions`]: which releases may start now, which wait or are skipped.
 //! - [`repoindex::parse`] / [`repoindex::resolve_version`]: a Helm repository `index.yaml`
 //!   and helm's choice of version.
-//! - [`readiness::assess`]: kstatus-style readiness of one Kubernetes object (JSON).
+//! - [`readiness::assess`]: kstatus-style readiness of one Kubernetes object (JSON);
+//!   [`readiness::assess_with`] adds the profile's custom CEL health checks ([`health`]).
 //! - [`reconcile::decide`]: Install / Upgrade / NoOp / Blocked for one release from helm's
 //!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
 //!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
@@ -36,6 +37,7 @@ pub mod chart;
 pub mod cycle;
 pub mod depends;
 pub mod digest;
+pub mod health;
 pub mod input;
 pub mod limits;
 pub mod plan;

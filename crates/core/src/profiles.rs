@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::Problems;
+use crate::health::{CelExpr, HealthCheck};
+use crate::problem::{Problem, Problems};
 use crate::types::{GoDuration, LayerNumber, check_dns1123_label, check_repo_path};
 use crate::version::VersionConstraint;
 use crate::yaml::{self, Ctx, Node, Value, join};
@@ -45,7 +46,7 @@ pub const REPOSITORY_SECRET_REF_FIELDS: &[&str] = &["name"];
 /// The keys of a chart repository's credentials Secret.
 pub const REPOSITORY_SECRET_KEYS: [&str; 2] = ["username", "password"];
 /// Field names accepted in `defaults`.
-pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace", "remediation"];
+pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace", "remediation", "healthChecks"];
 /// Field names accepted in each `profiles[]` entry.
 pub const PROFILE_FIELDS: &[&str] = &[
     "name",
@@ -60,7 +61,10 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "timeout",
     "remediation",
     "dependsOn",
+    "healthChecks",
 ];
+/// Field names accepted in each `healthChecks[]` entry (in `defaults` and in each profile).
+pub const HEALTH_CHECK_FIELDS: &[&str] = &["apiVersion", "kind", "current", "inProgress", "failed"];
 /// Field names accepted in each `profiles[].valuesFrom[]` entry.
 pub const VALUES_FROM_FIELDS: &[&str] = &["secretRef", "optional"];
 /// Field names accepted in `profiles[].valuesFrom[].secretRef`.
@@ -215,6 +219,9 @@ pub struct Defaults {
     /// Remediation of every profile that does not set its own (field by field).
     #[serde(default)]
     pub remediation: Remediation,
+    /// Custom health checks of every profile (a profile's own replace these kind by kind).
+    #[serde(default, rename = "healthChecks")]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 impl Default for Defaults {
@@ -224,6 +231,7 @@ impl Default for Defaults {
             timeout_given: Given(false),
             namespace: DEFAULT_NAMESPACE.to_owned(),
             remediation: Remediation::default(),
+            health_checks: Vec::new(),
         }
     }
 }
@@ -386,6 +394,10 @@ pub struct Profile {
     /// Where each `depends_on` entry was written.
     #[serde(skip)]
     pub depends_on_at: Positions,
+    /// Custom health checks (CEL) for the kinds this release installs: `defaults.healthChecks`
+    /// with the profile's own replacing them kind by kind (apiVersion + kind).
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
 }
 
 /// One `valuesFrom` entry: YAML values read from a key of a Kubernetes Secret.
@@ -852,6 +864,12 @@ fn defaults(ctx: &mut Ctx<'_>, node: &Node) -> Option<Defaults> {
             None => ok = false,
         }
     }
+    if let Some(n) = f.get("healthChecks") {
+        match health_checks(ctx, n, "defaults.healthChecks") {
+            Some(c) => d.health_checks = c,
+            None => ok = false,
+        }
+    }
     ok.then_some(d)
 }
 
@@ -1215,6 +1233,13 @@ fn profile(
         },
         None => Default::default(),
     };
+    // healthChecks
+    let health_checks = match f.get("healthChecks") {
+        Some(n) => health_checks(ctx, n, &join(path, "healthChecks"))
+            .map(|own| crate::health::merge(&defaults.health_checks, &own)),
+        None => Some(defaults.health_checks.clone()),
+    };
+    ok &= health_checks.is_some();
 
     if !ok {
         return None;
@@ -1234,7 +1259,135 @@ fn profile(
         remediation: remediation?,
         depends_on,
         depends_on_at,
+        health_checks: health_checks?,
     })
+}
+
+/// `healthChecks` of `defaults` or of a profile: every expression compiled, every problem
+/// (a bad expression with its position) reported.
+fn health_checks(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Vec<HealthCheck>> {
+    let items = ctx.seq(node, path)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("{path}[{i}]");
+        let Some(f) = ctx.map(item, &ip, Some(HEALTH_CHECK_FIELDS)) else {
+            ok = false;
+            continue;
+        };
+        let text = |ctx: &mut Ctx<'_>, key: &str, what: &str| -> Option<(&Node, String)> {
+            let n = ctx.required(&f, key, &ip)?;
+            let s = ctx.string(n, &join(&ip, key))?;
+            if s.trim().is_empty() {
+                ctx.report(
+                    Some(n),
+                    &join(&ip, key),
+                    format!("must not be empty ({what})"),
+                );
+                return None;
+            }
+            Some((n, s))
+        };
+        let api_version = text(
+            ctx,
+            "apiVersion",
+            "the kind's group/version, e.g. cert-manager.io/v1",
+        );
+        let kind = text(
+            ctx,
+            "kind",
+            "the kind the check applies to, e.g. Certificate",
+        );
+        let current = ctx
+            .required(&f, "current", &ip)
+            .and_then(|n| expression(ctx, n, &join(&ip, "current")));
+        let mut optional = |key: &str| match f.get(key) {
+            None => Some(None),
+            Some(n) => expression(ctx, n, &join(&ip, key)).map(Some),
+        };
+        let in_progress = optional("inProgress");
+        let failed = optional("failed");
+        let (
+            Some((_, api_version)),
+            Some((kind_node, kind)),
+            Some(current),
+            Some(in_progress),
+            Some(failed),
+        ) = (api_version, kind, current, in_progress, failed)
+        else {
+            ok = false;
+            continue;
+        };
+        if let Some(first) = seen.insert((api_version.clone(), kind.clone()), i) {
+            ctx.report(
+                Some(kind_node),
+                &ip,
+                format!(
+                    "duplicate health check for {kind} ({api_version}): {path}[{first}] and {path}[{i}] are both for it; keep one"
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        out.push(HealthCheck {
+            api_version,
+            kind,
+            current,
+            in_progress,
+            failed,
+        });
+    }
+    ok.then_some(out)
+}
+
+/// A CEL expression, compiled; a syntax error is reported at its position in the file when
+/// the expression is written on one line (plain or quoted), else at the field.
+fn expression(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CelExpr> {
+    let source = ctx.string(node, path)?;
+    match CelExpr::compile(&source) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            let (line, column) = position_in_file(ctx.source, node, &source, e.line, e.column);
+            ctx.problems.push(
+                Problem::new(
+                    ctx.file,
+                    path,
+                    if source.contains('\n') {
+                        format!("invalid CEL expression: {}", e.message)
+                    } else {
+                        format!("invalid CEL expression `{source}`: {}", e.message)
+                    },
+                )
+                .at(line, column),
+            );
+            None
+        }
+    }
+}
+
+/// Where line `line`, column `column` of the expression `expr` written at `node` is in the
+/// file: exact for an expression on one line written plain or quoted without escapes, the
+/// node's own position otherwise.
+fn position_in_file(source: &str, node: &Node, expr: &str, line: u32, column: u32) -> (u32, u32) {
+    let at_node = (node.line, node.column);
+    if line != 1 || column == 0 || expr.contains('\n') {
+        return at_node;
+    }
+    let Some(raw) = node.raw(source) else {
+        return at_node;
+    };
+    let raw = raw.trim_end();
+    let quoted = (raw.starts_with('\'') || raw.starts_with('"')) && raw.len() >= 2;
+    let skip = match (
+        raw == expr,
+        quoted && raw.get(1..raw.len() - 1) == Some(expr),
+    ) {
+        (true, _) => 0,
+        (false, true) => 1,
+        _ => return at_node,
+    };
+    (node.line, node.column + skip + column - 1)
 }
 
 /// `dependsOn`: a list of profile names, each a DNS-1123 label, each once. Whether they name

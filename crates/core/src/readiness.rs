@@ -71,6 +71,22 @@ fn with_detail(base: String, reason: &str, message: &str) -> String {
     }
 }
 
+/// Assess one object with the profile's custom health checks: an object whose apiVersion and
+/// kind has a check is judged by its CEL expressions alone (see [`crate::health::evaluate`]),
+/// except that an object being deleted is in progress; every other object by [`assess`].
+pub fn assess_with(obj: &Value, checks: &[crate::health::HealthCheck]) -> Readiness {
+    if checks.is_empty() {
+        return assess(obj);
+    }
+    match crate::health::evaluate(obj, checks) {
+        Some(_) if s(obj, &["metadata", "deletionTimestamp"]).is_some_and(|v| !v.is_null()) => {
+            assess(obj)
+        }
+        Some(verdict) => verdict,
+        None => assess(obj),
+    }
+}
+
 /// Assess one object (as JSON from the API server).
 pub fn assess(obj: &Value) -> Readiness {
     let kind = text(obj, &["kind"]).unwrap_or("Object");

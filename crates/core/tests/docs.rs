@@ -213,6 +213,20 @@ fn schema_matches_the_parser() {
         profiles::DEFAULT_VALUES_KEY
     );
     assert_eq!(
+        props(&schema, "/$defs/healthCheck"),
+        sorted(profiles::HEALTH_CHECK_FIELDS)
+    );
+    assert_eq!(
+        schema["$defs"]["healthCheck"]["required"],
+        serde_json::json!(["apiVersion", "kind", "current"])
+    );
+    for field in ["current", "inProgress", "failed"] {
+        assert_eq!(
+            schema["$defs"]["healthCheck"]["properties"][field]["maxLength"],
+            strata_core::health::MAX_EXPRESSION_CHARS
+        );
+    }
+    assert_eq!(
         props(&schema, "/$defs/remediation"),
         sorted(profiles::REMEDIATION_FIELDS)
     );
@@ -254,4 +268,127 @@ fn schema_matches_the_parser() {
         schema["$defs"]["profile"]["required"],
         serde_json::json!(["name", "chart"])
     );
+}
+
+const HEALTH_DOC: &str = include_str!("../../../docs/health-checks.md");
+
+/// docs/health-checks.md: its profile list parses (every expression compiles) and each check
+/// judges sample objects as the page says.
+#[test]
+fn health_check_examples_compile_and_judge_sample_objects() {
+    use strata_core::readiness::{Readiness, assess_with};
+    let blocks: Vec<Block> = blocks(HEALTH_DOC)
+        .into_iter()
+        .filter(|b| b.lang == "yaml")
+        .collect();
+    assert_eq!(blocks.len(), 1, "one profile list on the page");
+    let list = profiles::parse("health-checks.md", &blocks[0].text)
+        .unwrap_or_else(|e| panic!("line {}:\n{e}", blocks[0].line));
+    let checks = &list.defaults.health_checks;
+    assert_eq!(checks.len(), 4);
+    let object = |api_version: &str, kind: &str, conditions: Option<Value>| {
+        let mut o = serde_json::json!({
+            "apiVersion": api_version, "kind": kind,
+            "metadata": {"name": "x", "namespace": "ns", "generation": 2},
+        });
+        if let Some(c) = conditions {
+            o["status"] = serde_json::json!({ "conditions": c });
+        }
+        o
+    };
+    let verdict = |o: &Value| match assess_with(o, checks) {
+        Readiness::Ready => "ready",
+        Readiness::InProgress { .. } => "in progress",
+        Readiness::Failed { .. } => "failed",
+    };
+    let cm = "cert-manager.io/v1";
+    let cases = [
+        (object(cm, "Certificate", None), "in progress"),
+        (
+            object(cm, "Certificate", Some(serde_json::json!([]))),
+            "in progress",
+        ),
+        (
+            object(
+                cm,
+                "Certificate",
+                Some(
+                    serde_json::json!([{"type": "Ready", "status": "True", "observedGeneration": 2}]),
+                ),
+            ),
+            "ready",
+        ),
+        (
+            object(
+                cm,
+                "Certificate",
+                Some(serde_json::json!([{"type": "Ready", "status": "True"}])),
+            ),
+            "ready",
+        ),
+        (
+            object(
+                cm,
+                "Certificate",
+                Some(
+                    serde_json::json!([{"type": "Ready", "status": "True", "observedGeneration": 1}]),
+                ),
+            ),
+            "in progress",
+        ),
+        (
+            object(
+                cm,
+                "Certificate",
+                Some(serde_json::json!([
+                    {"type": "Ready", "status": "False", "reason": "DoesNotExist"},
+                    {"type": "Issuing", "status": "False", "reason": "Failed"},
+                ])),
+            ),
+            "failed",
+        ),
+        (object(cm, "Issuer", None), "in progress"),
+        (
+            object(
+                cm,
+                "Issuer",
+                Some(
+                    serde_json::json!([{"type": "Ready", "status": "False", "reason": "ErrInitIssuer"}]),
+                ),
+            ),
+            "in progress",
+        ),
+        (
+            object(
+                cm,
+                "ClusterIssuer",
+                Some(serde_json::json!([{"type": "Ready", "status": "True"}])),
+            ),
+            "ready",
+        ),
+        (
+            object(
+                "example.com/v1",
+                "Widget",
+                Some(serde_json::json!([{"type": "Stalled", "status": "True"}])),
+            ),
+            "failed",
+        ),
+        (
+            object(
+                "example.com/v1",
+                "Widget",
+                Some(serde_json::json!([{"type": "Ready", "status": "True"}])),
+            ),
+            "ready",
+        ),
+    ];
+    for (o, expected) in cases {
+        assert_eq!(
+            verdict(&o),
+            expected,
+            "{o:#}: {:?}",
+            assess_with(&o, checks)
+        );
+    }
 }

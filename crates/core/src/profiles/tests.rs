@@ -751,3 +751,158 @@ fn prune_and_allow_empty_default_and_parse() {
     assert!(text.contains("prune: must be true or false"), "{text}");
     assert!(text.contains("allowEmpty: must be true or false"), "{text}");
 }
+
+const HEALTH: &str = r#"apiVersion: strata.dev/v1alpha1
+kind: ProfileList
+defaults:
+  healthChecks:
+    - apiVersion: cert-manager.io/v1
+      kind: Certificate
+      current: self.status.conditions.exists(e, e.type == 'Ready' && e.status == 'True')
+      failed: "self.status.conditions.exists(e, e.type == 'Ready' && e.reason == 'Failed')"
+    - apiVersion: cert-manager.io/v1
+      kind: Issuer
+      current: has(self.status)
+profiles:
+  - name: certs
+    chart: {path: charts/certs}
+    healthChecks:
+      - apiVersion: cert-manager.io/v1
+        kind: Issuer
+        current: self.status.conditions.exists(e, e.type == 'Ready')
+        inProgress: "!has(self.status)"
+      - apiVersion: example.com/v1
+        kind: Widget
+        current: self.status.phase == 'Ready'
+  - name: plain
+    chart: {path: charts/plain}
+"#;
+
+#[test]
+fn health_checks_from_defaults_are_replaced_kind_by_kind() {
+    let l = parse("p.yaml", HEALTH).unwrap();
+    let kinds = |p: &str| -> Vec<(String, String)> {
+        l.profile(p)
+            .unwrap()
+            .health_checks
+            .iter()
+            .map(|c| (c.kind.clone(), c.current.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        kinds("certs"),
+        [
+            (
+                "Certificate",
+                "self.status.conditions.exists(e, e.type == 'Ready' && e.status == 'True')"
+            ),
+            (
+                "Issuer",
+                "self.status.conditions.exists(e, e.type == 'Ready')"
+            ),
+            ("Widget", "self.status.phase == 'Ready'"),
+        ]
+        .map(|(k, e)| (k.to_string(), e.to_string()))
+    );
+    assert_eq!(kinds("plain").len(), 2);
+    assert!(
+        l.profile("plain").unwrap().health_checks[0]
+            .failed
+            .is_some()
+    );
+    assert_eq!(l.defaults.health_checks.len(), 2);
+    // The serialized form parses back to the same list.
+    let json = serde_json::to_value(&l).unwrap();
+    assert_eq!(json["defaults"]["healthChecks"][1]["kind"], "Issuer");
+    assert_eq!(parse("p.yaml", &json.to_string()).unwrap(), l);
+}
+
+#[test]
+fn a_bad_health_check_expression_is_a_problem_at_its_position_with_every_other_problem() {
+    let text = r#"apiVersion: strata.dev/v1alpha1
+kind: ProfileList
+defaults:
+  healthChecks:
+    - apiVersion: cert-manager.io/v1
+      kind: Certificate
+      current: "self.status.phase =="
+profiles:
+  - name: certs
+    chart: {path: charts/certs}
+    timeout: 5
+    healthChecks:
+      - apiVersion: example.com/v1
+        kind: Widget
+        current: self.status.conditions.exists(e, e.type == 'Ready' &&)
+        failed: |
+          self.status.phase ==
+            == 'Failed'
+        extra: 1
+      - kind: Gadget
+      - apiVersion: example.com/v1
+        kind: Widget
+        current: "true"
+"#;
+    let msgs = messages(text);
+    let expected = [
+        "p.yaml: defaults.healthChecks[0].current: invalid CEL expression `self.status.phase ==`: line 1, column 21: Syntax error: mismatched input '<EOF>' (line 7, column 37)",
+        "p.yaml: profiles[certs].healthChecks[0].current: invalid CEL expression `self.status.conditions.exists(e, e.type == 'Ready' &&)`: line 1, column 54: Syntax error: mismatched input ')' (line 15, column 71)",
+        "p.yaml: profiles[certs].healthChecks[0].failed: invalid CEL expression: line 2, column 3: Syntax error: extraneous input '==' (line 17, column 11)",
+        "p.yaml: profiles[certs].healthChecks[0].extra: unknown field `extra`",
+        "p.yaml: profiles[certs].healthChecks[1].apiVersion: missing required field `apiVersion`",
+        "p.yaml: profiles[certs].healthChecks[1].current: missing required field `current`",
+        "p.yaml: profiles[certs].timeout: `5` has no unit",
+    ];
+    for e in expected {
+        assert!(
+            msgs.iter().any(|m| m.starts_with(e)),
+            "{e}\n--- in ---\n{}",
+            msgs.join("\n")
+        );
+    }
+    // The position in the file: the expression's own character when written on one line.
+    let l = |needle: &str| -> String {
+        msgs.iter()
+            .find(|m| m.contains(needle))
+            .map(|m| m[m.rfind(" (line").unwrap()..].to_string())
+            .unwrap()
+    };
+    // `current: "self.status.phase =="`: the quote is column 16, the end of the expression 37.
+    assert_eq!(
+        l("defaults.healthChecks[0].current"),
+        " (line 7, column 37)"
+    );
+    // Plain scalar at column 18: `)` is its 54th character.
+    assert_eq!(
+        l("profiles[certs].healthChecks[0].current"),
+        " (line 15, column 71)"
+    );
+    // A block scalar: the node's own position.
+    assert_eq!(l("healthChecks[0].failed"), " (line 17, column 11)");
+    // A duplicate kind is only reported once the entry is otherwise valid.
+    assert!(!has(&msgs, "duplicate health check"));
+}
+
+#[test]
+fn a_duplicate_health_check_kind_is_a_problem() {
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n    healthChecks:\n      - {apiVersion: example.com/v1, kind: W, current: 'true'}\n      - {apiVersion: example.com/v1, kind: W, current: 'false'}\n      - {apiVersion: v1, kind: '', current: 'false'}\n      - {apiVersion: v1, kind: X, current: '  '}\n";
+    let msgs = messages(text);
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].healthChecks[1]: duplicate health check for W (example.com/v1): profiles[a].healthChecks[0] and profiles[a].healthChecks[1] are both for it; keep one"
+        ),
+        "{msgs:?}"
+    );
+    assert!(
+        has(&msgs, "profiles[a].healthChecks[2].kind: must not be empty"),
+        "{msgs:?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "profiles[a].healthChecks[3].current: invalid CEL expression `  `: the expression is empty"
+        ),
+        "{msgs:?}"
+    );
+}
