@@ -187,7 +187,7 @@ pub struct PlanArgs {
 pub struct DiffArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// kubeconfig file; without it the in-cluster configuration, else `~/.kube/config`.
+    /// kubeconfig file; without it `~/.kube/config`, else the in-cluster configuration.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context (default: its current context).
