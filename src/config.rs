@@ -810,6 +810,36 @@ mod tests {
     }
 
     #[test]
+    fn diff_flags() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "diff",
+            "--git-url",
+            "x",
+            "--context",
+            "c",
+            "-o",
+            "json",
+            "--values-diff",
+        ])
+        .unwrap();
+        let Command::Diff(d) = cli.command else {
+            panic!("expected diff");
+        };
+        assert_eq!(d.output, OutputFormat::Json);
+        assert!(d.values_diff);
+        assert_eq!(d.context.as_deref(), Some("c"));
+        assert_eq!(d.source.git_ref, defaults::GIT_REF);
+        // The agent's defaults, so the diff decides as the agent does.
+        if std::env::var_os("STRATA_NAMESPACE").is_none() {
+            assert_eq!(d.namespace, defaults::NAMESPACE);
+        }
+        if std::env::var_os("STRATA_DEFAULT_TIMEOUT").is_none() {
+            assert_eq!(d.default_timeout, defaults::DEFAULT_TIMEOUT);
+        }
+    }
+
+    #[test]
     fn builder_defaults_are_the_flags_defaults() {
         let cli = Cli::try_parse_from(["strata", "run", "--git-url", "x"]).unwrap();
         let Command::Run(run) = cli.command else {
