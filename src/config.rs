@@ -24,7 +24,8 @@
 //! | `--leader-elect` | `STRATA_LEADER_ELECT` | off (one active agent through a Lease) |
 //! | `--lease-name` | `STRATA_LEASE_NAME` | `strata` |
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
-//! | `--output` (plan) | `STRATA_OUTPUT` | `text` |
+//! | `--output` (plan, diff) | `STRATA_OUTPUT` | `text` |
+//! | `--values-diff` (diff) | none | off (changed value paths of upgrades, keys only) |
 //! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
@@ -60,6 +61,13 @@ pub enum Command {
     /// ConfigMap in a cluster (--kubeconfig). Exit 0 Ready, 1 Failed, Stalled or rejected, 2
     /// Progressing (or --timeout passed), 3 the status could not be read.
     Status(StatusArgs),
+    /// Show what a revision would do to a cluster: per layer, install, upgrade (and why),
+    /// unchanged, remove. Writes nothing.
+    ///
+    /// Loads the revision as `strata plan` does and compares it with the releases helm stored
+    /// in the cluster, deciding as the agent decides. Exit 0 nothing would change, 2 something
+    /// would change, 1 the revision has problems (all printed) or the diff could not be made.
+    Diff(DiffArgs),
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +178,34 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
     /// Output format.
+    #[arg(long, short, env = "STRATA_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `strata diff`: the revision (as `strata plan`), the cluster and the agent it belongs to.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// kubeconfig file; without it `~/.kube/config`, else the in-cluster configuration.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The agent's namespace: its releases carry `strata.io/agent=<namespace>`, and
+    /// `valuesFrom` Secrets and repository credentials are read from it.
+    #[arg(long, short = 'n', env = "STRATA_NAMESPACE", default_value = defaults::NAMESPACE)]
+    pub namespace: String,
+    /// The agent's --default-timeout (part of what decides an upgrade when the list sets no
+    /// timeout).
+    #[arg(long, env = "STRATA_DEFAULT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+    /// For upgrades whose values changed, list the changed value paths (keys only, never
+    /// the values).
+    #[arg(long)]
+    pub values_diff: bool,
+    /// Output format: text for people, JSON for scripts.
     #[arg(long, short, env = "STRATA_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
@@ -774,6 +810,36 @@ mod tests {
     }
 
     #[test]
+    fn diff_flags() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "diff",
+            "--git-url",
+            "x",
+            "--context",
+            "c",
+            "-o",
+            "json",
+            "--values-diff",
+        ])
+        .unwrap();
+        let Command::Diff(d) = cli.command else {
+            panic!("expected diff");
+        };
+        assert_eq!(d.output, OutputFormat::Json);
+        assert!(d.values_diff);
+        assert_eq!(d.context.as_deref(), Some("c"));
+        assert_eq!(d.source.git_ref, defaults::GIT_REF);
+        // The agent's defaults, so the diff decides as the agent does.
+        if std::env::var_os("STRATA_NAMESPACE").is_none() {
+            assert_eq!(d.namespace, defaults::NAMESPACE);
+        }
+        if std::env::var_os("STRATA_DEFAULT_TIMEOUT").is_none() {
+            assert_eq!(d.default_timeout, defaults::DEFAULT_TIMEOUT);
+        }
+    }
+
+    #[test]
     fn builder_defaults_are_the_flags_defaults() {
         let cli = Cli::try_parse_from(["strata", "run", "--git-url", "x"]).unwrap();
         let Command::Run(run) = cli.command else {
@@ -875,7 +941,7 @@ mod tests {
             all.extend_from_slice(args);
             match Cli::try_parse_from(all).unwrap().command {
                 Command::Run(run) => run,
-                Command::Plan(_) | Command::Status(_) => panic!("expected run"),
+                Command::Plan(_) | Command::Status(_) | Command::Diff(_) => panic!("expected run"),
             }
         };
         let run = parse(&["--once", "--once-timeout", "1m30s"]);

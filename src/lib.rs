@@ -2,7 +2,7 @@
 //!
 //! The binary (`src/main.rs`) parses [`config::Cli`], compiles the configuration
 //! ([`config::AgentConfig`]), starts [`observe::telemetry`], and calls [`agent::run`] or
-//! [`plan_cmd::run`] or [`status_cmd::run`]. The folders follow one release's path through the agent:
+//! [`plan_cmd::run`], [`diff_cmd::run`] or [`status_cmd::run`]. The folders follow one release's path through the agent:
 //!
 //! - [`source`]: where a revision comes from: the Git repository ([`source::git`]), chart
 //!   repositories ([`source::charts`]) and the loader that turns one commit into a checked
@@ -22,6 +22,7 @@
 //! - [`kube_api`]: the Kubernetes client and its error text, used by every part.
 pub mod agent;
 pub mod config;
+pub mod diff_cmd;
 pub mod executor;
 pub mod kube_api;
 pub mod observe;

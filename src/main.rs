@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use strata::agent::{self, Outcome};
-use strata::config::{self, Cli, Command, LogArgs, PlanArgs, RunArgs, StatusArgs};
+use strata::config::{self, Cli, Command, DiffArgs, LogArgs, PlanArgs, RunArgs, StatusArgs};
+use strata::diff_cmd;
 use strata::observe::telemetry;
 use strata::observe::view::{self, Console};
 use strata::plan_cmd;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args, console).await,
             Command::Plan(args) => plan(args).await,
             Command::Status(args) => status(args).await,
+            Command::Diff(args) => diff(args).await,
         }
     });
     // Stop the runtime (and any helm child, killed on drop) before the blocking flush.
@@ -97,6 +99,16 @@ async fn plan(args: PlanArgs) -> ExitCode {
         Err(e) => {
             eprintln!("strata: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+async fn diff(args: DiffArgs) -> ExitCode {
+    match diff_cmd::run(args, &mut std::io::stdout()).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("strata diff: {e}");
+            ExitCode::from(diff_cmd::EXIT_ERROR)
         }
     }
 }

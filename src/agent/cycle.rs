@@ -362,7 +362,7 @@ impl Agent {
         // be listed nothing is removed anyway).
         if let Ok(managed) = self.managed(&loaded).await
             && let Err(empty) = strata_core::prune::plan_removals(
-                &desired_pairs(&loaded),
+                &loaded.desired_pairs(),
                 &managed,
                 loaded.list.prune_settings(),
             )
@@ -556,16 +556,6 @@ impl Agent {
     }
 }
 
-/// (release name, namespace) of every profile of a revision.
-fn desired_pairs(loaded: &revision::Loaded) -> Vec<(String, String)> {
-    loaded
-        .list
-        .profiles
-        .iter()
-        .map(|p| (p.release_name.clone(), p.namespace.clone()))
-        .collect()
-}
-
 impl Agent {
     /// The releases strata manages (helm storage Secrets with strata's labels). When Secrets
     /// cannot be listed cluster-wide, the namespaces of the profile list and of the status
@@ -611,7 +601,7 @@ impl Agent {
             format!("cannot find the releases strata manages, so none was removed: {e}")
         })?;
         let plan = match strata_core::prune::plan_removals(
-            &desired_pairs(loaded),
+            &loaded.desired_pairs(),
             &managed,
             loaded.list.prune_settings(),
         ) {

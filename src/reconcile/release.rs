@@ -214,16 +214,8 @@ impl<D: HelmDriver> Runner<D> {
     /// or the decision says to stop.
     async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
         use strata_core::reconcile::{Inputs, LockState};
-        let content_digest = self.content_digest(job);
-        let desired = strata_core::reconcile::DesiredRelease {
-            name: job.release.clone(),
-            namespace: job.namespace.clone(),
-            chart_name: job.chart_name.clone(),
-            chart_version: job.chart_version.clone(),
-            values_digest: job.values_digest.clone(),
-            chart_digest: Some(job.chart_digest.clone()),
-            content_digest: Some(content_digest.clone()),
-        };
+        let desired = job.desired(self.default_timeout);
+        let content_digest = desired.content_digest.clone().unwrap_or_default();
         self.set(job, |r| r.content_digest = Some(content_digest.clone()));
         // This runner only runs while this agent may write releases: it holds the Lease
         // (`--leader-elect`; work stops at once when the Lease is lost), or there is no leader
@@ -961,21 +953,12 @@ impl<D: HelmDriver> Runner<D> {
 
     /// The helm options strata sets on the release's `helm upgrade --install`.
     fn helm_options(&self, job: &ReleaseJob) -> strata_core::digest::HelmOptions {
-        strata_core::digest::HelmOptions {
-            timeout_secs: job.timeout.unwrap_or(self.default_timeout).as_secs(),
-            wait: true,
-            wait_for_jobs: true,
-            create_namespace: true,
-        }
+        job.helm_options(self.default_timeout)
     }
 
     /// The release's content digest: chart content, merged values and helm options.
     fn content_digest(&self, job: &ReleaseJob) -> String {
-        strata_core::digest::content_digest(
-            &job.chart_digest,
-            &job.values_digest,
-            &self.helm_options(job),
-        )
+        job.content_digest(self.default_timeout)
     }
 
     /// Record a failed attempt in the retry book: what follows (backoff or Stalled) is core's

@@ -76,7 +76,52 @@ pub struct Loaded {
     pub jobs: BTreeMap<ReleaseKey, ReleaseJob>,
 }
 
+impl ReleaseJob {
+    /// The helm options strata sets on the release's `helm upgrade --install`;
+    /// `default_timeout` is the agent's `--default-timeout` (used when the list gives none).
+    pub fn helm_options(&self, default_timeout: Duration) -> strata_core::digest::HelmOptions {
+        strata_core::digest::HelmOptions {
+            timeout_secs: self.timeout.unwrap_or(default_timeout).as_secs(),
+            wait: true,
+            wait_for_jobs: true,
+            create_namespace: true,
+        }
+    }
+
+    /// The release's content digest: chart content, merged values and helm options.
+    pub fn content_digest(&self, default_timeout: Duration) -> String {
+        strata_core::digest::content_digest(
+            &self.chart_digest,
+            &self.values_digest,
+            &self.helm_options(default_timeout),
+        )
+    }
+
+    /// What core's reconcile decision compares with helm's storage (the agent and
+    /// `strata diff` build it here, so both decide the same).
+    pub fn desired(&self, default_timeout: Duration) -> strata_core::reconcile::DesiredRelease {
+        strata_core::reconcile::DesiredRelease {
+            name: self.release.clone(),
+            namespace: self.namespace.clone(),
+            chart_name: self.chart_name.clone(),
+            chart_version: self.chart_version.clone(),
+            values_digest: self.values_digest.clone(),
+            chart_digest: Some(self.chart_digest.clone()),
+            content_digest: Some(self.content_digest(default_timeout)),
+        }
+    }
+}
+
 impl Loaded {
+    /// (release name, namespace) of every profile of the revision: what pruning keeps.
+    pub fn desired_pairs(&self) -> Vec<(String, String)> {
+        self.list
+            .profiles
+            .iter()
+            .map(|p| (p.release_name.clone(), p.namespace.clone()))
+            .collect()
+    }
+
     /// The plan's layers in the order they run, each with the jobs of its releases.
     pub fn layers(&self) -> impl Iterator<Item = (LayerId, Vec<&ReleaseJob>)> {
         self.plan.layers.iter().map(|layer| {

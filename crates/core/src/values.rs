@@ -98,6 +98,50 @@ pub fn canonical_digest(v: &Value) -> String {
     out
 }
 
+/// The paths (JSON pointers, RFC 6901) at which two values documents differ, compared the way
+/// [`canonical_digest`] compares them (so `1` and `1.0` are equal, a top-level `null` is `{}`).
+/// Objects are compared key by key; anything else (a scalar, an array, a change of type) is
+/// one path. Only the paths are returned, never a value: values can be secret.
+///
+/// ```
+/// use serde_json::json;
+/// let before = json!({"a": {"b": 1, "c": "x"}, "gone": true});
+/// let after = json!({"a": {"b": 1.0, "c": "y"}, "new": [1]});
+/// assert_eq!(strata_core::values::changed_paths(&before, &after), ["/a/c", "/gone", "/new"]);
+/// ```
+pub fn changed_paths(before: &Value, after: &Value) -> Vec<String> {
+    fn norm(v: &Value) -> &Value {
+        static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        match v {
+            Value::Null => EMPTY.get_or_init(|| Value::Object(Default::default())),
+            other => other,
+        }
+    }
+    fn escape(key: &str) -> String {
+        key.replace('~', "~0").replace('/', "~1")
+    }
+    fn walk(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Object(x)), Some(Value::Object(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    walk(&format!("{path}/{}", escape(k)), x.get(k), y.get(k), out);
+                }
+            }
+            (Some(x), Some(y)) if canonical_json(x) == canonical_json(y) => {}
+            (None, None) => {}
+            _ => out.push(if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(norm(before)), Some(norm(after)), &mut out);
+    out
+}
+
 /// The canonical JSON text used by [`canonical_digest`]:
 /// - object keys sorted at every level, no whitespace;
 /// - a top-level `null` is `{}` (helm reports "no user values" as `null`);
@@ -161,6 +205,28 @@ fn canonical(v: &Value, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn changed_paths_name_keys_only() {
+        use serde_json::json;
+        let before =
+            json!({"db": {"password": "s3cret", "port": 5432}, "list": [1, 2], "same": {"k": 1}});
+        let after = json!({"db": {"password": "other", "port": 5432.0}, "list": [1], "same": {"k": 1}, "a/b": {"c~d": 1}});
+        let paths = changed_paths(&before, &after);
+        assert_eq!(paths, ["/a~1b", "/db/password", "/list"]);
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.contains("s3cret") || p.contains("other"))
+        );
+        assert!(changed_paths(&serde_json::Value::Null, &json!({})).is_empty());
+        assert_eq!(
+            changed_paths(&json!({"a": 1}), &json!({"a": {"b": 1}})),
+            ["/a"]
+        );
+        assert_eq!(changed_paths(&json!(1), &json!({})), ["/"]);
+    }
+
     use super::*;
     use serde_json::json;
 
