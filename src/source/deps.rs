@@ -1,0 +1,654 @@
+//! Dependencies of charts kept in Git, resolved and built as `helm dependency build` would,
+//! but through strata's own sources (the [`ChartStore`]: its cache, the profile list's
+//! repository credentials, digest checks), never by letting helm reach the network.
+//!
+//! A chart directory whose `Chart.yaml` lists `dependencies:` is copied into a work
+//! directory; each dependency not vendored under `charts/` is added there:
+//! - `file://<path>`: a chart directory of the same checkout, relative to the chart. The path
+//!   must stay inside the repository (`..` climbing out, an absolute path or a symlink out is
+//!   rejected by name, never followed); its own dependencies are built the same way, up to
+//!   [`MAX_DEPTH`] levels, a cycle being a problem.
+//! - `https://`, `http://`, `oci://`, `@<name>` or `alias:<name>` (a repository of the profile
+//!   list by name): pulled through the [`ChartStore`] as `charts/<name>-<version>.tgz`, with
+//!   the credentials of the profile list's repository whose URL (or name) it is.
+//!
+//! A `Chart.lock` is honoured as helm does: its `digest` must match the `dependencies` of
+//! `Chart.yaml` (helm's `HashReq`), and its versions are the ones pulled.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+use strata_core::version::VersionConstraint;
+
+use crate::source::charts::{ChartStore, RepoSpec};
+use crate::source::tree::{self, Node, Resolved};
+
+/// Most levels of nested `file://` dependencies built (the chart itself is level 0).
+pub const MAX_DEPTH: usize = 5;
+
+/// Why a dependency could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepFailure {
+    /// The revision's fault: a message naming the chart and the dependency.
+    Problem(String),
+    /// A source could not be read now (a repository down): try again later.
+    Unavailable(String),
+}
+
+/// What the dependencies of one chart are built with.
+pub struct Builder<'a> {
+    /// The Git checkout of the revision.
+    pub checkout: &'a Path,
+    pub charts: &'a ChartStore,
+    /// The profile list's repositories, with their credentials.
+    pub repos: Vec<RepoSpec>,
+}
+
+/// A `Chart.lock`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ChartLock {
+    #[serde(default)]
+    dependencies: Vec<LockedDep>,
+    #[serde(default)]
+    digest: String,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct LockedDep {
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    repository: String,
+}
+
+/// Whether `Chart.yaml` (text) lists dependencies.
+pub fn has_dependencies(chart_yaml: &serde_json::Value) -> bool {
+    chart_yaml
+        .get("dependencies")
+        .and_then(|d| d.as_array())
+        .is_some_and(|d| !d.is_empty())
+}
+
+impl Builder<'_> {
+    /// Copies the chart at `chart_rel` (a resolved directory of the checkout whose symlinks
+    /// were checked) into `dest` with its dependencies under `charts/`. Every failure found
+    /// is returned.
+    pub async fn build(&self, chart_rel: &str, dest: &Path) -> Result<(), Vec<DepFailure>> {
+        let mut chain = vec![chart_rel.to_string()];
+        self.build_into(chart_rel, dest, &mut chain).await
+    }
+
+    fn build_into<'s>(
+        &'s self,
+        chart_rel: &'s str,
+        dest: &'s Path,
+        chain: &'s mut Vec<String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Vec<DepFailure>>> + Send + 's>> {
+        Box::pin(async move {
+            let io = |what: &str, e: std::io::Error| {
+                vec![DepFailure::Unavailable(format!(
+                    "cannot {what} chart {chart_rel} in the work directory: {e}"
+                ))]
+            };
+            copy_dir(&self.checkout.join(chart_rel), dest).map_err(|e| io("copy", e))?;
+            let text = std::fs::read_to_string(dest.join("Chart.yaml"))
+                .map_err(|e| io("read Chart.yaml of", e))?;
+            let yaml: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+                vec![DepFailure::Problem(format!(
+                    "{chart_rel}/Chart.yaml is not valid YAML: {e}"
+                ))]
+            })?;
+            let chart = yaml
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or(chart_rel)
+                .to_string();
+            let deps: Vec<serde_json::Value> = yaml
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if deps.is_empty() {
+                return Ok(());
+            }
+            let mut failures = Vec::new();
+            let problem = |dep: &str, message: String| {
+                DepFailure::Problem(format!("chart {chart}: dependency {dep}: {message}"))
+            };
+            let lock = match std::fs::read_to_string(dest.join("Chart.lock")) {
+                Ok(t) => match check_lock(&deps, &t) {
+                    Ok(l) => Some(l),
+                    Err(m) => return Err(vec![DepFailure::Problem(format!("chart {chart}: {m}"))]),
+                },
+                Err(_) => None,
+            };
+            std::fs::create_dir_all(dest.join("charts")).map_err(|e| io("prepare", e))?;
+            for (i, dep) in deps.iter().enumerate() {
+                let field = |k: &str| dep.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                let (name, repository) = (field("name"), field("repository"));
+                if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                    failures.push(DepFailure::Problem(format!(
+                        "chart {chart}: dependencies[{i}] has no valid name ({name:?})"
+                    )));
+                    continue;
+                }
+                if vendored(&dest.join("charts"), name) {
+                    continue;
+                }
+                let locked = lock.as_ref().and_then(|l| {
+                    l.dependencies
+                        .iter()
+                        .find(|d| d.name == name && d.repository == repository)
+                });
+                let wanted = match locked {
+                    Some(l) => l.version.clone(),
+                    None => match field("version") {
+                        "" => "*".to_string(),
+                        v => v.to_string(),
+                    },
+                };
+                let constraint = match VersionConstraint::parse(&wanted) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failures.push(problem(name, format!("version {wanted:?}: {e}")));
+                        continue;
+                    }
+                };
+                let shown = format!("{name} ({repository})");
+                if let Some(path) = repository.strip_prefix("file://") {
+                    let rel = match local_path(chart_rel, path, self.checkout) {
+                        Ok(r) => r,
+                        Err(m) => {
+                            failures.push(problem(&shown, m));
+                            continue;
+                        }
+                    };
+                    if chain.contains(&rel) {
+                        failures.push(problem(
+                            &shown,
+                            format!("a dependency cycle: {} -> {rel}", chain.join(" -> ")),
+                        ));
+                        continue;
+                    }
+                    if chain.len() > MAX_DEPTH {
+                        failures.push(problem(
+                            &shown,
+                            format!(
+                                "file:// dependencies nested more than {MAX_DEPTH} levels deep ({})",
+                                chain.join(" -> ")
+                            ),
+                        ));
+                        continue;
+                    }
+                    if let Err(ms) = tree::check_chart_dir(self.checkout, &rel) {
+                        failures.extend(ms.into_iter().map(|m| problem(&shown, m)));
+                        continue;
+                    }
+                    let sub = match read_meta(&self.checkout.join(&rel)) {
+                        Ok(m) => m,
+                        Err(m) => {
+                            failures.push(problem(&shown, m));
+                            continue;
+                        }
+                    };
+                    if sub.0 != name {
+                        failures.push(problem(
+                            &shown,
+                            format!("the chart at {rel} is named {}, not {name}", sub.0),
+                        ));
+                        continue;
+                    }
+                    if !constraint.matches_str(&sub.1) {
+                        failures.push(problem(
+                            &shown,
+                            format!(
+                                "the chart at {rel} has version {}, which does not match {wanted}",
+                                sub.1
+                            ),
+                        ));
+                        continue;
+                    }
+                    chain.push(rel.clone());
+                    let built = self
+                        .build_into(&rel, &dest.join("charts").join(name), chain)
+                        .await;
+                    chain.pop();
+                    if let Err(fs) = built {
+                        failures.extend(fs);
+                    }
+                    continue;
+                }
+                let spec = match self.repo_spec(repository) {
+                    Ok(s) => s,
+                    Err(m) => {
+                        failures.push(problem(&shown, m));
+                        continue;
+                    }
+                };
+                match self.charts.pull(spec, name, &constraint).await {
+                    Ok(pulled) => {
+                        let to = dest
+                            .join("charts")
+                            .join(format!("{name}-{}.tgz", pulled.version));
+                        if let Err(e) = std::fs::copy(&pulled.path, &to) {
+                            failures.push(DepFailure::Unavailable(format!(
+                                "chart {chart}: dependency {shown}: cannot copy {}: {e}",
+                                pulled.path.display()
+                            )));
+                        }
+                    }
+                    Err(e) if transient(&e) => failures.push(DepFailure::Unavailable(format!(
+                        "chart {chart}: dependency {shown}: {e}"
+                    ))),
+                    Err(e) => failures.push(problem(&shown, e.to_string())),
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures)
+            }
+        })
+    }
+
+    /// The repository a dependency names: a URL (with the credentials of the profile list's
+    /// repository at that URL) or `@name` / `alias:name` (a repository of the profile list).
+    fn repo_spec(&self, repository: &str) -> Result<RepoSpec, String> {
+        if let Some(name) = repository
+            .strip_prefix('@')
+            .or_else(|| repository.strip_prefix("alias:"))
+        {
+            return self
+                .repos
+                .iter()
+                .find(|r| r.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<&str> = self.repos.iter().map(|r| r.name.as_str()).collect();
+                    format!(
+                        "{repository} names no repository of the profile list (its repositories: {}); declare it under repositories: or use its URL",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    )
+                });
+        }
+        if repository.is_empty() {
+            return Err(
+                "it has no repository and is not vendored under charts/; give repository: (file://, https://, oci:// or @<repository of the profile list>)"
+                    .into(),
+            );
+        }
+        let scheme_ok = ["https://", "http://", "oci://"]
+            .iter()
+            .any(|s| repository.starts_with(s));
+        if !scheme_ok {
+            return Err(format!(
+                "repository {repository} is not supported; use file://<path in the repository>, https://, http://, oci:// or @<repository of the profile list>"
+            ));
+        }
+        let norm = |u: &str| u.trim_end_matches('/').to_string();
+        Ok(self
+            .repos
+            .iter()
+            .find(|r| norm(&r.url) == norm(repository))
+            .cloned()
+            .unwrap_or_else(|| RepoSpec::new(repository, repository)))
+    }
+}
+
+fn transient(e: &crate::source::charts::Error) -> bool {
+    match e {
+        crate::source::charts::Error::Http { status, .. } => {
+            status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
+        }
+        crate::source::charts::Error::Io { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether `charts/` already holds `name` (a directory, or an archive `name-<version>.tgz`).
+fn vendored(charts: &Path, name: &str) -> bool {
+    if charts.join(name).join("Chart.yaml").is_file() {
+        return true;
+    }
+    let Ok(entries) = std::fs::read_dir(charts) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let f = e.file_name().to_string_lossy().into_owned();
+        f.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".tgz"))
+            .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit() || c == 'v'))
+    })
+}
+
+/// The name and version of the chart directory `dir`.
+fn read_meta(dir: &Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(dir.join("Chart.yaml"))
+        .map_err(|e| format!("cannot read its Chart.yaml: {e}"))?;
+    let v: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| format!("its Chart.yaml is invalid: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    Ok((s("name"), s("version")))
+}
+
+/// The checkout-relative directory of `file://<path>` given in the chart at `chart_rel`:
+/// lexically inside the repository, then resolved without following a symlink out of it.
+pub fn local_path(chart_rel: &str, path: &str, checkout: &Path) -> Result<String, String> {
+    let rel = normalize(chart_rel, path)?;
+    match tree::resolve(&rel, "", |p| tree::fs_node(checkout, p)) {
+        Ok(Resolved::Found {
+            path,
+            node: Node::Dir,
+        }) => Ok(path),
+        Ok(Resolved::Found { path, .. }) => Err(format!(
+            "file://{path} is not a chart directory ({path} is a file)"
+        )),
+        Ok(Resolved::Missing) => Err(format!(
+            "file://{path} names {rel}, which does not exist in the repository"
+        )),
+        Err(e) => Err(e.describe("the repository")),
+    }
+}
+
+/// `chart_rel/path` with `.` and `..` applied lexically; an error when it is absolute or
+/// climbs out of the repository.
+pub fn normalize(chart_rel: &str, path: &str) -> Result<String, String> {
+    if path.starts_with('/') || path.is_empty() {
+        return Err(format!(
+            "file://{path} must be a path relative to the chart inside the repository"
+        ));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in chart_rel.split('/').chain(path.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!(
+                        "file://{path} points outside the repository (from the chart at {chart_rel}); a file:// dependency must stay inside the Git repository"
+                    ));
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!(
+            "file://{path} names the repository's root, not a chart"
+        ));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Copies the directory `from` to `to` (created), following symlinks (a chart's were
+/// checked to stay inside it), skipping `.git`.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        if std::fs::metadata(&src)?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Go's `encoding/json` string: `<`, `>`, `&`, U+2028 and U+2029 escaped as helm's digest has
+/// them.
+fn go_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => {
+            let mut out = String::from("\"");
+            for ch in serde_json::to_string(s)
+                .unwrap_or_default()
+                .trim_matches('"')
+                .chars()
+            {
+                match ch {
+                    '<' => out.push_str("\\u003c"),
+                    '>' => out.push_str("\\u003e"),
+                    '&' => out.push_str("\\u0026"),
+                    '\u{2028}' => out.push_str("\\u2028"),
+                    '\u{2029}' => out.push_str("\\u2029"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        serde_json::Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(go_json).collect::<Vec<_>>().join(",")
+            )
+        }
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        go_json(&serde_json::Value::String(k.clone())),
+                        go_json(&m[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One dependency as helm's `chart.Dependency` marshals it (fields in its order, empty ones
+/// left out but `repository`).
+fn go_dependency(d: &serde_json::Value) -> String {
+    let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let str_v = |t: String| go_json(&serde_json::Value::String(t));
+    let mut fields = vec![format!("\"name\":{}", str_v(s("name")))];
+    let version = s("version");
+    if !version.is_empty() {
+        fields.push(format!("\"version\":{}", str_v(version)));
+    }
+    fields.push(format!("\"repository\":{}", str_v(s("repository"))));
+    let condition = s("condition");
+    if !condition.is_empty() {
+        fields.push(format!("\"condition\":{}", str_v(condition)));
+    }
+    if let Some(tags) = d
+        .get("tags")
+        .and_then(|t| t.as_array())
+        .filter(|t| !t.is_empty())
+    {
+        fields.push(format!(
+            "\"tags\":{}",
+            go_json(&serde_json::Value::Array(tags.clone()))
+        ));
+    }
+    if d.get("enabled").and_then(|e| e.as_bool()) == Some(true) {
+        fields.push("\"enabled\":true".into());
+    }
+    if let Some(iv) = d
+        .get("import-values")
+        .and_then(|t| t.as_array())
+        .filter(|t| !t.is_empty())
+    {
+        fields.push(format!(
+            "\"import-values\":{}",
+            go_json(&serde_json::Value::Array(iv.clone()))
+        ));
+    }
+    let alias = s("alias");
+    if !alias.is_empty() {
+        fields.push(format!("\"alias\":{}", str_v(alias)));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// helm's `HashReq(req, lock)`: `sha256:` and the hex digest of the JSON of both lists.
+pub fn lock_digest(req: &[serde_json::Value], lock: &[serde_json::Value]) -> String {
+    let list = |ds: &[serde_json::Value]| {
+        format!(
+            "[{}]",
+            ds.iter().map(go_dependency).collect::<Vec<_>>().join(",")
+        )
+    };
+    let json = format!("[{},{}]", list(req), list(lock));
+    format!("sha256:{:x}", sha2::Sha256::digest(json.as_bytes()))
+}
+
+const STALE: &str = "Chart.lock is out of date; run helm dependency update";
+
+/// The lock in `text`, checked against `deps` (the raw `dependencies` of Chart.yaml).
+fn check_lock(deps: &[serde_json::Value], text: &str) -> Result<ChartLock, String> {
+    let raw: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| format!("Chart.lock is not valid YAML: {e}"))?;
+    let lock: ChartLock =
+        serde_json::from_value(raw.clone()).map_err(|e| format!("Chart.lock is invalid: {e}"))?;
+    let locked: Vec<serde_json::Value> = raw
+        .get("dependencies")
+        .and_then(|d| d.as_array())
+        .cloned()
+        .unwrap_or_default();
+    if lock_digest(deps, &locked) == lock.digest {
+        return Ok(lock);
+    }
+    // helm marshals `import-values` from its own types, which this digest may not reproduce
+    // byte for byte: then the lock is judged by its content (every dependency locked at a
+    // version its constraint allows).
+    let has_import_values = deps.iter().any(|d| d.get("import-values").is_some());
+    if has_import_values && lock_covers(deps, &lock) {
+        return Ok(lock);
+    }
+    Err(format!(
+        "{STALE} (its digest {} does not match the dependencies of Chart.yaml)",
+        if lock.digest.is_empty() {
+            "(none)"
+        } else {
+            &lock.digest
+        }
+    ))
+}
+
+/// Whether every dependency is locked (same name and repository) at a version it allows.
+fn lock_covers(deps: &[serde_json::Value], lock: &ChartLock) -> bool {
+    deps.len() == lock.dependencies.len()
+        && deps.iter().all(|d| {
+            let s = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("");
+            lock.dependencies.iter().any(|l| {
+                l.name == s("name")
+                    && l.repository == s("repository")
+                    && (s("version").is_empty()
+                        || VersionConstraint::parse(s("version"))
+                            .is_ok_and(|c| c.matches_str(&l.version)))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps(yaml: &str) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        v["dependencies"].as_array().unwrap().clone()
+    }
+
+    // Digests written by `helm dependency update` (helm 4 and 3 agree).
+    #[test]
+    fn lock_digest_is_helms() {
+        let req = deps(
+            "dependencies:\n  - name: sub\n    version: \">=0.1.0\"\n    repository: file://../sub\n",
+        );
+        let lock =
+            deps("dependencies:\n- name: sub\n  repository: file://../sub\n  version: 0.2.0\n");
+        assert_eq!(
+            lock_digest(&req, &lock),
+            "sha256:5e96d23c183a09a017ef112bd482e3e200d4107852dd855fb41955de74aa023d"
+        );
+        let req = deps(
+            "dependencies:\n  - name: sub\n    version: 0.2.0\n    repository: file://../sub\n    condition: sub.enabled\n    alias: s2\n    tags: [a]\n",
+        );
+        assert_eq!(
+            lock_digest(&req, &lock),
+            "sha256:3a2647a826a4edafe466969540b204aeac6762ba5a9ffff961bda60b77d2e264"
+        );
+    }
+
+    #[test]
+    fn a_stale_lock_is_a_problem_and_a_fresh_one_is_used() {
+        let req = deps(
+            "dependencies:\n  - name: sub\n    version: \">=0.1.0\"\n    repository: file://../sub\n",
+        );
+        let fresh = "dependencies:\n- name: sub\n  repository: file://../sub\n  version: 0.2.0\ndigest: sha256:5e96d23c183a09a017ef112bd482e3e200d4107852dd855fb41955de74aa023d\n";
+        let lock = check_lock(&req, fresh).unwrap();
+        assert_eq!(lock.dependencies[0].version, "0.2.0");
+        let edited = deps(
+            "dependencies:\n  - name: sub\n    version: \">=0.3.0\"\n    repository: file://../sub\n",
+        );
+        let e = check_lock(&edited, fresh).unwrap_err();
+        assert!(
+            e.contains("Chart.lock is out of date; run helm dependency update"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_paths_stay_in_the_repository() {
+        assert_eq!(
+            normalize("charts/app", "../partials").unwrap(),
+            "charts/partials"
+        );
+        assert_eq!(normalize("app", "./sub/x").unwrap(), "app/sub/x");
+        let e = normalize("charts/app", "../../../etc").unwrap_err();
+        assert!(e.contains("outside the repository"), "{e}");
+        assert!(normalize("app", "/etc").is_err());
+        assert!(normalize("app", "..").is_err());
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_repository_is_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::create_dir_all(dir.path().join("partials")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
+        assert_eq!(
+            local_path("app", "../partials", dir.path()).unwrap(),
+            "partials"
+        );
+        let e = local_path("app", "../out", dir.path()).unwrap_err();
+        assert!(e.contains("out is a symlink to /etc"), "{e}");
+        let e = local_path("app", "../missing", dir.path()).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn vendored_dependencies_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!vendored(dir.path(), "sub"));
+        std::fs::write(dir.path().join("sub-1.2.3.tgz"), b"x").unwrap();
+        assert!(vendored(dir.path(), "sub"));
+        assert!(!vendored(dir.path(), "su"));
+        std::fs::create_dir_all(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("other/Chart.yaml"), "name: other\n").unwrap();
+        assert!(vendored(dir.path(), "other"));
+    }
+
+    #[test]
+    fn go_json_escapes_like_go() {
+        assert_eq!(
+            go_json(&serde_json::json!({"b": "<&>", "a": ["x\"y"]})),
+            r#"{"a":["x\"y"],"b":"\u003c\u0026\u003e"}"#
+        );
+    }
+}
