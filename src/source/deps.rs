@@ -15,7 +15,7 @@
 //! A `Chart.lock` is honoured as helm does: its `digest` must match the `dependencies` of
 //! `Chart.yaml` (helm's `HashReq`), and its versions are the ones pulled.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::Digest;
 use strata_core::version::VersionConstraint;
