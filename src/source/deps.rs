@@ -644,6 +644,92 @@ mod tests {
         assert!(vendored(dir.path(), "other"));
     }
 
+    fn write_chart(root: &Path, rel: &str, name: &str, deps: &str) {
+        std::fs::create_dir_all(root.join(rel)).unwrap();
+        let mut y = format!("apiVersion: v2\nname: {name}\nversion: 0.1.0\n");
+        if !deps.is_empty() {
+            y.push_str("dependencies:\n");
+            y.push_str(deps);
+        }
+        std::fs::write(root.join(rel).join("Chart.yaml"), y).unwrap();
+    }
+
+    fn file_dep(name: &str, path: &str) -> String {
+        format!("  - name: {name}\n    version: 0.1.x\n    repository: file://{path}\n")
+    }
+
+    #[tokio::test]
+    async fn nested_file_dependencies_are_built_and_cycles_refused() {
+        let repo = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let store = ChartStore::new(work.path().join("cache"), Default::default()).unwrap();
+        let root = repo.path();
+        write_chart(root, "charts/app", "app", &file_dep("mid", "../mid"));
+        write_chart(
+            root,
+            "charts/mid",
+            "mid",
+            &file_dep("leaf", "../../lib/leaf"),
+        );
+        write_chart(root, "lib/leaf", "leaf", "");
+        let builder = Builder {
+            checkout: root,
+            charts: &store,
+            repos: Vec::new(),
+        };
+        let dest = work.path().join("out/app");
+        builder.build("charts/app", &dest).await.unwrap();
+        assert!(dest.join("charts/mid/Chart.yaml").is_file());
+        assert!(dest.join("charts/mid/charts/leaf/Chart.yaml").is_file());
+        assert!(
+            !root.join("charts/app/charts").exists(),
+            "the checkout is untouched"
+        );
+
+        // leaf -> app: a cycle app -> mid -> leaf -> app.
+        write_chart(
+            root,
+            "lib/leaf",
+            "leaf",
+            &file_dep("app", "../../charts/app"),
+        );
+        let fails = builder
+            .build("charts/app", &work.path().join("out2/app"))
+            .await
+            .unwrap_err();
+        let text = format!("{fails:?}");
+        assert!(
+            text.contains("a dependency cycle: charts/app -> charts/mid -> lib/leaf -> charts/app"),
+            "{text}"
+        );
+
+        // Unknown repository name, unsupported scheme, wrong version: each named.
+        write_chart(
+            root,
+            "charts/bad",
+            "bad",
+            "  - name: x\n    repository: \"@nope\"\n  - name: why\n    repository: ftp://h/\n  - name: leaf\n    version: 2.x\n    repository: file://../../lib/leaf\n",
+        );
+        let fails = builder
+            .build("charts/bad", &work.path().join("out3/bad"))
+            .await
+            .unwrap_err();
+        let text = format!("{fails:?}");
+        assert_eq!(fails.len(), 3, "{text}");
+        assert!(
+            text.contains("chart bad: dependency x (@nope): @nope names no repository"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dependency why (ftp://h/): repository ftp://h/ is not supported"),
+            "{text}"
+        );
+        assert!(
+            text.contains("has version 0.1.0, which does not match 2.x"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn go_json_escapes_like_go() {
         assert_eq!(
