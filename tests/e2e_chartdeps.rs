@@ -116,7 +116,7 @@ async fn dependencies_are_built(helm: HelmBin) -> anyhow::Result<()> {
         serde_json::json!({"name": "partials", "version": "0.1.0", "repository": "file://../partials"}),
         serde_json::json!({"name": "remote", "version": "0.3.0", "repository": repo.url()}),
     ];
-    let digest = strata::source::deps::lock_digest(&req, &locked);
+    let digest = strata_core::chartlock::lock_digest(&req, &locked);
     s.repo.write(
         "charts/app/Chart.lock",
         format!(
