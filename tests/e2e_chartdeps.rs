@@ -4,12 +4,14 @@
 //! is built by the agent and installs with both subcharts' objects; a newer dependency
 //! version in the repository upgrades the release ("chart content changed"). A `file://`
 //! dependency outside the repository and a stale `Chart.lock` are problems `strata plan`
-//! reports together (exit 1), and `strata run --once` installs nothing.
+//! reports together (exit 1), and `strata run --once` installs nothing. Dependencies from an
+//! OCI registry (by URL and as `@name`) are pulled through the profile list's repository.
 
 use std::time::Duration;
 
 use testkit::chart::profile_annotations;
 use testkit::gitcharts::GitCharts;
+use testkit::oci::OciRegistry;
 use testkit::{ChartRepo, HelmBin, strata_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -140,6 +142,60 @@ async fn dependencies_are_built_helm4() -> anyhow::Result<()> {
 #[tokio::test]
 async fn dependencies_are_built_helm3() -> anyhow::Result<()> {
     dependencies_are_built(HelmBin::V3).await
+}
+
+/// Dependencies from an OCI registry: one by its URL (the profile list's repository with that
+/// URL gives `plainHttp`), one as `@<repository name>`.
+async fn oci_dependencies(helm: HelmBin) -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), helm).await?;
+    let registry = OciRegistry::start().await?;
+    let charts = tempfile::tempdir()?;
+    for name in ["ocione", "ocitwo"] {
+        sub_chart(&charts.path().join(name), name, "1.2.0")?;
+        registry.push(&helm.path(), &charts.path().join(name), "charts")?;
+    }
+    let url = registry.url("charts");
+    s.repo.write(
+        "charts/app/Chart.yaml",
+        parent_chart_yaml(
+            "app",
+            &format!(
+                "  - name: ocione\n    version: ~1.2\n    repository: {url}\n  - name: ocitwo\n    version: 1.2.0\n    repository: \"@registry\"\n"
+            ),
+        ),
+    )?;
+    s.repo.write(
+        "charts/app/templates/cm.yaml",
+        testkit::gitcharts::configmap_template("one"),
+    )?;
+    s.repo.write(
+        "profiles.yaml",
+        list(&["app"]).replace(
+            "defaults:",
+            &format!(
+                "repositories:\n  - name: registry\n    url: {url}\n    plainHttp: true\ndefaults:"
+            ),
+        ),
+    )?;
+    s.repo.commit("app with OCI dependencies")?;
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+    for name in ["ocione", "ocitwo"] {
+        let cm = configmap(&s, "app", &format!("app-{name}"))
+            .unwrap_or_else(|| panic!("the {name} subchart's ConfigMap"));
+        assert_eq!(cm["data"]["version"], "1.2.0");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_dependencies_helm4() -> anyhow::Result<()> {
+    oci_dependencies(HelmBin::V4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_dependencies_helm3() -> anyhow::Result<()> {
+    oci_dependencies(HelmBin::V3).await
 }
 
 async fn bad_dependencies_are_problems(helm: HelmBin) -> anyhow::Result<()> {
