@@ -3,7 +3,8 @@
 //! `file://../partials` dependency and a chart-repository dependency (no vendored `charts/`)
 //! is built by the agent and installs with both subcharts' objects; a newer dependency
 //! version in the repository upgrades the release ("chart content changed"). A `file://`
-//! dependency outside the repository and a stale `Chart.lock` are problems `strata plan`
+//! dependency outside the repository, a stale `Chart.lock` and a version the repository does
+//! not have are problems `strata plan`
 //! reports together (exit 1), and `strata run --once` installs nothing. Dependencies from an
 //! OCI registry (by URL and as `@name`) are pulled through the profile list's repository.
 
@@ -229,8 +230,28 @@ async fn bad_dependencies_are_problems(helm: HelmBin) -> anyhow::Result<()> {
         "charts/locked/templates/cm.yaml",
         testkit::gitcharts::configmap_template("y"),
     )?;
-    s.repo.write("profiles.yaml", list(&["escape", "locked"]))?;
-    s.repo.commit("two bad dependencies")?;
+    // `nover` wants a version the chart repository does not have.
+    let repo = ChartRepo::start(&helm.path()).await?;
+    let remote = tempfile::tempdir()?;
+    sub_chart(&remote.path().join("remote"), "remote", "0.3.0")?;
+    repo.add_chart(&remote.path().join("remote"))?;
+    s.repo.write(
+        "charts/nover/Chart.yaml",
+        parent_chart_yaml(
+            "nover",
+            &format!(
+                "  - name: remote\n    version: 9.x\n    repository: {}\n",
+                repo.url()
+            ),
+        ),
+    )?;
+    s.repo.write(
+        "charts/nover/templates/cm.yaml",
+        testkit::gitcharts::configmap_template("z"),
+    )?;
+    s.repo
+        .write("profiles.yaml", list(&["escape", "locked", "nover"]))?;
+    s.repo.commit("three bad dependencies")?;
 
     let work = tempfile::tempdir()?;
     let out = testkit::agent::run_strata(
@@ -265,9 +286,18 @@ async fn bad_dependencies_are_problems(helm: HelmBin) -> anyhow::Result<()> {
         "{problems}"
     );
 
+    assert!(
+        problems.contains("profiles[nover].chart.path")
+            && problems.contains("chart nover: dependency remote")
+            && problems.contains("no version of chart `remote` matches `9.x`"),
+        "{problems}"
+    );
+
     let (code, logs) = s.run_once_with(&["--once-timeout", "20s"]).await?;
     assert_eq!(code, Some(1), "{logs}");
-    assert!(!s.installed("escape", "escape") && !s.installed("locked", "locked"));
+    for p in ["escape", "locked", "nover"] {
+        assert!(!s.installed(p, p), "{p} installed");
+    }
     Ok(())
 }
 
