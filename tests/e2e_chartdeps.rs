@@ -4,9 +4,9 @@
 //! is built by the agent and installs with both subcharts' objects; a newer dependency
 //! version in the repository upgrades the release ("chart content changed"). A `file://`
 //! dependency outside the repository, a stale `Chart.lock` and a version the repository does
-//! not have are problems `strata plan`
-//! reports together (exit 1), and `strata run --once` installs nothing. Dependencies from an
-//! OCI registry (by URL and as `@name`) are pulled through the profile list's repository.
+//! not have are problems `strata plan` reports together (exit 1), and `strata run --once`
+//! installs nothing. Dependencies from an OCI registry (by URL and as `@name`) are pulled
+//! through the profile list's repository.
 
 use std::time::Duration;
 

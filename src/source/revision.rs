@@ -719,7 +719,38 @@ impl Loader {
             std::fs::create_dir_all(&dir).map_err(io)?;
             std::fs::rename(&staged, &target).map_err(io)?;
         }
+        // Reused builds are touched; builds untouched for a day (no load used them since, and
+        // no helm run lasts that long) are removed.
+        if let Ok(f) = std::fs::File::open(&dir) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        remove_stale_builds(&self.built, &dir, BUILD_KEPT);
         Ok(target)
+    }
+}
+
+/// How long a built chart directory unused by any load is kept.
+const BUILD_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Removes the entries of `built` (but `keep`) not modified for `age`.
+fn remove_stale_builds(built: &Path, keep: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(built) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|el| el > age);
+        if old
+            && p != keep
+            && let Err(err) = std::fs::remove_dir_all(&p)
+        {
+            tracing::warn!(dir = %p.display(), error = %err, "cannot remove an old built chart");
+        }
     }
 }
 
@@ -948,6 +979,25 @@ mod tests {
             strata_core::digest::chart_archive_digest(b"archive")
         );
         assert!(chart_digest(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn old_builds_are_removed_but_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir_all(dir.path().join(d).join("chart")).unwrap();
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for d in ["a", "b"] {
+            std::fs::File::open(dir.path().join(d))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        remove_stale_builds(dir.path(), &dir.path().join("b"), Duration::from_secs(60));
+        assert!(!dir.path().join("a").exists());
+        assert!(dir.path().join("b").exists(), "the current build is kept");
+        assert!(dir.path().join("c").exists(), "a recent build is kept");
     }
 
     #[test]
