@@ -109,7 +109,8 @@ impl Builder<'_> {
                 DepFailure::Problem(format!("chart {chart}: dependency {dep}: {message}"))
             };
             let lock = match std::fs::read_to_string(dest.join("Chart.lock")) {
-                Ok(t) => match check_lock(&deps, &t) {
+                // As helm does, `@name` / `alias:name` become the repository's URL first.
+                Ok(t) => match check_lock(&self.with_urls(&deps), &t) {
                     Ok(l) => Some(l),
                     Err(m) => return Err(vec![DepFailure::Problem(format!("chart {chart}: {m}"))]),
                 },
@@ -131,7 +132,7 @@ impl Builder<'_> {
                 let locked = lock.as_ref().and_then(|l| {
                     l.dependencies
                         .iter()
-                        .find(|d| d.name == name && d.repository == repository)
+                        .find(|d| d.name == name && d.repository == self.url_of(repository))
                 });
                 let wanted = match locked {
                     Some(l) => l.version.clone(),
@@ -242,6 +243,30 @@ impl Builder<'_> {
                 Err(failures)
             }
         })
+    }
+
+    /// `repository` with `@name` / `alias:name` of a known repository replaced by its URL.
+    fn url_of(&self, repository: &str) -> String {
+        repository
+            .strip_prefix('@')
+            .or_else(|| repository.strip_prefix("alias:"))
+            .and_then(|n| self.repos.iter().find(|r| r.name == n))
+            .map(|r| r.url.clone())
+            .unwrap_or_else(|| repository.to_string())
+    }
+
+    /// `deps` with their repository names replaced by URLs ([`Builder::url_of`]).
+    fn with_urls(&self, deps: &[serde_json::Value]) -> Vec<serde_json::Value> {
+        deps.iter()
+            .map(|d| {
+                let mut d = d.clone();
+                if let Some(r) = d.get("repository").and_then(|r| r.as_str()) {
+                    let url = self.url_of(r);
+                    d["repository"] = serde_json::Value::String(url);
+                }
+                d
+            })
+            .collect()
     }
 
     /// The repository a dependency names: a URL (with the credentials of the profile list's
@@ -437,6 +462,31 @@ mod tests {
             e.contains("Chart.lock is out of date; run helm dependency update"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn repository_names_are_urls_for_the_lock() {
+        let store =
+            ChartStore::new(tempfile::tempdir().unwrap().path(), Default::default()).unwrap();
+        let builder = Builder {
+            checkout: Path::new("/nonexistent"),
+            charts: &store,
+            repos: vec![RepoSpec::new("reg", "oci://r.example/charts")],
+        };
+        let req =
+            deps("dependencies:\n  - name: a\n    version: 1.0.0\n    repository: \"@reg\"\n");
+        let with = builder.with_urls(&req);
+        assert_eq!(with[0]["repository"], "oci://r.example/charts");
+        let locked = vec![
+            serde_json::json!({"name": "a", "version": "1.0.0", "repository": "oci://r.example/charts"}),
+        ];
+        let text = format!(
+            "dependencies:\n- name: a\n  repository: oci://r.example/charts\n  version: 1.0.0\ndigest: {}\n",
+            lock_digest(&with, &locked)
+        );
+        assert!(check_lock(&with, &text).is_ok());
+        assert_eq!(builder.url_of("alias:reg"), "oci://r.example/charts");
+        assert_eq!(builder.url_of("@other"), "@other");
     }
 
     #[test]
