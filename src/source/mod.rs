@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod charts;
 pub mod cluster_name;
+pub mod deps;
 pub mod disk;
 pub mod git;
 pub mod oci;

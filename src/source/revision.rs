@@ -147,6 +147,8 @@ pub struct Loader {
     secrets: Option<SecretSource>,
     /// Secret-sourced values are registered here so helm's output never shows them.
     redactor: Redactor,
+    /// Where charts from Git with dependencies are built (`<digest>/<chart>`).
+    built: PathBuf,
 }
 
 /// The cluster and default namespace `valuesFrom` Secrets are read from.
@@ -203,6 +205,7 @@ impl Loader {
             cluster_name: source.cluster_name,
             secrets: None,
             redactor,
+            built: work_dir.join("built"),
         })
     }
 
@@ -681,7 +684,118 @@ impl Loader {
                 ),
             });
         }
+        if let ChartRef::Path { path: chart_dir } = &profile.chart
+            && !meta.dependencies.is_empty()
+            && let Some(checkout) = checkout.as_deref()
+        {
+            let repos = list
+                .repositories
+                .iter()
+                .map(|r| {
+                    let spec = RepoSpec::new(&r.name, &r.url).with_plain_http(r.plain_http);
+                    match repo_auth.get(&r.name).cloned().flatten() {
+                        Some(a) => spec.with_auth(a),
+                        None => spec,
+                    }
+                })
+                .collect();
+            let builder = crate::source::deps::Builder {
+                checkout,
+                charts: &self.charts,
+                repos,
+            };
+            let rel = chart_path
+                .strip_prefix(checkout)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| chart_dir.clone());
+            return match self.build_chart(&builder, &rel, &meta.name).await {
+                Ok(built) => Some((meta, built)),
+                Err(failures) => {
+                    for f in failures {
+                        found.add(match f {
+                            crate::source::deps::DepFailure::Problem(message) => {
+                                Failure::Problem(ProblemView {
+                                    file: path.to_string(),
+                                    field: field("chart.path"),
+                                    message,
+                                })
+                            }
+                            crate::source::deps::DepFailure::Unavailable(m) => {
+                                Failure::Unavailable(format!("profile {}: {m}", profile.name))
+                            }
+                        });
+                    }
+                    None
+                }
+            };
+        }
         Some((meta, chart_path))
+    }
+
+    /// Builds the chart at `rel` of the checkout with its dependencies into
+    /// `<built>/<digest>/<name>` (content-addressed: a build never changes under a helm that
+    /// reads it); the built directory.
+    async fn build_chart(
+        &self,
+        builder: &crate::source::deps::Builder<'_>,
+        rel: &str,
+        name: &str,
+    ) -> Result<PathBuf, Vec<crate::source::deps::DepFailure>> {
+        use crate::source::deps::DepFailure;
+        let io = |e: std::io::Error| {
+            vec![DepFailure::Unavailable(format!(
+                "cannot build chart {rel} in {}: {e}",
+                self.built.display()
+            ))]
+        };
+        std::fs::create_dir_all(&self.built).map_err(io)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".build-")
+            .tempdir_in(&self.built)
+            .map_err(io)?;
+        let staged = tmp.path().join(name);
+        builder.build(rel, &staged).await?;
+        let digest = chart_digest(&staged).map_err(io)?;
+        let short = digest.trim_start_matches("sha256:");
+        let dir = self.built.join(&short[..short.len().min(32)]);
+        let target = dir.join(name);
+        if !target.join("Chart.yaml").is_file() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            std::fs::rename(&staged, &target).map_err(io)?;
+        }
+        // Reused builds are touched; builds untouched for a day (no load used them since, and
+        // no helm run lasts that long) are removed.
+        if let Ok(f) = std::fs::File::open(&dir) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        remove_stale_builds(&self.built, &dir, BUILD_KEPT);
+        Ok(target)
+    }
+}
+
+/// How long a built chart directory unused by any load is kept.
+const BUILD_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Removes the entries of `built` (but `keep`) not modified for `age`.
+fn remove_stale_builds(built: &Path, keep: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(built) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|el| el > age);
+        if old
+            && p != keep
+            && let Err(err) = std::fs::remove_dir_all(&p)
+        {
+            tracing::warn!(dir = %p.display(), error = %err, "cannot remove an old built chart");
+        }
     }
 }
 
@@ -910,6 +1024,25 @@ mod tests {
             strata_core::digest::chart_archive_digest(b"archive")
         );
         assert!(chart_digest(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn old_builds_are_removed_but_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir_all(dir.path().join(d).join("chart")).unwrap();
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for d in ["a", "b"] {
+            std::fs::File::open(dir.path().join(d))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        remove_stale_builds(dir.path(), &dir.path().join("b"), Duration::from_secs(60));
+        assert!(!dir.path().join("a").exists());
+        assert!(dir.path().join("b").exists(), "the current build is kept");
+        assert!(dir.path().join("c").exists(), "a recent build is kept");
     }
 
     #[test]

@@ -34,6 +34,7 @@
 pub mod allocation;
 pub mod capacity;
 pub mod chart;
+pub mod chartlock;
 pub mod cycle;
 pub mod depends;
 pub mod digest;
