@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use kubesim::ErrorRule;
-use testkit::agent::{Agent, agent_args, set_arg};
+use testkit::agent::{Agent, agent_args, metric_sum, set_arg};
 use testkit::chaos::{min_median_max, seed_from_env};
 use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::release::{latest, pending};
@@ -157,19 +157,6 @@ pub fn row(mode: &Mode, runs: &[Run], baseline_median: Duration) -> Row {
         max_ratio,
         pass,
     }
-}
-
-/// Sum of the samples of a metric family in a Prometheus text exposition.
-pub fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 const DEPLOYMENT: &str = r#"apiVersion: apps/v1
@@ -338,9 +325,9 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if let Some(m) = agent.metrics().await {
-        out.remediated |= metric_sum(&m, "strata_remediations_total") > 0.0;
-        out.release_failures = metric_sum(&m, "strata_release_failures_total");
-        out.transient_retries = metric_sum(&m, "strata_transient_retries_total");
+        out.remediated |= metric_sum(&m, "strata_remediations_total", "") > 0.0;
+        out.release_failures = metric_sum(&m, "strata_release_failures_total", "");
+        out.transient_retries = metric_sum(&m, "strata_transient_retries_total", "");
     }
     if !out.ok() && out.note.is_empty() {
         out.note = "stalled or remediated".into();

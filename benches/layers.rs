@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use testkit::agent::{Agent, agent_args, set_arg};
+use testkit::agent::{Agent, agent_args, metric_sum, set_arg};
 use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::{HelmBin, strata_bin};
 
@@ -164,21 +164,6 @@ pub fn handoffs(status: &serde_json::Value) -> Vec<Duration> {
             Some(Duration::try_from(d).unwrap_or(Duration::ZERO))
         })
         .collect()
-}
-
-/// Sum of the samples of a metric family in a Prometheus text exposition whose labels
-/// contain `label` (empty: all).
-pub fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name).is_some_and(|rest| {
-                (rest.starts_with('{') || rest.starts_with(' ')) && rest.contains(label)
-            })
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// A time as a ratio to the bound, e.g. `1.23x`.

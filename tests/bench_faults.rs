@@ -9,7 +9,8 @@ use std::time::Duration;
 #[path = "../benches/faults.rs"]
 mod faults;
 
-use faults::{Mode, Run, metric_sum, modes, row};
+use faults::{Mode, Run, modes, row};
+use testkit::agent::metric_sum;
 
 #[test]
 fn modes_are_the_baseline_and_eight_faults_with_targets() {
@@ -62,7 +63,7 @@ fn metric_sums_add_every_sample_of_a_family() {
                 strata_remediations_total{kind=\"remediate-uninstall\",outcome=\"failed\"} 2\n\
                 strata_release_failures_total 3\n\
                 strata_release_failures_total_other 9\n";
-    assert_eq!(metric_sum(text, "strata_remediations_total"), 3.0);
-    assert_eq!(metric_sum(text, "strata_release_failures_total"), 3.0);
-    assert_eq!(metric_sum(text, "strata_transient_retries_total"), 0.0);
+    assert_eq!(metric_sum(text, "strata_remediations_total", ""), 3.0);
+    assert_eq!(metric_sum(text, "strata_release_failures_total", ""), 3.0);
+    assert_eq!(metric_sum(text, "strata_transient_retries_total", ""), 0.0);
 }

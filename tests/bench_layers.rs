@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
+use testkit::agent::metric_sum;
+
 #[allow(dead_code)] // main, the contestants and the world are the benchmark's
 #[path = "../benches/layers.rs"]
 mod layers;
 
-use layers::{
-    Shape, chart_name, delay_ms, handoffs, helmfile_yaml, metric_sum, profiles_yaml, ratio,
-};
+use layers::{Shape, chart_name, delay_ms, handoffs, helmfile_yaml, profiles_yaml, ratio};
 
 fn shape() -> Shape {
     Shape {

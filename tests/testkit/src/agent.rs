@@ -97,6 +97,21 @@ pub fn set_arg(args: &mut [String], flag: &str, value: impl Into<String>) {
     args[i + 1] = value.into();
 }
 
+/// Sum of the samples of a metric family in a Prometheus text exposition (the agent's
+/// `/metrics`) whose labels contain `label` (empty: every sample).
+pub fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name).is_some_and(|rest| {
+                (rest.starts_with('{') || rest.starts_with(' ')) && rest.contains(label)
+            })
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// A free port on 127.0.0.1 (bound and released; the agent binds it right after).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
