@@ -972,6 +972,50 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_and_ca_files_are_checked_with_the_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirrors = dir.path().join("mirrors.yaml");
+        std::fs::write(
+            &mirrors,
+            "mirrors:\n  - prefix: https://a\n    mirorr: https://b\n",
+        )
+        .unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let mut b = settings(dir.path());
+        b.source = b.source.mirrors_file(&mirrors).ca_file(&ca);
+        let errors = b.compile().unwrap_err();
+        let settings: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
+        assert_eq!(settings, [Setting::Mirrors, Setting::CaFile]);
+        let text = errors.to_string();
+        for fix in [
+            "mirrors.yaml: mirrors[0].mirorr: unknown field",
+            "mirrors[0].mirror: missing required field",
+            "fix --mirrors (STRATA_MIRRORS)",
+            "holds no PEM certificate; fix --ca-file (STRATA_CA_FILE)",
+        ] {
+            assert!(text.contains(fix), "{fix:?} in {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "strata",
+            "plan",
+            "--git-url",
+            "x",
+            "--mirrors",
+            "m.yaml",
+            "--ca-file",
+            "ca.pem",
+        ])
+        .unwrap();
+        let Command::Plan(p) = cli.command else {
+            panic!("plan")
+        };
+        let source = SourceConfig::from(p.source);
+        assert_eq!(source.mirrors_file.as_deref(), Some(Path::new("m.yaml")));
+        assert_eq!(source.ca_file.as_deref(), Some(Path::new("ca.pem")));
+    }
+
+    #[test]
     fn helm_must_be_an_executable_file_or_on_path() {
         let dir = tempfile::tempdir().unwrap();
         let not_program = dir.path().join("helm");

@@ -114,6 +114,8 @@ async fn the_same_profile_list_converges_through_the_mirrors(helm: HelmBin) -> a
     assert!(stack_converged(&site.cluster));
     let st = testkit::cluster::configmap_status(&site.cluster).expect("status");
     assert_eq!(st["phase"], "Ready", "{st:#}");
+    eprintln!("revision: {:#}", st["revision"]);
+    eprintln!("mirrors file:\n{}", std::fs::read_to_string(&mirrors)?);
     let mirrored = st["revision"]["mirrored"].as_array().expect("mirrored");
     let pair = |url: &str| {
         mirrored
