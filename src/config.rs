@@ -12,6 +12,8 @@
 //! | `--git-ssh-key-file` | `STRATA_GIT_SSH_KEY_FILE` | none |
 //! | `--git-known-hosts-file` | `STRATA_GIT_KNOWN_HOSTS_FILE` | none |
 //! | `--work-dir` | `STRATA_WORK_DIR` | a new temporary directory |
+//! | `--mirrors` | `STRATA_MIRRORS` | none (URLs fetched as declared) |
+//! | `--ca-file` | `STRATA_CA_FILE` | none (the system's trusted CAs only) |
 //! | `--interval` | `STRATA_INTERVAL` | `1m` |
 //! | `--concurrency` | `STRATA_CONCURRENCY` | fitted to the pod |
 //! | `--helm` | `STRATA_HELM` | `helm` (on `PATH`) |
@@ -112,6 +114,14 @@ pub struct SourceArgs {
     /// Directory for the Git cache, chart cache and helm homes (default: a new temp dir).
     #[arg(long, env = "STRATA_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The site's mirrors: a YAML file of `{prefix, mirror}` URL-prefix rewrites applied to
+    /// the Git URL, HTTP chart repositories and `oci://` registries (longest prefix wins).
+    #[arg(long, env = "STRATA_MIRRORS")]
+    pub mirrors: Option<PathBuf>,
+    /// CA certificates (PEM bundle) trusted, besides the system's, for Git over HTTPS, HTTP
+    /// chart repositories and OCI registries.
+    #[arg(long, env = "STRATA_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -290,6 +300,10 @@ pub struct SourceConfig {
     pub credentials: GitCredentials,
     /// `None`: a new temporary directory.
     pub work_dir: Option<PathBuf>,
+    /// `--mirrors`: the site's URL-prefix rewrites (read when the source is set up).
+    pub mirrors_file: Option<PathBuf>,
+    /// `--ca-file`: extra trusted CA certificates (PEM) for Git, HTTP and OCI.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Git credentials, as files (read when the source is set up).
@@ -313,7 +327,21 @@ impl SourceConfig {
             cluster_name: None,
             credentials: GitCredentials::default(),
             work_dir: None,
+            mirrors_file: None,
+            ca_file: None,
         }
+    }
+
+    /// The site's mirrors file (`--mirrors`).
+    pub fn mirrors_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mirrors_file = Some(path.into());
+        self
+    }
+
+    /// Extra trusted CA certificates (`--ca-file`).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
     }
 
     pub fn git_ref(mut self, git_ref: impl Into<String>) -> Self {
@@ -346,6 +374,8 @@ impl From<SourceArgs> for SourceConfig {
                 known_hosts_file: a.git_known_hosts_file,
             },
             work_dir: a.work_dir,
+            mirrors_file: a.mirrors,
+            ca_file: a.ca_file,
         }
     }
 }
@@ -554,6 +584,16 @@ impl AgentBuilder {
             problems.push(ConfigProblem::new(Setting::Helm, reason));
         }
         problems.extend(check_credentials(&source.credentials));
+        if let Some(path) = &source.mirrors_file
+            && let Err(reason) = read_mirrors(path)
+        {
+            problems.push(ConfigProblem::new(Setting::Mirrors, reason));
+        }
+        if let Some(path) = &source.ca_file
+            && let Err(reason) = read_ca_file(path)
+        {
+            problems.push(ConfigProblem::new(Setting::CaFile, reason));
+        }
         let work_dir = WorkDir::prepare(source.work_dir.as_deref(), "strata-")
             .map_err(|e| {
                 problems.push(ConfigProblem::new(
@@ -595,6 +635,31 @@ fn read_admin_token(path: &Path) -> Result<AdminToken, ConfigProblem> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
     AdminToken::new(&text).ok_or_else(|| problem("the file is empty".into()))
+}
+
+/// The mirrors file (`--mirrors`), parsed; the error names the file and every problem in it.
+pub fn read_mirrors(path: &Path) -> Result<strata_core::mirrors::Mirrors, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the mirrors file {}: {e}", path.display()))?;
+    strata_core::mirrors::parse(&path.display().to_string(), &text).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        format!(
+            "the mirrors file {} is invalid: {}",
+            path.display(),
+            list.join("; ")
+        )
+    })
+}
+
+/// The CA file (`--ca-file`) holds at least one PEM certificate.
+fn read_ca_file(path: &Path) -> Result<(), String> {
+    let problem = |reason: String| format!("cannot use the CA file {}: {reason}", path.display());
+    let pem = std::fs::read(path).map_err(|e| problem(e.to_string()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(()),
+        Ok(_) => Err(problem("it holds no PEM certificate".into())),
+        Err(e) => Err(problem(format!("not a PEM certificate bundle: {e}"))),
+    }
 }
 
 /// Readable Git credential files (the password is read again when the source is set up).
@@ -676,6 +741,8 @@ pub enum Setting {
     GitPasswordFile,
     GitSshKeyFile,
     WorkDir,
+    Mirrors,
+    CaFile,
 }
 
 impl Setting {
@@ -688,6 +755,8 @@ impl Setting {
             Self::GitPasswordFile => ("--git-password-file", "STRATA_GIT_PASSWORD_FILE"),
             Self::GitSshKeyFile => ("--git-ssh-key-file", "STRATA_GIT_SSH_KEY_FILE"),
             Self::WorkDir => ("--work-dir", "STRATA_WORK_DIR"),
+            Self::Mirrors => ("--mirrors", "STRATA_MIRRORS"),
+            Self::CaFile => ("--ca-file", "STRATA_CA_FILE"),
         }
     }
 }
@@ -900,6 +969,50 @@ mod tests {
         ] {
             assert!(text.contains(fix), "{fix:?} in {text}");
         }
+    }
+
+    #[test]
+    fn mirrors_and_ca_files_are_checked_with_the_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirrors = dir.path().join("mirrors.yaml");
+        std::fs::write(
+            &mirrors,
+            "mirrors:\n  - prefix: https://a\n    mirorr: https://b\n",
+        )
+        .unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let mut b = settings(dir.path());
+        b.source = b.source.mirrors_file(&mirrors).ca_file(&ca);
+        let errors = b.compile().unwrap_err();
+        let settings: Vec<Setting> = errors.0.iter().map(|p| p.setting).collect();
+        assert_eq!(settings, [Setting::Mirrors, Setting::CaFile]);
+        let text = errors.to_string();
+        for fix in [
+            "mirrors.yaml: mirrors[0].mirorr: unknown field",
+            "mirrors[0].mirror: missing required field",
+            "fix --mirrors (STRATA_MIRRORS)",
+            "holds no PEM certificate; fix --ca-file (STRATA_CA_FILE)",
+        ] {
+            assert!(text.contains(fix), "{fix:?} in {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "strata",
+            "plan",
+            "--git-url",
+            "x",
+            "--mirrors",
+            "m.yaml",
+            "--ca-file",
+            "ca.pem",
+        ])
+        .unwrap();
+        let Command::Plan(p) = cli.command else {
+            panic!("plan")
+        };
+        let source = SourceConfig::from(p.source);
+        assert_eq!(source.mirrors_file.as_deref(), Some(Path::new("m.yaml")));
+        assert_eq!(source.ca_file.as_deref(), Some(Path::new("ca.pem")));
     }
 
     #[test]

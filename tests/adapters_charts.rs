@@ -474,3 +474,63 @@ async fn partial_downloads_and_corrupt_cached_archives_are_downloaded_again() ->
     assert_eq!(digest_of(&pulled.path)?, pulled.digest);
     Ok(())
 }
+
+/// With mirrors, a repository declared at an unreachable URL (HTTP, and `oci://`) is fetched
+/// from its mirror, its credentials go to the mirror, and the rewrite is recorded.
+#[tokio::test]
+async fn repositories_are_fetched_through_the_mirrors() -> anyhow::Result<()> {
+    let (repo, src) = repo_with_demo_versions().await?;
+    let registry = testkit::oci::OciRegistry::start().await?;
+    registry.push(
+        &HelmBin::V4.path(),
+        &chart_dir(&src.path().join("oci"), "demo", "3.0.0"),
+        "charts",
+    )?;
+    let mirrors = strata_core::mirrors::Mirrors::new(vec![
+        strata_core::mirrors::Mirror {
+            prefix: "https://charts.example.invalid/platform".into(),
+            mirror: repo.url(),
+        },
+        strata_core::mirrors::Mirror {
+            prefix: "oci://registry.example.invalid/acme".into(),
+            mirror: registry.url("charts").trim_end_matches("/charts").into(),
+        },
+    ]);
+    let cache = tempfile::tempdir()?;
+    let store = ChartStore::new(cache.path(), Redactor::new())?.with_mirrors(mirrors);
+    let pulled = store
+        .pull(
+            "https://charts.example.invalid/platform",
+            "demo",
+            &constraint("~1.1"),
+        )
+        .await?;
+    assert_eq!(pulled.version, "1.1.0");
+    assert!(repo.requests("/index.yaml") > 0);
+    // `/platformx` is not under the prefix: fetched as declared, and it fails.
+    assert!(
+        store
+            .pull(
+                "https://charts.example.invalid/platformx",
+                "demo",
+                &constraint("1.0.0")
+            )
+            .await
+            .is_err()
+    );
+    let oci =
+        RepoSpec::new("acme", "oci://registry.example.invalid/acme/charts").with_plain_http(true);
+    let pulled = store.pull(&oci, "demo", &constraint("3.0.0")).await?;
+    assert_eq!(pulled.version, "3.0.0");
+    let rewritten = store.rewritten();
+    assert_eq!(rewritten.len(), 2, "{rewritten:?}");
+    assert!(rewritten.contains(&(
+        "https://charts.example.invalid/platform".to_string(),
+        repo.url()
+    )));
+    assert!(rewritten.contains(&(
+        "oci://registry.example.invalid/acme/charts".to_string(),
+        registry.url("charts")
+    )));
+    Ok(())
+}

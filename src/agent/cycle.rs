@@ -324,6 +324,12 @@ impl Agent {
             fetched_at: first_fetched.unwrap_or_else(crate::observe::status::now_rfc3339),
             profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
             cluster_name: cluster.clone(),
+            mirrored: Vec::new(),
+        };
+        let loaded = self.loader.load(&fetched, cluster.as_deref()).await;
+        let info = RevisionInfo {
+            mirrored: self.loader.mirrored(),
+            ..info
         };
         // A newer commit that cannot be applied: the older revision is not applied again.
         let forget_other = || {
@@ -331,7 +337,7 @@ impl Agent {
                 self.set_current(None);
             }
         };
-        let loaded = match self.loader.load(&fetched, cluster.as_deref()).await {
+        let loaded = match loaded {
             Ok(l) => l,
             Err(revision::LoadError::Invalid(problems)) => {
                 forget_other();

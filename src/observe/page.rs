@@ -309,6 +309,7 @@ mod tests {
 
     fn info(commit: &str) -> RevisionInfo {
         RevisionInfo {
+            mirrored: Vec::new(),
             commit: commit.into(),
             fetched_at: "2026-12-05T10:00:00Z".into(),
             profiles_path: Some("profiles.yaml".into()),

@@ -96,6 +96,19 @@ pub struct RevisionInfo {
     /// The cluster name used for `{cluster}` in the profiles path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// The URLs the site's mirrors (`--mirrors`) rewrote: the Git URL and chart repositories
+    /// as declared, and where they were fetched from (credentials redacted). Empty without
+    /// mirrors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrored: Vec<MirroredUrl>,
+}
+
+/// A URL as declared and the mirror it was fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirroredUrl {
+    pub url: String,
+    pub fetched_from: String,
 }
 
 /// One problem found in a revision: the file, the field inside it and what is wrong.
@@ -770,6 +783,7 @@ mod tests {
 
     fn info(commit: &str) -> RevisionInfo {
         RevisionInfo {
+            mirrored: Vec::new(),
             commit: commit.into(),
             fetched_at: "t0".into(),
             profiles_path: None,

@@ -241,6 +241,10 @@ pub struct ChartStore {
     verified: Arc<Mutex<HashMap<PathBuf, Verified>>>,
     /// Registry bearer tokens by (realm, service, scope).
     tokens: Arc<Mutex<HashMap<String, String>>>,
+    /// The site's URL-prefix rewrites (`--mirrors`), applied to every repository pulled from.
+    mirrors: Arc<strata_core::mirrors::Mirrors>,
+    /// Repository URLs the mirrors rewrote: declared URL to mirror URL.
+    rewritten: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl ChartStore {
@@ -280,10 +284,40 @@ impl ChartStore {
             downloads: Default::default(),
             verified: Default::default(),
             tokens: Default::default(),
+            mirrors: Arc::default(),
+            rewritten: Arc::default(),
         })
     }
 
     /// The archive path for a digest.
+    /// Fetch every repository through the site's mirrors: a repository's URL (HTTP index and
+    /// archives, `oci://` registry) is rewritten by the longest matching prefix before it is
+    /// fetched; its credentials go to the mirror.
+    pub fn with_mirrors(mut self, mirrors: strata_core::mirrors::Mirrors) -> Self {
+        self.mirrors = Arc::new(mirrors);
+        self
+    }
+
+    /// The repositories the mirrors rewrote so far: (declared URL, mirror URL).
+    pub fn rewritten(&self) -> Vec<(String, String)> {
+        let map = self.rewritten.lock().expect("lock");
+        map.iter().map(|(a, b)| (a.clone(), b.clone())).collect()
+    }
+
+    /// `url` through the mirrors (recorded when rewritten).
+    fn mirror_url(&self, url: &str) -> String {
+        match self.mirrors.rewrite(url) {
+            Some(to) => {
+                self.rewritten
+                    .lock()
+                    .expect("lock")
+                    .insert(url.to_string(), to.clone());
+                to
+            }
+            None => url.to_string(),
+        }
+    }
+
     pub fn archive_path(&self, digest: &str) -> PathBuf {
         self.cache.join("sha256").join(format!("{digest}.tgz"))
     }
@@ -613,7 +647,9 @@ impl ChartStore {
         chart: &str,
         constraint: &VersionConstraint,
     ) -> Result<PulledChart> {
-        let repo = &repo.into();
+        let mut repo = repo.into();
+        repo.url = self.mirror_url(&repo.url);
+        let repo = &repo;
         if repo.kind()? == RepoKind::Oci {
             return self.pull_oci(repo, chart, constraint).await;
         }
@@ -635,7 +671,12 @@ impl ChartStore {
                 message: format!("chart {chart} {} has no download URL", entry.version),
             });
         };
+        // An index may name archives by absolute URL on the declared host.
         let url = strata_core::repoindex::resolve_url(&repo.url, first);
+        let url = match self.mirrors.rewrite(&url) {
+            Some(to) => to,
+            None => url,
+        };
         self.pull_url(
             repo,
             chart,

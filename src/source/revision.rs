@@ -26,6 +26,9 @@ pub enum SetupError {
     Credentials(#[from] crate::source::auth::CredentialsError),
     #[error("cannot prepare the chart cache: {0}")]
     Charts(#[from] crate::source::charts::Error),
+    /// The mirrors file (`--mirrors`) cannot be read or is invalid.
+    #[error("{0}")]
+    Mirrors(String),
 }
 
 /// The placeholder for the cluster name in `--profiles-path`.
@@ -149,6 +152,8 @@ pub struct Loader {
     redactor: Redactor,
     /// Where charts from Git with dependencies are built (`<digest>/<chart>`).
     built: PathBuf,
+    /// The Git URL as declared and the mirror it is fetched from, when `--mirrors` rewrote it.
+    git_mirror: Option<(String, String)>,
 }
 
 /// The cluster and default namespace `valuesFrom` Secrets are read from.
@@ -190,14 +195,35 @@ impl Loader {
             ssh_key: creds.ssh_key_file,
             known_hosts: creds.known_hosts_file,
         };
-        let git = GitSource::new(
-            source.git_url,
+        let mirrors = match &source.mirrors_file {
+            Some(path) => crate::config::read_mirrors(path).map_err(SetupError::Mirrors)?,
+            None => strata_core::mirrors::Mirrors::default(),
+        };
+        let git_mirror = mirrors
+            .rewrite(&source.git_url)
+            .map(|to| (source.git_url.clone(), to));
+        let git_url = git_mirror
+            .as_ref()
+            .map_or(source.git_url, |(_, to)| to.clone());
+        if let Some((from, to)) = &git_mirror {
+            tracing::info!(declared = %redactor.redact(from), mirror = %redactor.redact(to), "Git repository fetched through a mirror");
+        }
+        let mut git = GitSource::new(
+            git_url,
             source.git_ref,
             work_dir.join("git"),
             auth,
             redactor.clone(),
         );
-        let charts = ChartStore::new(work_dir.join("charts"), redactor.clone())?;
+        if let Some(ca) = &source.ca_file {
+            git = git.with_ca_file(ca);
+        }
+        let options = crate::source::charts::HttpOptions {
+            ca_file: source.ca_file.clone(),
+            ..Default::default()
+        };
+        let charts = ChartStore::with_options(work_dir.join("charts"), options, redactor.clone())?
+            .with_mirrors(mirrors);
         Ok(Self {
             git,
             charts,
@@ -206,6 +232,7 @@ impl Loader {
             secrets: None,
             redactor,
             built: work_dir.join("built"),
+            git_mirror,
         })
     }
 
@@ -385,6 +412,23 @@ impl Loader {
     }
 
     /// The configured cluster name (`--cluster-name`).
+    /// The URLs `--mirrors` rewrote (the Git URL, repositories pulled from so far), as
+    /// declared and as fetched, credentials redacted.
+    pub fn mirrored(&self) -> Vec<crate::observe::status::MirroredUrl> {
+        let mut out: Vec<_> = self
+            .git_mirror
+            .iter()
+            .cloned()
+            .chain(self.charts.rewritten())
+            .map(|(url, to)| crate::observe::status::MirroredUrl {
+                url: self.redactor.redact(&url),
+                fetched_from: self.redactor.redact(&to),
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+
     pub fn cluster_name(&self) -> Option<&str> {
         self.cluster_name.as_deref()
     }

@@ -41,6 +41,7 @@ pub mod digest;
 pub mod health;
 pub mod input;
 pub mod limits;
+pub mod mirrors;
 pub mod plan;
 pub mod problem;
 pub mod profiles;
