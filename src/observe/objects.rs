@@ -145,7 +145,9 @@ impl ClusterReader {
         objects: &[ObjectRef],
         default_namespace: &str,
     ) -> Result<Vec<(usize, Option<String>)>> {
-        let mut groups: Vec<((GroupVersionKind, Option<String>), Vec<usize>)> = Vec::new();
+        // (kind, namespace as written) -> indexes into `objects`, in manifest order.
+        type Group = ((GroupVersionKind, Option<String>), Vec<usize>);
+        let mut groups: Vec<Group> = Vec::new();
         for (i, o) in objects.iter().enumerate() {
             let key = (o.gvk(), o.namespace.clone());
             match groups.iter_mut().find(|(k, _)| *k == key) {
