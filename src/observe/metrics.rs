@@ -7,6 +7,7 @@
 //! | `strata_helm_failures_total` | counter | `command` |
 //! | `strata_release_failures_total` | counter | - |
 //! | `strata_transient_retries_total` | counter | - (steps repeated in place: the API was unavailable) |
+//! | `strata_drift_corrections_total` | counter | - (upgrades of unchanged releases whose objects were missing, that succeeded) |
 //! | `strata_revision_info` | gauge (always 1) | `commit` (only the current revision) |
 //! | `strata_revisions_rejected_total` | counter | - |
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
@@ -72,6 +73,7 @@ pub struct Metrics {
     helm_failures: Family<CommandLabels, Counter>,
     release_failures: Counter,
     transient_retries: Counter,
+    drift_corrections: Counter,
     revision_info: Family<CommitLabels, Gauge>,
     current_commit: Mutex<Option<String>>,
     revisions_rejected: Counter,
@@ -155,6 +157,12 @@ impl Metrics {
             "transient_retries",
             "Steps repeated in place because the Kubernetes API was unavailable for a moment",
             transient_retries.clone(),
+        );
+        let drift_corrections = Counter::default();
+        registry.register(
+            "drift_corrections",
+            "Unchanged releases upgraded because objects of their manifest were missing from the cluster",
+            drift_corrections.clone(),
         );
         let revision_info = Family::<CommitLabels, Gauge>::default();
         registry.register(
@@ -264,6 +272,7 @@ impl Metrics {
             helm_failures,
             release_failures,
             transient_retries,
+            drift_corrections,
             revision_info,
             current_commit: Mutex::new(None),
             revisions_rejected,
@@ -372,6 +381,11 @@ impl Metrics {
     /// A step repeated in place because the Kubernetes API was unavailable.
     pub fn transient_retry(&self) {
         self.transient_retries.inc();
+    }
+
+    /// A release whose missing objects were written again by an upgrade.
+    pub fn drift_corrected(&self) {
+        self.drift_corrections.inc();
     }
 
     pub fn revision_rejected(&self) {
@@ -525,6 +539,7 @@ mod tests {
             "strata_revisions_rejected_total",
             "strata_release_failures_total",
             "strata_transient_retries_total",
+            "strata_drift_corrections_total",
             "strata_helm_failures_total{command=\"upgrade\"}",
             "strata_recoveries_total{kind=\"recover-pending-install\",outcome=\"failed\"}",
             "strata_recoveries_total{kind=\"rollback-then-upgrade\",outcome=\"succeeded\"}",

@@ -130,6 +130,85 @@ impl ClusterReader {
     }
 }
 
+/// A kind with more objects than this in one namespace is read with one LIST instead of a GET
+/// per object ([`ClusterReader::missing`]).
+pub const LIST_ABOVE: usize = 3;
+
+impl ClusterReader {
+    /// The objects the cluster does not have: their index in `objects` and their namespace
+    /// (`None` for a cluster-scoped kind). Objects are grouped by kind and
+    /// namespace: a group of up to [`LIST_ABOVE`] objects costs one GET per object, a larger
+    /// one a single LIST of that kind in that namespace (cluster-wide for cluster-scoped kinds).
+    /// Namespaced objects without a namespace are in `default_namespace`.
+    pub async fn missing(
+        &self,
+        objects: &[ObjectRef],
+        default_namespace: &str,
+    ) -> Result<Vec<(usize, Option<String>)>> {
+        // (kind, namespace as written) -> indexes into `objects`, in manifest order.
+        type Group = ((GroupVersionKind, Option<String>), Vec<usize>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            let key = (o.gvk(), o.namespace.clone());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        let mut missing = Vec::new();
+        for (_, members) in groups {
+            let first = &objects[members[0]];
+            let (ar, caps) = self.resolve(first).await?;
+            let namespace = match caps.scope {
+                Scope::Cluster => None,
+                Scope::Namespaced => Some(
+                    first
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| default_namespace.to_string()),
+                ),
+            };
+            if members.len() <= LIST_ABOVE {
+                for i in members {
+                    if self.get(&objects[i], default_namespace).await?.is_none() {
+                        missing.push((i, namespace.clone()));
+                    }
+                }
+                continue;
+            }
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+                Scope::Namespaced => Api::namespaced_with(
+                    self.client.clone(),
+                    first.namespace.as_deref().unwrap_or(default_namespace),
+                    &ar,
+                ),
+            };
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|source| Error::Get {
+                    kind: first.kind.clone(),
+                    name: "(list)".into(),
+                    source,
+                })?;
+            let names: std::collections::HashSet<String> = list
+                .items
+                .into_iter()
+                .filter_map(|o| o.metadata.name)
+                .collect();
+            missing.extend(
+                members
+                    .into_iter()
+                    .filter(|&i| !names.contains(&objects[i].name))
+                    .map(|i| (i, namespace.clone())),
+            );
+        }
+        missing.sort_unstable();
+        Ok(missing)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,6 +251,7 @@ fn render_release(h: &mut String, r: &ReleaseStatus) {
     for (class, rec) in [
         ("recovery", &r.last_recovery),
         ("remediation", &r.last_remediation),
+        ("drift", &r.last_drift),
     ] {
         if let Some(a) = rec {
             action_item(&mut items, class, a);

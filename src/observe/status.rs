@@ -192,6 +192,10 @@ pub struct ReleaseStatus {
     /// `remediate-uninstall`), kept across revisions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_remediation: Option<ActionRecord>,
+    /// The last drift corrected (kind `drift`: objects of the manifest were missing and an
+    /// upgrade wrote them again), kept across revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<ActionRecord>,
     /// Steps repeated in place in this revision because the Kubernetes API was unavailable
     /// for a moment (a 5xx, a 429, a cut connection): not failures of the release.
     #[serde(skip_serializing_if = "is_zero")]
@@ -244,6 +248,7 @@ impl ReleaseStatus {
             not_ready: Vec::new(),
             last_recovery: None,
             last_remediation: None,
+            last_drift: None,
             transient_retries: 0,
             last_transient_error: None,
             last_ready_ms: None,
@@ -506,6 +511,7 @@ impl Status {
                             r.ready_at = p.ready_at.clone();
                             r.last_recovery = p.last_recovery.clone();
                             r.last_remediation = p.last_remediation.clone();
+                            r.last_drift = p.last_drift.clone();
                             r.last_ready_ms = p.last_ready_ms;
                             if same_commit {
                                 r.attempts = p.attempts;

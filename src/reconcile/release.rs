@@ -213,7 +213,8 @@ impl<D: HelmDriver> Runner<D> {
     /// execute (the helm door) -> record (status and retry book), until the release is Ready
     /// or the decision says to stop.
     async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
-        use strata_core::reconcile::{Inputs, LockState};
+        use strata_core::reconcile::State::InSync;
+        use strata_core::reconcile::{Action, Inputs, LockState, UpgradeReason};
         let desired = job.desired(self.default_timeout);
         let content_digest = desired.content_digest.clone().unwrap_or_default();
         self.set(job, |r| r.content_digest = Some(content_digest.clone()));
@@ -234,6 +235,9 @@ impl<D: HelmDriver> Runner<D> {
         let mut steps = 0;
         // helm exited 0 in the step before: its release record must now be settled.
         let mut helm_succeeded = false;
+        // Drift (objects of the deployed manifest missing) is read once, before the first
+        // action, and only for a release that is otherwise in sync.
+        let mut drift_checked = false;
         while steps < 8 {
             let (observed, manifest) = match self.observe(job, &mut inputs).await {
                 Ok(observed) => observed,
@@ -263,6 +267,12 @@ impl<D: HelmDriver> Runner<D> {
                     return self.fail(job, blips.gave_up(&message));
                 }
                 continue;
+            }
+            if !drift_checked && inputs.performed.is_empty() {
+                drift_checked = true;
+                if strata_core::reconcile::observe(&desired, observed.as_ref()) == InSync {
+                    inputs.missing = self.missing_objects(job, &manifest).await;
+                }
             }
             let action = strata_core::reconcile::next_action(
                 &desired,
@@ -302,7 +312,31 @@ impl<D: HelmDriver> Runner<D> {
                 // exits 0 when the API fails only its last write (the record stays
                 // `pending-install`/`pending-upgrade`), so the loop observes again: in sync is
                 // NoOp (Ready), a record left pending is recovered like an interrupted helm.
-                Ok(()) => helm_succeeded = true,
+                Ok(()) => {
+                    helm_succeeded = true;
+                    if let Action::Upgrade {
+                        reason: reason @ UpgradeReason::Drift { .. },
+                    } = &action
+                    {
+                        self.metrics.drift_corrected();
+                        tracing::info!(release = %job.release, namespace = %job.namespace, %reason, "drift corrected");
+                        self.set(job, |r| {
+                            let message = format!(
+                                "{reason}; written again by helm upgrade --install{}",
+                                r.message
+                                    .as_deref()
+                                    .map(|m| format!(" ({m})"))
+                                    .unwrap_or_default()
+                            );
+                            r.last_drift = Some(crate::observe::status::ActionRecord {
+                                kind: "drift".into(),
+                                at: now_rfc3339(),
+                                message: message.clone(),
+                            });
+                            r.message = Some(message);
+                        });
+                    }
+                }
                 Err(f) => {
                     inputs.retry.last_error = Some(f.message.clone());
                     // The first failure of the attempt is the one to report.
@@ -791,6 +825,39 @@ impl<D: HelmDriver> Runner<D> {
         }
     }
 
+    /// Drift: the objects of the deployed release's manifest (from the record the decision
+    /// read) that the cluster does not have. Read with the progress reader (a GET per object,
+    /// a LIST per kind and namespace with more than a few objects). Nothing is missing when
+    /// there is no reader or the objects cannot be read (logged; the next reconcile reads
+    /// again).
+    async fn missing_objects(
+        &self,
+        job: &ReleaseJob,
+        manifest: &str,
+    ) -> Vec<strata_core::reconcile::MissingObject> {
+        let Some(cluster) = self.progress.clone() else {
+            return Vec::new();
+        };
+        let objects = drift_objects(manifest);
+        if objects.is_empty() {
+            return Vec::new();
+        }
+        match cluster.missing(&objects, &job.namespace).await {
+            Ok(missing) => missing
+                .into_iter()
+                .map(|(i, namespace)| strata_core::reconcile::MissingObject {
+                    kind: objects[i].kind.clone(),
+                    namespace,
+                    name: objects[i].name.clone(),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot read the release's objects to look for drift");
+                Vec::new()
+            }
+        }
+    }
+
     /// The health gate: when the release's manifest has objects of a kind with a custom
     /// health check (`job.health_checks`), wait until each of them passes it (polling them
     /// with the progress reader), within the attempt's `deadline`. A `failed` expression or
@@ -1022,6 +1089,18 @@ fn checked_objects(checks: &[strata_core::health::HealthCheck], manifest: &str) 
         .iter()
         .filter_map(ObjectRef::from_manifest)
         .filter(|o| strata_core::health::check_for(checks, &o.api_version, &o.kind).is_some())
+        .collect()
+}
+
+/// The objects of a release manifest drift detection looks for: every object but hooks and
+/// objects helm keeps (`helm.sh/resource-policy: keep`).
+fn drift_objects(manifest: &str) -> Vec<ObjectRef> {
+    crate::executor::releases::manifest_objects(manifest)
+        .iter()
+        .filter(|o| {
+            !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
+        })
+        .filter_map(ObjectRef::from_manifest)
         .collect()
 }
 
@@ -1452,6 +1531,21 @@ mod tests {
         assert!(checked_objects(&[], manifest).is_empty());
     }
 
+    #[test]
+    fn drift_looks_for_every_object_but_hooks_and_kept_ones() {
+        let manifest = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations:\n    helm.sh/resource-policy: keep\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: hook\n  annotations:\n    helm.sh/hook: post-install\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: other\n";
+        let objects: Vec<(String, String)> = drift_objects(manifest)
+            .into_iter()
+            .map(|o| (o.kind, o.name))
+            .collect();
+        assert_eq!(
+            objects,
+            [
+                ("ConfigMap".to_string(), "a".to_string()),
+                ("Service".to_string(), "s".to_string())
+            ]
+        );
+    }
     #[tokio::test]
     async fn absent_is_installed_then_in_sync_runs_no_helm() {
         let (r, status, book) = runner(Fake::default());

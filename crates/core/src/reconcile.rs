@@ -253,6 +253,40 @@ pub enum UpgradeReason {
     OutOfSync { changes: Vec<Change> },
     /// The last revision failed; upgrading again with the desired chart and values.
     LastRevisionFailed { revision: u32 },
+    /// Deployed at the desired chart and values, but objects of its manifest are missing from
+    /// the cluster (deleted by hand): `helm upgrade --install` writes them again.
+    Drift { missing: Vec<MissingObject> },
+}
+
+/// An object of a release's manifest that the cluster does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingObject {
+    pub kind: String,
+    /// `None` for a cluster-scoped object.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for MissingObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// How many missing objects a drift reason names before "and N more".
+pub const DRIFT_LISTED: usize = 3;
+
+/// Is a manifest object exempt from drift detection? Hooks (`helm.sh/hook`, which helm
+/// deletes and recreates by its own policy) and objects helm keeps on uninstall
+/// (`helm.sh/resource-policy: keep`) are not drift when missing. `annotation` reads one of
+/// the object's annotations.
+pub fn drift_exempt<'a>(annotation: impl Fn(&str) -> Option<&'a str>) -> bool {
+    annotation("helm.sh/hook").is_some()
+        || annotation("helm.sh/resource-policy").is_some_and(|p| p.trim() == "keep")
 }
 
 impl fmt::Display for UpgradeReason {
@@ -264,6 +298,18 @@ impl fmt::Display for UpgradeReason {
             }
             Self::LastRevisionFailed { revision } => {
                 write!(f, "revision {revision} failed; upgrading again")
+            }
+            Self::Drift { missing } => {
+                let named: Vec<String> = missing
+                    .iter()
+                    .take(DRIFT_LISTED)
+                    .map(ToString::to_string)
+                    .collect();
+                write!(f, "drift: {} missing", named.join(", "))?;
+                if missing.len() > DRIFT_LISTED {
+                    write!(f, " and {} more", missing.len() - DRIFT_LISTED)?;
+                }
+                Ok(())
             }
         }
     }
@@ -584,6 +630,10 @@ pub struct Inputs {
     pub last_deployed_revision: Option<u32>,
     /// Helm actions already run in this attempt, in order.
     pub performed: Vec<ActionKind>,
+    /// Objects of the deployed release's manifest the cluster does not have (drift), as read
+    /// before the attempt's first action; empty when not checked.
+    #[serde(default)]
+    pub missing: Vec<MissingObject>,
 }
 
 impl Inputs {
@@ -629,7 +679,8 @@ pub fn decide_with(
 ) -> Action {
     let release = format!("{}/{}", desired.namespace, desired.name);
     let state = observe(desired, observed);
-    if state == State::InSync {
+    // In sync and nothing missing, or the objects were written again in this attempt.
+    if state == State::InSync && (inputs.missing.is_empty() || inputs.applied()) {
         return Action::NoOp;
     }
     // A remediation ends the attempt.
@@ -674,6 +725,11 @@ pub fn decide_with(
                 ),
             }
         }
+        State::InSync => Action::Upgrade {
+            reason: UpgradeReason::Drift {
+                missing: inputs.missing.clone(),
+            },
+        },
         _ => decide(desired, observed),
     };
     guard(&release, action, inputs)
@@ -980,7 +1036,99 @@ mod tests {
             retry: RetryState::default(),
             last_deployed_revision: Some(2),
             performed: Vec::new(),
+            missing: Vec::new(),
         }
+    }
+
+    fn missing(kind: &str, namespace: Option<&str>, name: &str) -> MissingObject {
+        MissingObject {
+            kind: kind.into(),
+            namespace: namespace.map(str::to_owned),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn missing_objects_of_an_in_sync_release_upgrade_it_once() {
+        let d = desired();
+        let ok = observed("deployed", "1.14.4", Some("sha256:aaa"));
+        let now = at("2026-01-01T12:00:05Z");
+        let mut i = inputs(LockState::HeldByUs, RemediationStrategy::Retry);
+        // Nothing missing: no helm.
+        assert_eq!(next_action(&d, Some(&ok), &i, now), Action::NoOp);
+
+        i.missing = vec![missing("ConfigMap", Some("cert-manager"), "settings")];
+        let a = next_action(&d, Some(&ok), &i, now);
+        assert_eq!(a.kind(), Some(ActionKind::Upgrade));
+        assert_eq!(a.reason(), "drift: ConfigMap cert-manager/settings missing");
+        // Written again in this attempt: done, whatever was read before.
+        i.performed = vec![ActionKind::Upgrade];
+        assert_eq!(next_action(&d, Some(&ok), &i, now), Action::NoOp);
+        i.performed.clear();
+
+        // Counted like any other upgrade: backing off, then stalled.
+        i.retry = backing_off(1);
+        assert!(matches!(
+            next_action(&d, Some(&ok), &i, now),
+            Action::Backoff {
+                would: ActionKind::Upgrade,
+                ..
+            }
+        ));
+        i.retry.attempts = 3;
+        assert!(matches!(
+            next_action(&d, Some(&ok), &i, now),
+            Action::Stalled { .. }
+        ));
+
+        // Another instance holds the Lease: no helm.
+        let mut other_lock = inputs(other(), RemediationStrategy::Retry);
+        other_lock.missing = i.missing.clone();
+        assert!(matches!(
+            decide_with(&d, Some(&ok), &other_lock),
+            Action::Blocked { .. }
+        ));
+
+        // Out of sync wins: the upgrade's own reason (it writes the objects too).
+        let old = observed("deployed", "1.14.3", Some("sha256:aaa"));
+        i.retry = RetryState::default();
+        assert!(matches!(
+            next_action(&d, Some(&old), &i, now),
+            Action::Upgrade {
+                reason: UpgradeReason::OutOfSync { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn drift_reason_lists_a_few_then_counts() {
+        let many: Vec<MissingObject> = (0..5)
+            .map(|n| missing("Service", Some("web"), &format!("s{n}")))
+            .chain([missing("ClusterRole", None, "reader")])
+            .collect();
+        assert_eq!(
+            UpgradeReason::Drift { missing: many }.to_string(),
+            "drift: Service web/s0, Service web/s1, Service web/s2 missing and 3 more"
+        );
+        assert_eq!(
+            UpgradeReason::Drift {
+                missing: vec![missing("ClusterRole", None, "reader")]
+            }
+            .to_string(),
+            "drift: ClusterRole reader missing"
+        );
+    }
+
+    #[test]
+    fn hooks_and_kept_objects_are_not_drift() {
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            drift_exempt(move |k| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| *v))
+        };
+        assert!(with(&[("helm.sh/hook", "post-install")]));
+        assert!(with(&[("helm.sh/resource-policy", "keep")]));
+        assert!(!with(&[("helm.sh/resource-policy", "delete")]));
+        assert!(!with(&[("app", "web")]));
+        assert!(!with(&[]));
     }
 
     fn other() -> LockState {

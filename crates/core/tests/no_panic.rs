@@ -626,6 +626,15 @@ fn reconcile_decisions_keep_their_invariants() {
                 performed: (0..rng.below(3))
                     .map(|_| *rng.pick(&ActionKind::ALL))
                     .collect(),
+                missing: if rng.chance(30) {
+                    vec![reconcile::MissingObject {
+                        kind: "ConfigMap".into(),
+                        namespace: Some("a".into()),
+                        name: "cm".into(),
+                    }]
+                } else {
+                    Vec::new()
+                },
             };
             let a = reconcile::decide_with(&desired, observed.as_ref(), &inputs);
             let ctx = format!("{observed:?} {inputs:?} -> {a:?}");

@@ -49,7 +49,7 @@
     if (r.lastTransientError) {
       items += '<li class="transient">last transient error: ' + esc(r.lastTransientError) + "</li>";
     }
-    items += action("recovery", r.lastRecovery) + action("remediation", r.lastRemediation);
+    items += action("recovery", r.lastRecovery) + action("remediation", r.lastRemediation) + action("drift", r.lastDrift);
     if (items) {
       h += '<tr class="detail"><td></td><td colspan="' + (HEAD.length - 1) + '"><ul>' + items + "</ul></td></tr>";
     }
