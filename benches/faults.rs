@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use kubesim::ErrorRule;
 use testkit::agent::{Agent, agent_args, metric_sum, set_arg};
-use testkit::chaos::{min_median_max, seed_from_env};
+use testkit::chaos::{env_usize, min_median_max, seed_from_env};
 use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::release::{latest, pending};
 use testkit::{HelmBin, strata_bin};
@@ -348,13 +348,6 @@ async fn run(
     }
     cluster.shutdown().await;
     Ok(out)
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 async fn bench() -> anyhow::Result<bool> {

@@ -41,6 +41,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use testkit::agent::{Agent, agent_args, metric_sum, set_arg};
+use testkit::chaos::env_usize;
 use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::{HelmBin, strata_bin};
 
@@ -481,13 +482,6 @@ async fn strata(
     agent.stop().await?;
     c.shutdown().await;
     Ok(out)
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 fn median(v: &[Duration]) -> Duration {

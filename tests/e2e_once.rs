@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use kubesim::{ErrorRule, FaultSpec};
 use testkit::agent::{phase, release};
-use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::scenario::{layered_profiles, stack_converged};
 use testkit::{HelmBin, Scenario, strata_bin};
 
@@ -198,25 +197,7 @@ async fn once_timeout_exits_2_soon_after_the_deadline() -> anyhow::Result<()> {
 #[tokio::test]
 async fn once_exits_1_when_a_release_is_stalled_by_a_permanent_error() -> anyhow::Result<()> {
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
-    let annotations = profile_annotations(Some("1"), None);
-    write_chart(
-        &s.repo.path().join("charts"),
-        &ChartSpec {
-            name: "broken",
-            version: "0.1.0",
-            annotations: &annotations,
-            files: &[(
-                "templates/configmap.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  x: {{ .Values.x }\n",
-            )],
-        },
-    )?;
-    let profiles = format!(
-        "{}  - name: broken\n    chart: {{path: charts/broken-0.1.0}}\n    namespace: broken\n",
-        layered_profiles(&s.charts.url(), "{}")
-    );
-    s.repo.write("profiles.yaml", profiles)?;
-    s.repo.commit("a chart with a broken template")?;
+    s.commit_broken_chart()?;
     let t0 = Instant::now();
     let mut agent = s.agent(&["--once"], &[])?;
     let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;

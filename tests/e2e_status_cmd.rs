@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use testkit::Scenario;
 use testkit::agent::{Finished, free_port, release, run_strata};
-use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::cluster::AGENT_NS;
 use testkit::scenario::layered_profiles;
 use testkit::strata_bin;
@@ -217,25 +216,7 @@ async fn status_exits_1_for_a_rejected_revision_and_a_stalled_release() -> anyho
     check(&out, 1, "rejected, from the ConfigMap (default namespace)");
 
     // A chart whose template does not parse: Stalled, 1.
-    let annotations = profile_annotations(Some("1"), None);
-    write_chart(
-        &s.repo.path().join("charts"),
-        &ChartSpec {
-            name: "broken",
-            version: "0.1.0",
-            annotations: &annotations,
-            files: &[(
-                "templates/configmap.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  x: {{ .Values.x }\n",
-            )],
-        },
-    )?;
-    let profiles = format!(
-        "{}  - name: broken\n    chart: {{path: charts/broken-0.1.0}}\n    namespace: broken\n",
-        layered_profiles(&s.charts.url(), "{}")
-    );
-    s.repo.write("profiles.yaml", profiles)?;
-    let broken = s.repo.commit("a chart with a broken template")?;
+    let broken = s.commit_broken_chart()?;
     agent
         .wait_status("the broken chart's revision", LONG, |st| {
             st["revision"]["commit"] == broken.as_str()

@@ -11,6 +11,14 @@ pub fn millis(rng: &mut Rng, lo: u64, hi: u64) -> Duration {
     Duration::from_millis(lo + rng.next_u64() % (hi - lo).max(1))
 }
 
+/// A count from the environment variable `var`, else `default` (benchmark parameters).
+pub fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// The seed from `var` if set (decimal), else one from the clock; printed by the caller.
 pub fn seed_from_env(var: &str) -> u64 {
     match std::env::var(var) {

@@ -297,6 +297,30 @@ impl Scenario {
         self.repo.commit(message)
     }
 
+    /// Commit the layered profile list plus a profile `broken` (namespace `broken`) whose Git
+    /// chart's template does not parse: helm fails with a permanent error. Returns the commit.
+    pub fn commit_broken_chart(&self) -> anyhow::Result<String> {
+        let annotations = profile_annotations(Some("1"), None);
+        write_chart(
+            &self.repo.path().join("charts"),
+            &ChartSpec {
+                name: "broken",
+                version: "0.1.0",
+                annotations: &annotations,
+                files: &[(
+                    "templates/configmap.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: broken\ndata:\n  x: {{ .Values.x }\n",
+                )],
+            },
+        )?;
+        let profiles = format!(
+            "{}  - name: broken\n    chart: {{path: charts/broken-0.1.0}}\n    namespace: broken\n",
+            layered_profiles(&self.charts.url(), "{}")
+        );
+        self.repo.write("profiles.yaml", profiles)?;
+        self.repo.commit("a chart with a broken template")
+    }
+
     /// Arguments of `strata run` against this scenario.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut a = agent_args(
