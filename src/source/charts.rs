@@ -485,6 +485,15 @@ impl ChartStore {
         })
     }
 
+    /// A registry's answer strata cannot use (a problem of the revision, not an outage).
+    fn registry_error(&self, repo: &RepoSpec, message: String) -> Error {
+        Error::Registry {
+            repository: repo.name.clone(),
+            url: self.redactor.redact(&repo.url),
+            message,
+        }
+    }
+
     /// A bearer token from a registry's token service, asked with the repository's
     /// credentials when it has some; cached per realm, service and scope.
     async fn registry_token(
@@ -516,11 +525,7 @@ impl ChartStore {
         let resp = self.send(repo, &challenge.realm, req).await?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
-        let registry_err = |message: String| Error::Registry {
-            repository: repo.name.clone(),
-            url: self.redactor.redact(&repo.url),
-            message,
-        };
+        let registry_err = |message: String| self.registry_error(repo, message);
         if !(200..300).contains(&status) {
             return Err(match status {
                 401 | 403 => registry_err(format!(
@@ -558,11 +563,7 @@ impl ChartStore {
     ) -> Result<PulledChart> {
         use crate::source::oci;
         self.register_auth(repo);
-        let registry_err = |message: String| Error::Registry {
-            repository: repo.name.clone(),
-            url: self.redactor.redact(&repo.url),
-            message,
-        };
+        let registry_err = |message: String| self.registry_error(repo, message);
         let registry = oci::Registry::parse(&repo.url, repo.plain_http)
             .ok_or_else(|| registry_err("not an oci://<host>[:port]/<path> URL".into()))?;
         let tags_url = registry.tags_url(chart);
