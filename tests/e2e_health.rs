@@ -201,7 +201,7 @@ async fn gate(helm: HelmBin) -> anyhow::Result<()> {
     assert!(
         r["message"]
             .as_str()
-            .is_some_and(|m| m.contains("passed their custom health checks")),
+            .is_some_and(|m| m.contains("ready (live health from watches)")),
         "{r:#}"
     );
     // Every write of layer 2 came after the Issuer was marked Ready.
@@ -330,7 +330,7 @@ async fn the_timeout_fails_the_release_naming_the_object_and_the_reason() -> any
         .to_string();
     assert!(
         message.starts_with(
-            "custom health checks did not pass within the release's timeout (4s): Issuer issuer/issuer-ca: health check `current: "
+            "not ready within the release's timeout (4s): Issuer issuer/issuer-ca: health check `current: "
         ) && message.contains("could not be evaluated"),
         "{message}"
     );
@@ -356,7 +356,7 @@ async fn a_shutdown_ends_the_wait_and_leaves_nothing_pending() -> anyhow::Result
     assert!(stopped.elapsed() < Duration::from_secs(10));
     let logs = std::fs::read_to_string(log)?;
     assert!(
-        logs.contains("shutdown while waiting for the custom health checks"),
+        logs.contains("shutdown: the wait for readiness ended"),
         "{logs}"
     );
     assert!(testkit::release::pending(&s.cluster).is_empty());

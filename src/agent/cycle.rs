@@ -54,6 +54,10 @@ pub(super) struct Agent {
     current: std::sync::Mutex<Option<Arc<Current>>>,
     /// The cluster name discovered from kubeadm-config (when needed and not configured).
     discovered_cluster: tokio::sync::Mutex<Option<String>>,
+    /// How often the source is fetched (also while a revision is applied, to find a newer one).
+    interval: std::sync::Mutex<Duration>,
+    /// The last apply ended because a newer commit was fetched: the next cycle starts at once.
+    superseded: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -107,12 +111,19 @@ impl Agent {
             client: client.clone(),
             current: std::sync::Mutex::new(None),
             discovered_cluster: tokio::sync::Mutex::new(None),
+            interval: std::sync::Mutex::new(Duration::from_secs(60)),
+            superseded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// End the release runner's waits for custom health checks when `token` is cancelled.
+    /// End the release runner's waits for readiness when `token` is cancelled.
     pub(super) fn stop_waits_with(&mut self, token: &CancellationToken) {
         self.runner.set_shutdown(token.clone());
+    }
+
+    /// The shared watches live health reads (`None` without a cluster).
+    pub(super) fn watches(&self) -> Option<crate::observe::watches::Watches> {
+        self.runner.watches()
     }
 
     /// Cycle on start and every `interval`, earlier when a failed release's backoff ends
@@ -134,6 +145,7 @@ impl Agent {
             });
         }
         self.shared.metrics.set_fetch_interval(schedule.interval);
+        *self.interval.lock().unwrap_or_else(|e| e.into_inner()) = schedule.interval;
         let started = Timestamp::now();
         let mut kind = CycleKind::Poll;
         let mut poll_at = started;
@@ -154,6 +166,15 @@ impl Agent {
             let now = Timestamp::now();
             if kind == CycleKind::Poll {
                 poll_at = now.checked_add(schedule.interval).unwrap_or(Timestamp::MAX);
+            }
+            if self
+                .superseded
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+                && !shutdown.is_cancelled()
+            {
+                // A newer commit ended the apply: fetch and apply it now.
+                kind = CycleKind::Poll;
+                continue;
             }
             let states = self.retry_states();
             let mut next = strata_core::cycle::next_cycle(now, poll_at, &states);
@@ -437,14 +458,47 @@ impl Agent {
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );
-        let end = self
-            .apply_layers(current, shutdown)
-            .instrument(span.clone())
-            .await;
+        // The apply's own token: cancelled at shutdown, or when a newer commit is fetched
+        // meanwhile (readiness waits end at once; a running helm is never killed).
+        let token = self.runner.begin_apply();
+        let end = tokio::select! {
+            end = self.apply_layers(current, &token).instrument(span.clone()) => end,
+            () = self.watch_for_newer(&current.info.commit, &token) => unreachable!("never returns"),
+        };
+        let _ = shutdown;
         if end != CycleEnd::AllReady {
             crate::observe::telemetry::record_error(&span, "not every layer became Ready");
         }
         end
+    }
+
+    /// While a revision is applied: fetch every interval; a commit other than `applying`
+    /// cancels `token` (the apply ends its waits and starts nothing new) and the next cycle
+    /// starts at once. Never returns.
+    async fn watch_for_newer(&self, applying: &str, token: &CancellationToken) {
+        loop {
+            let interval = *self.interval.lock().unwrap_or_else(|e| e.into_inner());
+            tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.loader.fetch().await {
+                Ok(f) if f.commit != applying => {
+                    self.shared.metrics.fetch_succeeded();
+                    tracing::info!(applying, newer = %f.commit, "a newer commit supersedes the revision being applied: its waits end and the newer one is applied now");
+                    self.superseded
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    token.cancel();
+                    break;
+                }
+                Ok(_) => self.shared.metrics.fetch_succeeded(),
+                Err(e) => {
+                    self.shared.metrics.fetch_failed();
+                    tracing::warn!(error = %e, "fetching the profile repository during an apply failed");
+                }
+            }
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn apply_layers(&self, current: &Current, shutdown: &CancellationToken) -> CycleEnd {
@@ -460,6 +514,18 @@ impl Agent {
                     .unwrap_or(self.default_timeout);
                 (layer, longest)
             }));
+        // Releases no longer in the list leave the live health watches.
+        if let Some(watches) = self.runner.watches() {
+            for owner in watches.owners() {
+                if !loaded
+                    .jobs
+                    .values()
+                    .any(|j| j.namespace == owner.0 && j.release == owner.1)
+                {
+                    watches.untrack(&owner);
+                }
+            }
+        }
         // Removals first, highest layer first; a failed one never blocks the installs.
         let pruned = self.prune(info, loaded, shutdown).await;
         let pending = loaded

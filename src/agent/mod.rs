@@ -106,6 +106,14 @@ pub async fn run_observed(
     let work = elector.work_token(&shutdown);
     // A wait for custom health checks ends with the work (helm itself is never killed by it).
     agent.stop_waits_with(&work);
+    // Live health of every release between revisions, from the shared watches.
+    if let Some(watches) = agent.watches() {
+        tokio::spawn(crate::observe::live::monitor(
+            watches,
+            shared.status.clone(),
+            work.clone(),
+        ));
+    }
     let background = Background::start(&client, &config.namespace, &shared, &work);
     let schedule = Schedule {
         interval: config.interval,

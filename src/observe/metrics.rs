@@ -317,7 +317,7 @@ impl Metrics {
                     since.remove(&l.layer);
                     0
                 }
-                LayerPhase::Progressing | LayerPhase::Failed => {
+                LayerPhase::Progressing | LayerPhase::Degraded | LayerPhase::Failed => {
                     *since.entry(l.layer).or_insert(now)
                 }
                 // Not started (or skipped): not ready since it last started, if it did.

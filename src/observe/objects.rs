@@ -71,7 +71,13 @@ impl ClusterReader {
         }
     }
 
-    async fn resolve(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
+    /// The client it reads with.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The kind's API resource and scope, through discovery (cached once found).
+    pub(crate) async fn resolve(&self, r: &ObjectRef) -> Result<(ApiResource, ApiCapabilities)> {
         let gvk = r.gvk();
         if let Some(hit) = self
             .kinds

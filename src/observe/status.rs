@@ -21,6 +21,9 @@ pub enum ReleasePhase {
     Waiting,
     /// Deployed at the desired chart version and values, and ready.
     Ready,
+    /// Was Ready; its live objects are no longer all ready (`notReady` says which and why).
+    /// It holds the layers above it until it recovers or its timeout passes.
+    Degraded,
     /// helm failed (its message is in `message`).
     Failed,
     /// Never started because a release of a lower layer failed.
@@ -29,11 +32,12 @@ pub enum ReleasePhase {
 
 impl ReleasePhase {
     /// Every phase, in display order (bounded label set of `strata_releases{phase}`).
-    pub const ALL: [ReleasePhase; 6] = [
+    pub const ALL: [ReleasePhase; 7] = [
         ReleasePhase::Pending,
         ReleasePhase::Installing,
         ReleasePhase::Waiting,
         ReleasePhase::Ready,
+        ReleasePhase::Degraded,
         ReleasePhase::Failed,
         ReleasePhase::Skipped,
     ];
@@ -45,6 +49,7 @@ impl ReleasePhase {
             ReleasePhase::Installing => "Installing",
             ReleasePhase::Waiting => "Waiting",
             ReleasePhase::Ready => "Ready",
+            ReleasePhase::Degraded => "Degraded",
             ReleasePhase::Failed => "Failed",
             ReleasePhase::Skipped => "Skipped",
         }
@@ -54,7 +59,10 @@ impl ReleasePhase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            ReleasePhase::Ready | ReleasePhase::Failed | ReleasePhase::Skipped
+            ReleasePhase::Ready
+                | ReleasePhase::Degraded
+                | ReleasePhase::Failed
+                | ReleasePhase::Skipped
         )
     }
 }
@@ -294,6 +302,8 @@ pub enum LayerPhase {
     Pending,
     Progressing,
     Ready,
+    /// Every release was Ready and one of them degraded since.
+    Degraded,
     Failed,
     Skipped,
 }
@@ -311,7 +321,8 @@ pub struct LayerStatus {
 
 impl LayerStatus {
     /// The layer's phase as its releases make it: Failed if one failed, Skipped if all were
-    /// skipped, Ready if all are ready, Pending if none started, else Progressing.
+    /// skipped, Ready if all are ready, Degraded if all were and one no longer is, Pending if
+    /// none started, else Progressing.
     pub fn derive_phase(releases: &[ReleaseStatus]) -> LayerPhase {
         let all = |p: ReleasePhase| releases.iter().all(|r| r.phase == p);
         if releases.iter().any(|r| r.phase == ReleasePhase::Failed) {
@@ -320,6 +331,11 @@ impl LayerStatus {
             LayerPhase::Skipped
         } else if all(ReleasePhase::Ready) {
             LayerPhase::Ready
+        } else if releases
+            .iter()
+            .all(|r| matches!(r.phase, ReleasePhase::Ready | ReleasePhase::Degraded))
+        {
+            LayerPhase::Degraded
         } else if all(ReleasePhase::Pending) {
             LayerPhase::Pending
         } else {

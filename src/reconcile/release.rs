@@ -52,11 +52,9 @@ use crate::executor::{HelmDriver, HelmExecutor};
 use crate::observe::metrics::Metrics;
 use crate::observe::objects::{ClusterReader, ObjectRef};
 use crate::observe::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
+use crate::observe::watches::{Tracked, Watches};
 use crate::reconcile::retry::{ErrorClass, Failure, Next, RetryBook, RetryPolicy, SeededRng};
 use crate::source::revision::ReleaseJob;
-
-/// Poll period of the progress watcher.
-const POLL: Duration = Duration::from_secs(1);
 
 /// The release runner: observe, decide (core), execute (the driver), record.
 pub struct Runner<D = HelmExecutor> {
@@ -73,8 +71,13 @@ pub struct Runner<D = HelmExecutor> {
     blip_backoff: (Duration, Duration),
     /// The agent's namespace, recorded on every release (`strata.io/agent`).
     agent: String,
-    /// Cancelled on shutdown: ends a wait for custom health checks (helm is never killed by it).
+    /// Cancelled on shutdown: ends a wait for readiness (helm is never killed by it).
     shutdown: CancellationToken,
+    /// The shared watches live health is read from (`None` without a cluster: unit tests).
+    watches: Option<Watches>,
+    /// The current apply's token: a child of `shutdown`, cancelled too when a newer revision
+    /// supersedes the one being applied ([`Runner::begin_apply`]).
+    apply: std::sync::Mutex<CancellationToken>,
 }
 
 /// Waits before repeating a step that failed because the Kubernetes API was unavailable:
@@ -151,18 +154,24 @@ impl<D: HelmDriver> Runner<D> {
         default_timeout: Duration,
         retries: Arc<RetryBook>,
     ) -> Self {
+        let watches = progress
+            .as_ref()
+            .map(|reader| Watches::new(reader.client(), reader.clone()));
+        let shutdown = CancellationToken::new();
         Self {
             retries,
             policy: RetryPolicy::default(),
             rng: std::sync::Mutex::new(crate::reconcile::retry::entropy_rng()),
             driver: Arc::new(driver),
+            watches,
+            apply: std::sync::Mutex::new(shutdown.child_token()),
+            shutdown,
             progress,
             status,
             metrics,
             default_timeout,
             blip_backoff: (Duration::from_millis(500), Duration::from_secs(8)),
             agent: "strata-system".into(),
-            shutdown: CancellationToken::new(),
         }
     }
 
@@ -175,7 +184,35 @@ impl<D: HelmDriver> Runner<D> {
     /// The token whose cancellation (the agent's shutdown) ends a wait for custom health
     /// checks; the release then fails without counting and is checked again on the next run.
     pub fn set_shutdown(&mut self, token: CancellationToken) {
+        *self.apply.lock().unwrap_or_else(|e| e.into_inner()) = token.child_token();
         self.shutdown = token;
+    }
+
+    /// A new apply starts: its token ends the readiness waits of this apply when it is
+    /// cancelled (a newer revision supersedes it) or at shutdown. helm is never killed by it.
+    pub fn begin_apply(&self) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        *self.apply.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        token
+    }
+
+    /// The token that ends the current apply's waits.
+    fn stop(&self) -> CancellationToken {
+        self.apply.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why a wait ended early: shutdown or a newer revision.
+    fn stop_reason(&self) -> &'static str {
+        if self.shutdown.is_cancelled() {
+            "shutdown"
+        } else {
+            "a newer revision supersedes this one"
+        }
+    }
+
+    /// The shared watches (live health between revisions reads them too).
+    pub fn watches(&self) -> Option<Watches> {
+        self.watches.clone()
     }
 
     /// The waits before repeating a step the unavailable API failed (tests shorten them).
@@ -230,6 +267,9 @@ impl<D: HelmDriver> Runner<D> {
         // Moments of an unavailable API, repeated in place until the release's timeout.
         let deadline = Instant::now() + job.timeout.unwrap_or(self.default_timeout);
         let mut blips = Blips::new(self.blip_backoff, deadline);
+        if let Err(end) = self.lower_layers_ready(job, deadline).await {
+            return end;
+        }
         // next_action never repeats an action within an attempt: a handful of steps at most
         // (a step repeated because the API was unavailable is not counted).
         let mut steps = 0;
@@ -730,11 +770,10 @@ impl<D: HelmDriver> Runner<D> {
         });
         tracing::info!(release = %job.release, namespace = %job.namespace, action = verb, reason, "running helm");
         let stop = CancellationToken::new();
-        let watcher = self.progress.clone().map(|cluster| {
+        let watcher = self.watches.clone().map(|watches| {
             tokio::spawn(
                 watch_progress(
-                    cluster,
-                    self.driver.clone(),
+                    watches,
                     self.status.clone(),
                     Watched {
                         namespace: job.namespace.clone(),
@@ -775,35 +814,24 @@ impl<D: HelmDriver> Runner<D> {
         match result {
             Ok(info) => {
                 let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                // Objects of a kind with a custom health check must still pass it (the health
-                // gate, right after): Waiting until then, not Ready.
-                let gated = !checked_objects(&job.health_checks, &info.manifest).is_empty();
+                // With watches, the health gate right after decides Ready: every object of
+                // the manifest live-ready (helm's wait may not cover custom resources).
+                let gated = self.watches.is_some();
                 self.set(job, |r| {
-                    r.phase = if gated {
-                        ReleasePhase::Waiting
-                    } else {
-                        ReleasePhase::Ready
-                    };
+                    if !gated {
+                        r.phase = ReleasePhase::Ready;
+                        r.ready_at = Some(now_rfc3339());
+                    }
                     r.helm_revision = Some(info.revision);
                     r.last_ready_ms = Some(ms);
-                    r.ready_at = (!gated).then(now_rfc3339);
-                    let done = if info.description.is_empty() {
+                    r.message = Some(if info.description.is_empty() {
                         format!("{verb} complete")
                     } else {
                         info.description.clone()
-                    };
-                    r.message = Some(if gated {
-                        format!("{done}; waiting for the custom health checks")
-                    } else {
-                        done
                     });
                     r.not_ready.clear();
                 });
-                if gated {
-                    tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "helm finished; waiting for the custom health checks");
-                } else {
-                    tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "release ready");
-                }
+                tracing::info!(release = %job.release, namespace = %job.namespace, revision = info.revision, "helm finished");
                 Ok(())
             }
             Err(e) => {
@@ -858,13 +886,16 @@ impl<D: HelmDriver> Runner<D> {
         }
     }
 
-    /// The health gate: when the release's manifest has objects of a kind with a custom
-    /// health check (`job.health_checks`), wait until each of them passes it (polling them
-    /// with the progress reader), within the attempt's `deadline`. A `failed` expression or
-    /// the deadline fails the release (counted like a failed helm attempt); a shutdown ends
-    /// the wait (not counted; checked again on the next run). Releases without such objects
-    /// return at once, without a request. `after_helm`: helm ran in this attempt (its time
-    /// to Ready then includes this wait).
+    /// The health gate: every object of the release's manifest must be live-Ready (kstatus
+    /// rules, or the profile's custom CEL health check for its kind) before the release is
+    /// Ready, whether helm just ran or the release was unchanged. Objects are read from the
+    /// shared watches ([`Watches`]): the release tracks its objects (a watch per kind and
+    /// namespace starts if none is open), and the gate is evaluated again whenever a watch
+    /// sees a change, never by polling. Within the attempt's `deadline`; a `failed` verdict
+    /// (a custom `failed` expression, a failed Pod or Job) or the deadline fails the release
+    /// (counted like a failed helm attempt); a shutdown or a newer revision ends the wait (not
+    /// counted; checked again on the next run). `after_helm`: helm ran in this attempt (its
+    /// time to Ready then includes this wait).
     async fn health_gate(
         &self,
         job: &ReleaseJob,
@@ -873,79 +904,67 @@ impl<D: HelmDriver> Runner<D> {
         after_helm: bool,
     ) -> Result<(), ReleaseResult> {
         use strata_core::health::{Gate, gate};
-        use strata_core::readiness::{Readiness, assess_with};
-        let objects = checked_objects(&job.health_checks, manifest);
-        let Some(cluster) = self.progress.clone().filter(|_| !objects.is_empty()) else {
+        let Some(watches) = self.watches.clone() else {
             return Ok(());
         };
+        let objects = release_objects(manifest);
+        let owner = (job.namespace.clone(), job.release.clone());
+        let tracked = watches
+            .track(&owner, &objects, &job.namespace, &job.health_checks)
+            .await;
+        if tracked.is_empty() {
+            return Ok(());
+        }
+        let mut changes = watches.subscribe();
+        let stop = self.stop();
         let started = Instant::now();
+        let mut waited = false;
         loop {
-            let mut verdicts = Vec::with_capacity(objects.len());
-            let mut namespaces = Vec::with_capacity(objects.len());
-            for obj in &objects {
-                let (verdict, namespace) = match cluster.get(obj, &job.namespace).await {
-                    Ok(Some(live)) => (
-                        assess_with(&live, &job.health_checks),
-                        live["metadata"]["namespace"].as_str().map(str::to_string),
-                    ),
-                    Ok(None) => (
-                        Readiness::InProgress {
-                            reason: format!("{} {}: not found", obj.kind, obj.name),
-                        },
-                        obj.namespace.clone(),
-                    ),
-                    Err(e) => (
-                        Readiness::InProgress {
-                            reason: format!("{} {}: not readable: {e}", obj.kind, obj.name),
-                        },
-                        obj.namespace.clone(),
-                    ),
-                };
-                verdicts.push(verdict);
-                namespaces.push(namespace);
-            }
-            match gate(&verdicts) {
+            changes.borrow_and_update();
+            let verdicts: Vec<_> = watches.assess(&owner).unwrap_or_default();
+            let readiness: Vec<_> = verdicts.iter().map(|(_, v)| v.clone()).collect();
+            match gate(&readiness) {
                 Gate::Ready => {
-                    let waited = started.elapsed();
+                    let took = started.elapsed();
                     self.set(job, |r| {
                         r.not_ready.clear();
-                        if r.phase == ReleasePhase::Waiting {
+                        if matches!(r.phase, ReleasePhase::Waiting | ReleasePhase::Installing) {
                             r.phase = ReleasePhase::Ready;
                             r.ready_at = Some(now_rfc3339());
-                            r.message = Some(format!(
-                                "{} object(s) passed their custom health checks",
-                                objects.len()
-                            ));
+                            if waited {
+                                r.message = Some(format!(
+                                    "{} object(s) ready (live health from watches)",
+                                    tracked.len()
+                                ));
+                            }
                             if after_helm {
-                                let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+                                let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                                 r.last_ready_ms = r.last_ready_ms.map(|m| m.saturating_add(ms));
                             }
                         }
                     });
-                    tracing::info!(release = %job.release, namespace = %job.namespace, objects = objects.len(), waited_ms = waited.as_millis() as u64, "custom health checks passed");
+                    if waited {
+                        tracing::info!(release = %job.release, namespace = %job.namespace, objects = tracked.len(), waited_ms = took.as_millis() as u64, "release objects ready");
+                    }
                     return Ok(());
                 }
                 Gate::Failed(reason) => {
                     return Err(self.health_failed(job, format!("health check failed: {reason}")));
                 }
                 Gate::Waiting(waiting) => {
+                    waited = true;
                     let count = waiting.len();
                     let first = waiting[0].1.clone();
                     let not_ready = waiting
                         .into_iter()
-                        .map(|(i, reason)| NotReady {
-                            kind: objects[i].kind.clone(),
-                            name: objects[i].name.clone(),
-                            namespace: namespaces[i].clone(),
-                            reason,
-                        })
+                        .map(|(i, reason)| not_ready_of(&verdicts[i].0, reason))
                         .collect();
                     self.set(job, |r| {
                         r.phase = ReleasePhase::Waiting;
                         r.ready_at = None;
                         r.not_ready = not_ready;
                         r.message = Some(format!(
-                            "waiting for {count} object(s) to pass their custom health checks"
+                            "waiting for {count} object(s) to become ready: {first}"
                         ));
                     });
                     let now = Instant::now();
@@ -959,22 +978,106 @@ impl<D: HelmDriver> Runner<D> {
                         return Err(self.health_failed(
                             job,
                             format!(
-                                "custom health checks did not pass within the release's timeout ({}s): {first}{more}",
+                                "not ready within the release's timeout ({}s): {first}{more}",
                                 timeout.as_secs()
                             ),
                         ));
                     }
                     tokio::select! {
-                        () = self.shutdown.cancelled() => {
+                        () = stop.cancelled() => {
+                            let why = self.stop_reason();
                             return Err(self.fail_with(
                                 job,
-                                format!("shutdown while waiting for the custom health checks (checked again on the next run): {first}"),
+                                format!("{why}: the wait for readiness ended (checked again on the next run): {first}"),
                                 false,
                             ));
                         }
-                        () = tokio::time::sleep(POLL.min(deadline - now)) => {}
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        () = tokio::time::sleep(deadline - now) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// A layer opens only while every release of the layers below is live-Ready: a release
+    /// that was Ready and degraded since (see [`crate::observe::live`]) holds this one until
+    /// it recovers, or until this release's `deadline`, when it fails naming the degraded
+    /// release and its reason (not counted against this release). Evaluated again on every
+    /// change of the watches or the status, never polled.
+    async fn lower_layers_ready(
+        &self,
+        job: &ReleaseJob,
+        deadline: Instant,
+    ) -> Result<(), ReleaseResult> {
+        use crate::observe::status::LayerId;
+        let Some(watches) = self.watches.clone() else {
+            return Ok(());
+        };
+        let mine = LayerId::of(job.layer);
+        let mut changes = watches.subscribe();
+        let mut updates = self.status.subscribe();
+        let stop = self.stop();
+        let mut shown: Option<String> = None;
+        loop {
+            let degraded = self.status.snapshot().layers.iter().find_map(|l| {
+                (l.layer < mine)
+                    .then(|| {
+                        l.releases
+                            .iter()
+                            .find(|r| r.phase == ReleasePhase::Degraded)
+                            .map(|r| {
+                                format!(
+                                    "release {}/{} of layer {} is degraded ({})",
+                                    r.namespace,
+                                    r.name,
+                                    l.layer,
+                                    r.message.as_deref().unwrap_or("not ready")
+                                )
+                            })
+                    })
+                    .flatten()
+            });
+            let Some(why) = degraded else {
+                if let Some(shown) = shown {
+                    self.set(job, |r| {
+                        if r.message.as_deref() == Some(shown.as_str()) {
+                            r.message = None;
+                        }
+                    });
+                }
+                return Ok(());
+            };
+            let message = format!("waiting for the layers below: {why}");
+            if shown.as_deref() != Some(message.as_str()) {
+                tracing::info!(release = %job.release, namespace = %job.namespace, %why, "held: a release of a lower layer is degraded");
+                self.set(job, |r| r.message = Some(message.clone()));
+                shown = Some(message);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let timeout = job.timeout.unwrap_or(self.default_timeout);
+                return Err(self.fail_with(
+                    job,
+                    format!(
+                        "not started: the layers below did not recover within the release's timeout ({}s): {why}",
+                        timeout.as_secs()
+                    ),
+                    false,
+                ));
+            }
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let reason = self.stop_reason();
+                    return Err(self.fail_with(job, format!("{reason}: not started ({why})"), false));
+                }
+                changed = changes.changed() => if changed.is_err() { return Ok(()) },
+                changed = updates.changed() => if changed.is_err() { return Ok(()) },
+                () = tokio::time::sleep(deadline - now) => {}
             }
         }
     }
@@ -1079,17 +1182,23 @@ impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
     }
 }
 
-/// The objects of `manifest` whose kind has a custom health check (none without checks; the
-/// manifest is not even parsed then).
-fn checked_objects(checks: &[strata_core::health::HealthCheck], manifest: &str) -> Vec<ObjectRef> {
-    if checks.is_empty() {
-        return Vec::new();
-    }
+/// Every object of a release manifest (helm keeps hooks apart from it): what live health
+/// covers.
+fn release_objects(manifest: &str) -> Vec<ObjectRef> {
     crate::executor::releases::manifest_objects(manifest)
         .iter()
         .filter_map(ObjectRef::from_manifest)
-        .filter(|o| strata_core::health::check_for(checks, &o.api_version, &o.kind).is_some())
         .collect()
+}
+
+/// A not-ready object as the status shows it.
+fn not_ready_of(t: &Tracked, reason: String) -> NotReady {
+    NotReady {
+        kind: t.object.kind.clone(),
+        name: t.object.name.clone(),
+        namespace: t.namespace.clone(),
+        reason,
+    }
 }
 
 /// The objects of a release manifest drift detection looks for: every object but hooks and
@@ -1114,72 +1223,85 @@ struct Watched {
     checks: Vec<strata_core::health::HealthCheck>,
 }
 
-/// Poll the release record helm writes and its objects until `stop`.
-async fn watch_progress<D: HelmDriver>(
-    cluster: Arc<ClusterReader>,
-    driver: Arc<D>,
+/// Follow a running helm until `stop`: one watch on the release's storage Secrets (labelled
+/// `owner=helm,name=RELEASE`) tells when helm wrote this operation's record and which
+/// objects its manifest has; the release then tracks those objects in the shared watches,
+/// and every change they see updates the phase (Installing while objects are missing,
+/// Waiting once all exist) and the not-ready objects with their reasons. No polling: the
+/// requests are those of the watches.
+async fn watch_progress(
+    watches: Watches,
     status: StatusStore,
     watched: Watched,
     stop: CancellationToken,
 ) {
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::runtime::watcher;
     let Watched {
         namespace,
         release,
         previous_revision,
         checks,
     } = watched;
+    let owner = (namespace.clone(), release.clone());
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(watches.client(), &namespace);
+    let records = watcher(
+        api,
+        watcher::Config::default().labels(&format!("owner=helm,name={release}")),
+    )
+    .default_backoff();
+    futures::pin_mut!(records);
+    let mut changes = watches.subscribe();
+    let mut revision: Option<u64> = None;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(POLL) => {}
+            () = stop.cancelled() => return,
+            event = records.next() => match event {
+                Some(Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+                    let Ok(record) = crate::executor::releases::decode_secret(&secret) else {
+                        continue;
+                    };
+                    if previous_revision.is_some_and(|p| record.revision <= p)
+                        || revision.is_some_and(|r| record.revision < r)
+                    {
+                        // An older record (helm has not written this operation's yet).
+                        continue;
+                    }
+                    revision = Some(record.revision);
+                    let objects = release_objects(&record.manifest);
+                    watches.track(&owner, &objects, &namespace, &checks).await;
+                }
+                Some(_) => continue,
+                None => return,
+            },
+            changed = changes.changed() => if changed.is_err() { return },
         }
-        let Ok(Some(record)) = driver.latest(&namespace, &release).await else {
+        let Some(revision) = revision else { continue };
+        let Some(verdicts) = watches.assess(&owner) else {
             continue;
         };
-        if previous_revision.is_some_and(|p| record.revision <= p) {
-            // helm has not written this operation's record yet.
-            continue;
-        }
-        let objects: Vec<ObjectRef> = crate::executor::releases::manifest_objects(&record.manifest)
-            .iter()
-            .filter_map(ObjectRef::from_manifest)
-            .collect();
-        let mut missing = 0usize;
-        let mut not_ready = Vec::new();
-        for obj in &objects {
-            match cluster.get(obj, &namespace).await {
-                Ok(Some(live)) => match strata_core::readiness::assess_with(&live, &checks) {
-                    strata_core::readiness::Readiness::Ready => {}
-                    strata_core::readiness::Readiness::InProgress { reason }
-                    | strata_core::readiness::Readiness::Failed { reason } => {
-                        not_ready.push(NotReady {
-                            kind: obj.kind.clone(),
-                            name: obj.name.clone(),
-                            namespace: obj.namespace.clone().or_else(|| {
-                                live["metadata"]["namespace"].as_str().map(str::to_string)
-                            }),
-                            reason,
-                        });
-                    }
-                },
-                Ok(None) => {
-                    missing += 1;
-                    not_ready.push(NotReady {
-                        kind: obj.kind.clone(),
-                        name: obj.name.clone(),
-                        namespace: obj.namespace.clone(),
-                        reason: "not created yet".into(),
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "progress: object not readable");
-                    missing += 1;
-                }
-            }
-        }
         if stop.is_cancelled() {
             return;
         }
+        let mut missing = 0usize;
+        let not_ready: Vec<NotReady> = verdicts
+            .iter()
+            .filter_map(|(t, v)| match v {
+                strata_core::readiness::Readiness::Ready => None,
+                strata_core::readiness::Readiness::InProgress { reason }
+                | strata_core::readiness::Readiness::Failed { reason } => {
+                    if !matches!(
+                        watches.lookup(t),
+                        crate::observe::watches::Lookup::Present(_)
+                    ) {
+                        missing += 1;
+                    }
+                    Some(not_ready_of(t, reason.clone()))
+                }
+            })
+            .collect();
         let phase = if missing == 0 {
             ReleasePhase::Waiting
         } else {
@@ -1188,9 +1310,12 @@ async fn watch_progress<D: HelmDriver>(
         status.update(|s| {
             if let Some(r) = s.release_mut(&namespace, &release)
                 && matches!(r.phase, ReleasePhase::Installing | ReleasePhase::Waiting)
+                && (r.phase != phase
+                    || r.not_ready != not_ready
+                    || r.helm_revision != Some(revision))
             {
                 r.phase = phase;
-                r.helm_revision = Some(record.revision);
+                r.helm_revision = Some(revision);
                 r.not_ready = not_ready;
                 r.message = Some(if phase == ReleasePhase::Waiting {
                     if r.not_ready.is_empty() {
@@ -1511,24 +1636,20 @@ mod tests {
     }
 
     #[test]
-    fn only_objects_of_a_checked_kind_are_gated() {
-        use strata_core::health::{CelExpr, HealthCheck};
-        let manifest = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: health.example.com/v1\nkind: Issuer\nmetadata:\n  name: ca\n  namespace: certs\n---\napiVersion: health.example.com/v2\nkind: Issuer\nmetadata:\n  name: other-version\n";
-        let check = HealthCheck {
-            api_version: "health.example.com/v1".into(),
-            kind: "Issuer".into(),
-            current: CelExpr::compile("true").unwrap(),
-            in_progress: None,
-            failed: None,
-        };
-        let gated = checked_objects(&[check], manifest);
-        assert_eq!(gated.len(), 1);
+    fn live_health_covers_every_object_of_the_manifest() {
+        let manifest = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: health.example.com/v1\nkind: Issuer\nmetadata:\n  name: ca\n  namespace: certs\n---\nkind: NoApiVersion\nmetadata:\n  name: x\n";
+        let objects: Vec<(String, Option<String>)> = release_objects(manifest)
+            .into_iter()
+            .map(|o| (format!("{} {}", o.kind, o.name), o.namespace))
+            .collect();
         assert_eq!(
-            (gated[0].kind.as_str(), gated[0].name.as_str()),
-            ("Issuer", "ca")
+            objects,
+            vec![
+                ("Deployment web".to_string(), None),
+                ("Issuer ca".to_string(), Some("certs".to_string())),
+            ]
         );
-        // No checks: nothing gated (and the release is never read again).
-        assert!(checked_objects(&[], manifest).is_empty());
+        assert!(release_objects("").is_empty());
     }
 
     #[test]

@@ -1,0 +1,391 @@
+//! Shared watches: one Kubernetes watch per kind and namespace (cluster-wide for
+//! cluster-scoped kinds) covering the objects of every release strata manages, with the
+//! current objects of each watch kept in memory. Readiness waits, the health gate, live health
+//! between revisions and drift read objects from here, not from the API server: once a watch
+//! is open the only requests are the ones keeping it open (kube-rs' watcher: one LIST, then a
+//! WATCH resumed from the last resourceVersion, re-listed when the server says it is too old).
+//!
+//! Each release *tracks* the objects of its manifest ([`Watches::track`]); a watch starts the
+//! first time one of its objects is tracked and stops when no release tracks an object of it
+//! any more. Every change a watch sees bumps one generation counter ([`Watches::subscribe`]),
+//! so waiters recompute when something changed instead of polling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt as _;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::Scope;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher;
+use tokio::sync::watch;
+
+use strata_core::readiness::Readiness;
+
+use super::objects::{ClusterReader, ObjectRef};
+
+/// What a watch is about: a kind, in a namespace (`None`: cluster-scoped, watched
+/// cluster-wide).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+}
+
+/// A release that tracks objects: (namespace, name).
+pub type Owner = (String, String);
+
+/// One object as a watch sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The watch has not listed its objects yet (just started, or the kind cannot be watched:
+    /// `reason` then says why).
+    Unknown { reason: String },
+    /// The watch has listed its objects and this one is not among them.
+    Absent,
+    /// The object as last seen (with `apiVersion` and `kind` set).
+    Present(serde_json::Value),
+}
+
+/// An object of a release resolved to its watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub object: ObjectRef,
+    /// The namespace it lives in (`None`: cluster-scoped, or its kind could not be resolved).
+    pub namespace: Option<String>,
+    /// Its watch (`None` when the kind is not served: a CRD not installed yet).
+    pub stream: Option<StreamKey>,
+    /// Why it has no watch.
+    pub unresolved: Option<String>,
+}
+
+struct Stream {
+    objects: HashMap<String, serde_json::Value>,
+    synced: bool,
+    last_error: Option<String>,
+    task: tokio::task::AbortHandle,
+}
+
+/// What one release tracks.
+struct OwnerEntry {
+    objects: Vec<Tracked>,
+    checks: Vec<strata_core::health::HealthCheck>,
+}
+
+impl OwnerEntry {
+    fn keys(&self) -> impl Iterator<Item = &StreamKey> {
+        self.objects.iter().filter_map(|t| t.stream.as_ref())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<StreamKey, Stream>,
+    owners: HashMap<Owner, OwnerEntry>,
+}
+
+struct Inner {
+    client: kube::Client,
+    reader: Arc<ClusterReader>,
+    state: Mutex<State>,
+    generation: watch::Sender<u64>,
+}
+
+/// The shared watch cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Watches {
+    inner: Arc<Inner>,
+}
+
+impl Watches {
+    pub fn new(client: kube::Client, reader: Arc<ClusterReader>) -> Self {
+        let (generation, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                reader,
+                state: Mutex::new(State::default()),
+                generation,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change notifications: the value goes up whenever a watch saw something (an object
+    /// added, changed or deleted, a watch (re)listed or failed).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    fn bump(inner: &Inner) {
+        inner.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Make `owner` track exactly `objects` (namespaced objects without a namespace are in
+    /// `default_namespace`): watches for kinds and namespaces it did not track before start,
+    /// watches nobody needs any more stop. Kinds are resolved through discovery (cached); a
+    /// kind the cluster does not serve yet is tracked without a watch and resolved again at
+    /// the next call.
+    pub async fn track(
+        &self,
+        owner: &Owner,
+        objects: &[ObjectRef],
+        default_namespace: &str,
+        checks: &[strata_core::health::HealthCheck],
+    ) -> Vec<Tracked> {
+        let mut tracked = Vec::with_capacity(objects.len());
+        for o in objects {
+            match self.inner.reader.resolve(o).await {
+                Ok((_, caps)) => {
+                    let namespace = match caps.scope {
+                        Scope::Cluster => None,
+                        Scope::Namespaced => Some(
+                            o.namespace
+                                .clone()
+                                .unwrap_or_else(|| default_namespace.to_string()),
+                        ),
+                    };
+                    tracked.push(Tracked {
+                        object: o.clone(),
+                        stream: Some(StreamKey {
+                            api_version: o.api_version.clone(),
+                            kind: o.kind.clone(),
+                            namespace: namespace.clone(),
+                        }),
+                        namespace,
+                        unresolved: None,
+                    });
+                }
+                Err(e) => tracked.push(Tracked {
+                    object: o.clone(),
+                    namespace: o.namespace.clone(),
+                    stream: None,
+                    unresolved: Some(e.to_string()),
+                }),
+            }
+        }
+        let keys: BTreeSet<StreamKey> = tracked.iter().filter_map(|t| t.stream.clone()).collect();
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.state();
+            for key in keys {
+                if !state.streams.contains_key(&key) {
+                    to_start.push(key);
+                }
+            }
+            state.owners.insert(
+                owner.clone(),
+                OwnerEntry {
+                    objects: tracked.clone(),
+                    checks: checks.to_vec(),
+                },
+            );
+        }
+        for key in to_start {
+            self.start(key).await;
+        }
+        self.stop_unused();
+        tracked
+    }
+
+    /// `owner` tracks nothing any more (its release was removed).
+    pub fn untrack(&self, owner: &Owner) {
+        self.state().owners.remove(owner);
+        self.stop_unused();
+    }
+
+    /// The client the watches use.
+    pub fn client(&self) -> kube::Client {
+        self.inner.client.clone()
+    }
+
+    /// The releases that track objects.
+    pub fn owners(&self) -> Vec<Owner> {
+        self.state().owners.keys().cloned().collect()
+    }
+
+    /// Number of open watches (one per kind and namespace).
+    pub fn streams(&self) -> usize {
+        self.state().streams.len()
+    }
+
+    fn stop_unused(&self) {
+        let mut state = self.state();
+        let used: BTreeSet<StreamKey> = state
+            .owners
+            .values()
+            .flat_map(OwnerEntry::keys)
+            .cloned()
+            .collect();
+        state.streams.retain(|key, stream| {
+            let keep = used.contains(key);
+            if !keep {
+                stream.task.abort();
+                tracing::debug!(kind = %key.kind, namespace = ?key.namespace, "watch stopped: no release has objects of it");
+            }
+            keep
+        });
+    }
+
+    async fn start(&self, key: StreamKey) {
+        let object = ObjectRef {
+            api_version: key.api_version.clone(),
+            kind: key.kind.clone(),
+            name: String::new(),
+            namespace: key.namespace.clone(),
+        };
+        let Ok((ar, _)) = self.inner.reader.resolve(&object).await else {
+            return;
+        };
+        let api: Api<DynamicObject> = match &key.namespace {
+            None => Api::all_with(self.inner.client.clone(), &ar),
+            Some(ns) => Api::namespaced_with(self.inner.client.clone(), ns, &ar),
+        };
+        let inner = Arc::downgrade(&self.inner);
+        let task_key = key.clone();
+        let mut state = self.state();
+        if state.streams.contains_key(&key) {
+            return;
+        }
+        let task = tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default()).default_backoff();
+            futures::pin_mut!(stream);
+            let mut buffer: HashMap<String, serde_json::Value> = HashMap::new();
+            while let Some(event) = stream.next().await {
+                let Some(inner) = inner.upgrade() else { return };
+                let value = |o: DynamicObject| {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("apiVersion".into(), task_key.api_version.clone().into());
+                        m.insert("kind".into(), task_key.kind.clone().into());
+                    }
+                    (name, v)
+                };
+                let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(s) = state.streams.get_mut(&task_key) else {
+                    return;
+                };
+                match event {
+                    Ok(watcher::Event::Init) => buffer.clear(),
+                    Ok(watcher::Event::InitApply(o)) => {
+                        let (name, v) = value(o);
+                        buffer.insert(name, v);
+                        continue;
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        s.objects = std::mem::take(&mut buffer);
+                        s.synced = true;
+                        s.last_error = None;
+                    }
+                    Ok(watcher::Event::Apply(o)) => {
+                        let (name, v) = value(o);
+                        s.objects.insert(name, v);
+                        s.last_error = None;
+                    }
+                    Ok(watcher::Event::Delete(o)) => {
+                        s.objects.remove(&o.metadata.name.unwrap_or_default());
+                    }
+                    Err(e) => {
+                        tracing::debug!(kind = %task_key.kind, namespace = ?task_key.namespace, error = %e, "watch failed; restarting it");
+                        s.last_error = Some(e.to_string());
+                    }
+                }
+                drop(state);
+                Self::bump(&inner);
+            }
+        });
+        tracing::debug!(kind = %key.kind, namespace = ?key.namespace, "watch started");
+        state.streams.insert(
+            key,
+            Stream {
+                objects: HashMap::new(),
+                synced: false,
+                last_error: None,
+                task: task.abort_handle(),
+            },
+        );
+    }
+
+    /// The live health of every object `owner` tracks, in manifest order (`None` when it
+    /// tracks nothing).
+    pub fn assess(&self, owner: &Owner) -> Option<Vec<(Tracked, Readiness)>> {
+        let (objects, checks) = {
+            let state = self.state();
+            let entry = state.owners.get(owner)?;
+            (entry.objects.clone(), entry.checks.clone())
+        };
+        Some(
+            objects
+                .into_iter()
+                .map(|t| {
+                    let verdict = verdict(&self.lookup(&t), &t, &checks);
+                    (t, verdict)
+                })
+                .collect(),
+        )
+    }
+
+    /// The object as the watches see it.
+    pub fn lookup(&self, t: &Tracked) -> Lookup {
+        let Some(key) = &t.stream else {
+            return Lookup::Unknown {
+                reason: t
+                    .unresolved
+                    .clone()
+                    .unwrap_or_else(|| "its kind is not served".into()),
+            };
+        };
+        let state = self.state();
+        match state.streams.get(key) {
+            None => Lookup::Unknown {
+                reason: "not watched".into(),
+            },
+            Some(s) if !s.synced => Lookup::Unknown {
+                reason: match &s.last_error {
+                    Some(e) => format!("not observed yet (watch failing: {e})"),
+                    None => "not observed yet".into(),
+                },
+            },
+            Some(s) => match s.objects.get(&t.object.name) {
+                Some(v) => Lookup::Present(v.clone()),
+                None => Lookup::Absent,
+            },
+        }
+    }
+}
+
+/// The readiness of one tracked object from what its watch sees: kstatus rules or the
+/// release's custom health check when it exists; a missing object is in progress ("not
+/// found"), one not observed yet too.
+pub fn verdict(
+    lookup: &Lookup,
+    t: &Tracked,
+    checks: &[strata_core::health::HealthCheck],
+) -> Readiness {
+    match lookup {
+        Lookup::Present(live) => strata_core::readiness::assess_with(live, checks),
+        Lookup::Absent => Readiness::InProgress {
+            reason: format!("{} {}: {MISSING}", t.object.kind, t.object.name),
+        },
+        Lookup::Unknown { reason } => Readiness::InProgress {
+            reason: format!("{} {}: {reason}", t.object.kind, t.object.name),
+        },
+    }
+}
+
+/// The reason of an object the cluster does not have.
+pub const MISSING: &str = "not found";
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for s in state.streams.values() {
+            s.task.abort();
+        }
+    }
+}
