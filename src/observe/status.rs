@@ -993,7 +993,7 @@ mod tests {
             .push(layer(1, &[ReleasePhase::Ready, ReleasePhase::Ready]));
         s.layers.push(layer(2, &[ReleasePhase::Failed]));
         let counts = s.count_by_phase();
-        assert_eq!(counts.len(), 6);
+        assert_eq!(counts.len(), ReleasePhase::ALL.len());
         assert!(counts.contains(&(ReleasePhase::Ready, 2)));
         assert!(counts.contains(&(ReleasePhase::Failed, 1)));
         assert!(counts.contains(&(ReleasePhase::Pending, 0)));

@@ -181,7 +181,7 @@ fn release_detail(r: &Value) -> Option<String> {
             (!d.is_empty()).then(|| d.join(", "))
         }
         "Installing" => r["action"].as_str().map(str::to_string),
-        "Failed" | "Skipped" => r["message"].as_str().map(str::to_string),
+        "Failed" | "Skipped" | "Degraded" => r["message"].as_str().map(str::to_string),
         _ => None,
     }
 }
