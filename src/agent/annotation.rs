@@ -7,7 +7,7 @@
 //!
 //! and the agent (the writer, when leader election is on) clears the named releases' backoff
 //! and Stalled state ([`ResetReason::Annotation`]), removes the annotation so that it acts once,
-//! and starts a cycle at once. The annotation is checked every [`POLL`].
+//! and starts a cycle at once. The ConfigMap is watched (one watch, no polling).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +24,8 @@ use crate::reconcile::retry::RetryBook;
 
 /// The annotation on the status ConfigMap that asks for retries.
 pub const RETRY_ANNOTATION: &str = "strata.dev/retry";
-/// How often the annotation is checked.
-pub const POLL: Duration = Duration::from_secs(2);
+/// The pause before a failed check of the annotation is repeated.
+pub const RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,7 +64,8 @@ pub fn parse(value: &str) -> Requested {
     out
 }
 
-/// Checks the annotation every [`POLL`] until `stop`; wakes the agent loop after a reset.
+/// Watches the status ConfigMap until `stop` (one watch, no polling); whenever it carries
+/// the annotation, resets the releases it names and wakes the agent loop.
 pub async fn watch(
     client: kube::Client,
     namespace: String,
@@ -72,24 +73,62 @@ pub async fn watch(
     wake: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::runtime::watcher;
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let events = watcher(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
+    )
+    .default_backoff();
+    futures::pin_mut!(events);
     let mut warned = false;
     loop {
-        match check_once(&api, &namespace, &book).await {
-            Ok(0) => warned = false,
-            Ok(_) => {
-                warned = false;
-                wake.notify_one();
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = stop.cancelled() => return,
+        };
+        let annotated = match event {
+            None => return,
+            Some(Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm))) => cm
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(RETRY_ANNOTATION)),
+            Some(Ok(_)) => false,
+            Some(Err(e)) => {
+                if !warned {
+                    tracing::warn!(error = %e, "retry annotation not watched; trying again");
+                    warned = true;
+                }
+                false
             }
-            Err(e) if !warned => {
-                tracing::warn!(error = %e, "retry annotation not checked; trying again");
-                warned = true;
-            }
-            Err(_) => {}
+        };
+        if !annotated {
+            continue;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = stop.cancelled() => return,
+        // Until it is handled: a failed check is repeated after a pause.
+        loop {
+            match check_once(&api, &namespace, &book).await {
+                Ok(n) => {
+                    warned = false;
+                    if n > 0 {
+                        wake.notify_one();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "retry annotation not checked; trying again");
+                        warned = true;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,265 @@
+//! Live health from shared watches, end to end with real helm 4 and helm 3, a real Git server
+//! and chart repository, and the simulated cluster:
+//!
+//! - A Ready release whose Deployment breaks (a new pod template whose pods never become
+//!   ready, written straight into the store as another controller would) becomes Degraded,
+//!   with its layer and the agent, naming the Deployment; a new commit that changes only the
+//!   layer above writes nothing there until the Deployment recovers, then upgrades it.
+//! - API load: a layer of 10 releases of 51 objects each costs the agent a bounded number of
+//!   requests (watches, not a GET per object per second), and nothing at all once every
+//!   release is Ready and nothing changes (the figures are printed).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testkit::agent::{http_get, phase, release};
+use testkit::chart::{ChartSpec, profile_annotations, write_chart};
+use testkit::cluster::touches_namespace;
+use testkit::{HelmBin, Scenario, strata_bin};
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn deployments() -> kubesim::ResourceKey {
+    kubesim::ResourceKey::new("apps", "deployments")
+}
+
+/// Give certs' Deployment a pod template whose pods never become ready (`true`), or take
+/// that back (`false`).
+fn break_certs(s: &Scenario, broken: bool) -> anyhow::Result<()> {
+    s.cluster
+        .store()
+        .update_with(&deployments(), Some("certs"), "certs-control", |d| {
+            d["spec"]["template"]["metadata"]["annotations"] = if broken {
+                json!({"kubesim.strata.dev/never-ready": "true"})
+            } else {
+                json!({})
+            };
+        })?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_degraded_release_holds_the_layers_above_until_it_recovers_helm4() -> anyhow::Result<()> {
+    a_degraded_release_holds_the_layers_above_until_it_recovers(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn a_degraded_release_holds_the_layers_above_until_it_recovers_helm3() -> anyhow::Result<()> {
+    a_degraded_release_holds_the_layers_above_until_it_recovers(HelmBin::V3).await
+}
+
+async fn a_degraded_release_holds_the_layers_above_until_it_recovers(
+    helm: HelmBin,
+) -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), helm, "{greeting: hi}").await?;
+    let mut agent = s.agent(&[], &[])?;
+    agent
+        .wait_status("every layer Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+
+    let broke = Instant::now();
+    break_certs(&s, true)?;
+    let st = agent
+        .wait_status("certs Degraded", LONG, |st| {
+            phase(st, "certs") == "Degraded"
+        })
+        .await?;
+    eprintln!(
+        "certs seen Degraded {} ms after its Deployment broke",
+        broke.elapsed().as_millis()
+    );
+    let certs = release(&st, "certs").unwrap();
+    assert!(
+        certs["notReady"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|o| o["kind"] == "Deployment" && o["name"] == "certs-control")),
+        "{certs:#}"
+    );
+    assert!(
+        certs["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("degraded: ")),
+        "{certs:#}"
+    );
+    assert_eq!(st["layers"][0]["phase"], "Degraded", "{st:#}");
+    assert_eq!(st["phase"], "Degraded", "{st:#}");
+    let (_, metrics) = http_get(agent.port, "/metrics").await?;
+    assert!(
+        metrics.contains("strata_releases{phase=\"Degraded\"} 1"),
+        "{metrics}"
+    );
+
+    // A commit that changes only layer 2 waits behind the degraded layer 1.
+    let fix = s.commit_mesh_values("{greeting: hello}", "only layer 2 changes")?;
+    agent
+        .wait_status("the new commit applied", LONG, |st| {
+            st["revision"]["commit"] == fix.as_str()
+        })
+        .await?;
+    let writes_before = s.writes().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = agent
+        .status()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no status"))?;
+    let mesh_writes: Vec<_> = s.writes()[writes_before..]
+        .iter()
+        .filter(|w| touches_namespace(w, "mesh"))
+        .cloned()
+        .collect();
+    assert!(
+        mesh_writes.is_empty(),
+        "layer 2 written while layer 1 was degraded: {mesh_writes:#?}"
+    );
+    assert_eq!(phase(&st, "certs"), "Waiting", "{st:#}");
+    assert_eq!(phase(&st, "mesh"), "Pending", "{st:#}");
+    let mesh_revision = testkit::release::latest(&s.cluster)
+        .into_iter()
+        .find(|r| r.name == "mesh")
+        .map(|r| r.revision);
+
+    // The Deployment recovers: layer 1 is Ready again and layer 2 is upgraded.
+    break_certs(&s, false)?;
+    let st = agent
+        .wait_status("every layer Ready with the change", LONG, |st| {
+            st["phase"] == "Ready" && phase(st, "mesh") == "Ready"
+        })
+        .await?;
+    assert_eq!(phase(&st, "certs"), "Ready");
+    let after = testkit::release::latest(&s.cluster)
+        .into_iter()
+        .find(|r| r.name == "mesh")
+        .map(|r| r.revision);
+    assert_eq!(after, mesh_revision.map(|r| r + 1), "mesh upgraded once");
+    assert!(testkit::release::pending(&s.cluster).is_empty());
+    agent.stop().await?;
+    Ok(())
+}
+
+/// 50 ConfigMaps and a Deployment that becomes ready after a while.
+const MANY: &str = r#"{{- range $i, $e := until 50 }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ $.Release.Name }}-{{ $i }}
+data:
+  index: "{{ $i }}"
+{{- end }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-app
+  annotations:
+    kubesim.strata.dev/ready-after: 3s
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      containers:
+        - name: main
+          image: example.com/many:1
+"#;
+
+const RELEASES: usize = 10;
+
+fn many_profiles(repo_url: &str) -> String {
+    let mut list = format!(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: platform\n    url: {repo_url}\ndefaults:\n  timeout: 60s\nprofiles:\n"
+    );
+    for i in 0..RELEASES {
+        list.push_str(&format!(
+            "  - name: many-{i}\n    chart: {{repository: platform, name: many}}\n    version: \"1.0.0\"\n    namespace: many-{i}\n    layer: 1\n"
+        ));
+    }
+    list
+}
+
+fn strata_requests(s: &Scenario) -> Vec<kubesim::RequestRecord> {
+    s.cluster
+        .controls()
+        .requests_where(|r| r.user_agent.starts_with("strata/"))
+}
+
+#[tokio::test]
+async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
+    let annotations = profile_annotations(None, None);
+    let chart = write_chart(
+        &s.dir.path().join("charts"),
+        &ChartSpec {
+            name: "many",
+            version: "1.0.0",
+            annotations: &annotations,
+            files: &[("templates/objects.yaml", MANY)],
+        },
+    )?;
+    s.charts.add_chart(&chart)?;
+    s.repo
+        .write("profiles.yaml", many_profiles(&s.charts.url()))?;
+    s.repo.commit("10 releases of 51 objects")?;
+    s.cluster.controls().reset_requests();
+    let started = Instant::now();
+    let mut args = s.args(&[]);
+    testkit::agent::set_arg(&mut args, "--interval", "10m");
+    let mut agent =
+        testkit::agent::Agent::start(&s.strata, &args, &[], s.dir.path().join("agent-many.log"))?;
+    agent
+        .wait_status("every release Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    let took = started.elapsed();
+    let install = strata_requests(&s);
+    let objects = RELEASES * 51;
+    eprintln!(
+        "install: {} strata requests for {RELEASES} releases of 51 objects in {:.1} s ({} watch requests)",
+        install.len(),
+        took.as_secs_f64(),
+        install.iter().filter(|r| r.verb == "watch").count()
+    );
+    // Polling every object while helm waits would cost `objects` requests a second.
+    assert!(
+        install.len() < objects,
+        "{} requests for {objects} objects: {:#?}",
+        install.len(),
+        install
+            .iter()
+            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+            .collect::<Vec<_>>()
+    );
+    assert!(install.iter().any(|r| r.verb == "watch"));
+
+    // Steady state: nothing changes, so nothing is requested (the watches stay open). The
+    // status ConfigMap gets its last write within a second of the last change (its writes
+    // are throttled to one a second): wait until it shows every release Ready.
+    let settled = Instant::now();
+    while !s.configmap_status().is_some_and(|c| {
+        c["phase"] == "Ready" && (0..RELEASES).all(|i| phase(&c, &format!("many-{i}")) == "Ready")
+    }) {
+        anyhow::ensure!(
+            settled.elapsed() < LONG,
+            "the status ConfigMap never showed Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.cluster.controls().reset_requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let steady = strata_requests(&s);
+    eprintln!("steady state: {} strata requests in 5 s", steady.len());
+    assert!(
+        steady.is_empty(),
+        "requests while nothing changed: {:#?}",
+        steady
+            .iter()
+            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+            .collect::<Vec<_>>()
+    );
+    assert!(s.cluster.controls().open_watches() > 0);
+    agent.stop().await?;
+    Ok(())
+}
