@@ -1474,6 +1474,7 @@ mod tests {
                 retries: 3,
             },
             health_checks: Vec::new(),
+            post_hooks: true,
         }
     }
 
