@@ -415,6 +415,8 @@ async fn plan_says_who_waits_for_each_release() -> anyhow::Result<()> {
             "  - name: {name}\n    chart: {{repository: platform, name: {name}}}\n    version: \"1.0.0\"\n"
         ));
     }
+    // The chart without hooks, given hook annotations in its values (templates may copy them).
+    list.push_str("  - name: plain-hooked\n    chart: {repository: platform, name: plain}\n    version: \"1.0.0\"\n    values: {job: {annotations: {helm.sh/hook: post-upgrade}}}\n");
     repo.write("profiles.yaml", list)?;
     repo.commit("charts with and without post hooks")?;
 
@@ -423,6 +425,7 @@ async fn plan_says_who_waits_for_each_release() -> anyhow::Result<()> {
     assert_eq!(plan["waits"]["default/hooked"], "helm", "{plan}");
     assert_eq!(plan["waits"]["default/prehook"], "strata", "{plan}");
     assert_eq!(plan["waits"]["default/plain"], "strata", "{plan}");
+    assert_eq!(plan["waits"]["default/plain-hooked"], "helm", "{plan}");
 
     let work = tempfile::tempdir()?;
     let text = testkit::agent::run_strata(
