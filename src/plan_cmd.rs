@@ -5,6 +5,7 @@
 //! Exit: `Ok(true)` valid, `Ok(false)` invalid (problems printed), `Err` the source could not
 //! be fetched or the work dir prepared.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use crate::config::{OutputFormat, SourceConfig, WorkDir};
 use crate::executor::process::Redactor;
 use crate::observe::status::ProblemView;
-use crate::source::revision::{LoadError, Loader};
+use crate::source::revision::{LoadError, Loaded, Loader, ReleaseJob};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,7 +40,25 @@ struct Output<'a> {
     valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<&'a strata_core::plan::Plan>,
+    /// Who waits for each release's readiness (`namespace/name` -> `strata` or `helm`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    waits: BTreeMap<String, &'static str>,
     problems: &'a [ProblemView],
+}
+
+/// Who waits for a release to be ready: helm itself (`--wait`) when the chart may have
+/// post-install/post-upgrade hooks (helm runs them after readiness only then), else strata.
+fn waiter(job: &ReleaseJob) -> &'static str {
+    if job.post_hooks { "helm" } else { "strata" }
+}
+
+/// The `wait:` line of a release in the text output.
+fn wait_line(job: &ReleaseJob) -> String {
+    if job.post_hooks {
+        "wait: helm (post-install/post-upgrade hooks)".to_string()
+    } else {
+        "wait: strata (watches)".to_string()
+    }
 }
 
 /// Run `strata plan` and write the result to `out`.
@@ -50,7 +69,7 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
     let fetched = loader.fetch().await?;
     let result = loader.load(&fetched, loader.cluster_name()).await;
     let (plan, problems) = match &result {
-        Ok(loaded) => (Some(&loaded.plan), Vec::new()),
+        Ok(loaded) => (Some(loaded), Vec::new()),
         Err(LoadError::Invalid(problems)) => (None, problems.clone()),
         Err(LoadError::Unavailable(errors)) => {
             return Err(Error::Unavailable(errors.join("; ")));
@@ -64,7 +83,8 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
                 &Output {
                     commit: &fetched.commit,
                     valid,
-                    plan,
+                    plan: plan.map(|l| &l.plan),
+                    waits: plan.map(waits).unwrap_or_default(),
                     problems: &problems,
                 },
             )?;
@@ -72,8 +92,13 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
         }
         OutputFormat::Text => {
             writeln!(out, "revision {}", fetched.commit)?;
-            if let Some(plan) = plan {
-                write!(out, "{plan}")?;
+            if let Some(loaded) = plan {
+                let mut text = String::new();
+                loaded
+                    .plan
+                    .render(&mut text, |r| loaded.jobs.get(&r.release).map(wait_line))
+                    .expect("writing to a String cannot fail");
+                write!(out, "{text}")?;
                 writeln!(out, "valid: every layer can be planned")?;
             } else {
                 writeln!(out, "invalid: {} problem(s)", problems.len())?;
@@ -84,4 +109,13 @@ pub async fn run(source: SourceConfig, format: OutputFormat, out: &mut impl Writ
         }
     }
     Ok(valid)
+}
+
+/// Who waits for each release of a loaded revision, by `namespace/name`.
+fn waits(loaded: &Loaded) -> BTreeMap<String, &'static str> {
+    loaded
+        .jobs
+        .iter()
+        .map(|(key, job)| (key.to_string(), waiter(job)))
+        .collect()
 }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use testkit::chart::{ChartSpec, profile_annotations, write_chart};
+use testkit::chart::{
+    CONFIGMAP_TEMPLATE, ChartSpec, FAIL_HOOK_TEMPLATE, profile_annotations, write_chart,
+};
 use testkit::{ChartRepo, TestRepo, strata_bin, tools};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -364,5 +366,96 @@ async fn invalid_revision_reports_every_problem() -> anyhow::Result<()> {
     assert!(text.contains("colour"), "unknown field reported: {text}");
     assert!(text.contains("ten"), "duplicate release reported: {text}");
     assert!(plan["problems"].as_array().unwrap().len() >= 2, "{text}");
+    Ok(())
+}
+
+/// A chart with a post-install hook keeps helm's wait; one without (or with only a pre-install
+/// hook) is waited for by strata. Text and JSON say so per release.
+#[tokio::test]
+async fn plan_says_who_waits_for_each_release() -> anyhow::Result<()> {
+    const PRE_HOOK: &str = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-pre\n  annotations:\n    \"helm.sh/hook\": pre-install,pre-upgrade\nspec: {}\n";
+    let charts_dir = tempfile::tempdir()?;
+    let a1 = profile_annotations(Some("1"), None);
+    let specs = [
+        ChartSpec {
+            name: "hooked",
+            version: "1.0.0",
+            annotations: &a1,
+            files: &[
+                ("templates/configmap.yaml", CONFIGMAP_TEMPLATE),
+                ("templates/check.yaml", FAIL_HOOK_TEMPLATE),
+            ],
+        },
+        ChartSpec {
+            name: "prehook",
+            version: "1.0.0",
+            annotations: &a1,
+            files: &[("templates/pre.yaml", PRE_HOOK)],
+        },
+        ChartSpec {
+            name: "plain",
+            version: "1.0.0",
+            annotations: &a1,
+            files: &[],
+        },
+    ];
+    let mut dirs = Vec::new();
+    for s in &specs {
+        dirs.push(write_chart(charts_dir.path(), s)?);
+    }
+    let refs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
+    let charts = ChartRepo::with_charts(&tools().helm4, &refs).await?;
+    let repo = TestRepo::new()?;
+    let mut list = format!(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: platform\n    url: {}\nprofiles:\n",
+        charts.url()
+    );
+    for name in ["hooked", "prehook", "plain"] {
+        list.push_str(&format!(
+            "  - name: {name}\n    chart: {{repository: platform, name: {name}}}\n    version: \"1.0.0\"\n"
+        ));
+    }
+    // The chart without hooks, given hook annotations in its values (templates may copy them).
+    list.push_str("  - name: plain-hooked\n    chart: {repository: platform, name: plain}\n    version: \"1.0.0\"\n    values: {job: {annotations: {helm.sh/hook: post-upgrade}}}\n");
+    repo.write("profiles.yaml", list)?;
+    repo.commit("charts with and without post hooks")?;
+
+    let (code, plan, stderr) = plan_json(&repo).await?;
+    assert_eq!(code, Some(0), "{plan}\n{stderr}");
+    assert_eq!(plan["waits"]["default/hooked"], "helm", "{plan}");
+    assert_eq!(plan["waits"]["default/prehook"], "strata", "{plan}");
+    assert_eq!(plan["waits"]["default/plain"], "strata", "{plan}");
+    assert_eq!(plan["waits"]["default/plain-hooked"], "helm", "{plan}");
+
+    let work = tempfile::tempdir()?;
+    let text = testkit::agent::run_strata(
+        strata_bin!(),
+        &[
+            "plan",
+            "--git-url",
+            repo.path().to_str().unwrap(),
+            "--work-dir",
+            work.path().to_str().unwrap(),
+        ],
+        &[],
+        TIMEOUT,
+    )
+    .await?;
+    assert_eq!(text.code, Some(0), "{text:?}");
+    let out = &text.stdout;
+    assert!(
+        out.contains(
+            "  hooked  hooked@1.0.0  namespace default  (annotation strata.dev/layer)\n    wait: helm (post-install/post-upgrade hooks)\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  plain  plain@1.0.0  namespace default  (annotation strata.dev/layer)\n    wait: strata (watches)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  prehook  prehook@1.0.0  namespace default  (annotation strata.dev/layer)\n    wait: strata (watches)\n"),
+        "{out}"
+    );
     Ok(())
 }

@@ -1599,6 +1599,7 @@ mod tests {
                 retries: 3,
             },
             health_checks: Vec::new(),
+            post_hooks: true,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod cluster_name;
 pub mod deps;
 pub mod disk;
 pub mod git;
+pub mod hooks;
 pub mod oci;
 pub mod revision;
 pub mod tree;

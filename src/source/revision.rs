@@ -65,6 +65,12 @@ pub struct ReleaseJob {
     /// Custom health checks (compiled CEL) of the kinds this release installs: objects of
     /// these kinds must pass them before the release is Ready.
     pub health_checks: Vec<strata_core::health::HealthCheck>,
+    /// Whether the chart (its templates, subcharts and helpers included, or its values files)
+    /// or the merged values may give it post-install or post-upgrade hooks
+    /// ([`strata_core::hooks`]); `true` also when the chart could not be read to tell. helm
+    /// runs those hooks after readiness only when it waits itself, so such a release keeps
+    /// helm's wait; any other can be waited for by strata.
+    pub post_hooks: bool,
 }
 
 /// A validated revision ready to apply.
@@ -154,6 +160,8 @@ pub struct Loader {
     built: PathBuf,
     /// The Git URL as declared and the mirror it is fetched from, when `--mirrors` rewrote it.
     git_mirror: Option<(String, String)>,
+    /// Whether a chart may have post hooks, by chart digest (the charts of the last load).
+    post_hooks: std::sync::Mutex<BTreeMap<String, bool>>,
 }
 
 /// The cluster and default namespace `valuesFrom` Secrets are read from.
@@ -233,6 +241,7 @@ impl Loader {
             redactor,
             built: work_dir.join("built"),
             git_mirror,
+            post_hooks: Default::default(),
         })
     }
 
@@ -517,6 +526,12 @@ impl Loader {
         let mut chart_paths = BTreeMap::new();
         let mut digests = BTreeMap::new();
         let mut values = BTreeMap::new();
+        // Post hooks by chart digest: read once per chart, kept from the previous load.
+        let known = {
+            let mut cache = self.post_hooks.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *cache)
+        };
+        let mut post_hooks: BTreeMap<String, bool> = BTreeMap::new();
         for profile in &list.profiles {
             if let Some(v) = self.profile_values(at, profile, &mut found).await {
                 values.insert(profile.name.clone(), v);
@@ -527,6 +542,12 @@ impl Loader {
             if let Some((meta, chart_path)) = chart {
                 match chart_digest(&chart_path) {
                     Ok(d) => {
+                        if !post_hooks.contains_key(&d) {
+                            let hooks = known.get(&d).copied().unwrap_or_else(|| {
+                                crate::source::hooks::chart_post_hooks(&chart_path)
+                            });
+                            post_hooks.insert(d.clone(), hooks);
+                        }
                         digests.insert(profile.name.clone(), d);
                     }
                     Err(e) => found.add(Failure::Unavailable(format!(
@@ -539,10 +560,17 @@ impl Loader {
                 chart_paths.insert(profile.name.clone(), chart_path);
             }
         }
+        *self.post_hooks.lock().unwrap_or_else(|e| e.into_inner()) = post_hooks.clone();
         found.into_result()?;
         let plan = strata_core::plan::plan(&list, &charts, allocation.as_ref())
             .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
-        let jobs = jobs_from_plan(&list, &plan, &charts, &chart_paths, &digests, &values);
+        let charts_in = ChartsIn {
+            metas: &charts,
+            paths: &chart_paths,
+            digests: &digests,
+            post_hooks: &post_hooks,
+        };
+        let jobs = jobs_from_plan(&list, &plan, &charts_in, &values);
         Ok(Loaded {
             commit: commit.to_string(),
             profiles_path: path.to_string(),
@@ -982,13 +1010,19 @@ pub fn chart_digest(path: &std::path::Path) -> std::io::Result<String> {
     Ok(strata_core::digest::chart_files_digest(files))
 }
 
+/// The charts of a load: Chart.yaml, path and digest by profile name; post hooks by digest.
+struct ChartsIn<'a> {
+    metas: &'a BTreeMap<String, strata_core::chart::ChartMeta>,
+    paths: &'a BTreeMap<String, PathBuf>,
+    digests: &'a BTreeMap<String, String>,
+    post_hooks: &'a BTreeMap<String, bool>,
+}
+
 /// The job of every planned release, by release key.
 fn jobs_from_plan(
     list: &ProfileList,
     plan: &strata_core::plan::Plan,
-    charts: &BTreeMap<String, strata_core::chart::ChartMeta>,
-    chart_paths: &BTreeMap<String, PathBuf>,
-    digests: &BTreeMap<String, String>,
+    charts: &ChartsIn<'_>,
     values: &BTreeMap<String, serde_json::Value>,
 ) -> BTreeMap<ReleaseKey, ReleaseJob> {
     plan.layers
@@ -996,7 +1030,14 @@ fn jobs_from_plan(
         .flat_map(|layer| layer.releases.iter().map(move |r| (layer.layer, r)))
         .filter_map(|(layer, planned)| {
             let profile = list.profile(&planned.profile)?;
-            let meta = charts.get(&profile.name)?;
+            let meta = charts.metas.get(&profile.name)?;
+            let chart_digest = charts.digests.get(&profile.name)?.clone();
+            // Unknown (not read): helm waits.
+            let chart_hooks = charts
+                .post_hooks
+                .get(&chart_digest)
+                .copied()
+                .unwrap_or(true);
             let v = values
                 .get(&profile.name)
                 .cloned()
@@ -1007,10 +1048,11 @@ fn jobs_from_plan(
                 namespace: profile.namespace.clone(),
                 chart_name: meta.name.clone(),
                 chart_version: meta.version.clone(),
-                chart_path: chart_paths.get(&profile.name)?.clone(),
+                chart_path: charts.paths.get(&profile.name)?.clone(),
                 values_digest: strata_core::values::canonical_digest(&v),
-                chart_digest: digests.get(&profile.name)?.clone(),
+                chart_digest,
                 layer: layer.map(|n| n.0),
+                post_hooks: chart_hooks || strata_core::hooks::values_may_add_post_hooks(&v),
                 values: v,
                 remediation: profile.remediation,
                 health_checks: profile.health_checks.clone(),

@@ -25,6 +25,8 @@
 //! - [`capacity::fit`]: the default `--concurrency` from the pod's memory limit and CPUs.
 //! - [`cycle::next_cycle`] / [`cycle::once_step`]: when the agent's next cycle starts (a
 //!   release's backoff may come before the next poll) and when `strata run --once` stops.
+//! - [`hooks::chart_may_have_post_hooks`]: whether a chart's templates (subcharts and helpers
+//!   included) may have post-install/post-upgrade hooks, so helm must keep waiting itself.
 //! - [`limits`]: early, clear failures for values and releases too large for the cluster.
 //! - [`input::decode`]: bytes read from Git -> text (UTF-8 only, BOM removed), with a problem
 //!   naming the file otherwise.
@@ -39,6 +41,7 @@ pub mod cycle;
 pub mod depends;
 pub mod digest;
 pub mod health;
+pub mod hooks;
 pub mod input;
 pub mod limits;
 pub mod mirrors;

@@ -157,6 +157,18 @@ impl Plan {
 /// Layers in order, each release with `chart@version`, namespace and layer source.
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, |_| None)
+    }
+}
+
+impl Plan {
+    /// The text of [`Plan`]'s `Display`, with the lines `detail` gives for a release (e.g.
+    /// who waits for it) printed indented under the release's line.
+    pub fn render(
+        &self,
+        f: &mut impl fmt::Write,
+        detail: impl Fn(&PlannedRelease) -> Option<String>,
+    ) -> fmt::Result {
         writeln!(f, "layering model: {}", self.model)?;
         if self.layers.is_empty() {
             writeln!(f, "no profiles")?;
@@ -180,6 +192,11 @@ impl fmt::Display for Plan {
                     writeln!(f)?;
                 } else {
                     writeln!(f, "  (after: {})", r.depends_on.join(", "))?;
+                }
+                if let Some(detail) = detail(r) {
+                    for line in detail.lines() {
+                        writeln!(f, "    {line}")?;
+                    }
                 }
             }
         }

@@ -400,3 +400,26 @@ fn depends_on_problems_join_the_other_problems() {
         "{text}"
     );
 }
+
+#[test]
+fn render_prints_details_under_their_release() {
+    let l = list("", &[("a", ""), ("b", "")]);
+    let c = charts(&[
+        profile_chart("a", Some("1"), None),
+        profile_chart("b", Some("1"), None),
+    ]);
+    let p = plan(&l, &c, None).unwrap();
+    let mut text = String::new();
+    p.render(&mut text, |r| {
+        (r.release.name == "b").then(|| "wait: helm\nsecond line".to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        text,
+        "layering model: annotation\nlayer-1:\n  a  a@1.0.0  namespace default  (annotation strata.dev/layer)\n  b  b@1.0.0  namespace default  (annotation strata.dev/layer)\n    wait: helm\n    second line\n"
+    );
+    // Without details, the same as Display.
+    let mut plain = String::new();
+    p.render(&mut plain, |_| None).unwrap();
+    assert_eq!(plain, p.to_string());
+}
