@@ -275,6 +275,9 @@ impl<D: HelmDriver> Runner<D> {
         let mut steps = 0;
         // helm exited 0 in the step before: its release record must now be settled.
         let mut helm_succeeded = false;
+        // helm wrote the release without waiting (no post hooks): strata's own wait, in the
+        // health gate, is the readiness wait of that helm run.
+        let mut strata_waits = false;
         // Drift (objects of the deployed manifest missing) is read once, before the first
         // action, and only for a release that is otherwise in sync.
         let mut drift_checked = false;
@@ -321,12 +324,39 @@ impl<D: HelmDriver> Runner<D> {
                 jiff::Timestamp::now(),
             );
             tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
-            if matches!(action, strata_core::reconcile::Action::NoOp)
-                && let Err(end) = self
+            if matches!(action, strata_core::reconcile::Action::NoOp) {
+                match self
                     .health_gate(job, &manifest, deadline, !inputs.performed.is_empty())
                     .await
-            {
-                return end;
+                {
+                    Ok(()) => {}
+                    Err(GateEnd::Ended(end)) => return end,
+                    Err(GateEnd::NotReady(message)) if std::mem::take(&mut strata_waits) => {
+                        // What helm's own --wait does when it fails: the release's record is
+                        // marked failed, so the profile's remediation and the retry rules
+                        // apply exactly as after a failed helm.
+                        if let Some(revision) = observed.as_ref().map(|o| u64::from(o.revision))
+                            && let Err(e) = self
+                                .driver
+                                .mark_failed(
+                                    &job.namespace,
+                                    &job.release,
+                                    revision,
+                                    &format!("not ready (strata's readiness wait): {message}"),
+                                )
+                                .await
+                        {
+                            tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot mark the release record failed after its readiness wait failed");
+                        }
+                        tracing::error!(release = %job.release, namespace = %job.namespace, error = %message, "release not ready");
+                        inputs.retry.last_error = Some(message.clone());
+                        if failure.is_none() {
+                            failure = Some(Failure::transient(message));
+                        }
+                        continue;
+                    }
+                    Err(GateEnd::NotReady(message)) => return self.health_failed(job, message),
+                }
             }
             if let Some(end) = self.conclude(job, &action, observed.as_ref(), &inputs, &mut failure)
             {
@@ -354,6 +384,7 @@ impl<D: HelmDriver> Runner<D> {
                 // NoOp (Ready), a record left pending is recovered like an interrupted helm.
                 Ok(()) => {
                     helm_succeeded = true;
+                    strata_waits = action_runs_helm_upgrade(&action) && !self.helm_waits(job);
                     if let Action::Upgrade {
                         reason: reason @ UpgradeReason::Drift { .. },
                     } = &action
@@ -794,7 +825,7 @@ impl<D: HelmDriver> Runner<D> {
             values_file,
             timeout,
             create_namespace: options.create_namespace,
-            wait: options.wait,
+            wait: options.wait && self.helm_waits(job),
             labels: strata_core::digest::release_labels(
                 &self.agent,
                 &job.profile,
@@ -902,7 +933,7 @@ impl<D: HelmDriver> Runner<D> {
         manifest: &str,
         deadline: Instant,
         after_helm: bool,
-    ) -> Result<(), ReleaseResult> {
+    ) -> Result<(), GateEnd> {
         use strata_core::health::{Gate, gate};
         let Some(watches) = self.watches.clone() else {
             return Ok(());
@@ -949,7 +980,7 @@ impl<D: HelmDriver> Runner<D> {
                     return Ok(());
                 }
                 Gate::Failed(reason) => {
-                    return Err(self.health_failed(job, format!("health check failed: {reason}")));
+                    return Err(GateEnd::NotReady(format!("health check failed: {reason}")));
                 }
                 Gate::Waiting(waiting) => {
                     waited = true;
@@ -975,22 +1006,19 @@ impl<D: HelmDriver> Runner<D> {
                         } else {
                             String::new()
                         };
-                        return Err(self.health_failed(
-                            job,
-                            format!(
-                                "not ready within the release's timeout ({}s): {first}{more}",
-                                timeout.as_secs()
-                            ),
-                        ));
+                        return Err(GateEnd::NotReady(format!(
+                            "not ready within the release's timeout ({}s): {first}{more}",
+                            timeout.as_secs()
+                        )));
                     }
                     tokio::select! {
                         () = stop.cancelled() => {
                             let why = self.stop_reason();
-                            return Err(self.fail_with(
+                            return Err(GateEnd::Ended(self.fail_with(
                                 job,
                                 format!("{why}: the wait for readiness ended (checked again on the next run): {first}"),
                                 false,
-                            ));
+                            )));
                         }
                         changed = changes.changed() => {
                             if changed.is_err() {
@@ -1002,6 +1030,14 @@ impl<D: HelmDriver> Runner<D> {
                 }
             }
         }
+    }
+
+    /// Whether helm waits for readiness itself (`--wait`): only for a chart with
+    /// post-install/post-upgrade hooks (helm runs them after readiness), or without watches.
+    /// Otherwise helm writes the release and strata waits, in the health gate, where a newer
+    /// revision or a shutdown can end the wait without leaving the release pending.
+    fn helm_waits(&self, job: &ReleaseJob) -> bool {
+        job.post_hooks || self.watches.is_none()
     }
 
     /// A layer opens only while every release of the layers below is live-Ready: a release
@@ -1180,6 +1216,26 @@ impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
         );
         self.run_inner(job).instrument(span).await
     }
+}
+
+/// How the health gate ends when the release is not ready.
+enum GateEnd {
+    /// The attempt ends with this result (a shutdown or a newer revision ended the wait).
+    Ended(ReleaseResult),
+    /// Not ready: a failed object, or the deadline passed.
+    NotReady(String),
+}
+
+/// Whether `action` runs `helm upgrade --install` (whose wait strata may do itself).
+fn action_runs_helm_upgrade(action: &strata_core::reconcile::Action) -> bool {
+    use strata_core::reconcile::Action;
+    matches!(
+        action,
+        Action::Install { .. }
+            | Action::Upgrade { .. }
+            | Action::RecoverPendingInstall { .. }
+            | Action::RollbackThenUpgrade { .. }
+    )
 }
 
 /// Every object of a release manifest (helm keeps hooks apart from it): what live health
