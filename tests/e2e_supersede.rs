@@ -136,3 +136,50 @@ async fn a_new_commit_ends_a_hung_wait(helm: HelmBin) -> anyhow::Result<()> {
     agent.stop().await?;
     Ok(())
 }
+
+/// strata's own wait fails like helm's: at the release's timeout the release is Failed naming
+/// the Deployment, and its record is marked failed (as `helm --wait` leaves it), not left
+/// deployed-but-not-ready nor pending.
+#[tokio::test]
+async fn a_failed_own_wait_marks_the_record_failed_like_helm() -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
+    let annotations = profile_annotations(None, None);
+    let chart = write_chart(
+        &s.dir.path().join("charts"),
+        &ChartSpec {
+            name: "stuck",
+            version: "1.0.0",
+            annotations: &annotations,
+            files: &[("templates/deployment.yaml", STUCK)],
+        },
+    )?;
+    s.charts.add_chart(&chart)?;
+    let list = profiles(&s.charts.url(), true).replace("timeout: 10m", "timeout: 3s");
+    s.repo.write("profiles.yaml", list)?;
+    s.repo
+        .commit("a release that never becomes ready, 3 s timeout")?;
+    let mut agent = s.agent(&[], &[])?;
+    let st = agent
+        .wait_status("stuck failed at its timeout", LONG, |st| {
+            phase(st, "stuck") == "Failed"
+        })
+        .await?;
+    let message = release(&st, "stuck").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("not ready within the release's timeout (3s)")
+            && message.contains("stuck-app"),
+        "{message}"
+    );
+    assert_eq!(phase(&st, "certs"), "Skipped", "{st:#}");
+    let record = testkit::release::latest(&s.cluster)
+        .into_iter()
+        .find(|r| r.name == "stuck")
+        .expect("stuck installed");
+    assert_eq!(record.status, "failed", "{record:?}");
+    assert!(testkit::release::pending(&s.cluster).is_empty());
+    agent.stop().await?;
+    Ok(())
+}

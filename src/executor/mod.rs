@@ -35,8 +35,10 @@ pub trait HelmDriver: Send + Sync + 'static {
         release: &str,
     ) -> impl Future<Output = releases::Result<Vec<(u32, ReleaseStatus)>>> + Send;
 
-    /// Marks `revision`, left pending by an interrupted helm, as failed; false when there is
-    /// no such pending record.
+    /// Marks `revision` failed: a record left pending by an interrupted helm, or a deployed
+    /// one whose readiness wait (strata's, standing in for helm's `--wait`) failed, as helm
+    /// marks a release whose wait fails; false when there is no such pending or deployed
+    /// record.
     fn mark_failed(
         &self,
         namespace: &str,

@@ -467,10 +467,11 @@ pub fn set_failed(json: &mut serde_json::Value, description: &str) -> Option<Str
     Some(before)
 }
 
-/// Mark revision `revision` of `release`, left pending by an interrupted helm, as `failed`
-/// with `description` (record and `status` label). The update carries the Secret's
-/// resourceVersion: if helm is still writing it, the API server refuses (409) and nothing is
-/// changed. Returns whether a record was changed (false: no such record, or not pending).
+/// Mark revision `revision` of `release` as `failed` with `description` (record and `status`
+/// label): one left pending by an interrupted helm, or a deployed one whose readiness wait
+/// failed (what helm's own `--wait` does). The update carries the Secret's resourceVersion:
+/// if helm is still writing it, the API server refuses (409) and nothing is changed. Returns
+/// whether a record was changed (false: no such record, or neither pending nor deployed).
 pub async fn mark_failed(
     client: &kube::Client,
     namespace: &str,
@@ -499,7 +500,9 @@ pub async fn mark_failed(
     let mut record: serde_json::Value =
         serde_json::from_slice(&json).map_err(|e| err(format!("invalid JSON: {e}")))?;
     match set_failed(&mut record, description) {
-        Some(before) if ReleaseStatus::parse(&before).is_pending() => {}
+        Some(before)
+            if ReleaseStatus::parse(&before).is_pending()
+                || ReleaseStatus::parse(&before) == ReleaseStatus::Deployed => {}
         _ => return Ok(false),
     }
     data.0 = encode_release(&record).map_err(err)?;

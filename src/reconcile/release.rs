@@ -1543,11 +1543,12 @@ mod tests {
             let Some(r) = st.records.iter_mut().find(|r| r.revision == revision) else {
                 return Ok(false);
             };
-            let pending = HelmStatus::parse(&r.status).is_pending();
-            if pending {
+            let status = HelmStatus::parse(&r.status);
+            let marked = status.is_pending() || status == HelmStatus::Deployed;
+            if marked {
                 r.status = "failed".into();
             }
-            Ok(pending)
+            Ok(marked)
         }
 
         fn write_values(
