@@ -260,13 +260,17 @@ fn schema_matches_the_parser() {
         schema["$defs"]["layering"]["properties"]["model"]["enum"],
         Value::Array(models)
     );
+    // `profiles` is required unless the list includes others; a profile's `chart` is
+    // required once merged (an entry of an including list may only override fields), which
+    // the schema cannot say per file.
     assert_eq!(
         schema["required"],
-        serde_json::json!(["apiVersion", "kind", "profiles"])
+        serde_json::json!(["apiVersion", "kind"])
     );
+    assert_eq!(schema["then"]["required"], serde_json::json!(["profiles"]));
     assert_eq!(
         schema["$defs"]["profile"]["required"],
-        serde_json::json!(["name", "chart"])
+        serde_json::json!(["name"])
     );
 }
 
