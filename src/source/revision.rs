@@ -496,8 +496,7 @@ impl Loader {
                 Failure::Problem(p) => LoadError::Invalid(vec![p]),
                 Failure::Unavailable(m) => LoadError::Unavailable(vec![m]),
             })?;
-        let list = strata_core::profiles::parse(path, &text)
-            .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
+        let list = self.compose(commit, path, &text).await?;
         let at = At { commit, list: path };
         let mut found = Findings::default();
         let allocation = self.allocation(at, &list, &mut found).await;
@@ -550,6 +549,56 @@ impl Loader {
             plan,
             jobs,
         })
+    }
+
+    /// The profile list at `path` (its text `text`) with the lists it includes, read from
+    /// `commit` as [`strata_core::compose`] asks for them, merged and validated.
+    async fn compose(
+        &self,
+        commit: &str,
+        path: &str,
+        text: &str,
+    ) -> Result<ProfileList, LoadError> {
+        use strata_core::compose::{self, Fetched as Got, Outcome, Root};
+        let root = Root {
+            file: path,
+            text,
+            first: &[],
+        };
+        let mut files: BTreeMap<String, Got> = BTreeMap::new();
+        // Each round reads one more level of includes; the depth is bounded by core.
+        for _ in 0..=compose::MAX_INCLUDE_DEPTH + 1 {
+            let need = match compose::compose(root, &files) {
+                Outcome::Done(r) => {
+                    return (*r).map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()));
+                }
+                Outcome::Need(need) => need,
+            };
+            for p in need {
+                let got = match self.git.read_file(commit, &p).await {
+                    Ok(Some(bytes)) => match strata_core::input::decode(&p, &bytes) {
+                        Ok(t) => Got::Text(t),
+                        Err(ps) => Got::Refused(ps.iter().next().map_or_else(
+                            || "the file is not UTF-8 text".into(),
+                            |p| p.message.clone(),
+                        )),
+                    },
+                    Ok(None) => Got::Absent,
+                    Err(e) if e.is_revision_problem() => Got::Refused(e.to_string()),
+                    Err(e) => {
+                        return Err(LoadError::Unavailable(vec![format!(
+                            "cannot read {p} of commit {commit} from the Git cache: {e}"
+                        )]));
+                    }
+                };
+                files.insert(p, got);
+            }
+        }
+        Err(LoadError::Invalid(vec![ProblemView {
+            file: path.to_string(),
+            field: "include".into(),
+            message: "the included lists could not be resolved".into(),
+        }]))
     }
 
     /// The allocation file of model `allocated`, parsed.
