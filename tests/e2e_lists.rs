@@ -4,7 +4,10 @@
 //! - a cluster's list (`clusters/{cluster}/profiles.yaml`, the cluster name given) includes a
 //!   shared base, overrides one profile (another chart version, a value) and disables
 //!   another: exactly the expected releases are installed, at the expected versions;
-//! - an include cycle is reported as a problem naming the chain, and nothing is installed.
+//! - an include cycle is reported as a problem naming the chain, and nothing is installed;
+//! - `--profiles-configmap`: a missing ConfigMap is a problem (nothing installed); an overlay
+//!   in it applies on top of the list from Git, and changing it (same commit) is a new
+//!   revision: the overridden version is upgraded to.
 
 use testkit::gitcharts::GitCharts;
 use testkit::{HelmBin, strata_bin};
@@ -138,5 +141,93 @@ async fn include_cycle_is_a_problem_and_nothing_is_installed_helm4() -> anyhow::
     );
     let records = testkit::release::records(&s.cluster, None);
     assert!(records.is_empty(), "nothing installed: {records:?}");
+    Ok(())
+}
+
+/// Create or replace ConfigMap `strata-profiles` in the agent's namespace with `overlay`.
+fn put_overlay(s: &GitCharts, overlay: &str) -> anyhow::Result<()> {
+    let key = kubesim::ResourceKey::new("", "configmaps");
+    let obj = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "strata-profiles", "namespace": testkit::cluster::AGENT_NS},
+        "data": {"profiles.yaml": overlay},
+    });
+    if testkit::cluster::get(
+        &s.cluster,
+        "configmaps",
+        testkit::cluster::AGENT_NS,
+        "strata-profiles",
+    )
+    .is_some()
+    {
+        s.cluster.store().update(&key, obj)?;
+    } else {
+        s.cluster.store().create(&key, obj)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn configmap_overlay_changes_a_version_and_the_agent_upgrades_helm4() -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), HelmBin::V4).await?;
+    write_base(&s)?;
+    s.repo.write(
+        "profiles.yaml",
+        format!("{HEAD}include: [base/profiles.yaml]\nprofiles:\n  - name: metrics\n    enabled: false\n"),
+    )?;
+    let commit = s.repo.commit("the Git list")?;
+    let args = ["--profiles-configmap", "strata-profiles"];
+
+    // Configured but missing: a problem, nothing installed.
+    let (code, logs) = s.run_once_with(&args).await?;
+    assert_eq!(code, Some(1), "a rejected revision: {logs}");
+    let status = s.status();
+    let problems = status["rejectedRevision"]["problems"].to_string();
+    assert!(
+        problems.contains("configmap/strata-profiles/profiles.yaml")
+            && problems.contains("does not exist"),
+        "{status:#}"
+    );
+    assert!(testkit::release::records(&s.cluster, None).is_empty());
+
+    // An overlay that changes nothing: the Git list as it is.
+    put_overlay(&s, HEAD)?;
+    let (code, logs) = s.run_once_with(&args).await?;
+    assert_eq!(code, Some(0), "{logs}");
+    let status = s.status();
+    assert_eq!(names(&status), ["cache@1.0.0", "web@1.0.0"], "{status:#}");
+    let first = status["revision"]["commit"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        first.starts_with(&format!("{commit}+configmap.")),
+        "{first}"
+    );
+
+    // The overlay overrides web's version (same commit): a new revision, web upgraded.
+    put_overlay(
+        &s,
+        &format!(
+            "{HEAD}profiles:\n  - name: web\n    chart: {{path: charts/web-2}}\n    version: 2.0.0\n"
+        ),
+    )?;
+    let (code, logs) = s.run_once_with(&args).await?;
+    assert_eq!(code, Some(0), "{logs}");
+    let status = s.status();
+    assert_eq!(names(&status), ["cache@1.0.0", "web@2.0.0"], "{status:#}");
+    let second = status["revision"]["commit"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        second.starts_with(&format!("{commit}+configmap.")),
+        "{second}"
+    );
+    assert_ne!(first, second, "a changed ConfigMap is a new revision");
+    assert_eq!(s.data("web").expect("web's ConfigMap")["flavour"], "2.0.0");
+    assert_eq!(s.data("web").expect("web's ConfigMap")["greeting"], "base");
+    let web: Vec<_> = testkit::release::records(&s.cluster, Some("web"));
+    assert_eq!(web.len(), 2, "installed, then upgraded: {web:?}");
     Ok(())
 }
