@@ -871,8 +871,26 @@ mod tests {
         assert_eq!(run.interval, Duration::from_secs(30));
         assert_eq!(run.default_timeout, Duration::from_secs(300));
         assert_eq!(run.source.profiles_path, "profiles.yaml");
+        assert_eq!(run.source.profiles_configmap, None);
         assert_eq!(run.source.git_ref, "main");
         assert_eq!(run.listen.to_string(), "0.0.0.0:8080");
+        let cli = Cli::try_parse_from([
+            "strata",
+            "run",
+            "--git-url",
+            "x",
+            "--profiles-configmap",
+            "strata-profiles",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        let source: SourceConfig = run.source.into();
+        assert_eq!(
+            source.profiles_configmap.as_deref(),
+            Some("strata-profiles")
+        );
         assert!(
             Cli::try_parse_from(["strata", "run", "--git-url", "x", "--concurrency", "0"]).is_err()
         );

@@ -338,9 +338,11 @@ impl PartialEq for Given {
 
 /// Where each entry of a profile's `dependsOn` was written (1-based line and column; 0 when
 /// unknown), for problems found later, at plan time. Not a value: two lists that are equal
-/// field by field are equal wherever their entries were written (as with [`Given`]).
+/// field by field are equal wherever their entries were written (as with [`Given`]). The
+/// second field names the file they were written in when it is not the list's own (a list
+/// it includes, [`crate::compose`]).
 #[derive(Debug, Clone, Default, Eq)]
-pub struct Positions(pub Vec<(u32, u32)>);
+pub struct Positions(pub Vec<(u32, u32)>, pub Option<String>);
 
 impl PartialEq for Positions {
     fn eq(&self, _: &Self) -> bool {
@@ -352,6 +354,11 @@ impl Positions {
     /// The position of entry `i`, `(0, 0)` when unknown.
     pub fn get(&self, i: usize) -> (u32, u32) {
         self.0.get(i).copied().unwrap_or((0, 0))
+    }
+
+    /// The file the entries were written in: `list_file` unless an included list.
+    pub fn file<'a>(&'a self, list_file: &'a str) -> &'a str {
+        self.1.as_deref().unwrap_or(list_file)
     }
 }
 
@@ -1441,7 +1448,9 @@ fn depends_on(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<(Vec<String>
             at.push((item.line, item.column));
         }
     }
-    ok.then_some((names, Positions(at)))
+    let file = ctx.file_of(node);
+    let file = (file != ctx.file).then(|| file.to_owned());
+    ok.then_some((names, Positions(at, file)))
 }
 
 /// A Secret name: a DNS-1123 subdomain (lowercase alphanumeric labels joined by '.').

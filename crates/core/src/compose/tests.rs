@@ -376,3 +376,18 @@ fn later_includes_win_for_list_settings() {
     assert_eq!(l.repositories.len(), 1);
     assert_eq!(l.repositories[0].url, "https://b.example");
 }
+
+#[test]
+fn depends_on_problems_found_at_plan_time_name_the_included_file() {
+    let base = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n    dependsOn: [ghost]\n";
+    let top = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ninclude: [base.yaml]\n";
+    let l = run("top.yaml", top, &[("base.yaml", base)]).unwrap();
+    let layers = BTreeMap::from([("a", None)]);
+    let m = messages(&crate::depends::check(&l, &layers));
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].starts_with("base.yaml: profiles[a].dependsOn[0]: no profile named `ghost`"),
+        "{m:?}"
+    );
+    assert!(m[0].ends_with("(line 6, column 17)"), "{m:?}");
+}
