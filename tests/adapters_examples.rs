@@ -16,9 +16,11 @@ fn read(rel: &str) -> String {
 fn plan(list_file: &str) -> strata_core::plan::Plan {
     // Lists may include others of the repository (examples/clusters/*).
     let mut files = BTreeMap::new();
-    for f in ["clusters/base/profiles.yaml"] {
-        files.insert(f.to_string(), strata_core::compose::Fetched::Text(read(f)));
-    }
+    let base = "clusters/base/profiles.yaml";
+    files.insert(
+        base.to_string(),
+        strata_core::compose::Fetched::Text(read(base)),
+    );
     let list = strata_core::compose::compose_all(
         strata_core::compose::Root {
             file: list_file,
