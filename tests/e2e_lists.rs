@@ -5,6 +5,7 @@
 //!   shared base, overrides one profile (another chart version, a value) and disables
 //!   another: exactly the expected releases are installed, at the expected versions;
 //! - an include cycle is reported as a problem naming the chain, and nothing is installed;
+//!   so is an included list that is a symlink out of the repository (one inside is followed);
 //! - `--profiles-configmap`: a missing ConfigMap is a problem (nothing installed); an overlay
 //!   in it applies on top of the list from Git, and changing it (same commit) is a new
 //!   revision: the overridden version is upgraded to.
@@ -104,7 +105,8 @@ async fn cluster_list_overrides_and_disables_profiles_of_the_base_helm4() -> any
 }
 
 #[tokio::test]
-async fn include_cycle_is_a_problem_and_nothing_is_installed_helm4() -> anyhow::Result<()> {
+async fn include_cycle_and_symlink_out_of_the_repository_install_nothing_helm4()
+-> anyhow::Result<()> {
     let s = GitCharts::start(strata_bin!(), HelmBin::V4).await?;
     write_base(&s)?;
     s.repo.write(
@@ -141,6 +143,51 @@ async fn include_cycle_is_a_problem_and_nothing_is_installed_helm4() -> anyhow::
     );
     let records = testkit::release::records(&s.cluster, None);
     assert!(records.is_empty(), "nothing installed: {records:?}");
+
+    // An included list that is a symlink out of the repository: a problem naming it, with the
+    // cycle fixed; a symlink inside the repository is followed.
+    let secret = s.dir.path().join("outside.yaml");
+    std::fs::write(&secret, format!("{HEAD}profiles: []\n"))?;
+    std::os::unix::fs::symlink(&secret, s.repo.path().join("shared/leak.yaml"))?;
+    std::os::unix::fs::symlink(
+        "../base/profiles.yaml",
+        s.repo.path().join("shared/base.yaml"),
+    )?;
+    s.repo.write(
+        "profiles.yaml",
+        format!("{HEAD}include: [shared/base.yaml, shared/leak.yaml]\n"),
+    )?;
+    s.repo.commit("an out-of-bounds symlink")?;
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(1), "a rejected revision: {logs}");
+    let status = s.status();
+    let problems = status["rejectedRevision"]["problems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(problems.len(), 1, "{status:#}");
+    assert_eq!(problems[0]["file"], "profiles.yaml", "{status:#}");
+    assert_eq!(problems[0]["field"], "include[1]", "{status:#}");
+    let message = problems[0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("shared/leak.yaml") && message.contains("out-of-bounds symlink"),
+        "{message}"
+    );
+    assert!(testkit::release::records(&s.cluster, None).is_empty());
+
+    // Without the leak, the base through the inner symlink installs.
+    std::fs::remove_file(s.repo.path().join("shared/leak.yaml"))?;
+    s.repo.write(
+        "profiles.yaml",
+        format!("{HEAD}include: [shared/base.yaml]\n"),
+    )?;
+    s.repo.commit("only the inner symlink")?;
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+    assert_eq!(
+        names(&s.status()),
+        ["cache@1.0.0", "metrics@1.0.0", "web@1.0.0"]
+    );
     Ok(())
 }
 
