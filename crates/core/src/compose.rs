@@ -84,6 +84,8 @@ pub fn compose(root: Root<'_>, files: &BTreeMap<String, Fetched>) -> Outcome {
     // A problem with the includes themselves (a cycle, a missing file) is reported alone:
     // validating what could be merged would add problems that are only its consequences.
     let (Some(merged), false) = (merged, c.broken) else {
+        let mut seen = BTreeSet::new();
+        c.problems.0.retain(|p| seen.insert(p.to_string()));
         return Outcome::Done(Box::new(Err(c.problems)));
     };
     let root_node = c.nodes[0]
@@ -99,6 +101,9 @@ pub fn compose(root: Root<'_>, files: &BTreeMap<String, Fetched>) -> Outcome {
     let list = profiles::validate_tree(&mut ctx, &tree);
     let mut problems = c.problems;
     problems.extend(ctx.problems);
+    // A file reached twice (two lists including the same base) is checked twice.
+    let mut seen = BTreeSet::new();
+    problems.0.retain(|p| seen.insert(p.to_string()));
     Outcome::Done(Box::new(match list {
         Some(l) if problems.is_empty() => Ok(l),
         _ => {
@@ -507,12 +512,12 @@ impl Composer<'_> {
             }
             acc.has_repositories |= merged.has_repositories;
             if let Some((at_node, d)) = &merged.defaults {
-                let node = if d.is_empty() {
-                    at_node.clone()
-                } else {
-                    Node::made(at_node, Value::Map(d.clone()))
-                };
-                acc.merge_defaults(&node);
+                if !d.is_empty() {
+                    acc.merge_defaults(&Node::made(at_node, Value::Map(d.clone())));
+                } else if at_node.value != Value::Null {
+                    // Not a mapping: passed on for validation to report.
+                    acc.merge_defaults(at_node);
+                }
             }
             if merged.bad_profiles.is_some() {
                 acc.bad_profiles = merged.bad_profiles.clone();

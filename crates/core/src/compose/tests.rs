@@ -391,3 +391,30 @@ fn depends_on_problems_found_at_plan_time_name_the_included_file() {
     );
     assert!(m[0].ends_with("(line 6, column 17)"), "{m:?}");
 }
+
+#[test]
+fn an_empty_defaults_keeps_what_earlier_lists_set_and_problems_are_reported_once() {
+    let a = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults: {namespace: a}\n";
+    let b = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults: {}\n";
+    let top = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ninclude: [a.yaml, b.yaml]\nprofiles: []\n";
+    let l = run("top.yaml", top, &[("a.yaml", a), ("b.yaml", b)]).unwrap();
+    assert_eq!(l.defaults.namespace, "a");
+    // The same broken base reached through two lists: its problem once.
+    let base = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nprofiles:\n  - name: p\n    chart: {path: c}\n    enabled: maybe\n";
+    let m1 = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ninclude: [base.yaml]\n";
+    let top = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ninclude: [m1.yaml, m2.yaml]\n";
+    let m = messages(
+        &run(
+            "top.yaml",
+            top,
+            &[("m1.yaml", m1), ("m2.yaml", m1), ("base.yaml", base)],
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(
+        m,
+        [
+            "base.yaml: profiles[p].enabled: must be true or false, found a string (line 6, column 14)"
+        ]
+    );
+}
