@@ -1,5 +1,5 @@
-//! Profile lists that include others (issue 12, part 2), end to end with real helm 4, a real
-//! Git server and kubesim:
+//! Profile lists that include others (issue 12, part 2), end to end with real helm 4 (and
+//! helm 3 for the first case), a real Git server and kubesim:
 //!
 //! - a cluster's list (`clusters/{cluster}/profiles.yaml`, the cluster name given) includes a
 //!   shared base, overrides one profile (another chart version, a value) and disables
@@ -63,7 +63,16 @@ fn names(status: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test]
 async fn cluster_list_overrides_and_disables_profiles_of_the_base_helm4() -> anyhow::Result<()> {
-    let s = GitCharts::start(strata_bin!(), HelmBin::V4).await?;
+    cluster_list(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn cluster_list_overrides_and_disables_profiles_of_the_base_helm3() -> anyhow::Result<()> {
+    cluster_list(HelmBin::V3).await
+}
+
+async fn cluster_list(helm: HelmBin) -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), helm).await?;
     write_base(&s)?;
     s.repo.write(
         "clusters/prod/profiles.yaml",
