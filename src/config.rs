@@ -6,6 +6,7 @@
 //! | `--git-url` | `STRATA_GIT_URL` | required |
 //! | `--git-ref` | `STRATA_GIT_REF` | `main` (branch, tag or commit) |
 //! | `--profiles-path` | `STRATA_PROFILES_PATH` | `profiles.yaml` |
+//! | `--profiles-configmap` | `STRATA_PROFILES_CONFIGMAP` | none (a ConfigMap of the agent's namespace whose key `profiles.yaml` is an overlay list applied on top of the list from Git) |
 //! | `--cluster-name` | `STRATA_CLUSTER_NAME` | none (`{cluster}` in the profiles path; `run` then reads kube-system/kubeadm-config) |
 //! | `--git-username` | `STRATA_GIT_USERNAME` | none |
 //! | `--git-password-file` | `STRATA_GIT_PASSWORD_FILE` | none (HTTPS password or token, read from the file) |
@@ -95,6 +96,11 @@ pub struct SourceArgs {
     /// cluster name (e.g. `clusters/{cluster}/profiles.yaml`).
     #[arg(long, env = "STRATA_PROFILES_PATH", default_value = defaults::PROFILES_PATH)]
     pub profiles_path: String,
+    /// A ConfigMap in the agent's namespace whose key `profiles.yaml` is a profile list
+    /// applied on top of the list from Git (it may include lists of the repository, override,
+    /// disable or add profiles); read every cycle, a change of it is a new revision.
+    #[arg(long, env = "STRATA_PROFILES_CONFIGMAP")]
+    pub profiles_configmap: Option<String>,
     /// This cluster's name, for `{cluster}` in --profiles-path. Without it `strata run` reads
     /// `clusterName` from ConfigMap kube-system/kubeadm-config (set by Cluster API's kubeadm).
     #[arg(long, env = "STRATA_CLUSTER_NAME")]
@@ -297,6 +303,8 @@ pub struct SourceConfig {
     pub profiles_path: String,
     /// `--cluster-name`; `None` when not given or blank.
     pub cluster_name: Option<String>,
+    /// `--profiles-configmap`: the overlay list's ConfigMap in the agent's namespace.
+    pub profiles_configmap: Option<String>,
     pub credentials: GitCredentials,
     /// `None`: a new temporary directory.
     pub work_dir: Option<PathBuf>,
@@ -325,6 +333,7 @@ impl SourceConfig {
             git_ref: defaults::GIT_REF.into(),
             profiles_path: defaults::PROFILES_PATH.into(),
             cluster_name: None,
+            profiles_configmap: None,
             credentials: GitCredentials::default(),
             work_dir: None,
             mirrors_file: None,
@@ -367,6 +376,7 @@ impl From<SourceArgs> for SourceConfig {
             git_ref: a.git_ref,
             profiles_path: a.profiles_path,
             cluster_name: a.cluster_name.filter(|c| !c.trim().is_empty()),
+            profiles_configmap: a.profiles_configmap.filter(|c| !c.trim().is_empty()),
             credentials: GitCredentials {
                 username: a.git_username,
                 password_file: a.git_password_file,
@@ -861,8 +871,26 @@ mod tests {
         assert_eq!(run.interval, Duration::from_secs(30));
         assert_eq!(run.default_timeout, Duration::from_secs(300));
         assert_eq!(run.source.profiles_path, "profiles.yaml");
+        assert_eq!(run.source.profiles_configmap, None);
         assert_eq!(run.source.git_ref, "main");
         assert_eq!(run.listen.to_string(), "0.0.0.0:8080");
+        let cli = Cli::try_parse_from([
+            "strata",
+            "run",
+            "--git-url",
+            "x",
+            "--profiles-configmap",
+            "strata-profiles",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        let source: SourceConfig = run.source.into();
+        assert_eq!(
+            source.profiles_configmap.as_deref(),
+            Some("strata-profiles")
+        );
         assert!(
             Cli::try_parse_from(["strata", "run", "--git-url", "x", "--concurrency", "0"]).is_err()
         );

@@ -14,8 +14,22 @@ fn read(rel: &str) -> String {
 
 /// Plans a profile list from examples/, reading chart metadata from the chart paths.
 fn plan(list_file: &str) -> strata_core::plan::Plan {
-    let list = strata_core::profiles::parse(list_file, &read(list_file))
-        .unwrap_or_else(|p| panic!("{list_file}: {p}"));
+    // Lists may include others of the repository (examples/clusters/*).
+    let mut files = BTreeMap::new();
+    let base = "clusters/base/profiles.yaml";
+    files.insert(
+        base.to_string(),
+        strata_core::compose::Fetched::Text(read(base)),
+    );
+    let list = strata_core::compose::compose_all(
+        strata_core::compose::Root {
+            file: list_file,
+            text: &read(list_file),
+            first: &[],
+        },
+        &files,
+    )
+    .unwrap_or_else(|p| panic!("{list_file}: {p}"));
     let mut charts = BTreeMap::new();
     for p in &list.profiles {
         let ChartRef::Path { path } = &p.chart else {
@@ -68,6 +82,24 @@ fn every_layering_model_puts_the_seed_charts_in_order() {
             one(200, "linkerd"),
             one(300, "flagger")
         ]
+    );
+}
+
+#[test]
+fn cluster_lists_override_and_disable_profiles_of_the_shared_base() {
+    let one = |n: u32, p: &str| (Some(n), vec![p.to_string()]);
+    let prod = plan("clusters/prod/profiles.yaml");
+    assert_eq!(
+        order(&prod),
+        vec![one(1, "cert-manager"), one(2, "linkerd"), one(3, "flagger")]
+    );
+    assert_eq!(
+        order(&plan("clusters/dev/profiles.yaml")),
+        vec![(
+            Some(1),
+            vec!["cert-manager".to_string(), "linkerd".to_string()]
+        )],
+        "flagger disabled, both others in layer 1, linkerd after cert-manager"
     );
 }
 

@@ -324,6 +324,16 @@ impl Agent {
             }
         };
         let cluster = self.cluster_name().await;
+        // The overlay list of --profiles-configmap, read every cycle: its content is part of
+        // the revision's identity.
+        let overlay = self.loader.overlay().await;
+        let fetched = match &overlay {
+            Ok(Some(o)) => revision::Fetched {
+                revision: o.revision(&fetched.commit),
+                ..fetched
+            },
+            _ => fetched,
+        };
         // When this commit was first fetched: a commit fetched again every interval keeps its
         // time, so the status (and the page) change only when something happens. The last
         // successful fetch is the metric strata_last_fetch_success_timestamp_seconds.
@@ -337,17 +347,24 @@ impl Agent {
                         .iter()
                         .map(|r| (&r.commit, &r.fetched_at)),
                 )
-                .find(|(c, _)| **c == fetched.commit)
+                .find(|(c, _)| **c == fetched.revision)
                 .map(|(_, at)| at.clone())
         };
         let info = RevisionInfo {
-            commit: fetched.commit.clone(),
+            commit: fetched.revision.clone(),
             fetched_at: first_fetched.unwrap_or_else(crate::observe::status::now_rfc3339),
             profiles_path: self.loader.profiles_path(cluster.as_deref()).ok(),
             cluster_name: cluster.clone(),
             mirrored: Vec::new(),
         };
-        let loaded = self.loader.load(&fetched, cluster.as_deref()).await;
+        let loaded = match overlay {
+            Ok(o) => {
+                self.loader
+                    .load_with(&fetched, cluster.as_deref(), o.as_ref())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let info = RevisionInfo {
             mirrored: self.loader.mirrored(),
             ..info

@@ -31,13 +31,45 @@ pub enum SetupError {
     Mirrors(String),
 }
 
+/// The key of the `--profiles-configmap` ConfigMap holding the overlay list.
+pub const OVERLAY_KEY: &str = "profiles.yaml";
+
+/// How problems name the overlay list of ConfigMap `name`.
+pub fn overlay_file(name: &str) -> String {
+    format!("configmap/{name}/{OVERLAY_KEY}")
+}
+
+/// The overlay list read from `--profiles-configmap`.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    /// The ConfigMap's name.
+    pub name: String,
+    /// Its name in problems ([`overlay_file`]).
+    pub file: String,
+    pub text: String,
+    /// The first 12 hex digits of the SHA-256 of `text`: part of the revision's identity.
+    pub digest: String,
+}
+
+impl Overlay {
+    /// The revision's identity with this overlay: the commit, then the overlay's digest, so
+    /// a change of the ConfigMap is a new revision (`<commit>+configmap.<digest>`).
+    pub fn revision(&self, commit: &str) -> String {
+        format!("{commit}+configmap.{}", self.digest)
+    }
+}
+
 /// The placeholder for the cluster name in `--profiles-path`.
 pub const CLUSTER_PLACEHOLDER: &str = "{cluster}";
 
 /// A fetched commit.
 #[derive(Debug, Clone)]
 pub struct Fetched {
+    /// The Git commit (what files are read from).
     pub commit: String,
+    /// What identifies the revision: the commit, with the overlay list's digest when
+    /// `--profiles-configmap` is set ([`Overlay::revision`]).
+    pub revision: String,
 }
 
 /// Everything needed to bring one release to its desired state.
@@ -152,6 +184,8 @@ pub struct Loader {
     profiles_path: String,
     /// `--cluster-name`, if given.
     cluster_name: Option<String>,
+    /// `--profiles-configmap`, if given: the overlay list's ConfigMap.
+    profiles_configmap: Option<String>,
     /// Where `valuesFrom` Secrets are read; `None` (offline planning) skips them.
     secrets: Option<SecretSource>,
     /// Secret-sourced values are registered here so helm's output never shows them.
@@ -237,6 +271,7 @@ impl Loader {
             charts,
             profiles_path: source.profiles_path,
             cluster_name: source.cluster_name,
+            profiles_configmap: source.profiles_configmap,
             secrets: None,
             redactor,
             built: work_dir.join("built"),
@@ -451,7 +486,10 @@ impl Loader {
     /// Fetch the configured ref; the commit it points to.
     pub async fn fetch(&self) -> Result<Fetched, crate::source::git::Error> {
         let rev = self.git.fetch().await?;
-        Ok(Fetched { commit: rev.commit })
+        Ok(Fetched {
+            revision: rev.commit.clone(),
+            commit: rev.commit,
+        })
     }
 
     async fn read_text(
@@ -485,6 +523,60 @@ impl Loader {
         }
     }
 
+    /// The overlay list of `--profiles-configmap`, read now; `None` when not configured or
+    /// without a cluster (`strata plan`, which shows the list from Git alone). A missing
+    /// ConfigMap or key, or one the agent may not read, is a problem of the revision.
+    pub async fn overlay(&self) -> Result<Option<Overlay>, LoadError> {
+        let (Some(name), Some(src)) = (&self.profiles_configmap, &self.secrets) else {
+            return Ok(None);
+        };
+        let ns = &src.namespace;
+        let file = overlay_file(name);
+        let problem = |message: String| {
+            LoadError::Invalid(vec![ProblemView {
+                file: file.clone(),
+                field: String::new(),
+                message,
+            }])
+        };
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(src.client.clone(), ns);
+        let cm = match api.get_opt(name).await {
+            Ok(Some(cm)) => cm,
+            Ok(None) => {
+                return Err(problem(format!(
+                    "ConfigMap {ns}/{name} (--profiles-configmap) does not exist; create it with the overlay list under key {OVERLAY_KEY}, or unset --profiles-configmap"
+                )));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
+                return Err(problem(format!(
+                    "the agent may not read ConfigMap {ns}/{name} (--profiles-configmap): {}; grant it get on configmaps in {ns}",
+                    e.message
+                )));
+            }
+            Err(e) => {
+                return Err(LoadError::Unavailable(vec![format!(
+                    "cannot read ConfigMap {ns}/{name} (--profiles-configmap): {}",
+                    crate::kube_api::error_text(&e)
+                )]));
+            }
+        };
+        let Some(text) = cm.data.as_ref().and_then(|d| d.get(OVERLAY_KEY)) else {
+            return Err(problem(format!(
+                "ConfigMap {ns}/{name} (--profiles-configmap) has no key {OVERLAY_KEY}; put the overlay list there"
+            )));
+        };
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        let digest: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        Ok(Some(Overlay {
+            name: name.clone(),
+            file,
+            text: text.clone(),
+            digest,
+        }))
+    }
+
     /// Load and validate the revision at `fetched` (the profile list at
     /// [`Loader::profiles_path`] for `cluster`): a plan with its jobs, every problem of the
     /// revision, or (a chart repository or the Git cache failing) that it cannot be judged now.
@@ -492,6 +584,17 @@ impl Loader {
         &self,
         fetched: &Fetched,
         cluster: Option<&str>,
+    ) -> Result<Loaded, LoadError> {
+        let overlay = self.overlay().await?;
+        self.load_with(fetched, cluster, overlay.as_ref()).await
+    }
+
+    /// [`Loader::load`] with the overlay list already read ([`Loader::overlay`]).
+    pub async fn load_with(
+        &self,
+        fetched: &Fetched,
+        cluster: Option<&str>,
+        overlay: Option<&Overlay>,
     ) -> Result<Loaded, LoadError> {
         let commit = fetched.commit.as_str();
         let path = self
@@ -505,8 +608,7 @@ impl Loader {
                 Failure::Problem(p) => LoadError::Invalid(vec![p]),
                 Failure::Unavailable(m) => LoadError::Unavailable(vec![m]),
             })?;
-        let list = strata_core::profiles::parse(path, &text)
-            .map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()))?;
+        let list = self.compose(commit, path, &text, overlay).await?;
         let at = At { commit, list: path };
         let mut found = Findings::default();
         let allocation = self.allocation(at, &list, &mut found).await;
@@ -578,6 +680,69 @@ impl Loader {
             plan,
             jobs,
         })
+    }
+
+    /// The profile list at `path` (its text `text`) with the lists it includes, read from
+    /// `commit` as [`strata_core::compose`] asks for them, merged and validated.
+    async fn compose(
+        &self,
+        commit: &str,
+        path: &str,
+        text: &str,
+        overlay: Option<&Overlay>,
+    ) -> Result<ProfileList, LoadError> {
+        use strata_core::compose::{self, Fetched as Got, Outcome, Root};
+        let mut files: BTreeMap<String, Got> = BTreeMap::new();
+        let first = [path.to_string()];
+        // With an overlay, it is the root and includes the list from Git first.
+        let root = match overlay {
+            Some(o) => {
+                files.insert(path.to_string(), Got::Text(text.to_string()));
+                Root {
+                    file: &o.file,
+                    text: &o.text,
+                    first: &first,
+                }
+            }
+            None => Root {
+                file: path,
+                text,
+                first: &[],
+            },
+        };
+        // Each round reads one more level of includes; the depth is bounded by core.
+        for _ in 0..=compose::MAX_INCLUDE_DEPTH + 1 {
+            let need = match compose::compose(root, &files) {
+                Outcome::Done(r) => {
+                    return (*r).map_err(|ps| LoadError::Invalid(ps.iter().map(view).collect()));
+                }
+                Outcome::Need(need) => need,
+            };
+            for p in need {
+                let got = match self.git.read_file(commit, &p).await {
+                    Ok(Some(bytes)) => match strata_core::input::decode(&p, &bytes) {
+                        Ok(t) => Got::Text(t),
+                        Err(ps) => Got::Refused(ps.iter().next().map_or_else(
+                            || "the file is not UTF-8 text".into(),
+                            |p| p.message.clone(),
+                        )),
+                    },
+                    Ok(None) => Got::Absent,
+                    Err(e) if e.is_revision_problem() => Got::Refused(e.to_string()),
+                    Err(e) => {
+                        return Err(LoadError::Unavailable(vec![format!(
+                            "cannot read {p} of commit {commit} from the Git cache: {e}"
+                        )]));
+                    }
+                };
+                files.insert(p, got);
+            }
+        }
+        Err(LoadError::Invalid(vec![ProblemView {
+            file: path.to_string(),
+            field: "include".into(),
+            message: "the included lists could not be resolved".into(),
+        }]))
     }
 
     /// The allocation file of model `allocated`, parsed.

@@ -40,6 +40,7 @@ pub fn check(list: &ProfileList, layers: &BTreeMap<&str, Option<LayerNumber>>) -
     let problem = |p: &str, i: usize, message: String| {
         let profile = list.profile(p);
         let (line, column) = profile.map_or((0, 0), |x| x.depends_on_at.get(i));
+        let file = profile.map_or(file, |x| x.depends_on_at.file(file));
         Problem::new(file, format!("profiles[{p}].dependsOn[{i}]"), message).at(line, column)
     };
     for p in &list.profiles {

@@ -2,6 +2,8 @@
 //! outputs are values and lists of [`Problem`]s.
 //!
 //! - [`profiles::parse`]: the profile list (YAML in Git) -> [`profiles::ProfileList`].
+//! - [`compose::compose`]: a profile list that includes others (a shared base) and
+//!   overrides, adds or disables their profiles, merged and validated as one.
 //! - [`allocation::parse`]: the allocation file of the `allocated` layering model.
 //! - [`chart::parse_chart_yaml`]: `Chart.yaml` -> [`chart::ChartMeta`] with its profile
 //!   annotations (strata's and Weave GitOps' keys).
@@ -37,6 +39,7 @@ pub mod allocation;
 pub mod capacity;
 pub mod chart;
 pub mod chartlock;
+pub mod compose;
 pub mod cycle;
 pub mod depends;
 pub mod digest;

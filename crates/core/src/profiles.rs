@@ -36,6 +36,7 @@ pub const TOP_FIELDS: &[&str] = &[
     "profiles",
     "prune",
     "allowEmpty",
+    "include",
 ];
 /// Field names accepted in `layering`.
 pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
@@ -62,6 +63,7 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "remediation",
     "dependsOn",
     "healthChecks",
+    "enabled",
 ];
 /// Field names accepted in each `healthChecks[]` entry (in `defaults` and in each profile).
 pub const HEALTH_CHECK_FIELDS: &[&str] = &["apiVersion", "kind", "current", "inProgress", "failed"];
@@ -336,9 +338,11 @@ impl PartialEq for Given {
 
 /// Where each entry of a profile's `dependsOn` was written (1-based line and column; 0 when
 /// unknown), for problems found later, at plan time. Not a value: two lists that are equal
-/// field by field are equal wherever their entries were written (as with [`Given`]).
+/// field by field are equal wherever their entries were written (as with [`Given`]). The
+/// second field names the file they were written in when it is not the list's own (a list
+/// it includes, [`crate::compose`]).
 #[derive(Debug, Clone, Default, Eq)]
-pub struct Positions(pub Vec<(u32, u32)>);
+pub struct Positions(pub Vec<(u32, u32)>, pub Option<String>);
 
 impl PartialEq for Positions {
     fn eq(&self, _: &Self) -> bool {
@@ -350,6 +354,11 @@ impl Positions {
     /// The position of entry `i`, `(0, 0)` when unknown.
     pub fn get(&self, i: usize) -> (u32, u32) {
         self.0.get(i).copied().unwrap_or((0, 0))
+    }
+
+    /// The file the entries were written in: `list_file` unless an included list.
+    pub fn file<'a>(&'a self, list_file: &'a str) -> &'a str {
+        self.1.as_deref().unwrap_or(list_file)
     }
 }
 
@@ -423,8 +432,27 @@ pub struct SecretRef {
     pub namespace: Option<String>,
 }
 
-/// Parse and validate a profile list. `file` names the file in problems.
+/// Parse and validate a profile list. `file` names the file in problems. A list that
+/// includes others needs them: use [`crate::compose::compose`] (here every included file is
+/// reported as not found); `enabled: false` profiles are left out.
 pub fn parse(file: &str, text: &str) -> Result<ProfileList, Problems> {
+    crate::compose::compose_all(
+        crate::compose::Root {
+            file,
+            text,
+            first: &[],
+        },
+        &BTreeMap::new(),
+    )
+}
+
+/// Validate a merged tree ([`crate::compose`]); nodes name their own files.
+pub(crate) fn validate_tree(ctx: &mut Ctx<'_>, root: &Node) -> Option<ProfileList> {
+    validate(ctx, root)
+}
+
+/// [`parse`] of one document that neither includes nor disables anything.
+pub(crate) fn parse_single(file: &str, text: &str) -> Result<ProfileList, Problems> {
     let root = yaml::parse(file, text).map_err(Problems::from)?;
     let mut ctx = Ctx::with_source(file, text);
     let list = validate(&mut ctx, &root);
@@ -910,7 +938,7 @@ fn remediation(
             Some(i) if (1..=MAX_RETRIES).contains(&i) => r.retries = i,
             _ => {
                 let shown = n
-                    .scalar_text_in(ctx.source)
+                    .scalar_text_in(ctx.source_of(n))
                     .unwrap_or_else(|| n.type_name().to_owned());
                 ctx.report(
                     Some(n),
@@ -1028,7 +1056,7 @@ fn profile(
                 Value::Str(s) => Some(s.clone()),
                 Value::Int(i) => Some(i.to_string()),
                 // An unquoted `1.10` is a YAML number: use its spelling, not the float.
-                Value::Float(_) => match n.raw(ctx.source) {
+                Value::Float(_) => match n.raw(ctx.source_of(n)) {
                     Some(raw) => Some(raw.trim().to_owned()),
                     None => {
                         ctx.report(
@@ -1348,10 +1376,11 @@ fn expression(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CelExpr> {
     match CelExpr::compile(&source) {
         Ok(e) => Some(e),
         Err(e) => {
-            let (line, column) = position_in_file(ctx.source, node, &source, e.line, e.column);
+            let (line, column) =
+                position_in_file(ctx.source_of(node), node, &source, e.line, e.column);
             ctx.problems.push(
                 Problem::new(
-                    ctx.file,
+                    ctx.file_of(node),
                     path,
                     if source.contains('\n') {
                         format!("invalid CEL expression: {}", e.message)
@@ -1419,7 +1448,9 @@ fn depends_on(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<(Vec<String>
             at.push((item.line, item.column));
         }
     }
-    ok.then_some((names, Positions(at)))
+    let file = ctx.file_of(node);
+    let file = (file != ctx.file).then(|| file.to_owned());
+    ok.then_some((names, Positions(at, file)))
 }
 
 /// A Secret name: a DNS-1123 subdomain (lowercase alphanumeric labels joined by '.').

@@ -20,6 +20,10 @@ pub struct Node {
     pub column: u32,
     /// Byte range of the node in the parsed text, when known.
     pub span: Option<(usize, usize)>,
+    /// Which file the node was read from, as an index into the files a [`Ctx`] knows
+    /// (0: the file being validated). Only lists composed from several files
+    /// ([`crate::compose`]) use other indexes.
+    pub origin: u32,
     pub value: Value,
 }
 
@@ -42,7 +46,32 @@ impl Node {
             line: 0,
             column: 0,
             span: None,
+            origin: 0,
             value,
+        }
+    }
+
+    /// A node made by merging others: `value` at `at`'s position and file.
+    pub(crate) fn made(at: &Node, value: Value) -> Self {
+        Self {
+            line: at.line,
+            column: at.column,
+            span: None,
+            origin: at.origin,
+            value,
+        }
+    }
+
+    /// Mark this node and every node below it as read from file `origin`.
+    pub(crate) fn set_origin(&mut self, origin: u32) {
+        self.origin = origin;
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.set_origin(origin)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.set_origin(origin);
+                v.set_origin(origin);
+            }),
+            _ => {}
         }
     }
 
@@ -206,6 +235,7 @@ impl<'de> Deserialize<'de> for Node {
             line: u32::try_from(s.referenced.line()).unwrap_or(u32::MAX),
             column: u32::try_from(s.referenced.column()).unwrap_or(u32::MAX),
             span,
+            origin: 0,
             value: s.value,
         })
     }
@@ -294,6 +324,9 @@ pub(crate) struct Ctx<'f> {
     pub file: &'f str,
     /// The text being validated (for [`Node::raw`]); empty when not needed.
     pub source: &'f str,
+    /// Every file nodes may come from, as (name, text), by [`Node::origin`]; index 0 is
+    /// `file` and `source`.
+    pub files: Vec<(&'f str, &'f str)>,
     pub problems: Problems,
 }
 
@@ -306,12 +339,39 @@ impl<'f> Ctx<'f> {
         Self {
             file,
             source,
+            files: vec![(file, source)],
             problems: Problems::new(),
         }
     }
 
+    /// A context for nodes read from several files (`files[0]` is the main one).
+    pub fn with_files(files: Vec<(&'f str, &'f str)>) -> Self {
+        let (file, source) = files.first().copied().unwrap_or(("", ""));
+        Self {
+            file,
+            source,
+            files,
+            problems: Problems::new(),
+        }
+    }
+
+    /// The name of the file `node` was read from.
+    pub fn file_of(&self, node: &Node) -> &'f str {
+        self.files
+            .get(node.origin as usize)
+            .map_or(self.file, |f| f.0)
+    }
+
+    /// The text of the file `node` was read from (for [`Node::raw`]).
+    pub fn source_of(&self, node: &Node) -> &'f str {
+        self.files
+            .get(node.origin as usize)
+            .map_or(self.source, |f| f.1)
+    }
+
     pub fn report(&mut self, node: Option<&Node>, field: &str, message: impl Into<String>) {
-        let mut p = Problem::new(self.file, field, message);
+        let file = node.map_or(self.file, |n| self.file_of(n));
+        let mut p = Problem::new(file, field, message);
         if let Some(n) = node {
             p = p.at(n.line, n.column);
         }

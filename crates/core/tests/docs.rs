@@ -5,7 +5,10 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
+use strata_core::compose::{self, Fetched, Root};
 use strata_core::profiles::{self, LayeringModel};
 use strata_core::{allocation, chart};
 
@@ -53,16 +56,63 @@ fn blocks(md: &str) -> Vec<Block> {
     out
 }
 
+/// Parse a profile list with the files it may include (`files`, by repository path).
+fn parse_with(
+    file: &str,
+    text: &str,
+    files: &BTreeMap<String, Fetched>,
+) -> Result<profiles::ProfileList, strata_core::Problems> {
+    compose::compose_all(
+        Root {
+            file,
+            text,
+            first: &[],
+        },
+        files,
+    )
+}
+
+/// The repository path of a documentation example whose first line is `# <path>`.
+fn block_path(text: &str) -> Option<&str> {
+    let first = text.lines().next()?.strip_prefix("# ")?.trim();
+    (first.ends_with(".yaml") && !first.contains(' ')).then_some(first)
+}
+
 #[test]
 fn doc_examples_parse() {
     let blocks = blocks(DOC);
+    // Examples that name their path (`# base/profiles.yaml`) are the files others include.
+    let files: BTreeMap<String, Fetched> = blocks
+        .iter()
+        .filter(|b| b.lang == "yaml")
+        .filter_map(|b| {
+            Some((
+                block_path(&b.text)?.to_owned(),
+                Fetched::Text(b.text.clone()),
+            ))
+        })
+        .collect();
     let (mut lists, mut allocations, mut charts, mut invalid) = (0, 0, 0, 0);
     for (n, b) in blocks.iter().enumerate() {
         if b.lang != "yaml" {
             continue;
         }
         if b.text.contains("kind: ProfileList") {
-            let parsed = profiles::parse("profiles.yaml", &b.text);
+            let file = block_path(&b.text).unwrap_or("profiles.yaml");
+            // The ConfigMap overlay example applies on top of the cluster list shown before.
+            let first = if file.starts_with("configmap/") {
+                vec!["clusters/prod/profiles.yaml".to_owned()]
+            } else {
+                Vec::new()
+            };
+            let parsed = compose::compose_all(
+                Root {
+                    file,
+                    text: &b.text,
+                    first: &first,
+                },
+                &files,
+            );
             if b.invalid {
                 let expected = blocks
                     .get(n + 1)
@@ -109,6 +159,22 @@ fn workspace_examples_parse() {
         return; // no examples directory in this checkout
     };
     let mut stack: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+    // examples/ is a profile repository: lists include others by path from it.
+    let mut files = BTreeMap::new();
+    let mut todo = stack.clone();
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            todo.extend(
+                std::fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let (Ok(rel), Ok(text)) = (p.strip_prefix(&root), std::fs::read_to_string(&p)) {
+            files.insert(rel.display().to_string(), Fetched::Text(text));
+        }
+    }
     let mut checked = 0;
     while let Some(p) = stack.pop() {
         if p.is_dir() {
@@ -127,7 +193,9 @@ fn workspace_examples_parse() {
         let text = std::fs::read_to_string(&p).unwrap();
         let name = p.display().to_string();
         if text.contains("kind: ProfileList") {
-            profiles::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+            let rel = p.strip_prefix(&root).unwrap().display().to_string();
+            let l = parse_with(&rel, &text, &files).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!l.profiles.is_empty(), "{name}");
             checked += 1;
         } else if text.contains("kind: LayerAllocation") {
             allocation::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
@@ -260,13 +328,17 @@ fn schema_matches_the_parser() {
         schema["$defs"]["layering"]["properties"]["model"]["enum"],
         Value::Array(models)
     );
+    // `profiles` is required unless the list includes others; a profile's `chart` is
+    // required once merged (an entry of an including list may only override fields), which
+    // the schema cannot say per file.
     assert_eq!(
         schema["required"],
-        serde_json::json!(["apiVersion", "kind", "profiles"])
+        serde_json::json!(["apiVersion", "kind"])
     );
+    assert_eq!(schema["then"]["required"], serde_json::json!(["profiles"]));
     assert_eq!(
         schema["$defs"]["profile"]["required"],
-        serde_json::json!(["name", "chart"])
+        serde_json::json!(["name"])
     );
 }
 

@@ -398,12 +398,22 @@ fn serializes_with_the_documented_field_names() {
     };
     let mut top = keys(&json);
     top.sort();
-    let mut expected: Vec<String> = TOP_FIELDS.iter().map(|s| s.to_string()).collect();
+    // `include` and `enabled` only say how a list is composed; they are gone once merged.
+    let composing = [crate::compose::INCLUDE_FIELD, crate::compose::ENABLED_FIELD];
+    let mut expected: Vec<String> = TOP_FIELDS
+        .iter()
+        .filter(|f| !composing.contains(f))
+        .map(|s| s.to_string())
+        .collect();
     expected.sort();
     assert_eq!(top, expected);
     let mut p = keys(&json["profiles"][0]);
     p.sort();
-    let mut expected: Vec<String> = PROFILE_FIELDS.iter().map(|s| s.to_string()).collect();
+    let mut expected: Vec<String> = PROFILE_FIELDS
+        .iter()
+        .filter(|f| !composing.contains(f))
+        .map(|s| s.to_string())
+        .collect();
     expected.sort();
     assert_eq!(p, expected);
     // The serialized form parses back to the same list (JSON is YAML).
