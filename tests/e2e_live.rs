@@ -89,6 +89,14 @@ async fn a_degraded_release_holds_the_layers_above_until_it_recovers(
         "{metrics}"
     );
 
+    let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Degraded:") && e.contains("certs-control")),
+        "{events:#?}"
+    );
+
     // A commit that changes only layer 2 waits behind the degraded layer 1.
     let fix = s.commit_mesh_values("{greeting: hello}", "only layer 2 changes")?;
     agent

@@ -264,6 +264,7 @@ fn event_reason(to: ReleasePhase) -> Option<(&'static str, &'static str)> {
     match to {
         ReleasePhase::Installing => Some(("Installing", "Normal")),
         ReleasePhase::Ready => Some(("Ready", "Normal")),
+        ReleasePhase::Degraded => Some(("Degraded", "Warning")),
         ReleasePhase::Failed => Some(("Failed", "Warning")),
         _ => None,
     }
@@ -291,6 +292,10 @@ mod tests {
             Some(("Installing", "Normal"))
         );
         assert_eq!(event_reason(ReleasePhase::Ready), Some(("Ready", "Normal")));
+        assert_eq!(
+            event_reason(ReleasePhase::Degraded),
+            Some(("Degraded", "Warning"))
+        );
         assert_eq!(
             event_reason(ReleasePhase::Failed),
             Some(("Failed", "Warning"))
