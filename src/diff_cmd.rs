@@ -406,6 +406,7 @@ mod tests {
             timeout: None,
             remediation: Default::default(),
             health_checks: Vec::new(),
+            drift: Default::default(),
         }
     }
 

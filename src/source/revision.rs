@@ -65,6 +65,9 @@ pub struct ReleaseJob {
     /// Custom health checks (compiled CEL) of the kinds this release installs: objects of
     /// these kinds must pass them before the release is Ready.
     pub health_checks: Vec<strata_core::health::HealthCheck>,
+    /// What to do about drift of the release's live objects (not part of any digest:
+    /// changing it runs no helm).
+    pub drift: strata_core::drift::DriftPolicy,
 }
 
 /// A validated revision ready to apply.
@@ -1014,6 +1017,7 @@ fn jobs_from_plan(
                 values: v,
                 remediation: profile.remediation,
                 health_checks: profile.health_checks.clone(),
+                drift: profile.drift.clone(),
                 // The list's timeout when it gives one (on the profile or in `defaults`);
                 // otherwise the agent's --default-timeout.
                 timeout: profile

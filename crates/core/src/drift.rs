@@ -233,7 +233,8 @@ fn walk(m: &Value, live: Option<&Value>, path: &str, ignore: &[String], out: &mu
     match (m, live) {
         (Value::Object(mo), Value::Object(lo)) => {
             for (k, v) in mo {
-                walk(v, lo.get(k), &format!("{path}/{}", escape(k)), ignore, out);
+                let l = lo.get(k).or_else(|| yaml11_bool(k).and_then(|b| lo.get(b)));
+                walk(v, l, &format!("{path}/{}", escape(k)), ignore, out);
             }
         }
         (Value::Array(ma), Value::Array(la)) => list(ma, la, path, ignore, out),
@@ -245,6 +246,16 @@ fn walk(m: &Value, live: Option<&Value>, path: &str, ignore: &[String], out: &mu
                 drift(path, ignore, out)
             }
         }
+    }
+}
+
+/// helm reads YAML 1.1, where a key `n`, `yes` or `off` is a boolean: the cluster has the
+/// object with the key `false` or `true` while helm's stored manifest still says `n`.
+fn yaml11_bool(key: &str) -> Option<&'static str> {
+    match key {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "True" | "TRUE" => Some("true"),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "False" | "FALSE" => Some("false"),
+        _ => None,
     }
 }
 
@@ -394,6 +405,14 @@ mod tests {
         l["status"] = json!({"x": 1});
         assert_eq!(paths(m.clone(), l, &[]), ["/data/greeting", "/data/other"]);
         assert!(paths(m.clone(), m, &[]).is_empty());
+    }
+
+    #[test]
+    fn yaml_1_1_boolean_keys_find_the_key_helm_wrote() {
+        // helm writes `n: "1"` as `false: "1"`.
+        let m = cm(json!({"n": "1", "on": "x"}));
+        let l = cm(json!({"false": "1", "true": "y"}));
+        assert_eq!(paths(m, l, &[]), ["/data/on"]);
     }
 
     #[test]
