@@ -264,6 +264,46 @@ async fn drift_warned(helm: HelmBin) -> anyhow::Result<()> {
         "charts/app/templates/secret.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-creds\ntype: Opaque\ndata:\n  password: {{ \"s3cret-value\" | b64enc }}\n",
     )?;
+    // Kinds the API server normalises, none of them drift as installed.
+    s.repo.write(
+        "charts/app/templates/web.yaml",
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app.kubernetes.io/name: web}
+  annotations:
+    kubesim.strata.dev/ready-after: "100ms"
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: main
+          image: example.com/web:1
+          args: ["--port", "8080"]
+          ports:
+            - {name: http, containerPort: 8080}
+          env:
+            - {name: MODE, value: "1"}
+          resources:
+            requests: {cpu: "0.5", memory: 64Mi}
+            limits: {cpu: 1, memory: 1Gi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+    - {name: http, port: 80, targetPort: http}
+"#,
+    )?;
     // No mode: warn. One field of extra-0 is ignored.
     s.write_list(
         &[PathProfile {
