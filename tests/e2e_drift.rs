@@ -10,7 +10,8 @@
 //! - the default (`warn`): a ConfigMap field and a Secret's data are edited, and a field an
 //!   ignore rule names: `/status` lists the two objects with their paths (never the Secret's
 //!   value), a `DriftDetected` Event says so, `strata_drifted_objects` counts them, and no helm
-//!   upgrade runs; the ignored field is not reported.
+//!   upgrade runs; the ignored field is not reported. Then `drift: {mode: ignore}` in a new
+//!   commit: the report and the gauge's series are gone, and still no helm upgrade ran.
 
 use std::time::{Duration, Instant};
 
@@ -422,6 +423,33 @@ spec:
             "{secret} shown:\n{everything}"
         );
     }
+
+    // `drift: {mode: ignore}` in a new commit: nothing is checked or reported any more, and
+    // the changed policy runs no helm (it is in no digest).
+    s.write_list(
+        &[PathProfile {
+            name: "app",
+            layer: 1,
+            values: "{greeting: hi}",
+        }],
+        "  drift: {mode: ignore}\n",
+    )?;
+    let commit = s.repo.commit("drift: ignore")?;
+    agent
+        .wait_status("drift no longer reported", DEADLINE, |st| {
+            st["revision"]["commit"] == commit.as_str()
+                && testkit::agent::release(st, "app")
+                    .is_some_and(|r| r["phase"] == "Ready" && r["drift"].is_null())
+        })
+        .await?;
+    assert_eq!(metric(&agent, UPGRADES).await, upgrades, "{}", agent.logs());
+    let text = agent.metrics().await.unwrap_or_default();
+    assert!(sample(&text, DRIFTED).is_none(), "{text}");
+    let st = agent.status().await.unwrap_or_default();
+    assert_eq!(
+        testkit::agent::release(&st, "app").unwrap()["helmRevision"],
+        1
+    );
     agent.stop().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! | `strata_release_failures_total` | counter | - |
 //! | `strata_transient_retries_total` | counter | - (steps repeated in place: the API was unavailable) |
 //! | `strata_drift_corrections_total` | counter | - (upgrades of unchanged releases whose objects were missing or changed, drift mode `correct`, that succeeded) |
-//! | `strata_drifted_objects` | gauge | `namespace`, `release` (objects of the release found missing or changed at its last drift check; 0 when none) |
+//! | `strata_drifted_objects` | gauge | `namespace`, `release` (objects of the release found missing or changed at its last drift check; 0 when none; no series with drift mode `ignore`) |
 //! | `strata_revision_info` | gauge (always 1) | `commit` (only the current revision) |
 //! | `strata_revisions_rejected_total` | counter | - |
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
@@ -403,14 +403,23 @@ impl Metrics {
         self.drift_corrections.inc();
     }
 
-    /// The number of drifted objects a release's drift check found.
-    pub fn drifted_objects(&self, namespace: &str, release: &str, count: usize) {
-        self.drifted_objects
-            .get_or_create(&ReleaseLabels {
-                namespace: namespace.to_owned(),
-                release: release.to_owned(),
-            })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    /// The number of drifted objects a release's drift check found; `None` removes the
+    /// release's series (drift mode `ignore`: not checked).
+    pub fn drifted_objects(&self, namespace: &str, release: &str, count: Option<usize>) {
+        let labels = ReleaseLabels {
+            namespace: namespace.to_owned(),
+            release: release.to_owned(),
+        };
+        match count {
+            Some(n) => {
+                self.drifted_objects
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.drifted_objects.remove(&labels);
+            }
+        }
     }
 
     pub fn revision_rejected(&self) {

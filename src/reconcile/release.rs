@@ -848,6 +848,8 @@ impl<D: HelmDriver> Runner<D> {
         let mode = job.drift.mode;
         if mode == DriftMode::Ignore {
             self.set(job, |r| r.drift = None);
+            self.metrics
+                .drifted_objects(&job.namespace, &job.release, None);
             return;
         }
         let Some(cluster) = self.progress.clone() else {
@@ -922,7 +924,7 @@ impl<D: HelmDriver> Runner<D> {
             });
         });
         self.metrics
-            .drifted_objects(&job.namespace, &job.release, total);
+            .drifted_objects(&job.namespace, &job.release, Some(total));
         if total == 0 {
             return;
         }
