@@ -235,8 +235,8 @@ impl<D: HelmDriver> Runner<D> {
         let mut steps = 0;
         // helm exited 0 in the step before: its release record must now be settled.
         let mut helm_succeeded = false;
-        // Drift (objects of the deployed manifest missing) is read once, before the first
-        // action, and only for a release that is otherwise in sync.
+        // Drift (objects of the deployed manifest missing or changed) is read once, before
+        // the first action, and only for a release that is otherwise in sync.
         let mut drift_checked = false;
         while steps < 8 {
             let (observed, manifest) = match self.observe(job, &mut inputs).await {
