@@ -407,6 +407,7 @@ mod tests {
             remediation: Default::default(),
             health_checks: Vec::new(),
             post_hooks: true,
+            drift: Default::default(),
         }
     }
 

@@ -89,13 +89,19 @@ async fn a_degraded_release_holds_the_layers_above_until_it_recovers(
         "{metrics}"
     );
 
-    let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
-    assert!(
-        events
+    // The transition is announced as a Warning Event (written by the reporter, shortly).
+    let asked = Instant::now();
+    loop {
+        let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
+        if events
             .iter()
-            .any(|e| e.starts_with("Degraded:") && e.contains("certs-control")),
-        "{events:#?}"
-    );
+            .any(|e| e.starts_with("Degraded:") && e.contains("certs-control"))
+        {
+            break;
+        }
+        anyhow::ensure!(asked.elapsed() < LONG, "no Degraded Event: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A commit that changes only layer 2 waits behind the degraded layer 1.
     let fix = s.commit_mesh_values("{greeting: hello}", "only layer 2 changes")?;

@@ -7,7 +7,8 @@
 //! | `strata_helm_failures_total` | counter | `command` |
 //! | `strata_release_failures_total` | counter | - |
 //! | `strata_transient_retries_total` | counter | - (steps repeated in place: the API was unavailable) |
-//! | `strata_drift_corrections_total` | counter | - (upgrades of unchanged releases whose objects were missing, that succeeded) |
+//! | `strata_drift_corrections_total` | counter | - (upgrades of unchanged releases whose objects were missing or changed, drift mode `correct`, that succeeded) |
+//! | `strata_drifted_objects` | gauge | `namespace`, `release` (objects of the release found missing or changed at its last drift check; 0 when none; no series with drift mode `ignore`) |
 //! | `strata_revision_info` | gauge (always 1) | `commit` (only the current revision) |
 //! | `strata_revisions_rejected_total` | counter | - |
 //! | `strata_layer_ready_seconds` | histogram | - (time from a layer's start to all Ready) |
@@ -61,6 +62,12 @@ struct LayerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReleaseLabels {
+    namespace: String,
+    release: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommitLabels {
     commit: String,
 }
@@ -74,6 +81,7 @@ pub struct Metrics {
     release_failures: Counter,
     transient_retries: Counter,
     drift_corrections: Counter,
+    drifted_objects: Family<ReleaseLabels, Gauge>,
     revision_info: Family<CommitLabels, Gauge>,
     current_commit: Mutex<Option<String>>,
     revisions_rejected: Counter,
@@ -161,8 +169,14 @@ impl Metrics {
         let drift_corrections = Counter::default();
         registry.register(
             "drift_corrections",
-            "Unchanged releases upgraded because objects of their manifest were missing from the cluster",
+            "Unchanged releases upgraded because objects of their manifest were missing from the cluster or changed",
             drift_corrections.clone(),
+        );
+        let drifted_objects = Family::<ReleaseLabels, Gauge>::default();
+        registry.register(
+            "drifted_objects",
+            "Objects of a release found missing or changed at its last drift check",
+            drifted_objects.clone(),
         );
         let revision_info = Family::<CommitLabels, Gauge>::default();
         registry.register(
@@ -273,6 +287,7 @@ impl Metrics {
             release_failures,
             transient_retries,
             drift_corrections,
+            drifted_objects,
             revision_info,
             current_commit: Mutex::new(None),
             revisions_rejected,
@@ -386,6 +401,25 @@ impl Metrics {
     /// A release whose missing objects were written again by an upgrade.
     pub fn drift_corrected(&self) {
         self.drift_corrections.inc();
+    }
+
+    /// The number of drifted objects a release's drift check found; `None` removes the
+    /// release's series (drift mode `ignore`: not checked).
+    pub fn drifted_objects(&self, namespace: &str, release: &str, count: Option<usize>) {
+        let labels = ReleaseLabels {
+            namespace: namespace.to_owned(),
+            release: release.to_owned(),
+        };
+        match count {
+            Some(n) => {
+                self.drifted_objects
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.drifted_objects.remove(&labels);
+            }
+        }
     }
 
     pub fn revision_rejected(&self) {

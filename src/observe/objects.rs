@@ -137,20 +137,24 @@ impl ClusterReader {
 }
 
 /// A kind with more objects than this in one namespace is read with one LIST instead of a GET
-/// per object ([`ClusterReader::missing`]).
+/// per object ([`ClusterReader::read_all`]).
 pub const LIST_ABOVE: usize = 3;
 
+/// An object as [`ClusterReader::read_all`] found it: its namespace (`None` for a
+/// cluster-scoped kind) and the live object (`None`: the cluster does not have it).
+pub type Found = (Option<String>, Option<serde_json::Value>);
+
 impl ClusterReader {
-    /// The objects the cluster does not have: their index in `objects` and their namespace
-    /// (`None` for a cluster-scoped kind). Objects are grouped by kind and
-    /// namespace: a group of up to [`LIST_ABOVE`] objects costs one GET per object, a larger
-    /// one a single LIST of that kind in that namespace (cluster-wide for cluster-scoped kinds).
-    /// Namespaced objects without a namespace are in `default_namespace`.
-    pub async fn missing(
+    /// Every object of `objects` as the cluster has it, in the same order. Objects are
+    /// grouped by kind and namespace: a group of up to [`LIST_ABOVE`] objects costs one GET
+    /// per object, a larger one a single LIST of that kind in that namespace (cluster-wide for
+    /// cluster-scoped kinds). Namespaced objects without a namespace are in
+    /// `default_namespace`.
+    pub async fn read_all(
         &self,
         objects: &[ObjectRef],
         default_namespace: &str,
-    ) -> Result<Vec<(usize, Option<String>)>> {
+    ) -> Result<Vec<Found>> {
         // (kind, namespace as written) -> indexes into `objects`, in manifest order.
         type Group = ((GroupVersionKind, Option<String>), Vec<usize>);
         let mut groups: Vec<Group> = Vec::new();
@@ -161,7 +165,7 @@ impl ClusterReader {
                 None => groups.push((key, vec![i])),
             }
         }
-        let mut missing = Vec::new();
+        let mut found: Vec<Found> = vec![(None, None); objects.len()];
         for (_, members) in groups {
             let first = &objects[members[0]];
             let (ar, caps) = self.resolve(first).await?;
@@ -176,9 +180,10 @@ impl ClusterReader {
             };
             if members.len() <= LIST_ABOVE {
                 for i in members {
-                    if self.get(&objects[i], default_namespace).await?.is_none() {
-                        missing.push((i, namespace.clone()));
-                    }
+                    found[i] = (
+                        namespace.clone(),
+                        self.get(&objects[i], default_namespace).await?,
+                    );
                 }
                 continue;
             }
@@ -198,20 +203,24 @@ impl ClusterReader {
                     name: "(list)".into(),
                     source,
                 })?;
-            let names: std::collections::HashSet<String> = list
+            let mut by_name: HashMap<String, DynamicObject> = list
                 .items
                 .into_iter()
-                .filter_map(|o| o.metadata.name)
+                .filter_map(|o| Some((o.metadata.name.clone()?, o)))
                 .collect();
-            missing.extend(
-                members
-                    .into_iter()
-                    .filter(|&i| !names.contains(&objects[i].name))
-                    .map(|i| (i, namespace.clone())),
-            );
+            for i in members {
+                let live = by_name.remove(&objects[i].name).map(|o| {
+                    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("apiVersion".into(), objects[i].api_version.clone().into());
+                        m.insert("kind".into(), objects[i].kind.clone().into());
+                    }
+                    v
+                });
+                found[i] = (namespace.clone(), live);
+            }
         }
-        missing.sort_unstable();
-        Ok(missing)
+        Ok(found)
     }
 }
 

@@ -248,6 +248,31 @@ fn render_release(h: &mut String, r: &ReleaseStatus) {
             escape(e)
         );
     }
+    if let Some(d) = &r.drift {
+        for o in &d.objects {
+            let at = o
+                .namespace
+                .as_deref()
+                .map_or_else(String::new, |ns| format!("{}/", escape(ns)));
+            let what = if o.missing {
+                "missing".to_owned()
+            } else {
+                let more = if o.more_paths > 0 {
+                    format!(" and {} more", o.more_paths)
+                } else {
+                    String::new()
+                };
+                format!("changed {}{more}", escape(&o.paths.join(", ")))
+            };
+            let _ = write!(
+                items,
+                "<li class=\"drifted\">drift ({}): {} {at}{}: {what}</li>",
+                escape(&d.mode),
+                escape(&o.kind),
+                escape(&o.name),
+            );
+        }
+    }
     for (class, rec) in [
         ("recovery", &r.last_recovery),
         ("remediation", &r.last_remediation),
@@ -338,6 +363,29 @@ mod tests {
             at: "2026-12-05T09:59:00Z".into(),
             message: "rolled back to 6".into(),
         });
+        web.drift = Some(crate::observe::status::DriftStatus {
+            mode: "warn".into(),
+            checked_at: "2026-12-05T10:00:01Z".into(),
+            objects: vec![
+                crate::observe::status::DriftedObject {
+                    kind: "Secret".into(),
+                    namespace: Some("apps".into()),
+                    name: "web-creds".into(),
+                    missing: false,
+                    paths: vec!["/data/password".into()],
+                    more_paths: 2,
+                },
+                crate::observe::status::DriftedObject {
+                    kind: "ClusterRole".into(),
+                    namespace: None,
+                    name: "web".into(),
+                    missing: true,
+                    paths: Vec::new(),
+                    more_paths: 0,
+                },
+            ],
+            more_objects: 0,
+        });
         let mut certs = ReleaseStatus::pending("certs", "certs", "certs", "certs", "1.0.0");
         certs.phase = ReleasePhase::Ready;
         certs.started_at = Some("2026-12-05T10:00:00Z".into());
@@ -405,6 +453,8 @@ mod tests {
             "release-phase p-Waiting\">Waiting</span></td><td>install</td><td class=\"num\">7</td><td class=\"num\">2</td><td class=\"num\">3</td>",
             "<li class=\"not-ready\">not ready: Deployment apps/web-control: 0/1 replicas available</li>",
             "last remediation: remediate-rollback at 2026-12-05T09:59:00Z: rolled back to 6",
+            "<li class=\"drifted\">drift (warn): Secret apps/web-creds: changed /data/password and 2 more</li>",
+            "<li class=\"drifted\">drift (warn): ClusterRole web: missing</li>",
         ] {
             assert!(page.contains(needle), "{needle} in {page}");
         }

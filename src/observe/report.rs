@@ -255,7 +255,7 @@ impl Reporter {
 fn announced_type(reason: &str) -> &'static str {
     match reason {
         "Recovered" | "Remediated" | "RecoveryFailed" | "RemediationFailed" | "Stalled"
-        | "UninstallFailed" | "Orphaned" => "Warning",
+        | "UninstallFailed" | "Orphaned" | "DriftDetected" => "Warning",
         _ => "Normal",
     }
 }

@@ -204,6 +204,11 @@ pub struct ReleaseStatus {
     /// upgrade wrote them again), kept across revisions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_drift: Option<ActionRecord>,
+    /// The last drift check of the release's live objects against its deployed manifest
+    /// (drift mode `warn` or `correct`; absent with `ignore` or before the first check), kept
+    /// across revisions. Only paths, never values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
     /// Steps repeated in place in this revision because the Kubernetes API was unavailable
     /// for a moment (a 5xx, a 429, a cut connection): not failures of the release.
     #[serde(skip_serializing_if = "is_zero")]
@@ -220,6 +225,51 @@ pub struct ReleaseStatus {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What the last drift check of a release found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// The profile's drift mode: `warn` (reported only) or `correct` (written again).
+    pub mode: String,
+    /// When the live objects were read (RFC 3339).
+    pub checked_at: String,
+    /// The drifted objects (empty: none); at most [`DRIFT_OBJECTS_SHOWN`].
+    pub objects: Vec<DriftedObject>,
+    /// Drifted objects not listed in `objects`.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub more_objects: usize,
+}
+
+/// Drifted objects listed per release in the status.
+pub const DRIFT_OBJECTS_SHOWN: usize = 20;
+/// Field paths listed per drifted object.
+pub const DRIFT_PATHS_SHOWN: usize = 5;
+
+/// One object of a release that drifted: missing, or fields changed (JSON pointers into the
+/// manifest object; never values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftedObject {
+    pub kind: String,
+    /// `None` for a cluster-scoped object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object does not exist.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+    /// The changed fields, at most [`DRIFT_PATHS_SHOWN`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Changed fields not listed in `paths`.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub more_paths: usize,
 }
 
 /// A recovery or remediation the agent ran on a release.
@@ -257,6 +307,7 @@ impl ReleaseStatus {
             last_recovery: None,
             last_remediation: None,
             last_drift: None,
+            drift: None,
             transient_retries: 0,
             last_transient_error: None,
             last_ready_ms: None,
@@ -528,6 +579,7 @@ impl Status {
                             r.last_recovery = p.last_recovery.clone();
                             r.last_remediation = p.last_remediation.clone();
                             r.last_drift = p.last_drift.clone();
+                            r.drift = p.drift.clone();
                             r.last_ready_ms = p.last_ready_ms;
                             if same_commit {
                                 r.attempts = p.attempts;

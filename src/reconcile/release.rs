@@ -278,8 +278,8 @@ impl<D: HelmDriver> Runner<D> {
         // helm wrote the release without waiting (no post hooks): strata's own wait, in the
         // health gate, is the readiness wait of that helm run.
         let mut strata_waits = false;
-        // Drift (objects of the deployed manifest missing) is read once, before the first
-        // action, and only for a release that is otherwise in sync.
+        // Drift (objects of the deployed manifest missing or changed) is read once, before
+        // the first action, and only for a release that is otherwise in sync.
         let mut drift_checked = false;
         while steps < 8 {
             let (observed, manifest) = match self.observe(job, &mut inputs).await {
@@ -314,7 +314,7 @@ impl<D: HelmDriver> Runner<D> {
             if !drift_checked && inputs.performed.is_empty() {
                 drift_checked = true;
                 if strata_core::reconcile::observe(&desired, observed.as_ref()) == InSync {
-                    inputs.missing = self.missing_objects(job, &manifest).await;
+                    self.check_drift(job, &manifest, &mut inputs).await;
                 }
             }
             let action = strata_core::reconcile::next_action(
@@ -885,34 +885,124 @@ impl<D: HelmDriver> Runner<D> {
     }
 
     /// Drift: the objects of the deployed release's manifest (from the record the decision
-    /// read) that the cluster does not have. Read with the progress reader (a GET per object,
-    /// a LIST per kind and namespace with more than a few objects). Nothing is missing when
-    /// there is no reader or the objects cannot be read (logged; the next reconcile reads
-    /// again).
-    async fn missing_objects(
+    /// read) that the cluster does not have, and those whose fields the manifest sets differ
+    /// ([`strata_core::drift::compare`], minus the profile's ignore rules). Read with the
+    /// progress reader (a GET per object, a LIST per kind and namespace with more than a few
+    /// objects); no helm process. The result goes into the release's status (`drift`), the
+    /// `strata_drifted_objects` gauge and, in mode `warn`, a `DriftDetected` Event when it
+    /// changed; in mode `correct` into `inputs` (the decision upgrades). Mode `ignore` reads
+    /// nothing. Nothing is found when there is no reader or the objects cannot be read
+    /// (logged; the next reconcile reads again). Only paths are reported, never values.
+    async fn check_drift(
         &self,
         job: &ReleaseJob,
         manifest: &str,
-    ) -> Vec<strata_core::reconcile::MissingObject> {
+        inputs: &mut strata_core::reconcile::Inputs,
+    ) {
+        use crate::observe::status::{
+            DRIFT_OBJECTS_SHOWN, DRIFT_PATHS_SHOWN, DriftStatus, DriftedObject,
+        };
+        use strata_core::drift::DriftMode;
+        use strata_core::reconcile::{ChangedObject, MissingObject, UpgradeReason};
+        let mode = job.drift.mode;
+        if mode == DriftMode::Ignore {
+            self.set(job, |r| r.drift = None);
+            self.metrics
+                .drifted_objects(&job.namespace, &job.release, None);
+            return;
+        }
         let Some(cluster) = self.progress.clone() else {
-            return Vec::new();
+            return;
         };
         let objects = drift_objects(manifest);
-        if objects.is_empty() {
-            return Vec::new();
+        let refs: Vec<ObjectRef> = objects.iter().map(|(r, _)| r.clone()).collect();
+        let found = if refs.is_empty() {
+            Vec::new()
+        } else {
+            match cluster.read_all(&refs, &job.namespace).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot read the release's objects to look for drift");
+                    return;
+                }
+            }
+        };
+        let mut missing = Vec::new();
+        let mut changed = Vec::new();
+        let mut listed = Vec::new();
+        for ((r, manifest_obj), (namespace, live)) in objects.iter().zip(found) {
+            let object = MissingObject {
+                kind: r.kind.clone(),
+                namespace,
+                name: r.name.clone(),
+            };
+            let shown = |missing: bool, paths: &[String]| DriftedObject {
+                kind: object.kind.clone(),
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+                missing,
+                paths: paths.iter().take(DRIFT_PATHS_SHOWN).cloned().collect(),
+                more_paths: paths.len().saturating_sub(DRIFT_PATHS_SHOWN),
+            };
+            match live {
+                None => {
+                    listed.push(shown(true, &[]));
+                    missing.push(object);
+                }
+                Some(live) => {
+                    let ignore = job.drift.ignored(&r.kind, &r.name);
+                    let paths: Vec<String> =
+                        strata_core::drift::compare(manifest_obj, &live, &ignore)
+                            .into_iter()
+                            .map(|d| d.path)
+                            .collect();
+                    if !paths.is_empty() {
+                        listed.push(shown(false, &paths));
+                        changed.push(ChangedObject {
+                            object,
+                            paths: paths.into_iter().take(DRIFT_PATHS_SHOWN).collect(),
+                        });
+                    }
+                }
+            }
         }
-        match cluster.missing(&objects, &job.namespace).await {
-            Ok(missing) => missing
-                .into_iter()
-                .map(|(i, namespace)| strata_core::reconcile::MissingObject {
-                    kind: objects[i].kind.clone(),
-                    namespace,
-                    name: objects[i].name.clone(),
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot read the release's objects to look for drift");
-                Vec::new()
+        let total = listed.len();
+        let more_objects = total.saturating_sub(DRIFT_OBJECTS_SHOWN);
+        listed.truncate(DRIFT_OBJECTS_SHOWN);
+        let mut is_new = false;
+        self.set(job, |r| {
+            is_new = total > 0
+                && r.drift
+                    .as_ref()
+                    .is_none_or(|d| d.objects != listed || d.more_objects != more_objects);
+            r.drift = Some(DriftStatus {
+                mode: mode.to_string(),
+                checked_at: now_rfc3339(),
+                objects: listed,
+                more_objects,
+            });
+        });
+        self.metrics
+            .drifted_objects(&job.namespace, &job.release, Some(total));
+        if total == 0 {
+            return;
+        }
+        match mode {
+            DriftMode::Correct => {
+                inputs.missing = missing;
+                inputs.changed = changed;
+            }
+            DriftMode::Warn | DriftMode::Ignore => {
+                if is_new {
+                    let reason = UpgradeReason::Drift { missing, changed };
+                    tracing::warn!(release = %job.release, namespace = %job.namespace, %reason, "drift found; not corrected (drift mode warn)");
+                    self.status.announce(
+                        &job.namespace,
+                        &job.release,
+                        "DriftDetected",
+                        format!("{reason}; not corrected (drift mode warn)"),
+                    );
+                }
             }
         }
     }
@@ -1257,15 +1347,15 @@ fn not_ready_of(t: &Tracked, reason: String) -> NotReady {
     }
 }
 
-/// The objects of a release manifest drift detection looks for: every object but hooks and
-/// objects helm keeps (`helm.sh/resource-policy: keep`).
-fn drift_objects(manifest: &str) -> Vec<ObjectRef> {
+/// The objects of a release manifest drift detection looks for, with the manifest object:
+/// every object but hooks and objects helm keeps (`helm.sh/resource-policy: keep`).
+fn drift_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
     crate::executor::releases::manifest_objects(manifest)
-        .iter()
+        .into_iter()
         .filter(|o| {
             !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
         })
-        .filter_map(ObjectRef::from_manifest)
+        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
         .collect()
 }
 
@@ -1657,6 +1747,7 @@ mod tests {
             },
             health_checks: Vec::new(),
             post_hooks: true,
+            drift: Default::default(),
         }
     }
 
@@ -1715,7 +1806,7 @@ mod tests {
         let manifest = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations:\n    helm.sh/resource-policy: keep\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: hook\n  annotations:\n    helm.sh/hook: post-install\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: other\n";
         let objects: Vec<(String, String)> = drift_objects(manifest)
             .into_iter()
-            .map(|o| (o.kind, o.name))
+            .map(|(o, _)| (o.kind, o.name))
             .collect();
         assert_eq!(
             objects,

@@ -103,6 +103,9 @@ pub struct ReleaseJob {
     /// runs those hooks after readiness only when it waits itself, so such a release keeps
     /// helm's wait; any other can be waited for by strata.
     pub post_hooks: bool,
+    /// What to do about drift of the release's live objects (not part of any digest:
+    /// changing it runs no helm).
+    pub drift: strata_core::drift::DriftPolicy,
 }
 
 /// A validated revision ready to apply.
@@ -1221,6 +1224,7 @@ fn jobs_from_plan(
                 values: v,
                 remediation: profile.remediation,
                 health_checks: profile.health_checks.clone(),
+                drift: profile.drift.clone(),
                 // The list's timeout when it gives one (on the profile or in `defaults`);
                 // otherwise the agent's --default-timeout.
                 timeout: profile

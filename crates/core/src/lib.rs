@@ -20,6 +20,8 @@
 //!   and helm's choice of version.
 //! - [`readiness::assess`]: kstatus-style readiness of one Kubernetes object (JSON);
 //!   [`readiness::assess_with`] adds the profile's custom CEL health checks ([`health`]).
+//! - [`drift::compare`]: the fields a manifest object sets that the live object no longer has
+//!   (kstatus-style normalisation), and the profile list's drift policy.
 //! - [`reconcile::decide`]: Install / Upgrade / NoOp / Blocked for one release from helm's
 //!   storage; [`reconcile::decide_with`] adds recovery of pending releases (Lease-gated),
 //!   remediation per profile (retry / rollback / uninstall) and Stalled after `retries`.
@@ -43,6 +45,7 @@ pub mod compose;
 pub mod cycle;
 pub mod depends;
 pub mod digest;
+pub mod drift;
 pub mod health;
 pub mod hooks;
 pub mod input;

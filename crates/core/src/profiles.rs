@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::{DriftMode, DriftPolicy, IgnoreRule};
 use crate::health::{CelExpr, HealthCheck};
 use crate::problem::{Problem, Problems};
 use crate::types::{GoDuration, LayerNumber, check_dns1123_label, check_repo_path};
@@ -47,7 +48,13 @@ pub const REPOSITORY_SECRET_REF_FIELDS: &[&str] = &["name"];
 /// The keys of a chart repository's credentials Secret.
 pub const REPOSITORY_SECRET_KEYS: [&str; 2] = ["username", "password"];
 /// Field names accepted in `defaults`.
-pub const DEFAULTS_FIELDS: &[&str] = &["timeout", "namespace", "remediation", "healthChecks"];
+pub const DEFAULTS_FIELDS: &[&str] = &[
+    "timeout",
+    "namespace",
+    "remediation",
+    "healthChecks",
+    "drift",
+];
 /// Field names accepted in each `profiles[]` entry.
 pub const PROFILE_FIELDS: &[&str] = &[
     "name",
@@ -64,7 +71,12 @@ pub const PROFILE_FIELDS: &[&str] = &[
     "dependsOn",
     "healthChecks",
     "enabled",
+    "drift",
 ];
+/// Field names accepted in `drift` (in `defaults` and in each profile).
+pub const DRIFT_FIELDS: &[&str] = &["mode", "ignore"];
+/// Field names accepted in each `drift.ignore[]` entry.
+pub const DRIFT_IGNORE_FIELDS: &[&str] = &["kind", "name", "paths"];
 /// Field names accepted in each `healthChecks[]` entry (in `defaults` and in each profile).
 pub const HEALTH_CHECK_FIELDS: &[&str] = &["apiVersion", "kind", "current", "inProgress", "failed"];
 /// Field names accepted in each `profiles[].valuesFrom[]` entry.
@@ -224,6 +236,10 @@ pub struct Defaults {
     /// Custom health checks of every profile (a profile's own replace these kind by kind).
     #[serde(default, rename = "healthChecks")]
     pub health_checks: Vec<HealthCheck>,
+    /// Drift policy of every profile (a profile's own mode replaces it, its ignore rules are
+    /// added).
+    #[serde(default)]
+    pub drift: DriftPolicy,
 }
 
 impl Default for Defaults {
@@ -234,6 +250,7 @@ impl Default for Defaults {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             remediation: Remediation::default(),
             health_checks: Vec::new(),
+            drift: DriftPolicy::default(),
         }
     }
 }
@@ -407,6 +424,11 @@ pub struct Profile {
     /// with the profile's own replacing them kind by kind (apiVersion + kind).
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// What to do about drift of the release's live objects: `defaults.drift` with the
+    /// profile's own `mode` (if given) and its `ignore` rules after those of `defaults`.
+    /// Not part of any digest: changing it runs no helm.
+    #[serde(default)]
+    pub drift: DriftPolicy,
 }
 
 /// One `valuesFrom` entry: YAML values read from a key of a Kubernetes Secret.
@@ -898,7 +920,123 @@ fn defaults(ctx: &mut Ctx<'_>, node: &Node) -> Option<Defaults> {
             None => ok = false,
         }
     }
+    if let Some(n) = f.get("drift") {
+        match drift(ctx, n, "defaults.drift", &DriftPolicy::default()) {
+            Some(p) => d.drift = p,
+            None => ok = false,
+        }
+    }
     ok.then_some(d)
+}
+
+/// `drift` of `defaults` or of a profile: `mode` replaces the one of `base`, `ignore` rules
+/// come after those of `base`. Every problem (unknown mode, a path that is not a JSON
+/// pointer, a rule without paths) is reported.
+fn drift(ctx: &mut Ctx<'_>, node: &Node, path: &str, base: &DriftPolicy) -> Option<DriftPolicy> {
+    let f = ctx.map(node, path, Some(DRIFT_FIELDS))?;
+    let mut p = base.clone();
+    let mut ok = true;
+    if let Some(n) = f.get("mode") {
+        let mpath = join(path, "mode");
+        match ctx.string(n, &mpath) {
+            Some(s) => match DriftMode::ALL.iter().find(|m| m.as_str() == s) {
+                Some(m) => p.mode = *m,
+                None => {
+                    ctx.report(
+                        Some(n),
+                        &mpath,
+                        format!("unknown drift mode `{s}`; expected correct, warn or ignore"),
+                    );
+                    ok = false;
+                }
+            },
+            None => ok = false,
+        }
+    }
+    if let Some(n) = f.get("ignore") {
+        let ipath = join(path, "ignore");
+        match ctx.seq(n, &ipath) {
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let rpath = format!("{ipath}[{i}]");
+                    match drift_ignore_rule(ctx, item, &rpath) {
+                        Some(r) => p.ignore.push(r),
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(p)
+}
+
+/// One `drift.ignore[]` rule: `kind`, optional `name`, `paths` (JSON pointers, at least one).
+fn drift_ignore_rule(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<IgnoreRule> {
+    let f = ctx.map(node, path, Some(DRIFT_IGNORE_FIELDS))?;
+    let mut ok = true;
+    let kind = ctx.required(&f, "kind", path).and_then(|n| {
+        let s = ctx.string(n, &join(path, "kind"))?;
+        if s.trim().is_empty() {
+            ctx.report(
+                Some(n),
+                &join(path, "kind"),
+                "must not be empty (the kind of the objects, e.g. Deployment)",
+            );
+            return None;
+        }
+        Some(s)
+    });
+    ok &= kind.is_some();
+    let name = match f.get("name") {
+        Some(n) => {
+            let s = ctx.string(n, &join(path, "name"));
+            ok &= s.is_some();
+            s
+        }
+        None => None,
+    };
+    let mut paths = Vec::new();
+    if let Some(n) = ctx.required(&f, "paths", path) {
+        let ppath = join(path, "paths");
+        match ctx.seq(n, &ppath) {
+            Some([]) => {
+                ctx.report(
+                    Some(n),
+                    &ppath,
+                    "must name at least one field as a JSON pointer, e.g. /spec/replicas",
+                );
+                ok = false;
+            }
+            Some(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{ppath}[{i}]");
+                    let Some(s) = ctx.string(item, &at) else {
+                        ok = false;
+                        continue;
+                    };
+                    match crate::drift::check_pointer(&s) {
+                        Ok(()) => paths.push(s),
+                        Err(e) => {
+                            ctx.report(Some(item), &at, e);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    } else {
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(IgnoreRule {
+        kind: kind?,
+        name,
+        paths,
+    })
 }
 
 /// `remediation` of `defaults` or of a profile; fields not given come from `base`.
@@ -1268,6 +1406,12 @@ fn profile(
         None => Some(defaults.health_checks.clone()),
     };
     ok &= health_checks.is_some();
+    // drift
+    let drift = match f.get("drift") {
+        Some(n) => drift(ctx, n, &join(path, "drift"), &defaults.drift),
+        None => Some(defaults.drift.clone()),
+    };
+    ok &= drift.is_some();
 
     if !ok {
         return None;
@@ -1288,6 +1432,7 @@ fn profile(
         depends_on,
         depends_on_at,
         health_checks: health_checks?,
+        drift: drift?,
     })
 }
 

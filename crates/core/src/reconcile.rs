@@ -254,8 +254,28 @@ pub enum UpgradeReason {
     /// The last revision failed; upgrading again with the desired chart and values.
     LastRevisionFailed { revision: u32 },
     /// Deployed at the desired chart and values, but objects of its manifest are missing from
-    /// the cluster (deleted by hand): `helm upgrade --install` writes them again.
-    Drift { missing: Vec<MissingObject> },
+    /// the cluster (deleted by hand) or fields the manifest sets were changed, and the
+    /// profile's drift mode is `correct`: `helm upgrade --install` writes them again.
+    Drift {
+        missing: Vec<MissingObject>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        changed: Vec<ChangedObject>,
+    },
+}
+
+/// An object of a release's manifest whose live fields differ from the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangedObject {
+    pub object: MissingObject,
+    /// JSON pointers of the fields (the first few; never values).
+    pub paths: Vec<String>,
+}
+
+impl fmt::Display for ChangedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.object, self.paths.join(", "))
+    }
 }
 
 /// An object of a release's manifest that the cluster does not have.
@@ -299,17 +319,27 @@ impl fmt::Display for UpgradeReason {
             Self::LastRevisionFailed { revision } => {
                 write!(f, "revision {revision} failed; upgrading again")
             }
-            Self::Drift { missing } => {
-                let named: Vec<String> = missing
-                    .iter()
-                    .take(DRIFT_LISTED)
-                    .map(ToString::to_string)
-                    .collect();
-                write!(f, "drift: {} missing", named.join(", "))?;
-                if missing.len() > DRIFT_LISTED {
-                    write!(f, " and {} more", missing.len() - DRIFT_LISTED)?;
+            Self::Drift { missing, changed } => {
+                fn listed<T: fmt::Display>(items: &[T], what: &str) -> Option<String> {
+                    if items.is_empty() {
+                        return None;
+                    }
+                    let named: Vec<String> = items
+                        .iter()
+                        .take(DRIFT_LISTED)
+                        .map(ToString::to_string)
+                        .collect();
+                    let mut s = format!("{} {what}", named.join(", "));
+                    if items.len() > DRIFT_LISTED {
+                        s.push_str(&format!(" and {} more", items.len() - DRIFT_LISTED));
+                    }
+                    Some(s)
                 }
-                Ok(())
+                let parts: Vec<String> = [listed(missing, "missing"), listed(changed, "changed")]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                write!(f, "drift: {}", parts.join("; "))
             }
         }
     }
@@ -634,6 +664,10 @@ pub struct Inputs {
     /// before the attempt's first action; empty when not checked.
     #[serde(default)]
     pub missing: Vec<MissingObject>,
+    /// Objects whose fields differ from the deployed manifest's, to correct (drift mode
+    /// `correct`); empty when not checked or only reported.
+    #[serde(default)]
+    pub changed: Vec<ChangedObject>,
 }
 
 impl Inputs {
@@ -680,7 +714,9 @@ pub fn decide_with(
     let release = format!("{}/{}", desired.namespace, desired.name);
     let state = observe(desired, observed);
     // In sync and nothing missing, or the objects were written again in this attempt.
-    if state == State::InSync && (inputs.missing.is_empty() || inputs.applied()) {
+    if state == State::InSync
+        && ((inputs.missing.is_empty() && inputs.changed.is_empty()) || inputs.applied())
+    {
         return Action::NoOp;
     }
     // A remediation ends the attempt.
@@ -728,6 +764,7 @@ pub fn decide_with(
         State::InSync => Action::Upgrade {
             reason: UpgradeReason::Drift {
                 missing: inputs.missing.clone(),
+                changed: inputs.changed.clone(),
             },
         },
         _ => decide(desired, observed),
@@ -1037,6 +1074,7 @@ mod tests {
             last_deployed_revision: Some(2),
             performed: Vec::new(),
             missing: Vec::new(),
+            changed: Vec::new(),
         }
     }
 
@@ -1065,6 +1103,17 @@ mod tests {
         i.performed = vec![ActionKind::Upgrade];
         assert_eq!(next_action(&d, Some(&ok), &i, now), Action::NoOp);
         i.performed.clear();
+        // Changed fields alone upgrade too.
+        let mut c = inputs(LockState::HeldByUs, RemediationStrategy::Retry);
+        c.changed = vec![ChangedObject {
+            object: missing("ConfigMap", Some("cert-manager"), "settings"),
+            paths: vec!["/data/a".into()],
+        }];
+        let a = next_action(&d, Some(&ok), &c, now);
+        assert_eq!(
+            a.reason(),
+            "drift: ConfigMap cert-manager/settings (/data/a) changed"
+        );
 
         // Counted like any other upgrade: backing off, then stalled.
         i.retry = backing_off(1);
@@ -1107,15 +1156,35 @@ mod tests {
             .chain([missing("ClusterRole", None, "reader")])
             .collect();
         assert_eq!(
-            UpgradeReason::Drift { missing: many }.to_string(),
+            UpgradeReason::Drift {
+                missing: many,
+                changed: Vec::new()
+            }
+            .to_string(),
             "drift: Service web/s0, Service web/s1, Service web/s2 missing and 3 more"
         );
         assert_eq!(
             UpgradeReason::Drift {
-                missing: vec![missing("ClusterRole", None, "reader")]
+                missing: vec![missing("ClusterRole", None, "reader")],
+                changed: Vec::new()
             }
             .to_string(),
             "drift: ClusterRole reader missing"
+        );
+        let changed = |name: &str, paths: &[&str]| ChangedObject {
+            object: missing("ConfigMap", Some("app"), name),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(
+            UpgradeReason::Drift {
+                missing: vec![missing("ClusterRole", None, "reader")],
+                changed: vec![
+                    changed("a", &["/data/x", "/data/y"]),
+                    changed("b", &["/data"])
+                ]
+            }
+            .to_string(),
+            "drift: ClusterRole reader missing; ConfigMap app/a (/data/x, /data/y), ConfigMap app/b (/data) changed"
         );
     }
 

@@ -309,6 +309,24 @@ fn schema_matches_the_parser() {
         serde_json::to_value(profiles::RemediationStrategy::default()).unwrap()
     );
     assert_eq!(rem["retries"]["default"], profiles::DEFAULT_RETRIES);
+    assert_eq!(
+        props(&schema, "/$defs/drift"),
+        sorted(profiles::DRIFT_FIELDS)
+    );
+    assert_eq!(
+        props(&schema, "/$defs/driftIgnore"),
+        sorted(profiles::DRIFT_IGNORE_FIELDS)
+    );
+    let modes: Vec<Value> = strata_core::drift::DriftMode::ALL
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect();
+    let drift = &schema["$defs"]["drift"]["properties"];
+    assert_eq!(drift["mode"]["enum"], Value::Array(modes));
+    assert_eq!(
+        drift["mode"]["default"],
+        serde_json::to_value(strata_core::drift::DriftMode::default()).unwrap()
+    );
     assert_eq!(rem["retries"]["minimum"], 1);
     assert_eq!(rem["retries"]["maximum"], profiles::MAX_RETRIES);
     assert_eq!(

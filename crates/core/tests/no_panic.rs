@@ -635,6 +635,18 @@ fn reconcile_decisions_keep_their_invariants() {
                 } else {
                     Vec::new()
                 },
+                changed: if rng.chance(30) {
+                    vec![reconcile::ChangedObject {
+                        object: reconcile::MissingObject {
+                            kind: "ConfigMap".into(),
+                            namespace: Some("a".into()),
+                            name: "cm".into(),
+                        },
+                        paths: vec!["/data/a".into()],
+                    }]
+                } else {
+                    Vec::new()
+                },
             };
             let a = reconcile::decide_with(&desired, observed.as_ref(), &inputs);
             let ctx = format!("{observed:?} {inputs:?} -> {a:?}");

@@ -916,3 +916,97 @@ fn a_duplicate_health_check_kind_is_a_problem() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn drift_defaults_to_warn_the_mode_is_replaced_and_ignore_rules_concatenate() {
+    use crate::drift::{DriftMode, IgnoreRule};
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  drift:\n    ignore:\n      - {kind: Deployment, paths: [/spec/replicas]}\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n  - name: b\n    chart: {path: charts/b}\n    drift:\n      mode: correct\n      ignore:\n        - {kind: ConfigMap, name: tuning, paths: [/data, /metadata/labels/a~1b]}\n  - name: c\n    chart: {path: charts/c}\n    drift: {mode: ignore}\n";
+    let l = parse("p.yaml", text).unwrap();
+    let d = |name: &str| l.profile(name).unwrap().drift.clone();
+    let replicas = IgnoreRule {
+        kind: "Deployment".into(),
+        name: None,
+        paths: vec!["/spec/replicas".into()],
+    };
+    assert_eq!(l.defaults.drift.mode, DriftMode::Warn);
+    assert_eq!(d("a"), l.defaults.drift);
+    assert_eq!(d("b").mode, DriftMode::Correct);
+    assert_eq!(
+        d("b").ignore,
+        [
+            replicas.clone(),
+            IgnoreRule {
+                kind: "ConfigMap".into(),
+                name: Some("tuning".into()),
+                paths: vec!["/data".into(), "/metadata/labels/a~1b".into()],
+            }
+        ]
+    );
+    assert_eq!(d("c").mode, DriftMode::Ignore);
+    assert_eq!(d("c").ignore, [replicas]);
+    // Without any drift section: warn, nothing ignored.
+    let l = parse(
+        "p.yaml",
+        &minimal("  - name: a\n    chart: {repository: platform, name: a}\n    version: 1.0.0\n"),
+    )
+    .unwrap();
+    assert_eq!(l.profiles[0].drift, crate::drift::DriftPolicy::default());
+    assert_eq!(l.profiles[0].drift.mode, DriftMode::Warn);
+}
+
+#[test]
+fn drift_problems_are_all_reported_with_positions() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "drift: {mode: fix}",
+            "profiles[a].drift.mode: unknown drift mode `fix`; expected correct, warn or ignore",
+        ),
+        (
+            "drift: {modes: warn}",
+            "profiles[a].drift.modes: unknown field `modes`; expected one of: mode, ignore",
+        ),
+        (
+            "drift: {ignore: [{kind: Deployment, paths: [spec/replicas]}]}",
+            "profiles[a].drift.ignore[0].paths[0]: `spec/replicas` is not a JSON pointer: it must start with `/`",
+        ),
+        (
+            "drift: {ignore: [{kind: Deployment, paths: [/a~2b]}]}",
+            "profiles[a].drift.ignore[0].paths[0]: `/a~2b` is not a JSON pointer: `~` must be written `~0`",
+        ),
+        (
+            "drift: {ignore: [{kind: Deployment, paths: []}]}",
+            "profiles[a].drift.ignore[0].paths: must name at least one field",
+        ),
+        (
+            "drift: {ignore: [{kind: Deployment}]}",
+            "profiles[a].drift.ignore[0].paths: missing required field `paths`",
+        ),
+        (
+            "drift: {ignore: [{paths: [/x], namespace: a}]}",
+            "profiles[a].drift.ignore[0].namespace: unknown field `namespace`; expected one of: kind, name, paths",
+        ),
+        (
+            "drift: warn",
+            "profiles[a].drift: must be a mapping, found a string",
+        ),
+    ];
+    for (line, expected) in cases {
+        let msgs = messages(&minimal(&format!(
+            "  - name: a\n    chart: {{path: charts/a}}\n    {line}\n"
+        )));
+        assert!(has(&msgs, expected), "{line}: {msgs:?}");
+        assert!(has(&msgs, "(line 9, column"), "{line}: {msgs:?}");
+    }
+    // Every problem of both sections at once.
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\ndefaults:\n  drift: {mode: always, ignore: [{kind: '', paths: [x, /ok, z]}]}\nprofiles:\n  - name: a\n    chart: {path: charts/a}\n    drift: {mode: 1}\n";
+    let msgs = messages(text);
+    for needle in [
+        "defaults.drift.mode: unknown drift mode `always`",
+        "defaults.drift.ignore[0].kind: must not be empty",
+        "defaults.drift.ignore[0].paths[0]: `x` is not a JSON pointer",
+        "defaults.drift.ignore[0].paths[2]: `z` is not a JSON pointer",
+        "profiles[a].drift.mode: must be a string, found an integer",
+    ] {
+        assert!(has(&msgs, needle), "{needle}: {msgs:?}");
+    }
+}
