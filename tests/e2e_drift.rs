@@ -473,3 +473,108 @@ async fn drift_is_corrected_helm4() -> anyhow::Result<()> {
 async fn drift_is_corrected_helm3() -> anyhow::Result<()> {
     drift_corrected(HelmBin::V3).await
 }
+
+/// Drift is seen from the watches, not at the next poll: with `--interval 10m`, a field
+/// edited by hand is reported within moments (mode `warn`, a `DriftDetected` Event), and
+/// with mode `correct` an object deleted by hand is written again at once.
+#[tokio::test]
+async fn drift_is_seen_from_watches_between_polls() -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), HelmBin::V4).await?;
+    s.write_chart("app", 1, "one")?;
+    s.write_chart("fixed", 1, "one")?;
+    s.write_list(
+        &[
+            PathProfile {
+                name: "app",
+                layer: 1,
+                values: "{greeting: hi}",
+            },
+            PathProfile {
+                name: "fixed",
+                layer: 1,
+                values: "{greeting: hi}",
+            },
+        ],
+        "",
+    )?;
+    // `fixed` corrects its drift; `app` (the default) reports it.
+    let list = std::fs::read_to_string(s.repo.path().join("profiles.yaml"))?.replace(
+        "  - name: fixed\n",
+        "  - name: fixed\n    drift: {mode: correct}\n",
+    );
+    s.repo.write("profiles.yaml", list)?;
+    s.repo.commit("two releases")?;
+    let mut args = agent_args(
+        &s.git.http_url("platform"),
+        &s.kubeconfig,
+        &s.helm.path(),
+        &s.dir.path().join("work"),
+    );
+    testkit::agent::set_arg(&mut args, "--interval", "10m");
+    let mut agent = Agent::start(&s.strata, &args, &[], s.dir.path().join("agent.log"))?;
+    agent
+        .wait_status("both Ready", DEADLINE, |st| st["phase"] == "Ready")
+        .await?;
+
+    let edited = Instant::now();
+    edit(
+        &s,
+        "configmaps",
+        "app",
+        "app-data",
+        "/data/greeting",
+        "edited",
+    )?;
+    let st = agent
+        .wait_status("app's drift reported", DEADLINE, |st| {
+            testkit::agent::release(st, "app").is_some_and(|r| {
+                r["drift"]["objects"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|o| o["name"] == "app-data"))
+            })
+        })
+        .await?;
+    eprintln!(
+        "drift reported {} ms after the edit (interval 10m)",
+        edited.elapsed().as_millis()
+    );
+    assert!(edited.elapsed() < Duration::from_secs(60), "{st:#}");
+    wait_event(&s, "app-data").await?;
+
+    let configmaps = ResourceKey::new("", "configmaps");
+    s.cluster
+        .store()
+        .delete(
+            &configmaps,
+            Some("fixed"),
+            "fixed-data",
+            Propagation::Background,
+        )
+        .map_err(|e| anyhow::anyhow!("deleting fixed-data: {e:?}"))?;
+    let deleted = Instant::now();
+    agent
+        .wait_status("fixed written again", DEADLINE, |st| {
+            testkit::agent::release(st, "fixed").is_some_and(|r| {
+                r["phase"] == "Ready" && r["helmRevision"] == 2 && r["lastDrift"].is_object()
+            })
+        })
+        .await?;
+    eprintln!(
+        "deleted object written again {} ms after the deletion (interval 10m)",
+        deleted.elapsed().as_millis()
+    );
+    assert!(
+        s.cluster
+            .store()
+            .get(&configmaps, Some("fixed"), "fixed-data")
+            .is_some()
+    );
+    // app was only reported: still at its first revision.
+    let st = agent.status().await.unwrap_or_default();
+    assert_eq!(
+        testkit::agent::release(&st, "app").unwrap()["helmRevision"],
+        1
+    );
+    agent.stop().await?;
+    Ok(())
+}

@@ -111,6 +111,8 @@ pub async fn run_observed(
         tokio::spawn(crate::observe::live::monitor(
             watches,
             shared.status.clone(),
+            shared.metrics.clone(),
+            shared.wake.clone(),
             work.clone(),
         ));
     }

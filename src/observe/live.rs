@@ -11,14 +11,28 @@ use std::time::Duration;
 use strata_core::readiness::Readiness;
 use tokio_util::sync::CancellationToken;
 
-use super::status::{NotReady, OverallPhase, ReleasePhase, StatusStore, now_rfc3339};
-use super::watches::{Owner, Tracked, Watches};
+use super::metrics::Metrics;
+use super::objects::ObjectRef;
+use super::status::{
+    DRIFT_OBJECTS_SHOWN, DRIFT_PATHS_SHOWN, DriftStatus, DriftedObject, NotReady, OverallPhase,
+    ReleasePhase, StatusStore, now_rfc3339,
+};
+use super::watches::{Lookup, Owner, Tracked, Watches};
 
 /// Changes closer together than this are looked at once.
 const SETTLE: Duration = Duration::from_millis(100);
 
-/// Follow the live health of every tracked release until `stop`.
-pub async fn monitor(watches: Watches, status: StatusStore, stop: CancellationToken) {
+/// Follow the live health and drift of every tracked release until `stop`. Drift is
+/// recorded as the release's runner records it (status, gauge, a `DriftDetected` Event in
+/// mode `warn`); in mode `correct` new drift wakes the agent (`wake`) so that the release is
+/// written again at once instead of at the next interval.
+pub async fn monitor(
+    watches: Watches,
+    status: StatusStore,
+    metrics: std::sync::Arc<Metrics>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
     let mut changes = watches.subscribe();
     loop {
         tokio::select! {
@@ -34,6 +48,7 @@ pub async fn monitor(watches: Watches, status: StatusStore, stop: CancellationTo
             if let Some(verdicts) = watches.assess(&owner) {
                 apply(&status, &owner, &verdicts);
             }
+            check_drift(&watches, &status, &metrics, &wake, &owner);
         }
     }
 }
@@ -80,6 +95,44 @@ pub fn judge(
             Some((ReleasePhase::Degraded, not_ready, message))
         }
         _ => None,
+    }
+}
+
+/// Drift of a concluded release (Ready or Degraded: one being installed is between two
+/// manifests) from its watches.
+fn check_drift(
+    watches: &Watches,
+    status: &StatusStore,
+    metrics: &Metrics,
+    wake: &tokio::sync::Notify,
+    owner: &Owner,
+) {
+    use strata_core::drift::DriftMode;
+    let concluded = status
+        .snapshot()
+        .release(&owner.0, &owner.1)
+        .is_some_and(|r| matches!(r.phase, ReleasePhase::Ready | ReleasePhase::Degraded));
+    if !concluded {
+        return;
+    }
+    let Some((found, policy)) = watched_drift(watches, owner) else {
+        return;
+    };
+    if policy.mode == DriftMode::Ignore {
+        return;
+    }
+    let unchanged = status
+        .snapshot()
+        .release(&owner.0, &owner.1)
+        .and_then(|r| r.drift.clone())
+        .is_some_and(|d| d.objects == found.listed && d.more_objects == found.more_objects);
+    if unchanged {
+        return;
+    }
+    let is_new = record_drift(status, metrics, (&owner.0, &owner.1), policy.mode, &found);
+    if is_new && policy.mode == DriftMode::Correct {
+        tracing::info!(release = %owner.1, namespace = %owner.0, objects = found.total, "drift found; correcting it now (drift mode correct)");
+        wake.notify_one();
     }
 }
 
@@ -138,10 +191,154 @@ fn apply(status: &StatusStore, (namespace, name): &Owner, verdicts: &[(Tracked, 
     });
 }
 
+/// What the drift check of one release found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DriftFindings {
+    pub missing: Vec<strata_core::reconcile::MissingObject>,
+    pub changed: Vec<strata_core::reconcile::ChangedObject>,
+    /// What the status lists (at most [`DRIFT_OBJECTS_SHOWN`]).
+    pub listed: Vec<DriftedObject>,
+    pub more_objects: usize,
+    /// Drifted objects in all.
+    pub total: usize,
+}
+
+/// One object of a release for the drift check: its manifest object, the namespace it lives
+/// in, and the live object (`None`: the cluster does not have it).
+pub struct DriftInput<'a> {
+    pub object: &'a ObjectRef,
+    pub manifest: &'a serde_json::Value,
+    pub namespace: Option<String>,
+    pub live: Option<&'a serde_json::Value>,
+}
+
+/// Compare the objects of a release with what helm applied: missing objects, and fields the
+/// manifest sets that the live object no longer has (core's [`strata_core::drift::compare`],
+/// minus the policy's ignored paths). Hooks and objects helm keeps are not looked at. Paths
+/// only, never values.
+pub fn find_drift<'a>(
+    inputs: impl IntoIterator<Item = DriftInput<'a>>,
+    policy: &strata_core::drift::DriftPolicy,
+) -> DriftFindings {
+    use strata_core::reconcile::{ChangedObject, MissingObject};
+    let mut found = DriftFindings::default();
+    for input in inputs {
+        let annotations = &input.manifest["metadata"]["annotations"];
+        if strata_core::reconcile::drift_exempt(|k| annotations[k].as_str()) {
+            continue;
+        }
+        let object = MissingObject {
+            kind: input.object.kind.clone(),
+            namespace: input.namespace.clone(),
+            name: input.object.name.clone(),
+        };
+        let shown = |missing: bool, paths: &[String]| DriftedObject {
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            missing,
+            paths: paths.iter().take(DRIFT_PATHS_SHOWN).cloned().collect(),
+            more_paths: paths.len().saturating_sub(DRIFT_PATHS_SHOWN),
+        };
+        match input.live {
+            None => {
+                found.listed.push(shown(true, &[]));
+                found.missing.push(object);
+            }
+            Some(live) => {
+                let ignore = policy.ignored(&input.object.kind, &input.object.name);
+                let paths: Vec<String> = strata_core::drift::compare(input.manifest, live, &ignore)
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect();
+                if !paths.is_empty() {
+                    found.listed.push(shown(false, &paths));
+                    found.changed.push(ChangedObject {
+                        object,
+                        paths: paths.into_iter().take(DRIFT_PATHS_SHOWN).collect(),
+                    });
+                }
+            }
+        }
+    }
+    found.total = found.listed.len();
+    found.more_objects = found.total.saturating_sub(DRIFT_OBJECTS_SHOWN);
+    found.listed.truncate(DRIFT_OBJECTS_SHOWN);
+    found
+}
+
+/// Record a release's drift findings: its `drift` status, the `strata_drifted_objects`
+/// gauge, and (mode `warn`) one `DriftDetected` Event when the drifted objects changed.
+/// Returns whether they changed since the last record.
+pub fn record_drift(
+    status: &StatusStore,
+    metrics: &Metrics,
+    (namespace, name): (&str, &str),
+    mode: strata_core::drift::DriftMode,
+    found: &DriftFindings,
+) -> bool {
+    use strata_core::drift::DriftMode;
+    use strata_core::reconcile::UpgradeReason;
+    let mut is_new = false;
+    status.update(|s| {
+        if let Some(r) = s.release_mut(namespace, name) {
+            is_new = found.total > 0
+                && r.drift.as_ref().is_none_or(|d| {
+                    d.objects != found.listed || d.more_objects != found.more_objects
+                });
+            r.drift = Some(DriftStatus {
+                mode: mode.to_string(),
+                checked_at: now_rfc3339(),
+                objects: found.listed.clone(),
+                more_objects: found.more_objects,
+            });
+        }
+    });
+    metrics.drifted_objects(namespace, name, Some(found.total));
+    if is_new && mode == DriftMode::Warn {
+        let reason = UpgradeReason::Drift {
+            missing: found.missing.clone(),
+            changed: found.changed.clone(),
+        };
+        tracing::warn!(release = %name, %namespace, %reason, "drift found; not corrected (drift mode warn)");
+        status.announce(
+            namespace,
+            name,
+            "DriftDetected",
+            format!("{reason}; not corrected (drift mode warn)"),
+        );
+    }
+    is_new
+}
+
+/// The drift a release's watches show now (`None` while a watch has not listed yet, or the
+/// release tracks nothing).
+pub fn watched_drift(
+    watches: &Watches,
+    owner: &Owner,
+) -> Option<(DriftFindings, strata_core::drift::DriftPolicy)> {
+    let (observed, policy) = watches.observe(owner)?;
+    let mut inputs = Vec::with_capacity(observed.len());
+    for o in &observed {
+        let live = match &o.live {
+            Lookup::Present(v) => Some(v),
+            Lookup::Absent => None,
+            Lookup::Unknown { .. } => return None,
+        };
+        inputs.push(DriftInput {
+            object: &o.tracked.object,
+            manifest: &o.manifest,
+            namespace: o.tracked.namespace.clone(),
+            live,
+        });
+    }
+    let found = find_drift(inputs, &policy);
+    Some((found, policy))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::objects::ObjectRef;
 
     fn tracked(kind: &str, name: &str) -> Tracked {
         Tracked {

@@ -70,7 +70,27 @@ struct Stream {
 /// What one release tracks.
 struct OwnerEntry {
     objects: Vec<Tracked>,
+    /// The manifest object of each tracked object (same order).
+    manifest: Vec<serde_json::Value>,
     checks: Vec<strata_core::health::HealthCheck>,
+    drift: strata_core::drift::DriftPolicy,
+}
+
+/// What a release tracks: the objects of its manifest (with the manifest object each),
+/// where namespaced objects without a namespace live, its custom health checks and its drift
+/// policy.
+pub struct TrackSpec<'a> {
+    pub objects: Vec<(ObjectRef, serde_json::Value)>,
+    pub default_namespace: &'a str,
+    pub checks: &'a [strata_core::health::HealthCheck],
+    pub drift: &'a strata_core::drift::DriftPolicy,
+}
+
+/// One tracked object with its manifest object and what the watches see of it.
+pub struct Observed {
+    pub tracked: Tracked,
+    pub manifest: serde_json::Value,
+    pub live: Lookup,
 }
 
 impl OwnerEntry {
@@ -130,15 +150,17 @@ impl Watches {
     /// watches nobody needs any more stop. Kinds are resolved through discovery (cached); a
     /// kind the cluster does not serve yet is tracked without a watch and resolved again at
     /// the next call.
-    pub async fn track(
-        &self,
-        owner: &Owner,
-        objects: &[ObjectRef],
-        default_namespace: &str,
-        checks: &[strata_core::health::HealthCheck],
-    ) -> Vec<Tracked> {
+    pub async fn track(&self, owner: &Owner, spec: TrackSpec<'_>) -> Vec<Tracked> {
+        let TrackSpec {
+            objects,
+            default_namespace,
+            checks,
+            drift,
+        } = spec;
+        let (objects, manifest): (Vec<ObjectRef>, Vec<serde_json::Value>) =
+            objects.into_iter().unzip();
         let mut tracked = Vec::with_capacity(objects.len());
-        for o in objects {
+        for o in &objects {
             match self.inner.reader.resolve(o).await {
                 Ok((_, caps)) => {
                     let namespace = match caps.scope {
@@ -181,7 +203,9 @@ impl Watches {
                 owner.clone(),
                 OwnerEntry {
                     objects: tracked.clone(),
+                    manifest,
                     checks: checks.to_vec(),
+                    drift: drift.clone(),
                 },
             );
         }
@@ -328,6 +352,35 @@ impl Watches {
                 })
                 .collect(),
         )
+    }
+
+    /// Every object `owner` tracks with its manifest object and what the watches see, and
+    /// its drift policy (`None` when it tracks nothing).
+    pub fn observe(
+        &self,
+        owner: &Owner,
+    ) -> Option<(Vec<Observed>, strata_core::drift::DriftPolicy)> {
+        let (objects, manifest, drift) = {
+            let state = self.state();
+            let entry = state.owners.get(owner)?;
+            (
+                entry.objects.clone(),
+                entry.manifest.clone(),
+                entry.drift.clone(),
+            )
+        };
+        Some((
+            objects
+                .into_iter()
+                .zip(manifest)
+                .map(|(tracked, manifest)| Observed {
+                    live: self.lookup(&tracked),
+                    tracked,
+                    manifest,
+                })
+                .collect(),
+            drift,
+        ))
     }
 
     /// The object as the watches see it.

@@ -52,7 +52,7 @@ use crate::executor::{HelmDriver, HelmExecutor};
 use crate::observe::metrics::Metrics;
 use crate::observe::objects::{ClusterReader, ObjectRef};
 use crate::observe::status::{NotReady, ReleasePhase, StatusStore, now_rfc3339};
-use crate::observe::watches::{Tracked, Watches};
+use crate::observe::watches::{TrackSpec, Tracked, Watches};
 use crate::reconcile::retry::{ErrorClass, Failure, Next, RetryBook, RetryPolicy, SeededRng};
 use crate::source::revision::ReleaseJob;
 
@@ -811,6 +811,7 @@ impl<D: HelmDriver> Runner<D> {
                         release: job.release.clone(),
                         previous_revision,
                         checks: job.health_checks.clone(),
+                        drift: job.drift.clone(),
                     },
                     stop.clone(),
                 )
@@ -884,26 +885,21 @@ impl<D: HelmDriver> Runner<D> {
         }
     }
 
-    /// Drift: the objects of the deployed release's manifest (from the record the decision
-    /// read) that the cluster does not have, and those whose fields the manifest sets differ
-    /// ([`strata_core::drift::compare`], minus the profile's ignore rules). Read with the
-    /// progress reader (a GET per object, a LIST per kind and namespace with more than a few
-    /// objects); no helm process. The result goes into the release's status (`drift`), the
-    /// `strata_drifted_objects` gauge and, in mode `warn`, a `DriftDetected` Event when it
-    /// changed; in mode `correct` into `inputs` (the decision upgrades). Mode `ignore` reads
-    /// nothing. Nothing is found when there is no reader or the objects cannot be read
-    /// (logged; the next reconcile reads again). Only paths are reported, never values.
+    /// Drift of an otherwise unchanged release: its live objects against the manifest helm
+    /// stored (see [`crate::observe::live::find_drift`]), read from the shared watches (the
+    /// release tracks its objects; a watch that has not listed yet is waited for briefly,
+    /// then the objects are read directly: a GET each, or a LIST per kind and namespace).
+    /// Recorded in the release's status, the gauge and (mode `warn`) an Event; in mode
+    /// `correct` the missing and changed objects go into `inputs`, so the decision upgrades
+    /// with reason drift. Nothing is read in mode `ignore`, nor without a cluster.
     async fn check_drift(
         &self,
         job: &ReleaseJob,
         manifest: &str,
         inputs: &mut strata_core::reconcile::Inputs,
     ) {
-        use crate::observe::status::{
-            DRIFT_OBJECTS_SHOWN, DRIFT_PATHS_SHOWN, DriftStatus, DriftedObject,
-        };
+        use crate::observe::live::{DriftInput, find_drift, record_drift, watched_drift};
         use strata_core::drift::DriftMode;
-        use strata_core::reconcile::{ChangedObject, MissingObject, UpgradeReason};
         let mode = job.drift.mode;
         if mode == DriftMode::Ignore {
             self.set(job, |r| r.drift = None);
@@ -914,96 +910,64 @@ impl<D: HelmDriver> Runner<D> {
         let Some(cluster) = self.progress.clone() else {
             return;
         };
-        let objects = drift_objects(manifest);
-        let refs: Vec<ObjectRef> = objects.iter().map(|(r, _)| r.clone()).collect();
-        let found = if refs.is_empty() {
-            Vec::new()
-        } else {
-            match cluster.read_all(&refs, &job.namespace).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot read the release's objects to look for drift");
-                    return;
+        let mut found = None;
+        if let Some(watches) = self.watches.clone() {
+            let owner = (job.namespace.clone(), job.release.clone());
+            watches.track(&owner, track_spec(job, manifest)).await;
+            let mut changes = watches.subscribe();
+            let until = Instant::now() + DRIFT_SYNC;
+            loop {
+                changes.borrow_and_update();
+                if let Some((f, _)) = watched_drift(&watches, &owner) {
+                    found = Some(f);
+                    break;
                 }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep_until(until.into()) => break,
+                }
+            }
+        }
+        let found = match found {
+            Some(found) => found,
+            None => {
+                let objects = drift_objects(manifest);
+                let refs: Vec<ObjectRef> = objects.iter().map(|(r, _)| r.clone()).collect();
+                let read = if refs.is_empty() {
+                    Vec::new()
+                } else {
+                    match cluster.read_all(&refs, &job.namespace).await {
+                        Ok(read) => read,
+                        Err(e) => {
+                            tracing::warn!(release = %job.release, namespace = %job.namespace, error = %e, "cannot read the release's objects to look for drift");
+                            return;
+                        }
+                    }
+                };
+                find_drift(
+                    objects
+                        .iter()
+                        .zip(&read)
+                        .map(|((object, manifest), (namespace, live))| DriftInput {
+                            object,
+                            manifest,
+                            namespace: namespace.clone(),
+                            live: live.as_ref(),
+                        }),
+                    &job.drift,
+                )
             }
         };
-        let mut missing = Vec::new();
-        let mut changed = Vec::new();
-        let mut listed = Vec::new();
-        for ((r, manifest_obj), (namespace, live)) in objects.iter().zip(found) {
-            let object = MissingObject {
-                kind: r.kind.clone(),
-                namespace,
-                name: r.name.clone(),
-            };
-            let shown = |missing: bool, paths: &[String]| DriftedObject {
-                kind: object.kind.clone(),
-                namespace: object.namespace.clone(),
-                name: object.name.clone(),
-                missing,
-                paths: paths.iter().take(DRIFT_PATHS_SHOWN).cloned().collect(),
-                more_paths: paths.len().saturating_sub(DRIFT_PATHS_SHOWN),
-            };
-            match live {
-                None => {
-                    listed.push(shown(true, &[]));
-                    missing.push(object);
-                }
-                Some(live) => {
-                    let ignore = job.drift.ignored(&r.kind, &r.name);
-                    let paths: Vec<String> =
-                        strata_core::drift::compare(manifest_obj, &live, &ignore)
-                            .into_iter()
-                            .map(|d| d.path)
-                            .collect();
-                    if !paths.is_empty() {
-                        listed.push(shown(false, &paths));
-                        changed.push(ChangedObject {
-                            object,
-                            paths: paths.into_iter().take(DRIFT_PATHS_SHOWN).collect(),
-                        });
-                    }
-                }
-            }
-        }
-        let total = listed.len();
-        let more_objects = total.saturating_sub(DRIFT_OBJECTS_SHOWN);
-        listed.truncate(DRIFT_OBJECTS_SHOWN);
-        let mut is_new = false;
-        self.set(job, |r| {
-            is_new = total > 0
-                && r.drift
-                    .as_ref()
-                    .is_none_or(|d| d.objects != listed || d.more_objects != more_objects);
-            r.drift = Some(DriftStatus {
-                mode: mode.to_string(),
-                checked_at: now_rfc3339(),
-                objects: listed,
-                more_objects,
-            });
-        });
-        self.metrics
-            .drifted_objects(&job.namespace, &job.release, Some(total));
-        if total == 0 {
-            return;
-        }
-        match mode {
-            DriftMode::Correct => {
-                inputs.missing = missing;
-                inputs.changed = changed;
-            }
-            DriftMode::Warn | DriftMode::Ignore => {
-                if is_new {
-                    let reason = UpgradeReason::Drift { missing, changed };
-                    tracing::warn!(release = %job.release, namespace = %job.namespace, %reason, "drift found; not corrected (drift mode warn)");
-                    self.status.announce(
-                        &job.namespace,
-                        &job.release,
-                        "DriftDetected",
-                        format!("{reason}; not corrected (drift mode warn)"),
-                    );
-                }
-            }
+        record_drift(
+            &self.status,
+            &self.metrics,
+            (&job.namespace, &job.release),
+            mode,
+            &found,
+        );
+        if found.total > 0 && mode == DriftMode::Correct {
+            inputs.missing = found.missing;
+            inputs.changed = found.changed;
         }
     }
 
@@ -1028,11 +992,8 @@ impl<D: HelmDriver> Runner<D> {
         let Some(watches) = self.watches.clone() else {
             return Ok(());
         };
-        let objects = release_objects(manifest);
         let owner = (job.namespace.clone(), job.release.clone());
-        let tracked = watches
-            .track(&owner, &objects, &job.namespace, &job.health_checks)
-            .await;
+        let tracked = watches.track(&owner, track_spec(job, manifest)).await;
         if tracked.is_empty() {
             return Ok(());
         }
@@ -1308,6 +1269,10 @@ impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
     }
 }
 
+/// How long the drift check waits for a new watch to list its objects before it reads them
+/// directly.
+const DRIFT_SYNC: Duration = Duration::from_secs(5);
+
 /// How the health gate ends when the release is not ready.
 enum GateEnd {
     /// The attempt ends with this result (a shutdown or a newer revision ended the wait).
@@ -1330,11 +1295,21 @@ fn action_runs_helm_upgrade(action: &strata_core::reconcile::Action) -> bool {
 
 /// Every object of a release manifest (helm keeps hooks apart from it): what live health
 /// covers.
-fn release_objects(manifest: &str) -> Vec<ObjectRef> {
+fn release_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
     crate::executor::releases::manifest_objects(manifest)
-        .iter()
-        .filter_map(ObjectRef::from_manifest)
+        .into_iter()
+        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
         .collect()
+}
+
+/// What a release tracks in the watches: every object of `manifest`.
+fn track_spec<'a>(job: &'a ReleaseJob, manifest: &str) -> TrackSpec<'a> {
+    TrackSpec {
+        objects: release_objects(manifest),
+        default_namespace: &job.namespace,
+        checks: &job.health_checks,
+        drift: &job.drift,
+    }
 }
 
 /// A not-ready object as the status shows it.
@@ -1367,6 +1342,8 @@ struct Watched {
     previous_revision: Option<u64>,
     /// The release's custom health checks (the not-ready reasons of checked kinds).
     checks: Vec<strata_core::health::HealthCheck>,
+    /// The release's drift policy.
+    drift: strata_core::drift::DriftPolicy,
 }
 
 /// Follow a running helm until `stop`: one watch on the release's storage Secrets (labelled
@@ -1389,6 +1366,7 @@ async fn watch_progress(
         release,
         previous_revision,
         checks,
+        drift,
     } = watched;
     let owner = (namespace.clone(), release.clone());
     let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
@@ -1416,8 +1394,17 @@ async fn watch_progress(
                         continue;
                     }
                     revision = Some(record.revision);
-                    let objects = release_objects(&record.manifest);
-                    watches.track(&owner, &objects, &namespace, &checks).await;
+                    watches
+                        .track(
+                            &owner,
+                            TrackSpec {
+                                objects: release_objects(&record.manifest),
+                                default_namespace: &namespace,
+                                checks: &checks,
+                                drift: &drift,
+                            },
+                        )
+                        .await;
                 }
                 Some(_) => continue,
                 None => return,
@@ -1789,7 +1776,7 @@ mod tests {
         let manifest = "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: health.example.com/v1\nkind: Issuer\nmetadata:\n  name: ca\n  namespace: certs\n---\nkind: NoApiVersion\nmetadata:\n  name: x\n";
         let objects: Vec<(String, Option<String>)> = release_objects(manifest)
             .into_iter()
-            .map(|o| (format!("{} {}", o.kind, o.name), o.namespace))
+            .map(|(o, _)| (format!("{} {}", o.kind, o.name), o.namespace))
             .collect();
         assert_eq!(
             objects,
