@@ -327,9 +327,7 @@ spec:
     agent
         .wait_status("app Ready at revision 1, drift checked", DEADLINE, |st| {
             testkit::agent::release(st, "app").is_some_and(|r| {
-                r["phase"] == "Ready"
-                    && r["helmRevision"] == 1
-                    && r["drift"]["checkedAt"].is_string()
+                r["phase"] == "Ready" && r["helmRevision"] == 1 && r["drift"]["since"].is_string()
             })
         })
         .await?;

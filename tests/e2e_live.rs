@@ -200,8 +200,9 @@ fn strata_requests(s: &Scenario) -> Vec<kubesim::RequestRecord> {
         .requests_where(|r| r.user_agent.starts_with("strata/"))
 }
 
-#[tokio::test]
-async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()> {
+/// The scenario of [`api_requests_are_bounded_by_watches_not_objects`]: 10 releases of 51
+/// objects in one layer, and an agent polling Git every `interval`.
+async fn many_releases(interval: &str) -> anyhow::Result<(Scenario, testkit::agent::Agent)> {
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
     let annotations = profile_annotations(None, None);
     let chart = write_chart(
@@ -218,11 +219,41 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
         .write("profiles.yaml", many_profiles(&s.charts.url()))?;
     s.repo.commit("10 releases of 51 objects")?;
     s.cluster.controls().reset_requests();
-    let started = Instant::now();
     let mut args = s.args(&[]);
-    testkit::agent::set_arg(&mut args, "--interval", "10m");
-    let mut agent =
+    testkit::agent::set_arg(&mut args, "--interval", interval);
+    let agent =
         testkit::agent::Agent::start(&s.strata, &args, &[], s.dir.path().join("agent-many.log"))?;
+    Ok((s, agent))
+}
+
+/// Wait until the status ConfigMap shows every release Ready (its writes are throttled to
+/// one a second, so its last write comes shortly after the last change), and a little more.
+async fn settled(s: &Scenario) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !s.configmap_status().is_some_and(|c| {
+        c["phase"] == "Ready" && (0..RELEASES).all(|i| phase(&c, &format!("many-{i}")) == "Ready")
+    }) {
+        anyhow::ensure!(
+            started.elapsed() < LONG,
+            "the status ConfigMap never showed Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn describe(requests: &[kubesim::RequestRecord]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+        .collect()
+}
+
+#[tokio::test]
+async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (s, mut agent) = many_releases("10m").await?;
     agent
         .wait_status("every release Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
@@ -240,27 +271,12 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
         install.len() < objects,
         "{} requests for {objects} objects: {:#?}",
         install.len(),
-        install
-            .iter()
-            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
-            .collect::<Vec<_>>()
+        describe(&install)
     );
     assert!(install.iter().any(|r| r.verb == "watch"));
 
-    // Steady state: nothing changes, so nothing is requested (the watches stay open). The
-    // status ConfigMap gets its last write within a second of the last change (its writes
-    // are throttled to one a second): wait until it shows every release Ready.
-    let settled = Instant::now();
-    while !s.configmap_status().is_some_and(|c| {
-        c["phase"] == "Ready" && (0..RELEASES).all(|i| phase(&c, &format!("many-{i}")) == "Ready")
-    }) {
-        anyhow::ensure!(
-            settled.elapsed() < LONG,
-            "the status ConfigMap never showed Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Steady state: nothing changes, so nothing is requested (the watches stay open).
+    settled(&s).await?;
     s.cluster.controls().reset_requests();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let steady = strata_requests(&s);
@@ -268,12 +284,44 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
     assert!(
         steady.is_empty(),
         "requests while nothing changed: {:#?}",
-        steady
-            .iter()
-            .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
-            .collect::<Vec<_>>()
+        describe(&steady)
     );
     assert!(s.cluster.controls().open_watches() > 0);
+    agent.stop().await?;
+    Ok(())
+}
+
+/// Every poll of an unchanged revision re-checks each release from the watches (helm's
+/// storage included, by a metadata-only watch; the releases strata manages too) and writes
+/// the status ConfigMap only when the status changed: a poll of an unchanged revision costs
+/// no request, whatever the number of releases (reading each release's record would cost 10
+/// a poll here).
+#[tokio::test]
+async fn an_idle_poll_costs_the_same_for_any_number_of_releases() -> anyhow::Result<()> {
+    let (s, mut agent) = many_releases("1s").await?;
+    agent
+        .wait_status("every release Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    settled(&s).await?;
+    let fetched = |agent_log: &str| agent_log.matches("git_fetch").count();
+    let before = fetched(&agent.logs());
+    s.cluster.controls().reset_requests();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = strata_requests(&s);
+    let polls = fetched(&agent.logs()) - before;
+    eprintln!(
+        "idle: {} strata requests in 5 s ({polls} polls): {:?}",
+        idle.len(),
+        describe(&idle)
+    );
+    assert!(polls >= 3, "the agent polled: {polls}");
+    // Less than one request a poll (a watch may be re-opened meanwhile): nothing per release.
+    assert!(
+        idle.len() < polls,
+        "{} requests in {polls} polls of {RELEASES} releases: {:#?}",
+        idle.len(),
+        describe(&idle)
+    );
     agent.stop().await?;
     Ok(())
 }

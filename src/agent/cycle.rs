@@ -669,6 +669,14 @@ impl Agent {
             .collect();
         namespaces.sort();
         namespaces.dedup();
+        // From the metadata watch of helm's storage once it has listed (no request).
+        if let Some(secrets) = self.runner.watches().and_then(|w| {
+            w.record_secrets(&crate::executor::releases::managed_selector(
+                &self.agent_namespace,
+            ))
+        }) {
+            return Ok(crate::executor::releases::managed_from_secrets(&secrets));
+        }
         crate::executor::releases::list_managed(&self.client, &self.agent_namespace, &namespaces)
             .await
             .map_err(|e| {

@@ -279,6 +279,19 @@ pub fn record_drift(
 ) -> bool {
     use strata_core::drift::DriftMode;
     use strata_core::reconcile::UpgradeReason;
+    let mode_text = mode.to_string();
+    let same = status
+        .snapshot()
+        .release(namespace, name)
+        .and_then(|r| r.drift.clone())
+        .is_some_and(|d| {
+            d.mode == mode_text && d.objects == found.listed && d.more_objects == found.more_objects
+        });
+    metrics.drifted_objects(namespace, name, Some(found.total));
+    if same {
+        // Nothing new: the status (and its ConfigMap) is not written again.
+        return false;
+    }
     let mut is_new = false;
     status.update(|s| {
         if let Some(r) = s.release_mut(namespace, name) {
@@ -287,14 +300,13 @@ pub fn record_drift(
                     d.objects != found.listed || d.more_objects != found.more_objects
                 });
             r.drift = Some(DriftStatus {
-                mode: mode.to_string(),
-                checked_at: now_rfc3339(),
+                mode: mode_text.clone(),
+                since: now_rfc3339(),
                 objects: found.listed.clone(),
                 more_objects: found.more_objects,
             });
         }
     });
-    metrics.drifted_objects(namespace, name, Some(found.total));
     if is_new && mode == DriftMode::Warn {
         let reason = UpgradeReason::Drift {
             missing: found.missing.clone(),

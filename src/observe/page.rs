@@ -365,7 +365,7 @@ mod tests {
         });
         web.drift = Some(crate::observe::status::DriftStatus {
             mode: "warn".into(),
-            checked_at: "2026-12-05T10:00:01Z".into(),
+            since: "2026-12-05T10:00:01Z".into(),
             objects: vec![
                 crate::observe::status::DriftedObject {
                     kind: "Secret".into(),

@@ -56,6 +56,9 @@ pub struct Reporter {
     namespace: String,
     status: StatusStore,
     instance: String,
+    /// The status JSON last written and the ConfigMap as stored then: an unchanged status is
+    /// not written again.
+    last: std::sync::Arc<std::sync::Mutex<Option<(String, ConfigMap)>>>,
 }
 
 impl Reporter {
@@ -68,13 +71,20 @@ impl Reporter {
             namespace: namespace.into(),
             status,
             instance,
+            last: Default::default(),
         }
     }
 
-    /// Apply the current status to the ConfigMap; returns the ConfigMap as stored.
+    /// Apply the current status to the ConfigMap (not again when it is the one last written);
+    /// returns the ConfigMap as stored.
     pub async fn write_status(&self) -> Result<ConfigMap> {
         let snapshot = self.status.snapshot();
         let json = serde_json::to_string_pretty(&snapshot)?;
+        if let Some((written, cm)) = self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && *written == json
+        {
+            return Ok(cm.clone());
+        }
         let cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -92,12 +102,15 @@ impl Reporter {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(&cm);
         let retry = crate::kube_api::InPlaceRetry::default();
-        crate::kube_api::retry_kube(&retry, || api.patch(CONFIGMAP_NAME, &params, &patch))
-            .await
-            .map_err(|e| Error::ConfigMap {
-                namespace: self.namespace.clone(),
-                message: crate::kube_api::error_text(&e),
-            })
+        let stored =
+            crate::kube_api::retry_kube(&retry, || api.patch(CONFIGMAP_NAME, &params, &patch))
+                .await
+                .map_err(|e| Error::ConfigMap {
+                    namespace: self.namespace.clone(),
+                    message: crate::kube_api::error_text(&e),
+                })?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((json, stored.clone()));
+        Ok(stored)
     }
 
     /// Create an Event for a release transition, attached to the status ConfigMap.

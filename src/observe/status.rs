@@ -237,8 +237,8 @@ fn is_zero_usize(n: &usize) -> bool {
 pub struct DriftStatus {
     /// The profile's drift mode: `warn` (reported only) or `correct` (written again).
     pub mode: String,
-    /// When the live objects were read (RFC 3339).
-    pub checked_at: String,
+    /// When the drift shown here was found (RFC 3339); unchanged while it stays the same.
+    pub since: String,
     /// The drifted objects (empty: none); at most [`DRIFT_OBJECTS_SHOWN`].
     pub objects: Vec<DriftedObject>,
     /// Drifted objects not listed in `objects`.

@@ -105,10 +105,51 @@ struct State {
     owners: HashMap<Owner, OwnerEntry>,
 }
 
+/// The helm release records of every release, from one metadata-only watch of helm's
+/// storage Secrets (`owner=helm`, cluster-wide): (namespace, release) -> version -> the
+/// record Secret's metadata (its labels say status, and strata's stamp).
+#[derive(Default)]
+struct Records {
+    started: bool,
+    synced: bool,
+    releases: HashMap<(String, String), std::collections::BTreeMap<u64, kube::api::ObjectMeta>>,
+}
+
+impl Records {
+    fn key(meta: &kube::api::ObjectMeta) -> Option<((String, String), u64)> {
+        let labels = meta.labels.as_ref()?;
+        Some((
+            (meta.namespace.clone()?, labels.get("name")?.clone()),
+            labels.get("version")?.parse().ok()?,
+        ))
+    }
+
+    fn apply(&mut self, meta: kube::api::ObjectMeta) {
+        if let Some((release, version)) = Self::key(&meta) {
+            self.releases
+                .entry(release)
+                .or_default()
+                .insert(version, meta);
+        }
+    }
+
+    fn delete(&mut self, meta: &kube::api::ObjectMeta) {
+        if let Some((release, version)) = Self::key(meta)
+            && let Some(versions) = self.releases.get_mut(&release)
+        {
+            versions.remove(&version);
+            if versions.is_empty() {
+                self.releases.remove(&release);
+            }
+        }
+    }
+}
+
 struct Inner {
     client: kube::Client,
     reader: Arc<ClusterReader>,
     state: Mutex<State>,
+    records: Mutex<Records>,
     generation: watch::Sender<u64>,
 }
 
@@ -126,6 +167,7 @@ impl Watches {
                 client,
                 reader,
                 state: Mutex::new(State::default()),
+                records: Mutex::new(Records::default()),
                 generation,
             }),
         }
@@ -220,6 +262,102 @@ impl Watches {
     pub fn untrack(&self, owner: &Owner) {
         self.state().owners.remove(owner);
         self.stop_unused();
+    }
+
+    /// The newest record of a release in helm's storage, as the metadata watch of helm's
+    /// storage Secrets sees it: `Some(None)` when it has none, `Some(Some((version,
+    /// status)))`, or `None` while the watch has not listed (or cannot: RBAC). The watch starts
+    /// at the first call.
+    pub fn record_head(&self, namespace: &str, release: &str) -> Option<Option<(u64, String)>> {
+        let mut records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
+        if !records.started {
+            records.started = true;
+            drop(records);
+            self.start_records();
+            return None;
+        }
+        if !records.synced {
+            return None;
+        }
+        Some(
+            records
+                .releases
+                .get(&(namespace.to_string(), release.to_string()))
+                .and_then(|v| v.iter().next_back())
+                .map(|(version, meta)| {
+                    let status = meta
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("status"))
+                        .cloned()
+                        .unwrap_or_default();
+                    (*version, status)
+                }),
+        )
+    }
+
+    /// The storage Secrets (metadata only) of every release whose newest record carries
+    /// every label of `selector` (`k=v,k=v`), for [`crate::executor::releases::managed_from_secrets`];
+    /// `None` while the watch has not listed.
+    pub fn record_secrets(
+        &self,
+        selector: &str,
+    ) -> Option<Vec<k8s_openapi::api::core::v1::Secret>> {
+        let records = self.inner.records.lock().unwrap_or_else(|e| e.into_inner());
+        if !records.synced {
+            return None;
+        }
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        Some(
+            records
+                .releases
+                .values()
+                .filter_map(|versions| versions.iter().next_back())
+                .filter(|(_, meta)| {
+                    meta.labels.as_ref().is_some_and(|l| {
+                        wanted
+                            .iter()
+                            .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                    })
+                })
+                .map(|(_, meta)| k8s_openapi::api::core::v1::Secret {
+                    metadata: meta.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        )
+    }
+
+    fn start_records(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let api: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>> =
+            Api::all(self.inner.client.clone());
+        tokio::spawn(async move {
+            let stream =
+                watcher(api, watcher::Config::default().labels("owner=helm")).default_backoff();
+            futures::pin_mut!(stream);
+            let mut buffer = Records::default();
+            while let Some(event) = stream.next().await {
+                let Some(inner) = inner.upgrade() else { return };
+                let mut records = inner.records.lock().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    Ok(watcher::Event::Init) => buffer = Records::default(),
+                    Ok(watcher::Event::InitApply(o)) => buffer.apply(o.metadata),
+                    Ok(watcher::Event::InitDone) => {
+                        records.releases = std::mem::take(&mut buffer.releases);
+                        records.synced = true;
+                    }
+                    Ok(watcher::Event::Apply(o)) => records.apply(o.metadata),
+                    Ok(watcher::Event::Delete(o)) => records.delete(&o.metadata),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watch of helm's release records failed; restarting it");
+                    }
+                }
+            }
+        });
     }
 
     /// The client the watches use.

@@ -75,6 +75,12 @@ pub struct Runner<D = HelmExecutor> {
     shutdown: CancellationToken,
     /// The shared watches live health is read from (`None` without a cluster: unit tests).
     watches: Option<Watches>,
+    /// The last release record read from helm's storage per release: reused while the
+    /// metadata watch of the storage says the newest record is still that one (steady state
+    /// costs no request).
+    records: std::sync::Mutex<
+        std::collections::HashMap<(String, String), crate::executor::releases::ReleaseRecord>,
+    >,
     /// The current apply's token: a child of `shutdown`, cancelled too when a newer revision
     /// supersedes the one being applied ([`Runner::begin_apply`]).
     apply: std::sync::Mutex<CancellationToken>,
@@ -164,6 +170,7 @@ impl<D: HelmDriver> Runner<D> {
             rng: std::sync::Mutex::new(crate::reconcile::retry::entropy_rng()),
             driver: Arc::new(driver),
             watches,
+            records: Default::default(),
             apply: std::sync::Mutex::new(shutdown.child_token()),
             shutdown,
             progress,
@@ -431,15 +438,49 @@ impl<D: HelmDriver> Runner<D> {
         inputs: &mut strata_core::reconcile::Inputs,
     ) -> Result<(Option<strata_core::reconcile::ObservedRelease>, String), Failure> {
         use strata_core::reconcile::ReleaseStatus;
-        let record = self
-            .driver
-            .latest(&job.namespace, &job.release)
-            .await
-            .map_err(|e| Failure {
-                class: e.class(),
-                message: format!("cannot read the release state: {e}"),
-                retry_after: None,
-            })?;
+        let key = (job.namespace.clone(), job.release.clone());
+        // The first look of an attempt may use the record read before, when the watch of
+        // helm's storage says the newest record is still that one; after an action, always
+        // read (the watch may not have seen helm's write yet).
+        let head = self
+            .watches
+            .as_ref()
+            .filter(|_| inputs.performed.is_empty())
+            .and_then(|w| w.record_head(&job.namespace, &job.release));
+        let cached = head.as_ref().and_then(|head| {
+            let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            match (head, records.get(&key)) {
+                (Some((version, status)), Some(r))
+                    if r.revision == *version && r.status == *status =>
+                {
+                    Some(Some(r.clone()))
+                }
+                _ => None,
+            }
+        });
+        let record = match cached {
+            Some(record) => record,
+            None => self
+                .driver
+                .latest(&job.namespace, &job.release)
+                .await
+                .map_err(|e| Failure {
+                    class: e.class(),
+                    message: format!("cannot read the release state: {e}"),
+                    retry_after: None,
+                })?,
+        };
+        {
+            let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            match &record {
+                Some(r) => {
+                    records.insert(key, r.clone());
+                }
+                None => {
+                    records.remove(&key);
+                }
+            }
+        }
         let observed = record.as_ref().map(|r| r.observed());
         let settled = |o: &strata_core::reconcile::ObservedRelease| {
             matches!(

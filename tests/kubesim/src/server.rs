@@ -695,6 +695,12 @@ async fn resource(
                 );
                 return Ok(json_response(StatusCode::OK, &table));
             }
+            if wants_metadata(accept) && t.sub.is_none() {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &partial_metadata(with_version(obj, &t)),
+                ));
+            }
             Ok(json_response(StatusCode::OK, &with_version(obj, &t)))
         }
         "list" => list(shared, &t, q, accept),
@@ -1069,6 +1075,13 @@ fn list(
             &crate::table::render(&t.key(), &t.info.printer_columns, items, meta, include),
         ));
     }
+    if wants_metadata(accept) {
+        let items: Vec<Value> = items.into_iter().map(partial_metadata).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items}),
+        ));
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"kind": t.info.list_kind, "apiVersion": t.api_version(), "metadata": meta, "items": items}),
@@ -1356,6 +1369,18 @@ fn body_touches_managed_fields(ops: &Value) -> bool {
     })
 }
 
+/// Whether the client asked for metadata only (`Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`
+/// or `...as=PartialObjectMetadataList...`), as kube-rs' metadata watcher and `kubectl get
+/// -o name` do.
+fn wants_metadata(accept: &str) -> bool {
+    accept.contains("as=PartialObjectMetadata")
+}
+
+/// An object as the real server returns it to a metadata-only request.
+fn partial_metadata(obj: Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
 struct WatchState {
     tx: mpsc::Sender<Bytes>,
     target: Target,
@@ -1370,6 +1395,8 @@ struct WatchState {
     table: Option<String>,
     /// Column definitions go only into the first Table event, as on the real server.
     columns_sent: bool,
+    /// The client asked for metadata only (`as=PartialObjectMetadata`).
+    metadata_only: bool,
 }
 
 impl WatchState {
@@ -1390,6 +1417,9 @@ impl WatchState {
                 }
                 self.columns_sent = true;
                 t
+            }
+            None if self.metadata_only && ty != "BOOKMARK" && ty != "ERROR" => {
+                partial_metadata(obj)
             }
             _ => obj,
         };
@@ -1561,6 +1591,7 @@ fn watch(
                 .unwrap_or_else(|| "Metadata".into())
         }),
         columns_sent: false,
+        metadata_only: wants_metadata(accept),
     };
     for o in &seed_visible {
         if state.matches(o)

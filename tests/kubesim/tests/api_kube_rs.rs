@@ -808,3 +808,53 @@ bounded_test!(watches_of_clients_that_went_away_are_dropped, {
     }
     c.shutdown().await;
 });
+
+bounded_test!(metadata_only_get_list_and_watch, {
+    let (_c, client) = api(Config::default()).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s1", "labels": {"owner": "helm", "version": "1"}},
+        "data": {"release": "c2VjcmV0"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let meta = secrets.get_metadata("s1").await.unwrap();
+    assert_eq!(meta.metadata.labels.unwrap()["version"], "1");
+    let list = secrets
+        .list_metadata(&ListParams::default().labels("owner=helm"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    // The data never travels: the raw response has metadata only.
+    let raw = client
+        .request_text(
+            http::Request::get("/api/v1/namespaces/default/secrets")
+                .header(
+                    "Accept",
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                )
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        raw.contains("PartialObjectMetadataList") && !raw.contains("c2VjcmV0"),
+        "{raw}"
+    );
+    let stream = watcher::metadata_watcher(secrets.clone(), watcher::Config::default());
+    futures::pin_mut!(stream);
+    let mut seen = Vec::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        if let watcher::Event::InitApply(o) = ev {
+            seen.push(o.metadata.name.unwrap_or_default());
+        }
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["s1".to_string()]);
+});
