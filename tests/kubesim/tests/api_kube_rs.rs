@@ -845,7 +845,9 @@ bounded_test!(metadata_only_get_list_and_watch, {
         raw.contains("PartialObjectMetadataList") && !raw.contains("c2VjcmV0"),
         "{raw}"
     );
-    let stream = watcher::metadata_watcher(secrets.clone(), watcher::Config::default());
+    let metas: Api<kube::core::PartialObjectMeta<Secret>> =
+        Api::namespaced(client.clone(), "default");
+    let stream = watcher(metas, watcher::Config::default());
     futures::pin_mut!(stream);
     let mut seen = Vec::new();
     while let Some(ev) = stream.try_next().await.unwrap() {
