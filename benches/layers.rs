@@ -455,7 +455,15 @@ async fn strata(
     out.helm_processes =
         metric_sum(&metrics, "strata_helm_command_duration_seconds_count", "") as u64;
     out.requests = c.controls().counts().by_user_agent;
-    // Idle: nothing changes; what the agent asks the API per minute.
+    // Idle: nothing changes; what the agent asks the API per minute. The install's tail (its
+    // Events and the last, throttled, status ConfigMap write) is let through first.
+    let settling = Instant::now();
+    while !testkit::cluster::configmap_status(&c).is_some_and(|s| s["phase"] == "Ready")
+        && settling.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     c.controls().reset_requests();
     tokio::time::sleep(idle).await;
     let idle_log = c
