@@ -198,6 +198,25 @@ pub struct Loader {
     post_hooks: std::sync::Mutex<BTreeMap<String, bool>>,
 }
 
+/// A chart repository's credentials from its Secrets: basic auth and a client certificate.
+#[derive(Clone, Default)]
+struct RepoCreds {
+    basic: Option<BasicAuth>,
+    tls: Option<crate::source::charts::ClientTls>,
+}
+
+impl RepoCreds {
+    fn apply(&self, mut spec: RepoSpec) -> RepoSpec {
+        if let Some(a) = &self.basic {
+            spec = spec.with_auth(a.clone());
+        }
+        if let Some(t) = &self.tls {
+            spec = spec.with_client_tls(t.clone());
+        }
+        spec
+    }
+}
+
 /// The cluster and default namespace `valuesFrom` Secrets are read from.
 #[derive(Clone)]
 struct SecretSource {
@@ -357,6 +376,75 @@ impl Loader {
         let username = fields.pop().unwrap_or_default();
         self.redactor.add(password.clone());
         Ok(Some(BasicAuth::new(username, password)))
+    }
+
+    /// The client certificate of a chart repository from its `certSecretRef` (keys
+    /// `tls.crt`, `tls.key`, optionally `ca.crt` of a Secret in the agent's namespace);
+    /// `None` without `certSecretRef` or without a cluster (`strata plan`). Problems name the
+    /// repository, Secret and key, never the content.
+    async fn repository_tls(
+        &self,
+        repo: &strata_core::profiles::Repository,
+        list_path: &str,
+    ) -> Result<Option<crate::source::charts::ClientTls>, Failure> {
+        let (Some(r), Some(src)) = (&repo.cert_secret_ref, &self.secrets) else {
+            return Ok(None);
+        };
+        let ns = &src.namespace;
+        let problem = |message: String| {
+            Failure::Problem(ProblemView {
+                file: list_path.to_string(),
+                field: format!("repositories[{}].certSecretRef", repo.name),
+                message,
+            })
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(problem(format!(
+                    "repository {}: Secret {ns}/{} does not exist; create it with keys tls.crt and tls.key (kubectl create secret tls)",
+                    repo.name, r.name
+                )));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
+                return Err(problem(format!(
+                    "repository {}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
+                    repo.name, r.name, e.message
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Unavailable(format!(
+                    "repository {}: cannot read Secret {ns}/{} from the API server: {e}",
+                    repo.name, r.name
+                )));
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let mut pems = Vec::new();
+        for key in strata_core::profiles::REPOSITORY_CERT_SECRET_KEYS {
+            match data.get(key) {
+                Some(v) if !v.0.is_empty() => pems.push(v.0.as_slice()),
+                _ => {
+                    return Err(problem(format!(
+                        "repository {}: Secret {ns}/{} has no (or an empty) key `{key}`; it needs keys tls.crt and tls.key (PEM)",
+                        repo.name, r.name
+                    )));
+                }
+            }
+        }
+        let ca = data
+            .get(strata_core::profiles::REPOSITORY_CERT_SECRET_CA_KEY)
+            .map(|v| v.0.as_slice())
+            .filter(|v| !v.is_empty());
+        crate::source::charts::ClientTls::from_pem(
+            format!("Secret {ns}/{}", r.name),
+            pems[0],
+            pems[1],
+            ca,
+        )
+        .map(Some)
+        .map_err(|e| problem(format!("repository {}: {e}", repo.name)))
     }
 
     /// The values of one `valuesFrom` entry (`None`: optional and missing, or no cluster).
@@ -613,13 +701,19 @@ impl Loader {
         let mut found = Findings::default();
         let allocation = self.allocation(at, &list, &mut found).await;
         // Credentials of the repositories that have a secretRef (read once per load).
-        let mut repo_auth: BTreeMap<String, Option<BasicAuth>> = BTreeMap::new();
+        let mut repo_auth: BTreeMap<String, RepoCreds> = BTreeMap::new();
         for repo in &list.repositories {
-            match self.repository_auth(repo, path).await {
-                Ok(a) => {
-                    repo_auth.insert(repo.name.clone(), a);
+            let basic = self.repository_auth(repo, path).await;
+            let tls = self.repository_tls(repo, path).await;
+            match (basic, tls) {
+                (Ok(basic), Ok(tls)) => {
+                    repo_auth.insert(repo.name.clone(), RepoCreds { basic, tls });
                 }
-                Err(f) => found.add(f),
+                (basic, tls) => {
+                    for f in [basic.err(), tls.err()].into_iter().flatten() {
+                        found.add(f);
+                    }
+                }
             }
         }
         // Charts (each pulled once, cached by digest) and values.
@@ -826,7 +920,7 @@ impl Loader {
         at: At<'_>,
         list: &ProfileList,
         profile: &strata_core::profiles::Profile,
-        repo_auth: &BTreeMap<String, Option<BasicAuth>>,
+        repo_auth: &BTreeMap<String, RepoCreds>,
         checkout: &mut Option<PathBuf>,
         found: &mut Findings,
     ) -> Option<(strata_core::chart::ChartMeta, PathBuf)> {
@@ -837,12 +931,10 @@ impl Loader {
                 // A missing repository or version is reported by the parser.
                 let repo = list.repository(repository)?;
                 let constraint = profile.version.as_ref()?;
-                let mut spec =
-                    RepoSpec::new(&repo.name, &repo.url).with_plain_http(repo.plain_http);
                 // Without an entry, its Secret is a problem already.
-                if let Some(auth) = repo_auth.get(&repo.name)? {
-                    spec = spec.with_auth(auth.clone());
-                }
+                let spec = repo_auth
+                    .get(&repo.name)?
+                    .apply(RepoSpec::new(&repo.name, &repo.url).with_plain_http(repo.plain_http));
                 self.charts
                     .pull(spec, name, constraint)
                     .await
@@ -930,8 +1022,8 @@ impl Loader {
                 .iter()
                 .map(|r| {
                     let spec = RepoSpec::new(&r.name, &r.url).with_plain_http(r.plain_http);
-                    match repo_auth.get(&r.name).cloned().flatten() {
-                        Some(a) => spec.with_auth(a),
+                    match repo_auth.get(&r.name) {
+                        Some(c) => c.apply(spec),
                         None => spec,
                     }
                 })
