@@ -14,6 +14,7 @@
 //! | `--git-known-hosts-file` | `STRATA_GIT_KNOWN_HOSTS_FILE` | none |
 //! | `--work-dir` | `STRATA_WORK_DIR` | a new temporary directory |
 //! | `--mirrors` | `STRATA_MIRRORS` | none (URLs fetched as declared) |
+//! | `--mirrors-configmap` | `STRATA_MIRRORS_CONFIGMAP` | none (a ConfigMap of the agent's namespace whose key `mirrors.yaml` has the `--mirrors` format; read every cycle; not with `--mirrors`) |
 //! | `--ca-file` | `STRATA_CA_FILE` | none (the system's trusted CAs only) |
 //! | `--interval` | `STRATA_INTERVAL` | `1m` |
 //! | `--concurrency` | `STRATA_CONCURRENCY` | fitted to the pod |
@@ -124,6 +125,11 @@ pub struct SourceArgs {
     /// the Git URL, HTTP chart repositories and `oci://` registries (longest prefix wins).
     #[arg(long, env = "STRATA_MIRRORS")]
     pub mirrors: Option<PathBuf>,
+    /// The site's mirrors from a ConfigMap in the agent's namespace instead of a file: its
+    /// key `mirrors.yaml` in the --mirrors format, read every cycle (a change applies at the
+    /// next cycle). Not with --mirrors.
+    #[arg(long, env = "STRATA_MIRRORS_CONFIGMAP", conflicts_with = "mirrors")]
+    pub mirrors_configmap: Option<String>,
     /// CA certificates (PEM bundle) trusted, besides the system's, for Git over HTTPS, HTTP
     /// chart repositories and OCI registries.
     #[arg(long, env = "STRATA_CA_FILE")]
@@ -310,6 +316,9 @@ pub struct SourceConfig {
     pub work_dir: Option<PathBuf>,
     /// `--mirrors`: the site's URL-prefix rewrites (read when the source is set up).
     pub mirrors_file: Option<PathBuf>,
+    /// `--mirrors-configmap`: the site's mirrors from a ConfigMap of the agent's namespace,
+    /// read every cycle (not with `mirrors_file`).
+    pub mirrors_configmap: Option<String>,
     /// `--ca-file`: extra trusted CA certificates (PEM) for Git, HTTP and OCI.
     pub ca_file: Option<PathBuf>,
 }
@@ -337,6 +346,7 @@ impl SourceConfig {
             credentials: GitCredentials::default(),
             work_dir: None,
             mirrors_file: None,
+            mirrors_configmap: None,
             ca_file: None,
         }
     }
@@ -344,6 +354,12 @@ impl SourceConfig {
     /// The site's mirrors file (`--mirrors`).
     pub fn mirrors_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.mirrors_file = Some(path.into());
+        self
+    }
+
+    /// The site's mirrors from a ConfigMap (`--mirrors-configmap`).
+    pub fn mirrors_configmap(mut self, name: impl Into<String>) -> Self {
+        self.mirrors_configmap = Some(name.into());
         self
     }
 
@@ -385,6 +401,7 @@ impl From<SourceArgs> for SourceConfig {
             },
             work_dir: a.work_dir,
             mirrors_file: a.mirrors,
+            mirrors_configmap: a.mirrors_configmap.filter(|c| !c.trim().is_empty()),
             ca_file: a.ca_file,
         }
     }

@@ -15,6 +15,7 @@ use testkit::{HelmBin, strata_bin};
 
 const LONG: Duration = Duration::from_secs(180);
 const HELM: HelmBin = HelmBin::V4;
+const DECLARED_GIT: &str = "http://git.example.invalid/platform";
 
 struct World {
     dir: tempfile::TempDir,
@@ -41,8 +42,18 @@ async fn world() -> anyhow::Result<World> {
 
 impl World {
     async fn run_once(&self, name: &str, extra: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+        self.run_once_from(&self.git.http_url("platform"), name, extra)
+            .await
+    }
+
+    async fn run_once_from(
+        &self,
+        git_url: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(Option<i32>, String)> {
         let mut args = testkit::agent::agent_args(
-            &self.git.http_url("platform"),
+            git_url,
             &self.kubeconfig,
             &HELM.path(),
             &self.dir.path().join(name),
@@ -86,7 +97,6 @@ impl World {
         )
     }
 
-    #[allow(dead_code)]
     fn configmap(&self, name: &str, key: &str, text: &str) -> anyhow::Result<()> {
         self.put(
             "configmaps",
@@ -211,5 +221,98 @@ async fn a_repository_requiring_a_client_certificate_installs_with_its_secret() 
     )?;
     let (code, logs) = w.run_once("secret-ca", &[]).await?;
     assert_eq!(code, Some(0), "{logs}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_from_a_configmap_rewrite_the_chart_repository() -> anyhow::Result<()> {
+    let w = world().await?;
+    // The repository the profile list names, and the site's mirror of it.
+    let upstream = testkit::ChartRepo::start(&HELM.path()).await?;
+    let mirror = testkit::ChartRepo::start(&HELM.path()).await?;
+    for chart in layered_charts(&w.dir.path().join("charts"))? {
+        upstream.add_chart(&chart)?;
+        mirror.add_chart(&chart)?;
+    }
+    let declared = format!("{}/platform", upstream.url());
+    w.repo
+        .write("profiles.yaml", layered_profiles(&declared, "{}"))?;
+    w.repo.commit("platform from upstream")?;
+
+    // --mirrors and --mirrors-configmap exclude each other.
+    let (code, logs) = w
+        .run_once(
+            "both",
+            &[
+                "--mirrors",
+                "/nonexistent",
+                "--mirrors-configmap",
+                "site-mirrors",
+            ],
+        )
+        .await?;
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(logs.contains("cannot be used with"), "{logs}");
+
+    // Configured but missing: a clear error, nothing is applied.
+    let (code, logs) = w
+        .run_once(
+            "missing",
+            &[
+                "--mirrors-configmap",
+                "site-mirrors",
+                "--once-timeout",
+                "6s",
+            ],
+        )
+        .await?;
+    assert_eq!(code, Some(2), "{logs}");
+    // (--once ends with its deadline in lastError; each cycle's error is logged.)
+    assert!(
+        logs.contains("ConfigMap strata-system/site-mirrors (--mirrors-configmap) does not exist"),
+        "{logs}"
+    );
+    assert!(testkit::release::latest(&w.cluster).is_empty());
+    assert_eq!(upstream.requests("/platform/index.yaml"), 0);
+
+    // The ConfigMap with the mirrors (the --mirrors format under key mirrors.yaml).
+    w.configmap(
+        "site-mirrors",
+        "mirrors.yaml",
+        &format!(
+            "mirrors:\n  - prefix: {declared}\n    mirror: {}\n  - prefix: {DECLARED_GIT}\n    mirror: {}\n",
+            mirror.url(),
+            w.git.http_url("platform"),
+        ),
+    )?;
+    // The Git URL given to the agent is unreachable: the ConfigMap rewrites it too.
+    let (code, logs) = w
+        .run_once_from(
+            DECLARED_GIT,
+            "mirrored",
+            &["--mirrors-configmap", "site-mirrors"],
+        )
+        .await?;
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(stack_converged(&w.cluster));
+    let st = testkit::cluster::configmap_status(&w.cluster).expect("status");
+    assert_eq!(st["phase"], "Ready", "{st:#}");
+    eprintln!("revision: {:#}", st["revision"]);
+    let mirrored = st["revision"]["mirrored"].as_array().expect("mirrored");
+    assert!(
+        mirrored
+            .iter()
+            .any(|m| m["url"] == declared.as_str() && m["fetchedFrom"] == mirror.url().as_str()),
+        "{st:#}"
+    );
+    assert!(
+        mirrored
+            .iter()
+            .any(|m| m["url"] == DECLARED_GIT
+                && m["fetchedFrom"] == w.git.http_url("platform").as_str()),
+        "{st:#}"
+    );
+    assert!(mirror.requests("/index.yaml") > 0);
+    assert_eq!(upstream.requests("/platform/index.yaml"), 0);
     Ok(())
 }

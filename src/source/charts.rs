@@ -353,7 +353,7 @@ pub struct ChartStore {
     /// Registry bearer tokens by (realm, service, scope).
     tokens: Arc<Mutex<HashMap<String, String>>>,
     /// The site's URL-prefix rewrites (`--mirrors`), applied to every repository pulled from.
-    mirrors: Arc<strata_core::mirrors::Mirrors>,
+    mirrors: Arc<std::sync::RwLock<Arc<strata_core::mirrors::Mirrors>>>,
     /// Repository URLs the mirrors rewrote: declared URL to mirror URL.
     rewritten: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
     /// The options every client is built with.
@@ -452,9 +452,23 @@ impl ChartStore {
     /// Fetch every repository through the site's mirrors: a repository's URL (HTTP index and
     /// archives, `oci://` registry) is rewritten by the longest matching prefix before it is
     /// fetched; its credentials go to the mirror.
-    pub fn with_mirrors(mut self, mirrors: strata_core::mirrors::Mirrors) -> Self {
-        self.mirrors = Arc::new(mirrors);
+    pub fn with_mirrors(self, mirrors: strata_core::mirrors::Mirrors) -> Self {
+        self.set_mirrors(mirrors);
         self
+    }
+
+    /// Replace the site's mirrors (`--mirrors-configmap` changed): later pulls go through
+    /// the new ones, and what the old ones rewrote is forgotten.
+    pub fn set_mirrors(&self, mirrors: strata_core::mirrors::Mirrors) {
+        *self.mirrors.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(mirrors);
+        self.rewritten.lock().expect("lock").clear();
+    }
+
+    fn mirrors(&self) -> Arc<strata_core::mirrors::Mirrors> {
+        self.mirrors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The repositories the mirrors rewrote so far: (declared URL, mirror URL).
@@ -465,7 +479,7 @@ impl ChartStore {
 
     /// `url` through the mirrors (recorded when rewritten).
     fn mirror_url(&self, url: &str) -> String {
-        match self.mirrors.rewrite(url) {
+        match self.mirrors().rewrite(url) {
             Some(to) => {
                 self.rewritten
                     .lock()
@@ -859,7 +873,7 @@ impl ChartStore {
         };
         // An index may name archives by absolute URL on the declared host.
         let url = strata_core::repoindex::resolve_url(&repo.url, first);
-        let url = match self.mirrors.rewrite(&url) {
+        let url = match self.mirrors().rewrite(&url) {
             Some(to) => to,
             None => url,
         };

@@ -282,6 +282,25 @@ impl GitSource {
         }
     }
 
+    /// The same source (ref, credentials, CA, timeout) fetching from `url` instead, cached
+    /// beside this one (a mirror the site's mirrors now point to).
+    pub fn with_url(&self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        let key = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
+        let repos = self
+            .cache
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Self {
+            cache: repos.join(format!("{}.git", &key[..16])),
+            url,
+            lock: Default::default(),
+            needs_repair: Default::default(),
+            ..self.clone()
+        }
+    }
+
     /// Trusts the CA certificates (PEM) in `ca_file` for HTTPS (git's `http.sslCAInfo`).
     pub fn with_ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(ca_file.into());
@@ -292,6 +311,11 @@ impl GitSource {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The URL fetched from (credentials included; show [`GitSource::display_url`]).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The URL with credentials redacted.

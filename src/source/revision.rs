@@ -34,6 +34,10 @@ pub enum SetupError {
 /// The key of the `--profiles-configmap` ConfigMap holding the overlay list.
 pub const OVERLAY_KEY: &str = "profiles.yaml";
 
+/// The key of the `--mirrors-configmap` ConfigMap holding the mirrors list (the format of
+/// the `--mirrors` file).
+pub const MIRRORS_KEY: &str = "mirrors.yaml";
+
 /// How problems name the overlay list of ConfigMap `name`.
 pub fn overlay_file(name: &str) -> String {
     format!("configmap/{name}/{OVERLAY_KEY}")
@@ -178,7 +182,14 @@ impl Loaded {
 
 /// Fetches and loads revisions.
 pub struct Loader {
-    git: GitSource,
+    /// The Git source; replaced when `--mirrors-configmap` points the Git URL elsewhere.
+    git: std::sync::RwLock<GitSource>,
+    /// The Git URL as configured (`--git-url`), before any mirror.
+    declared_git_url: String,
+    /// `--mirrors-configmap`, if given: the site's mirrors, read every cycle.
+    mirrors_configmap: Option<String>,
+    /// The mirrors text last applied from `--mirrors-configmap`.
+    mirrors_text: std::sync::Mutex<Option<String>>,
     charts: ChartStore,
     /// The configured path; may contain `{cluster}`.
     profiles_path: String,
@@ -193,7 +204,7 @@ pub struct Loader {
     /// Where charts from Git with dependencies are built (`<digest>/<chart>`).
     built: PathBuf,
     /// The Git URL as declared and the mirror it is fetched from, when `--mirrors` rewrote it.
-    git_mirror: Option<(String, String)>,
+    git_mirror: std::sync::RwLock<Option<(String, String)>>,
     /// Whether a chart may have post hooks, by chart digest (the charts of the last load).
     post_hooks: std::sync::Mutex<BTreeMap<String, bool>>,
 }
@@ -263,6 +274,7 @@ impl Loader {
         let git_mirror = mirrors
             .rewrite(&source.git_url)
             .map(|to| (source.git_url.clone(), to));
+        let declared_git_url = source.git_url.clone();
         let git_url = git_mirror
             .as_ref()
             .map_or(source.git_url, |(_, to)| to.clone());
@@ -286,7 +298,10 @@ impl Loader {
         let charts = ChartStore::with_options(work_dir.join("charts"), options, redactor.clone())?
             .with_mirrors(mirrors);
         Ok(Self {
-            git,
+            git: std::sync::RwLock::new(git),
+            declared_git_url,
+            mirrors_configmap: source.mirrors_configmap,
+            mirrors_text: Default::default(),
             charts,
             profiles_path: source.profiles_path,
             cluster_name: source.cluster_name,
@@ -294,7 +309,7 @@ impl Loader {
             secrets: None,
             redactor,
             built: work_dir.join("built"),
-            git_mirror,
+            git_mirror: std::sync::RwLock::new(git_mirror),
             post_hooks: Default::default(),
         })
     }
@@ -549,8 +564,10 @@ impl Loader {
     pub fn mirrored(&self) -> Vec<crate::observe::status::MirroredUrl> {
         let mut out: Vec<_> = self
             .git_mirror
-            .iter()
-            .cloned()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .into_iter()
             .chain(self.charts.rewritten())
             .map(|(url, to)| crate::observe::status::MirroredUrl {
                 url: self.redactor.redact(&url),
@@ -571,9 +588,85 @@ impl Loader {
         resolve_profiles_path(&self.profiles_path, cluster)
     }
 
+    /// The Git source now (the mirror `--mirrors-configmap` names last).
+    fn git(&self) -> GitSource {
+        self.git.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Read the site's mirrors from `--mirrors-configmap` (every cycle, before fetching):
+    /// when their text changed, chart repositories and the Git URL are fetched through the
+    /// new ones from now on. Without the flag, or without a cluster (`strata plan`), nothing.
+    /// A missing ConfigMap or key, an invalid mirrors list or an API error is an error
+    /// naming the ConfigMap (the mirrors in use stay as they were).
+    pub async fn refresh_mirrors(&self) -> Result<(), String> {
+        let (Some(name), Some(src)) = (&self.mirrors_configmap, &self.secrets) else {
+            return Ok(());
+        };
+        let ns = &src.namespace;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(src.client.clone(), ns);
+        let cm = match api.get_opt(name).await {
+            Ok(Some(cm)) => cm,
+            Ok(None) => {
+                return Err(format!(
+                    "ConfigMap {ns}/{name} (--mirrors-configmap) does not exist; create it with the mirrors list under key {MIRRORS_KEY}, or unset --mirrors-configmap; nothing new is applied until then"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read ConfigMap {ns}/{name} (--mirrors-configmap): {}; nothing new is applied until then",
+                    crate::kube_api::error_text(&e)
+                ));
+            }
+        };
+        let Some(text) = cm.data.as_ref().and_then(|d| d.get(MIRRORS_KEY)) else {
+            return Err(format!(
+                "ConfigMap {ns}/{name} (--mirrors-configmap) has no key {MIRRORS_KEY}; put the mirrors list there; nothing new is applied until then"
+            ));
+        };
+        if self
+            .mirrors_text
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(text.as_str())
+        {
+            return Ok(());
+        }
+        let file = format!("configmap/{name}/{MIRRORS_KEY}");
+        let mirrors = strata_core::mirrors::parse(&file, text).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            format!(
+                "the mirrors of ConfigMap {ns}/{name} (--mirrors-configmap) are invalid: {}; nothing new is applied until they are fixed",
+                list.join("; ")
+            )
+        })?;
+        let git_mirror = mirrors
+            .rewrite(&self.declared_git_url)
+            .map(|to| (self.declared_git_url.clone(), to));
+        let git_url = git_mirror
+            .as_ref()
+            .map_or(self.declared_git_url.as_str(), |(_, to)| to.as_str());
+        {
+            let mut git = self.git.write().unwrap_or_else(|e| e.into_inner());
+            if git.url() != git_url {
+                *git = git.with_url(git_url);
+            }
+        }
+        tracing::info!(
+            configmap = %format!("{ns}/{name}"),
+            git = %self.redactor.redact(git_url),
+            "the site's mirrors were read from the ConfigMap"
+        );
+        *self.git_mirror.write().unwrap_or_else(|e| e.into_inner()) = git_mirror;
+        self.charts.set_mirrors(mirrors);
+        *self.mirrors_text.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+        Ok(())
+    }
+
     /// Fetch the configured ref; the commit it points to.
     pub async fn fetch(&self) -> Result<Fetched, crate::source::git::Error> {
-        let rev = self.git.fetch().await?;
+        let rev = self.git().fetch().await?;
         Ok(Fetched {
             revision: rev.commit.clone(),
             commit: rev.commit,
@@ -586,7 +679,7 @@ impl Loader {
         path: &str,
         referenced_from: (&str, &str),
     ) -> Result<String, Failure> {
-        match self.git.read_file(commit, path).await {
+        match self.git().read_file(commit, path).await {
             Ok(Some(bytes)) => strata_core::input::decode(path, &bytes).map_err(|ps| {
                 Failure::Problem(ps.iter().next().map(view).unwrap_or_else(|| ProblemView {
                     file: path.to_string(),
@@ -813,7 +906,7 @@ impl Loader {
                 Outcome::Need(need) => need,
             };
             for p in need {
-                let got = match self.git.read_file(commit, &p).await {
+                let got = match self.git().read_file(commit, &p).await {
                     Ok(Some(bytes)) => match strata_core::input::decode(&p, &bytes) {
                         Ok(t) => Got::Text(t),
                         Err(ps) => Got::Refused(ps.iter().next().map_or_else(
@@ -956,7 +1049,7 @@ impl Loader {
             }
             ChartRef::Path { path: chart_dir } => {
                 if checkout.is_none() {
-                    match self.git.checkout(commit).await {
+                    match self.git().checkout(commit).await {
                         Ok(dir) => *checkout = Some(dir),
                         Err(e) => {
                             found.add(Failure::Unavailable(format!(
