@@ -12,6 +12,8 @@
 //! | `--git-password-file` | `STRATA_GIT_PASSWORD_FILE` | none (HTTPS password or token, read from the file) |
 //! | `--git-ssh-key-file` | `STRATA_GIT_SSH_KEY_FILE` | none |
 //! | `--git-known-hosts-file` | `STRATA_GIT_KNOWN_HOSTS_FILE` | none |
+//! | `--git-client-cert-file` | `STRATA_GIT_CLIENT_CERT_FILE` | none (client certificate, PEM, for HTTPS Git requiring mTLS; with `--git-client-key-file`) |
+//! | `--git-client-key-file` | `STRATA_GIT_CLIENT_KEY_FILE` | none (its private key, PEM) |
 //! | `--work-dir` | `STRATA_WORK_DIR` | a new temporary directory |
 //! | `--mirrors` | `STRATA_MIRRORS` | none (URLs fetched as declared) |
 //! | `--mirrors-configmap` | `STRATA_MIRRORS_CONFIGMAP` | none (a ConfigMap of the agent's namespace whose key `mirrors.yaml` has the `--mirrors` format; read every cycle; not with `--mirrors`) |
@@ -118,6 +120,22 @@ pub struct SourceArgs {
     /// known_hosts file for ssh:// URLs.
     #[arg(long, env = "STRATA_GIT_KNOWN_HOSTS_FILE")]
     pub git_known_hosts_file: Option<PathBuf>,
+    /// Client certificate (PEM, its chain after it) presented to an https:// Git server that
+    /// requires one (mutual TLS), e.g. `tls.crt` of a mounted kubernetes.io/tls Secret. With
+    /// --git-client-key-file.
+    #[arg(
+        long,
+        env = "STRATA_GIT_CLIENT_CERT_FILE",
+        requires = "git_client_key_file"
+    )]
+    pub git_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM, unencrypted) of --git-client-cert-file, e.g. `tls.key`.
+    #[arg(
+        long,
+        env = "STRATA_GIT_CLIENT_KEY_FILE",
+        requires = "git_client_cert_file"
+    )]
+    pub git_client_key_file: Option<PathBuf>,
     /// Directory for the Git cache, chart cache and helm homes (default: a new temp dir).
     #[arg(long, env = "STRATA_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -331,6 +349,8 @@ pub struct GitCredentials {
     pub password_file: Option<PathBuf>,
     pub ssh_key_file: Option<PathBuf>,
     pub known_hosts_file: Option<PathBuf>,
+    /// Client certificate and its key (PEM) for HTTPS Git that requires one (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl SourceConfig {
@@ -398,6 +418,7 @@ impl From<SourceArgs> for SourceConfig {
                 password_file: a.git_password_file,
                 ssh_key_file: a.git_ssh_key_file,
                 known_hosts_file: a.git_known_hosts_file,
+                client_cert: a.git_client_cert_file.zip(a.git_client_key_file),
             },
             work_dir: a.work_dir,
             mirrors_file: a.mirrors,
@@ -699,6 +720,26 @@ fn check_credentials(c: &GitCredentials) -> Vec<ConfigProblem> {
         ),
         (Setting::GitSshKeyFile, "SSH key file", &c.ssh_key_file),
     ];
+    let client_cert = c.client_cert.as_ref().and_then(|(cert, key)| {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| (p.clone(), e));
+        let message = match (read(cert), read(key)) {
+            (Ok(cert_pem), Ok(key_pem)) => {
+                let source = format!("files {} and {}", cert.display(), key.display());
+                crate::source::charts::ClientTls::from_pem(source, &cert_pem, &key_pem, None)
+                    .err()
+                    .map(|e| {
+                        e.replace("key `tls.crt` of ", "")
+                            .replace("key `tls.key` of ", "")
+                            .replace("keys `tls.crt` and `tls.key` of ", "")
+                    })
+            }
+            (Err((p, e)), _) | (_, Err((p, e))) => Some(format!(
+                "cannot read the Git client certificate or key file {}: {e}",
+                p.display()
+            )),
+        }?;
+        Some(ConfigProblem::new(Setting::GitClientCert, message))
+    });
     files
         .into_iter()
         .filter_map(|(setting, what, file)| {
@@ -715,6 +756,7 @@ fn check_credentials(c: &GitCredentials) -> Vec<ConfigProblem> {
                 Err(e) => problem(e.to_string()),
             }
         })
+        .chain(client_cert)
         .collect()
 }
 
@@ -767,6 +809,7 @@ pub enum Setting {
     Helm,
     GitPasswordFile,
     GitSshKeyFile,
+    GitClientCert,
     WorkDir,
     Mirrors,
     CaFile,
@@ -781,6 +824,10 @@ impl Setting {
             Self::Helm => ("--helm", "STRATA_HELM"),
             Self::GitPasswordFile => ("--git-password-file", "STRATA_GIT_PASSWORD_FILE"),
             Self::GitSshKeyFile => ("--git-ssh-key-file", "STRATA_GIT_SSH_KEY_FILE"),
+            Self::GitClientCert => (
+                "--git-client-cert-file/--git-client-key-file",
+                "STRATA_GIT_CLIENT_CERT_FILE/STRATA_GIT_CLIENT_KEY_FILE",
+            ),
             Self::WorkDir => ("--work-dir", "STRATA_WORK_DIR"),
             Self::Mirrors => ("--mirrors", "STRATA_MIRRORS"),
             Self::CaFile => ("--ca-file", "STRATA_CA_FILE"),

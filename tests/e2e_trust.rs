@@ -316,3 +316,61 @@ async fn mirrors_from_a_configmap_rewrite_the_chart_repository() -> anyhow::Resu
     assert_eq!(upstream.requests("/platform/index.yaml"), 0);
     Ok(())
 }
+
+/// Git over HTTPS requiring a client certificate: the agent presents the files of
+/// --git-client-cert-file and --git-client-key-file (a mounted kubernetes.io/tls Secret);
+/// an unusable key file is refused at start, naming the flags and the file, not the content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_requiring_a_client_certificate_is_fetched_with_the_cert_files() -> anyhow::Result<()> {
+    let w = world().await?;
+    let git = testkit::GitServer::start_mtls().await?;
+    let charts = testkit::ChartRepo::start(&HELM.path()).await?;
+    for chart in layered_charts(&w.dir.path().join("charts"))? {
+        charts.add_chart(&chart)?;
+    }
+    let repo = git.create_repo("platform")?;
+    repo.write("profiles.yaml", layered_profiles(&charts.url(), "{}"))?;
+    repo.commit("platform over mTLS Git")?;
+    let ca = w.dir.path().join("git-ca.pem");
+    std::fs::write(&ca, git.ca_pem().expect("TLS"))?;
+    let client = git.client_cert().expect("mTLS");
+    let (cert, key) = (w.dir.path().join("tls.crt"), w.dir.path().join("tls.key"));
+    std::fs::write(&cert, &client.cert_pem)?;
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nc2VudGluZWw=\n-----END PRIVATE KEY-----\n",
+    )?;
+    let url = git.http_url("platform");
+    let flags = [
+        "--ca-file",
+        s(&ca),
+        "--git-client-cert-file",
+        s(&cert),
+        "--git-client-key-file",
+        s(&key),
+    ];
+
+    let (code, logs) = w.run_once_from(&url, "bad-key", &flags).await?;
+    assert_ne!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("--git-client-cert-file/--git-client-key-file") && logs.contains(s(&key)),
+        "{logs}"
+    );
+    assert!(!logs.contains("c2VudGluZWw"), "{logs}");
+
+    let (code, logs) = w
+        .run_once_from(
+            &url,
+            "no-cert",
+            &["--ca-file", s(&ca), "--once-timeout", "6s"],
+        )
+        .await?;
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(logs.contains("--git-client-cert-file"), "{logs}");
+
+    std::fs::write(&key, &client.key_pem)?;
+    let (code, logs) = w.run_once_from(&url, "with-cert", &flags).await?;
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(stack_converged(&w.cluster));
+    Ok(())
+}

@@ -291,6 +291,9 @@ impl Loader {
         if let Some(ca) = &source.ca_file {
             git = git.with_ca_file(ca);
         }
+        if let Some((cert, key)) = &creds.client_cert {
+            git = git.with_client_cert(cert, key);
+        }
         let options = crate::source::charts::HttpOptions {
             ca_file: source.ca_file.clone(),
             ..Default::default()
