@@ -12,8 +12,11 @@
 //! | `--git-password-file` | `STRATA_GIT_PASSWORD_FILE` | none (HTTPS password or token, read from the file) |
 //! | `--git-ssh-key-file` | `STRATA_GIT_SSH_KEY_FILE` | none |
 //! | `--git-known-hosts-file` | `STRATA_GIT_KNOWN_HOSTS_FILE` | none |
+//! | `--git-client-cert-file` | `STRATA_GIT_CLIENT_CERT_FILE` | none (client certificate, PEM, for HTTPS Git requiring mTLS; with `--git-client-key-file`) |
+//! | `--git-client-key-file` | `STRATA_GIT_CLIENT_KEY_FILE` | none (its private key, PEM) |
 //! | `--work-dir` | `STRATA_WORK_DIR` | a new temporary directory |
 //! | `--mirrors` | `STRATA_MIRRORS` | none (URLs fetched as declared) |
+//! | `--mirrors-configmap` | `STRATA_MIRRORS_CONFIGMAP` | none (a ConfigMap of the agent's namespace whose key `mirrors.yaml` has the `--mirrors` format; read every cycle; not with `--mirrors`) |
 //! | `--ca-file` | `STRATA_CA_FILE` | none (the system's trusted CAs only) |
 //! | `--interval` | `STRATA_INTERVAL` | `1m` |
 //! | `--concurrency` | `STRATA_CONCURRENCY` | fitted to the pod |
@@ -117,6 +120,22 @@ pub struct SourceArgs {
     /// known_hosts file for ssh:// URLs.
     #[arg(long, env = "STRATA_GIT_KNOWN_HOSTS_FILE")]
     pub git_known_hosts_file: Option<PathBuf>,
+    /// Client certificate (PEM, its chain after it) presented to an https:// Git server that
+    /// requires one (mutual TLS), e.g. `tls.crt` of a mounted kubernetes.io/tls Secret. With
+    /// --git-client-key-file.
+    #[arg(
+        long,
+        env = "STRATA_GIT_CLIENT_CERT_FILE",
+        requires = "git_client_key_file"
+    )]
+    pub git_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM, unencrypted) of --git-client-cert-file, e.g. `tls.key`.
+    #[arg(
+        long,
+        env = "STRATA_GIT_CLIENT_KEY_FILE",
+        requires = "git_client_cert_file"
+    )]
+    pub git_client_key_file: Option<PathBuf>,
     /// Directory for the Git cache, chart cache and helm homes (default: a new temp dir).
     #[arg(long, env = "STRATA_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
@@ -124,6 +143,11 @@ pub struct SourceArgs {
     /// the Git URL, HTTP chart repositories and `oci://` registries (longest prefix wins).
     #[arg(long, env = "STRATA_MIRRORS")]
     pub mirrors: Option<PathBuf>,
+    /// The site's mirrors from a ConfigMap in the agent's namespace instead of a file: its
+    /// key `mirrors.yaml` in the --mirrors format, read every cycle (a change applies at the
+    /// next cycle). Not with --mirrors.
+    #[arg(long, env = "STRATA_MIRRORS_CONFIGMAP", conflicts_with = "mirrors")]
+    pub mirrors_configmap: Option<String>,
     /// CA certificates (PEM bundle) trusted, besides the system's, for Git over HTTPS, HTTP
     /// chart repositories and OCI registries.
     #[arg(long, env = "STRATA_CA_FILE")]
@@ -310,6 +334,9 @@ pub struct SourceConfig {
     pub work_dir: Option<PathBuf>,
     /// `--mirrors`: the site's URL-prefix rewrites (read when the source is set up).
     pub mirrors_file: Option<PathBuf>,
+    /// `--mirrors-configmap`: the site's mirrors from a ConfigMap of the agent's namespace,
+    /// read every cycle (not with `mirrors_file`).
+    pub mirrors_configmap: Option<String>,
     /// `--ca-file`: extra trusted CA certificates (PEM) for Git, HTTP and OCI.
     pub ca_file: Option<PathBuf>,
 }
@@ -322,6 +349,8 @@ pub struct GitCredentials {
     pub password_file: Option<PathBuf>,
     pub ssh_key_file: Option<PathBuf>,
     pub known_hosts_file: Option<PathBuf>,
+    /// Client certificate and its key (PEM) for HTTPS Git that requires one (mTLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl SourceConfig {
@@ -337,6 +366,7 @@ impl SourceConfig {
             credentials: GitCredentials::default(),
             work_dir: None,
             mirrors_file: None,
+            mirrors_configmap: None,
             ca_file: None,
         }
     }
@@ -344,6 +374,12 @@ impl SourceConfig {
     /// The site's mirrors file (`--mirrors`).
     pub fn mirrors_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.mirrors_file = Some(path.into());
+        self
+    }
+
+    /// The site's mirrors from a ConfigMap (`--mirrors-configmap`).
+    pub fn mirrors_configmap(mut self, name: impl Into<String>) -> Self {
+        self.mirrors_configmap = Some(name.into());
         self
     }
 
@@ -382,9 +418,11 @@ impl From<SourceArgs> for SourceConfig {
                 password_file: a.git_password_file,
                 ssh_key_file: a.git_ssh_key_file,
                 known_hosts_file: a.git_known_hosts_file,
+                client_cert: a.git_client_cert_file.zip(a.git_client_key_file),
             },
             work_dir: a.work_dir,
             mirrors_file: a.mirrors,
+            mirrors_configmap: a.mirrors_configmap.filter(|c| !c.trim().is_empty()),
             ca_file: a.ca_file,
         }
     }
@@ -682,6 +720,26 @@ fn check_credentials(c: &GitCredentials) -> Vec<ConfigProblem> {
         ),
         (Setting::GitSshKeyFile, "SSH key file", &c.ssh_key_file),
     ];
+    let client_cert = c.client_cert.as_ref().and_then(|(cert, key)| {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| (p.clone(), e));
+        let message = match (read(cert), read(key)) {
+            (Ok(cert_pem), Ok(key_pem)) => {
+                let source = format!("files {} and {}", cert.display(), key.display());
+                crate::source::charts::ClientTls::from_pem(source, &cert_pem, &key_pem, None)
+                    .err()
+                    .map(|e| {
+                        e.replace("key `tls.crt` of ", "")
+                            .replace("key `tls.key` of ", "")
+                            .replace("keys `tls.crt` and `tls.key` of ", "")
+                    })
+            }
+            (Err((p, e)), _) | (_, Err((p, e))) => Some(format!(
+                "cannot read the Git client certificate or key file {}: {e}",
+                p.display()
+            )),
+        }?;
+        Some(ConfigProblem::new(Setting::GitClientCert, message))
+    });
     files
         .into_iter()
         .filter_map(|(setting, what, file)| {
@@ -698,6 +756,7 @@ fn check_credentials(c: &GitCredentials) -> Vec<ConfigProblem> {
                 Err(e) => problem(e.to_string()),
             }
         })
+        .chain(client_cert)
         .collect()
 }
 
@@ -750,6 +809,7 @@ pub enum Setting {
     Helm,
     GitPasswordFile,
     GitSshKeyFile,
+    GitClientCert,
     WorkDir,
     Mirrors,
     CaFile,
@@ -764,6 +824,10 @@ impl Setting {
             Self::Helm => ("--helm", "STRATA_HELM"),
             Self::GitPasswordFile => ("--git-password-file", "STRATA_GIT_PASSWORD_FILE"),
             Self::GitSshKeyFile => ("--git-ssh-key-file", "STRATA_GIT_SSH_KEY_FILE"),
+            Self::GitClientCert => (
+                "--git-client-cert-file/--git-client-key-file",
+                "STRATA_GIT_CLIENT_CERT_FILE/STRATA_GIT_CLIENT_KEY_FILE",
+            ),
             Self::WorkDir => ("--work-dir", "STRATA_WORK_DIR"),
             Self::Mirrors => ("--mirrors", "STRATA_MIRRORS"),
             Self::CaFile => ("--ca-file", "STRATA_CA_FILE"),

@@ -41,6 +41,9 @@ pub enum Error {
     Setup(#[from] crate::source::revision::SetupError),
     #[error("{0}")]
     Fetch(#[from] crate::source::git::Error),
+    /// `--mirrors-configmap` cannot be read or is invalid.
+    #[error("{0}")]
+    Mirrors(String),
     #[error("the revision cannot be loaded now: {0}; try again")]
     Unavailable(String),
     #[error("{0}; check --kubeconfig and --context")]
@@ -259,6 +262,7 @@ async fn diff(
     let loader = Loader::new(source, work_dir.path(), Redactor::new())
         .await?
         .with_secrets(client.clone(), namespace);
+    loader.refresh_mirrors().await.map_err(Error::Mirrors)?;
     let fetched = loader.fetch().await?;
     let cluster = match loader.cluster_name() {
         Some(name) => Some(name.to_string()),

@@ -522,3 +522,35 @@ async fn symlinks_are_followed_inside_the_repository_only() -> anyhow::Result<()
     assert_eq!(std::fs::read_link(dir.join("clusters/leak.yaml"))?, secret);
     Ok(())
 }
+
+/// An HTTPS Git server requiring a client certificate (mTLS): without one git cannot fetch
+/// (an error that says so); with `with_client_cert` (git's http.sslCert/http.sslKey) it can.
+#[tokio::test]
+async fn https_with_a_client_certificate() -> anyhow::Result<()> {
+    let server = GitServer::start_mtls().await?;
+    let repo = server.create_repo("secure")?;
+    repo.write("a", "1")?;
+    let c = repo.commit("c")?;
+    let url = server.http_url("secure");
+    let cache = tempfile::tempdir()?;
+    let ca = cache.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().unwrap())?;
+
+    let err = source(&url, "main", cache.path())
+        .with_ca_file(&ca)
+        .fetch()
+        .await
+        .unwrap_err();
+    eprintln!("without a client certificate: {err}");
+    assert_eq!(err.fetch_failure(), Some(FetchFailure::Tls), "{err}");
+
+    let client = server.client_cert().unwrap();
+    let (cert, key) = (cache.path().join("tls.crt"), cache.path().join("tls.key"));
+    std::fs::write(&cert, &client.cert_pem)?;
+    std::fs::write(&key, &client.key_pem)?;
+    let src = source(&url, "main", cache.path())
+        .with_ca_file(&ca)
+        .with_client_cert(&cert, &key);
+    assert_eq!(src.fetch().await?.commit, c);
+    Ok(())
+}

@@ -305,6 +305,17 @@ impl Agent {
             tracing::info!(commit = %current.info.commit, "retrying: a failed release's backoff ended; applying the revision again");
             return self.apply(&current, shutdown).await;
         }
+        // The site's mirrors of --mirrors-configmap, read every cycle before fetching: a
+        // missing or invalid ConfigMap applies nothing new (the revision applied stays).
+        if let Err(msg) = self.loader.refresh_mirrors().await {
+            tracing::error!(error = %msg, "the site's mirrors cannot be read");
+            self.shared.status.update(|s| {
+                s.last_error = Some(msg);
+                s.phase = OverallPhase::Degraded;
+            });
+            self.shared.readiness.set_ready();
+            return CycleEnd::Retryable;
+        }
         let fetched = match self.loader.fetch().await {
             Ok(f) => {
                 self.shared.metrics.fetch_succeeded();

@@ -29,6 +29,8 @@ pub const INHERITED_ENV: &[&str] = &[
     "http_proxy",
     "https_proxy",
     "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];

@@ -58,6 +58,18 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// The server asked for a client certificate (mutual TLS) and got none, or refused the
+    /// one presented.
+    #[error(
+        "could not fetch {url} from repository {repository}: the server {what} ({message}); {hint}"
+    )]
+    ClientCertificate {
+        repository: String,
+        url: String,
+        what: &'static str,
+        message: String,
+        hint: &'static str,
+    },
     #[error("repository {repository}: index {url} is invalid: {problems}")]
     Index {
         repository: String,
@@ -121,8 +133,100 @@ pub struct RepoSpec {
     pub name: String,
     pub url: String,
     pub auth: Option<BasicAuth>,
+    /// The client certificate (mTLS) presented to this repository.
+    pub tls: Option<ClientTls>,
     /// An `oci://` registry over plain HTTP.
     pub plain_http: bool,
+}
+
+/// A repository's client certificate (mTLS) from its `certSecretRef`: a certificate (chain)
+/// and private key, PEM, and optionally CAs trusted for that repository. `Debug` shows only
+/// where it came from, never the key.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Where it came from, for errors (`Secret <ns>/<name>`).
+    pub source: String,
+    /// Certificate chain then private key, PEM (what `reqwest::Identity::from_pem` reads).
+    identity_pem: Arc<Vec<u8>>,
+    /// Extra trusted CAs (PEM), from `ca.crt`.
+    ca_pem: Option<Arc<Vec<u8>>>,
+    /// SHA-256 of everything above: the key of the client built for it.
+    key: String,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// A client certificate from `cert_pem` (key `tls.crt`), `key_pem` (`tls.key`) and
+    /// optionally `ca_pem` (`ca.crt`), as found in `source`. Checked now: an error names the
+    /// source and the key at fault, never the content.
+    pub fn from_pem(
+        source: impl Into<String>,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        ca_pem: Option<&[u8]>,
+    ) -> std::result::Result<Self, String> {
+        let source = source.into();
+        let has = |pem: &[u8], label: &str| {
+            String::from_utf8_lossy(pem)
+                .lines()
+                .any(|l| l.trim().starts_with("-----BEGIN ") && l.contains(label))
+        };
+        if !has(cert_pem, "CERTIFICATE-----") {
+            return Err(format!(
+                "key `tls.crt` of {source} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            ));
+        }
+        if !has(key_pem, "PRIVATE KEY-----") {
+            return Err(format!(
+                "key `tls.key` of {source} holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)"
+            ));
+        }
+        let mut identity_pem = cert_pem.to_vec();
+        if !identity_pem.ends_with(b"\n") {
+            identity_pem.push(b'\n');
+        }
+        identity_pem.extend_from_slice(key_pem);
+        // Parsing checks the PEM; building a client (without loading the system's roots)
+        // checks that rustls can use the key.
+        let usable = reqwest::Identity::from_pem(&identity_pem).is_ok_and(|id| {
+            reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .identity(id)
+                .build()
+                .is_ok()
+        });
+        if !usable {
+            return Err(format!(
+                "keys `tls.crt` and `tls.key` of {source} are not a usable certificate and private key (PEM that does not parse, or a key type that is not supported)"
+            ));
+        }
+        if let Some(ca) = ca_pem
+            && reqwest::Certificate::from_pem_bundle(ca)
+                .map(|c| c.is_empty())
+                .unwrap_or(true)
+        {
+            return Err(format!("key `ca.crt` of {source} holds no PEM certificate"));
+        }
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(&identity_pem);
+        h.update([0]);
+        h.update(ca_pem.unwrap_or_default());
+        let key = format!("{:x}", h.finalize());
+        Ok(Self {
+            source,
+            identity_pem: Arc::new(identity_pem),
+            ca_pem: ca_pem.map(|c| Arc::new(c.to_vec())),
+            key,
+        })
+    }
 }
 
 impl RepoSpec {
@@ -131,8 +235,15 @@ impl RepoSpec {
             name: name.into(),
             url: url.into(),
             auth: None,
+            tls: None,
             plain_http: false,
         }
+    }
+
+    /// Present `tls` (a client certificate) to this repository.
+    pub fn with_client_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// An `oci://` registry spoken to over plain HTTP (the profile list's `plainHttp`).
@@ -242,9 +353,13 @@ pub struct ChartStore {
     /// Registry bearer tokens by (realm, service, scope).
     tokens: Arc<Mutex<HashMap<String, String>>>,
     /// The site's URL-prefix rewrites (`--mirrors`), applied to every repository pulled from.
-    mirrors: Arc<strata_core::mirrors::Mirrors>,
+    mirrors: Arc<std::sync::RwLock<Arc<strata_core::mirrors::Mirrors>>>,
     /// Repository URLs the mirrors rewrote: declared URL to mirror URL.
     rewritten: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+    /// The options every client is built with.
+    options: HttpOptions,
+    /// Clients presenting a client certificate, by [`ClientTls`] key.
+    tls_clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
 }
 
 impl ChartStore {
@@ -259,6 +374,25 @@ impl ChartStore {
         options: HttpOptions,
         redactor: Redactor,
     ) -> Result<Self> {
+        let client = Self::build_client(&options, None)?;
+        Ok(Self {
+            cache: cache_dir.into(),
+            client,
+            redactor,
+            indexes: Default::default(),
+            url_digests: Default::default(),
+            downloads: Default::default(),
+            verified: Default::default(),
+            tokens: Default::default(),
+            mirrors: Arc::default(),
+            rewritten: Arc::default(),
+            options,
+            tls_clients: Default::default(),
+        })
+    }
+
+    /// An HTTP client with `options`, presenting `tls` when given.
+    fn build_client(options: &HttpOptions, tls: Option<&ClientTls>) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(Duration::from_secs(10)))
@@ -274,28 +408,67 @@ impl ChartStore {
                 builder = builder.add_root_certificate(c);
             }
         }
-        let client = builder.build().map_err(|e| Error::Client(e.to_string()))?;
-        Ok(Self {
-            cache: cache_dir.into(),
-            client,
-            redactor,
-            indexes: Default::default(),
-            url_digests: Default::default(),
-            downloads: Default::default(),
-            verified: Default::default(),
-            tokens: Default::default(),
-            mirrors: Arc::default(),
-            rewritten: Arc::default(),
-        })
+        if let Some(t) = tls {
+            // Checked by ClientTls::from_pem; errors name the Secret, never the content.
+            let identity = reqwest::Identity::from_pem(&t.identity_pem).map_err(|_| {
+                Error::Client(format!(
+                    "the client certificate of {} is not usable",
+                    t.source
+                ))
+            })?;
+            builder = builder.identity(identity);
+            if let Some(ca) = &t.ca_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(ca).map_err(|_| {
+                    Error::Client(format!("key `ca.crt` of {} is not PEM", t.source))
+                })?;
+                for c in certs {
+                    builder = builder.add_root_certificate(c);
+                }
+            }
+        }
+        builder.build().map_err(|e| Error::Client(e.to_string()))
+    }
+
+    /// The client for `repo`: the shared one, or one presenting its client certificate
+    /// (built once per certificate).
+    fn client_for(&self, repo: &RepoSpec) -> Result<reqwest::Client> {
+        let Some(t) = &repo.tls else {
+            return Ok(self.client.clone());
+        };
+        if let Some(c) = self.tls_clients.lock().expect("lock").get(&t.key) {
+            return Ok(c.clone());
+        }
+        let client = Self::build_client(&self.options, Some(t))?;
+        let mut map = self.tls_clients.lock().expect("lock");
+        // Certificates of Secrets changed since are dropped with their clients.
+        if map.len() > 64 {
+            map.clear();
+        }
+        map.insert(t.key.clone(), client.clone());
+        Ok(client)
     }
 
     /// The archive path for a digest.
     /// Fetch every repository through the site's mirrors: a repository's URL (HTTP index and
     /// archives, `oci://` registry) is rewritten by the longest matching prefix before it is
     /// fetched; its credentials go to the mirror.
-    pub fn with_mirrors(mut self, mirrors: strata_core::mirrors::Mirrors) -> Self {
-        self.mirrors = Arc::new(mirrors);
+    pub fn with_mirrors(self, mirrors: strata_core::mirrors::Mirrors) -> Self {
+        self.set_mirrors(mirrors);
         self
+    }
+
+    /// Replace the site's mirrors (`--mirrors-configmap` changed): later pulls go through
+    /// the new ones, and what the old ones rewrote is forgotten.
+    pub fn set_mirrors(&self, mirrors: strata_core::mirrors::Mirrors) {
+        *self.mirrors.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(mirrors);
+        self.rewritten.lock().expect("lock").clear();
+    }
+
+    fn mirrors(&self) -> Arc<strata_core::mirrors::Mirrors> {
+        self.mirrors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The repositories the mirrors rewrote so far: (declared URL, mirror URL).
@@ -306,7 +479,7 @@ impl ChartStore {
 
     /// `url` through the mirrors (recorded when rewritten).
     fn mirror_url(&self, url: &str) -> String {
-        match self.mirrors.rewrite(url) {
+        match self.mirrors().rewrite(url) {
             Some(to) => {
                 self.rewritten
                     .lock()
@@ -385,8 +558,9 @@ impl ChartStore {
             same_origin(&repo.url, url)
         };
         let mut bearer: Option<String> = None;
+        let client = self.client_for(repo)?;
         let mut resp = loop {
-            let mut req = self.client.get(url);
+            let mut req = client.get(url);
             if let Some(token) = &bearer {
                 req = req.bearer_auth(token);
             } else if let Some(a) = &repo.auth
@@ -468,7 +642,32 @@ impl ChartStore {
     ) -> Result<reqwest::Response> {
         req.send().await.map_err(|e| {
             let message = self.redactor.redact(&error_chain(&e));
-            if message.to_ascii_lowercase().contains("certificate") {
+            let lower = message.to_ascii_lowercase();
+            // TLS alerts of a server that wants a client certificate (rustls names them
+            // CertificateRequired, BadCertificate, UnknownCA, ...).
+            let alert = lower.contains("received fatal alert");
+            if alert && (lower.contains("certificaterequired") || lower.contains("handshakefailure") && repo.tls.is_none()) {
+                Error::ClientCertificate {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(url),
+                    what: "requires a client certificate (mutual TLS)",
+                    message,
+                    hint: "give the repository certSecretRef: a kubernetes.io/tls Secret with keys tls.crt and tls.key",
+                }
+            } else if alert
+                && repo.tls.is_some()
+                && ["badcertificate", "unknownca", "certificateexpired", "certificaterevoked", "certificateunknown", "accessdenied", "unsupportedcertificate"]
+                    .iter()
+                    .any(|a| lower.contains(a))
+            {
+                Error::ClientCertificate {
+                    repository: repo.name.clone(),
+                    url: self.redactor.redact(url),
+                    what: "refused the client certificate",
+                    message,
+                    hint: "check that the certificate of certSecretRef is valid and signed by a CA the server trusts",
+                }
+            } else if lower.contains("certificate") {
                 Error::Tls {
                     repository: repo.name.clone(),
                     url: self.redactor.redact(url),
@@ -510,7 +709,7 @@ impl ChartStore {
         if let Some(t) = self.tokens.lock().expect("lock").get(&key) {
             return Ok(t.clone());
         }
-        let mut req = self.client.get(&challenge.realm);
+        let mut req = self.client_for(repo)?.get(&challenge.realm);
         let mut query = Vec::new();
         if let Some(s) = &challenge.service {
             query.push(("service", s.as_str()));
@@ -674,7 +873,7 @@ impl ChartStore {
         };
         // An index may name archives by absolute URL on the declared host.
         let url = strata_core::repoindex::resolve_url(&repo.url, first);
-        let url = match self.mirrors.rewrite(&url) {
+        let url = match self.mirrors().rewrite(&url) {
             Some(to) => to,
             None => url,
         };
@@ -1028,6 +1227,65 @@ pub fn chart_yaml_from_dir(dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_certificate_is_checked_and_errors_name_the_secret_and_key_only() {
+        let tls = testkit::tls::TestTls::generate_mtls().unwrap();
+        let c = tls.client.unwrap();
+        let src = "Secret strata-system/client";
+        let ok = ClientTls::from_pem(src, c.cert_pem.as_bytes(), c.key_pem.as_bytes(), None);
+        let ok = ok.unwrap();
+        let shown = format!("{ok:?}");
+        assert!(
+            shown.contains(src) && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+        assert!(
+            ClientTls::from_pem(
+                src,
+                c.cert_pem.as_bytes(),
+                c.key_pem.as_bytes(),
+                Some(tls.ca_pem.as_bytes())
+            )
+            .is_ok()
+        );
+        let err = |cert: &str, key: &str, ca: Option<&str>| {
+            ClientTls::from_pem(src, cert.as_bytes(), key.as_bytes(), ca.map(str::as_bytes))
+                .unwrap_err()
+        };
+        let e = err("sentinel-cert", &c.key_pem, None);
+        assert!(
+            e.contains("key `tls.crt` of Secret strata-system/client"),
+            "{e}"
+        );
+        assert!(!e.contains("sentinel"), "{e}");
+        let e = err(&c.cert_pem, "sentinel-key", None);
+        assert!(
+            e.contains("key `tls.key` of Secret strata-system/client"),
+            "{e}"
+        );
+        assert!(!e.contains("sentinel"), "{e}");
+        // PEM headers around something that is not a key.
+        let e = err(
+            &c.cert_pem,
+            "-----BEGIN PRIVATE KEY-----\nc2VudGluZWw=\n-----END PRIVATE KEY-----\n",
+            None,
+        );
+        assert!(e.contains("`tls.crt` and `tls.key`"), "{e}");
+        assert!(!e.contains("c2VudGluZWw"), "{e}");
+        let e = err(&c.cert_pem, &c.key_pem, Some("no pem"));
+        assert!(e.contains("key `ca.crt`"), "{e}");
+        // The same certificate is one client.
+        let store = ChartStore::new(
+            tempfile::tempdir().unwrap().path().join("c"),
+            Redactor::default(),
+        )
+        .unwrap();
+        let spec = RepoSpec::new("r", "https://r.example").with_client_tls(ok.clone());
+        store.client_for(&spec).unwrap();
+        store.client_for(&spec).unwrap();
+        assert_eq!(store.tls_clients.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn credentials_go_only_to_the_repository_origin() {

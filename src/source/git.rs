@@ -29,7 +29,8 @@ pub enum FetchFailure {
     Authentication,
     /// The branch, tag or commit does not exist.
     RefNotFound,
-    /// The server's certificate is not trusted (set a CA file).
+    /// The server's certificate is not trusted (set a CA file), or the server refused the
+    /// handshake (it requires a client certificate).
     Tls,
     /// The server did not answer in time.
     Timeout,
@@ -144,6 +145,8 @@ pub struct GitSource {
     home: PathBuf,
     auth: GitAuth,
     ca_file: Option<PathBuf>,
+    /// Client certificate and key files (PEM) for HTTPS (mTLS).
+    client_cert: Option<(PathBuf, PathBuf)>,
     timeout: Duration,
     redactor: Redactor,
     /// Serialises this process's git calls on the cache: fetches (which write the cache and
@@ -206,10 +209,23 @@ pub fn invalid_ref(reference: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether git's (lowercased) stderr says the server ended the TLS handshake with an alert,
+/// which is what a server requiring a client certificate does to a client without one (or
+/// with one it does not accept): GnuTLS and OpenSSL builds of git.
+fn is_tls_alert(m: &str) -> bool {
+    m.contains("tls fatal alert")
+        || m.contains("alert certificate required")
+        || m.contains("alert bad certificate")
+        || m.contains("alert unknown ca")
+        || m.contains("tlsv13 alert certificate required")
+}
+
 /// Classifies git's stderr of a failed fetch.
 pub fn classify_fetch(stderr: &str) -> FetchFailure {
     let m = stderr.to_ascii_lowercase();
-    if m.contains("ssl certificate problem") || m.contains("server certificate verification failed")
+    if m.contains("ssl certificate problem")
+        || m.contains("server certificate verification failed")
+        || is_tls_alert(&m)
     {
         FetchFailure::Tls
     } else if m.contains("authentication failed")
@@ -275,10 +291,30 @@ impl GitSource {
             reference: reference.into(),
             auth,
             ca_file: None,
+            client_cert: None,
             timeout: DEFAULT_TIMEOUT,
             redactor,
             lock: Default::default(),
             needs_repair: Default::default(),
+        }
+    }
+
+    /// The same source (ref, credentials, CA, timeout) fetching from `url` instead, cached
+    /// beside this one (a mirror the site's mirrors now point to).
+    pub fn with_url(&self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        let key = format!("{:x}", sha2::Sha256::digest(url.as_bytes()));
+        let repos = self
+            .cache
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Self {
+            cache: repos.join(format!("{}.git", &key[..16])),
+            url,
+            lock: Default::default(),
+            needs_repair: Default::default(),
+            ..self.clone()
         }
     }
 
@@ -288,10 +324,26 @@ impl GitSource {
         self
     }
 
+    /// Presents the client certificate in `cert_file` with its key `key_file` (PEM) to HTTPS
+    /// servers that require one (git's `http.sslCert` and `http.sslKey`).
+    pub fn with_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.client_cert = Some((cert_file.into(), key_file.into()));
+        self
+    }
+
     /// Sets the timeout of each git command.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The URL fetched from (credentials included; show [`GitSource::display_url`]).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The URL with credentials redacted.
@@ -327,6 +379,10 @@ impl GitSource {
         ];
         if let Some(ca) = &self.ca_file {
             config.push(("http.sslCAInfo".into(), ca.display().to_string()));
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            config.push(("http.sslCert".into(), cert.display().to_string()));
+            config.push(("http.sslKey".into(), key.display().to_string()));
         }
         if let Some(b) = &self.auth.basic {
             config.push((
@@ -473,6 +529,16 @@ impl GitSource {
 
     fn fetch_error(&self, message: String) -> Error {
         let kind = classify_fetch(&message);
+        let message = if is_tls_alert(&message.to_ascii_lowercase()) {
+            let hint = if self.client_cert.is_some() {
+                "the server refused the TLS handshake: check that the client certificate (--git-client-cert-file) is valid and signed by a CA the server trusts"
+            } else {
+                "the server refused the TLS handshake: if it requires a client certificate (mutual TLS), give --git-client-cert-file and --git-client-key-file"
+            };
+            format!("{}; {hint}", message.trim())
+        } else {
+            message
+        };
         let message = if crate::source::disk::mentions_no_space(&message) {
             let dir = self.cache.parent().expect("has parent");
             format!(

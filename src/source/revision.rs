@@ -34,6 +34,10 @@ pub enum SetupError {
 /// The key of the `--profiles-configmap` ConfigMap holding the overlay list.
 pub const OVERLAY_KEY: &str = "profiles.yaml";
 
+/// The key of the `--mirrors-configmap` ConfigMap holding the mirrors list (the format of
+/// the `--mirrors` file).
+pub const MIRRORS_KEY: &str = "mirrors.yaml";
+
 /// How problems name the overlay list of ConfigMap `name`.
 pub fn overlay_file(name: &str) -> String {
     format!("configmap/{name}/{OVERLAY_KEY}")
@@ -181,7 +185,14 @@ impl Loaded {
 
 /// Fetches and loads revisions.
 pub struct Loader {
-    git: GitSource,
+    /// The Git source; replaced when `--mirrors-configmap` points the Git URL elsewhere.
+    git: std::sync::RwLock<GitSource>,
+    /// The Git URL as configured (`--git-url`), before any mirror.
+    declared_git_url: String,
+    /// `--mirrors-configmap`, if given: the site's mirrors, read every cycle.
+    mirrors_configmap: Option<String>,
+    /// The mirrors text last applied from `--mirrors-configmap`.
+    mirrors_text: std::sync::Mutex<Option<String>>,
     charts: ChartStore,
     /// The configured path; may contain `{cluster}`.
     profiles_path: String,
@@ -196,9 +207,28 @@ pub struct Loader {
     /// Where charts from Git with dependencies are built (`<digest>/<chart>`).
     built: PathBuf,
     /// The Git URL as declared and the mirror it is fetched from, when `--mirrors` rewrote it.
-    git_mirror: Option<(String, String)>,
+    git_mirror: std::sync::RwLock<Option<(String, String)>>,
     /// Whether a chart may have post hooks, by chart digest (the charts of the last load).
     post_hooks: std::sync::Mutex<BTreeMap<String, bool>>,
+}
+
+/// A chart repository's credentials from its Secrets: basic auth and a client certificate.
+#[derive(Clone, Default)]
+struct RepoCreds {
+    basic: Option<BasicAuth>,
+    tls: Option<crate::source::charts::ClientTls>,
+}
+
+impl RepoCreds {
+    fn apply(&self, mut spec: RepoSpec) -> RepoSpec {
+        if let Some(a) = &self.basic {
+            spec = spec.with_auth(a.clone());
+        }
+        if let Some(t) = &self.tls {
+            spec = spec.with_client_tls(t.clone());
+        }
+        spec
+    }
 }
 
 /// The cluster and default namespace `valuesFrom` Secrets are read from.
@@ -247,6 +277,7 @@ impl Loader {
         let git_mirror = mirrors
             .rewrite(&source.git_url)
             .map(|to| (source.git_url.clone(), to));
+        let declared_git_url = source.git_url.clone();
         let git_url = git_mirror
             .as_ref()
             .map_or(source.git_url, |(_, to)| to.clone());
@@ -263,6 +294,9 @@ impl Loader {
         if let Some(ca) = &source.ca_file {
             git = git.with_ca_file(ca);
         }
+        if let Some((cert, key)) = &creds.client_cert {
+            git = git.with_client_cert(cert, key);
+        }
         let options = crate::source::charts::HttpOptions {
             ca_file: source.ca_file.clone(),
             ..Default::default()
@@ -270,7 +304,10 @@ impl Loader {
         let charts = ChartStore::with_options(work_dir.join("charts"), options, redactor.clone())?
             .with_mirrors(mirrors);
         Ok(Self {
-            git,
+            git: std::sync::RwLock::new(git),
+            declared_git_url,
+            mirrors_configmap: source.mirrors_configmap,
+            mirrors_text: Default::default(),
             charts,
             profiles_path: source.profiles_path,
             cluster_name: source.cluster_name,
@@ -278,7 +315,7 @@ impl Loader {
             secrets: None,
             redactor,
             built: work_dir.join("built"),
-            git_mirror,
+            git_mirror: std::sync::RwLock::new(git_mirror),
             post_hooks: Default::default(),
         })
     }
@@ -360,6 +397,75 @@ impl Loader {
         let username = fields.pop().unwrap_or_default();
         self.redactor.add(password.clone());
         Ok(Some(BasicAuth::new(username, password)))
+    }
+
+    /// The client certificate of a chart repository from its `certSecretRef` (keys
+    /// `tls.crt`, `tls.key`, optionally `ca.crt` of a Secret in the agent's namespace);
+    /// `None` without `certSecretRef` or without a cluster (`strata plan`). Problems name the
+    /// repository, Secret and key, never the content.
+    async fn repository_tls(
+        &self,
+        repo: &strata_core::profiles::Repository,
+        list_path: &str,
+    ) -> Result<Option<crate::source::charts::ClientTls>, Failure> {
+        let (Some(r), Some(src)) = (&repo.cert_secret_ref, &self.secrets) else {
+            return Ok(None);
+        };
+        let ns = &src.namespace;
+        let problem = |message: String| {
+            Failure::Problem(ProblemView {
+                file: list_path.to_string(),
+                field: format!("repositories[{}].certSecretRef", repo.name),
+                message,
+            })
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
+        let secret = match api.get_opt(&r.name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(problem(format!(
+                    "repository {}: Secret {ns}/{} does not exist; create it with keys tls.crt and tls.key (kubectl create secret tls)",
+                    repo.name, r.name
+                )));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
+                return Err(problem(format!(
+                    "repository {}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
+                    repo.name, r.name, e.message
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Unavailable(format!(
+                    "repository {}: cannot read Secret {ns}/{} from the API server: {e}",
+                    repo.name, r.name
+                )));
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let mut pems = Vec::new();
+        for key in strata_core::profiles::REPOSITORY_CERT_SECRET_KEYS {
+            match data.get(key) {
+                Some(v) if !v.0.is_empty() => pems.push(v.0.as_slice()),
+                _ => {
+                    return Err(problem(format!(
+                        "repository {}: Secret {ns}/{} has no (or an empty) key `{key}`; it needs keys tls.crt and tls.key (PEM)",
+                        repo.name, r.name
+                    )));
+                }
+            }
+        }
+        let ca = data
+            .get(strata_core::profiles::REPOSITORY_CERT_SECRET_CA_KEY)
+            .map(|v| v.0.as_slice())
+            .filter(|v| !v.is_empty());
+        crate::source::charts::ClientTls::from_pem(
+            format!("Secret {ns}/{}", r.name),
+            pems[0],
+            pems[1],
+            ca,
+        )
+        .map(Some)
+        .map_err(|e| problem(format!("repository {}: {e}", repo.name)))
     }
 
     /// The values of one `valuesFrom` entry (`None`: optional and missing, or no cluster).
@@ -464,8 +570,10 @@ impl Loader {
     pub fn mirrored(&self) -> Vec<crate::observe::status::MirroredUrl> {
         let mut out: Vec<_> = self
             .git_mirror
-            .iter()
-            .cloned()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .into_iter()
             .chain(self.charts.rewritten())
             .map(|(url, to)| crate::observe::status::MirroredUrl {
                 url: self.redactor.redact(&url),
@@ -486,9 +594,85 @@ impl Loader {
         resolve_profiles_path(&self.profiles_path, cluster)
     }
 
+    /// The Git source now (the mirror `--mirrors-configmap` names last).
+    fn git(&self) -> GitSource {
+        self.git.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Read the site's mirrors from `--mirrors-configmap` (every cycle, before fetching):
+    /// when their text changed, chart repositories and the Git URL are fetched through the
+    /// new ones from now on. Without the flag, or without a cluster (`strata plan`), nothing.
+    /// A missing ConfigMap or key, an invalid mirrors list or an API error is an error
+    /// naming the ConfigMap (the mirrors in use stay as they were).
+    pub async fn refresh_mirrors(&self) -> Result<(), String> {
+        let (Some(name), Some(src)) = (&self.mirrors_configmap, &self.secrets) else {
+            return Ok(());
+        };
+        let ns = &src.namespace;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(src.client.clone(), ns);
+        let cm = match api.get_opt(name).await {
+            Ok(Some(cm)) => cm,
+            Ok(None) => {
+                return Err(format!(
+                    "ConfigMap {ns}/{name} (--mirrors-configmap) does not exist; create it with the mirrors list under key {MIRRORS_KEY}, or unset --mirrors-configmap; nothing new is applied until then"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read ConfigMap {ns}/{name} (--mirrors-configmap): {}; nothing new is applied until then",
+                    crate::kube_api::error_text(&e)
+                ));
+            }
+        };
+        let Some(text) = cm.data.as_ref().and_then(|d| d.get(MIRRORS_KEY)) else {
+            return Err(format!(
+                "ConfigMap {ns}/{name} (--mirrors-configmap) has no key {MIRRORS_KEY}; put the mirrors list there; nothing new is applied until then"
+            ));
+        };
+        if self
+            .mirrors_text
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(text.as_str())
+        {
+            return Ok(());
+        }
+        let file = format!("configmap/{name}/{MIRRORS_KEY}");
+        let mirrors = strata_core::mirrors::parse(&file, text).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            format!(
+                "the mirrors of ConfigMap {ns}/{name} (--mirrors-configmap) are invalid: {}; nothing new is applied until they are fixed",
+                list.join("; ")
+            )
+        })?;
+        let git_mirror = mirrors
+            .rewrite(&self.declared_git_url)
+            .map(|to| (self.declared_git_url.clone(), to));
+        let git_url = git_mirror
+            .as_ref()
+            .map_or(self.declared_git_url.as_str(), |(_, to)| to.as_str());
+        {
+            let mut git = self.git.write().unwrap_or_else(|e| e.into_inner());
+            if git.url() != git_url {
+                *git = git.with_url(git_url);
+            }
+        }
+        tracing::info!(
+            configmap = %format!("{ns}/{name}"),
+            git = %self.redactor.redact(git_url),
+            "the site's mirrors were read from the ConfigMap"
+        );
+        *self.git_mirror.write().unwrap_or_else(|e| e.into_inner()) = git_mirror;
+        self.charts.set_mirrors(mirrors);
+        *self.mirrors_text.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+        Ok(())
+    }
+
     /// Fetch the configured ref; the commit it points to.
     pub async fn fetch(&self) -> Result<Fetched, crate::source::git::Error> {
-        let rev = self.git.fetch().await?;
+        let rev = self.git().fetch().await?;
         Ok(Fetched {
             revision: rev.commit.clone(),
             commit: rev.commit,
@@ -501,7 +685,7 @@ impl Loader {
         path: &str,
         referenced_from: (&str, &str),
     ) -> Result<String, Failure> {
-        match self.git.read_file(commit, path).await {
+        match self.git().read_file(commit, path).await {
             Ok(Some(bytes)) => strata_core::input::decode(path, &bytes).map_err(|ps| {
                 Failure::Problem(ps.iter().next().map(view).unwrap_or_else(|| ProblemView {
                     file: path.to_string(),
@@ -616,13 +800,19 @@ impl Loader {
         let mut found = Findings::default();
         let allocation = self.allocation(at, &list, &mut found).await;
         // Credentials of the repositories that have a secretRef (read once per load).
-        let mut repo_auth: BTreeMap<String, Option<BasicAuth>> = BTreeMap::new();
+        let mut repo_auth: BTreeMap<String, RepoCreds> = BTreeMap::new();
         for repo in &list.repositories {
-            match self.repository_auth(repo, path).await {
-                Ok(a) => {
-                    repo_auth.insert(repo.name.clone(), a);
+            let basic = self.repository_auth(repo, path).await;
+            let tls = self.repository_tls(repo, path).await;
+            match (basic, tls) {
+                (Ok(basic), Ok(tls)) => {
+                    repo_auth.insert(repo.name.clone(), RepoCreds { basic, tls });
                 }
-                Err(f) => found.add(f),
+                (basic, tls) => {
+                    for f in [basic.err(), tls.err()].into_iter().flatten() {
+                        found.add(f);
+                    }
+                }
             }
         }
         // Charts (each pulled once, cached by digest) and values.
@@ -722,7 +912,7 @@ impl Loader {
                 Outcome::Need(need) => need,
             };
             for p in need {
-                let got = match self.git.read_file(commit, &p).await {
+                let got = match self.git().read_file(commit, &p).await {
                     Ok(Some(bytes)) => match strata_core::input::decode(&p, &bytes) {
                         Ok(t) => Got::Text(t),
                         Err(ps) => Got::Refused(ps.iter().next().map_or_else(
@@ -829,7 +1019,7 @@ impl Loader {
         at: At<'_>,
         list: &ProfileList,
         profile: &strata_core::profiles::Profile,
-        repo_auth: &BTreeMap<String, Option<BasicAuth>>,
+        repo_auth: &BTreeMap<String, RepoCreds>,
         checkout: &mut Option<PathBuf>,
         found: &mut Findings,
     ) -> Option<(strata_core::chart::ChartMeta, PathBuf)> {
@@ -840,12 +1030,10 @@ impl Loader {
                 // A missing repository or version is reported by the parser.
                 let repo = list.repository(repository)?;
                 let constraint = profile.version.as_ref()?;
-                let mut spec =
-                    RepoSpec::new(&repo.name, &repo.url).with_plain_http(repo.plain_http);
                 // Without an entry, its Secret is a problem already.
-                if let Some(auth) = repo_auth.get(&repo.name)? {
-                    spec = spec.with_auth(auth.clone());
-                }
+                let spec = repo_auth
+                    .get(&repo.name)?
+                    .apply(RepoSpec::new(&repo.name, &repo.url).with_plain_http(repo.plain_http));
                 self.charts
                     .pull(spec, name, constraint)
                     .await
@@ -867,7 +1055,7 @@ impl Loader {
             }
             ChartRef::Path { path: chart_dir } => {
                 if checkout.is_none() {
-                    match self.git.checkout(commit).await {
+                    match self.git().checkout(commit).await {
                         Ok(dir) => *checkout = Some(dir),
                         Err(e) => {
                             found.add(Failure::Unavailable(format!(
@@ -933,8 +1121,8 @@ impl Loader {
                 .iter()
                 .map(|r| {
                     let spec = RepoSpec::new(&r.name, &r.url).with_plain_http(r.plain_http);
-                    match repo_auth.get(&r.name).cloned().flatten() {
-                        Some(a) => spec.with_auth(a),
+                    match repo_auth.get(&r.name) {
+                        Some(c) => c.apply(spec),
                         None => spec,
                     }
                 })

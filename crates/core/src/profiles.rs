@@ -42,11 +42,17 @@ pub const TOP_FIELDS: &[&str] = &[
 /// Field names accepted in `layering`.
 pub const LAYERING_FIELDS: &[&str] = &["model", "categories", "allocationFile"];
 /// Field names accepted in each `repositories[]` entry.
-pub const REPOSITORY_FIELDS: &[&str] = &["name", "url", "secretRef", "plainHttp"];
+pub const REPOSITORY_FIELDS: &[&str] = &["name", "url", "secretRef", "certSecretRef", "plainHttp"];
 /// Field names accepted in `repositories[].secretRef`.
 pub const REPOSITORY_SECRET_REF_FIELDS: &[&str] = &["name"];
 /// The keys of a chart repository's credentials Secret.
 pub const REPOSITORY_SECRET_KEYS: [&str; 2] = ["username", "password"];
+/// The keys of a chart repository's client certificate Secret (the `kubernetes.io/tls`
+/// layout): the certificate (chain) and its private key, PEM.
+pub const REPOSITORY_CERT_SECRET_KEYS: [&str; 2] = ["tls.crt", "tls.key"];
+/// The optional key of a client certificate Secret with CA certificates (PEM) trusted for
+/// that repository besides the system's and `--ca-file`.
+pub const REPOSITORY_CERT_SECRET_CA_KEY: &str = "ca.crt";
 /// Field names accepted in `defaults`.
 pub const DEFAULTS_FIELDS: &[&str] = &[
     "timeout",
@@ -178,6 +184,14 @@ pub struct Repository {
     /// for this repository.
     #[serde(default, rename = "secretRef", skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<RepositorySecretRef>,
+    /// A Secret in the agent's namespace with keys `tls.crt` and `tls.key` (and optionally
+    /// `ca.crt`): the client certificate (mTLS) presented to this repository.
+    #[serde(
+        default,
+        rename = "certSecretRef",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert_secret_ref: Option<RepositorySecretRef>,
     /// An `oci://` registry served over plain HTTP (a local or test registry); HTTPS otherwise.
     #[serde(
         default,
@@ -825,29 +839,33 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
                 ok = false;
             }
         }
-        let secret_ref = match f.get("secretRef") {
-            Some(n) => {
-                let rpath = join(&path, "secretRef");
-                let r = ctx
-                    .map(n, &rpath, Some(REPOSITORY_SECRET_REF_FIELDS))
-                    .and_then(|r| {
-                        let n = ctx.required(&r, "name", &rpath)?;
-                        let s = ctx.string(n, &join(&rpath, "name"))?;
-                        match check_secret_name(&s) {
-                            Ok(()) => Some(RepositorySecretRef { name: s }),
-                            Err(e) => {
-                                ctx.report(Some(n), &join(&rpath, "name"), e);
-                                None
+        let mut refs = [None, None];
+        for (slot, key) in refs.iter_mut().zip(["secretRef", "certSecretRef"]) {
+            *slot = match f.get(key) {
+                Some(n) => {
+                    let rpath = join(&path, key);
+                    let r = ctx
+                        .map(n, &rpath, Some(REPOSITORY_SECRET_REF_FIELDS))
+                        .and_then(|r| {
+                            let n = ctx.required(&r, "name", &rpath)?;
+                            let s = ctx.string(n, &join(&rpath, "name"))?;
+                            match check_secret_name(&s) {
+                                Ok(()) => Some(RepositorySecretRef { name: s }),
+                                Err(e) => {
+                                    ctx.report(Some(n), &join(&rpath, "name"), e);
+                                    None
+                                }
                             }
-                        }
-                    });
-                if r.is_none() {
-                    ok = false;
+                        });
+                    if r.is_none() {
+                        ok = false;
+                    }
+                    r
                 }
-                r
-            }
-            None => None,
-        };
+                None => None,
+            };
+        }
+        let [secret_ref, cert_secret_ref] = refs;
         let plain_http = match f.get("plainHttp") {
             Some(n) => match &n.value {
                 Value::Bool(b) => {
@@ -877,6 +895,7 @@ fn repositories(ctx: &mut Ctx<'_>, node: &Node) -> (Vec<Repository>, bool) {
             name,
             url,
             secret_ref,
+            cert_secret_ref,
             plain_http,
         });
     }

@@ -36,6 +36,7 @@ pub struct ChartRepo {
     server: HttpServer,
     state: Arc<State>,
     ca_pem: Option<String>,
+    client_cert: Option<crate::tls::ClientCert>,
 }
 
 impl ChartRepo {
@@ -64,6 +65,18 @@ impl ChartRepo {
     pub async fn start_tls(helm: &Path) -> anyhow::Result<Self> {
         let tls = crate::tls::TestTls::generate()?;
         Self::start_full(helm, None, Some(tls)).await
+    }
+
+    /// Starts a repository served over HTTPS that requires a client certificate signed by
+    /// its test CA (mutual TLS); the certificate is [`ChartRepo::client_cert`].
+    pub async fn start_mtls(helm: &Path) -> anyhow::Result<Self> {
+        let tls = crate::tls::TestTls::generate_mtls()?;
+        Self::start_full(helm, None, Some(tls)).await
+    }
+
+    /// The client certificate a repository started with [`ChartRepo::start_mtls`] requires.
+    pub fn client_cert(&self) -> Option<&crate::tls::ClientCert> {
+        self.client_cert.as_ref()
     }
 
     /// The CA certificate (PEM) of an HTTPS repository.
@@ -119,6 +132,7 @@ impl ChartRepo {
             })
         });
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let client_cert = tls.as_ref().and_then(|t| t.client.clone());
         let server = match tls {
             Some(t) => HttpServer::start_tls(handler, t.server).await?,
             None => HttpServer::start(handler).await?,
@@ -130,6 +144,7 @@ impl ChartRepo {
             server,
             state,
             ca_pem,
+            client_cert,
         })
     }
 

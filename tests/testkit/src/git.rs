@@ -175,6 +175,7 @@ pub struct GitServer {
     root: tempfile::TempDir,
     http: HttpServer,
     ca_pem: Option<String>,
+    client_cert: Option<crate::tls::ClientCert>,
     daemon: Mutex<Option<Arc<DaemonServer>>>,
     gate: Arc<http::Gate>,
 }
@@ -205,6 +206,17 @@ impl GitServer {
     /// ([`GitServer::ca_pem`]).
     pub async fn start_tls() -> anyhow::Result<Self> {
         Self::start_full(None, Some(crate::tls::TestTls::generate()?)).await
+    }
+
+    /// Starts a server over HTTPS that requires a client certificate signed by its test CA
+    /// (mutual TLS): [`GitServer::client_cert`].
+    pub async fn start_mtls() -> anyhow::Result<Self> {
+        Self::start_full(None, Some(crate::tls::TestTls::generate_mtls()?)).await
+    }
+
+    /// The client certificate a server started with [`GitServer::start_mtls`] requires.
+    pub fn client_cert(&self) -> Option<&crate::tls::ClientCert> {
+        self.client_cert.as_ref()
     }
 
     /// The CA certificate (PEM) of an HTTPS server.
@@ -246,6 +258,7 @@ impl GitServer {
             })
         });
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        let client_cert = tls.as_ref().and_then(|t| t.client.clone());
         let http = match tls {
             Some(t) => HttpServer::start_tls(handler, t.server).await?,
             None => HttpServer::start(handler).await?,
@@ -254,6 +267,7 @@ impl GitServer {
             root,
             http,
             ca_pem,
+            client_cert,
             daemon: Mutex::new(None),
             gate,
         })

@@ -1010,3 +1010,37 @@ fn drift_problems_are_all_reported_with_positions() {
         assert!(has(&msgs, needle), "{needle}: {msgs:?}");
     }
 }
+
+#[test]
+fn repository_cert_secret_ref() {
+    let text = "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: mtls\n    url: https://charts.example.com\n    certSecretRef: {name: charts-client}\n    secretRef: {name: charts-login}\n  - name: open\n    url: oci://registry.example.com/charts\nprofiles: []\n";
+    let l = parse("p.yaml", text).unwrap();
+    let r = l.repository("mtls").unwrap();
+    assert_eq!(
+        r.cert_secret_ref,
+        Some(RepositorySecretRef {
+            name: "charts-client".into()
+        })
+    );
+    assert_eq!(r.secret_ref.as_ref().unwrap().name, "charts-login");
+    assert_eq!(l.repository("open").unwrap().cert_secret_ref, None);
+    let json = serde_json::to_value(&l).unwrap();
+    assert_eq!(
+        json["repositories"][0]["certSecretRef"]["name"],
+        "charts-client"
+    );
+    let msgs = messages(
+        "apiVersion: strata.dev/v1alpha1\nkind: ProfileList\nrepositories:\n  - name: a\n    url: https://a.example.com\n    certSecretRef: {name: Bad_Name}\n  - name: b\n    url: https://b.example.com\n    certSecretRef: {key: x}\nprofiles: []\n",
+    );
+    assert!(
+        has(
+            &msgs,
+            "repositories[a].certSecretRef.name: `Bad_Name` is not a valid Secret name"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(&msgs, "repositories[b].certSecretRef.key: unknown field"),
+        "{msgs:#?}"
+    );
+}
