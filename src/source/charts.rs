@@ -245,6 +245,9 @@ pub struct ChartStore {
     mirrors: Arc<strata_core::mirrors::Mirrors>,
     /// Repository URLs the mirrors rewrote: declared URL to mirror URL.
     rewritten: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+    /// Every chart pulled through [`ChartStore::pull`]: (declared repository URL, name,
+    /// version) to the archive (what `strata bundle` carries).
+    pulled: Arc<Mutex<std::collections::BTreeMap<(String, String, String), PulledChart>>>,
 }
 
 impl ChartStore {
@@ -286,6 +289,7 @@ impl ChartStore {
             tokens: Default::default(),
             mirrors: Arc::default(),
             rewritten: Arc::default(),
+            pulled: Arc::default(),
         })
     }
 
@@ -302,6 +306,15 @@ impl ChartStore {
     pub fn rewritten(&self) -> Vec<(String, String)> {
         let map = self.rewritten.lock().expect("lock");
         map.iter().map(|(a, b)| (a.clone(), b.clone())).collect()
+    }
+
+    /// Every chart pulled so far, by (declared repository URL, name, version): the charts of
+    /// the revisions loaded, their dependencies from repositories included.
+    pub fn pulled(&self) -> Vec<(String, PulledChart)> {
+        let map = self.pulled.lock().expect("lock");
+        map.iter()
+            .map(|((url, _, _), c)| (url.clone(), c.clone()))
+            .collect()
     }
 
     /// `url` through the mirrors (recorded when rewritten).
@@ -649,8 +662,23 @@ impl ChartStore {
         constraint: &VersionConstraint,
     ) -> Result<PulledChart> {
         let mut repo = repo.into();
+        let declared = repo.url.clone();
         repo.url = self.mirror_url(&repo.url);
-        let repo = &repo;
+        let pulled = self.pull_mirrored(&repo, chart, constraint).await?;
+        self.pulled.lock().expect("lock").insert(
+            (declared, pulled.name.clone(), pulled.version.clone()),
+            pulled.clone(),
+        );
+        Ok(pulled)
+    }
+
+    /// [`Self::pull`] from `repo` (its URL already through the mirrors).
+    async fn pull_mirrored(
+        &self,
+        repo: &RepoSpec,
+        chart: &str,
+        constraint: &VersionConstraint,
+    ) -> Result<PulledChart> {
         if repo.kind()? == RepoKind::Oci {
             return self.pull_oci(repo, chart, constraint).await;
         }
