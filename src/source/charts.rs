@@ -222,6 +222,9 @@ struct CachedIndex {
     text: Arc<String>,
 }
 
+/// A chart pulled: (declared repository URL, name, version).
+type PulledKey = (String, String, String);
+
 /// A cached archive checked against its digest: its length, modification time and Chart.yaml.
 type Verified = (u64, std::time::SystemTime, String);
 
@@ -247,7 +250,7 @@ pub struct ChartStore {
     rewritten: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
     /// Every chart pulled through [`ChartStore::pull`]: (declared repository URL, name,
     /// version) to the archive (what `strata bundle` carries).
-    pulled: Arc<Mutex<std::collections::BTreeMap<(String, String, String), PulledChart>>>,
+    pulled: Arc<Mutex<std::collections::BTreeMap<PulledKey, PulledChart>>>,
 }
 
 impl ChartStore {
