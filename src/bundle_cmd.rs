@@ -488,6 +488,9 @@ pub struct PushTarget {
     pub chart_dir: Option<PathBuf>,
     /// The registry over plain HTTP.
     pub plain_http: bool,
+    /// Basic auth for the registry: user name and a file holding the password.
+    pub oci_username: Option<String>,
+    pub oci_password_file: Option<PathBuf>,
     /// The helm binary for `helm push`.
     pub helm: PathBuf,
     /// Scratch space (a new temporary directory when `None`).
@@ -504,9 +507,26 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
         oci,
         chart_dir,
         plain_http,
+        oci_username,
+        oci_password_file,
         helm,
         work_dir,
     } = target;
+    let redactor = Redactor::new();
+    let oci_auth = match (oci_username, oci_password_file) {
+        (Some(user), Some(file)) => {
+            let password = std::fs::read_to_string(&file).map_err(io(&file))?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            redactor.add(password.clone());
+            Some((user, password))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(Error::Push(
+                "give both --oci-username and --oci-password-file, or neither".into(),
+            ));
+        }
+    };
     let work =
         WorkDir::prepare(work_dir.as_deref(), "strata-bundle-push-").map_err(Error::WorkDir)?;
     let opened = open(bundle, &work.path().join("check"))?;
@@ -558,7 +578,6 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
             problems,
         });
     }
-    let redactor = Redactor::new();
     if let Some(dir) = &chart_dir {
         write_chart_dir(dir, &http_charts, &opened.entries)?;
         for c in &http_charts {
@@ -588,6 +607,9 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
                 .inherit_env("HELM_REGISTRY_CONFIG");
             if plain_http {
                 cmd = cmd.arg("--plain-http");
+            }
+            if let Some((user, password)) = &oci_auth {
+                cmd = cmd.args(["--username", user, "--password", password]);
             }
             process::run(&cmd, &redactor)
                 .await

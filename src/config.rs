@@ -115,7 +115,7 @@ pub struct BundlePushArgs {
     #[arg(long)]
     pub git_ref: Option<String>,
     /// Where charts from OCI registries go: `oci://<site registry>[:port]/<prefix>`
-    /// (`helm push`, with helm's registry login).
+    /// (`helm push`; each chart becomes `<prefix>/<name>:<version>`).
     #[arg(long)]
     pub oci: Option<String>,
     /// Where charts from HTTP repositories go: a directory served as the site's chart
@@ -125,6 +125,12 @@ pub struct BundlePushArgs {
     /// Speak plain HTTP to the --oci registry.
     #[arg(long)]
     pub plain_http: bool,
+    /// User name for the --oci registry (basic auth, with --oci-password-file).
+    #[arg(long, requires = "oci_password_file")]
+    pub oci_username: Option<String>,
+    /// File holding the --oci registry's password or token.
+    #[arg(long, requires = "oci_username")]
+    pub oci_password_file: Option<PathBuf>,
     /// The helm binary for `helm push`.
     #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
     pub helm: PathBuf,

@@ -130,6 +130,8 @@ async fn bundle(args: BundleArgs) -> ExitCode {
                 oci,
                 chart_dir,
                 plain_http,
+                oci_username,
+                oci_password_file,
                 helm,
                 work_dir,
             } = p;
@@ -139,6 +141,8 @@ async fn bundle(args: BundleArgs) -> ExitCode {
                 oci,
                 chart_dir,
                 plain_http,
+                oci_username,
+                oci_password_file,
                 helm,
                 work_dir,
             };

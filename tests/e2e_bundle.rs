@@ -380,21 +380,51 @@ async fn a_tampered_chart_is_refused_at_push_naming_the_chart() -> anyhow::Resul
         )
         .is_err()
     );
-    // The untouched bundle pushes.
+    // The untouched bundle pushes, into a registry with basic auth: refused without
+    // credentials (naming the chart), pushed with them.
+    let locked = OciRegistry::start_with_auth("site", "s3cret-pw").await?;
+    let locked_oci = locked.url("mirror");
     let r = run_strata(
         strata_bin!(),
         &push_args(
             s(&archive),
             &site_git,
             s(site.charts.dir()),
-            &site_oci,
+            &locked_oci,
             s(&helm_path),
         ),
         &[],
         LONG,
     )
     .await?;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("chart edge 1.2.0"), "{}", r.stderr);
+    let password = dir.path().join("registry-password");
+    std::fs::write(&password, "s3cret-pw\n")?;
+    let mut args = push_args(
+        s(&archive),
+        &site_git,
+        s(site.charts.dir()),
+        &locked_oci,
+        s(&helm_path),
+    );
+    args.extend([
+        "--oci-username",
+        "site",
+        "--oci-password-file",
+        s(&password),
+    ]);
+    let r = run_strata(strata_bin!(), &args, &[], LONG).await?;
     assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(!r.stdout.contains("s3cret-pw") && !r.stderr.contains("s3cret-pw"));
+    let tags = reqwest::Client::new()
+        .get(format!("http://{}/v2/mirror/edge/tags/list", locked.host()))
+        .basic_auth("site", Some("s3cret-pw"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(tags.contains("1.2.0"), "{tags}");
 
     // Without a target for the OCI chart: refused, naming it.
     let r = run_strata(
