@@ -591,6 +591,37 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
         for dir in [&staged, &home] {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
+        let helm_env = [
+            ("HOME", home.clone()),
+            ("HELM_CONFIG_HOME", home.join("config")),
+            ("HELM_CACHE_HOME", home.join("cache")),
+            ("HELM_DATA_HOME", home.join("data")),
+        ];
+        // Credentials go to helm on stdin, into the scratch helm home only.
+        if let Some((user, password)) = &oci_auth {
+            let host = oci
+                .trim_start_matches("oci://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let mut cmd = Command::new(&helm)
+                .args([
+                    "registry",
+                    "login",
+                    host,
+                    "--username",
+                    user,
+                    "--password-stdin",
+                ])
+                .envs(helm_env.clone())
+                .stdin(password.clone().into_bytes());
+            if plain_http {
+                cmd = cmd.arg("--plain-http");
+            }
+            process::run(&cmd, &redactor)
+                .await
+                .map_err(|e| Error::Push(format!("helm registry login {host} failed: {e}")))?;
+        }
         for c in &oci_charts {
             let file = staged.join(format!("{}-{}.tgz", c.name, c.version));
             std::fs::write(&file, &opened.entries[&c.file]).map_err(io(&file))?;
@@ -598,19 +629,11 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
                 .arg("push")
                 .arg(&file)
                 .arg(oci.trim_end_matches('/'))
-                .envs([
-                    ("HOME", home.as_os_str()),
-                    ("HELM_CONFIG_HOME", home.join("config").as_os_str()),
-                    ("HELM_CACHE_HOME", home.join("cache").as_os_str()),
-                    ("HELM_DATA_HOME", home.join("data").as_os_str()),
-                ])
-                .inherit_env("HELM_REGISTRY_CONFIG");
+                .envs(helm_env.clone());
             if plain_http {
                 cmd = cmd.arg("--plain-http");
             }
-            if let Some((user, password)) = &oci_auth {
-                cmd = cmd.args(["--username", user, "--password", password]);
-            }
+
             process::run(&cmd, &redactor)
                 .await
                 .map_err(|e| Error::Push(format!("{}: helm push failed: {e}", c.label())))?;

@@ -128,7 +128,8 @@ pub struct BundlePushArgs {
     /// User name for the --oci registry (basic auth, with --oci-password-file).
     #[arg(long, requires = "oci_password_file")]
     pub oci_username: Option<String>,
-    /// File holding the --oci registry's password or token.
+    /// File holding the --oci registry's password or token (given to `helm registry login`
+    /// on stdin, in a scratch helm home).
     #[arg(long, requires = "oci_username")]
     pub oci_password_file: Option<PathBuf>,
     /// The helm binary for `helm push`.
