@@ -29,6 +29,8 @@
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan, diff) | `STRATA_OUTPUT` | `text` |
 //! | `--values-diff` (diff) | none | off (changed value paths of upgrades, keys only) |
+//! | `--output` (bundle) | none | required (the archive written) |
+//! | `--git-url`, `--git-ref`, `--chart-dir`, `--oci`, `--plain-http`, `--oci-username`, `--oci-password-file` (bundle push) | none | where the bundle goes (`--git-ref`: the bundle's ref) |
 //! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
