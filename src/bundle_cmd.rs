@@ -649,7 +649,7 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
             .map_err(io(Path::new("stdout")))?;
         }
     }
-    let branch = git_ref.unwrap_or_else(|| default_branch(&lock.git_ref));
+    let branch = git_ref.unwrap_or_else(|| default_branch(&lock.git_ref, &lock.commit));
     let refname = if branch.starts_with("refs/") {
         branch
     } else {
@@ -674,9 +674,16 @@ pub async fn push(bundle: &Path, target: PushTarget, out: &mut impl Write) -> Re
     Ok(opened.lock)
 }
 
-/// The branch `push` writes by default: the bundle's ref, `main` when it was a commit id.
-pub fn default_branch(git_ref: &str) -> String {
-    if is_hex(git_ref, 40) || git_ref.is_empty() {
+/// The branch `push` writes by default: the bundle's ref, `main` when it was the commit's id
+/// (full or abbreviated).
+pub fn default_branch(git_ref: &str, commit: &str) -> String {
+    use crate::source::git::{RefKind, ref_kind};
+    let is_commit = match ref_kind(git_ref) {
+        RefKind::FullCommit => true,
+        RefKind::MaybeShortCommit => commit.starts_with(&git_ref.to_ascii_lowercase()),
+        RefKind::Name => git_ref.is_empty(),
+    };
+    if is_commit {
         "main".into()
     } else {
         git_ref.to_string()
@@ -900,14 +907,126 @@ mod tests {
         );
     }
 
+    /// A chart archive whose Chart.yaml says `name` `version`.
+    fn tgz(name: &str, version: &str) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        {
+            let mut tar = tar::Builder::new(&mut gz);
+            let text = format!("apiVersion: v2\nname: {name}\nversion: {version}\n");
+            append(&mut tar, &format!("{name}/Chart.yaml"), text.as_bytes()).unwrap();
+            tar.finish().unwrap();
+        }
+        gz.finish().unwrap()
+    }
+
+    /// A bundle of `entries` (name, bytes) plus a symlink entry when `link`.
+    fn write_bundle(path: &Path, entries: &[(&str, &[u8])], link: bool) {
+        let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+        for (name, bytes) in entries {
+            append(&mut tar, name, bytes).unwrap();
+        }
+        if link {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            tar.append_link(&mut h, "charts/link.tgz", "/etc/passwd")
+                .unwrap();
+        }
+        tar.finish().unwrap();
+    }
+
+    #[test]
+    fn a_bundle_is_read_whole_and_every_problem_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = tgz("certs", "1.0.0");
+        let liar = tgz("certs", "9.9.9");
+        let mut c = chart("certs", &good);
+        let mut other = chart("mesh", &liar);
+        other.file = "charts/mesh-1.0.0.tgz".into();
+        c.file = "charts/certs-1.0.0.tgz".into();
+        let l = lock(vec![c.clone(), other.clone()]);
+        let lock_json = serde_json::to_vec(&l).unwrap();
+        let path = dir.path().join("b.tar");
+        write_bundle(
+            &path,
+            &[
+                (LOCK_FILE, &lock_json),
+                (GIT_BUNDLE, b"bundle"),
+                (&c.file, &good),
+                (&other.file, &liar),
+            ],
+            false,
+        );
+        // The mesh entry holds a chart named certs 9.9.9: refused, naming it.
+        let err = open(&path, &dir.path().join("s"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("1 problem(s)")
+                && err.contains("chart mesh 1.0.0 (https://charts.example.com/platform): the archive holds chart certs 9.9.9"),
+            "{err}"
+        );
+        let l = lock(vec![c.clone()]);
+        let lock_json = serde_json::to_vec(&l).unwrap();
+        write_bundle(
+            &path,
+            &[
+                (LOCK_FILE, &lock_json),
+                (GIT_BUNDLE, b"bundle"),
+                (&c.file, &good),
+            ],
+            false,
+        );
+        let opened = open(&path, &dir.path().join("s")).unwrap();
+        assert_eq!(opened.lock, l);
+        // An entry the lock does not name, and no Git history.
+        write_bundle(
+            &path,
+            &[(LOCK_FILE, &lock_json), (&c.file, &good), ("extra", b"x")],
+            false,
+        );
+        let err = open(&path, &dir.path().join("s"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("2 problem(s)")
+                && err.contains("git/repository.bundle is missing")
+                && err.contains("entry extra is not in the lock"),
+            "{err}"
+        );
+        // Links are never followed, not even read.
+        write_bundle(
+            &path,
+            &[
+                (LOCK_FILE, &lock_json),
+                (GIT_BUNDLE, b"bundle"),
+                (&c.file, &good),
+            ],
+            true,
+        );
+        let err = open(&path, &dir.path().join("s"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("entry charts/link.tgz is not a regular file"),
+            "{err}"
+        );
+        // Not a bundle at all.
+        std::fs::write(&path, b"not a tar").unwrap();
+        assert!(open(&path, &dir.path().join("s")).is_err());
+    }
+
     #[test]
     fn push_writes_the_bundles_branch_unless_it_was_a_commit() {
-        assert_eq!(default_branch("main"), "main");
-        assert_eq!(default_branch("release-1"), "release-1");
-        assert_eq!(
-            default_branch("0123456789abcdef0123456789abcdef01234567"),
-            "main"
-        );
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(default_branch("main", commit), "main");
+        assert_eq!(default_branch("release-1", commit), "release-1");
+        assert_eq!(default_branch(commit, commit), "main");
+        assert_eq!(default_branch("0123456", commit), "main");
+        assert_eq!(default_branch("cafe", commit), "cafe");
         assert_eq!(
             without_userinfo("https://u:p@git.example.com/x"),
             "https://git.example.com/x"
