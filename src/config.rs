@@ -32,6 +32,8 @@
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan, diff) | `STRATA_OUTPUT` | `text` |
 //! | `--values-diff` (diff) | none | off (changed value paths of upgrades, keys only) |
+//! | `--output` (bundle) | none | required (the archive written) |
+//! | `--git-url`, `--git-ref`, `--chart-dir`, `--oci`, `--plain-http`, `--oci-username`, `--oci-password-file` (bundle push) | none | where the bundle goes (`--git-ref`: the bundle's ref) |
 //! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
@@ -74,6 +76,73 @@ pub enum Command {
     /// in the cluster, deciding as the agent decides. Exit 0 nothing would change, 2 something
     /// would change, 1 the revision has problems (all printed) or the diff could not be made.
     Diff(DiffArgs),
+    /// Write one revision (Git commit, every chart at its exact version, a lock of digests)
+    /// into one archive for an air-gapped site; `strata bundle push` puts it into the site.
+    ///
+    /// Loads the revision as `strata plan` does (an invalid one is refused with all its
+    /// problems) and writes a tar: bundle.lock.json, git/repository.bundle (the commit with
+    /// its history) and charts/*.tgz. Exit 0 written, 1 invalid revision, 2 other errors.
+    Bundle(BundleArgs),
+}
+
+/// `strata bundle [--git-url ...] --output FILE`, or `strata bundle push FILE ...`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BundleArgs {
+    #[command(subcommand)]
+    pub push: Option<BundleCommand>,
+    /// The revision to bundle (as `strata plan`).
+    #[command(flatten)]
+    pub source: Option<SourceArgs>,
+    /// The archive to write (required without `push`).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Push a bundle into a site: its charts into an OCI registry (--oci) and/or an HTTP
+    /// chart repository directory (--chart-dir), then its commit into the site's Git
+    /// repository (same commit id). Every chart's digest is checked against the lock first.
+    Push(BundlePushArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundlePushArgs {
+    /// The archive `strata bundle` wrote.
+    pub bundle: PathBuf,
+    /// The site's Git repository (https://, http://, ssh://, a path); credentials in the URL
+    /// or from git's ssh agent.
+    #[arg(long)]
+    pub git_url: String,
+    /// The branch (or full `refs/...` name) written; default: the bundle's --git-ref, or
+    /// `main` when that was a commit id. Never forced.
+    #[arg(long)]
+    pub git_ref: Option<String>,
+    /// Where charts from OCI registries go: `oci://<site registry>[:port]/<prefix>`
+    /// (`helm push`; each chart becomes `<prefix>/<name>:<version>`).
+    #[arg(long)]
+    pub oci: Option<String>,
+    /// Where charts from HTTP repositories go: a directory served as the site's chart
+    /// repository (archives and index.yaml written; other entries of its index kept).
+    #[arg(long)]
+    pub chart_dir: Option<PathBuf>,
+    /// Speak plain HTTP to the --oci registry.
+    #[arg(long)]
+    pub plain_http: bool,
+    /// User name for the --oci registry (basic auth, with --oci-password-file).
+    #[arg(long, requires = "oci_password_file")]
+    pub oci_username: Option<String>,
+    /// File holding the --oci registry's password or token (given to `helm registry login`
+    /// on stdin, in a scratch helm home).
+    #[arg(long, requires = "oci_username")]
+    pub oci_password_file: Option<PathBuf>,
+    /// The helm binary for `helm push`.
+    #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
+    pub helm: PathBuf,
+    /// Scratch directory (default: a new temporary directory).
+    #[arg(long, env = "STRATA_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -1146,7 +1215,9 @@ mod tests {
             all.extend_from_slice(args);
             match Cli::try_parse_from(all).unwrap().command {
                 Command::Run(run) => run,
-                Command::Plan(_) | Command::Status(_) | Command::Diff(_) => panic!("expected run"),
+                Command::Plan(_) | Command::Status(_) | Command::Diff(_) | Command::Bundle(_) => {
+                    panic!("expected run")
+                }
             }
         };
         let run = parse(&["--once", "--once-timeout", "1m30s"]);
@@ -1188,6 +1259,59 @@ mod tests {
             .unwrap_err();
         assert_eq!(errors.0[0].setting, Setting::OnceTimeout);
         assert!(errors.to_string().contains("longer than 0"), "{errors}");
+    }
+
+    #[test]
+    fn bundle_and_bundle_push_parse() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "bundle",
+            "--git-url",
+            "g",
+            "--git-ref",
+            "v1",
+            "-o",
+            "b.tar",
+        ])
+        .unwrap();
+        let Command::Bundle(BundleArgs {
+            push: None,
+            source: Some(source),
+            output: Some(output),
+        }) = cli.command
+        else {
+            panic!("expected bundle: {:?}", cli.command)
+        };
+        assert_eq!(
+            (source.git_url.as_str(), source.git_ref.as_str()),
+            ("g", "v1")
+        );
+        assert_eq!(output, Path::new("b.tar"));
+        let cli = Cli::try_parse_from([
+            "strata",
+            "bundle",
+            "push",
+            "b.tar",
+            "--git-url",
+            "site",
+            "--oci",
+            "oci://r/p",
+            "--plain-http",
+        ])
+        .unwrap();
+        let Command::Bundle(BundleArgs {
+            push: Some(BundleCommand::Push(p)),
+            source: None,
+            output: None,
+        }) = cli.command
+        else {
+            panic!("expected bundle push")
+        };
+        assert_eq!(p.bundle, Path::new("b.tar"));
+        assert_eq!(p.oci.as_deref(), Some("oci://r/p"));
+        assert!(p.plain_http && p.chart_dir.is_none());
+        assert!(Cli::try_parse_from(["strata", "bundle", "-o", "b.tar"]).is_err());
+        assert!(Cli::try_parse_from(["strata", "bundle", "push", "b.tar"]).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //!   ([`agent::leader`]) and the retry annotation ([`agent::annotation`]);
 //! - [`kube_api`]: the Kubernetes client and its error text, used by every part.
 pub mod agent;
+pub mod bundle_cmd;
 pub mod config;
 pub mod diff_cmd;
 pub mod executor;

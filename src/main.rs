@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use strata::agent::{self, Outcome};
-use strata::config::{self, Cli, Command, DiffArgs, LogArgs, PlanArgs, RunArgs, StatusArgs};
+use strata::bundle_cmd;
+use strata::config::{
+    self, BundleArgs, BundleCommand, Cli, Command, DiffArgs, LogArgs, PlanArgs, RunArgs, StatusArgs,
+};
 use strata::diff_cmd;
 use strata::observe::telemetry;
 use strata::observe::view::{self, Console};
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             Command::Plan(args) => plan(args).await,
             Command::Status(args) => status(args).await,
             Command::Diff(args) => diff(args).await,
+            Command::Bundle(args) => bundle(args).await,
         }
     });
     // Stop the runtime (and any helm child, killed on drop) before the blocking flush.
@@ -109,6 +113,86 @@ async fn diff(args: DiffArgs) -> ExitCode {
         Err(e) => {
             eprintln!("strata diff: {e}");
             ExitCode::from(diff_cmd::EXIT_ERROR)
+        }
+    }
+}
+
+async fn bundle(args: BundleArgs) -> ExitCode {
+    match args {
+        BundleArgs {
+            push: Some(BundleCommand::Push(p)),
+            ..
+        } => {
+            let config::BundlePushArgs {
+                bundle,
+                git_url,
+                git_ref,
+                oci,
+                chart_dir,
+                plain_http,
+                oci_username,
+                oci_password_file,
+                helm,
+                work_dir,
+            } = p;
+            let target = bundle_cmd::PushTarget {
+                git_url,
+                git_ref,
+                oci,
+                chart_dir,
+                plain_http,
+                oci_username,
+                oci_password_file,
+                helm,
+                work_dir,
+            };
+            match bundle_cmd::push(&bundle, target, &mut std::io::stdout()).await {
+                Ok(lock) => {
+                    println!(
+                        "pushed {} chart(s) and commit {}",
+                        lock.charts.len(),
+                        lock.commit
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata bundle push: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        BundleArgs {
+            source: Some(source),
+            output: Some(output),
+            ..
+        } => match bundle_cmd::create(source.into(), &output).await {
+            Ok(made) => {
+                println!(
+                    "bundle {}: commit {} ({}), {} chart(s)",
+                    made.output.display(),
+                    made.lock.commit,
+                    made.lock.profiles_path,
+                    made.lock.charts.len()
+                );
+                for c in &made.lock.charts {
+                    println!("  {} {} {} {}", c.repository, c.name, c.version, c.digest);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e @ bundle_cmd::Error::Invalid(_)) => {
+                eprintln!("strata bundle: {e}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("strata bundle: {e}");
+                ExitCode::from(2)
+            }
+        },
+        BundleArgs { .. } => {
+            eprintln!(
+                "strata bundle: give --git-url and --output (the revision and the archive to write), or `strata bundle push`"
+            );
+            ExitCode::from(2)
         }
     }
 }

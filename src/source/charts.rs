@@ -333,6 +333,9 @@ struct CachedIndex {
     text: Arc<String>,
 }
 
+/// A chart pulled: (declared repository URL, name, version).
+type PulledKey = (String, String, String);
+
 /// A cached archive checked against its digest: its length, modification time and Chart.yaml.
 type Verified = (u64, std::time::SystemTime, String);
 
@@ -360,6 +363,9 @@ pub struct ChartStore {
     options: HttpOptions,
     /// Clients presenting a client certificate, by [`ClientTls`] key.
     tls_clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    /// Every chart pulled through [`ChartStore::pull`]: (declared repository URL, name,
+    /// version) to the archive (what `strata bundle` carries).
+    pulled: Arc<Mutex<std::collections::BTreeMap<PulledKey, PulledChart>>>,
 }
 
 impl ChartStore {
@@ -388,6 +394,7 @@ impl ChartStore {
             rewritten: Arc::default(),
             options,
             tls_clients: Default::default(),
+            pulled: Arc::default(),
         })
     }
 
@@ -475,6 +482,15 @@ impl ChartStore {
     pub fn rewritten(&self) -> Vec<(String, String)> {
         let map = self.rewritten.lock().expect("lock");
         map.iter().map(|(a, b)| (a.clone(), b.clone())).collect()
+    }
+
+    /// Every chart pulled so far, by (declared repository URL, name, version): the charts of
+    /// the revisions loaded, their dependencies from repositories included.
+    pub fn pulled(&self) -> Vec<(String, PulledChart)> {
+        let map = self.pulled.lock().expect("lock");
+        map.iter()
+            .map(|((url, _, _), c)| (url.clone(), c.clone()))
+            .collect()
     }
 
     /// `url` through the mirrors (recorded when rewritten).
@@ -848,8 +864,23 @@ impl ChartStore {
         constraint: &VersionConstraint,
     ) -> Result<PulledChart> {
         let mut repo = repo.into();
+        let declared = repo.url.clone();
         repo.url = self.mirror_url(&repo.url);
-        let repo = &repo;
+        let pulled = self.pull_mirrored(&repo, chart, constraint).await?;
+        self.pulled.lock().expect("lock").insert(
+            (declared, pulled.name.clone(), pulled.version.clone()),
+            pulled.clone(),
+        );
+        Ok(pulled)
+    }
+
+    /// [`Self::pull`] from `repo` (its URL already through the mirrors).
+    async fn pull_mirrored(
+        &self,
+        repo: &RepoSpec,
+        chart: &str,
+        constraint: &VersionConstraint,
+    ) -> Result<PulledChart> {
         if repo.kind()? == RepoKind::Oci {
             return self.pull_oci(repo, chart, constraint).await;
         }

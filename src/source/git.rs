@@ -684,6 +684,28 @@ impl GitSource {
         }
     }
 
+    /// Writes a `git bundle` of `commit` (fetched before) with its whole history to `out`, its
+    /// one ref `refs/strata/bundle`; a shallow cache is deepened from the server first (a
+    /// bundle of a shallow commit cannot be pushed anywhere).
+    pub async fn bundle(&self, commit: &str, out: &Path) -> Result<()> {
+        let _exclusive = self.lock.write().await;
+        if self.cache.join("shallow").exists() {
+            let target = format!("+{}:refs/strata/target", self.reference);
+            if self.fetch_refspecs(&[&target], false).await.is_err() {
+                let all = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+                self.fetch_refspecs(&all, false)
+                    .await
+                    .map_err(|m| self.fetch_error(m))?;
+            }
+        }
+        let cmd = self.git(&["update-ref", "refs/strata/bundle", commit]);
+        self.run("update-ref", cmd).await?;
+        let out = out.display().to_string();
+        let cmd = self.git(&["bundle", "create", "--quiet", &out, "refs/strata/bundle"]);
+        self.run("bundle", cmd).await?;
+        Ok(())
+    }
+
     /// Reads a file at a commit; `None` when the path does not exist there.
     pub async fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let _shared = self.lock.read().await;

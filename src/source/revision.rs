@@ -588,14 +588,22 @@ impl Loader {
         self.cluster_name.as_deref()
     }
 
+    /// The charts pulled from repositories so far (declared repository URL, chart): after a
+    /// load, every repository chart of the revision and every dependency pulled for its
+    /// charts from Git.
+    pub fn pulled_charts(&self) -> Vec<(String, crate::source::charts::PulledChart)> {
+        self.charts.pulled()
+    }
+
     /// The profiles path with `{cluster}` replaced by `cluster`; a problem when a name is
     /// needed and unknown or makes an invalid path.
     pub fn profiles_path(&self, cluster: Option<&str>) -> Result<String, ProblemView> {
         resolve_profiles_path(&self.profiles_path, cluster)
     }
 
-    /// The Git source now (the mirror `--mirrors-configmap` names last).
-    fn git(&self) -> GitSource {
+    /// The Git source now (the mirror `--mirrors-configmap` names last; its bare cache holds
+    /// the fetched commits).
+    pub fn git(&self) -> GitSource {
         self.git.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
