@@ -221,6 +221,14 @@ pub struct DiffArgs {
     /// the values).
     #[arg(long)]
     pub values_diff: bool,
+    /// For every release to install or upgrade, render the chart with `helm template` and
+    /// show, object by object, what changes against the manifest helm stored (a Secret's
+    /// values never: only the keys that change).
+    #[arg(long)]
+    pub manifests: bool,
+    /// The helm binary for --manifests (the agent's helm: helm 3 or helm 4).
+    #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
+    pub helm: PathBuf,
     /// Output format: text for people, JSON for scripts.
     #[arg(long, short, env = "STRATA_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
