@@ -566,7 +566,12 @@ fn write_details(out: &mut impl Write, e: &Entry, pad: &str) -> std::io::Result<
         }
     }
     if let Some(err) = &e.error {
-        writeln!(out, "{pad}error: {err}")?;
+        // helm's message may span lines: each under the first.
+        writeln!(
+            out,
+            "{pad}error: {}",
+            err.replace('\n', &format!("\n{pad}  "))
+        )?;
     }
     Ok(())
 }
@@ -857,7 +862,7 @@ mod tests {
             vec![cm("web-data", "hello"), cm("new", "x"), secret("bmV3")],
             "apps",
         ));
-        e.error = Some("helm template failed".into());
+        e.error = Some("helm template failed\nUse --debug".into());
         let mut text = Vec::new();
         write_details(&mut text, &e, "  ").unwrap();
         let text = String::from_utf8(text).unwrap();
@@ -876,6 +881,7 @@ mod tests {
   ~ Secret apps/db: data.password changed
   - ConfigMap apps/old
   error: helm template failed
+    Use --debug
 "
         );
         assert!(!text.contains("b2xk") && !text.contains("bmV3"), "{text}");
