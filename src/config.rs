@@ -29,6 +29,8 @@
 //! | `--admin-token-file` | `STRATA_ADMIN_TOKEN_FILE` | none (status API writes disabled) |
 //! | `--output` (plan, diff) | `STRATA_OUTPUT` | `text` |
 //! | `--values-diff` (diff) | none | off (changed value paths of upgrades, keys only) |
+//! | `--manifests` (diff) | none | off (`helm template` of installs and upgrades, object diff against the stored manifest; Secret values never shown) |
+//! | `--helm` (diff) | `STRATA_HELM` | `helm` (only with `--manifests`) |
 //! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |

@@ -332,7 +332,7 @@ pub fn apply_drift(
 ) {
     if job.drift.mode == DriftMode::Correct && !drift.is_empty() {
         let mut inputs = drift_inputs(&drift);
-        inputs.remediation = job.remediation.clone();
+        inputs.remediation = job.remediation;
         let action = decide_with(
             &job.desired(default_timeout),
             Some(&stored.observed()),
