@@ -554,6 +554,9 @@ fn write_details(out: &mut impl Write, e: &Entry, pad: &str) -> std::io::Result<
             if !o.secret_keys.is_empty() {
                 head.push_str(&format!(": {} changed", o.secret_keys.join(", ")));
             }
+            if o.kept {
+                head.push_str(" (kept by helm: helm.sh/resource-policy: keep)");
+            }
             writeln!(out, "{head}")?;
             if o.change == ObjectChange::Changed {
                 for l in &o.lines {

@@ -85,6 +85,10 @@ pub struct ObjectDiff {
     /// `stringData.token`); never the values.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<String>,
+    /// A removed object helm keeps (`helm.sh/resource-policy: keep`): no longer managed, not
+    /// deleted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -167,6 +171,7 @@ pub fn compare(
             lines: Vec::new(),
             more_lines: 0,
             secret_keys: Vec::new(),
+            kept: false,
         };
         match old {
             None => out.push(base(ObjectChange::Added)),
@@ -188,14 +193,19 @@ pub fn compare(
             }
         }
     }
-    out.extend(stored.into_iter().map(|(key, _)| ObjectDiff {
-        change: ObjectChange::Removed,
-        kind: key.kind,
-        namespace: key.namespace,
-        name: key.name,
-        lines: Vec::new(),
-        more_lines: 0,
-        secret_keys: Vec::new(),
+    out.extend(stored.into_iter().map(|(key, obj)| {
+        ObjectDiff {
+            change: ObjectChange::Removed,
+            kind: key.kind,
+            namespace: key.namespace,
+            name: key.name,
+            lines: Vec::new(),
+            more_lines: 0,
+            secret_keys: Vec::new(),
+            kept: obj["metadata"]["annotations"]["helm.sh/resource-policy"]
+                .as_str()
+                .is_some_and(|p| p.trim() == "keep"),
+        }
     }));
     out
 }
@@ -435,6 +445,25 @@ mod tests {
             "{:?}",
             d[0].lines
         );
+    }
+
+    #[test]
+    fn removed_objects_helm_keeps_say_so() {
+        let mut kept = cm("pvc-like", "hi");
+        kept["metadata"]["annotations"] = json!({"helm.sh/resource-policy": "keep"});
+        let d = compare(vec![kept, cm("gone", "hi")], vec![], "apps");
+        assert_eq!(
+            d.iter()
+                .map(|o| (o.name.as_str(), o.kept))
+                .collect::<Vec<_>>(),
+            [("pvc-like", true), ("gone", false)]
+        );
+        assert!(
+            serde_json::to_string(&d[0])
+                .unwrap()
+                .contains("\"kept\":true")
+        );
+        assert!(!serde_json::to_string(&d[1]).unwrap().contains("kept"));
     }
 
     #[test]
