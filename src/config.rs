@@ -34,6 +34,8 @@
 //! | `--values-diff` (diff) | none | off (changed value paths of upgrades, keys only) |
 //! | `--output` (bundle) | none | required (the archive written) |
 //! | `--git-url`, `--git-ref`, `--chart-dir`, `--oci`, `--plain-http`, `--oci-username`, `--oci-password-file` (bundle push) | none | where the bundle goes (`--git-ref`: the bundle's ref) |
+//! | `--manifests` (diff) | none | off (`helm template` of installs and upgrades, object diff against the stored manifest; Secret values never shown) |
+//! | `--helm` (diff) | `STRATA_HELM` | `helm` (only with `--manifests`) |
 //! | `--url` (status) | `STRATA_STATUS_URL` | none (else `--kubeconfig`: the status ConfigMap; `--namespace` defaults to `strata-system`) |
 //! | `--log-format` | `STRATA_LOG_FORMAT` | `text` |
 //! | `--log-level` | `STRATA_LOG_LEVEL` | `info` |
@@ -314,6 +316,14 @@ pub struct DiffArgs {
     /// the values).
     #[arg(long)]
     pub values_diff: bool,
+    /// For every release to install or upgrade, render the chart with `helm template` and
+    /// show, object by object, what changes against the manifest helm stored (a Secret's
+    /// values never: only the keys that change).
+    #[arg(long)]
+    pub manifests: bool,
+    /// The helm binary for --manifests (the agent's helm: helm 3 or helm 4).
+    #[arg(long, env = "STRATA_HELM", default_value = defaults::HELM)]
+    pub helm: PathBuf,
     /// Output format: text for people, JSON for scripts.
     #[arg(long, short, env = "STRATA_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

@@ -6,7 +6,20 @@
 //! each planned release. Each release's action is core's [`decide`] on the same
 //! [`DesiredRelease`](strata_core::reconcile::DesiredRelease) the agent builds
 //! ([`ReleaseJob::desired`]), and removals are core's [`plan_removals`], so the diff and the
-//! agent cannot disagree. Nothing is written and no helm process runs.
+//! agent cannot disagree. Nothing is written; no helm process runs unless `--manifests`
+//! asks for the rendered manifests (`helm template`, which reads nothing from the cluster).
+//!
+//! Drift: for a release that would be left alone, the live objects of the manifest helm
+//! stored are read ([`ClusterReader::read_all`]) and compared with core's
+//! [`strata_core::drift::compare`] under the profile's drift policy (mode `ignore`: not read),
+//! as the agent does at each interval. In mode `correct` the drift goes into core's
+//! [`decide_with`] as the agent's inputs, which upgrades with reason `drift`; in mode `warn`
+//! the release stays unchanged and the drift is listed.
+//!
+//! `--manifests`: for every release to install or upgrade, `helm template` of the same chart,
+//! release, namespace and values (through the one door to helm, [`Helm::template`]) is compared
+//! object by object with the manifest of the newest stored record
+//! ([`crate::manifest_diff::compare`]). A failed template is reported on the release (exit 1).
 //!
 //! Order of the output is the order the agent runs: removals first (unlayered, then highest
 //! layer first), then the revision's layers in order.
@@ -17,13 +30,20 @@
 use std::io::Write;
 
 use serde::Serialize;
+use strata_core::drift::{DriftMode, DriftPolicy};
 use strata_core::prune::{Managed, Removals, plan_removals};
-use strata_core::reconcile::{Action, Change, UpgradeReason, decide};
+use strata_core::reconcile::{
+    Action, Change, ChangedObject, Inputs, LockState, MissingObject, UpgradeReason, decide,
+    decide_with,
+};
 
 use crate::config::{DiffArgs, OutputFormat, WorkDir};
+use crate::executor::helm::{Helm, HelmConfig, TemplateRequest};
 use crate::executor::process::Redactor;
 use crate::executor::releases;
-use crate::observe::status::{LayerId, ProblemView};
+use crate::manifest_diff::{ObjectChange, ObjectDiff};
+use crate::observe::objects::{ClusterReader, Found, ObjectRef};
+use crate::observe::status::{DRIFT_PATHS_SHOWN, DriftedObject, LayerId, ProblemView};
 use crate::source::revision::{LoadError, Loader, ReleaseJob};
 
 /// Exit status: nothing would change.
@@ -56,6 +76,8 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error("cannot encode the output: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot run helm for --manifests: {0}; check --helm")]
+    Helm(#[from] crate::executor::helm::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -111,6 +133,17 @@ pub struct Entry {
     /// (JSON pointers; never the values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_values: Option<Vec<String>>,
+    /// For a release that would be left alone (or upgraded because of drift in mode
+    /// `correct`): its live objects missing or changed (paths only, never values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftedObject>,
+    /// With `--manifests`, for an install or upgrade: the objects that change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifests: Option<Vec<ObjectDiff>>,
+    /// What could not be found out about this release (a failed `helm template`, live
+    /// objects that cannot be read); the exit status is then 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The whole diff.
@@ -129,9 +162,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// The exit status: 1 invalid, 2 changes, 0 nothing to do.
+    /// The exit status: 1 invalid (or a release's diff failed), 2 changes, 0 nothing to do.
     pub fn exit_code(&self) -> u8 {
-        if !self.valid {
+        if !self.valid || self.actions.iter().any(|e| e.error.is_some()) {
             EXIT_ERROR
         } else if self.changes {
             EXIT_CHANGES
@@ -166,6 +199,9 @@ pub fn removal_entries(plan: &Removals) -> Vec<Entry> {
         action,
         reason: Some(reason),
         changed_values: None,
+        drift: Vec::new(),
+        manifests: None,
+        error: None,
     };
     plan.releases()
         .map(|m| {
@@ -214,7 +250,102 @@ pub fn release_entry(
         action: verb,
         reason,
         changed_values,
+        drift: Vec::new(),
+        manifests: None,
+        error: None,
     }
+}
+
+/// The objects of a stored manifest drift detection looks at, as the agent: every object but
+/// hooks and objects helm keeps (`helm.sh/resource-policy: keep`).
+pub fn drift_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
+    releases::manifest_objects(manifest)
+        .into_iter()
+        .filter(|o| {
+            !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
+        })
+        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
+        .collect()
+}
+
+/// The drifted objects among `objects` as the cluster has them (`found`, in the same order):
+/// missing, or fields the manifest sets changed ([`strata_core::drift::compare`] minus the
+/// policy's ignore rules), with the agent's limit of paths per object.
+pub fn drifted(
+    policy: &DriftPolicy,
+    objects: &[(ObjectRef, serde_json::Value)],
+    found: Vec<Found>,
+) -> Vec<DriftedObject> {
+    let mut out = Vec::new();
+    for ((r, manifest_obj), (namespace, live)) in objects.iter().zip(found) {
+        let paths: Vec<String> = match &live {
+            None => Vec::new(),
+            Some(live) => {
+                let ignore = policy.ignored(&r.kind, &r.name);
+                strata_core::drift::compare(manifest_obj, live, &ignore)
+                    .into_iter()
+                    .map(|d| d.path)
+                    .collect()
+            }
+        };
+        if live.is_some() && paths.is_empty() {
+            continue;
+        }
+        out.push(DriftedObject {
+            kind: r.kind.clone(),
+            namespace,
+            name: r.name.clone(),
+            missing: live.is_none(),
+            paths: paths.iter().take(DRIFT_PATHS_SHOWN).cloned().collect(),
+            more_paths: paths.len().saturating_sub(DRIFT_PATHS_SHOWN),
+        });
+    }
+    out
+}
+
+/// Core's inputs for drift, as the agent gives them in mode `correct`.
+pub fn drift_inputs(drift: &[DriftedObject]) -> Inputs {
+    let object = |d: &DriftedObject| MissingObject {
+        kind: d.kind.clone(),
+        namespace: d.namespace.clone(),
+        name: d.name.clone(),
+    };
+    Inputs {
+        missing: drift.iter().filter(|d| d.missing).map(object).collect(),
+        changed: drift
+            .iter()
+            .filter(|d| !d.missing)
+            .map(|d| ChangedObject {
+                object: object(d),
+                paths: d.paths.clone(),
+            })
+            .collect(),
+        ..Inputs::new(LockState::HeldByUs, Default::default())
+    }
+}
+
+/// Record the drift found on an entry that would be left alone; in mode `correct` the action
+/// becomes core's decision with the drift as inputs (an upgrade with reason `drift`).
+pub fn apply_drift(
+    entry: &mut Entry,
+    job: &ReleaseJob,
+    stored: &releases::ReleaseRecord,
+    drift: Vec<DriftedObject>,
+    default_timeout: std::time::Duration,
+) {
+    if job.drift.mode == DriftMode::Correct && !drift.is_empty() {
+        let mut inputs = drift_inputs(&drift);
+        inputs.remediation = job.remediation;
+        let action = decide_with(
+            &job.desired(default_timeout),
+            Some(&stored.observed()),
+            &inputs,
+        );
+        let (verb, reason) = classify(&action);
+        entry.action = verb;
+        entry.reason = reason;
+    }
+    entry.drift = drift;
 }
 
 /// Run `strata diff`; returns the exit status (see the module doc).
@@ -226,6 +357,8 @@ pub async fn run(args: DiffArgs, out: &mut impl Write) -> Result<u8> {
         namespace,
         default_timeout,
         values_diff,
+        manifests,
+        helm,
         output,
     } = args;
     let report = diff(
@@ -235,6 +368,7 @@ pub async fn run(args: DiffArgs, out: &mut impl Write) -> Result<u8> {
         &namespace,
         default_timeout,
         values_diff,
+        manifests.then_some(helm.as_path()),
     )
     .await?;
     match output {
@@ -255,6 +389,7 @@ async fn diff(
     namespace: &str,
     default_timeout: std::time::Duration,
     values_diff: bool,
+    manifests: Option<&std::path::Path>,
 ) -> Result<Report> {
     let work_dir =
         WorkDir::prepare(source.work_dir.as_deref(), "strata-diff-").map_err(Error::WorkDir)?;
@@ -311,21 +446,141 @@ async fn diff(
         }
     };
     report.actions = removal_entries(&removals);
+    let reader = ClusterReader::new(client.clone());
+    let helm = match manifests {
+        Some(binary) => Some(
+            Helm::new(
+                HelmConfig {
+                    binary: binary.to_path_buf(),
+                    work_dir: work_dir.path().to_path_buf(),
+                    kubeconfig: kubeconfig.map(std::path::Path::to_path_buf),
+                    kube_context: context.map(str::to_string),
+                },
+                Redactor::new(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     for (layer, jobs) in loaded.layers() {
         for job in jobs {
             let stored = releases::latest(&client, &job.namespace, &job.release).await?;
-            report.actions.push(release_entry(
-                layer,
-                job,
-                stored.as_ref(),
-                default_timeout,
-                values_diff,
-            ));
+            let mut entry =
+                release_entry(layer, job, stored.as_ref(), default_timeout, values_diff);
+            if let Some(record) = &stored
+                && entry.action == Verb::Unchanged
+                && job.drift.mode != DriftMode::Ignore
+            {
+                let objects = drift_objects(&record.manifest);
+                let refs: Vec<ObjectRef> = objects.iter().map(|(r, _)| r.clone()).collect();
+                let found = if refs.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    reader.read_all(&refs, &job.namespace).await
+                };
+                match found {
+                    Ok(found) => {
+                        let drift = drifted(&job.drift, &objects, found);
+                        apply_drift(&mut entry, job, record, drift, default_timeout);
+                    }
+                    Err(e) => {
+                        entry.error = Some(format!("cannot read the live objects for drift: {e}"))
+                    }
+                }
+            }
+            if let Some(helm) = &helm
+                && matches!(entry.action, Verb::Install | Verb::Upgrade)
+            {
+                match render(helm, job, stored.is_some()).await {
+                    Ok(rendered) => {
+                        let old = stored
+                            .as_ref()
+                            .map(|r| releases::manifest_objects(&r.manifest))
+                            .unwrap_or_default();
+                        entry.manifests = Some(crate::manifest_diff::compare(
+                            old,
+                            releases::manifest_objects(&rendered),
+                            &job.namespace,
+                        ));
+                    }
+                    Err(e) => entry.error = Some(e.to_string()),
+                }
+            }
+            report.actions.push(entry);
         }
     }
     report.valid = true;
     report.changes = report.actions.iter().any(|e| e.action.changes());
     Ok(report)
+}
+
+/// `helm template` of the release as the agent would apply it (its merged values file).
+async fn render(
+    helm: &Helm,
+    job: &ReleaseJob,
+    is_upgrade: bool,
+) -> crate::executor::helm::Result<String> {
+    let values_file = helm.write_values(&job.namespace, &job.release, &job.values)?;
+    helm.template(&TemplateRequest {
+        release: job.release.clone(),
+        namespace: job.namespace.clone(),
+        chart: job.chart_path.clone(),
+        values_file,
+        is_upgrade,
+    })
+    .await
+}
+
+/// The lines under a release: drift, manifest changes, error (indented by `pad`).
+fn write_details(out: &mut impl Write, e: &Entry, pad: &str) -> std::io::Result<()> {
+    for d in &e.drift {
+        let object = match &d.namespace {
+            Some(ns) => format!("{} {ns}/{}", d.kind, d.name),
+            None => format!("{} {}", d.kind, d.name),
+        };
+        if d.missing {
+            writeln!(out, "{pad}drift: {object} missing")?;
+        } else {
+            let more = if d.more_paths > 0 {
+                format!(" and {} more", d.more_paths)
+            } else {
+                String::new()
+            };
+            writeln!(out, "{pad}drift: {object} {}{more}", d.paths.join(", "))?;
+        }
+    }
+    if let Some(objects) = &e.manifests {
+        if objects.is_empty() {
+            writeln!(out, "{pad}manifests: no object changes")?;
+        }
+        for o in objects {
+            let mut head = format!("{pad}{} {}", o.change.sign(), o.object());
+            if !o.secret_keys.is_empty() {
+                head.push_str(&format!(": {} changed", o.secret_keys.join(", ")));
+            }
+            if o.kept {
+                head.push_str(" (kept by helm: helm.sh/resource-policy: keep)");
+            }
+            writeln!(out, "{head}")?;
+            if o.change == ObjectChange::Changed {
+                for l in &o.lines {
+                    writeln!(out, "{pad}  {l}")?;
+                }
+                if o.more_lines > 0 {
+                    writeln!(out, "{pad}  ... {} more lines", o.more_lines)?;
+                }
+            }
+        }
+    }
+    if let Some(err) = &e.error {
+        // helm's message may span lines: each under the first.
+        writeln!(
+            out,
+            "{pad}error: {}",
+            err.replace('\n', &format!("\n{pad}  "))
+        )?;
+    }
+    Ok(())
 }
 
 /// The text for people.
@@ -367,6 +622,7 @@ fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         if let Some(paths) = &e.changed_values {
             writeln!(out, "  {:<10} values changed at: {}", "", paths.join(", "))?;
         }
+        write_details(out, e, &format!("  {:<10} ", ""))?;
     }
     let count = |v: Verb| report.actions.iter().filter(|e| e.action == v).count();
     let mut parts = vec![
@@ -380,8 +636,25 @@ fn write_text(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
             parts.push(format!("{} {what}", count(v)));
         }
     }
+    let drifted = report
+        .actions
+        .iter()
+        .filter(|e| !e.drift.is_empty())
+        .count();
+    if drifted > 0 {
+        parts.push(format!("{drifted} with drift"));
+    }
+    let failed = report.actions.iter().filter(|e| e.error.is_some()).count();
+    if failed > 0 {
+        parts.push(format!("{failed} failed"));
+    }
     writeln!(out, "{}", parts.join(", "))?;
-    if !report.changes {
+    if !report.changes && drifted > 0 {
+        writeln!(
+            out,
+            "no changes: drift is reported, not corrected (drift mode warn)"
+        )?;
+    } else if !report.changes {
         writeln!(
             out,
             "no changes: the cluster is what this revision describes"
@@ -515,6 +788,129 @@ mod tests {
         assert!(!entries.iter().any(|e| e.action.changes()));
     }
 
+    fn entry(action: Verb) -> Entry {
+        Entry {
+            layer: LayerId::of(Some(1)),
+            release: "web".into(),
+            namespace: "apps".into(),
+            profile: "web".into(),
+            action,
+            reason: None,
+            changed_values: None,
+            drift: Vec::new(),
+            manifests: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn drift_is_listed_and_corrected_only_in_mode_correct() {
+        let t = std::time::Duration::from_secs(300);
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-data\ndata:\n  greeting: hi\n  other: x\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gone\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: hook\n  annotations:\n    helm.sh/hook: post-install\n";
+        let objects = drift_objects(manifest);
+        assert_eq!(objects.len(), 2, "hooks are not drift");
+        let live = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "web-data", "namespace": "apps"},
+            "data": {"greeting": "edited by hand", "other": "edited"}});
+        let found = || {
+            vec![
+                (Some("apps".to_string()), Some(live.clone())),
+                (Some("apps".to_string()), None),
+            ]
+        };
+        let mut policy = DriftPolicy::default();
+        let d = drifted(&policy, &objects, found());
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].paths, ["/data/greeting", "/data/other"]);
+        assert!(d[1].missing && d[1].name == "gone");
+        policy.ignore.push(strata_core::drift::IgnoreRule {
+            kind: "ConfigMap".into(),
+            name: Some("web-data".into()),
+            paths: vec!["/data/other".into()],
+        });
+        let d = drifted(&policy, &objects, found());
+        assert_eq!(d[0].paths, ["/data/greeting"]);
+
+        let mut j = job(serde_json::json!({}));
+        let record = stored(&j, "1.1.0", serde_json::json!({}));
+        // warn: listed, left alone.
+        let mut e = release_entry(LayerId::of(Some(2)), &j, Some(&record), t, false);
+        apply_drift(&mut e, &j, &record, d.clone(), t);
+        assert_eq!(e.action, Verb::Unchanged);
+        assert_eq!(e.drift.len(), 2);
+        // correct: core upgrades with reason drift, as the agent would.
+        j.drift.mode = DriftMode::Correct;
+        let mut e = release_entry(LayerId::of(Some(2)), &j, Some(&record), t, false);
+        apply_drift(&mut e, &j, &record, d, t);
+        assert_eq!(e.action, Verb::Upgrade);
+        assert_eq!(
+            e.reason.as_deref(),
+            Some(
+                "drift: ConfigMap apps/gone missing; ConfigMap apps/web-data (/data/greeting) changed"
+            )
+        );
+        let mut text = Vec::new();
+        write_details(&mut text, &e, "  ").unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            "  drift: ConfigMap apps/web-data /data/greeting\n  drift: ConfigMap apps/gone missing\n"
+        );
+        assert!(!text.contains("edited"), "{text}");
+    }
+
+    #[test]
+    fn manifest_changes_are_written_per_object() {
+        let cm = |name: &str, v: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"greeting": v}});
+        let secret = |pw: &str| serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"password": pw}});
+        let mut e = entry(Verb::Upgrade);
+        e.manifests = Some(crate::manifest_diff::compare(
+            vec![cm("web-data", "hi"), cm("old", "x"), secret("b2xk")],
+            vec![cm("web-data", "hello"), cm("new", "x"), secret("bmV3")],
+            "apps",
+        ));
+        e.error = Some("helm template failed\nUse --debug".into());
+        let mut text = Vec::new();
+        write_details(&mut text, &e, "  ").unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(
+            text,
+            "  ~ ConfigMap apps/web-data
+    @@ -1,6 +1,6 @@
+     apiVersion: v1
+     data:
+    -  greeting: hi
+    +  greeting: hello
+     kind: ConfigMap
+     metadata:
+       name: web-data
+  + ConfigMap apps/new
+  ~ Secret apps/db: data.password changed
+  - ConfigMap apps/old
+  error: helm template failed
+    Use --debug
+"
+        );
+        assert!(!text.contains("b2xk") && !text.contains("bmV3"), "{text}");
+        let r = Report {
+            commit: "abc".into(),
+            agent: "strata-system".into(),
+            valid: true,
+            changes: true,
+            actions: vec![e],
+            problems: Vec::new(),
+        };
+        assert_eq!(r.exit_code(), EXIT_ERROR, "a failed template is an error");
+        let mut e = entry(Verb::Upgrade);
+        e.manifests = Some(Vec::new());
+        let mut text = Vec::new();
+        write_details(&mut text, &e, "").unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "manifests: no object changes\n"
+        );
+    }
+
     #[test]
     fn exit_codes_and_text() {
         let mut r = Report {
@@ -530,6 +926,9 @@ mod tests {
                 action: Verb::Unchanged,
                 reason: None,
                 changed_values: None,
+                drift: Vec::new(),
+                manifests: None,
+                error: None,
             }],
             problems: Vec::new(),
         };

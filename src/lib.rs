@@ -26,6 +26,7 @@ pub mod config;
 pub mod diff_cmd;
 pub mod executor;
 pub mod kube_api;
+pub mod manifest_diff;
 pub mod observe;
 pub mod plan_cmd;
 pub mod reconcile;

@@ -8,10 +8,18 @@
 //! - the API server's request log shows strata diff read the cluster and wrote nothing;
 //! - after `strata run --once` applies it, `strata diff` says unchanged and exits 0;
 //! - `prune: false`: the removed profile is reported orphaned (exit 0: nothing changes);
-//! - a revision with problems (a missing chart, an emptied list) exits 1, listing them.
+//! - a revision with problems (a missing chart, an emptied list) exits 1, listing them;
+//! - `--manifests`: a values and template change shows the changed line of the ConfigMap
+//!   under `~`, a new object `+`, a removed one `-`; a Secret's changed value shows its key
+//!   only (the value is nowhere in stdout or stderr); a chart that fails to render is
+//!   reported on its release (exit 1);
+//! - drift: a ConfigMap edited by hand in kubesim is listed under its unchanged release
+//!   (drift mode `warn`: exit 0); with `drift: {mode: correct}` the release is an upgrade with
+//!   reason `drift` (exit 2), as the agent would do.
 
 use std::time::Duration;
 
+use kubesim::ResourceKey;
 use testkit::cluster::is_write;
 use testkit::gitcharts::{GitCharts, PathProfile};
 use testkit::{HelmBin, strata_bin};
@@ -267,4 +275,257 @@ async fn diff_shows_what_a_revision_will_do_helm4() -> anyhow::Result<()> {
 #[tokio::test]
 async fn diff_shows_what_a_revision_will_do_helm3() -> anyhow::Result<()> {
     diff_shows_the_revision(HelmBin::V3).await
+}
+
+/// A Secret whose password comes from the values.
+const SECRET: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .Release.Name }}-db
+data:
+  password: {{ .Values.password | default "none" | b64enc | quote }}
+"#;
+
+fn extra_cm(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  n: \"1\"\n")
+}
+
+/// Set the string at `pointer` of an object in kubesim, as `kubectl edit` would.
+fn edit(
+    s: &GitCharts,
+    namespace: &str,
+    name: &str,
+    pointer: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    let res = ResourceKey::new("", "configmaps");
+    let mut obj = s
+        .cluster
+        .store()
+        .get(&res, Some(namespace), name)
+        .ok_or_else(|| anyhow::anyhow!("configmap {namespace}/{name} not found"))?;
+    *obj.pointer_mut(pointer)
+        .ok_or_else(|| anyhow::anyhow!("{pointer} not in configmap {namespace}/{name}"))? =
+        serde_json::Value::String(value.to_owned());
+    s.cluster
+        .store()
+        .update(&res, obj)
+        .map_err(|e| anyhow::anyhow!("editing configmap {namespace}/{name}: {e:?}"))?;
+    Ok(())
+}
+
+fn entry<'a>(report: &'a serde_json::Value, release: &str) -> &'a serde_json::Value {
+    report["actions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["release"] == release))
+        .unwrap_or_else(|| panic!("no {release}: {report:#}"))
+}
+
+async fn diff_shows_manifests_and_drift(helm: HelmBin) -> anyhow::Result<()> {
+    let s = GitCharts::start(strata_bin!(), helm).await?;
+    let helm_path = helm.path().display().to_string();
+    s.write_chart("app", 1, "one")?;
+    s.repo.write("charts/app/templates/secret.yaml", SECRET)?;
+    s.repo
+        .write("charts/app/templates/old.yaml", extra_cm("app-old"))?;
+    s.write_chart("calm", 1, "one")?;
+    s.write_list(
+        &[p("app", 1, "{password: s3cret-one}"), p("calm", 1, "{}")],
+        "",
+    )?;
+    s.repo.commit("app and calm")?;
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+
+    // One commit: app's values (a greeting and the Secret's password) change, one object of
+    // its chart is removed and one added. calm's ConfigMap is edited by hand.
+    s.repo.remove("charts/app/templates/old.yaml")?;
+    s.repo
+        .write("charts/app/templates/new.yaml", extra_cm("app-new"))?;
+    s.write_list(
+        &[
+            p("app", 1, "{greeting: bonjour, password: s3cret-two}"),
+            p("calm", 1, "{}"),
+        ],
+        "",
+    )?;
+    s.repo.commit("values, one object out, one in")?;
+    edit(&s, "calm", "calm-data", "/data/greeting", "edited by hand")?;
+
+    let before = s.cluster.controls().requests().len();
+    let out = diff(&s, &["--manifests", "--helm", helm_path.as_str()]).await?;
+    let requests = s.cluster.controls().requests()[before..].to_vec();
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let text = &out.stdout;
+    for want in [
+        "~ ConfigMap app/app-data",
+        "+ ConfigMap app/app-new",
+        "- ConfigMap app/app-old",
+        "~ Secret app/app-db: data.password changed",
+        "drift: ConfigMap calm/calm-data /data/greeting",
+        "1 with drift",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('-') && l.contains("greeting: hello")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('+') && l.contains("greeting: bonjour")),
+        "{text}"
+    );
+    assert!(text.contains("  unchanged  calm/calm"), "{text}");
+    // The Secret's values are nowhere: neither as written nor base64.
+    for secret in [
+        "s3cret-one",
+        "s3cret-two",
+        "czNjcmV0LW9uZQ",
+        "czNjcmV0LXR3bw",
+        "edited by hand",
+    ] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{secret} shown: {out:?}"
+        );
+    }
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| is_write(r))
+        .map(|r| (&r.user_agent, &r.verb, &r.path))
+        .collect();
+    assert!(writes.is_empty(), "strata diff wrote: {writes:?}");
+
+    // The same as JSON.
+    let out = diff(
+        &s,
+        &["--manifests", "--helm", helm_path.as_str(), "-o", "json"],
+    )
+    .await?;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    let app = entry(&report, "app");
+    let objects: Vec<(String, String)> = app["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no manifests: {report:#}"))
+        .iter()
+        .map(|o| {
+            (
+                o["change"].as_str().unwrap_or_default().to_string(),
+                o["name"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("changed", "app-data"),
+        ("added", "app-new"),
+        ("removed", "app-old"),
+        ("changed", "app-db"),
+    ] {
+        assert!(
+            objects.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {objects:?}"
+        );
+    }
+    let db = app["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "app-db")
+        .unwrap();
+    assert_eq!(db["secretKeys"], serde_json::json!(["data.password"]));
+    let calm = entry(&report, "calm");
+    assert_eq!(calm["action"], "unchanged", "{report:#}");
+    assert_eq!(calm["drift"][0]["name"], "calm-data", "{report:#}");
+    assert_eq!(
+        calm["drift"][0]["paths"],
+        serde_json::json!(["/data/greeting"])
+    );
+    assert!(calm.get("manifests").is_none(), "{report:#}");
+    for secret in ["s3cret", "czNjcmV0"] {
+        assert!(!out.stdout.contains(secret), "{secret} shown: {out:?}");
+    }
+
+    // Without --manifests: no helm, no manifests; the drift is still shown.
+    let out = diff(&s, &["-o", "json"]).await?;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    assert!(
+        entry(&report, "app").get("manifests").is_none(),
+        "{report:#}"
+    );
+    assert_eq!(entry(&report, "calm")["drift"][0]["name"], "calm-data");
+
+    // Applied: app unchanged; calm still drifted (warn): listed, nothing to do, exit 0.
+    let (code, logs) = s.run_once().await?;
+    assert_eq!(code, Some(0), "{logs}");
+    let out = diff(&s, &["--manifests", "--helm", helm_path.as_str()]).await?;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("drift: ConfigMap calm/calm-data /data/greeting"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("drift mode warn"), "{}", out.stdout);
+
+    // drift: {mode: correct}: the agent would upgrade calm, with reason drift.
+    s.write_list(
+        &[
+            p("app", 1, "{greeting: bonjour, password: s3cret-two}"),
+            p("calm", 1, "{}"),
+        ],
+        "  drift: {mode: correct}\n",
+    )?;
+    s.repo.commit("correct drift")?;
+    let out = diff(
+        &s,
+        &["--manifests", "--helm", helm_path.as_str(), "-o", "json"],
+    )
+    .await?;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    let calm = entry(&report, "calm");
+    assert_eq!(calm["action"], "upgrade", "{report:#}");
+    assert_eq!(
+        calm["reason"], "drift: ConfigMap calm/calm-data (/data/greeting) changed",
+        "{report:#}"
+    );
+    assert_eq!(entry(&report, "app")["action"], "unchanged", "{report:#}");
+
+    // A chart that cannot be rendered: reported on its release, the others still listed.
+    s.write_chart("bad", 1, "one")?;
+    s.repo.write(
+        "charts/bad/templates/fail.yaml",
+        "{{ fail \"broken on purpose\" }}\n",
+    )?;
+    s.write_list(
+        &[
+            p("app", 1, "{greeting: bonjour, password: s3cret-two}"),
+            p("calm", 1, "{}"),
+            p("bad", 1, "{}"),
+        ],
+        "",
+    )?;
+    s.repo.commit("a broken chart")?;
+    let out = diff(&s, &["--manifests", "--helm", helm_path.as_str()]).await?;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stdout.contains("install    bad/bad"), "{}", out.stdout);
+    assert!(out.stdout.contains("broken on purpose"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 failed"), "{}", out.stdout);
+    Ok(())
+}
+
+#[tokio::test]
+async fn diff_shows_manifests_and_drift_helm4() -> anyhow::Result<()> {
+    diff_shows_manifests_and_drift(HelmBin::V4).await
+}
+
+#[tokio::test]
+async fn diff_shows_manifests_and_drift_helm3() -> anyhow::Result<()> {
+    diff_shows_manifests_and_drift(HelmBin::V3).await
 }

@@ -237,6 +237,37 @@ pub fn upgrade_args(major: u64, req: &UpgradeRequest) -> Vec<OsString> {
     args
 }
 
+/// One `helm template` (what `helm upgrade --install` of the same chart and values would
+/// apply, rendered without the cluster).
+#[derive(Clone, Debug)]
+pub struct TemplateRequest {
+    pub release: String,
+    pub namespace: String,
+    /// A chart archive (.tgz) or directory.
+    pub chart: PathBuf,
+    /// A values file (see [`Helm::write_values`]).
+    pub values_file: PathBuf,
+    /// Render as an upgrade (`.Release.IsUpgrade`).
+    pub is_upgrade: bool,
+}
+
+/// The arguments of `helm template` (the same for helm 3 and helm 4).
+pub fn template_args(req: &TemplateRequest) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "template".into(),
+        req.release.clone().into(),
+        req.chart.clone().into(),
+        "--namespace".into(),
+        req.namespace.clone().into(),
+        "--values".into(),
+        req.values_file.clone().into(),
+    ];
+    if req.is_upgrade {
+        args.push("--is-upgrade".into());
+    }
+    args
+}
+
 /// helm 3.13 or newer, or helm 4: the versions that store release labels.
 pub fn check_version(version: HelmVersion) -> Result<()> {
     match (version.major, version.minor) {
@@ -537,6 +568,20 @@ impl Helm {
         Ok(())
     }
 
+    /// `helm template`: the rendered manifest (hooks included, CRDs of `crds/` not).
+    pub async fn template(&self, req: &TemplateRequest) -> Result<String> {
+        let out = self
+            .exec(
+                "template",
+                &req.release,
+                &req.namespace,
+                template_args(req),
+                READ_TIMEOUT,
+            )
+            .await?;
+        Ok(out.stdout_text())
+    }
+
     /// `helm status -o json`.
     pub async fn status(&self, release: &str, namespace: &str) -> Result<ReleaseRecord> {
         let args: Vec<OsString> = vec![
@@ -616,6 +661,31 @@ mod tests {
             args[i + 1],
             "strata.io/agent=strata-system,strata.io/chart-digest=c1,strata.io/content-digest=k1,strata.io/layer=1,strata.io/managed-by=strata,strata.io/profile=certs"
         );
+    }
+
+    #[test]
+    fn template_args_render_as_install_or_upgrade() {
+        let mut r = TemplateRequest {
+            release: "web".into(),
+            namespace: "apps".into(),
+            chart: "/charts/web".into(),
+            values_file: "/work/helm/values/apps.web.yaml".into(),
+            is_upgrade: false,
+        };
+        assert_eq!(
+            strs(template_args(&r)),
+            [
+                "template",
+                "web",
+                "/charts/web",
+                "--namespace",
+                "apps",
+                "--values",
+                "/work/helm/values/apps.web.yaml"
+            ]
+        );
+        r.is_upgrade = true;
+        assert_eq!(strs(template_args(&r)).last().unwrap(), "--is-upgrade");
     }
 
     #[test]
