@@ -8,11 +8,13 @@
 //! HTTP 500, 10% HTTP 429 with `Retry-After: 1`, each without and with latency jitter
 //! (uniform 0-100 ms added to every request, i.e. 50 ms +- 50 ms). Each mode runs with
 //! several seeds (kubesim's fault seed, printed); the fault-free runs of the same bench run
-//! are the baseline.
+//! are the baseline: without jitter for the modes without, with jitter for the modes with
+//! (jitter alone slows every helm run; the ratio is what the faults add). The table also
+//! gives each median against the fault-free runs without jitter (`median/plain`).
 //!
 //! Per run: converged or not (deadline 5 min), any release Stalled, any remediation
 //! (`strata_remediations_total`), release failures, transient retries, time to Ready. The
-//! table gives per mode the median and max time to Ready as a ratio to the fault-free median,
+//! table gives per mode the median and max time to Ready as a ratio to its fault-free median,
 //! and the targets (<= 2x at 1%, <= 3x at 3%, <= 6x at 10%; a row passes when its median
 //! ratio is within the target). Exit status 1 when a run did not converge, stalled or
 //! remediated.
@@ -27,7 +29,8 @@
 //! `FAULTS_HELM` (`4,3` by default; `4` with `FAULTS_QUICK=1`), `FAULTS_SEED` (first seed;
 //! from the clock by default, printed), `FAULTS_BASELINE` (fault-free runs, default
 //! `min(seeds, 3)`), `FAULTS_MODES` (comma-separated mode names to run, default all),
-//! `FAULTS_DEADLINE_SECS` (per run, default 300).
+//! `FAULTS_DEADLINE_SECS` (per run, default 300), `FAULTS_LOG_DIR` (keep every agent's log
+//! there, named by mode, seed and run).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -61,14 +64,22 @@ pub struct Mode {
     pub target: Option<f64>,
 }
 
-/// The baseline and the eight fault modes, in table order.
+/// The two baselines (fault-free, without and with jitter) and the eight fault modes, in
+/// table order.
 pub fn modes() -> Vec<Mode> {
-    let mut v = vec![Mode {
-        name: "fault-free".into(),
-        error: None,
-        jitter: false,
-        target: None,
-    }];
+    let mut v: Vec<Mode> = [false, true]
+        .into_iter()
+        .map(|jitter| Mode {
+            name: if jitter {
+                "fault-free +jitter".into()
+            } else {
+                "fault-free".into()
+            },
+            error: None,
+            jitter,
+            target: None,
+        })
+        .collect();
     for (code, rate, target) in [
         (500, 0.01, 2.0),
         (500, 0.03, 3.0),
@@ -89,6 +100,16 @@ pub fn modes() -> Vec<Mode> {
         }
     }
     v
+}
+
+/// The name of the fault-free mode a mode's time is compared with: the one with the same
+/// latency (jitter slows every request, faults or not; the ratio is what the faults cost).
+pub fn baseline_of(mode: &Mode) -> &'static str {
+    if mode.jitter {
+        "fault-free +jitter"
+    } else {
+        "fault-free"
+    }
 }
 
 /// Applies a mode's faults to a cluster.
@@ -278,7 +299,7 @@ async fn run(
     set_arg(&mut args, "--log-level", "info");
     let log = w.dir.path().join(format!("agent-{n}.log"));
     let start = Instant::now();
-    let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log)?;
+    let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log.clone())?;
     let mut out = Run {
         seed,
         ..Run::default()
@@ -346,6 +367,11 @@ async fn run(
         let tail: Vec<String> = tail.into_iter().rev().collect();
         out.note = format!("{}; log tail:\n{}", out.note, tail.join("\n"));
     }
+    if let Ok(keep) = std::env::var("FAULTS_LOG_DIR") {
+        let name = format!("{}-{seed}-{n}.log", mode.name.replace(['%', ' ', '+'], ""));
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::fs::copy(&log, Path::new(&keep).join(name));
+    }
     cluster.shutdown().await;
     Ok(out)
 }
@@ -380,7 +406,7 @@ async fn bench() -> anyhow::Result<bool> {
     for helm in helms {
         let mut results: Vec<(Mode, Vec<Run>)> = Vec::new();
         for mode in modes() {
-            let baseline = mode.error.is_none() && !mode.jitter;
+            let baseline = mode.error.is_none();
             if !baseline && only.as_ref().is_some_and(|o| !o.contains(&mode.name)) {
                 continue;
             }
@@ -409,20 +435,25 @@ async fn bench() -> anyhow::Result<bool> {
             }
             results.push((mode, runs));
         }
-        let base_times: Vec<Duration> = results[0]
-            .1
-            .iter()
-            .filter(|r| r.converged)
-            .map(|r| r.time)
-            .collect();
-        let (_, base_median, _) = min_median_max(&base_times);
+        let median_of = |name: &str| {
+            let times: Vec<Duration> = results
+                .iter()
+                .filter(|(m, _)| m.name == name)
+                .flat_map(|(_, runs)| runs.iter().filter(|r| r.converged).map(|r| r.time))
+                .collect();
+            min_median_max(&times).1
+        };
+        let plain = median_of("fault-free");
+        let jittered = median_of("fault-free +jitter");
         let mut table = format!(
-            "\nhelm {}: fault-free median {:.1?} ({} runs)\n\
-             | mode | runs | ok | stalled | remediated | median | max | median/ff | max/ff | target | pass |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n",
+            "\nhelm {}: fault-free median {:.1?}, with jitter {:.1?} ({baseline_runs} runs each); \
+             a mode is compared with the fault-free runs of the same latency (/ff), and with \
+             the fault-free runs without jitter (/plain)\n\
+             | mode | runs | ok | stalled | remediated | median | max | median/ff | max/ff | median/plain | target | pass |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
             helm.major(),
-            base_median,
-            base_times.len()
+            plain,
+            jittered,
         );
         for (mode, runs) in &results {
             let times: Vec<Duration> = runs
@@ -431,9 +462,9 @@ async fn bench() -> anyhow::Result<bool> {
                 .map(|r| r.time)
                 .collect();
             let (_, median, max) = min_median_max(&times);
-            let row = row(mode, runs, base_median);
+            let row = row(mode, runs, median_of(baseline_of(mode)));
             table.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {:.1?} | {:.1?} | {:.2}x | {:.2}x | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {:.1?} | {:.1?} | {:.2}x | {:.2}x | {:.2}x | {} | {} |\n",
                 mode.name,
                 runs.len(),
                 runs.iter().filter(|r| r.ok()).count(),
@@ -443,6 +474,7 @@ async fn bench() -> anyhow::Result<bool> {
                 max,
                 row.median_ratio,
                 row.max_ratio,
+                median.as_secs_f64() / plain.as_secs_f64().max(1e-9),
                 mode.target.map_or("-".into(), |t| format!("<= {t}x")),
                 match row.pass {
                     None => "-",

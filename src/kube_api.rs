@@ -108,6 +108,19 @@ pub fn classify_kube(err: &kube::Error) -> ErrorClass {
     }
 }
 
+/// Whether the API server could not answer: a 429, a 5xx, or no answer at all (a refused,
+/// reset or cut connection, a timeout), as opposed to an answer refusing the request.
+pub fn api_unavailable(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_)
+        | kube::Error::Service(_)
+        | kube::Error::ReadEvents(_)
+        | kube::Error::HttpError(_) => true,
+        _ => false,
+    }
+}
+
 /// The `Retry-After` a Kubernetes API error carried (429, 503), if any.
 pub fn kube_retry_after(err: &kube::Error) -> Option<Duration> {
     match err {
@@ -232,6 +245,19 @@ mod tests {
         let io = kube::Error::ReadEvents(std::io::Error::other("cut"));
         assert_eq!(classify_kube(&io), ErrorClass::Transient);
         assert_eq!(kube_retry_after(&io), None);
+        // Unavailable: no answer, 429 or 5xx; an answer refusing the request is not, nor a
+        // kind discovery does not find.
+        assert!(api_unavailable(&io));
+        let unknown = kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(
+            "Widget".into(),
+        ));
+        assert!(!api_unavailable(&unknown));
+        for code in [429, 500, 503, 504] {
+            assert!(api_unavailable(&status(code, 0)), "{code}");
+        }
+        for code in [400, 403, 404, 409, 422] {
+            assert!(!api_unavailable(&status(code, 0)), "{code}");
+        }
     }
 
     #[derive(Debug)]

@@ -9,15 +9,21 @@ use std::time::Duration;
 #[path = "../benches/faults.rs"]
 mod faults;
 
-use faults::{Mode, Run, modes, row};
+use faults::{Mode, Run, baseline_of, modes, row};
 use testkit::agent::metric_sum;
 
 #[test]
-fn modes_are_the_baseline_and_eight_faults_with_targets() {
+fn modes_are_two_baselines_and_eight_faults_with_targets() {
     let m = modes();
-    assert_eq!(m.len(), 9);
-    assert_eq!(m[0].error, None);
-    assert_eq!(m[0].target, None);
+    assert_eq!(m.len(), 10);
+    for (base, jitter) in [(&m[0], false), (&m[1], true)] {
+        assert_eq!((base.error, base.target, base.jitter), (None, None, jitter));
+        assert_eq!(baseline_of(base), base.name);
+    }
+    for mode in &m[2..] {
+        let base = m.iter().find(|b| b.name == baseline_of(mode)).unwrap();
+        assert_eq!(base.jitter, mode.jitter, "{}", mode.name);
+    }
     let target = |name: &str| m.iter().find(|x| x.name == name).and_then(|x| x.target);
     assert_eq!(target("1% 500"), Some(2.0));
     assert_eq!(target("3% 500 +jitter"), Some(3.0));

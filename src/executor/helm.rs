@@ -130,6 +130,31 @@ pub fn error_message(stderr: &str) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
+/// The phrase of helm's debug log (helm 3 and 4) that carries the errors behind an uninstall's
+/// `failed to delete release: NAME`.
+const UNINSTALL_CAUSE: &str = "uninstall: Failed to delete release";
+
+/// helm's uninstall hides why deleting a release's objects failed behind `failed to delete
+/// release: NAME` and logs the errors only at debug level (strata runs it with `--debug`):
+/// they are added to the message, so that it can be classified (an API error while deleting
+/// is the API's, not the release's) and read.
+pub fn with_uninstall_cause(message: String, stderr: &str) -> String {
+    if !message.contains("failed to delete release") {
+        return message;
+    }
+    let cause = stderr.lines().find_map(|l| {
+        let at = l.find(UNINSTALL_CAUSE)?;
+        let rest = l[at + UNINSTALL_CAUSE.len()..]
+            .trim_start_matches(|c: char| c == '"' || c == ':' || c.is_whitespace())
+            .trim_end();
+        (!rest.is_empty()).then(|| rest.to_string())
+    });
+    match cause {
+        Some(cause) => format!("{message} ({cause})"),
+        None => message,
+    }
+}
+
 /// A helm version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct HelmVersion {
@@ -463,7 +488,7 @@ impl Helm {
                 } else {
                     stderr
                 };
-                let message = error_message(&text);
+                let message = with_uninstall_cause(error_message(&text), &text);
                 Error::Command {
                     command: cmd,
                     release: release.to_string(),
@@ -522,6 +547,9 @@ impl Helm {
             "--timeout".into(),
             go_duration(timeout).into(),
             "--wait".into(),
+            // helm says why deleting the release's objects failed only in its debug log (see
+            // `with_uninstall_cause`).
+            "--debug".into(),
         ];
         self.exec(
             "uninstall",
@@ -748,6 +776,35 @@ mod tests {
         assert_eq!(classify(&m), FailureKind::OperationInProgress);
         let m = error_message("warn one\nwarn two\n");
         assert_eq!(m, "warn one\nwarn two");
+    }
+
+    #[test]
+    fn an_uninstall_failure_carries_its_cause_from_the_debug_log() {
+        let helm4 = "time=2026-12-06T19:56:25Z level=DEBUG msg=\"uninstall: Failed to delete release\" error=\"[unable to delete ConfigMap l2-r1-config: Internal error occurred: injected by kubesim]\"\nError: failed to delete release: l2-r1\n";
+        let m = with_uninstall_cause(error_message(helm4), helm4);
+        assert_eq!(
+            m,
+            "failed to delete release: l2-r1 (error=\"[unable to delete ConfigMap l2-r1-config: Internal error occurred: injected by kubesim]\")"
+        );
+        assert_eq!(classify(&m), FailureKind::ClusterUnreachable);
+        let helm3 = "uninstall.go:105: [debug] uninstall: Failed to delete release: [configmaps \"x\" is forbidden: User cannot delete]\nError: failed to delete release: x\n";
+        let m = with_uninstall_cause(error_message(helm3), helm3);
+        assert_eq!(
+            m,
+            "failed to delete release: x ([configmaps \"x\" is forbidden: User cannot delete])"
+        );
+        assert_ne!(classify(&m), FailureKind::ClusterUnreachable);
+        // Without the debug line, or another failure: unchanged.
+        let plain = "Error: failed to delete release: x\n";
+        assert_eq!(
+            with_uninstall_cause(error_message(plain), plain),
+            "failed to delete release: x"
+        );
+        let other = "uninstall: Failed to delete release: [boom]\nError: release: not found\n";
+        assert_eq!(
+            with_uninstall_cause(error_message(other), other),
+            "release: not found"
+        );
     }
 
     #[test]

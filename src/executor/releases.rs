@@ -34,6 +34,8 @@ pub enum Error {
         namespace: String,
         secret: String,
         message: String,
+        /// The API could not answer (after the in-place retries), rather than refused.
+        unavailable: bool,
     },
     #[error("helm release Secret {namespace}/{secret} cannot be decoded: {message}")]
     Decode {
@@ -54,6 +56,9 @@ impl Error {
             Error::List { source, .. } if crate::kube_api::classify_kube(source).is_retryable() => {
                 ErrorClass::Unavailable
             }
+            Error::Write {
+                unavailable: true, ..
+            } => ErrorClass::Unavailable,
             _ => ErrorClass::Transient,
         }
     }
@@ -492,6 +497,7 @@ pub async fn mark_failed(
         namespace: namespace.to_string(),
         secret: name.clone(),
         message,
+        unavailable: false,
     };
     let Some(data) = secret.data.as_mut().and_then(|d| d.get_mut("release")) else {
         return Ok(false);
@@ -509,9 +515,29 @@ pub async fn mark_failed(
     if let Some(labels) = secret.metadata.labels.as_mut() {
         labels.insert("status".into(), "failed".into());
     }
-    api.replace(&name, &kube::api::PostParams::default(), &secret)
-        .await
-        .map_err(|e| err(crate::kube_api::error_text(&e)))?;
+    // An API blip is retried in place; a conflict (the record changed since it was read)
+    // is not, and the next step reads it again.
+    let retry = crate::kube_api::InPlaceRetry::default();
+    let params = kube::api::PostParams::default();
+    crate::kube_api::retry_transient(
+        &retry,
+        || api.replace(&name, &params, &secret),
+        |e| {
+            if crate::kube_api::api_unavailable(e) {
+                strata_core::retry::ErrorClass::Unavailable
+            } else {
+                strata_core::retry::ErrorClass::Permanent
+            }
+        },
+        crate::kube_api::kube_retry_after,
+    )
+    .await
+    .map_err(|e| Error::Write {
+        namespace: namespace.to_string(),
+        secret: name.clone(),
+        message: crate::kube_api::error_text(&e),
+        unavailable: crate::kube_api::api_unavailable(&e),
+    })?;
     Ok(true)
 }
 

@@ -87,13 +87,26 @@ impl ClusterReader {
         {
             return Ok(hit.clone());
         }
-        let found = kube::discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .map_err(|source| Error::Discovery {
-                api_version: r.api_version.clone(),
-                kind: r.kind.clone(),
-                source,
-            })?;
+        // A moment of unavailable API is retried in place; a kind not served is an answer.
+        let retry = crate::kube_api::InPlaceRetry::default();
+        let found = crate::kube_api::retry_transient(
+            &retry,
+            || kube::discovery::pinned_kind(&self.client, &gvk),
+            |e| {
+                if crate::kube_api::api_unavailable(e) {
+                    strata_core::retry::ErrorClass::Unavailable
+                } else {
+                    strata_core::retry::ErrorClass::Permanent
+                }
+            },
+            crate::kube_api::kube_retry_after,
+        )
+        .await
+        .map_err(|source| Error::Discovery {
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            source,
+        })?;
         self.kinds
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject};
@@ -258,6 +259,19 @@ impl Watches {
         tracked
     }
 
+    /// Whether an object `owner` tracks has no watch: its kind could not be resolved (not
+    /// served yet, or discovery failed for a moment) or its watch could not start. Such an
+    /// object changes no watch; [`Watches::track`] again resolves it.
+    pub fn unwatched(&self, owner: &Owner) -> bool {
+        let state = self.state();
+        state.owners.get(owner).is_some_and(|entry| {
+            entry.objects.iter().any(|t| match &t.stream {
+                None => true,
+                Some(key) => !state.streams.contains_key(key),
+            })
+        })
+    }
+
     /// `owner` tracks nothing any more (its release was removed).
     pub fn untrack(&self, owner: &Owner) {
         self.state().owners.remove(owner);
@@ -336,8 +350,8 @@ impl Watches {
         let api: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>> =
             Api::all(self.inner.client.clone());
         tokio::spawn(async move {
-            let stream =
-                watcher(api, watcher::Config::default().labels("owner=helm")).default_backoff();
+            let stream = watcher(api, watcher::Config::default().labels("owner=helm"))
+                .backoff(watch_backoff());
             futures::pin_mut!(stream);
             let mut buffer = Records::default();
             while let Some(event) = stream.next().await {
@@ -414,7 +428,7 @@ impl Watches {
             return;
         }
         let task = tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).default_backoff();
+            let stream = watcher(api, watcher::Config::default()).backoff(watch_backoff());
             futures::pin_mut!(stream);
             let mut buffer: HashMap<String, serde_json::Value> = HashMap::new();
             while let Some(event) = stream.next().await {
@@ -548,6 +562,20 @@ impl Watches {
             },
         }
     }
+}
+
+/// The waits before a failed watch is started again: from 200 ms (a moment of unavailable
+/// API ends quickly, and readiness waits on these watches) doubling to 30 s (kind to a
+/// struggling API server), with jitter; every event resets them. kube's default starts at
+/// 800 ms.
+pub fn watch_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
 }
 
 /// The readiness of one tracked object from what its watch sees: kstatus rules or the

@@ -88,13 +88,32 @@ pub struct Runner<D = HelmExecutor> {
 
 /// Waits before repeating a step that failed because the Kubernetes API was unavailable:
 /// doubling from the first wait up to the longest, until the deadline (the release's timeout).
+/// While the API server says it is ready (`/readyz`), the error was a sporadic one of a
+/// working server (under load a helm run of many requests often meets one) and the step is
+/// repeated after a short wait instead, growing by a quarter up to [`QUICK_MAX`], a limited number
+/// of times ([`QUICK_REPEATS`]) before the waits double anyway (an error that keeps coming
+/// from a ready server is not hammered for the whole timeout).
 struct Blips {
     next: Duration,
     max: Duration,
     deadline: Instant,
     count: u32,
+    quick_left: u32,
+    quick_next: Duration,
     started: Instant,
 }
+
+/// First and longest wait before resolving again an object of a release that has no watch
+/// while its readiness is awaited.
+const RETRACK_FIRST: Duration = Duration::from_millis(250);
+const RETRACK_MAX: Duration = Duration::from_secs(5);
+
+/// Steps repeated after a short wait while the API server is ready, per attempt.
+const QUICK_REPEATS: u32 = 24;
+/// The first wait before repeating a step whose error came from a ready API server.
+const QUICK_WAIT: Duration = Duration::from_millis(150);
+/// The longest such wait.
+const QUICK_MAX: Duration = Duration::from_millis(500);
 
 impl Blips {
     fn new((first, max): (Duration, Duration), deadline: Instant) -> Self {
@@ -103,17 +122,29 @@ impl Blips {
             max,
             deadline,
             count: 0,
+            quick_left: QUICK_REPEATS,
+            quick_next: QUICK_WAIT.min(first),
             started: Instant::now(),
         }
     }
 
-    /// The next wait, or `None` when it would pass the deadline.
-    fn wait(&mut self) -> Option<Duration> {
-        let wait = self.next;
+    /// The next wait, or `None` when it would pass the deadline. `server_ready`: the API
+    /// server answered its readiness check just now.
+    fn wait(&mut self, server_ready: bool) -> Option<Duration> {
+        let quick = server_ready && self.quick_left > 0;
+        let wait = if quick { self.quick_next } else { self.next };
         if Instant::now() + wait > self.deadline {
             return None;
         }
-        self.next = (self.next * 2).min(self.max);
+        if quick {
+            self.quick_left -= 1;
+            self.quick_next = self
+                .quick_next
+                .mul_f64(1.25)
+                .min(QUICK_MAX.min(self.max).max(self.quick_next));
+        } else {
+            self.next = (self.next * 2).min(self.max);
+        }
         self.count += 1;
         Some(wait)
     }
@@ -231,7 +262,7 @@ impl<D: HelmDriver> Runner<D> {
     /// Record a moment of unavailable API and wait before the step is repeated; `None` when
     /// the release's timeout has passed.
     async fn blip(&self, job: &ReleaseJob, blips: &mut Blips, error: &str) -> Option<()> {
-        let wait = blips.wait()?;
+        let wait = blips.wait(self.server_ready().await)?;
         tracing::warn!(release = %job.release, namespace = %job.namespace, error, retry_in_ms = wait.as_millis() as u64, "the Kubernetes API is unavailable; repeating the step");
         self.metrics.transient_retry();
         self.set(job, |r| {
@@ -243,6 +274,24 @@ impl<D: HelmDriver> Runner<D> {
         });
         tokio::time::sleep(wait).await;
         Some(())
+    }
+
+    /// Whether the API server answers its readiness check (`GET /readyz`, 1 s at most): it
+    /// does not when it is down, restarting or has lost its storage, and then a failed step
+    /// backs off; a sporadic error of a ready server is repeated promptly.
+    async fn server_ready(&self) -> bool {
+        let Some(reader) = &self.progress else {
+            return false;
+        };
+        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else {
+            return false;
+        };
+        let client = reader.client();
+        let check = client.request_text(request);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), check).await,
+            Ok(Ok(_))
+        )
     }
 
     fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::observe::status::ReleaseStatus)) {
@@ -1042,6 +1091,7 @@ impl<D: HelmDriver> Runner<D> {
         let stop = self.stop();
         let started = Instant::now();
         let mut waited = false;
+        let mut retrack = RETRACK_FIRST;
         loop {
             changes.borrow_and_update();
             let verdicts: Vec<_> = watches.assess(&owner).unwrap_or_default();
@@ -1116,6 +1166,13 @@ impl<D: HelmDriver> Runner<D> {
                             if changed.is_err() {
                                 return Ok(());
                             }
+                        }
+                        // An object without a watch (its kind not served yet, discovery
+                        // failed for a moment) changes nothing the watches see: resolve it
+                        // again, at growing intervals.
+                        () = tokio::time::sleep(retrack.min(deadline - now)), if watches.unwatched(&owner) => {
+                            watches.track(&owner, track_spec(job, manifest)).await;
+                            retrack = (retrack * 2).min(RETRACK_MAX);
                         }
                         () = tokio::time::sleep(deadline - now) => {}
                     }
@@ -1416,7 +1473,7 @@ async fn watch_progress(
         api,
         watcher::Config::default().labels(&format!("owner=helm,name={release}")),
     )
-    .default_backoff();
+    .backoff(crate::observe::watches::watch_backoff());
     futures::pin_mut!(records);
     let mut changes = watches.subscribe();
     let mut revision: Option<u64> = None;
@@ -1523,6 +1580,43 @@ mod tests {
 
     const NS: &str = "web";
     const NAME: &str = "site";
+
+    #[test]
+    fn blips_repeat_promptly_while_the_server_is_ready_then_back_off() {
+        let ms = Duration::from_millis;
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut b = Blips::new((ms(500), ms(4000)), far);
+        // A server that is down: doubling waits up to the longest.
+        assert_eq!(b.wait(false), Some(ms(500)));
+        assert_eq!(b.wait(false), Some(ms(1000)));
+        // Ready: short waits growing by a quarter up to half a second, a limited number of
+        // times, and the doubling does not advance.
+        assert_eq!(b.wait(true), Some(ms(150)));
+        assert_eq!(b.wait(true), Some(Duration::from_micros(187_500)));
+        assert_eq!(b.wait(true), Some(Duration::from_micros(234_375)));
+        let mut last = Duration::ZERO;
+        for _ in 3..QUICK_REPEATS {
+            last = b.wait(true).unwrap();
+            assert!(last <= QUICK_MAX, "{last:?}");
+        }
+        assert_eq!(last, QUICK_MAX);
+        // An error that keeps coming from a ready server backs off again.
+        assert_eq!(b.wait(true), Some(ms(2000)));
+        assert_eq!(b.wait(true), Some(ms(4000)));
+        assert_eq!(b.wait(false), Some(ms(4000)));
+        assert_eq!(b.count, 2 + QUICK_REPEATS + 3);
+        // A first wait shorter than the quick one is kept (and grows from there).
+        let mut b = Blips::new((ms(2), ms(3)), far);
+        assert_eq!(b.wait(true), Some(ms(2)));
+        assert_eq!(b.wait(true), Some(Duration::from_micros(2500)));
+        // ... and never passes the longest wait.
+        assert_eq!(b.wait(true), Some(ms(3)));
+        assert_eq!(b.wait(true), Some(ms(3)));
+        // Never past the deadline.
+        let mut b = Blips::new((ms(500), ms(4000)), Instant::now() + ms(100));
+        assert_eq!(b.wait(true), None);
+        assert_eq!(b.wait(false), None);
+    }
 
     /// What a scripted `helm upgrade --install` does.
     enum Upgrade {
