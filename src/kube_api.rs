@@ -121,6 +121,24 @@ pub fn api_unavailable(err: &kube::Error) -> bool {
     }
 }
 
+/// [`retry_transient`] for kube-rs calls that repeats only what [`api_unavailable`] says (a
+/// refusal, a conflict or an unknown kind is returned at once), honouring
+/// [`kube_retry_after`]; what remains is classified the same way.
+pub async fn retry_unavailable<T, F, Fut>(policy: &InPlaceRetry, op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let classify = |e: &kube::Error| {
+        if api_unavailable(e) {
+            ErrorClass::Unavailable
+        } else {
+            ErrorClass::Permanent
+        }
+    };
+    retry_transient(policy, op, classify, kube_retry_after).await
+}
+
 /// The `Retry-After` a Kubernetes API error carried (429, 503), if any.
 pub fn kube_retry_after(err: &kube::Error) -> Option<Duration> {
     match err {

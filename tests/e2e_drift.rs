@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use kubesim::{Propagation, ResourceKey};
-use testkit::agent::{Agent, agent_args};
+use testkit::agent::Agent;
 use testkit::gitcharts::{GitCharts, PathProfile};
 use testkit::{HelmBin, strata_bin};
 
@@ -87,14 +87,7 @@ async fn drift_corrected(helm: HelmBin) -> anyhow::Result<()> {
     )?;
     s.repo.commit("app")?;
 
-    let mut args = agent_args(
-        &s.git.http_url("platform"),
-        &s.kubeconfig,
-        &s.helm.path(),
-        &s.dir.path().join("work"),
-    );
-    testkit::agent::set_arg(&mut args, "--interval", "1s");
-    let mut agent = Agent::start(&s.strata, &args, &[], s.dir.path().join("agent.log"))?;
+    let mut agent = s.agent("1s")?;
 
     let ready = |st: &serde_json::Value| {
         testkit::agent::release(st, "app")
@@ -316,14 +309,7 @@ spec:
     )?;
     s.repo.commit("app")?;
 
-    let mut args = agent_args(
-        &s.git.http_url("platform"),
-        &s.kubeconfig,
-        &s.helm.path(),
-        &s.dir.path().join("work"),
-    );
-    testkit::agent::set_arg(&mut args, "--interval", "1s");
-    let mut agent = Agent::start(&s.strata, &args, &[], s.dir.path().join("agent.log"))?;
+    let mut agent = s.agent("1s")?;
     agent
         .wait_status("app Ready at revision 1, drift checked", DEADLINE, |st| {
             testkit::agent::release(st, "app").is_some_and(|r| {
@@ -502,14 +488,7 @@ async fn drift_is_seen_from_watches_between_polls() -> anyhow::Result<()> {
     );
     s.repo.write("profiles.yaml", list)?;
     s.repo.commit("two releases")?;
-    let mut args = agent_args(
-        &s.git.http_url("platform"),
-        &s.kubeconfig,
-        &s.helm.path(),
-        &s.dir.path().join("work"),
-    );
-    testkit::agent::set_arg(&mut args, "--interval", "10m");
-    let mut agent = Agent::start(&s.strata, &args, &[], s.dir.path().join("agent.log"))?;
+    let mut agent = s.agent("10m")?;
     agent
         .wait_status("both Ready", DEADLINE, |st| st["phase"] == "Ready")
         .await?;

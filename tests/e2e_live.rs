@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::agent::{http_get, phase, release};
-use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::cluster::touches_namespace;
 use testkit::{HelmBin, Scenario, strata_bin};
 
@@ -204,17 +203,7 @@ fn strata_requests(s: &Scenario) -> Vec<kubesim::RequestRecord> {
 /// objects in one layer, and an agent polling Git every `interval`.
 async fn many_releases(interval: &str) -> anyhow::Result<(Scenario, testkit::agent::Agent)> {
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
-    let annotations = profile_annotations(None, None);
-    let chart = write_chart(
-        &s.dir.path().join("charts"),
-        &ChartSpec {
-            name: "many",
-            version: "1.0.0",
-            annotations: &annotations,
-            files: &[("templates/objects.yaml", MANY)],
-        },
-    )?;
-    s.charts.add_chart(&chart)?;
+    s.add_chart("many", "1.0.0", &[("templates/objects.yaml", MANY)])?;
     s.repo
         .write("profiles.yaml", many_profiles(&s.charts.url()))?;
     s.repo.commit("10 releases of 51 objects")?;

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use testkit::agent::{phase, release};
-use testkit::chart::{ChartSpec, profile_annotations, write_chart};
 use testkit::{HelmBin, Scenario, strata_bin};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -71,17 +70,7 @@ async fn a_new_commit_ends_a_hung_wait_helm3() -> anyhow::Result<()> {
 
 async fn a_new_commit_ends_a_hung_wait(helm: HelmBin) -> anyhow::Result<()> {
     let s = Scenario::start(strata_bin!(), helm, "{}").await?;
-    let annotations = profile_annotations(None, None);
-    let chart = write_chart(
-        &s.dir.path().join("charts"),
-        &ChartSpec {
-            name: "stuck",
-            version: "1.0.0",
-            annotations: &annotations,
-            files: &[("templates/deployment.yaml", STUCK)],
-        },
-    )?;
-    s.charts.add_chart(&chart)?;
+    s.add_chart("stuck", "1.0.0", &[("templates/deployment.yaml", STUCK)])?;
     s.repo
         .write("profiles.yaml", profiles(&s.charts.url(), true))?;
     s.repo.commit("a release that never becomes ready")?;
@@ -143,17 +132,7 @@ async fn a_new_commit_ends_a_hung_wait(helm: HelmBin) -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_failed_own_wait_marks_the_record_failed_like_helm() -> anyhow::Result<()> {
     let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
-    let annotations = profile_annotations(None, None);
-    let chart = write_chart(
-        &s.dir.path().join("charts"),
-        &ChartSpec {
-            name: "stuck",
-            version: "1.0.0",
-            annotations: &annotations,
-            files: &[("templates/deployment.yaml", STUCK)],
-        },
-    )?;
-    s.charts.add_chart(&chart)?;
+    s.add_chart("stuck", "1.0.0", &[("templates/deployment.yaml", STUCK)])?;
     let list = profiles(&s.charts.url(), true).replace("timeout: 10m", "timeout: 3s");
     s.repo.write("profiles.yaml", list)?;
     s.repo

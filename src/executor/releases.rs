@@ -519,25 +519,14 @@ pub async fn mark_failed(
     // is not, and the next step reads it again.
     let retry = crate::kube_api::InPlaceRetry::default();
     let params = kube::api::PostParams::default();
-    crate::kube_api::retry_transient(
-        &retry,
-        || api.replace(&name, &params, &secret),
-        |e| {
-            if crate::kube_api::api_unavailable(e) {
-                strata_core::retry::ErrorClass::Unavailable
-            } else {
-                strata_core::retry::ErrorClass::Permanent
-            }
-        },
-        crate::kube_api::kube_retry_after,
-    )
-    .await
-    .map_err(|e| Error::Write {
-        namespace: namespace.to_string(),
-        secret: name.clone(),
-        message: crate::kube_api::error_text(&e),
-        unavailable: crate::kube_api::api_unavailable(&e),
-    })?;
+    crate::kube_api::retry_unavailable(&retry, || api.replace(&name, &params, &secret))
+        .await
+        .map_err(|e| Error::Write {
+            namespace: namespace.to_string(),
+            secret: name.clone(),
+            message: crate::kube_api::error_text(&e),
+            unavailable: crate::kube_api::api_unavailable(&e),
+        })?;
     Ok(true)
 }
 

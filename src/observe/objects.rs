@@ -89,18 +89,9 @@ impl ClusterReader {
         }
         // A moment of unavailable API is retried in place; a kind not served is an answer.
         let retry = crate::kube_api::InPlaceRetry::default();
-        let found = crate::kube_api::retry_transient(
-            &retry,
-            || kube::discovery::pinned_kind(&self.client, &gvk),
-            |e| {
-                if crate::kube_api::api_unavailable(e) {
-                    strata_core::retry::ErrorClass::Unavailable
-                } else {
-                    strata_core::retry::ErrorClass::Permanent
-                }
-            },
-            crate::kube_api::kube_retry_after,
-        )
+        let found = crate::kube_api::retry_unavailable(&retry, || {
+            kube::discovery::pinned_kind(&self.client, &gvk)
+        })
         .await
         .map_err(|source| Error::Discovery {
             api_version: r.api_version.clone(),

@@ -349,28 +349,14 @@ impl Loader {
                 message,
             })
         };
-        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
-        let secret = match api.get_opt(&r.name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(problem(format!(
-                    "repository {}: Secret {ns}/{} does not exist; create it with keys username and password",
-                    repo.name, r.name
-                )));
-            }
-            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
-                return Err(problem(format!(
-                    "repository {}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
-                    repo.name, r.name, e.message
-                )));
-            }
-            Err(e) => {
-                return Err(Failure::Unavailable(format!(
-                    "repository {}: cannot read Secret {ns}/{} from the API server: {e}",
-                    repo.name, r.name
-                )));
-            }
-        };
+        let secret = repository_secret(
+            src,
+            &repo.name,
+            &r.name,
+            "create it with keys username and password",
+            problem,
+        )
+        .await?;
         let data = secret.data.unwrap_or_default();
         let mut fields = Vec::new();
         for key in strata_core::profiles::REPOSITORY_SECRET_KEYS {
@@ -419,28 +405,14 @@ impl Loader {
                 message,
             })
         };
-        let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
-        let secret = match api.get_opt(&r.name).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return Err(problem(format!(
-                    "repository {}: Secret {ns}/{} does not exist; create it with keys tls.crt and tls.key (kubectl create secret tls)",
-                    repo.name, r.name
-                )));
-            }
-            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => {
-                return Err(problem(format!(
-                    "repository {}: the agent may not read Secret {ns}/{}: {}; grant it get on secrets in {ns}",
-                    repo.name, r.name, e.message
-                )));
-            }
-            Err(e) => {
-                return Err(Failure::Unavailable(format!(
-                    "repository {}: cannot read Secret {ns}/{} from the API server: {e}",
-                    repo.name, r.name
-                )));
-            }
-        };
+        let secret = repository_secret(
+            src,
+            &repo.name,
+            &r.name,
+            "create it with keys tls.crt and tls.key (kubectl create secret tls)",
+            problem,
+        )
+        .await?;
         let data = secret.data.unwrap_or_default();
         let mut pems = Vec::new();
         for key in strata_core::profiles::REPOSITORY_CERT_SECRET_KEYS {
@@ -1431,6 +1403,33 @@ fn jobs_from_plan(
             Some((planned.release.clone(), job))
         })
         .collect()
+}
+
+/// A Secret a repository's profile-list entry names (in the agent's namespace): missing or
+/// forbidden is a `problem` of the entry (`create` says what it needs), an API that cannot
+/// answer is [`Failure::Unavailable`].
+async fn repository_secret(
+    src: &SecretSource,
+    repository: &str,
+    name: &str,
+    create: &str,
+    problem: impl Fn(String) -> Failure,
+) -> Result<Secret, Failure> {
+    let ns = &src.namespace;
+    let api: kube::Api<Secret> = kube::Api::namespaced(src.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(problem(format!(
+            "repository {repository}: Secret {ns}/{name} does not exist; {create}"
+        ))),
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 401 => Err(problem(format!(
+            "repository {repository}: the agent may not read Secret {ns}/{name}: {}; grant it get on secrets in {ns}",
+            e.message
+        ))),
+        Err(e) => Err(Failure::Unavailable(format!(
+            "repository {repository}: cannot read Secret {ns}/{name} from the API server: {e}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -128,6 +128,18 @@ impl GitCharts {
         Ok((exit.code(), agent.logs()))
     }
 
+    /// A long-running `strata run` polling every `interval`, logging to `agent.log`.
+    pub fn agent(&self, interval: &str) -> anyhow::Result<Agent> {
+        let mut args = agent_args(
+            &self.git.http_url("platform"),
+            &self.kubeconfig,
+            &self.helm.path(),
+            &self.dir.path().join("work"),
+        );
+        crate::agent::set_arg(&mut args, "--interval", interval);
+        Agent::start(&self.strata, &args, &[], self.dir.path().join("agent.log"))
+    }
+
     /// The status the agent wrote into its ConfigMap.
     pub fn status(&self) -> serde_json::Value {
         crate::cluster::configmap_status(&self.cluster).unwrap_or_default()

@@ -297,6 +297,27 @@ impl Scenario {
         self.repo.commit(message)
     }
 
+    /// Put a chart `name` `version` made of `files` (path, text) into the chart repository.
+    pub fn add_chart(
+        &self,
+        name: &str,
+        version: &str,
+        files: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let annotations = profile_annotations(None, None);
+        let chart = write_chart(
+            &self.dir.path().join("charts"),
+            &ChartSpec {
+                name,
+                version,
+                annotations: &annotations,
+                files,
+            },
+        )?;
+        self.charts.add_chart(&chart)?;
+        Ok(())
+    }
+
     /// Commit the layered profile list plus a profile `broken` (namespace `broken`) whose Git
     /// chart's template does not parse: helm fails with a permanent error. Returns the commit.
     pub fn commit_broken_chart(&self) -> anyhow::Result<String> {
