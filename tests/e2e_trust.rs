@@ -18,6 +18,7 @@ const HELM: HelmBin = HelmBin::V4;
 const DECLARED_GIT: &str = "http://git.example.invalid/platform";
 
 struct World {
+    helm: HelmBin,
     dir: tempfile::TempDir,
     cluster: kubesim::Cluster,
     kubeconfig: PathBuf,
@@ -26,12 +27,17 @@ struct World {
 }
 
 async fn world() -> anyhow::Result<World> {
+    world_with(HELM).await
+}
+
+async fn world_with(helm: HelmBin) -> anyhow::Result<World> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     let cluster = testkit::cluster::start(kubesim::Config::default(), &kubeconfig).await?;
     let git = testkit::GitServer::start().await?;
     let repo = git.create_repo("platform")?;
     Ok(World {
+        helm,
         dir,
         cluster,
         kubeconfig,
@@ -55,7 +61,7 @@ impl World {
         let mut args = testkit::agent::agent_args(
             git_url,
             &self.kubeconfig,
-            &HELM.path(),
+            &self.helm.path(),
             &self.dir.path().join(name),
         );
         args.insert(0, "--once".into());
@@ -124,7 +130,18 @@ fn with_cert_secret(url: &str, secret: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_requiring_a_client_certificate_installs_with_its_secret() -> anyhow::Result<()>
 {
-    let w = world().await?;
+    client_certificate_from_a_secret(HelmBin::V4).await
+}
+
+/// The same with helm 3 (strata fetches the chart itself; helm installs the local archive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_requiring_a_client_certificate_installs_with_its_secret_helm3()
+-> anyhow::Result<()> {
+    client_certificate_from_a_secret(HelmBin::V3).await
+}
+
+async fn client_certificate_from_a_secret(helm: HelmBin) -> anyhow::Result<()> {
+    let w = world_with(helm).await?;
     let charts = testkit::ChartRepo::start_mtls(&HELM.path()).await?;
     for chart in layered_charts(&w.dir.path().join("charts"))? {
         charts.add_chart(&chart)?;
