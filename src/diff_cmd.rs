@@ -42,8 +42,9 @@ use crate::executor::helm::{Helm, HelmConfig, TemplateRequest};
 use crate::executor::process::Redactor;
 use crate::executor::releases;
 use crate::manifest_diff::{ObjectChange, ObjectDiff};
+use crate::observe::live::{DriftInput, drift_objects, find_drift};
 use crate::observe::objects::{ClusterReader, Found, ObjectRef};
-use crate::observe::status::{DRIFT_PATHS_SHOWN, DriftedObject, LayerId, ProblemView};
+use crate::observe::status::{DriftedObject, LayerId, ProblemView};
 use crate::source::revision::{LoadError, Loader, ReleaseJob};
 
 /// Exit status: nothing would change.
@@ -256,51 +257,25 @@ pub fn release_entry(
     }
 }
 
-/// The objects of a stored manifest drift detection looks at, as the agent: every object but
-/// hooks and objects helm keeps (`helm.sh/resource-policy: keep`).
-pub fn drift_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
-    releases::manifest_objects(manifest)
-        .into_iter()
-        .filter(|o| {
-            !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
-        })
-        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
-        .collect()
-}
-
-/// The drifted objects among `objects` as the cluster has them (`found`, in the same order):
-/// missing, or fields the manifest sets changed ([`strata_core::drift::compare`] minus the
-/// policy's ignore rules), with the agent's limit of paths per object.
+/// The drifted objects among `objects` as the cluster has them (`found`, in the same order),
+/// exactly as the agent finds them ([`crate::observe::live::find_drift`]): missing, or fields
+/// the manifest sets changed, minus the policy's ignore rules, with the agent's limit of paths
+/// per object.
 pub fn drifted(
     policy: &DriftPolicy,
     objects: &[(ObjectRef, serde_json::Value)],
     found: Vec<Found>,
 ) -> Vec<DriftedObject> {
-    let mut out = Vec::new();
-    for ((r, manifest_obj), (namespace, live)) in objects.iter().zip(found) {
-        let paths: Vec<String> = match &live {
-            None => Vec::new(),
-            Some(live) => {
-                let ignore = policy.ignored(&r.kind, &r.name);
-                strata_core::drift::compare(manifest_obj, live, &ignore)
-                    .into_iter()
-                    .map(|d| d.path)
-                    .collect()
-            }
-        };
-        if live.is_some() && paths.is_empty() {
-            continue;
-        }
-        out.push(DriftedObject {
-            kind: r.kind.clone(),
-            namespace,
-            name: r.name.clone(),
-            missing: live.is_none(),
-            paths: paths.iter().take(DRIFT_PATHS_SHOWN).cloned().collect(),
-            more_paths: paths.len().saturating_sub(DRIFT_PATHS_SHOWN),
+    let inputs = objects
+        .iter()
+        .zip(&found)
+        .map(|((object, manifest), (namespace, live))| DriftInput {
+            object,
+            manifest,
+            namespace: namespace.clone(),
+            live: live.as_ref(),
         });
-    }
-    out
+    find_drift(inputs, policy).objects
 }
 
 /// Core's inputs for drift, as the agent gives them in mode `correct`.

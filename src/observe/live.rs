@@ -121,17 +121,18 @@ fn check_drift(
     if policy.mode == DriftMode::Ignore {
         return;
     }
+    let (listed, more_objects) = found.shown();
     let unchanged = status
         .snapshot()
         .release(&owner.0, &owner.1)
         .and_then(|r| r.drift.clone())
-        .is_some_and(|d| d.objects == found.listed && d.more_objects == found.more_objects);
+        .is_some_and(|d| d.objects == listed && d.more_objects == more_objects);
     if unchanged {
         return;
     }
     let is_new = record_drift(status, metrics, (&owner.0, &owner.1), policy.mode, &found);
     if is_new && policy.mode == DriftMode::Correct {
-        tracing::info!(release = %owner.1, namespace = %owner.0, objects = found.total, "drift found; correcting it now (drift mode correct)");
+        tracing::info!(release = %owner.1, namespace = %owner.0, objects = found.total(), "drift found; correcting it now (drift mode correct)");
         wake.notify_one();
     }
 }
@@ -196,11 +197,34 @@ fn apply(status: &StatusStore, (namespace, name): &Owner, verdicts: &[(Tracked, 
 pub struct DriftFindings {
     pub missing: Vec<strata_core::reconcile::MissingObject>,
     pub changed: Vec<strata_core::reconcile::ChangedObject>,
-    /// What the status lists (at most [`DRIFT_OBJECTS_SHOWN`]).
-    pub listed: Vec<DriftedObject>,
-    pub more_objects: usize,
+    /// Every drifted object, in manifest order (paths cut at [`DRIFT_PATHS_SHOWN`]).
+    pub objects: Vec<DriftedObject>,
+}
+
+impl DriftFindings {
     /// Drifted objects in all.
-    pub total: usize,
+    pub fn total(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// What the status lists (at most [`DRIFT_OBJECTS_SHOWN`] objects) and how many more
+    /// there are.
+    pub fn shown(&self) -> (&[DriftedObject], usize) {
+        let n = self.objects.len().min(DRIFT_OBJECTS_SHOWN);
+        (&self.objects[..n], self.objects.len() - n)
+    }
+}
+
+/// The objects of a stored manifest the drift check looks at, with the manifest object each:
+/// every object but hooks and objects helm keeps (`helm.sh/resource-policy: keep`).
+pub fn drift_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
+    crate::executor::releases::manifest_objects(manifest)
+        .into_iter()
+        .filter(|o| {
+            !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
+        })
+        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
+        .collect()
 }
 
 /// One object of a release for the drift check: its manifest object, the namespace it lives
@@ -242,7 +266,7 @@ pub fn find_drift<'a>(
         };
         match input.live {
             None => {
-                found.listed.push(shown(true, &[]));
+                found.objects.push(shown(true, &[]));
                 found.missing.push(object);
             }
             Some(live) => {
@@ -252,7 +276,7 @@ pub fn find_drift<'a>(
                     .map(|d| d.path)
                     .collect();
                 if !paths.is_empty() {
-                    found.listed.push(shown(false, &paths));
+                    found.objects.push(shown(false, &paths));
                     found.changed.push(ChangedObject {
                         object,
                         paths: paths.into_iter().take(DRIFT_PATHS_SHOWN).collect(),
@@ -261,9 +285,6 @@ pub fn find_drift<'a>(
             }
         }
     }
-    found.total = found.listed.len();
-    found.more_objects = found.total.saturating_sub(DRIFT_OBJECTS_SHOWN);
-    found.listed.truncate(DRIFT_OBJECTS_SHOWN);
     found
 }
 
@@ -280,14 +301,15 @@ pub fn record_drift(
     use strata_core::drift::DriftMode;
     use strata_core::reconcile::UpgradeReason;
     let mode_text = mode.to_string();
+    let (listed, more_objects) = found.shown();
     let same = status
         .snapshot()
         .release(namespace, name)
         .and_then(|r| r.drift.clone())
         .is_some_and(|d| {
-            d.mode == mode_text && d.objects == found.listed && d.more_objects == found.more_objects
+            d.mode == mode_text && d.objects == listed && d.more_objects == more_objects
         });
-    metrics.drifted_objects(namespace, name, Some(found.total));
+    metrics.drifted_objects(namespace, name, Some(found.total()));
     if same {
         // Nothing new: the status (and its ConfigMap) is not written again.
         return false;
@@ -295,15 +317,15 @@ pub fn record_drift(
     let mut is_new = false;
     status.update(|s| {
         if let Some(r) = s.release_mut(namespace, name) {
-            is_new = found.total > 0
-                && r.drift.as_ref().is_none_or(|d| {
-                    d.objects != found.listed || d.more_objects != found.more_objects
-                });
+            is_new = found.total() > 0
+                && r.drift
+                    .as_ref()
+                    .is_none_or(|d| d.objects != listed || d.more_objects != more_objects);
             r.drift = Some(DriftStatus {
                 mode: mode_text.clone(),
                 since: now_rfc3339(),
-                objects: found.listed.clone(),
-                more_objects: found.more_objects,
+                objects: listed.to_vec(),
+                more_objects,
             });
         }
     });

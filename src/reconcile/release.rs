@@ -988,7 +988,9 @@ impl<D: HelmDriver> Runner<D> {
         manifest: &str,
         inputs: &mut strata_core::reconcile::Inputs,
     ) {
-        use crate::observe::live::{DriftInput, find_drift, record_drift, watched_drift};
+        use crate::observe::live::{
+            DriftInput, drift_objects, find_drift, record_drift, watched_drift,
+        };
         use strata_core::drift::DriftMode;
         let mode = job.drift.mode;
         if mode == DriftMode::Ignore {
@@ -1055,7 +1057,7 @@ impl<D: HelmDriver> Runner<D> {
             mode,
             &found,
         );
-        if found.total > 0 && mode == DriftMode::Correct {
+        if found.total() > 0 && mode == DriftMode::Correct {
             inputs.missing = found.missing;
             inputs.changed = found.changed;
         }
@@ -1418,18 +1420,6 @@ fn not_ready_of(t: &Tracked, reason: String) -> NotReady {
         namespace: t.namespace.clone(),
         reason,
     }
-}
-
-/// The objects of a release manifest drift detection looks for, with the manifest object:
-/// every object but hooks and objects helm keeps (`helm.sh/resource-policy: keep`).
-fn drift_objects(manifest: &str) -> Vec<(ObjectRef, serde_json::Value)> {
-    crate::executor::releases::manifest_objects(manifest)
-        .into_iter()
-        .filter(|o| {
-            !strata_core::reconcile::drift_exempt(|k| o["metadata"]["annotations"][k].as_str())
-        })
-        .filter_map(|o| Some((ObjectRef::from_manifest(&o)?, o)))
-        .collect()
 }
 
 /// The release whose progress [`watch_progress`] follows.
@@ -1926,7 +1916,7 @@ mod tests {
     #[test]
     fn drift_looks_for_every_object_but_hooks_and_kept_ones() {
         let manifest = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations:\n    helm.sh/resource-policy: keep\n---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: hook\n  annotations:\n    helm.sh/hook: post-install\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: other\n";
-        let objects: Vec<(String, String)> = drift_objects(manifest)
+        let objects: Vec<(String, String)> = crate::observe::live::drift_objects(manifest)
             .into_iter()
             .map(|(o, _)| (o.kind, o.name))
             .collect();
