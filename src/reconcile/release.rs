@@ -509,27 +509,29 @@ impl<D: HelmDriver> Runner<D> {
         });
         let record = match cached {
             Some(record) => record,
-            None => self
-                .driver
-                .latest(&job.namespace, &job.release)
-                .await
-                .map_err(|e| Failure {
-                    class: e.class(),
-                    message: format!("cannot read the release state: {e}"),
-                    retry_after: None,
-                })?,
-        };
-        {
-            let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-            match &record {
-                Some(r) => {
-                    records.insert(key, r.clone());
+            None => {
+                let read = self
+                    .driver
+                    .latest(&job.namespace, &job.release)
+                    .await
+                    .map_err(|e| Failure {
+                        class: e.class(),
+                        message: format!("cannot read the release state: {e}"),
+                        retry_after: None,
+                    })?;
+                // Kept for the next look while the watch says it is still the newest.
+                let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+                match &read {
+                    Some(r) => {
+                        records.insert(key, r.clone());
+                    }
+                    None => {
+                        records.remove(&key);
+                    }
                 }
-                None => {
-                    records.remove(&key);
-                }
+                read
             }
-        }
+        };
         let observed = record.as_ref().map(|r| r.observed());
         let settled = |o: &strata_core::reconcile::ObservedRelease| {
             matches!(
