@@ -7,7 +7,8 @@
 //!   layer above writes nothing there until the Deployment recovers, then upgrades it.
 //! - API load: a layer of 10 releases of 51 objects each costs the agent a bounded number of
 //!   requests (watches, not a GET per object per second), and nothing at all once every
-//!   release is Ready and nothing changes (the figures are printed).
+//!   release is Ready and nothing changes (the figures are printed). Its watches are one per
+//!   kind, cluster-wide; a kind whose cluster-wide list RBAC forbids is watched per namespace.
 
 use std::time::{Duration, Instant};
 
@@ -263,6 +264,20 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
         describe(&install)
     );
     assert!(install.iter().any(|r| r.verb == "watch"));
+    // The objects' watches: one per kind, cluster-wide, none per release namespace.
+    let per_namespace: Vec<_> = install
+        .iter()
+        .filter(|r| {
+            r.verb == "watch"
+                && ["configmaps", "deployments"].contains(&r.resource.as_str())
+                && r.namespace.starts_with("many-")
+        })
+        .collect();
+    assert!(
+        per_namespace.is_empty(),
+        "watches per namespace: {:#?}",
+        describe(&install)
+    );
 
     // Steady state: nothing changes, so nothing is requested (the watches stay open).
     settled(&s).await?;
@@ -276,6 +291,64 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
         describe(&steady)
     );
     assert!(s.cluster.controls().open_watches() > 0);
+    agent.stop().await?;
+    Ok(())
+}
+
+/// RBAC scoped to namespaces (deploy/examples/narrow-rbac) forbids listing a kind
+/// cluster-wide: that kind is watched per namespace instead, the others stay cluster-wide,
+/// and every release still becomes Ready.
+#[tokio::test]
+async fn a_kind_that_cannot_be_listed_cluster_wide_is_watched_per_namespace() -> anyhow::Result<()>
+{
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{}").await?;
+    for verb in ["list", "watch"] {
+        s.cluster.controls().add_error(kubesim::ErrorRule {
+            verb: Some(verb.into()),
+            resource: Some("deployments".into()),
+            namespace: Some(String::new()),
+            code: 403,
+            ..Default::default()
+        });
+    }
+    s.add_chart("many", "1.0.0", &[("templates/objects.yaml", MANY)])?;
+    s.repo
+        .write("profiles.yaml", many_profiles(&s.charts.url()))?;
+    s.repo.commit("10 releases of 51 objects")?;
+    let mut agent = testkit::agent::Agent::start(
+        &s.strata,
+        &s.args(&[]),
+        &[],
+        s.dir.path().join("agent-rbac.log"),
+    )?;
+    agent
+        .wait_status("every release Ready", LONG, |st| st["phase"] == "Ready")
+        .await?;
+    let watches = s
+        .cluster
+        .controls()
+        .requests_where(|r| r.user_agent.starts_with("strata/") && r.verb == "watch");
+    let namespaces = |resource: &str| {
+        watches
+            .iter()
+            .filter(|r| r.resource == resource && r.namespace != "strata-system")
+            .map(|r| r.namespace.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let expected: std::collections::BTreeSet<String> =
+        (0..RELEASES).map(|i| format!("many-{i}")).collect();
+    assert_eq!(namespaces("deployments"), expected);
+    assert_eq!(
+        namespaces("configmaps"),
+        std::collections::BTreeSet::from([String::new()])
+    );
+    assert!(
+        agent
+            .logs()
+            .contains("listing this kind cluster-wide is forbidden"),
+        "{}",
+        agent.logs()
+    );
     agent.stop().await?;
     Ok(())
 }

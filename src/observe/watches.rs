@@ -1,6 +1,9 @@
-//! Shared watches: one Kubernetes watch per kind and namespace (cluster-wide for
-//! cluster-scoped kinds) covering the objects of every release strata manages, with the
-//! current objects of each watch kept in memory. Readiness waits, the health gate, live health
+//! Shared watches: one cluster-wide Kubernetes watch per kind covering the objects of every
+//! release strata manages (one per kind and namespace for a kind whose cluster-wide list RBAC
+//! forbids), with the objects strata cares about kept in memory: those helm manages (the
+//! `meta.helm.sh/release-name` annotation helm puts on everything it installs) and those a
+//! release tracks, without `managedFields`. So the number of watches (connections) does not
+//! grow with the number of release namespaces, and memory grows with managed objects only. Readiness waits, the health gate, live health
 //! between revisions and drift read objects from here, not from the API server: once a watch
 //! is open the only requests are the ones keeping it open (kube-rs' watcher: one LIST, then a
 //! WATCH resumed from the last resourceVersion, re-listed when the server says it is too old).
@@ -25,8 +28,8 @@ use strata_core::readiness::Readiness;
 
 use super::objects::{ClusterReader, ObjectRef};
 
-/// What a watch is about: a kind, in a namespace (`None`: cluster-scoped, watched
-/// cluster-wide).
+/// What a watch is about: a kind, in a namespace (`None`: watched cluster-wide; a namespaced
+/// kind only when RBAC forbids listing it cluster-wide).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamKey {
     pub api_version: String,
@@ -61,8 +64,11 @@ pub struct Tracked {
     pub unresolved: Option<String>,
 }
 
+/// Where an object lives: (namespace, name); namespace `None` for cluster-scoped objects.
+type ObjectKey = (Option<String>, String);
+
 struct Stream {
-    objects: HashMap<String, serde_json::Value>,
+    objects: HashMap<ObjectKey, serde_json::Value>,
     synced: bool,
     last_error: Option<String>,
     task: tokio::task::AbortHandle,
@@ -94,9 +100,21 @@ pub struct Observed {
     pub live: Lookup,
 }
 
-impl OwnerEntry {
-    fn keys(&self) -> impl Iterator<Item = &StreamKey> {
-        self.objects.iter().filter_map(|t| t.stream.as_ref())
+impl State {
+    /// Index what the releases track per watch; returns the watches in use.
+    fn reindex(&mut self) -> BTreeSet<StreamKey> {
+        let mut tracked: HashMap<StreamKey, std::collections::HashSet<ObjectKey>> = HashMap::new();
+        for t in self.owners.values().flat_map(|e| e.objects.iter()) {
+            if let Some(key) = &t.stream {
+                tracked
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((t.namespace.clone(), t.object.name.clone()));
+            }
+        }
+        let used = tracked.keys().cloned().collect();
+        self.tracked = tracked;
+        used
     }
 }
 
@@ -104,6 +122,13 @@ impl OwnerEntry {
 struct State {
     streams: HashMap<StreamKey, Stream>,
     owners: HashMap<Owner, OwnerEntry>,
+    /// The objects some release tracks, per watch (kept even without helm's annotation).
+    tracked: HashMap<StreamKey, std::collections::HashSet<ObjectKey>>,
+    /// Namespaced kinds (apiVersion, kind) whose cluster-wide list RBAC forbids: watched per
+    /// namespace.
+    per_namespace: BTreeSet<(String, String)>,
+    /// Namespaced kinds found listable cluster-wide.
+    cluster_wide: BTreeSet<(String, String)>,
 }
 
 /// The helm release records of every release, from one metadata-only watch of helm's
@@ -205,7 +230,7 @@ impl Watches {
         let mut tracked = Vec::with_capacity(objects.len());
         for o in &objects {
             match self.inner.reader.resolve(o).await {
-                Ok((_, caps)) => {
+                Ok((ar, caps)) => {
                     let namespace = match caps.scope {
                         Scope::Cluster => None,
                         Scope::Namespaced => Some(
@@ -214,12 +239,17 @@ impl Watches {
                                 .unwrap_or_else(|| default_namespace.to_string()),
                         ),
                     };
+                    let stream_namespace = match caps.scope {
+                        Scope::Cluster => None,
+                        Scope::Namespaced if self.cluster_wide(o, &ar).await => None,
+                        Scope::Namespaced => namespace.clone(),
+                    };
                     tracked.push(Tracked {
                         object: o.clone(),
                         stream: Some(StreamKey {
                             api_version: o.api_version.clone(),
                             kind: o.kind.clone(),
-                            namespace: namespace.clone(),
+                            namespace: stream_namespace,
                         }),
                         namespace,
                         unresolved: None,
@@ -251,12 +281,50 @@ impl Watches {
                     drift: drift.clone(),
                 },
             );
+            state.reindex();
         }
         for key in to_start {
             self.start(key).await;
         }
         self.stop_unused();
         tracked
+    }
+
+    /// Whether the namespaced kind of `o` is watched cluster-wide: yes unless listing it
+    /// cluster-wide is forbidden (RBAC scoped to namespaces, as deploy/examples/narrow-rbac),
+    /// found with one `LIST ?limit=1` per kind, remembered. An API that fails for a moment
+    /// gives per-namespace watches this time and is asked again at the next track.
+    async fn cluster_wide(&self, o: &ObjectRef, ar: &kube::discovery::ApiResource) -> bool {
+        let kind = (o.api_version.clone(), o.kind.clone());
+        {
+            let state = self.state();
+            if state.cluster_wide.contains(&kind) {
+                return true;
+            }
+            if state.per_namespace.contains(&kind) {
+                return false;
+            }
+        }
+        let api: Api<DynamicObject> = Api::all_with(self.inner.client.clone(), ar);
+        let retry = crate::kube_api::InPlaceRetry::default();
+        let one = kube::api::ListParams::default().limit(1);
+        let probe = crate::kube_api::retry_unavailable(&retry, || api.list_metadata(&one)).await;
+        let mut state = self.state();
+        match probe {
+            Ok(_) => {
+                state.cluster_wide.insert(kind);
+                true
+            }
+            Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
+                tracing::info!(kind = %o.kind, api_version = %o.api_version, "listing this kind cluster-wide is forbidden; watching it per namespace");
+                state.per_namespace.insert(kind);
+                false
+            }
+            Err(e) => {
+                tracing::debug!(kind = %o.kind, error = %e, "could not tell whether this kind can be watched cluster-wide; watching it per namespace for now");
+                false
+            }
+        }
     }
 
     /// Whether an object `owner` tracks has no watch: its kind could not be resolved (not
@@ -391,12 +459,7 @@ impl Watches {
 
     fn stop_unused(&self) {
         let mut state = self.state();
-        let used: BTreeSet<StreamKey> = state
-            .owners
-            .values()
-            .flat_map(OwnerEntry::keys)
-            .cloned()
-            .collect();
+        let used = state.reindex();
         state.streams.retain(|key, stream| {
             let keep = used.contains(key);
             if !keep {
@@ -428,43 +491,57 @@ impl Watches {
             return;
         }
         let task = tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default()).backoff(watch_backoff());
+            // helm's release records are Secrets too, and big: never sent to a Secret watch.
+            let mut config = watcher::Config::default();
+            if task_key.kind == "Secret" && task_key.api_version == "v1" {
+                config = config.labels("owner!=helm");
+            }
+            let stream = watcher(api, config).backoff(watch_backoff());
             futures::pin_mut!(stream);
-            let mut buffer: HashMap<String, serde_json::Value> = HashMap::new();
+            let mut buffer: HashMap<ObjectKey, serde_json::Value> = HashMap::new();
             while let Some(event) = stream.next().await {
                 let Some(inner) = inner.upgrade() else { return };
-                let value = |o: DynamicObject| {
-                    let name = o.metadata.name.clone().unwrap_or_default();
-                    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-                    if let Some(m) = v.as_object_mut() {
-                        m.insert("apiVersion".into(), task_key.api_version.clone().into());
-                        m.insert("kind".into(), task_key.kind.clone().into());
-                    }
-                    (name, v)
-                };
                 let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(s) = state.streams.get_mut(&task_key) else {
+                let State {
+                    streams, tracked, ..
+                } = &mut *state;
+                let Some(s) = streams.get_mut(&task_key) else {
                     return;
+                };
+                let tracked = tracked.get(&task_key);
+                let kept = |o: DynamicObject| {
+                    let key = (
+                        o.metadata.namespace.clone(),
+                        o.metadata.name.clone().unwrap_or_default(),
+                    );
+                    let keep =
+                        is_helm_managed(&o.metadata) || tracked.is_some_and(|t| t.contains(&key));
+                    (key, keep.then(|| stored(o, &task_key)))
                 };
                 match event {
                     Ok(watcher::Event::Init) => buffer.clear(),
                     Ok(watcher::Event::InitApply(o)) => {
-                        let (name, v) = value(o);
-                        buffer.insert(name, v);
+                        if let (key, Some(v)) = kept(o) {
+                            buffer.insert(key, v);
+                        }
                         continue;
                     }
                     Ok(watcher::Event::InitDone) => {
                         s.objects = std::mem::take(&mut buffer);
+                        s.objects.shrink_to_fit();
                         s.synced = true;
                         s.last_error = None;
                     }
                     Ok(watcher::Event::Apply(o)) => {
-                        let (name, v) = value(o);
-                        s.objects.insert(name, v);
+                        match kept(o) {
+                            (key, Some(v)) => s.objects.insert(key, v),
+                            (key, None) => s.objects.remove(&key),
+                        };
                         s.last_error = None;
                     }
                     Ok(watcher::Event::Delete(o)) => {
-                        s.objects.remove(&o.metadata.name.unwrap_or_default());
+                        s.objects
+                            .remove(&(o.metadata.namespace, o.metadata.name.unwrap_or_default()));
                     }
                     Err(e) => {
                         tracing::debug!(kind = %task_key.kind, namespace = ?task_key.namespace, error = %e, "watch failed; restarting it");
@@ -556,12 +633,33 @@ impl Watches {
                     None => "not observed yet".into(),
                 },
             },
-            Some(s) => match s.objects.get(&t.object.name) {
+            Some(s) => match s.objects.get(&(t.namespace.clone(), t.object.name.clone())) {
                 Some(v) => Lookup::Present(v.clone()),
                 None => Lookup::Absent,
             },
         }
     }
+}
+
+/// Whether helm installed the object: helm (3.2 and later, and 4) annotates everything it
+/// installs with its release's name and namespace.
+fn is_helm_managed(meta: &kube::api::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("meta.helm.sh/release-name"))
+}
+
+/// An object as the watches keep it: `apiVersion` and `kind` set (DynamicObject drops them
+/// when the server omits them), `managedFields` dropped (nothing reads them, and they are
+/// often the larger part of an object).
+fn stored(mut o: DynamicObject, key: &StreamKey) -> serde_json::Value {
+    o.metadata.managed_fields = None;
+    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), key.api_version.clone().into());
+        m.insert("kind".into(), key.kind.clone().into());
+    }
+    v
 }
 
 /// The waits before a failed watch is started again: from 200 ms (a moment of unavailable
