@@ -34,7 +34,9 @@
 //! Environment: `LAYERS_LAYERS`, `LAYERS_PER_LAYER`, `LAYERS_HEAVY_EVERY`,
 //! `LAYERS_HEAVY_OBJECTS` (50), `LAYERS_SEED` (1), `LAYERS_HELM` (`4,3`), `LAYERS_SCALE`,
 //! `LAYERS_IDLE_SECS` (idle window, 30), `LAYERS_CONTESTANTS` (comma-separated names to run:
-//! bound, sequential, helmfile, strata, strata-c10; default all), `LAYERS_QUICK`.
+//! bound, sequential, helmfile, strata, strata-c10; default all), `LAYERS_QUICK`,
+//! `LAYERS_LOG_DIR` (keep every agent's log there: the install and the restart, appended),
+//! `LAYERS_LOG_LEVEL` (the agent's `--log-level`, default `info`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -433,7 +435,8 @@ async fn strata(
     let work = w.dir.path().join(format!("work-{n}"));
     let mut args = agent_args(&w.git.http_url(&w.repo), &kubeconfig, &helm.path(), &work);
     set_arg(&mut args, "--interval", "10m");
-    set_arg(&mut args, "--log-level", "info");
+    let level = std::env::var("LAYERS_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    set_arg(&mut args, "--log-level", &level);
     if let Some(c) = concurrency {
         args.extend(["--concurrency".to_string(), c.to_string()]);
     }
@@ -479,7 +482,7 @@ async fn strata(
     agent.stop().await?;
     // A restart with nothing changed.
     let start = Instant::now();
-    let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log)?;
+    let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log.clone())?;
     out.restart = until_ready(&mut agent, &w.commit, start).await?;
     let metrics = agent.metrics().await.unwrap_or_default();
     out.restart_helm_upgrades = metric_sum(
@@ -488,6 +491,10 @@ async fn strata(
         "command=\"upgrade\"",
     ) as u64;
     agent.stop().await?;
+    if let Ok(keep) = std::env::var("LAYERS_LOG_DIR") {
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::fs::copy(&log, Path::new(&keep).join(format!("agent-{n}.log")));
+    }
     c.shutdown().await;
     Ok(out)
 }

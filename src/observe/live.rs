@@ -15,7 +15,7 @@ use super::metrics::Metrics;
 use super::objects::ObjectRef;
 use super::status::{
     DRIFT_OBJECTS_SHOWN, DRIFT_PATHS_SHOWN, DriftStatus, DriftedObject, NotReady, OverallPhase,
-    ReleasePhase, StatusStore, now_rfc3339,
+    ReleasePhase, Status, StatusStore, now_rfc3339,
 };
 use super::watches::{Lookup, Owner, Tracked, Watches};
 
@@ -34,6 +34,10 @@ pub async fn monitor(
     stop: CancellationToken,
 ) {
     let mut changes = watches.subscribe();
+    // The phase each release had when last looked at: one that concluded since is looked at
+    // again even when none of its objects changed.
+    let mut seen: std::collections::HashMap<Owner, Option<ReleasePhase>> =
+        std::collections::HashMap::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -44,11 +48,19 @@ pub async fn monitor(
             () = tokio::time::sleep(SETTLE) => {}
         }
         changes.borrow_and_update();
-        for owner in watches.owners() {
-            if let Some(verdicts) = watches.assess(&owner) {
-                apply(&status, &owner, &verdicts);
+        let changed = watches.take_changed();
+        let current = status.snapshot();
+        let owners = watches.owners();
+        seen.retain(|owner, _| owners.contains(owner));
+        for owner in owners {
+            let phase = current.release(&owner.0, &owner.1).map(|r| r.phase);
+            if seen.insert(owner.clone(), phase) == Some(phase) && !changed.contains(&owner) {
+                continue;
             }
-            check_drift(&watches, &status, &metrics, &wake, &owner);
+            if let Some(verdicts) = watches.assess(&owner) {
+                apply(&status, &current, &owner, &verdicts);
+            }
+            check_drift(&watches, &status, &current, &metrics, &wake, &owner);
         }
     }
 }
@@ -103,13 +115,13 @@ pub fn judge(
 fn check_drift(
     watches: &Watches,
     status: &StatusStore,
+    current: &Status,
     metrics: &Metrics,
     wake: &tokio::sync::Notify,
     owner: &Owner,
 ) {
     use strata_core::drift::DriftMode;
-    let concluded = status
-        .snapshot()
+    let concluded = current
         .release(&owner.0, &owner.1)
         .is_some_and(|r| matches!(r.phase, ReleasePhase::Ready | ReleasePhase::Degraded));
     if !concluded {
@@ -122,8 +134,7 @@ fn check_drift(
         return;
     }
     let (listed, more_objects) = found.shown();
-    let unchanged = status
-        .snapshot()
+    let unchanged = current
         .release(&owner.0, &owner.1)
         .and_then(|r| r.drift.clone())
         .is_some_and(|d| d.objects == listed && d.more_objects == more_objects);
@@ -137,8 +148,12 @@ fn check_drift(
     }
 }
 
-fn apply(status: &StatusStore, (namespace, name): &Owner, verdicts: &[(Tracked, Readiness)]) {
-    let current = status.snapshot();
+fn apply(
+    status: &StatusStore,
+    current: &Status,
+    (namespace, name): &Owner,
+    verdicts: &[(Tracked, Readiness)],
+) {
     let Some(release) = current.release(namespace, name) else {
         return;
     };

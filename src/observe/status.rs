@@ -619,16 +619,36 @@ impl Status {
         }
     }
 
-    /// Phases of every release and layer, used to detect phase changes.
-    fn phase_fingerprint(&self) -> Vec<(String, String)> {
-        let mut v = vec![("".to_string(), format!("{:?}", self.phase))];
+    /// Phases of every release and layer, used to detect phase changes: one hash per
+    /// entry, so comparing costs no allocation per release.
+    fn phase_fingerprint(&self) -> Vec<u64> {
+        use std::hash::{Hash as _, Hasher as _};
+        let hash = |f: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            f(&mut h);
+            h.finish()
+        };
+        let mut v = Vec::with_capacity(1 + self.layers.len() + self.releases().count());
+        v.push(hash(&|h| std::mem::discriminant(&self.phase).hash(h)));
         for l in &self.layers {
-            v.push((l.layer.to_string(), format!("{:?}", l.phase)));
+            v.push(hash(&|h| {
+                l.layer.hash(h);
+                std::mem::discriminant(&l.phase).hash(h);
+            }));
             for r in &l.releases {
-                v.push((format!("{}/{}", r.namespace, r.name), r.phase.to_string()));
+                v.push(hash(&|h| {
+                    r.namespace.hash(h);
+                    r.name.hash(h);
+                    r.phase.as_str().hash(h);
+                }));
             }
         }
         v
+    }
+
+    /// Every release, layer by layer.
+    fn releases(&self) -> impl Iterator<Item = &ReleaseStatus> {
+        self.layers.iter().flat_map(|l| &l.releases)
     }
 }
 
@@ -700,24 +720,33 @@ impl StatusStore {
     /// Run `f` on the status; layer phases are recomputed afterwards, release phase changes
     /// are broadcast as [`Transition`]s and subscribers are notified.
     pub fn update<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
-        let (result, transitions, phase_changed, snapshot) = {
+        let (result, transitions, phase_changed) = {
             let mut guard = self.inner.status.write().unwrap_or_else(|e| e.into_inner());
             let before = guard.phase_fingerprint();
             let before_releases: Vec<(String, String, ReleasePhase)> = guard
-                .layers
-                .iter()
-                .flat_map(|l| &l.releases)
+                .releases()
                 .map(|r| (r.namespace.clone(), r.name.clone(), r.phase))
                 .collect();
             let result = f(&mut guard);
             guard.refresh_layer_phases();
             let after = guard.phase_fingerprint();
             let mut transitions = Vec::new();
-            for r in guard.layers.iter().flat_map(|l| &l.releases) {
-                let from = before_releases
-                    .iter()
-                    .find(|(ns, n, _)| *ns == r.namespace && *n == r.name)
-                    .map(|(_, _, p)| *p);
+            // Releases are rarely added or moved by `f`: look each one up at its own index
+            // first, and by name only when that is another release.
+            let mut by_name: Option<std::collections::HashMap<(&str, &str), ReleasePhase>> = None;
+            for (i, r) in guard.releases().enumerate() {
+                let from = match before_releases.get(i) {
+                    Some((ns, n, p)) if *ns == r.namespace && *n == r.name => Some(*p),
+                    _ => by_name
+                        .get_or_insert_with(|| {
+                            before_releases
+                                .iter()
+                                .map(|(ns, n, p)| ((ns.as_str(), n.as_str()), *p))
+                                .collect()
+                        })
+                        .get(&(r.namespace.as_str(), r.name.as_str()))
+                        .copied(),
+                };
                 if let Some(from) = from
                     && from != r.phase
                 {
@@ -731,16 +760,21 @@ impl StatusStore {
                     });
                 }
             }
-            (result, transitions, before != after, guard.clone())
+            (result, transitions, before != after)
         };
-        for observer in self
-            .inner
-            .observers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
+        // Observers see the status under the read lock (no copy per update); they never
+        // touch the store.
         {
-            observer(&snapshot);
+            let current = self.inner.status.read().unwrap_or_else(|e| e.into_inner());
+            for observer in self
+                .inner
+                .observers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                observer(&current);
+            }
         }
         for t in transitions {
             // No receiver is fine: nobody listens in `strata plan` or in unit tests.

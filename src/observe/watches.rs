@@ -103,13 +103,17 @@ pub struct Observed {
 impl State {
     /// Index what the releases track per watch; returns the watches in use.
     fn reindex(&mut self) -> BTreeSet<StreamKey> {
-        let mut tracked: HashMap<StreamKey, std::collections::HashSet<ObjectKey>> = HashMap::new();
-        for t in self.owners.values().flat_map(|e| e.objects.iter()) {
-            if let Some(key) = &t.stream {
-                tracked
-                    .entry(key.clone())
-                    .or_default()
-                    .insert((t.namespace.clone(), t.object.name.clone()));
+        let mut tracked: HashMap<StreamKey, HashMap<ObjectKey, Vec<Owner>>> = HashMap::new();
+        for (owner, entry) in &self.owners {
+            for t in &entry.objects {
+                if let Some(key) = &t.stream {
+                    tracked
+                        .entry(key.clone())
+                        .or_default()
+                        .entry((t.namespace.clone(), t.object.name.clone()))
+                        .or_default()
+                        .push(owner.clone());
+                }
             }
         }
         let used = tracked.keys().cloned().collect();
@@ -122,8 +126,12 @@ impl State {
 struct State {
     streams: HashMap<StreamKey, Stream>,
     owners: HashMap<Owner, OwnerEntry>,
-    /// The objects some release tracks, per watch (kept even without helm's annotation).
-    tracked: HashMap<StreamKey, std::collections::HashSet<ObjectKey>>,
+    /// The objects some release tracks, per watch (kept even without helm's annotation),
+    /// with the releases that track each.
+    tracked: HashMap<StreamKey, HashMap<ObjectKey, Vec<Owner>>>,
+    /// Releases with a tracked object that changed (or a new track) since
+    /// [`Watches::take_changed`].
+    changed: std::collections::HashSet<Owner>,
     /// Namespaced kinds (apiVersion, kind) whose cluster-wide list RBAC forbids: watched per
     /// namespace.
     per_namespace: BTreeSet<(String, String)>,
@@ -282,6 +290,7 @@ impl Watches {
                 },
             );
             state.reindex();
+            state.changed.insert(owner.clone());
         }
         for key in to_start {
             self.start(key).await;
@@ -447,6 +456,13 @@ impl Watches {
         self.inner.client.clone()
     }
 
+    /// The releases one of whose tracked objects changed (or whose watch listed again or
+    /// failed), and those that tracked anew, since the last call. For a follower of every
+    /// release (live health), so a change costs work for the releases it concerns only.
+    pub fn take_changed(&self) -> std::collections::HashSet<Owner> {
+        std::mem::take(&mut self.state().changed)
+    }
+
     /// The releases that track objects.
     pub fn owners(&self) -> Vec<Owner> {
         self.state().owners.keys().cloned().collect()
@@ -503,19 +519,27 @@ impl Watches {
                 let Some(inner) = inner.upgrade() else { return };
                 let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
                 let State {
-                    streams, tracked, ..
+                    streams,
+                    tracked,
+                    changed,
+                    ..
                 } = &mut *state;
                 let Some(s) = streams.get_mut(&task_key) else {
                     return;
                 };
                 let tracked = tracked.get(&task_key);
+                let mut touched = |key: &ObjectKey| {
+                    if let Some(owners) = tracked.and_then(|t| t.get(key)) {
+                        changed.extend(owners.iter().cloned());
+                    }
+                };
                 let kept = |o: DynamicObject| {
                     let key = (
                         o.metadata.namespace.clone(),
                         o.metadata.name.clone().unwrap_or_default(),
                     );
-                    let keep =
-                        is_helm_managed(&o.metadata) || tracked.is_some_and(|t| t.contains(&key));
+                    let keep = is_helm_managed(&o.metadata)
+                        || tracked.is_some_and(|t| t.contains_key(&key));
                     (key, keep.then(|| stored(o, &task_key)))
                 };
                 match event {
@@ -531,21 +555,35 @@ impl Watches {
                         s.objects.shrink_to_fit();
                         s.synced = true;
                         s.last_error = None;
+                        for owners in tracked.into_iter().flat_map(HashMap::values) {
+                            changed.extend(owners.iter().cloned());
+                        }
                     }
                     Ok(watcher::Event::Apply(o)) => {
-                        match kept(o) {
-                            (key, Some(v)) => s.objects.insert(key, v),
-                            (key, None) => s.objects.remove(&key),
+                        let key = match kept(o) {
+                            (key, Some(v)) => {
+                                s.objects.insert(key.clone(), v);
+                                key
+                            }
+                            (key, None) => {
+                                s.objects.remove(&key);
+                                key
+                            }
                         };
+                        touched(&key);
                         s.last_error = None;
                     }
                     Ok(watcher::Event::Delete(o)) => {
-                        s.objects
-                            .remove(&(o.metadata.namespace, o.metadata.name.unwrap_or_default()));
+                        let key = (o.metadata.namespace, o.metadata.name.unwrap_or_default());
+                        s.objects.remove(&key);
+                        touched(&key);
                     }
                     Err(e) => {
                         tracing::debug!(kind = %task_key.kind, namespace = ?task_key.namespace, error = %e, "watch failed; restarting it");
                         s.last_error = Some(e.to_string());
+                        for owners in tracked.into_iter().flat_map(HashMap::values) {
+                            changed.extend(owners.iter().cloned());
+                        }
                     }
                 }
                 drop(state);

@@ -330,7 +330,9 @@ pub struct PulledChart {
 #[derive(Clone)]
 struct CachedIndex {
     etag: Option<String>,
-    text: Arc<String>,
+    /// Parsed once per new text: a revision with many charts from one big repository
+    /// revalidates the index for each of them but parses it once.
+    index: Arc<strata_core::repoindex::RepoIndex>,
 }
 
 /// A chart pulled: (declared repository URL, name, version).
@@ -815,8 +817,8 @@ impl ChartStore {
             .await
     }
 
-    /// The repository's index.yaml text, revalidated with `If-None-Match` when cached.
-    pub async fn index_text(&self, repo: &RepoSpec) -> Result<Arc<String>> {
+    /// The repository's index.yaml, parsed, revalidated with `If-None-Match` when cached.
+    pub async fn index(&self, repo: &RepoSpec) -> Result<Arc<strata_core::repoindex::RepoIndex>> {
         if repo.kind()? == RepoKind::Oci {
             return Err(Error::Registry {
                 repository: repo.name.clone(),
@@ -838,21 +840,29 @@ impl ChartStore {
         if status == 304
             && let Some(c) = cached
         {
-            return Ok(c.text);
+            return Ok(c.index);
         }
-        let text = Arc::new(String::from_utf8(body).map_err(|_| Error::Index {
+        let text = String::from_utf8(body).map_err(|_| Error::Index {
             repository: repo.name.clone(),
             url: url.clone(),
             problems: "not UTF-8 text".into(),
-        })?);
+        })?;
+        let index =
+            Arc::new(
+                strata_core::repoindex::parse(&url, &text).map_err(|p| Error::Index {
+                    repository: repo.name.clone(),
+                    url: url.clone(),
+                    problems: p.to_string(),
+                })?,
+            );
         self.indexes.lock().expect("lock").insert(
             url,
             CachedIndex {
                 etag,
-                text: text.clone(),
+                index: index.clone(),
             },
         );
-        Ok(text)
+        Ok(index)
     }
 
     /// Resolves `chart` at `constraint` in the repository, pulls it (once per digest) and reads
@@ -884,13 +894,7 @@ impl ChartStore {
         if repo.kind()? == RepoKind::Oci {
             return self.pull_oci(repo, chart, constraint).await;
         }
-        let text = self.index_text(repo).await?;
-        let index_url = repo.index_url();
-        let index = strata_core::repoindex::parse(&index_url, &text).map_err(|p| Error::Index {
-            repository: repo.name.clone(),
-            url: index_url.clone(),
-            problems: p.to_string(),
-        })?;
+        let index = self.index(repo).await?;
         let entry = strata_core::repoindex::resolve_version(&index, chart, Some(constraint))
             .map_err(|p| Error::Resolve {
                 repository: repo.name.clone(),
