@@ -391,6 +391,28 @@ pub struct StrataRun {
     /// The idle requests by verb and resource.
     pub idle_requests: std::collections::BTreeMap<String, u64>,
     pub concurrency: String,
+    /// CPU seconds of the agent itself and of its (finished) helm processes, up to Ready.
+    pub cpu_agent: f64,
+    pub cpu_helm: f64,
+    /// CPU seconds of this process (kubesim, the Git and chart servers) over the same time.
+    pub cpu_cluster: f64,
+}
+
+/// (own, children's) CPU seconds of a process from /proc/PID/stat (utime + stime, cutime +
+/// cstime: children count once they have been waited for).
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime is field 14 of the line, the 12th after the name.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    (at(11) + at(12), at(13) + at(14))
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -442,11 +464,14 @@ async fn strata(
     }
     let log = w.dir.path().join(format!("agent-{n}.log"));
     let start = Instant::now();
+    let cluster_cpu = cpu_seconds(std::process::id()).0;
     let mut agent = Agent::start_in_group(strata_bin!(), &args, &[], log.clone())?;
     let mut out = StrataRun {
         time: until_ready(&mut agent, &w.commit, start).await?,
         ..StrataRun::default()
     };
+    (out.cpu_agent, out.cpu_helm) = agent.child.id().map_or((0.0, 0.0), cpu_seconds);
+    out.cpu_cluster = cpu_seconds(std::process::id()).0 - cluster_cpu;
     let status = agent.status().await.unwrap_or_default();
     out.handoffs = handoffs(&status);
     out.concurrency = format!(
@@ -636,9 +661,9 @@ async fn bench() -> anyhow::Result<()> {
     if !scale.is_empty() {
         let mut table = String::from(
             "\nscale series, helm 4, 6 layers, every 10th chart with 50 objects\n\n\
-             | releases | bound | strata | / bound | helm processes | strata API requests per \
-             release | peak RSS | restart, nothing changed | idle requests/min |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
+             | releases | bound | strata | / bound | helm processes | CPU s: agent / helm / kubesim | strata \
+             API requests per release | peak RSS | restart, nothing changed | idle requests/min |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for releases in scale {
             let s = Shape {
@@ -654,11 +679,14 @@ async fn bench() -> anyhow::Result<()> {
             let per_release =
                 r.requests.get("strata").copied().unwrap_or(0) as f64 / s.releases() as f64;
             let line = format!(
-                "| {} | {b:.1?} | {:.1?} | {} | {} | {per_release:.1} | {} MiB | {:.2?} ({} upgrades) | {:.1} |\n",
+                "| {} | {b:.1?} | {:.1?} | {} | {} | {:.1} / {:.1} / {:.1} | {per_release:.1} | {} MiB | {:.2?} ({} upgrades) | {:.1} |\n",
                 s.releases(),
                 r.time,
                 ratio(r.time, b),
                 r.helm_processes,
+                r.cpu_agent,
+                r.cpu_helm,
+                r.cpu_cluster,
                 r.peak_rss_kib / 1024,
                 r.restart,
                 r.restart_helm_upgrades,

@@ -243,7 +243,8 @@ pub struct RunArgs {
     /// How often to fetch the repository (Go-style duration: 30s, 1m, 1h30m).
     #[arg(long, env = "STRATA_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Releases installed in parallel inside one layer. Default: what the pod can afford
+    /// helm processes at once inside one layer (a release waiting for its objects to become
+    /// ready after helm exited holds none). Default: what the pod can afford
     /// (its memory limit over helm's measured peak memory, 4 per CPU, at most 10).
     #[arg(long, env = "STRATA_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,

@@ -63,7 +63,7 @@ async fn seed_scenario(helm: HelmBin) -> anyhow::Result<()> {
         "{status:#}"
     );
     assert!(
-        logs.contains("releases run in parallel inside a layer"),
+        logs.contains("helm processes at once inside a layer"),
         "{logs}"
     );
 

@@ -590,7 +590,7 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .replace(concurrency.value);
         if previous != Some(concurrency.value) {
-            tracing::info!(concurrency = concurrency.value, reason = %concurrency.reason, "releases run in parallel inside a layer");
+            tracing::info!(concurrency = concurrency.value, reason = %concurrency.reason, "helm processes at once inside a layer");
         }
         let value = concurrency.value;
         self.shared

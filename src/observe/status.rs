@@ -419,7 +419,7 @@ pub struct Status {
     /// `--leader-elect` the Lease holder; without it this agent, by definition the only writer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
-    /// How many releases of a layer run at once, and why (`--concurrency`, or fitted to the
+    /// How many helm processes of a layer run at once, and why (`--concurrency`, or fitted to the
     /// pod's memory limit and CPUs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<strata_core::capacity::Concurrency>,

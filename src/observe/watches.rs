@@ -67,8 +67,20 @@ pub struct Tracked {
 /// Where an object lives: (namespace, name); namespace `None` for cluster-scoped objects.
 type ObjectKey = (Option<String>, String);
 
+/// An object kept in memory as compact JSON text: a few times smaller than a
+/// `serde_json::Value`, parsed again when looked at.
+type Compact = Box<str>;
+
+fn compact(v: &serde_json::Value) -> Compact {
+    v.to_string().into_boxed_str()
+}
+
+fn expand(c: &Compact) -> serde_json::Value {
+    serde_json::from_str(c).unwrap_or(serde_json::Value::Null)
+}
+
 struct Stream {
-    objects: HashMap<ObjectKey, serde_json::Value>,
+    objects: HashMap<ObjectKey, Compact>,
     synced: bool,
     last_error: Option<String>,
     task: tokio::task::AbortHandle,
@@ -78,7 +90,7 @@ struct Stream {
 struct OwnerEntry {
     objects: Vec<Tracked>,
     /// The manifest object of each tracked object (same order).
-    manifest: Vec<serde_json::Value>,
+    manifest: Vec<Compact>,
     checks: Vec<strata_core::health::HealthCheck>,
     drift: strata_core::drift::DriftPolicy,
 }
@@ -101,24 +113,42 @@ pub struct Observed {
 }
 
 impl State {
-    /// Index what the releases track per watch; returns the watches in use.
-    fn reindex(&mut self) -> BTreeSet<StreamKey> {
-        let mut tracked: HashMap<StreamKey, HashMap<ObjectKey, Vec<Owner>>> = HashMap::new();
-        for (owner, entry) in &self.owners {
-            for t in &entry.objects {
-                if let Some(key) = &t.stream {
-                    tracked
-                        .entry(key.clone())
-                        .or_default()
-                        .entry((t.namespace.clone(), t.object.name.clone()))
-                        .or_default()
-                        .push(owner.clone());
+    /// Make `owner` track `entry` (or nothing), keeping the index of tracked objects per
+    /// watch current: the work is that release's objects, not every release's.
+    fn set_owner(&mut self, owner: &Owner, entry: Option<OwnerEntry>) {
+        if let Some(old) = self.owners.remove(owner) {
+            for t in &old.objects {
+                let Some(key) = &t.stream else { continue };
+                let Some(objects) = self.tracked.get_mut(key) else {
+                    continue;
+                };
+                let object = (t.namespace.clone(), t.object.name.clone());
+                if let Some(owners) = objects.get_mut(&object) {
+                    owners.retain(|o| o != owner);
+                    if owners.is_empty() {
+                        objects.remove(&object);
+                    }
+                }
+                if objects.is_empty() {
+                    self.tracked.remove(key);
                 }
             }
         }
-        let used = tracked.keys().cloned().collect();
-        self.tracked = tracked;
-        used
+        if let Some(entry) = entry {
+            for t in &entry.objects {
+                let Some(key) = &t.stream else { continue };
+                let owners = self
+                    .tracked
+                    .entry(key.clone())
+                    .or_default()
+                    .entry((t.namespace.clone(), t.object.name.clone()))
+                    .or_default();
+                if !owners.contains(owner) {
+                    owners.push(owner.clone());
+                }
+            }
+            self.owners.insert(owner.clone(), entry);
+        }
     }
 }
 
@@ -280,16 +310,15 @@ impl Watches {
                     to_start.push(key);
                 }
             }
-            state.owners.insert(
-                owner.clone(),
-                OwnerEntry {
+            state.set_owner(
+                owner,
+                Some(OwnerEntry {
                     objects: tracked.clone(),
-                    manifest,
+                    manifest: manifest.iter().map(compact).collect(),
                     checks: checks.to_vec(),
                     drift: drift.clone(),
-                },
+                }),
             );
-            state.reindex();
             state.changed.insert(owner.clone());
         }
         for key in to_start {
@@ -351,7 +380,7 @@ impl Watches {
 
     /// `owner` tracks nothing any more (its release was removed).
     pub fn untrack(&self, owner: &Owner) {
-        self.state().owners.remove(owner);
+        self.state().set_owner(owner, None);
         self.stop_unused();
     }
 
@@ -475,9 +504,11 @@ impl Watches {
 
     fn stop_unused(&self) {
         let mut state = self.state();
-        let used = state.reindex();
-        state.streams.retain(|key, stream| {
-            let keep = used.contains(key);
+        let State {
+            streams, tracked, ..
+        } = &mut *state;
+        streams.retain(|key, stream| {
+            let keep = tracked.contains_key(key);
             if !keep {
                 stream.task.abort();
                 tracing::debug!(kind = %key.kind, namespace = ?key.namespace, "watch stopped: no release has objects of it");
@@ -514,7 +545,7 @@ impl Watches {
             }
             let stream = watcher(api, config).backoff(watch_backoff());
             futures::pin_mut!(stream);
-            let mut buffer: HashMap<ObjectKey, serde_json::Value> = HashMap::new();
+            let mut buffer: HashMap<ObjectKey, Compact> = HashMap::new();
             while let Some(event) = stream.next().await {
                 let Some(inner) = inner.upgrade() else { return };
                 let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -643,7 +674,7 @@ impl Watches {
                 .map(|(tracked, manifest)| Observed {
                     live: self.lookup(&tracked),
                     tracked,
-                    manifest,
+                    manifest: expand(&manifest),
                 })
                 .collect(),
             drift,
@@ -672,7 +703,7 @@ impl Watches {
                 },
             },
             Some(s) => match s.objects.get(&(t.namespace.clone(), t.object.name.clone())) {
-                Some(v) => Lookup::Present(v.clone()),
+                Some(v) => Lookup::Present(expand(v)),
                 None => Lookup::Absent,
             },
         }
@@ -690,14 +721,15 @@ fn is_helm_managed(meta: &kube::api::ObjectMeta) -> bool {
 /// An object as the watches keep it: `apiVersion` and `kind` set (DynamicObject drops them
 /// when the server omits them), `managedFields` dropped (nothing reads them, and they are
 /// often the larger part of an object).
-fn stored(mut o: DynamicObject, key: &StreamKey) -> serde_json::Value {
+fn stored(mut o: DynamicObject, key: &StreamKey) -> Compact {
     o.metadata.managed_fields = None;
-    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-    if let Some(m) = v.as_object_mut() {
-        m.insert("apiVersion".into(), key.api_version.clone().into());
-        m.insert("kind".into(), key.kind.clone().into());
-    }
-    v
+    o.types = Some(kube::api::TypeMeta {
+        api_version: key.api_version.clone(),
+        kind: key.kind.clone(),
+    });
+    serde_json::to_string(&o)
+        .unwrap_or_default()
+        .into_boxed_str()
 }
 
 /// The waits before a failed watch is started again: from 200 ms (a moment of unavailable
@@ -742,5 +774,108 @@ impl Drop for Inner {
         for s in state.streams.values() {
             s.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(objects: &[(&str, &str)]) -> OwnerEntry {
+        OwnerEntry {
+            objects: objects
+                .iter()
+                .map(|(ns, name)| Tracked {
+                    object: ObjectRef {
+                        api_version: "v1".into(),
+                        kind: "ConfigMap".into(),
+                        name: (*name).into(),
+                        namespace: Some((*ns).into()),
+                    },
+                    namespace: Some((*ns).into()),
+                    stream: Some(key()),
+                    unresolved: None,
+                })
+                .collect(),
+            manifest: Vec::new(),
+            checks: Vec::new(),
+            drift: Default::default(),
+        }
+    }
+
+    fn key() -> StreamKey {
+        StreamKey {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: None,
+        }
+    }
+
+    fn owners_of(state: &State, ns: &str, name: &str) -> Vec<Owner> {
+        state
+            .tracked
+            .get(&key())
+            .and_then(|t| t.get(&(Some(ns.into()), name.into())))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_index_follows_each_release_without_rebuilding() {
+        let a: Owner = ("ns".into(), "a".into());
+        let b: Owner = ("ns".into(), "b".into());
+        let mut state = State::default();
+        state.set_owner(&a, Some(entry(&[("ns", "shared"), ("ns", "only-a")])));
+        state.set_owner(&b, Some(entry(&[("ns", "shared")])));
+        assert_eq!(
+            owners_of(&state, "ns", "shared"),
+            vec![a.clone(), b.clone()]
+        );
+        assert_eq!(owners_of(&state, "ns", "only-a"), vec![a.clone()]);
+
+        // A new manifest of `a` drops an object: it is no longer tracked.
+        state.set_owner(&a, Some(entry(&[("ns", "shared")])));
+        assert!(owners_of(&state, "ns", "only-a").is_empty());
+        assert_eq!(
+            owners_of(&state, "ns", "shared"),
+            vec![b.clone(), a.clone()]
+        );
+
+        // Tracking the same manifest again does not count the release twice.
+        state.set_owner(&a, Some(entry(&[("ns", "shared")])));
+        assert_eq!(owners_of(&state, "ns", "shared").len(), 2);
+
+        state.set_owner(&b, None);
+        assert_eq!(owners_of(&state, "ns", "shared"), vec![a.clone()]);
+        state.set_owner(&a, None);
+        // Nobody tracks anything of the watch: it is unused.
+        assert!(!state.tracked.contains_key(&key()));
+        assert!(state.owners.is_empty());
+    }
+
+    #[test]
+    fn only_helm_managed_objects_are_kept_and_without_managed_fields() {
+        let mut o = DynamicObject {
+            types: None,
+            metadata: kube::api::ObjectMeta {
+                name: Some("x".into()),
+                namespace: Some("ns".into()),
+                managed_fields: Some(vec![Default::default()]),
+                ..Default::default()
+            },
+            data: serde_json::json!({"data": {"k": "v"}}),
+        };
+        assert!(!is_helm_managed(&o.metadata));
+        o.metadata.annotations = Some(
+            [("meta.helm.sh/release-name".to_string(), "r".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(is_helm_managed(&o.metadata));
+        let v = expand(&stored(o, &key()));
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["kind"], "ConfigMap");
+        assert_eq!(v["data"]["k"], "v");
+        assert!(v["metadata"].get("managedFields").is_none());
     }
 }

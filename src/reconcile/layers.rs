@@ -3,8 +3,11 @@
 //! start. Rules (decided there): layers run in order; the next layer starts only when every
 //! release of the layer below is Ready; when a release fails its siblings still finish and
 //! every layer above is Skipped; inside a layer a release waits for the releases it depends on
-//! (`dependsOn`) and is Skipped when one of them failed. This module adds the effects: up to `concurrency` releases
-//! run at once, the slowest (by their last observed time to Ready) started first, a `layer` span per layer, layer timings, and the Skipped status. A shutdown
+//! (`dependsOn`) and is Skipped when one of them failed. This module adds the effects: up to
+//! `concurrency` helm processes at once (a [`HelmSlot`] each; a release waiting for its
+//! objects to become ready after helm exited holds none, so the next release starts), the
+//! slowest (by their last observed time to Ready) started first, a `layer` span per layer,
+//! layer timings, and the Skipped status. A shutdown
 //! lets running releases finish (helm is never killed by a drain) and starts nothing new.
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +33,50 @@ pub enum ReleaseResult {
 
 /// Runs one release to Ready or Failed, updating its status on the way.
 pub trait ReleaseRunner<J>: Sync {
-    fn run(&self, job: &J) -> impl Future<Output = ReleaseResult> + Send;
+    /// Run one release. It starts holding `slot`, and holds it while it runs helm; it
+    /// releases it while it waits for anything else (its objects to become ready).
+    fn run(&self, job: &J, slot: HelmSlot) -> impl Future<Output = ReleaseResult> + Send;
+}
+
+/// The right to run helm: one of `concurrency` permits. The scheduler gives each release one
+/// when it starts it (slowest first); the release gives it back while it waits without helm
+/// ([`HelmSlot::release`]) and takes one again before its next helm step ([`HelmSlot::hold`]).
+pub struct HelmSlot {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    freed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HelmSlot {
+    /// Hold a permit (waiting for one when every permit is held).
+    pub async fn hold(&mut self) {
+        if self.permit.is_none() {
+            self.permit = self.slots.clone().acquire_owned().await.ok();
+        }
+    }
+
+    /// Give the permit back: the scheduler may start the next release.
+    pub fn release(&mut self) {
+        if self.permit.take().is_some() {
+            self.freed.notify_one();
+        }
+    }
+
+    /// A slot of its own (one permit), for a release run outside the scheduler.
+    pub fn alone() -> Self {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        Self {
+            permit: slots.clone().try_acquire_owned().ok(),
+            slots,
+            freed: std::sync::Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
+impl Drop for HelmSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// How a revision ended.
@@ -79,6 +125,8 @@ where
     let mut states: BTreeMap<ReleaseKey, ReleaseState> = BTreeMap::new();
     let mut open: HashMap<usize, OpenLayer> = HashMap::new();
     let mut running = FuturesUnordered::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let freed = std::sync::Arc::new(tokio::sync::Notify::new());
     // The last observed time to Ready of each release: the slowest start first.
     let expected: HashMap<ReleaseKey, u64> = status
         .snapshot()
@@ -101,9 +149,14 @@ where
         slowest_first(&mut step.start, |k| expected.get(k).copied());
         if !shutdown.is_cancelled() {
             for key in &step.start {
-                if running.len() >= concurrency.max(1) {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
-                }
+                };
+                let slot = HelmSlot {
+                    slots: slots.clone(),
+                    permit: Some(permit),
+                    freed: freed.clone(),
+                };
                 let index = layer_of.get(key).copied().unwrap_or_default();
                 let Some(job) = jobs.get(key) else {
                     states.insert(
@@ -144,11 +197,17 @@ where
                 }
                 let key = key.clone();
                 running.push(
-                    async move { (key, runner.run(job).await) }.instrument(layer.span.clone()),
+                    async move { (key, runner.run(job, slot).await) }
+                        .instrument(layer.span.clone()),
                 );
             }
         }
-        let Some((key, result)) = running.next().await else {
+        // A release finished, or one gave its helm slot back (the next may start).
+        let finished = tokio::select! {
+            finished = running.next() => finished,
+            () = freed.notified(), if !running.is_empty() => continue,
+        };
+        let Some((key, result)) = finished else {
             // Nothing running and nothing may start: only a shutdown gets here.
             return LayersOutcome::Interrupted;
         };
@@ -293,10 +352,16 @@ mod tests {
         max_running: AtomicUsize,
         /// At each start: `release: message` of every Pending release with a message.
         pending_messages: Mutex<Vec<String>>,
+        /// After its "helm" part, give the slot back and "wait for readiness" 60 ms.
+        waits_without_slot: bool,
+        alive: AtomicUsize,
+        max_alive: AtomicUsize,
     }
 
     impl ReleaseRunner<Job> for Fake {
-        async fn run(&self, job: &Job) -> ReleaseResult {
+        async fn run(&self, job: &Job, mut slot: HelmSlot) -> ReleaseResult {
+            let alive = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_alive.fetch_max(alive, Ordering::SeqCst);
             self.started.lock().unwrap().push(job.name.clone());
             let snapshot = self.status.snapshot();
             self.pending_messages.lock().unwrap().extend(
@@ -311,6 +376,11 @@ mod tests {
             self.max_running.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.running.fetch_sub(1, Ordering::SeqCst);
+            if self.waits_without_slot {
+                slot.release();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            self.alive.fetch_sub(1, Ordering::SeqCst);
             let result = if job.fail {
                 ReleaseResult::Failed("boom".into())
             } else {
@@ -394,7 +464,31 @@ mod tests {
             running: AtomicUsize::new(0),
             max_running: AtomicUsize::new(0),
             pending_messages: Mutex::new(Vec::new()),
+            waits_without_slot: false,
+            alive: AtomicUsize::new(0),
+            max_alive: AtomicUsize::new(0),
         }
+    }
+
+    /// The concurrency bounds helm processes, not releases: a release waiting for its
+    /// objects (its slot given back) lets the next one run helm.
+    #[tokio::test]
+    async fn a_release_waiting_without_helm_lets_the_next_one_start() {
+        let (plan, jobs, status) = setup(&[(1, &[("a", false), ("b", false), ("c", false)])]);
+        let mut f = fake(&status);
+        f.waits_without_slot = true;
+        let m = Metrics::new();
+        let out = run_layers(&f, &plan, &jobs, 1, &status, &m, &CancellationToken::new()).await;
+        assert_eq!(out, LayersOutcome::AllReady);
+        // One "helm" at a time...
+        assert_eq!(f.max_running.load(Ordering::SeqCst), 1);
+        // ...while the others wait for readiness side by side.
+        assert!(
+            f.max_alive.load(Ordering::SeqCst) >= 2,
+            "releases never overlapped: {}",
+            f.max_alive.load(Ordering::SeqCst)
+        );
+        assert_eq!(f.started.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]

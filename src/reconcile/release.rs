@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::layers::{ReleaseResult, ReleaseRunner};
+use super::layers::{HelmSlot, ReleaseResult, ReleaseRunner};
 use crate::executor::helm::{Helm, UpgradeRequest};
 use crate::executor::{HelmDriver, HelmExecutor};
 use crate::observe::metrics::Metrics;
@@ -305,7 +305,7 @@ impl<D: HelmDriver> Runner<D> {
     /// One attempt at a release: observe (helm's storage) -> decide (core's `next_action`) ->
     /// execute (the helm door) -> record (status and retry book), until the release is Ready
     /// or the decision says to stop.
-    async fn run_inner(&self, job: &ReleaseJob) -> ReleaseResult {
+    async fn run_inner(&self, job: &ReleaseJob, slot: &mut HelmSlot) -> ReleaseResult {
         use strata_core::reconcile::State::InSync;
         use strata_core::reconcile::{Action, Inputs, LockState, UpgradeReason};
         let desired = job.desired(self.default_timeout);
@@ -381,6 +381,8 @@ impl<D: HelmDriver> Runner<D> {
             );
             tracing::debug!(release = %job.release, namespace = %job.namespace, action = %action, "decided");
             if matches!(action, strata_core::reconcile::Action::NoOp) {
+                // Waiting for readiness runs no helm: the next release may start meanwhile.
+                slot.release();
                 match self
                     .health_gate(job, &manifest, deadline, !inputs.performed.is_empty())
                     .await
@@ -424,6 +426,7 @@ impl<D: HelmDriver> Runner<D> {
             inputs.performed.push(kind);
             steps += 1;
             let previous = observed.as_ref().map(|o| u64::from(o.revision));
+            slot.hold().await;
             match self.execute(job, &action, kind, previous).await {
                 Err(f) if f.class == ErrorClass::Unavailable => {
                     // Not the release's fault: the same step again after a short wait, not
@@ -1357,7 +1360,7 @@ impl<D: HelmDriver> Runner<D> {
 }
 
 impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
-    async fn run(&self, job: &ReleaseJob) -> ReleaseResult {
+    async fn run(&self, job: &ReleaseJob, mut slot: HelmSlot) -> ReleaseResult {
         let span = tracing::info_span!(
             "release",
             release = %job.release,
@@ -1367,7 +1370,7 @@ impl<D: HelmDriver> ReleaseRunner<ReleaseJob> for Runner<D> {
             otel.status_code = tracing::field::Empty,
             otel.status_description = tracing::field::Empty,
         );
-        self.run_inner(job).instrument(span).await
+        self.run_inner(job, &mut slot).instrument(span).await
     }
 }
 
@@ -1934,12 +1937,12 @@ mod tests {
     async fn absent_is_installed_then_in_sync_runs_no_helm() {
         let (r, status, book) = runner(Fake::default());
         let j = job(RemediationStrategy::Retry);
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade"]);
         assert_eq!(release(&status).phase, ReleasePhase::Ready);
         assert_eq!(release(&status).helm_revision, Some(1));
         // The same desired release again: no helm process.
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade"]);
         assert_eq!(book.state_of(NS, NAME).unwrap().attempts, 0);
     }
@@ -1948,16 +1951,16 @@ mod tests {
     async fn new_chart_content_at_the_same_version_upgrades_with_its_reason() {
         let (r, status, _) = runner(Fake::default());
         let mut j = job(RemediationStrategy::Retry);
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         let first = release(&status).content_digest.unwrap();
         j.chart_digest = "edited".into();
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade", "upgrade"]);
         let rel = release(&status);
         assert_eq!(rel.reason.as_deref(), Some("chart content changed"));
         assert_ne!(rel.content_digest.unwrap(), first);
         // The upgrade stamped the new digest: nothing more to do.
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade", "upgrade"]);
     }
 
@@ -1969,7 +1972,8 @@ mod tests {
         );
         let (r, status, _) = runner(fake);
         assert_eq!(
-            r.run(&job(RemediationStrategy::Retry)).await,
+            r.run(&job(RemediationStrategy::Retry), HelmSlot::alone())
+                .await,
             ReleaseResult::Ready
         );
         assert_eq!(calls(&r), ["uninstall", "upgrade"]);
@@ -1989,7 +1993,8 @@ mod tests {
         );
         let (r, status, _) = runner(fake);
         assert_eq!(
-            r.run(&job(RemediationStrategy::Retry)).await,
+            r.run(&job(RemediationStrategy::Retry), HelmSlot::alone())
+                .await,
             ReleaseResult::Ready
         );
         assert_eq!(calls(&r), ["mark-failed 2", "rollback 1", "upgrade"]);
@@ -2017,7 +2022,7 @@ mod tests {
         );
         let (r, status, book) = runner(fake);
         let j = job(RemediationStrategy::Rollback);
-        let ReleaseResult::Failed(message) = r.run(&j).await else {
+        let ReleaseResult::Failed(message) = r.run(&j, HelmSlot::alone()).await else {
             panic!("the attempt fails");
         };
         assert!(message.contains("failed post-upgrade"), "{message}");
@@ -2034,7 +2039,7 @@ mod tests {
         assert_eq!((st.attempts, st.stalled), (1, false));
         assert!(st.next_attempt_at.is_some());
         // Asked again before the backoff ends: no helm process, and not a new failure.
-        let ReleaseResult::Failed(message) = r.run(&j).await else {
+        let ReleaseResult::Failed(message) = r.run(&j, HelmSlot::alone()).await else {
             panic!("still backing off");
         };
         assert!(
@@ -2046,7 +2051,7 @@ mod tests {
         assert_eq!(release(&status).action.as_deref(), Some("upgrade"));
         // An operator's retry clears the backoff: the next run upgrades again (and succeeds).
         assert!(book.request_retry(NS, NAME));
-        assert_eq!(r.run(&j).await, ReleaseResult::Ready);
+        assert_eq!(r.run(&j, HelmSlot::alone()).await, ReleaseResult::Ready);
         assert_eq!(calls(&r), ["upgrade", "rollback 1", "upgrade"]);
     }
 
@@ -2060,7 +2065,10 @@ mod tests {
         );
         let (r, status, book) = runner(fake);
         let j = job(RemediationStrategy::Retry);
-        assert!(matches!(r.run(&j).await, ReleaseResult::Failed(_)));
+        assert!(matches!(
+            r.run(&j, HelmSlot::alone()).await,
+            ReleaseResult::Failed(_)
+        ));
         assert_eq!(
             calls(&r),
             ["upgrade"],
@@ -2069,7 +2077,7 @@ mod tests {
         let st = book.state_of(NS, NAME).unwrap();
         assert!(st.stalled, "a template error is permanent: {st:?}");
         // Stalled: no helm until the release changes or a retry is requested.
-        let ReleaseResult::Failed(message) = r.run(&j).await else {
+        let ReleaseResult::Failed(message) = r.run(&j, HelmSlot::alone()).await else {
             panic!("stalled");
         };
         assert!(message.starts_with("stalled: permanent error"), "{message}");
@@ -2079,7 +2087,10 @@ mod tests {
         let mut changed = j.clone();
         changed.values = serde_json::json!({"replicas": 3});
         changed.values_digest = strata_core::values::canonical_digest(&changed.values);
-        assert_eq!(r.run(&changed).await, ReleaseResult::Ready);
+        assert_eq!(
+            r.run(&changed, HelmSlot::alone()).await,
+            ReleaseResult::Ready
+        );
         assert_eq!(calls(&r), ["upgrade", "upgrade"]);
     }
 
@@ -2089,7 +2100,8 @@ mod tests {
         let fake = Fake::with(vec![], vec![Upgrade::OkRecordPending, Upgrade::Ok]);
         let (r, status, book) = runner(fake);
         assert_eq!(
-            r.run(&job(RemediationStrategy::Retry)).await,
+            r.run(&job(RemediationStrategy::Retry), HelmSlot::alone())
+                .await,
             ReleaseResult::Ready
         );
         assert_eq!(calls(&r), ["upgrade", "uninstall", "upgrade"]);
@@ -2121,7 +2133,8 @@ mod tests {
         );
         let (r, status, book) = runner(fake);
         assert_eq!(
-            r.run(&job(RemediationStrategy::Retry)).await,
+            r.run(&job(RemediationStrategy::Retry), HelmSlot::alone())
+                .await,
             ReleaseResult::Ready
         );
         assert_eq!(
@@ -2145,7 +2158,10 @@ mod tests {
         let fake = Fake::default();
         fake.st().storage_down = true;
         let (r, status, _) = runner(fake);
-        let ReleaseResult::Failed(message) = r.run(&job(RemediationStrategy::Retry)).await else {
+        let ReleaseResult::Failed(message) = r
+            .run(&job(RemediationStrategy::Retry), HelmSlot::alone())
+            .await
+        else {
             panic!("fails");
         };
         assert!(
@@ -2170,7 +2186,8 @@ mod tests {
         fake.st().storage_blips = 1;
         let (r, status, book) = runner(fake);
         assert_eq!(
-            r.run(&job(RemediationStrategy::Uninstall)).await,
+            r.run(&job(RemediationStrategy::Uninstall), HelmSlot::alone())
+                .await,
             ReleaseResult::Ready
         );
         assert_eq!(
@@ -2205,7 +2222,7 @@ mod tests {
         let (r, _, book) = runner(fake);
         let mut j = job(RemediationStrategy::Uninstall);
         j.timeout = Some(Duration::from_millis(40));
-        let ReleaseResult::Failed(message) = r.run(&j).await else {
+        let ReleaseResult::Failed(message) = r.run(&j, HelmSlot::alone()).await else {
             panic!("gives up at the timeout");
         };
         assert!(
