@@ -36,7 +36,8 @@
 //! `LAYERS_IDLE_SECS` (idle window, 30), `LAYERS_CONTESTANTS` (comma-separated names to run:
 //! bound, sequential, helmfile, strata, strata-c10; default all), `LAYERS_QUICK`,
 //! `LAYERS_LOG_DIR` (keep every agent's log there: the install and the restart, appended),
-//! `LAYERS_LOG_LEVEL` (the agent's `--log-level`, default `info`).
+//! `LAYERS_LOG_LEVEL` (the agent's `--log-level`, default `info`), `LAYERS_DUMP_REQUESTS`
+//! (print the install's API requests by client, verb and resource).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -483,6 +484,15 @@ async fn strata(
     out.helm_processes =
         metric_sum(&metrics, "strata_helm_command_duration_seconds_count", "") as u64;
     out.requests = c.controls().counts().by_user_agent;
+    if std::env::var("LAYERS_DUMP_REQUESTS").is_ok_and(|v| !v.is_empty()) {
+        let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+        for r in c.controls().requests() {
+            let agent = r.user_agent.split('/').next().unwrap_or("").to_string();
+            *by.entry(format!("{agent} {} {} {}", r.verb, r.resource, r.subresource))
+                .or_default() += 1;
+        }
+        eprintln!("requests by agent, verb, resource: {by:#?}");
+    }
     // Idle: nothing changes; what the agent asks the API per minute. The install's tail (its
     // Events and the last, throttled, status ConfigMap write) is let through first.
     let settling = Instant::now();
