@@ -488,8 +488,11 @@ async fn strata(
         let mut by: std::collections::BTreeMap<String, u64> = Default::default();
         for r in c.controls().requests() {
             let agent = r.user_agent.split('/').next().unwrap_or("").to_string();
-            *by.entry(format!("{agent} {} {} {}", r.verb, r.resource, r.subresource))
-                .or_default() += 1;
+            *by.entry(format!(
+                "{agent} {} {} {}",
+                r.verb, r.resource, r.subresource
+            ))
+            .or_default() += 1;
         }
         eprintln!("requests by agent, verb, resource: {by:#?}");
     }
