@@ -186,21 +186,14 @@ fn apply(
         r.phase = phase;
         r.not_ready = not_ready;
         r.message = Some(message);
-        let degraded = s
-            .layers
-            .iter()
-            .flat_map(|l| &l.releases)
-            .any(|r| r.phase == ReleasePhase::Degraded);
+        let degraded = s.releases().any(|r| r.phase == ReleasePhase::Degraded);
         if degraded && s.phase == OverallPhase::Ready {
             s.phase = OverallPhase::Degraded;
         } else if !degraded
             && s.phase == OverallPhase::Degraded
             && s.last_error.is_none()
             && s.rejected_revision.is_none()
-            && s.layers
-                .iter()
-                .flat_map(|l| &l.releases)
-                .all(|r| r.phase == ReleasePhase::Ready)
+            && s.releases().all(|r| r.phase == ReleasePhase::Ready)
         {
             s.phase = OverallPhase::Ready;
         }

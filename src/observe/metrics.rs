@@ -309,9 +309,7 @@ impl Metrics {
                 .set(n);
         }
         let stalled = status
-            .layers
-            .iter()
-            .flat_map(|l| &l.releases)
+            .releases()
             .filter(|r| r.phase == ReleasePhase::Failed && r.action.as_deref() == Some("stalled"))
             .count();
         self.releases_stalled

@@ -498,12 +498,7 @@ impl Status {
         ReleasePhase::ALL
             .iter()
             .map(|p| {
-                let n = self
-                    .layers
-                    .iter()
-                    .flat_map(|l| &l.releases)
-                    .filter(|r| r.phase == *p)
-                    .count();
+                let n = self.releases().filter(|r| r.phase == *p).count();
                 (*p, i64::try_from(n).unwrap_or(i64::MAX))
             })
             .collect()
@@ -519,9 +514,7 @@ impl Status {
 
     /// Find a release by namespace and name.
     pub fn release(&self, namespace: &str, name: &str) -> Option<&ReleaseStatus> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.releases.iter())
+        self.releases()
             .find(|r| r.namespace == namespace && r.name == name)
     }
 
@@ -619,35 +612,17 @@ impl Status {
         }
     }
 
-    /// Phases of every release and layer, used to detect phase changes: one hash per
-    /// entry, so comparing costs no allocation per release.
-    fn phase_fingerprint(&self) -> Vec<u64> {
-        use std::hash::{Hash as _, Hasher as _};
-        let hash = |f: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            f(&mut h);
-            h.finish()
-        };
-        let mut v = Vec::with_capacity(1 + self.layers.len() + self.releases().count());
-        v.push(hash(&|h| std::mem::discriminant(&self.phase).hash(h)));
-        for l in &self.layers {
-            v.push(hash(&|h| {
-                l.layer.hash(h);
-                std::mem::discriminant(&l.phase).hash(h);
-            }));
-            for r in &l.releases {
-                v.push(hash(&|h| {
-                    r.namespace.hash(h);
-                    r.name.hash(h);
-                    r.phase.as_str().hash(h);
-                }));
-            }
-        }
-        v
+    /// Each layer with its phase and number of releases: with the release sequence and
+    /// phases [`StatusStore::update`] compares anyway, what tells a phase change.
+    fn layer_phases(&self) -> Vec<(LayerId, LayerPhase, usize)> {
+        self.layers
+            .iter()
+            .map(|l| (l.layer, l.phase, l.releases.len()))
+            .collect()
     }
 
     /// Every release, layer by layer.
-    fn releases(&self) -> impl Iterator<Item = &ReleaseStatus> {
+    pub fn releases(&self) -> impl Iterator<Item = &ReleaseStatus> {
         self.layers.iter().flat_map(|l| &l.releases)
     }
 }
@@ -722,14 +697,13 @@ impl StatusStore {
     pub fn update<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
         let (result, transitions, phase_changed) = {
             let mut guard = self.inner.status.write().unwrap_or_else(|e| e.into_inner());
-            let before = guard.phase_fingerprint();
+            let before = (guard.phase, guard.layer_phases());
             let before_releases: Vec<(String, String, ReleasePhase)> = guard
                 .releases()
                 .map(|r| (r.namespace.clone(), r.name.clone(), r.phase))
                 .collect();
             let result = f(&mut guard);
             guard.refresh_layer_phases();
-            let after = guard.phase_fingerprint();
             let mut transitions = Vec::new();
             // Releases are rarely added or moved by `f`: look each one up at its own index
             // first, and by name only when that is another release.
@@ -760,7 +734,14 @@ impl StatusStore {
                     });
                 }
             }
-            (result, transitions, before != after)
+            // A phase changed: the agent's or a layer's, a release's (a transition), or the
+            // releases themselves (one added, removed or moved).
+            let releases_changed =
+                by_name.is_some() || guard.releases().count() != before_releases.len();
+            let phase_changed = before != (guard.phase, guard.layer_phases())
+                || !transitions.is_empty()
+                || releases_changed;
+            (result, transitions, phase_changed)
         };
         // Observers see the status under the read lock (no copy per update); they never
         // touch the store.

@@ -130,9 +130,7 @@ where
     // The last observed time to Ready of each release: the slowest start first.
     let expected: HashMap<ReleaseKey, u64> = status
         .snapshot()
-        .layers
-        .iter()
-        .flat_map(|l| l.releases.iter())
+        .releases()
         .filter_map(|r| {
             r.last_ready_ms
                 .map(|ms| (ReleaseKey::new(&r.namespace, &r.name), ms))
