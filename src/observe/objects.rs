@@ -128,16 +128,20 @@ impl ClusterReader {
             source,
         })?;
         Ok(obj.map(|o| {
-            let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-            // DynamicObject drops apiVersion/kind when the server omits them; put them back
-            // so readiness rules can dispatch on kind.
-            if let Some(m) = v.as_object_mut() {
-                m.insert("apiVersion".into(), r.api_version.clone().into());
-                m.insert("kind".into(), r.kind.clone().into());
-            }
-            v
+            serde_json::to_value(with_type(o, &r.api_version, &r.kind))
+                .unwrap_or(serde_json::Value::Null)
         }))
     }
+}
+
+/// The object with its `apiVersion` and `kind` set: DynamicObject drops them when the server
+/// omits them (list items), and readiness rules dispatch on kind.
+pub(crate) fn with_type(mut o: DynamicObject, api_version: &str, kind: &str) -> DynamicObject {
+    o.types = Some(kube::api::TypeMeta {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+    });
+    o
 }
 
 /// A kind with more objects than this in one namespace is read with one LIST instead of a GET
@@ -214,12 +218,8 @@ impl ClusterReader {
                 .collect();
             for i in members {
                 let live = by_name.remove(&objects[i].name).map(|o| {
-                    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-                    if let Some(m) = v.as_object_mut() {
-                        m.insert("apiVersion".into(), objects[i].api_version.clone().into());
-                        m.insert("kind".into(), objects[i].kind.clone().into());
-                    }
-                    v
+                    serde_json::to_value(with_type(o, &objects[i].api_version, &objects[i].kind))
+                        .unwrap_or(serde_json::Value::Null)
                 });
                 found[i] = (namespace.clone(), live);
             }

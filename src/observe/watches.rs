@@ -3,10 +3,11 @@
 //! forbids), with the objects strata cares about kept in memory: those helm manages (the
 //! `meta.helm.sh/release-name` annotation helm puts on everything it installs) and those a
 //! release tracks, without `managedFields`. So the number of watches (connections) does not
-//! grow with the number of release namespaces, and memory grows with managed objects only. Readiness waits, the health gate, live health
-//! between revisions and drift read objects from here, not from the API server: once a watch
-//! is open the only requests are the ones keeping it open (kube-rs' watcher: one LIST, then a
-//! WATCH resumed from the last resourceVersion, re-listed when the server says it is too old).
+//! grow with the number of release namespaces, and memory grows with managed objects only.
+//! Readiness waits, the health gate, live health between revisions and drift read objects from
+//! here, not from the API server: once a watch is open the only requests are the ones keeping
+//! it open (kube-rs' watcher: one LIST, then a WATCH resumed from the last resourceVersion,
+//! re-listed when the server says it is too old).
 //!
 //! Each release *tracks* the objects of its manifest ([`Watches::track`]); a watch starts the
 //! first time one of its objects is tracked and stops when no release tracks an object of it
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 
 use strata_core::readiness::Readiness;
 
-use super::objects::{ClusterReader, ObjectRef};
+use super::objects::{ClusterReader, ObjectRef, with_type};
 
 /// What a watch is about: a kind, in a namespace (`None`: watched cluster-wide; a namespaced
 /// kind only when RBAC forbids listing it cluster-wide).
@@ -162,11 +163,9 @@ struct State {
     /// Releases with a tracked object that changed (or a new track) since
     /// [`Watches::take_changed`].
     changed: std::collections::HashSet<Owner>,
-    /// Namespaced kinds (apiVersion, kind) whose cluster-wide list RBAC forbids: watched per
-    /// namespace.
-    per_namespace: BTreeSet<(String, String)>,
-    /// Namespaced kinds found listable cluster-wide.
-    cluster_wide: BTreeSet<(String, String)>,
+    /// Namespaced kinds (apiVersion, kind) by whether they are watched cluster-wide (`false`:
+    /// RBAC forbids listing them cluster-wide, so per namespace).
+    cluster_wide: HashMap<(String, String), bool>,
 }
 
 /// The helm release records of every release, from one metadata-only watch of helm's
@@ -334,14 +333,8 @@ impl Watches {
     /// gives per-namespace watches this time and is asked again at the next track.
     async fn cluster_wide(&self, o: &ObjectRef, ar: &kube::discovery::ApiResource) -> bool {
         let kind = (o.api_version.clone(), o.kind.clone());
-        {
-            let state = self.state();
-            if state.cluster_wide.contains(&kind) {
-                return true;
-            }
-            if state.per_namespace.contains(&kind) {
-                return false;
-            }
+        if let Some(known) = self.state().cluster_wide.get(&kind) {
+            return *known;
         }
         let api: Api<DynamicObject> = Api::all_with(self.inner.client.clone(), ar);
         let retry = crate::kube_api::InPlaceRetry::default();
@@ -350,12 +343,12 @@ impl Watches {
         let mut state = self.state();
         match probe {
             Ok(_) => {
-                state.cluster_wide.insert(kind);
+                state.cluster_wide.insert(kind, true);
                 true
             }
             Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {
                 tracing::info!(kind = %o.kind, api_version = %o.api_version, "listing this kind cluster-wide is forbidden; watching it per namespace");
-                state.per_namespace.insert(kind);
+                state.cluster_wide.insert(kind, false);
                 false
             }
             Err(e) => {
@@ -718,16 +711,11 @@ fn is_helm_managed(meta: &kube::api::ObjectMeta) -> bool {
         .is_some_and(|a| a.contains_key("meta.helm.sh/release-name"))
 }
 
-/// An object as the watches keep it: `apiVersion` and `kind` set (DynamicObject drops them
-/// when the server omits them), `managedFields` dropped (nothing reads them, and they are
-/// often the larger part of an object).
+/// An object as the watches keep it: with its type ([`with_type`]), without `managedFields`
+/// (nothing reads them, and they are often the larger part of an object).
 fn stored(mut o: DynamicObject, key: &StreamKey) -> Compact {
     o.metadata.managed_fields = None;
-    o.types = Some(kube::api::TypeMeta {
-        api_version: key.api_version.clone(),
-        kind: key.kind.clone(),
-    });
-    serde_json::to_string(&o)
+    serde_json::to_string(&with_type(o, &key.api_version, &key.kind))
         .unwrap_or_default()
         .into_boxed_str()
 }

@@ -7,8 +7,8 @@
 //! `concurrency` helm processes at once (a [`HelmSlot`] each; a release waiting for its
 //! objects to become ready after helm exited holds none, so the next release starts), the
 //! slowest (by their last observed time to Ready) started first, a `layer` span per layer,
-//! layer timings, and the Skipped status. A shutdown
-//! lets running releases finish (helm is never killed by a drain) and starts nothing new.
+//! layer timings, and the Skipped status. A shutdown lets running releases finish (helm is
+//! never killed by a drain) and starts nothing new.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
