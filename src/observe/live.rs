@@ -51,7 +51,8 @@ pub async fn monitor(
         let changed = watches.take_changed();
         let current = status.snapshot();
         let owners = watches.owners();
-        seen.retain(|owner, _| owners.contains(owner));
+        let tracking: std::collections::HashSet<&Owner> = owners.iter().collect();
+        seen.retain(|owner, _| tracking.contains(owner));
         for owner in owners {
             let phase = current.release(&owner.0, &owner.1).map(|r| r.phase);
             if seen.insert(owner.clone(), phase) == Some(phase) && !changed.contains(&owner) {
