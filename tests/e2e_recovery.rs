@@ -687,3 +687,78 @@ async fn stale_git_locks_and_a_corrupt_pack_in_the_agent_cache_are_recovered() -
     }
     Ok(())
 }
+
+/// Every `*.lock` file anywhere under `dir`.
+fn lock_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "lock") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// While a revision is applied the agent fetches every interval to notice a newer commit.
+/// When the last layer gets Ready during such a fetch (the Git server holds it here), `--once`
+/// lets the fetch finish before it exits, instead of killing git in the middle of it (which
+/// leaves lock files in the Git cache): it is still running while the fetch is held, then
+/// exits 0 with no lock file left.
+#[tokio::test]
+async fn once_lets_a_fetch_under_way_finish_before_exiting() -> anyhow::Result<()> {
+    let s = testkit::Scenario::start(strata_bin!(), Helm::V4, "{readyAfter: 3s}").await?;
+    let mut agent = s.agent(&["--once"], &[])?;
+    agent
+        .wait_status("the revision fetched, mesh not Ready yet", LONG, |st| {
+            st["revision"]["commit"].is_string() && testkit::agent::phase(st, "mesh") != "Ready"
+        })
+        .await?;
+    s.git.gate().close();
+    let t0 = Instant::now();
+    while s.git.gate().held() == 0 {
+        if t0.elapsed() > LONG {
+            bail!("no fetch during the apply:\n{}", agent.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t0 = Instant::now();
+    loop {
+        if s.configmap_status()
+            .is_some_and(|st| st["phase"] == "Ready")
+        {
+            break;
+        }
+        if let Some(exit) = agent.child.try_wait()? {
+            bail!("exited {exit} before Ready:\n{}", agent.logs());
+        }
+        if t0.elapsed() > LONG {
+            bail!("never Ready:\n{}", agent.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every layer is Ready; the fetch is still held: the agent must wait for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        agent.child.try_wait()?.is_none(),
+        "--once exited with a fetch under way:\n{}",
+        agent.logs()
+    );
+    assert_eq!(s.git.gate().held(), 1, "the fetch is still held");
+    s.git.gate().open();
+    let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+    assert_eq!(exit.code(), Some(0), "{}", agent.logs());
+    let cache = git_cache(&s.dir.path().join("work"))?;
+    assert_eq!(
+        lock_files(&cache),
+        Vec::<PathBuf>::new(),
+        "no lock file left"
+    );
+    testkit::git::git(&cache, &["fsck", "--no-dangling"]).context("the cache is sound")?;
+    Ok(())
+}

@@ -489,28 +489,52 @@ impl Agent {
         // The apply's own token: cancelled at shutdown, or when a newer commit is fetched
         // meanwhile (readiness waits end at once; a running helm is never killed).
         let token = self.runner.begin_apply();
-        let end = tokio::select! {
-            end = self.apply_layers(current, &token).instrument(span.clone()) => end,
-            () = self.watch_for_newer(&current.info.commit, &token) => unreachable!("never returns"),
+        // When the layers are done, a fetch of the watcher still running is let finish: a git
+        // killed in the middle of a fetch leaves lock files in the cache (and a `--once`
+        // that exits would kill it). At shutdown it is abandoned (the next start removes
+        // the locks).
+        let done = CancellationToken::new();
+        let layers = async {
+            let end = self
+                .apply_layers(current, &token)
+                .instrument(span.clone())
+                .await;
+            done.cancel();
+            end
         };
-        let _ = shutdown;
+        let (end, ()) = tokio::join!(
+            layers,
+            self.watch_for_newer(&current.info.commit, &token, &done, shutdown)
+        );
         if end != CycleEnd::AllReady {
             crate::observe::telemetry::record_error(&span, "not every layer became Ready");
         }
         end
     }
 
-    /// While a revision is applied: fetch every interval; a commit other than `applying`
-    /// cancels `token` (the apply ends its waits and starts nothing new) and the next cycle
-    /// starts at once. Never returns.
-    async fn watch_for_newer(&self, applying: &str, token: &CancellationToken) {
+    /// While a revision is applied (until `done`): fetch every interval; a commit other than
+    /// `applying` cancels `token` (the apply ends its waits and starts nothing new) and the
+    /// next cycle starts at once. A fetch under way when `done` is cancelled is finished
+    /// (abandoned at `shutdown`).
+    async fn watch_for_newer(
+        &self,
+        applying: &str,
+        token: &CancellationToken,
+        done: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             let interval = *self.interval.lock().unwrap_or_else(|e| e.into_inner());
             tokio::select! {
+                () = done.cancelled() => return,
                 () = token.cancelled() => break,
                 () = tokio::time::sleep(interval) => {}
             }
-            match self.loader.fetch().await {
+            let fetched = tokio::select! {
+                f = self.loader.fetch() => f,
+                () = shutdown.cancelled() => return,
+            };
+            match fetched {
                 Ok(f) if f.commit != applying => {
                     self.shared.metrics.fetch_succeeded();
                     tracing::info!(applying, newer = %f.commit, "a newer commit supersedes the revision being applied: its waits end and the newer one is applied now");
@@ -526,7 +550,7 @@ impl Agent {
                 }
             }
         }
-        std::future::pending::<()>().await;
+        done.cancelled().await;
     }
 
     async fn apply_layers(&self, current: &Current, shutdown: &CancellationToken) -> CycleEnd {
