@@ -139,6 +139,7 @@ pub async fn start(cfg: Config) -> Result<Cluster> {
         bookmark_interval,
         address: addr.to_string(),
         snapshots: Mutex::new(std::collections::HashMap::new()),
+        openapi: Mutex::new(None),
     });
     let mut tasks = vec![tokio::spawn(crate::server::serve(
         listener,

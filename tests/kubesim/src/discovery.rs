@@ -351,26 +351,56 @@ pub fn hash(v: &Value) -> String {
     format!("{h:016X}")
 }
 
-/// The OpenAPI v3 index (`/openapi/v3`).
-pub fn openapi_v3_index(reg: &Registry) -> Value {
-    let mut paths = Map::new();
-    for (g, versions) in reg.groups() {
-        for v in versions {
-            let Some(doc) = openapi_v3(reg, &g, &v) else {
-                continue;
-            };
-            let key = if g.is_empty() {
-                format!("api/{v}")
-            } else {
-                format!("apis/{g}/{v}")
-            };
-            paths.insert(
-                key.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash(&doc))}),
-            );
+/// The OpenAPI documents of one registry, rendered once (a real API server builds them when
+/// its resources change and serves the same bytes, with an ETag, until the next change):
+/// the v3 index, each group-version's v3 document with its hash, and the v2 document.
+#[derive(Debug)]
+pub struct OpenApiDocs {
+    registry: Registry,
+    /// `/openapi/v3` and its ETag.
+    pub index: (bytes::Bytes, String),
+    /// By key (`api/v1`, `apis/apps/v1`): the document and its hash (also its ETag).
+    pub v3: std::collections::HashMap<String, (bytes::Bytes, String)>,
+    /// `/openapi/v2` (JSON) and its ETag.
+    pub v2: (bytes::Bytes, String),
+}
+
+impl OpenApiDocs {
+    pub fn build(reg: &Registry) -> Self {
+        let mut v3 = std::collections::HashMap::new();
+        let mut paths = Map::new();
+        for (g, versions) in reg.groups() {
+            for v in versions {
+                let Some(doc) = openapi_v3(reg, &g, &v) else {
+                    continue;
+                };
+                let key = if g.is_empty() {
+                    format!("api/{v}")
+                } else {
+                    format!("apis/{g}/{v}")
+                };
+                let h = hash(&doc);
+                paths.insert(
+                    key.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={h}")}),
+                );
+                v3.insert(key, (bytes::Bytes::from(doc.to_string()), h));
+            }
+        }
+        let index = json!({"paths": paths});
+        let v2 = openapi_v2(reg);
+        Self {
+            registry: reg.clone(),
+            index: (bytes::Bytes::from(index.to_string()), hash(&index)),
+            v2: (bytes::Bytes::from(v2.to_string()), hash(&v2)),
+            v3,
         }
     }
-    json!({"paths": paths})
+
+    /// Whether these documents describe `reg`.
+    pub fn describes(&self, reg: &Registry) -> bool {
+        self.registry == *reg
+    }
 }
 
 /// A Swagger 2.0 document of everything (`/openapi/v2`), permissive like the v3 documents.
@@ -433,13 +463,24 @@ mod tests {
                 .iter()
                 .any(|r| r["name"] == "namespaces/status")
         );
-        let idx = openapi_v3_index(&reg);
-        assert!(
-            idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
-                .as_str()
-                .unwrap()
-                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        let docs = OpenApiDocs::build(&reg);
+        let idx: Value = serde_json::from_slice(&docs.index.0).unwrap();
+        let (apps, apps_hash) = &docs.v3["apis/apps/v1"];
+        assert_eq!(
+            idx["paths"]["apis/apps/v1"]["serverRelativeURL"],
+            format!("/openapi/v3/apis/apps/v1?hash={apps_hash}")
         );
+        assert_eq!(
+            serde_json::from_slice::<Value>(apps).unwrap(),
+            openapi_v3(&reg, "apps", "v1").unwrap()
+        );
+        assert!(docs.describes(&reg));
+        let mut more = reg.clone();
+        more.register_crd(&json!({"spec": {"group": "example.com", "scope": "Cluster",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true}]}}))
+            .unwrap();
+        assert!(!docs.describes(&more), "a new resource: built again");
         let doc = openapi_v3(&reg, "apps", "v1").unwrap();
         let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");

@@ -99,7 +99,7 @@ impl ResourceInfo {
 }
 
 /// The set of served resources.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registry {
     resources: Vec<ResourceInfo>,
 }

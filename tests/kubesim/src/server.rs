@@ -46,6 +46,23 @@ pub(crate) struct Shared {
     pub(crate) address: String,
     /// Paginated list snapshots by id (see `remember_snapshot`).
     pub(crate) snapshots: Mutex<HashMap<u64, (Instant, Vec<Value>)>>,
+    /// The OpenAPI documents of the current registry, built again after it changed.
+    pub(crate) openapi: Mutex<Option<Arc<discovery::OpenApiDocs>>>,
+}
+
+impl Shared {
+    /// The OpenAPI documents of `reg` (cached while the registry stays the same).
+    fn openapi_docs(&self, reg: &crate::registry::Registry) -> Arc<discovery::OpenApiDocs> {
+        let mut cached = self.openapi.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some(d) if d.describes(reg) => d.clone(),
+            _ => {
+                let d = Arc::new(discovery::OpenApiDocs::build(reg));
+                *cached = Some(d.clone());
+                d
+            }
+        }
+    }
 }
 
 /// Returned by the service to make hyper close the connection without a response.
@@ -433,7 +450,10 @@ async fn handle(
     }
     let accept = header_str(&req, header::ACCEPT);
     let resp = match route {
-        Route::NonResource(_) => non_resource(&shared, &path, &accept),
+        Route::NonResource(_) => {
+            let if_none_match = header_str(&req, header::IF_NONE_MATCH);
+            non_resource(&shared, &path, &query, &accept, &if_none_match)
+        }
         Route::Unknown => error_response(&not_found_path()),
         Route::Resource(t) => {
             let verb = rec.verb.clone();
@@ -459,7 +479,88 @@ async fn handle(
     Ok(resp)
 }
 
-fn non_resource(shared: &Shared, path: &str, accept: &str) -> Response<Body> {
+/// A cached OpenAPI document as a real API server serves it: with its ETag (a matching
+/// `If-None-Match` gets 304), `immutable` when asked for by its current hash.
+fn openapi_response(
+    body: &Bytes,
+    etag: &str,
+    immutable: bool,
+    if_none_match: &str,
+) -> Response<Body> {
+    let quoted = format!("\"{etag}\"");
+    let matches = if_none_match
+        .split(',')
+        .any(|t| t.trim() == quoted || t.trim() == "*");
+    let mut r = if matches {
+        let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Full::new(body.clone()).boxed_unsync());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&quoted) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if immutable {
+            "public, immutable"
+        } else {
+            "no-cache, private"
+        }),
+    );
+    if immutable {
+        // As kube-apiserver: a year from now.
+        let expires = jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_hours(24 * 365))
+            .unwrap_or(jiff::Timestamp::MAX)
+            .strftime("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        if let Ok(v) = HeaderValue::from_str(&expires) {
+            r.headers_mut().insert(header::EXPIRES, v);
+        }
+    }
+    r
+}
+
+/// One group-version's OpenAPI v3 document: by its current `?hash=` (immutable), redirected
+/// there from another hash (the document changed), or without a hash.
+fn openapi_v3_doc(
+    docs: &discovery::OpenApiDocs,
+    key: &str,
+    query: &str,
+    if_none_match: &str,
+) -> Response<Body> {
+    let Some((body, h)) = docs.v3.get(key) else {
+        return error_response(&not_found_path());
+    };
+    let asked = query.split('&').find_map(|kv| kv.strip_prefix("hash="));
+    match asked {
+        Some(a) if a == h => openapi_response(body, h, true, if_none_match),
+        Some(_) => {
+            let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+            *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            if let Ok(v) = HeaderValue::from_str(&format!("/openapi/v3/{key}?hash={h}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        None => openapi_response(body, h, false, if_none_match),
+    }
+}
+
+fn non_resource(
+    shared: &Shared,
+    path: &str,
+    query: &str,
+    accept: &str,
+    if_none_match: &str,
+) -> Response<Body> {
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -500,15 +601,22 @@ fn non_resource(shared: &Shared, path: &str, accept: &str) -> Response<Body> {
                 None => error_response(&not_found_path()),
             }
         }
-        ["openapi", "v3"] => json_response(StatusCode::OK, &discovery::openapi_v3_index(&reg)),
-        ["openapi", "v3", "api", v] => match discovery::openapi_v3(&reg, "", v) {
-            Some(doc) => json_response(StatusCode::OK, &doc),
-            None => error_response(&not_found_path()),
-        },
-        ["openapi", "v3", "apis", g, v] => match discovery::openapi_v3(&reg, g, v) {
-            Some(doc) => json_response(StatusCode::OK, &doc),
-            None => error_response(&not_found_path()),
-        },
+        ["openapi", "v3"] => {
+            let docs = shared.openapi_docs(&reg);
+            openapi_response(&docs.index.0, &docs.index.1, false, if_none_match)
+        }
+        ["openapi", "v3", "api", v] => openapi_v3_doc(
+            &shared.openapi_docs(&reg),
+            &format!("api/{v}"),
+            query,
+            if_none_match,
+        ),
+        ["openapi", "v3", "apis", g, v] => openapi_v3_doc(
+            &shared.openapi_docs(&reg),
+            &format!("apis/{g}/{v}"),
+            query,
+            if_none_match,
+        ),
         ["openapi", "v2"] if accept.contains("protobuf") => {
             // client-go's OpenAPISchema() only parses the gnostic protobuf form: answer with a
             // minimal Document (field 1 `swagger` = "2.0"); client-side validation then
@@ -522,7 +630,10 @@ fn non_resource(shared: &Shared, path: &str, accept: &str) -> Response<Body> {
             );
             r
         }
-        ["openapi", "v2"] => json_response(StatusCode::OK, &discovery::openapi_v2(&reg)),
+        ["openapi", "v2"] => {
+            let docs = shared.openapi_docs(&reg);
+            openapi_response(&docs.v2.0, &docs.v2.1, false, if_none_match)
+        }
         _ => error_response(&not_found_path()),
     }
 }

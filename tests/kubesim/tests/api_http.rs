@@ -161,6 +161,77 @@ bounded_test!(discovery_is_negotiated_by_accept, {
     c.shutdown().await;
 });
 
+/// Sends a GET; returns status, the response headers and the body.
+async fn get_with_headers(
+    client: &Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let mut b = Request::builder().method("GET").uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .send(b.body(kube::client::Body::from(Vec::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes().to_vec();
+    (parts.status.as_u16(), parts.headers, body)
+}
+
+// As kube-apiserver: the OpenAPI documents carry an ETag (a matching If-None-Match gets 304),
+// a group-version's document asked for by its current hash is immutable (clients keep it in
+// their disk cache), an old hash is redirected to the current one, and a new CRD changes the
+// index.
+bounded_test!(openapi_documents_are_cached_like_the_real_server, {
+    let (c, client) = api(no_controllers()).await;
+    let (code, h, body) = get_with_headers(&client, "/openapi/v3", &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(h["cache-control"], "no-cache, private");
+    let etag = h["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    let (code, _, body304) =
+        get_with_headers(&client, "/openapi/v3", &[("if-none-match", &etag)]).await;
+    assert_eq!((code, body304.len()), (304, 0));
+    let url = js(&body)["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, h, doc) = get_with_headers(&client, &url, &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(h["cache-control"], "public, immutable");
+    assert!(h.contains_key("expires"));
+    let (code, h, plain) = get_with_headers(&client, "/openapi/v3/apis/apps/v1", &[]).await;
+    assert_eq!(code, 200);
+    assert_eq!(h["cache-control"], "no-cache, private");
+    assert_eq!(plain, doc, "the same document without a hash");
+    let (code, h, _) = get_with_headers(
+        &client,
+        "/openapi/v3/apis/apps/v1?hash=0000000000000000",
+        &[],
+    )
+    .await;
+    assert_eq!(code, 301);
+    assert_eq!(h["location"], url.as_str());
+    c.store()
+        .create(
+            &ResourceKey::new("apiextensions.k8s.io", "customresourcedefinitions"),
+            json!({"metadata": {"name": "gadgets.example.strata.dev"}, "spec": {"group": "example.strata.dev", "scope": "Namespaced",
+                "names": {"kind": "Gadget", "plural": "gadgets"},
+                "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+        )
+        .unwrap();
+    let (code, h, body) =
+        get_with_headers(&client, "/openapi/v3", &[("if-none-match", &etag)]).await;
+    assert_eq!(code, 200, "a new CRD: the index changed");
+    assert_ne!(h["etag"].to_str().unwrap(), etag);
+    assert!(js(&body)["paths"]["apis/example.strata.dev/v1"].is_object());
+    let (code, _, _) = get_with_headers(&client, &url, &[]).await;
+    assert_eq!(code, 200, "apps/v1 unchanged: its hash still holds");
+    c.shutdown().await;
+});
+
 bounded_test!(public_endpoints_without_credentials_and_401_for_the_rest, {
     let (c, _) = api(no_controllers()).await;
     let ca = base64::engine::general_purpose::STANDARD.encode(c.ca_pem());
