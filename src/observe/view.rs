@@ -262,13 +262,30 @@ impl Tracker {
                     prev.releases.get(&key)
                 };
                 let changed = before.map(|(p, _)| p) != Some(&phase);
+                let mut from = before.map(|(p, _)| p.clone());
+                // helm ran (an attempt was counted) between two documents that never showed
+                // Installing (a quick helm, a slow poll): say it ran before where it ended.
+                if changed
+                    && matches!(from.as_deref(), None | Some("Pending"))
+                    && matches!(phase.as_str(), "Waiting" | "Ready" | "Failed" | "Degraded")
+                    && r["attempts"].as_u64().is_some_and(|a| a > 0)
+                {
+                    events.push(Event::Release {
+                        layer: layer.clone(),
+                        release: key.clone(),
+                        from: from.take(),
+                        to: "Installing".into(),
+                        detail: r["action"].as_str().map(str::to_string),
+                    });
+                    from = Some("Installing".into());
+                }
                 // A fresh revision lists every release as Pending: the plan line says that.
                 if changed && !(before.is_none() && phase == "Pending") {
                     let detail = release_detail(r);
                     events.push(Event::Release {
                         layer: layer.clone(),
                         release: key.clone(),
-                        from: before.map(|(p, _)| p.clone()),
+                        from,
                         to: phase.clone(),
                         detail,
                     });
@@ -785,6 +802,46 @@ mod tests {
                 "layer 1  release cert-manager/cert-manager  Waiting -> Ready (install, helm revision 1)",
                 "layer 1  Ready",
                 "strata  Progressing -> Ready",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_helm_run_between_two_documents_still_shows_installing() {
+        let mut t = Tracker::new();
+        t.update(&status(
+            "Progressing",
+            vec![
+                (1, "Progressing", vec![release("a", "Installing")]),
+                (
+                    2,
+                    "Pending",
+                    vec![release("b", "Pending"), release("c", "Pending")],
+                ),
+            ],
+        ));
+        let mut a = release("a", "Ready");
+        a["attempts"] = json!(1);
+        let mut b = release("b", "Waiting");
+        b["attempts"] = json!(1);
+        b["action"] = json!("install");
+        // Up to date: no helm ran, so no Installing.
+        let mut c = release("c", "Ready");
+        c["attempts"] = json!(0);
+        c["action"] = json!("none");
+        let got = t.update(&status(
+            "Progressing",
+            vec![(1, "Ready", vec![a]), (2, "Progressing", vec![b, c])],
+        ));
+        assert_eq!(
+            lines(&got),
+            [
+                "layer 1  release a/a  Installing -> Ready",
+                "layer 1  Ready",
+                "layer 2  release b/b  Pending -> Installing (install)",
+                "layer 2  release b/b  Installing -> Waiting",
+                "layer 2  release c/c  Pending -> Ready (none)",
+                "layer 2  Progressing",
             ]
         );
     }
