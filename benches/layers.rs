@@ -149,20 +149,24 @@ pub fn helmfile_yaml(shape: &Shape, repo_url: &str) -> String {
     s
 }
 
+/// An RFC 3339 timestamp of the status (`readyAt`, `startedAt`).
+fn timestamp(v: &serde_json::Value) -> Option<jiff::Timestamp> {
+    v.as_str()?.parse().ok()
+}
+
 /// Per layer boundary, the handoff: from layer N's `readyAt` to the first `startedAt` of a
 /// release in layer N+1 (from strata's `/status`).
 pub fn handoffs(status: &serde_json::Value) -> Vec<Duration> {
-    let ts = |v: &serde_json::Value| v.as_str()?.parse::<jiff::Timestamp>().ok();
     let layers: Vec<&serde_json::Value> =
         status["layers"].as_array().into_iter().flatten().collect();
     layers
         .windows(2)
         .filter_map(|w| {
-            let ready = ts(&w[0]["readyAt"])?;
+            let ready = timestamp(&w[0]["readyAt"])?;
             let first = w[1]["releases"]
                 .as_array()?
                 .iter()
-                .filter_map(|r| ts(&r["startedAt"]))
+                .filter_map(|r| timestamp(&r["startedAt"]))
                 .min()?;
             let d = first.duration_since(ready);
             Some(Duration::try_from(d).unwrap_or(Duration::ZERO))
@@ -445,7 +449,7 @@ async fn until_ready(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|l| l["readyAt"].as_str()?.parse::<jiff::Timestamp>().ok())
+                .filter_map(|l| timestamp(&l["readyAt"]))
                 .max();
             return Ok(ready_at
                 .and_then(|t| Duration::try_from(t.duration_since(started)).ok())

@@ -340,15 +340,16 @@ pub fn openapi_v3(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     }))
 }
 
-/// A stable short hash of a document (for `?hash=` URLs).
-pub fn hash(v: &Value) -> String {
-    let s = v.to_string();
+/// A document serialized once, with a stable short hash of those bytes (for `?hash=` URLs and
+/// ETags).
+fn rendered(v: &Value) -> (bytes::Bytes, String) {
+    let text = v.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for b in text.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016X}")
+    (bytes::Bytes::from(text), format!("{h:016X}"))
 }
 
 /// The OpenAPI documents of one registry, rendered once (a real API server builds them when
@@ -379,20 +380,18 @@ impl OpenApiDocs {
                 } else {
                     format!("apis/{g}/{v}")
                 };
-                let h = hash(&doc);
+                let (body, h) = rendered(&doc);
                 paths.insert(
                     key.clone(),
                     json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={h}")}),
                 );
-                v3.insert(key, (bytes::Bytes::from(doc.to_string()), h));
+                v3.insert(key, (body, h));
             }
         }
-        let index = json!({"paths": paths});
-        let v2 = openapi_v2(reg);
         Self {
             registry: reg.clone(),
-            index: (bytes::Bytes::from(index.to_string()), hash(&index)),
-            v2: (bytes::Bytes::from(v2.to_string()), hash(&v2)),
+            index: rendered(&json!({"paths": paths})),
+            v2: rendered(&openapi_v2(reg)),
             v3,
         }
     }

@@ -180,7 +180,12 @@ fn parse_query(q: &str) -> HashMap<String, String> {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
+    json_bytes_response(code, Bytes::from(v.to_string()))
+}
+
+/// A JSON body already serialized, with the headers of [`json_response`].
+fn json_bytes_response(code: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed_unsync());
     *r.status_mut() = code;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -479,6 +484,12 @@ async fn handle(
     Ok(resp)
 }
 
+fn empty_response(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *r.status_mut() = code;
+    r
+}
+
 /// A cached OpenAPI document as a real API server serves it: with its ETag (a matching
 /// `If-None-Match` gets 304), `immutable` when asked for by its current hash.
 fn openapi_response(
@@ -492,16 +503,9 @@ fn openapi_response(
         .split(',')
         .any(|t| t.trim() == quoted || t.trim() == "*");
     let mut r = if matches {
-        let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+        empty_response(StatusCode::NOT_MODIFIED)
     } else {
-        let mut r = Response::new(Full::new(body.clone()).boxed_unsync());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r
+        json_bytes_response(StatusCode::OK, body.clone())
     };
     if let Ok(v) = HeaderValue::from_str(&quoted) {
         r.headers_mut().insert(header::ETAG, v);
@@ -543,8 +547,7 @@ fn openapi_v3_doc(
     match asked {
         Some(a) if a == h => openapi_response(body, h, true, if_none_match),
         Some(_) => {
-            let mut r = Response::new(Full::new(Bytes::new()).boxed_unsync());
-            *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            let mut r = empty_response(StatusCode::MOVED_PERMANENTLY);
             if let Ok(v) = HeaderValue::from_str(&format!("/openapi/v3/{key}?hash={h}")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
