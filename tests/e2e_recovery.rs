@@ -167,6 +167,15 @@ impl Setup {
         }
         child.start_kill()?; // SIGKILL
         child.wait().await?;
+        // What the dead helm had already sent is still served (the API server reads what is
+        // in the socket): only when its connections are gone is its last write on record.
+        let start = Instant::now();
+        while self.cluster.controls().open_connections() > 0 {
+            if start.elapsed() > LONG {
+                bail!("the killed helm's connections to the API server stayed open");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

@@ -166,6 +166,7 @@ struct Inner {
     reject_tokens: AtomicBool,
     cut: tokio::sync::watch::Sender<u64>,
     open_watches: AtomicUsize,
+    open_connections: AtomicUsize,
     delayed: AtomicUsize,
 }
 
@@ -208,6 +209,7 @@ impl Controls {
                 reject_tokens: AtomicBool::new(false),
                 cut,
                 open_watches: AtomicUsize::new(0),
+                open_connections: AtomicUsize::new(0),
                 delayed: AtomicUsize::new(0),
             }),
         }
@@ -408,9 +410,19 @@ impl Controls {
         self.inner.open_watches.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn watch_opened(&self) -> WatchGuard {
-        self.inner.open_watches.fetch_add(1, Ordering::SeqCst);
-        WatchGuard(self.clone())
+    pub(crate) fn watch_opened(&self) -> OpenGuard {
+        OpenGuard::new(self, Opened::Watch)
+    }
+
+    /// Number of client connections currently open (TCP accepted and not yet closed). After a
+    /// client process dies, its requests already sent may still be served until this drops: a
+    /// test waits for 0 before it takes "what happened so far" as complete.
+    pub fn open_connections(&self) -> usize {
+        self.inner.open_connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn connection_opened(&self) -> OpenGuard {
+        OpenGuard::new(self, Opened::Connection)
     }
 
     /// Every stored object, grouped by resource.
@@ -550,16 +562,39 @@ impl Controls {
             "rejectTokens": self.tokens_rejected(),
             "cutWatchesAfter": f.watch_event_limit,
             "openWatches": self.open_watches(),
+            "openConnections": self.open_connections(),
         })
     }
 }
 
-/// Decrements the open-watch count when a watch ends.
-pub(crate) struct WatchGuard(Controls);
+#[derive(Clone, Copy)]
+pub(crate) enum Opened {
+    Watch,
+    Connection,
+}
 
-impl Drop for WatchGuard {
+/// Counts an open watch or connection until dropped.
+pub(crate) struct OpenGuard(Controls, Opened);
+
+impl OpenGuard {
+    fn new(controls: &Controls, what: Opened) -> Self {
+        controls.counter(what).fetch_add(1, Ordering::SeqCst);
+        OpenGuard(controls.clone(), what)
+    }
+}
+
+impl Controls {
+    fn counter(&self, what: Opened) -> &AtomicUsize {
+        match what {
+            Opened::Watch => &self.inner.open_watches,
+            Opened::Connection => &self.inner.open_connections,
+        }
+    }
+}
+
+impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.inner.open_watches.fetch_sub(1, Ordering::SeqCst);
+        self.0.counter(self.1).fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -45,7 +45,7 @@
 //! - [`Controls`]: request log (`requests`, `requests_where`, `counts`, `reset_requests`) and
 //!   faults (`set_latency`, `add_error(ErrorRule)`, `throttle`, `drop_connections`,
 //!   `unavailable_for`, `available`, `reject_tokens`, `cut_watches`, `cut_watches_after`,
-//!   `clear_faults`, `open_watches`, `dump`).
+//!   `clear_faults`, `open_watches`, `open_connections`, `dump`).
 //! - Admin endpoint under `/kubesim/...` on the same server (see README.md).
 
 // ApiError mirrors a full Status (with causes); errors are rare, so it is not boxed.

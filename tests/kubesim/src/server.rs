@@ -120,6 +120,9 @@ pub(crate) async fn serve(
         }
         let acceptor = acceptor.clone();
         let shared = shared.clone();
+        // Held by the connection's task and by each request it serves (HTTP/2 serves a
+        // request on a task of its own, which can outlive the connection).
+        let open = Arc::new(shared.controls.connection_opened());
         tokio::spawn(async move {
             let shutdown = shared.shutdown.clone();
             let Ok(stream) = acceptor.accept(tcp).await else {
@@ -129,8 +132,15 @@ pub(crate) async fn serve(
             // (what clients see when a server or the network dies), not just one h2 stream.
             let kill = CancellationToken::new();
             let kill2 = kill.clone();
-            let svc =
-                hyper::service::service_fn(move |req| handle(shared.clone(), kill2.clone(), req));
+            let svc = hyper::service::service_fn(move |req| {
+                let open = open.clone();
+                let served = handle(shared.clone(), kill2.clone(), req);
+                async move {
+                    let response = served.await;
+                    drop(open);
+                    response
+                }
+            });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Like kube-apiserver's --http2-max-streams-per-connection (1000): clients put
             // many watches on one connection.

@@ -721,3 +721,58 @@ bounded_test!(the_binary_writes_a_kubeconfig_and_stops_on_sigterm, {
         .unwrap();
     assert!(status.success(), "{status:?}");
 });
+
+// A client that goes away mid-request (a killed process) leaves its connection counted until
+// the server is done with what it had sent (served or dropped): once `open_connections` is 0,
+// the request log and the store are final for that client.
+bounded_test!(open_connections_count_until_a_gone_client_is_settled, {
+    let c = common::cluster(no_controllers()).await;
+    let controls = c.controls();
+    assert_eq!(controls.open_connections(), 0);
+    controls.add_delay(kubesim::DelayRule {
+        verb: Some("create".into()),
+        resource: Some("configmaps".into()),
+        namespace: Some("default".into()),
+        delay_ms: 400,
+        times: Some(1),
+    });
+    let client = common::client(&c).await;
+    let sent = tokio::spawn(async move {
+        let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}});
+        send(
+            &client,
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            &[("content-type", "application/json")],
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+    });
+    while controls.delayed_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The client is gone (its task and its connection dropped); the server still holds the
+    // request.
+    sent.abort();
+    let _ = sent.await;
+    assert!(controls.open_connections() > 0, "{}", controls.describe());
+    while controls.open_connections() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(controls.delayed_in_flight(), 0);
+    let settled = |c: &kubesim::Cluster| {
+        let creates = c
+            .controls()
+            .requests_where(|r| r.verb == "create" && r.resource == "configmaps")
+            .len();
+        let exists = c
+            .store()
+            .get(&ResourceKey::new("", "configmaps"), Some("default"), "late")
+            .is_some();
+        (creates, exists)
+    };
+    let first = settled(&c);
+    // Whatever the outcome, it does not change afterwards: nothing of that client is left.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(settled(&c), first);
+});
