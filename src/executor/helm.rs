@@ -11,6 +11,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::executor::process::{self, Command, Redactor};
@@ -335,6 +337,34 @@ pub struct Helm {
     kubeconfig: Option<PathBuf>,
     kube_context: Option<String>,
     redactor: Redactor,
+    /// helm processes running now (all clones of this `Helm`).
+    running: Arc<AtomicUsize>,
+}
+
+/// How much lower each further helm process running at once is prioritized ([`nice_for`]).
+const NICE_STEP: usize = 3;
+
+/// The nice value (over the agent's) of a helm process started while `running` others run.
+///
+/// helm processes that run at once share the CPU; with an equal share each of them is slowed
+/// by all the others, so the release whose objects take longest to become ready (the layer's
+/// critical path, and the scheduler starts it first) gets its objects written only when the
+/// whole wave is. Prioritized by start order, the first started get through first and the
+/// others use what is left (still all of it when the first wait on the API server). Each
+/// further process is 3 nice steps lower, about half the CPU weight of the one before.
+pub fn nice_for(running: usize) -> u8 {
+    u8::try_from(running.saturating_mul(NICE_STEP))
+        .unwrap_or(u8::MAX)
+        .min(crate::executor::nice::MAX_NICE)
+}
+
+/// Counts a helm process as running until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Helm {
@@ -356,6 +386,7 @@ impl Helm {
             kubeconfig: config.kubeconfig,
             kube_context: config.kube_context,
             redactor,
+            running: Arc::default(),
         };
         helm.version = detect_with(&helm.binary, helm.environment()).await?;
         check_version(helm.version)?;
@@ -472,10 +503,13 @@ impl Helm {
         let span = tracing::Span::current();
         let mut all = args;
         all.extend(self.base_args());
+        let others = self.running.fetch_add(1, Ordering::SeqCst);
+        let _running = Running(&self.running);
         let command = Command::new(&self.binary)
             .args(all)
             .envs(self.environment())
-            .timeout(timeout);
+            .timeout(timeout)
+            .nice(nice_for(others));
         let started = std::time::Instant::now();
         let result = process::run(&command, &self.redactor).await;
         span.record("duration_ms", started.elapsed().as_millis() as u64);
@@ -862,6 +896,7 @@ mod tests {
             kubeconfig: Some("/k".into()),
             kube_context: None,
             redactor: Redactor::new(),
+            running: Arc::default(),
         };
         std::fs::create_dir_all(dir.path().join("helm/values")).unwrap();
         let p = helm
@@ -992,6 +1027,80 @@ case "$1" in
   *) echo "Error: unexpected $1" >&2; exit 2 ;;
 esac
 "#;
+
+    #[test]
+    fn nice_steps_down_with_each_helm_running_at_once() {
+        assert_eq!(nice_for(0), 0);
+        assert_eq!(nice_for(1), 3);
+        assert_eq!(nice_for(6), 18);
+        assert_eq!(nice_for(7), 19);
+        assert_eq!(nice_for(usize::MAX), 19);
+    }
+
+    /// helm processes running at once are niced by start order; the first one runs at the
+    /// agent's priority, and so does the next one once the others are done.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn helm_processes_running_at_once_are_prioritized_by_start_order() {
+        const SLOW_HELM: &str = r#"#!/bin/sh
+case "$1" in
+  version) printf 'v3.19.0+gdeadbee' ;;
+  status)
+    echo "$2 $(nice)" >> "$HELM_DATA_HOME/nice.log"
+    sleep 0.5
+    printf '{"name":"%s","namespace":"ns","version":1,"info":{"status":"deployed"},"chart":{"metadata":{"name":"demo","version":"0.1.0"}},"manifest":""}' "$2" ;;
+esac
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("helm");
+        std::fs::write(&bin, SLOW_HELM).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let work = dir.path().join("work");
+        let helm = Helm::new(
+            HelmConfig {
+                binary: bin,
+                work_dir: work.clone(),
+                kubeconfig: None,
+                kube_context: None,
+            },
+            Redactor::new(),
+        )
+        .await
+        .unwrap();
+        let (a, b, c) = tokio::join!(
+            helm.status("first", "ns"),
+            helm.status("second", "ns"),
+            helm.status("third", "ns")
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        helm.status("alone", "ns").await.unwrap();
+        let own = rustix::process::getpriority_process(None).unwrap();
+        let log = std::fs::read_to_string(work.join("helm/data/nice.log")).unwrap();
+        let mut seen: Vec<(String, i32)> = log
+            .lines()
+            .map(|l| {
+                let (name, nice) = l.split_once(' ').unwrap();
+                (name.to_string(), nice.parse::<i32>().unwrap() - own)
+            })
+            .collect();
+        seen.sort();
+        let want = |n: i32| n.min(19 - own);
+        assert_eq!(
+            seen,
+            vec![
+                ("alone".to_string(), 0),
+                ("first".to_string(), 0),
+                ("second".to_string(), want(3)),
+                ("third".to_string(), want(6)),
+            ],
+            "{log}"
+        );
+    }
 
     #[test]
     fn a_fake_helm_sees_isolated_env_and_failures_are_typed_and_traced() {

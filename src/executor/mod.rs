@@ -7,6 +7,7 @@
 //! the real one (the helm binary and the cluster's release Secrets); the runner's unit tests
 //! use a fake.
 pub mod helm;
+pub mod nice;
 pub mod process;
 pub mod releases;
 

@@ -186,6 +186,7 @@ pub struct Command {
     timeout: Duration,
     stdin: Option<Vec<u8>>,
     stdout_limit: usize,
+    nice: u8,
 }
 
 impl Command {
@@ -200,6 +201,7 @@ impl Command {
             timeout: Duration::from_secs(300),
             stdin: None,
             stdout_limit: STDOUT_LIMIT,
+            nice: 0,
         }
     }
 
@@ -256,6 +258,12 @@ impl Command {
 
     pub fn stdout_limit(mut self, limit: usize) -> Self {
         self.stdout_limit = limit;
+        self
+    }
+
+    /// Run at a lower CPU priority: the nice value raised by `nice` (see [`super::nice`]).
+    pub fn nice(mut self, nice: u8) -> Self {
+        self.nice = nice;
         self
     }
 
@@ -346,7 +354,8 @@ pub async fn run(cmd: &Command, redactor: &Redactor) -> Result<Output> {
     if let Some(dir) = &cmd.cwd {
         child_cmd.current_dir(dir);
     }
-    let mut child = child_cmd.spawn().map_err(|source| Error::Spawn {
+    let spawned = super::nice::spawn(child_cmd, cmd.nice).await;
+    let mut child = spawned.map_err(|source| Error::Spawn {
         program: program.clone(),
         args: args(),
         source,
