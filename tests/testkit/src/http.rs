@@ -197,17 +197,35 @@ impl HttpServer {
                 tokio::spawn(async move {
                     match acceptor {
                         None => serve_connection(stream, handler, requests, token).await,
-                        Some(acceptor) => {
-                            if let Ok(tls) = acceptor.accept(stream).await {
-                                serve_connection(tls, handler, requests, token).await;
-                            }
-                        }
+                        Some(acceptor) => match acceptor.accept(stream).into_fallible().await {
+                            Ok(tls) => serve_connection(tls, handler, requests, token).await,
+                            Err((_, tcp)) => linger(tcp).await,
+                        },
                     }
                 });
             }
         });
         Ok(bound)
     }
+}
+
+/// Closes a connection whose TLS handshake failed as real servers do (nginx's lingering
+/// close): the alert already sent, then FIN, then what the client still sends is read and
+/// dropped until it closes too (at most 2 s). Closed at once with the client's data unread,
+/// the kernel would send a reset, and the client might lose the alert before reading it ("not
+/// connected" instead of "certificate required").
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_connection<S>(
