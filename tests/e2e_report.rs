@@ -1,9 +1,10 @@
 //! The status ConfigMap and Events against the simulated cluster, driven in-process: phase
-//! changes are written at once, other changes are throttled, Events follow transitions.
+//! changes are written at once (those close together in one write), other changes are
+//! throttled, Events follow transitions.
 
 use std::time::Duration;
 
-use strata::observe::report::{CONFIGMAP_NAME, Reporter, STATUS_KEY};
+use strata::observe::report::{CONFIGMAP_NAME, PHASE_CHANGE_INTERVAL, Reporter, STATUS_KEY};
 use strata::observe::status::{
     LayerId, LayerPhase, LayerStatus, OverallPhase, ReleasePhase, ReleaseStatus, StatusStore,
 };
@@ -46,6 +47,54 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Many releases changing phase together (a layer finishing) are written together: at most
+/// one write per `PHASE_CHANGE_INTERVAL`, and the last state is written.
+#[tokio::test]
+async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let status = StatusStore::new();
+    let names: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
+    status.update(|s| {
+        s.phase = OverallPhase::Progressing;
+        s.layers.push(LayerStatus {
+            layer: LayerId::Number(1),
+            phase: LayerPhase::Pending,
+            ready_at: None,
+            releases: names
+                .iter()
+                .map(|n| ReleaseStatus::pending(n, n, "apps", n, "1.0.0"))
+                .collect(),
+        });
+    });
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(5), stop.clone());
+    eventually("first write", || configmap_writes(&cluster) >= 1).await;
+    let before = configmap_writes(&cluster);
+    let start = std::time::Instant::now();
+    for n in &names {
+        status.update(|s| s.release_mut("apps", n).unwrap().phase = ReleasePhase::Ready);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let burst = start.elapsed();
+    eventually("the last phase change written", || {
+        stored_status(&cluster)["layers"][0]["releases"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["phase"] == "Ready"))
+    })
+    .await;
+    let writes = configmap_writes(&cluster) - before;
+    // One write per interval over the burst, one at its start and one for its tail.
+    let most = (burst.as_millis() / PHASE_CHANGE_INTERVAL.as_millis()) as usize + 2;
+    assert!(
+        writes <= most,
+        "{writes} writes for 30 phase changes in {burst:?} (at most {most})"
+    );
+    stop.cancel();
+    task.await?;
+    Ok(())
 }
 
 #[tokio::test]

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Writes are throttled: a phase change (of the agent, a layer or a release) is written at
-//! once; other changes (messages, not-ready resources) at most once per `min_interval`.
+//! once, or [`PHASE_CHANGE_INTERVAL`] after the last write when that was more recent; other
+//! changes (messages, not-ready resources) at most once per `min_interval`. The ConfigMap holds
+//! every release, so a write per release transition would make a revision's writes grow with
+//! the square of its releases.
 //! Failures to write are logged and retried on the next change: reporting never stops the
 //! agent.
 
@@ -22,6 +25,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::observe::status::{ReleasePhase, StatusStore, Transition};
+
+/// The least time between two writes of the status ConfigMap, also for phase changes: the
+/// transitions of releases that finish together (a layer's worth) go in one write.
+pub const PHASE_CHANGE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Name of the status ConfigMap.
 pub const CONFIGMAP_NAME: &str = "strata-status";
@@ -185,8 +192,15 @@ impl Reporter {
         loop {
             if pending {
                 let phase_changed = changes.borrow_and_update().phase_changed;
-                if !phase_changed && let Some(last) = last_write {
-                    let due = last + min_interval;
+                let wait = if phase_changed {
+                    PHASE_CHANGE_INTERVAL.min(min_interval)
+                } else {
+                    min_interval
+                };
+                if let Some(last) = last_write
+                    && tokio::time::Instant::now() < last + wait
+                {
+                    let due = last + wait;
                     tokio::select! {
                         _ = tokio::time::sleep_until(due) => {}
                         _ = shutdown.cancelled() => {}
