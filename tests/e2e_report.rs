@@ -39,6 +39,24 @@ fn stored_status(cluster: &kubesim::Cluster) -> serde_json::Value {
     serde_json::from_str(cm["data"][STATUS_KEY].as_str().unwrap()).unwrap()
 }
 
+/// A status store for a revision in progress: one pending layer of releases in `apps`.
+fn progressing(names: &[&str]) -> StatusStore {
+    let status = StatusStore::new();
+    status.update(|s| {
+        s.phase = OverallPhase::Progressing;
+        s.layers.push(LayerStatus {
+            layer: LayerId::Number(1),
+            phase: LayerPhase::Pending,
+            ready_at: None,
+            releases: names
+                .iter()
+                .map(|n| ReleaseStatus::pending(n, n, "apps", n, "1.0.0"))
+                .collect(),
+        });
+    });
+    status
+}
+
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..100 {
         if f() {
@@ -54,20 +72,8 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 #[tokio::test]
 async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
-    let status = StatusStore::new();
     let names: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
-    status.update(|s| {
-        s.phase = OverallPhase::Progressing;
-        s.layers.push(LayerStatus {
-            layer: LayerId::Number(1),
-            phase: LayerPhase::Pending,
-            ready_at: None,
-            releases: names
-                .iter()
-                .map(|n| ReleaseStatus::pending(n, n, "apps", n, "1.0.0"))
-                .collect(),
-        });
-    });
+    let status = progressing(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let stop = CancellationToken::new();
     let task =
         Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(5), stop.clone());
@@ -100,16 +106,7 @@ async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
 #[tokio::test]
 async fn configmap_is_throttled_but_phase_changes_are_immediate() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
-    let status = StatusStore::new();
-    status.update(|s| {
-        s.phase = OverallPhase::Progressing;
-        s.layers.push(LayerStatus {
-            layer: LayerId::Number(1),
-            phase: LayerPhase::Pending,
-            ready_at: None,
-            releases: vec![ReleaseStatus::pending("web", "web", "apps", "web", "1.0.0")],
-        });
-    });
+    let status = progressing(&["web"]);
     let stop = CancellationToken::new();
     let task =
         Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(5), stop.clone());
