@@ -53,9 +53,10 @@ fn spawner(nice: u8) -> std::io::Result<mpsc::Sender<Job>> {
 /// acts on the calling thread); a failure is logged once per process.
 fn set_own_nice(nice: u8) {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::getpriority_process(None)
-        .and_then(|own| rustix::process::setpriority_process(None, (own + i32::from(nice)).min(19)))
-    {
+    if let Err(e) = rustix::process::getpriority_process(None).and_then(|own| {
+        let lowered = (own + i32::from(nice)).min(i32::from(MAX_NICE));
+        rustix::process::setpriority_process(None, lowered)
+    }) {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             tracing::warn!(
@@ -97,12 +98,10 @@ pub async fn spawn(
 mod tests {
     use super::*;
 
-    /// The nice value of a process, from /proc/PID/stat (field 19).
-    fn nice_of(pid: u32) -> i64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // The command name (field 2) is in parentheses and may hold spaces.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        after.split(' ').nth(16).unwrap().parse().unwrap()
+    /// The nice value of a process (its main thread).
+    fn nice_of(pid: u32) -> i32 {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::getpriority_process(Some(pid)).unwrap()
     }
 
     fn sleeper() -> tokio::process::Command {

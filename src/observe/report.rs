@@ -197,10 +197,9 @@ impl Reporter {
                 } else {
                     min_interval
                 };
-                if let Some(last) = last_write
-                    && tokio::time::Instant::now() < last + wait
+                if let Some(due) = last_write.map(|last| last + wait)
+                    && tokio::time::Instant::now() < due
                 {
-                    let due = last + wait;
                     tokio::select! {
                         _ = tokio::time::sleep_until(due) => {}
                         _ = shutdown.cancelled() => {}
