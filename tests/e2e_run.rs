@@ -315,6 +315,62 @@ async fn change_upgrades_only_that_release_helm3() -> anyhow::Result<()> {
     change_upgrades_only_that_release(HelmBin::V3).await
 }
 
+/// The time to Ready of each release (the slowest-first order of a layer) survives a restart:
+/// a new agent reads it from the status ConfigMap its predecessor wrote, before it writes its
+/// own. A ConfigMap that is not strata's status costs only that order, with a warning.
+#[tokio::test]
+async fn a_restarted_agent_keeps_each_releases_time_to_ready() -> anyhow::Result<()> {
+    let s = Scenario::start(strata_bin!(), HelmBin::V4, "{greeting: hi}").await?;
+    let run_once = || async {
+        let mut agent = s.agent(&["--once"], &[])?;
+        let exit = tokio::time::timeout(LONG, agent.child.wait()).await??;
+        anyhow::ensure!(exit.success(), "--once failed ({exit}):\n{}", agent.logs());
+        Ok::<_, anyhow::Error>(agent.logs())
+    };
+    let ready_ms = |status: &serde_json::Value| -> Vec<(String, Option<u64>)> {
+        ["certs", "mesh", "canary"]
+            .iter()
+            .map(|n| {
+                let r = release(status, n).unwrap();
+                (n.to_string(), r["lastReadyMs"].as_u64())
+            })
+            .collect()
+    };
+    run_once().await?;
+    let first = ready_ms(&s.configmap_status().expect("status written"));
+    assert!(first.iter().all(|(_, ms)| ms.is_some()), "{first:?}");
+
+    // Nothing changed: no helm runs, so nothing is timed again; the times are the ones read.
+    run_once().await?;
+    let status = s.configmap_status().expect("status written");
+    for n in ["certs", "mesh", "canary"] {
+        assert_eq!(release(&status, n).unwrap()["attempts"], 0, "{status:#}");
+    }
+    assert_eq!(ready_ms(&status), first);
+
+    // A status ConfigMap that is not strata's JSON: the agent still applies the revision.
+    let key = kubesim::ResourceKey::new("", "configmaps");
+    let mut cm = s
+        .cluster
+        .store()
+        .get(&key, Some(testkit::cluster::AGENT_NS), "strata-status")
+        .unwrap();
+    cm["data"]["status.json"] = "{not json".into();
+    s.cluster.store().update(&key, cm)?;
+    let logs = run_once().await?;
+    assert!(
+        logs.contains("previous status is not strata's status JSON"),
+        "{logs}"
+    );
+    let status = s.configmap_status().expect("status rewritten");
+    assert_eq!(status["phase"], "Ready", "{status:#}");
+    assert!(
+        ready_ms(&status).iter().all(|(_, ms)| ms.is_none()),
+        "{status:#}"
+    );
+    Ok(())
+}
+
 /// Bad revisions: every problem reported, nothing written to the cluster, the previous
 /// revision still served, the status names the rejected commit.
 #[tokio::test]

@@ -116,6 +116,16 @@ pub async fn run_observed(
             work.clone(),
         ));
     }
+    // The previous writer's times to Ready (read before this agent writes the ConfigMap): a
+    // restart or a change of leader keeps the slowest-first order of the layers.
+    let inherited = crate::observe::report::Reporter::new(
+        client.clone(),
+        &config.namespace,
+        shared.status.clone(),
+    )
+    .inherited_ready_ms()
+    .await;
+    shared.status.update(|s| s.inherited_ready_ms = inherited);
     let background = Background::start(&client, &config.namespace, &shared, &work);
     let schedule = Schedule {
         interval: config.interval,

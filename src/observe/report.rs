@@ -16,6 +16,7 @@
 //! Failures to write are logged and retried on the next change: reporting never stops the
 //! agent.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
@@ -79,6 +80,43 @@ impl Reporter {
             status,
             instance,
             last: Default::default(),
+        }
+    }
+
+    /// The `lastReadyMs` of every release in the status the previous writer left in the
+    /// ConfigMap (before this agent writes it), by namespace and name. Empty when there is
+    /// none; when it cannot be read or parsed that is logged and it is empty too: the schedule
+    /// then treats every release as never seen (it only loses its order, nothing else).
+    pub async fn inherited_ready_ms(&self) -> BTreeMap<(String, String), u64> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let read = tokio::time::timeout(INHERIT_TIMEOUT, api.get_opt(CONFIGMAP_NAME)).await;
+        let json = match read {
+            Ok(Ok(Some(cm))) => cm.data.and_then(|mut d| d.remove(STATUS_KEY)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::kube_api::error_text(&e), configmap = CONFIGMAP_NAME, "previous status not read; releases start in list order until their time to Ready is seen again");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(configmap = CONFIGMAP_NAME, timeout = ?INHERIT_TIMEOUT, "previous status not read in time; releases start in list order until their time to Ready is seen again");
+                None
+            }
+        };
+        let Some(json) = json else {
+            return BTreeMap::new();
+        };
+        match ready_ms_of(&json) {
+            Ok(found) => {
+                tracing::debug!(
+                    releases = found.len(),
+                    "time to Ready read from the previous status"
+                );
+                found
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, configmap = CONFIGMAP_NAME, "previous status is not strata's status JSON; releases start in list order until their time to Ready is seen again");
+                BTreeMap::new()
+            }
         }
     }
 
@@ -275,7 +313,42 @@ impl Reporter {
     }
 }
 
-/// Event reason and type for a transition; `None` for transitions without an Event.
+/// How long the agent waits to read the previous status when it becomes the writer.
+const INHERIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The part of a written status that a later agent reads back.
+#[derive(serde::Deserialize)]
+struct Written {
+    #[serde(default)]
+    layers: Vec<WrittenLayer>,
+}
+
+#[derive(serde::Deserialize)]
+struct WrittenLayer {
+    #[serde(default)]
+    releases: Vec<WrittenRelease>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrittenRelease {
+    name: String,
+    namespace: String,
+    last_ready_ms: Option<u64>,
+}
+
+/// `lastReadyMs` by namespace and name, from a status JSON as [`Reporter::write_status`]
+/// writes it.
+fn ready_ms_of(json: &str) -> Result<BTreeMap<(String, String), u64>, serde_json::Error> {
+    let written: Written = serde_json::from_str(json)?;
+    Ok(written
+        .layers
+        .into_iter()
+        .flat_map(|l| l.releases)
+        .filter_map(|r| r.last_ready_ms.map(|ms| ((r.namespace, r.name), ms)))
+        .collect())
+}
+
 /// Event type of an announced reason: recoveries and remediations are Warnings (something
 /// went wrong before), the rest Normal.
 fn announced_type(reason: &str) -> &'static str {
@@ -286,6 +359,7 @@ fn announced_type(reason: &str) -> &'static str {
     }
 }
 
+/// Event reason and type for a transition; `None` for transitions without an Event.
 fn event_reason(to: ReleasePhase) -> Option<(&'static str, &'static str)> {
     match to {
         ReleasePhase::Installing => Some(("Installing", "Normal")),
@@ -336,6 +410,45 @@ mod tests {
         assert_eq!(announced_type("Remediated"), "Warning");
         assert_eq!(announced_type("RecoveryFailed"), "Warning");
         assert_eq!(announced_type("Something"), "Normal");
+    }
+
+    #[test]
+    fn time_to_ready_is_read_back_from_a_written_status() {
+        use crate::observe::status::{LayerId, LayerStatus, ReleaseStatus, Status};
+        let mut slow = ReleaseStatus::pending("p", "slow", "apps", "c", "1.0.0");
+        slow.last_ready_ms = Some(1900);
+        let never = ReleaseStatus::pending("p", "new", "apps", "c", "1.0.0");
+        let mut other = ReleaseStatus::pending("p", "slow", "other", "c", "1.0.0");
+        other.last_ready_ms = Some(250);
+        let status = Status {
+            layers: vec![
+                LayerStatus {
+                    layer: LayerId::Number(0),
+                    phase: crate::observe::status::LayerPhase::Ready,
+                    ready_at: None,
+                    releases: vec![slow, never],
+                },
+                LayerStatus {
+                    layer: LayerId::Unlayered,
+                    phase: crate::observe::status::LayerPhase::Ready,
+                    ready_at: None,
+                    releases: vec![other],
+                },
+            ],
+            ..Status::default()
+        };
+        let json = serde_json::to_string_pretty(&status).unwrap();
+        let read = ready_ms_of(&json).unwrap();
+        assert_eq!(
+            read.into_iter().collect::<Vec<_>>(),
+            vec![
+                (("apps".to_string(), "slow".to_string()), 1900),
+                (("other".to_string(), "slow".to_string()), 250),
+            ]
+        );
+        assert!(ready_ms_of("{}").unwrap().is_empty());
+        assert!(ready_ms_of("not json").is_err());
+        assert!(ready_ms_of(r#"{"layers":[{"releases":[{"name":1}]}]}"#).is_err());
     }
 
     #[test]

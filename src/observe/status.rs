@@ -5,6 +5,7 @@
 //! [`StatusStore::update`], which notifies subscribers (the reporter writing the ConfigMap) and
 //! broadcasts release phase [`Transition`]s (Events, logs).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -217,8 +218,9 @@ pub struct ReleaseStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_transient_error: Option<String>,
     /// Milliseconds from the start of the release's last successful `helm upgrade --install`
-    /// to Ready, kept across revisions: releases expected to take longest start first in their
-    /// layer (never seen ones before all others).
+    /// to Ready, kept across revisions and restarts (see [`Status::inherited_ready_ms`]):
+    /// releases expected to take longest start first in their layer (never seen ones before
+    /// all others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_ready_ms: Option<u64>,
 }
@@ -428,6 +430,12 @@ pub struct Status {
     /// removed, failed to remove, or kept as orphans (`prune: false`). Newest revision's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removals: Vec<Removal>,
+    /// The `lastReadyMs` of each release (by namespace and name) in the status a previous
+    /// agent left in the status ConfigMap (read when this agent became the writer): a release
+    /// this agent has no status of its own for yet starts with it, so a restart or a change
+    /// of leader keeps the slowest-first order. Not reported.
+    #[serde(skip)]
+    pub inherited_ready_ms: BTreeMap<(String, String), u64>,
 }
 
 /// Phase of a release strata removes (or keeps) because its profile is gone.
@@ -488,6 +496,7 @@ impl Default for Status {
             concurrency: None,
             layers: Vec::new(),
             removals: Vec::new(),
+            inherited_ready_ms: BTreeMap::new(),
         }
     }
 }
@@ -525,7 +534,8 @@ impl Status {
     /// stays Ready; else it becomes Progressing. Carried from the previous status of a
     /// release (same namespace and name): its helm revision, readiness time, last recovery
     /// and remediation, and for the same commit its attempts; a layer of the same commit
-    /// keeps its `readyAt` if it was Ready.
+    /// keeps its `readyAt` if it was Ready. A release with no previous status takes its
+    /// `lastReadyMs` from [`Status::inherited_ready_ms`].
     pub fn begin_revision(
         &mut self,
         info: &RevisionInfo,
@@ -590,6 +600,11 @@ impl Status {
                                     r.message = p.message.clone();
                                 }
                             }
+                        } else {
+                            r.last_ready_ms = self
+                                .inherited_ready_ms
+                                .get(&(r.namespace.clone(), r.name.clone()))
+                                .copied();
                         }
                         r
                     })
@@ -935,6 +950,25 @@ mod tests {
                 assert!(r.last_recovery.is_some());
             }
         }
+    }
+
+    #[test]
+    fn an_inherited_time_to_ready_fills_only_releases_without_their_own() {
+        let mut s = Status::default();
+        s.inherited_ready_ms.insert(("ns".into(), "a".into()), 1800);
+        s.inherited_ready_ms.insert(("ns".into(), "b".into()), 700);
+        assert!(!s.begin_revision(&info("c1"), pending("1.0.0")));
+        assert_eq!(s.release("ns", "a").unwrap().last_ready_ms, Some(1800));
+        assert_eq!(s.release("ns", "b").unwrap().last_ready_ms, Some(700));
+        // This agent's own observation wins over the inherited one from then on.
+        s.release_mut("ns", "a").unwrap().last_ready_ms = Some(300);
+        assert!(!s.begin_revision(&info("c2"), pending("1.0.0")));
+        assert_eq!(s.release("ns", "a").unwrap().last_ready_ms, Some(300));
+        assert_eq!(s.release("ns", "b").unwrap().last_ready_ms, Some(700));
+        // Releases nobody has seen stay unknown (they start first).
+        let mut fresh = Status::default();
+        assert!(!fresh.begin_revision(&info("c1"), pending("1.0.0")));
+        assert!(fresh.releases().all(|r| r.last_ready_ms.is_none()));
     }
 
     #[test]
