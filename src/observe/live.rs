@@ -311,13 +311,13 @@ pub fn record_drift(
     use strata_core::reconcile::UpgradeReason;
     let mode_text = mode.to_string();
     let (listed, more_objects) = found.shown();
-    let same = status
-        .snapshot()
-        .release(namespace, name)
-        .and_then(|r| r.drift.clone())
-        .is_some_and(|d| {
-            d.mode == mode_text && d.objects == listed && d.more_objects == more_objects
-        });
+    let same = status.read(|s| {
+        s.release(namespace, name)
+            .and_then(|r| r.drift.as_ref())
+            .is_some_and(|d| {
+                d.mode == mode_text && d.objects == listed && d.more_objects == more_objects
+            })
+    });
     metrics.drifted_objects(namespace, name, Some(found.total()));
     if same {
         // Nothing new: the status (and its ConfigMap) is not written again.

@@ -655,6 +655,28 @@ pub struct Transition {
     pub reason: Option<&'static str>,
 }
 
+impl Transition {
+    /// `r` changed phase, from `from`.
+    fn of(r: &ReleaseStatus, from: ReleasePhase) -> Self {
+        Self {
+            release: r.name.clone(),
+            namespace: r.namespace.clone(),
+            from,
+            to: r.phase,
+            message: r.message.clone(),
+            reason: None,
+        }
+    }
+}
+
+/// A release's identity (namespace and name) as a hash.
+fn identity(namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (namespace, name).hash(&mut h);
+    h.finish()
+}
+
 /// A change notification: the generation counter, and whether a phase changed (writers of
 /// the status ConfigMap write at once on phase changes and throttle the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -707,57 +729,85 @@ impl StatusStore {
             .clone()
     }
 
+    /// `f` of the current status, read in place (no copy). `f` must not touch the store.
+    pub fn read<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        f(&self.inner.status.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Run `f` on the status; layer phases are recomputed afterwards, release phase changes
     /// are broadcast as [`Transition`]s and subscribers are notified.
     pub fn update<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
         let (result, transitions, phase_changed) = {
             let mut guard = self.inner.status.write().unwrap_or_else(|e| e.into_inner());
             let before = (guard.phase, guard.layer_phases());
-            let before_releases: Vec<(String, String, ReleasePhase)> = guard
+            // Each release's identity as a hash of its namespace and name, not a copy of
+            // them: an update (many per release) costs no allocation per release shown.
+            let before_releases: Vec<(u64, ReleasePhase)> = guard
                 .releases()
-                .map(|r| (r.namespace.clone(), r.name.clone(), r.phase))
+                .map(|r| (identity(&r.namespace, &r.name), r.phase))
                 .collect();
             let result = f(&mut guard);
             guard.refresh_layer_phases();
             let mut transitions = Vec::new();
             // Releases are rarely added or moved by `f`: look each one up at its own index
-            // first, and by name only when that is another release.
-            let mut by_name: Option<std::collections::HashMap<(&str, &str), ReleasePhase>> = None;
+            // first, and by identity only when that is another release.
+            let mut by_identity: Option<std::collections::HashMap<u64, ReleasePhase>> = None;
             for (i, r) in guard.releases().enumerate() {
+                let id = identity(&r.namespace, &r.name);
                 let from = match before_releases.get(i) {
-                    Some((ns, n, p)) if *ns == r.namespace && *n == r.name => Some(*p),
-                    _ => by_name
-                        .get_or_insert_with(|| {
-                            before_releases
-                                .iter()
-                                .map(|(ns, n, p)| ((ns.as_str(), n.as_str()), *p))
-                                .collect()
-                        })
-                        .get(&(r.namespace.as_str(), r.name.as_str()))
+                    Some((was, p)) if *was == id => Some(*p),
+                    _ => by_identity
+                        .get_or_insert_with(|| before_releases.iter().copied().collect())
+                        .get(&id)
                         .copied(),
                 };
                 if let Some(from) = from
                     && from != r.phase
                 {
-                    transitions.push(Transition {
-                        release: r.name.clone(),
-                        namespace: r.namespace.clone(),
-                        from,
-                        to: r.phase,
-                        message: r.message.clone(),
-                        reason: None,
-                    });
+                    transitions.push(Transition::of(r, from));
                 }
             }
             // A phase changed: the agent's or a layer's, a release's (a transition), or the
             // releases themselves (one added, removed or moved).
             let releases_changed =
-                by_name.is_some() || guard.releases().count() != before_releases.len();
+                by_identity.is_some() || guard.releases().count() != before_releases.len();
             let phase_changed = before != (guard.phase, guard.layer_phases())
                 || !transitions.is_empty()
                 || releases_changed;
             (result, transitions, phase_changed)
         };
+        self.notify(transitions, phase_changed);
+        result
+    }
+
+    /// Run `f` on the status of one release (by namespace and name). Nothing is notified
+    /// when `f` leaves it as it was (a release waiting for its objects re-checks them on
+    /// every change of the watches, mostly to find nothing new), or when the release is not
+    /// shown. Else as [`StatusStore::update`].
+    pub fn update_release(&self, namespace: &str, name: &str, f: impl FnOnce(&mut ReleaseStatus)) {
+        let (transition, phase_changed) = {
+            let mut guard = self.inner.status.write().unwrap_or_else(|e| e.into_inner());
+            let layers_before = (guard.phase, guard.layer_phases());
+            let Some(r) = guard.release_mut(namespace, name) else {
+                return;
+            };
+            let before = r.clone();
+            f(r);
+            if *r == before {
+                return;
+            }
+            let transition = (r.phase != before.phase).then(|| Transition::of(r, before.phase));
+            guard.refresh_layer_phases();
+            let phase_changed =
+                transition.is_some() || layers_before != (guard.phase, guard.layer_phases());
+            (transition, phase_changed)
+        };
+        self.notify(transition.into_iter().collect(), phase_changed);
+    }
+
+    /// After an update: observers see the new status, transitions are broadcast, subscribers
+    /// are notified.
+    fn notify(&self, transitions: Vec<Transition>, phase_changed: bool) {
         // Observers see the status under the read lock (no copy per update); they never
         // touch the store.
         {
@@ -780,16 +830,15 @@ impl StatusStore {
             c.generation += 1;
             c.phase_changed |= phase_changed;
         });
-        result
     }
 
     /// Announce something that happened to a release without a phase change (a recovery, a
     /// remediation): it is emitted as an Event with `reason`.
     pub fn announce(&self, namespace: &str, release: &str, reason: &'static str, message: String) {
-        let phase = self
-            .snapshot()
-            .release(namespace, release)
-            .map_or(ReleasePhase::Pending, |r| r.phase);
+        let phase = self.read(|s| {
+            s.release(namespace, release)
+                .map_or(ReleasePhase::Pending, |r| r.phase)
+        });
         let _ = self.inner.transitions.send(Transition {
             release: release.to_string(),
             namespace: namespace.to_string(),
@@ -865,6 +914,78 @@ mod tests {
         assert_eq!(t.from, t.to);
         assert_eq!(t.to, ReleasePhase::Pending);
         assert_eq!(t.message.as_deref(), Some("recover-pending-install: done"));
+    }
+
+    #[tokio::test]
+    async fn a_release_update_that_changes_nothing_notifies_nobody() {
+        let store = StatusStore::new();
+        store.update(|s| {
+            s.layers
+                .push(layer(1, &[ReleasePhase::Pending, ReleasePhase::Pending]));
+        });
+        // As the ConfigMap writer does after a write.
+        store.clear_phase_changed();
+        let mut changes = store.subscribe();
+        changes.borrow_and_update();
+        let mut transitions = store.transitions();
+        let observed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = observed.clone();
+        store.observe(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let observed_at_start = observed.load(std::sync::atomic::Ordering::SeqCst);
+
+        // The same message again, and a release that is not shown: nothing.
+        store.update_release("ns", "r1-0", |r| r.message = None);
+        store.update_release("ns", "absent", |r| r.phase = ReleasePhase::Ready);
+        assert!(!changes.has_changed().unwrap());
+        assert!(transitions.try_recv().is_err());
+        assert_eq!(
+            observed.load(std::sync::atomic::Ordering::SeqCst),
+            observed_at_start
+        );
+
+        // A message: observers and subscribers, no transition, no phase change.
+        store.update_release("ns", "r1-0", |r| r.message = Some("helm is writing".into()));
+        assert!(changes.has_changed().unwrap());
+        assert!(!changes.borrow_and_update().phase_changed);
+        assert!(transitions.try_recv().is_err());
+        assert_eq!(
+            observed.load(std::sync::atomic::Ordering::SeqCst),
+            observed_at_start + 1
+        );
+
+        // A phase: a transition, the layer's phase follows, a phase change.
+        store.update_release("ns", "r1-0", |r| r.phase = ReleasePhase::Installing);
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.release.as_str(), t.from, t.to),
+            ("r1-0", ReleasePhase::Pending, ReleasePhase::Installing)
+        );
+        assert_eq!(t.message.as_deref(), Some("helm is writing"));
+        assert!(changes.borrow_and_update().phase_changed);
+        assert_eq!(store.snapshot().layers[0].phase, LayerPhase::Progressing);
+    }
+
+    #[test]
+    fn transitions_are_found_when_releases_move() {
+        let store = StatusStore::new();
+        store.update(|s| {
+            s.layers
+                .push(layer(1, &[ReleasePhase::Pending, ReleasePhase::Ready]));
+        });
+        let mut transitions = store.transitions();
+        // The releases swap places and one changes phase: one transition, for that one.
+        store.update(|s| {
+            s.layers[0].releases.swap(0, 1);
+            s.layers[0].releases[1].phase = ReleasePhase::Installing;
+        });
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.release.as_str(), t.from, t.to),
+            ("r1-0", ReleasePhase::Pending, ReleasePhase::Installing)
+        );
+        assert!(transitions.try_recv().is_err());
     }
 
     fn layer(n: u64, phases: &[ReleasePhase]) -> LayerStatus {

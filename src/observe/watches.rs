@@ -149,7 +149,27 @@ impl State {
                 }
             }
             self.owners.insert(owner.clone(), entry);
+        } else {
+            self.changed.stamps.remove(owner);
         }
+    }
+}
+
+/// Which releases saw a change of what they track: since [`Watches::take_changed`] (for the
+/// follower of every release), and when last (for a waiter of one release).
+#[derive(Default)]
+struct Changed {
+    since_taken: std::collections::HashSet<Owner>,
+    /// Each release's stamp: the value of `seq` at its last change.
+    stamps: HashMap<Owner, u64>,
+    seq: u64,
+}
+
+impl Changed {
+    fn mark(&mut self, owner: &Owner) {
+        self.seq += 1;
+        self.since_taken.insert(owner.clone());
+        self.stamps.insert(owner.clone(), self.seq);
     }
 }
 
@@ -160,9 +180,8 @@ struct State {
     /// The objects some release tracks, per watch (kept even without helm's annotation),
     /// with the releases that track each.
     tracked: HashMap<StreamKey, HashMap<ObjectKey, Vec<Owner>>>,
-    /// Releases with a tracked object that changed (or a new track) since
-    /// [`Watches::take_changed`].
-    changed: std::collections::HashSet<Owner>,
+    /// Releases with a tracked object that changed (or a new track).
+    changed: Changed,
     /// Namespaced kinds (apiVersion, kind) by whether they are watched cluster-wide (`false`:
     /// RBAC forbids listing them cluster-wide, so per namespace).
     cluster_wide: HashMap<(String, String), bool>,
@@ -318,7 +337,7 @@ impl Watches {
                     drift: drift.clone(),
                 }),
             );
-            state.changed.insert(owner.clone());
+            state.changed.mark(owner);
         }
         for key in to_start {
             self.start(key).await;
@@ -482,7 +501,32 @@ impl Watches {
     /// failed), and those that tracked anew, since the last call. For a follower of every
     /// release (live health), so a change costs work for the releases it concerns only.
     pub fn take_changed(&self) -> std::collections::HashSet<Owner> {
-        std::mem::take(&mut self.state().changed)
+        std::mem::take(&mut self.state().changed.since_taken)
+    }
+
+    /// When something `owner` tracks last changed, as an opaque stamp: a new value means a
+    /// change (of a tracked object, or its watch listed again or failed, or a new track).
+    pub fn stamp(&self, owner: &Owner) -> u64 {
+        self.state().changed.stamps.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Wait until something `owner` tracks changed after its stamp was `seen` (at once when
+    /// that already happened). Other releases' changes wake this only to look at the stamp:
+    /// a release waiting for its objects costs nothing per change of another release's.
+    /// `Err` when the watches are gone. Cancel-safe.
+    pub async fn changed_for(
+        &self,
+        changes: &mut watch::Receiver<u64>,
+        owner: &Owner,
+        seen: u64,
+    ) -> Result<(), watch::error::RecvError> {
+        loop {
+            changes.borrow_and_update();
+            if self.stamp(owner) != seen {
+                return Ok(());
+            }
+            changes.changed().await?;
+        }
     }
 
     /// The releases that track objects.
@@ -554,7 +598,9 @@ impl Watches {
                 let tracked = tracked.get(&task_key);
                 let mut touched = |key: &ObjectKey| {
                     if let Some(owners) = tracked.and_then(|t| t.get(key)) {
-                        changed.extend(owners.iter().cloned());
+                        for o in owners {
+                            changed.mark(o);
+                        }
                     }
                 };
                 let kept = |o: DynamicObject| {
@@ -580,7 +626,9 @@ impl Watches {
                         s.synced = true;
                         s.last_error = None;
                         for owners in tracked.into_iter().flat_map(HashMap::values) {
-                            changed.extend(owners.iter().cloned());
+                            for o in owners {
+                                changed.mark(o);
+                            }
                         }
                     }
                     Ok(watcher::Event::Apply(o)) => {
@@ -606,7 +654,9 @@ impl Watches {
                         tracing::debug!(kind = %task_key.kind, namespace = ?task_key.namespace, error = %e, "watch failed; restarting it");
                         s.last_error = Some(e.to_string());
                         for owners in tracked.into_iter().flat_map(HashMap::values) {
-                            changed.extend(owners.iter().cloned());
+                            for o in owners {
+                                changed.mark(o);
+                            }
                         }
                     }
                 }
@@ -839,6 +889,34 @@ mod tests {
         // Nobody tracks anything of the watch: it is unused.
         assert!(!state.tracked.contains_key(&key()));
         assert!(state.owners.is_empty());
+    }
+
+    #[test]
+    fn each_release_has_its_own_change_stamp() {
+        let a: Owner = ("ns".into(), "a".into());
+        let b: Owner = ("ns".into(), "b".into());
+        let mut state = State::default();
+        state.set_owner(&a, Some(entry(&[("ns", "x")])));
+        state.set_owner(&b, Some(entry(&[("ns", "y")])));
+        state.changed.mark(&a);
+        let (a1, b0) = (
+            state.changed.stamps[&a],
+            state.changed.stamps.get(&b).copied(),
+        );
+        state.changed.mark(&b);
+        // b's change leaves a's stamp alone.
+        assert_eq!(state.changed.stamps[&a], a1);
+        assert_ne!(state.changed.stamps.get(&b).copied(), b0);
+        // Tracked anew after being dropped: never the stamp a waiter saw before.
+        state.set_owner(&a, None);
+        assert!(!state.changed.stamps.contains_key(&a));
+        state.set_owner(&a, Some(entry(&[("ns", "x")])));
+        state.changed.mark(&a);
+        assert!(state.changed.stamps[&a] > a1);
+        assert_eq!(
+            state.changed.since_taken,
+            [a.clone(), b.clone()].into_iter().collect()
+        );
     }
 
     #[test]

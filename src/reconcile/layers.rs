@@ -128,14 +128,14 @@ where
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let freed = std::sync::Arc::new(tokio::sync::Notify::new());
     // The last observed time to Ready of each release: the slowest start first.
-    let expected: HashMap<ReleaseKey, u64> = status
-        .snapshot()
-        .releases()
-        .filter_map(|r| {
-            r.last_ready_ms
-                .map(|ms| (ReleaseKey::new(&r.namespace, &r.name), ms))
-        })
-        .collect();
+    let expected: HashMap<ReleaseKey, u64> = status.read(|s| {
+        s.releases()
+            .filter_map(|r| {
+                r.last_ready_ms
+                    .map(|ms| (ReleaseKey::new(&r.namespace, &r.name), ms))
+            })
+            .collect()
+    });
     // Releases whose status says they wait for a dependency, with that message.
     let mut waiting_shown: HashMap<ReleaseKey, String> = HashMap::new();
     let step = loop {
@@ -176,11 +176,11 @@ where
                             otel.status_description = tracing::field::Empty,
                         ),
                         started: Instant::now(),
-                        was_ready: status
-                            .snapshot()
-                            .layers
-                            .iter()
-                            .any(|l| l.layer == id && l.phase == LayerPhase::Ready),
+                        was_ready: status.read(|s| {
+                            s.layers
+                                .iter()
+                                .any(|l| l.layer == id && l.phase == LayerPhase::Ready)
+                        }),
                     }
                 });
                 states.insert(key.clone(), ReleaseState::Running);
@@ -254,7 +254,7 @@ fn show_waiting_for_dependencies(
     let changed: Vec<(ReleaseKey, String)> = step
         .blocked
         .iter()
-        .filter(|(_, reason)| matches!(reason, BlockReason::WaitingForDependency { .. }))
+        .filter(|(_, reason)| matches!(**reason, BlockReason::WaitingForDependency { .. }))
         .map(|(key, reason)| (key.clone(), reason.to_string()))
         .filter(|(key, message)| shown.get(key) != Some(message))
         .collect();

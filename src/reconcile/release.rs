@@ -295,11 +295,7 @@ impl<D: HelmDriver> Runner<D> {
     }
 
     fn set(&self, job: &ReleaseJob, f: impl FnOnce(&mut crate::observe::status::ReleaseStatus)) {
-        self.status.update(|s| {
-            if let Some(r) = s.release_mut(&job.namespace, &job.release) {
-                f(r);
-            }
-        });
+        self.status.update_release(&job.namespace, &job.release, f);
     }
 
     /// One attempt at a release: observe (helm's storage) -> decide (core's `next_action`) ->
@@ -1100,7 +1096,7 @@ impl<D: HelmDriver> Runner<D> {
         let mut waited = false;
         let mut retrack = RETRACK_FIRST;
         loop {
-            changes.borrow_and_update();
+            let seen = watches.stamp(&owner);
             let verdicts: Vec<_> = watches.assess(&owner).unwrap_or_default();
             let readiness: Vec<_> = verdicts.iter().map(|(_, v)| v.clone()).collect();
             match gate(&readiness) {
@@ -1169,7 +1165,7 @@ impl<D: HelmDriver> Runner<D> {
                                 false,
                             )));
                         }
-                        changed = changes.changed() => {
+                        changed = watches.changed_for(&mut changes, &owner, seen) => {
                             if changed.is_err() {
                                 return Ok(());
                             }
@@ -1216,23 +1212,25 @@ impl<D: HelmDriver> Runner<D> {
         let stop = self.stop();
         let mut shown: Option<String> = None;
         loop {
-            let degraded = self.status.snapshot().layers.iter().find_map(|l| {
-                (l.layer < mine)
-                    .then(|| {
-                        l.releases
-                            .iter()
-                            .find(|r| r.phase == ReleasePhase::Degraded)
-                            .map(|r| {
-                                format!(
-                                    "release {}/{} of layer {} is degraded ({})",
-                                    r.namespace,
-                                    r.name,
-                                    l.layer,
-                                    r.message.as_deref().unwrap_or("not ready")
-                                )
-                            })
-                    })
-                    .flatten()
+            let degraded = self.status.read(|s| {
+                s.layers.iter().find_map(|l| {
+                    (l.layer < mine)
+                        .then(|| {
+                            l.releases
+                                .iter()
+                                .find(|r| r.phase == ReleasePhase::Degraded)
+                                .map(|r| {
+                                    format!(
+                                        "release {}/{} of layer {} is degraded ({})",
+                                        r.namespace,
+                                        r.name,
+                                        l.layer,
+                                        r.message.as_deref().unwrap_or("not ready")
+                                    )
+                                })
+                        })
+                        .flatten()
+                })
             });
             let Some(why) = degraded else {
                 if let Some(shown) = shown {
@@ -1472,6 +1470,8 @@ async fn watch_progress(
     futures::pin_mut!(records);
     let mut changes = watches.subscribe();
     let mut revision: Option<u64> = None;
+    // The stamp of the owner's tracked objects when last assessed.
+    let mut seen = 0;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -1502,9 +1502,10 @@ async fn watch_progress(
                 Some(_) => continue,
                 None => return,
             },
-            changed = changes.changed() => if changed.is_err() { return },
+            changed = watches.changed_for(&mut changes, &owner, seen) => if changed.is_err() { return },
         }
         let Some(revision) = revision else { continue };
+        seen = watches.stamp(&owner);
         let Some(verdicts) = watches.assess(&owner) else {
             continue;
         };
@@ -1533,9 +1534,8 @@ async fn watch_progress(
         } else {
             ReleasePhase::Installing
         };
-        status.update(|s| {
-            if let Some(r) = s.release_mut(&namespace, &release)
-                && matches!(r.phase, ReleasePhase::Installing | ReleasePhase::Waiting)
+        status.update_release(&namespace, &release, |r| {
+            if matches!(r.phase, ReleasePhase::Installing | ReleasePhase::Waiting)
                 && (r.phase != phase
                     || r.not_ready != not_ready
                     || r.helm_revision != Some(revision))

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -123,8 +124,9 @@ pub struct Step {
     pub start: Vec<ReleaseKey>,
     /// Releases already running.
     pub running: Vec<ReleaseKey>,
-    /// Releases that may not start, and why.
-    pub blocked: Vec<(ReleaseKey, BlockReason)>,
+    /// Releases that may not start, and why (the releases of a layer held by a layer below
+    /// share one reason: a step costs no copy of it per release).
+    pub blocked: Vec<(ReleaseKey, Arc<BlockReason>)>,
     /// Nothing to start and nothing running: the attempt is over.
     pub done: bool,
     /// Set when `done`.
@@ -135,7 +137,7 @@ pub struct Step {
 pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) -> Step {
     let mut step = Step::default();
     let mut all_failed = Vec::new();
-    let mut gate: Option<BlockReason> = None;
+    let mut gate: Option<Arc<BlockReason>> = None;
     // Releases waiting for a dependency of their layer (only ever left when nothing else
     // runs if their dependencies form a cycle, which the plan rejects).
     let mut stuck = Vec::new();
@@ -161,7 +163,7 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
                 ReleaseState::Pending => {
                     not_ready.push(key.clone());
                     if let Some(reason) = doomed.get(key) {
-                        step.blocked.push((key.clone(), reason.clone()));
+                        step.blocked.push((key.clone(), Arc::new(reason.clone())));
                         continue;
                     }
                     let waiting: Vec<ReleaseKey> = same_layer_dependencies(layer, r)
@@ -173,7 +175,7 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
                         stuck.push(key.clone());
                         step.blocked.push((
                             key.clone(),
-                            BlockReason::WaitingForDependency { not_ready: waiting },
+                            Arc::new(BlockReason::WaitingForDependency { not_ready: waiting }),
                         ));
                     }
                 }
@@ -182,15 +184,15 @@ pub fn next_actions(plan: &Plan, states: &BTreeMap<ReleaseKey, ReleaseState>) ->
         }
         if !failed.is_empty() {
             all_failed.extend(failed.iter().cloned());
-            gate = Some(BlockReason::Skipped {
+            gate = Some(Arc::new(BlockReason::Skipped {
                 layer: layer.name.clone(),
                 failed,
-            });
+            }));
         } else if !not_ready.is_empty() {
-            gate = Some(BlockReason::WaitingFor {
+            gate = Some(Arc::new(BlockReason::WaitingFor {
                 layer: layer.name.clone(),
                 not_ready,
-            });
+            }));
         }
     }
     step.done = step.start.is_empty() && step.running.is_empty();
@@ -374,7 +376,7 @@ mod tests {
         assert!(s.start.is_empty());
         assert_eq!(s.running, vec![k("b")]);
         assert_eq!(
-            s.blocked[0].1,
+            *s.blocked[0].1,
             BlockReason::WaitingFor {
                 layer: "layer-1".into(),
                 not_ready: vec![k("b")]
@@ -433,10 +435,10 @@ mod tests {
             s.blocked,
             vec![(
                 k("d"),
-                BlockReason::Skipped {
+                Arc::new(BlockReason::Skipped {
                     layer: "layer-2".into(),
                     failed: vec![k("c")]
-                }
+                })
             )]
         );
     }
@@ -500,7 +502,7 @@ mod tests {
         s.blocked
             .iter()
             .find(|(key, _)| key == &k(name))
-            .map(|(_, r)| r.clone())
+            .map(|(_, r)| (**r).clone())
             .unwrap_or_else(|| panic!("{name} is not blocked: {s:?}"))
     }
 
