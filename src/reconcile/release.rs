@@ -1470,8 +1470,8 @@ async fn watch_progress(
     futures::pin_mut!(records);
     let mut changes = watches.subscribe();
     let mut revision: Option<u64> = None;
-    // The stamp of the owner's tracked objects when last assessed.
-    let mut seen = 0;
+    // The stamp of the owner's tracked objects when last looked at.
+    let mut seen = watches.stamp(&owner);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -1504,8 +1504,10 @@ async fn watch_progress(
             },
             changed = watches.changed_for(&mut changes, &owner, seen) => if changed.is_err() { return },
         }
-        let Some(revision) = revision else { continue };
+        // Taken before looking (a change after it wakes the next wait), and also while
+        // there is no record yet: the wait then sleeps until the owner changes again.
         seen = watches.stamp(&owner);
+        let Some(revision) = revision else { continue };
         let Some(verdicts) = watches.assess(&owner) else {
             continue;
         };
