@@ -125,6 +125,30 @@ async fn seed_scenario(helm: HelmBin) -> anyhow::Result<()> {
         .unwrap();
     assert!(crd_write < first_mesh);
 
+    // A first install reads the release's storage once, after helm: before it, the watch of
+    // helm's storage (listed while layer 1 installed) already says there is no record.
+    // (The initial lists of watches are paged: they carry a limit.)
+    for name in ["mesh", "canary"] {
+        let reads: Vec<_> = s
+            .cluster
+            .controls()
+            .requests_where(|r| {
+                r.user_agent.starts_with("strata/")
+                    && r.verb == "list"
+                    && r.resource == "secrets"
+                    && r.namespace == name
+                    && !r.query.contains("limit=")
+            })
+            .iter()
+            .map(|r| format!("{} {}", r.path, r.query))
+            .collect();
+        assert_eq!(
+            reads.len(),
+            1,
+            "reads of {name}'s release storage: {reads:#?}"
+        );
+    }
+
     // Events for the transitions, attached to the status ConfigMap.
     let (events, _) = s
         .cluster

@@ -488,16 +488,21 @@ impl<D: HelmDriver> Runner<D> {
         use strata_core::reconcile::ReleaseStatus;
         let key = (job.namespace.clone(), job.release.clone());
         // The first look of an attempt may use the record read before, when the watch of
-        // helm's storage says the newest record is still that one; after an action, always
-        // read (the watch may not have seen helm's write yet).
+        // helm's storage says the newest record is still that one, and reads nothing when
+        // the watch says helm has no record of the release (a first install); after an
+        // action, always read (the watch may not have seen helm's write yet).
         let head = self
             .watches
             .as_ref()
             .filter(|_| inputs.performed.is_empty())
             .and_then(|w| w.record_head(&job.namespace, &job.release));
         let cached = head.as_ref().and_then(|head| {
-            let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
             match (head, records.get(&key)) {
+                (None, _) => {
+                    records.remove(&key);
+                    Some(None)
+                }
                 (Some((version, status)), Some(r))
                     if r.revision == *version && r.status == *status =>
                 {
