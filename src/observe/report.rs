@@ -25,7 +25,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::observe::status::{ReleasePhase, StatusStore, Transition};
+use crate::observe::status::{ReleasePhase, Status, StatusStore, Transition};
 
 /// The least time between two writes of the status ConfigMap, also for phase changes: the
 /// transitions of releases that finish together (a layer's worth) go in one write.
@@ -35,6 +35,10 @@ pub const PHASE_CHANGE_INTERVAL: Duration = Duration::from_millis(250);
 pub const CONFIGMAP_NAME: &str = "strata-status";
 /// Key of the status JSON in the ConfigMap.
 pub const STATUS_KEY: &str = "status.json";
+/// Key of the time to Ready this agent inherited (`{"namespace/name": ms}`), present only while
+/// its status has no layers yet (no revision begun: Git unreachable, a first revision
+/// rejected): a restart in that window inherits it again instead of losing it.
+pub const READY_MS_KEY: &str = "lastReadyMs.json";
 const FIELD_MANAGER: &str = "strata";
 
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +94,8 @@ impl Reporter {
     pub async fn inherited_ready_ms(&self) -> BTreeMap<(String, String), u64> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let read = tokio::time::timeout(INHERIT_TIMEOUT, api.get_opt(CONFIGMAP_NAME)).await;
-        let json = match read {
-            Ok(Ok(Some(cm))) => cm.data.and_then(|mut d| d.remove(STATUS_KEY)),
+        let data = match read {
+            Ok(Ok(Some(cm))) => cm.data,
             Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 tracing::warn!(error = %crate::kube_api::error_text(&e), configmap = CONFIGMAP_NAME, "previous status not read; releases start in list order until their time to Ready is seen again");
@@ -102,10 +106,10 @@ impl Reporter {
                 None
             }
         };
-        let Some(json) = json else {
+        let Some(data) = data else {
             return BTreeMap::new();
         };
-        match ready_ms_of(&json) {
+        match ready_ms_of_data(&data) {
             Ok(found) => {
                 tracing::debug!(
                     releases = found.len(),
@@ -141,7 +145,7 @@ impl Reporter {
                     "app.kubernetes.io/managed-by": "strata",
                 },
             },
-            "data": { STATUS_KEY: json },
+            "data": config_map_data(&snapshot, &json),
         });
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -337,6 +341,45 @@ struct WrittenRelease {
     last_ready_ms: Option<u64>,
 }
 
+/// The status ConfigMap's data for `status` (`json`: its JSON): the status, and while it has
+/// no layers, the time to Ready it inherited ([`READY_MS_KEY`]).
+fn config_map_data(status: &Status, json: &str) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([(STATUS_KEY.to_string(), json.to_string())]);
+    if status.layers.is_empty() && !status.inherited_ready_ms.is_empty() {
+        let kept: BTreeMap<String, u64> = status
+            .inherited_ready_ms
+            .iter()
+            .map(|((namespace, name), ms)| (format!("{namespace}/{name}"), *ms))
+            .collect();
+        if let Ok(kept) = serde_json::to_string(&kept) {
+            data.insert(READY_MS_KEY.to_string(), kept);
+        }
+    }
+    data
+}
+
+/// `lastReadyMs` by namespace and name from the status ConfigMap's data as
+/// [`config_map_data`] makes it (a release in the status JSON wins over a kept one).
+fn ready_ms_of_data(
+    data: &BTreeMap<String, String>,
+) -> Result<BTreeMap<(String, String), u64>, serde_json::Error> {
+    let mut found = match data.get(STATUS_KEY) {
+        Some(json) => ready_ms_of(json)?,
+        None => BTreeMap::new(),
+    };
+    if let Some(kept) = data.get(READY_MS_KEY) {
+        let kept: BTreeMap<String, u64> = serde_json::from_str(kept)?;
+        for (key, ms) in kept {
+            if let Some((namespace, name)) = key.split_once('/') {
+                found
+                    .entry((namespace.to_string(), name.to_string()))
+                    .or_insert(ms);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// `lastReadyMs` by namespace and name, from a status JSON as [`Reporter::write_status`]
 /// writes it.
 fn ready_ms_of(json: &str) -> Result<BTreeMap<(String, String), u64>, serde_json::Error> {
@@ -449,6 +492,60 @@ mod tests {
         assert!(ready_ms_of("{}").unwrap().is_empty());
         assert!(ready_ms_of("not json").is_err());
         assert!(ready_ms_of(r#"{"layers":[{"releases":[{"name":1}]}]}"#).is_err());
+    }
+
+    #[test]
+    fn a_status_without_layers_keeps_the_inherited_time_to_ready() {
+        use crate::observe::status::{LayerId, LayerPhase, LayerStatus, ReleaseStatus, Status};
+        let mut waiting = Status::default();
+        waiting
+            .inherited_ready_ms
+            .insert(("apps".to_string(), "slow".to_string()), 1900);
+        waiting
+            .inherited_ready_ms
+            .insert(("other".to_string(), "fast".to_string()), 250);
+        let json = serde_json::to_string_pretty(&waiting).unwrap();
+        let data = config_map_data(&waiting, &json);
+        assert_eq!(data[READY_MS_KEY], r#"{"apps/slow":1900,"other/fast":250}"#);
+        assert_eq!(
+            ready_ms_of_data(&data).unwrap(),
+            waiting.inherited_ready_ms,
+            "a restart before any revision begins inherits the same times"
+        );
+
+        // Once a revision has begun, the status carries the times and the kept key goes.
+        let mut slow = ReleaseStatus::pending("p", "slow", "apps", "c", "1.0.0");
+        slow.last_ready_ms = Some(1700);
+        let mut running = waiting.clone();
+        running.layers = vec![LayerStatus {
+            layer: LayerId::Number(0),
+            phase: LayerPhase::Progressing,
+            ready_at: None,
+            releases: vec![slow],
+        }];
+        let json = serde_json::to_string_pretty(&running).unwrap();
+        let data = config_map_data(&running, &json);
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec![STATUS_KEY]);
+        assert_eq!(
+            ready_ms_of_data(&data)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![(("apps".to_string(), "slow".to_string()), 1700)]
+        );
+
+        // Both keys (never written together, but read in any case): the status wins.
+        let mut both = data.clone();
+        both.insert(
+            READY_MS_KEY.to_string(),
+            r#"{"apps/slow":5,"x/y":7}"#.to_string(),
+        );
+        let read = ready_ms_of_data(&both).unwrap();
+        assert_eq!(read[&("apps".to_string(), "slow".to_string())], 1700);
+        assert_eq!(read[&("x".to_string(), "y".to_string())], 7);
+        both.insert(READY_MS_KEY.to_string(), "[1]".to_string());
+        assert!(ready_ms_of_data(&both).is_err());
+        assert!(ready_ms_of_data(&BTreeMap::new()).unwrap().is_empty());
     }
 
     #[test]
