@@ -375,23 +375,24 @@ async fn a_restarted_agent_keeps_each_releases_time_to_ready() -> anyhow::Result
     // An agent whose first revision is rejected has no layers in its status: it keeps the
     // times it inherited beside it, so the agent after it still starts with them.
     let key = kubesim::ResourceKey::new("", "configmaps");
+    let status_configmap = || {
+        s.cluster
+            .store()
+            .get(&key, Some(testkit::cluster::AGENT_NS), "strata-status")
+            .expect("status ConfigMap written")
+    };
     let list = std::fs::read_to_string(s.repo.path().join("profiles.yaml"))?;
     s.repo.write("profiles.yaml", "apiVersion: [\n")?;
     s.repo.commit("invalid yaml")?;
     let mut agent = s.agent(&["--once"], &[])?;
     tokio::time::timeout(LONG, agent.child.wait()).await??;
-    let cm = s
-        .cluster
-        .store()
-        .get(&key, Some(testkit::cluster::AGENT_NS), "strata-status")
-        .unwrap();
-    let status: serde_json::Value =
-        serde_json::from_str(cm["data"]["status.json"].as_str().unwrap())?;
+    let status = s.configmap_status().expect("status written");
     assert!(status["rejectedRevision"].is_object(), "{status:#}");
     assert!(
         status["layers"].as_array().is_none_or(|l| l.is_empty()),
         "{status:#}"
     );
+    let cm = status_configmap();
     let kept = cm["data"]["lastReadyMs.json"].as_str().unwrap_or_default();
     for n in ["certs", "mesh", "canary"] {
         assert!(
@@ -408,19 +409,11 @@ async fn a_restarted_agent_keeps_each_releases_time_to_ready() -> anyhow::Result
         assert_eq!(release(&status, n).unwrap()["attempts"], 0, "{status:#}");
     }
     assert_eq!(ready_ms(&status), first);
-    let cm = s
-        .cluster
-        .store()
-        .get(&key, Some(testkit::cluster::AGENT_NS), "strata-status")
-        .unwrap();
+    let cm = status_configmap();
     assert!(cm["data"].get("lastReadyMs.json").is_none(), "{cm:#}");
 
     // A status ConfigMap that is not strata's JSON: the agent still applies the revision.
-    let mut cm = s
-        .cluster
-        .store()
-        .get(&key, Some(testkit::cluster::AGENT_NS), "strata-status")
-        .unwrap();
+    let mut cm = status_configmap();
     cm["data"]["status.json"] = "{not json".into();
     s.cluster.store().update(&key, cm)?;
     let logs = run_once().await?;

@@ -342,7 +342,9 @@ struct WrittenRelease {
 }
 
 /// The status ConfigMap's data for `status` (`json`: its JSON): the status, and while it has
-/// no layers, the time to Ready it inherited ([`READY_MS_KEY`]).
+/// no layers, the time to Ready it inherited ([`READY_MS_KEY`]). A function of `json` alone
+/// as far as [`Reporter::write_status`]'s skip of an unchanged write goes: whether there are
+/// layers shows in `json`, and the inherited times are set before the first write.
 fn config_map_data(status: &Status, json: &str) -> BTreeMap<String, String> {
     let mut data = BTreeMap::from([(STATUS_KEY.to_string(), json.to_string())]);
     if status.layers.is_empty() && !status.inherited_ready_ms.is_empty() {
