@@ -207,6 +207,74 @@ async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events are written as their transitions happen, not when the status writer next gets to
+/// them: here the status has a change waiting out its 60 s throttle when a recovery is
+/// announced, and its Event is there at once (before, it waited for the status write, so a
+/// layer's Ready Events could trail the status by seconds while it kept changing).
+#[tokio::test]
+async fn an_event_is_not_held_back_while_the_status_waits_out_its_throttle() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let status = progressing(&["web"]);
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(60), stop.clone());
+    eventually("first write", || configmap_writes(&cluster) >= 1).await;
+    let writes = configmap_writes(&cluster);
+    status.update(|s| s.release_mut("apps", "web").unwrap().message = Some("waiting".into()));
+    status.announce(
+        "apps",
+        "web",
+        "Recovered",
+        "recover-pending-install: done".into(),
+    );
+    eventually("the Recovered Event", || {
+        testkit::cluster::events(&cluster, NS)
+            .iter()
+            .any(|e| e.starts_with("Recovered:release apps/web: Recovered"))
+    })
+    .await;
+    assert_eq!(
+        configmap_writes(&cluster),
+        writes,
+        "the message change is still throttled"
+    );
+    // At shutdown the waiting change is written.
+    stop.cancel();
+    task.await?;
+    assert_eq!(
+        stored_status(&cluster)["layers"][0]["releases"][0]["message"],
+        "waiting"
+    );
+    Ok(())
+}
+
+/// Transitions that happen just before shutdown still get their Events, after the last
+/// status write.
+#[tokio::test]
+async fn transitions_before_shutdown_get_their_events() -> anyhow::Result<()> {
+    let (cluster, client, _dir) = setup().await?;
+    let names = ["a", "b", "c", "d", "e"];
+    let status = progressing(&names);
+    let stop = CancellationToken::new();
+    let task =
+        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(60), stop.clone());
+    for n in names {
+        status.update(|s| s.release_mut("apps", n).unwrap().phase = ReleasePhase::Ready);
+    }
+    stop.cancel();
+    task.await?;
+    let events = testkit::cluster::events(&cluster, NS);
+    for n in names {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with(&format!("Ready:release apps/{n}: Ready"))),
+            "no Ready Event for {n}: {events:#?}"
+        );
+    }
+    Ok(())
+}
+
 /// The status ConfigMap's writes fail with 500 more often than one write's in-place retries
 /// cover: the reporter tries again on its own once the throttle window has passed, without
 /// waiting for another status change (the last status before a quiet period, a revision

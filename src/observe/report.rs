@@ -220,16 +220,26 @@ impl Reporter {
     }
 
     /// Run until `shutdown`: keep the ConfigMap current and emit Events. A last write is made
-    /// on shutdown.
+    /// on shutdown. Every transition from the moment this returns gets its Event.
     pub fn spawn(self, min_interval: Duration, shutdown: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(async move { self.run(min_interval, shutdown).await })
+        let transitions = self.status.transitions();
+        tokio::spawn(async move { self.run(min_interval, transitions, shutdown).await })
     }
 
-    async fn run(self, min_interval: Duration, shutdown: CancellationToken) {
+    /// The status writer, with the Event writer beside it in its own task: an Event is written
+    /// as soon as its transition happens, not held back while the status keeps changing and
+    /// its writes wait out the throttle (a layer's Ready Events would otherwise trail the
+    /// status by seconds). Events name the ConfigMap, so they wait for its first write.
+    async fn run(
+        self,
+        min_interval: Duration,
+        transitions: tokio::sync::broadcast::Receiver<Transition>,
+        shutdown: CancellationToken,
+    ) {
         let mut changes = self.status.subscribe();
-        let mut transitions = self.status.transitions();
+        let (written_tx, written) = tokio::sync::watch::channel(None);
+        let events = tokio::spawn(self.clone().write_events(transitions, written));
         let mut last_write: Option<tokio::time::Instant> = None;
-        let mut cm: Option<ConfigMap> = None;
         let mut pending = true;
         loop {
             if pending {
@@ -251,7 +261,7 @@ impl Reporter {
                 self.status.clear_phase_changed();
                 match self.write_status().await {
                     Ok(c) => {
-                        cm = Some(c);
+                        written_tx.send_replace(Some(c));
                         pending = false;
                     }
                     Err(e) => tracing::warn!(error = %e, "status ConfigMap not written"),
@@ -276,41 +286,69 @@ impl Reporter {
                     if r.is_err() { break; }
                     pending = true;
                 }
-                t = transitions.recv() => {
-                    match t {
-                        Ok(t) => {
-                            if cm.is_none() {
-                                match self.write_status().await {
-                                    Ok(c) => cm = Some(c),
-                                    Err(e) => tracing::warn!(error = %e, "status ConfigMap not written"),
-                                }
-                            }
-                            if let Some(c) = &cm
-                                && let Err(e) = self.write_event(c, &t).await
-                            {
-                                tracing::warn!(error = %e, "event not written");
-                            }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(skipped = n, "release events skipped: too many at once");
-                        }
-                        Err(_) => break,
-                    }
-                }
                 _ = shutdown.cancelled() => {
                     pending = true;
                 }
             }
         }
         match self.write_status().await {
-            Ok(c) => cm = Some(c),
+            Ok(c) => {
+                written_tx.send_replace(Some(c));
+            }
             Err(e) => tracing::warn!(error = %e, "final status ConfigMap not written"),
         }
-        // Transitions not reported yet still get their Events.
-        while let Ok(t) = transitions.try_recv() {
-            if let Some(c) = &cm
-                && let Err(e) = self.write_event(c, &t).await
-            {
+        // The Event writer finishes the transitions that happened before this point.
+        drop(written_tx);
+        let _ = events.await;
+    }
+
+    /// Write an Event for every transition, in order, once the ConfigMap they name has been
+    /// written; when the status writer ends (`written` closed), the transitions already
+    /// announced still get theirs.
+    async fn write_events(
+        self,
+        mut transitions: tokio::sync::broadcast::Receiver<Transition>,
+        mut written: tokio::sync::watch::Receiver<Option<ConfigMap>>,
+    ) {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let mut closing = false;
+        loop {
+            let t = if closing {
+                match transitions.try_recv() {
+                    Ok(t) => t,
+                    Err(TryRecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "release events skipped: too many at once");
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    t = transitions.recv() => match t {
+                        Ok(t) => t,
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(skipped = n, "release events skipped: too many at once");
+                            continue;
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                    r = written.changed() => {
+                        if r.is_err() {
+                            closing = true;
+                        }
+                        continue;
+                    }
+                }
+            };
+            // The ConfigMap as last written; before its first write, wait for it (or for the
+            // status writer to end without one: then no Event can name it).
+            let cm = match written.wait_for(Option::is_some).await {
+                Ok(cm) => cm.clone(),
+                Err(_) => None,
+            };
+            let Some(cm) = cm else { break };
+            if let Err(e) = self.write_event(&cm, &t).await {
                 tracing::warn!(error = %e, "event not written");
             }
         }
