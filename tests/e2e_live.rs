@@ -216,20 +216,41 @@ async fn many_releases(interval: &str) -> anyhow::Result<(Scenario, testkit::age
     Ok((s, agent))
 }
 
-/// Wait until the status ConfigMap shows every release Ready (its writes are throttled to
-/// one a second, so its last write comes shortly after the last change), and a little more.
-async fn settled(s: &Scenario) -> anyhow::Result<()> {
+/// Wait until the agent has nothing left to write: the status ConfigMap shows every release
+/// Ready with its first drift check (which follows Ready; the ConfigMap's writes are throttled
+/// to one a second, so its last write comes shortly after the last change), each release's
+/// Ready Event exists, and, when the agent polls, the ConfigMap shows a poll of the unchanged
+/// revision (`action: none`).
+async fn settled(s: &Scenario, polls: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    while !s.configmap_status().is_some_and(|c| {
-        c["phase"] == "Ready" && (0..RELEASES).all(|i| phase(&c, &format!("many-{i}")) == "Ready")
-    }) {
+    let done = || {
+        let status = s.configmap_status().is_some_and(|c| {
+            c["phase"] == "Ready"
+                && (0..RELEASES).all(|i| {
+                    let name = format!("many-{i}");
+                    let release = testkit::agent::release(&c, &name);
+                    phase(&c, &name) == "Ready"
+                        && release.is_some_and(|r| {
+                            r["drift"]["since"].is_string() && (!polls || r["action"] == "none")
+                        })
+                })
+        });
+        let events = testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS);
+        status
+            && (0..RELEASES).all(|i| {
+                let ready = format!("Ready:release many-{i}/many-{i}: Ready");
+                events.iter().any(|e| e.starts_with(&ready))
+            })
+    };
+    while !done() {
         anyhow::ensure!(
             started.elapsed() < LONG,
-            "the status ConfigMap never showed Ready"
+            "the agent never settled: status {:#?}, events {:#?}",
+            s.configmap_status(),
+            testkit::cluster::events(&s.cluster, testkit::cluster::AGENT_NS)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
 }
 
@@ -280,7 +301,7 @@ async fn api_requests_are_bounded_by_watches_not_objects() -> anyhow::Result<()>
     );
 
     // Steady state: nothing changes, so nothing is requested (the watches stay open).
-    settled(&s).await?;
+    settled(&s, false).await?;
     s.cluster.controls().reset_requests();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let steady = strata_requests(&s);
@@ -364,7 +385,7 @@ async fn an_idle_poll_costs_the_same_for_any_number_of_releases() -> anyhow::Res
     agent
         .wait_status("every release Ready", LONG, |st| st["phase"] == "Ready")
         .await?;
-    settled(&s).await?;
+    settled(&s, true).await?;
     let fetched = |agent_log: &str| agent_log.matches("git_fetch").count();
     let before = fetched(&agent.logs());
     s.cluster.controls().reset_requests();
