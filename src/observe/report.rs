@@ -162,8 +162,22 @@ impl Reporter {
         Ok(stored)
     }
 
-    /// Create an Event for a release transition, attached to the status ConfigMap.
-    pub async fn write_event(&self, cm: &ConfigMap, t: &Transition) -> Result<()> {
+    /// The status ConfigMap as stored (`cm`), as the object its Events are about.
+    fn involved_object(&self, cm: &ConfigMap) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("ConfigMap".into()),
+            name: Some(CONFIGMAP_NAME.into()),
+            namespace: Some(self.namespace.clone()),
+            uid: cm.metadata.uid.clone(),
+            resource_version: cm.metadata.resource_version.clone(),
+            field_path: None,
+        }
+    }
+
+    /// Create an Event for a release transition, about the status ConfigMap (`involved`, from
+    /// [`Self::involved_object`]).
+    pub async fn write_event(&self, involved: &ObjectReference, t: &Transition) -> Result<()> {
         let explicit = t.reason.map(|r| (r, announced_type(r)));
         let Some((reason, type_)) = explicit.or_else(|| event_reason(t.to)) else {
             return Ok(());
@@ -181,15 +195,7 @@ impl Reporter {
                 namespace: Some(self.namespace.clone()),
                 ..ObjectMeta::default()
             },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("ConfigMap".into()),
-                name: Some(CONFIGMAP_NAME.into()),
-                namespace: Some(self.namespace.clone()),
-                uid: cm.metadata.uid.clone(),
-                resource_version: cm.metadata.resource_version.clone(),
-                field_path: None,
-            },
+            involved_object: involved.clone(),
             reason: Some(reason.into()),
             message: Some(truncate(&message, 1024)),
             type_: Some(type_.into()),
@@ -261,7 +267,7 @@ impl Reporter {
                 self.status.clear_phase_changed();
                 match self.write_status().await {
                     Ok(c) => {
-                        written_tx.send_replace(Some(c));
+                        written_tx.send_replace(Some(self.involved_object(&c)));
                         pending = false;
                     }
                     Err(e) => tracing::warn!(error = %e, "status ConfigMap not written"),
@@ -293,7 +299,7 @@ impl Reporter {
         }
         match self.write_status().await {
             Ok(c) => {
-                written_tx.send_replace(Some(c));
+                written_tx.send_replace(Some(self.involved_object(&c)));
             }
             Err(e) => tracing::warn!(error = %e, "final status ConfigMap not written"),
         }
@@ -303,55 +309,72 @@ impl Reporter {
     }
 
     /// Write an Event for every transition, in order, once the ConfigMap they name has been
-    /// written; when the status writer ends (`written` closed), the transitions already
-    /// announced still get theirs.
+    /// written (`written`: the ConfigMap as last written); when the status writer ends
+    /// (`written` closed), the transitions announced before its last write still get theirs.
     async fn write_events(
         self,
         mut transitions: tokio::sync::broadcast::Receiver<Transition>,
-        mut written: tokio::sync::watch::Receiver<Option<ConfigMap>>,
+        mut written: tokio::sync::watch::Receiver<Option<ObjectReference>>,
     ) {
         use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-        let mut closing = false;
+        // While the status writer runs: each transition as it comes.
         loop {
-            let t = if closing {
-                match transitions.try_recv() {
-                    Ok(t) => t,
-                    Err(TryRecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "release events skipped: too many at once");
-                        continue;
+            let t = tokio::select! {
+                biased;
+                t = transitions.recv() => t,
+                r = written.changed() => {
+                    if r.is_err() {
+                        break;
                     }
-                    Err(_) => break,
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    t = transitions.recv() => match t {
-                        Ok(t) => t,
-                        Err(RecvError::Lagged(n)) => {
-                            tracing::warn!(skipped = n, "release events skipped: too many at once");
-                            continue;
-                        }
-                        Err(RecvError::Closed) => break,
-                    },
-                    r = written.changed() => {
-                        if r.is_err() {
-                            closing = true;
-                        }
-                        continue;
-                    }
+                    continue;
                 }
             };
-            // The ConfigMap as last written; before its first write, wait for it (or for the
-            // status writer to end without one: then no Event can name it).
-            let cm = match written.wait_for(Option::is_some).await {
-                Ok(cm) => cm.clone(),
-                Err(_) => None,
-            };
-            let Some(cm) = cm else { break };
-            if let Err(e) = self.write_event(&cm, &t).await {
-                tracing::warn!(error = %e, "event not written");
+            match t {
+                Ok(t) => {
+                    if !self.event_for(&mut written, &t).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "release events skipped: too many at once");
+                }
+                Err(RecvError::Closed) => return,
             }
         }
+        // It has ended: the transitions still queued.
+        loop {
+            match transitions.try_recv() {
+                Ok(t) => {
+                    if !self.event_for(&mut written, &t).await {
+                        return;
+                    }
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "release events skipped: too many at once");
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Write the Event of `t` about the ConfigMap as last written, waiting for its first
+    /// write; false when the status writer ended without one (no Event can name it).
+    async fn event_for(
+        &self,
+        written: &mut tokio::sync::watch::Receiver<Option<ObjectReference>>,
+        t: &Transition,
+    ) -> bool {
+        let involved = match written.wait_for(Option::is_some).await {
+            Ok(involved) => involved.clone(),
+            Err(_) => None,
+        };
+        let Some(involved) = involved else {
+            return false;
+        };
+        if let Err(e) = self.write_event(&involved, t).await {
+            tracing::warn!(error = %e, "event not written");
+        }
+        true
     }
 }
 
