@@ -57,6 +57,27 @@ fn progressing(names: &[&str]) -> StatusStore {
     status
 }
 
+/// A reporter running against the cluster.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start(client: kube::Client, status: &StatusStore, min_interval: Duration) -> Self {
+        let stop = CancellationToken::new();
+        let task = Reporter::new(client, NS, status.clone()).spawn(min_interval, stop.clone());
+        Self { stop, task }
+    }
+
+    /// Shut it down and wait for its last write.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?;
+        Ok(())
+    }
+}
+
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..100 {
         if f() {
@@ -74,9 +95,7 @@ async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
     let names: Vec<String> = (0..30).map(|i| format!("r{i:02}")).collect();
     let status = progressing(&names.iter().map(String::as_str).collect::<Vec<_>>());
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(5), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_secs(5));
     eventually("first write", || configmap_writes(&cluster) >= 1).await;
     let before = configmap_writes(&cluster);
     let start = std::time::Instant::now();
@@ -98,8 +117,7 @@ async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
         writes <= most,
         "{writes} writes for 30 phase changes in {burst:?} (at most {most})"
     );
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     Ok(())
 }
 
@@ -107,9 +125,7 @@ async fn phase_changes_close_together_share_a_write() -> anyhow::Result<()> {
 async fn configmap_is_throttled_but_phase_changes_are_immediate() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
     let status = progressing(&["web"]);
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(5), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_secs(5));
     eventually("first write", || configmap_writes(&cluster) >= 1).await;
     assert_eq!(stored_status(&cluster)["phase"], "Progressing");
 
@@ -159,8 +175,7 @@ async fn configmap_is_throttled_but_phase_changes_are_immediate() -> anyhow::Res
     // The latest message-only change reaches the ConfigMap eventually, and a last write
     // happens on shutdown.
     status.update(|s| s.release_mut("apps", "web").unwrap().message = Some("final".into()));
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     assert_eq!(
         stored_status(&cluster)["layers"][0]["releases"][0]["message"],
         "final"
@@ -180,9 +195,7 @@ async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
             releases: vec![ReleaseStatus::pending("db", "db", "data", "db", "1.0.0")],
         });
     });
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_millis(200), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_millis(200));
     eventually("first write", || configmap_writes(&cluster) >= 1).await;
     status.update(|s| {
         let r = s.release_mut("data", "db").unwrap();
@@ -202,8 +215,7 @@ async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
         })
     })
     .await;
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     Ok(())
 }
 
@@ -215,9 +227,7 @@ async fn failed_transition_is_a_warning_event() -> anyhow::Result<()> {
 async fn an_event_is_not_held_back_while_the_status_waits_out_its_throttle() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
     let status = progressing(&["web"]);
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(60), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_secs(60));
     eventually("first write", || configmap_writes(&cluster) >= 1).await;
     let writes = configmap_writes(&cluster);
     status.update(|s| s.release_mut("apps", "web").unwrap().message = Some("waiting".into()));
@@ -239,8 +249,7 @@ async fn an_event_is_not_held_back_while_the_status_waits_out_its_throttle() -> 
         "the message change is still throttled"
     );
     // At shutdown the waiting change is written.
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     assert_eq!(
         stored_status(&cluster)["layers"][0]["releases"][0]["message"],
         "waiting"
@@ -255,14 +264,11 @@ async fn transitions_before_shutdown_get_their_events() -> anyhow::Result<()> {
     let (cluster, client, _dir) = setup().await?;
     let names = ["a", "b", "c", "d", "e"];
     let status = progressing(&names);
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_secs(60), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_secs(60));
     for n in names {
         status.update(|s| s.release_mut("apps", n).unwrap().phase = ReleasePhase::Ready);
     }
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     let events = testkit::cluster::events(&cluster, NS);
     for n in names {
         assert!(
@@ -285,9 +291,7 @@ async fn a_failed_configmap_write_is_retried_without_a_new_change() -> anyhow::R
     let (cluster, client, _dir) = setup().await?;
     let status = StatusStore::new();
     status.update(|s| s.phase = OverallPhase::Progressing);
-    let stop = CancellationToken::new();
-    let task =
-        Reporter::new(client, NS, status.clone()).spawn(Duration::from_millis(300), stop.clone());
+    let reporter = Running::start(client, &status, Duration::from_millis(300));
     eventually("first write", || configmap_writes(&cluster) >= 1).await;
     let c = cluster.controls();
     let patches_failing = |times| kubesim::ErrorRule {
@@ -314,8 +318,7 @@ async fn a_failed_configmap_write_is_retried_without_a_new_change() -> anyhow::R
     // The last write, at shutdown, meets two 500s and is repeated in place.
     c.add_error(patches_failing(2));
     status.update(|s| s.phase = OverallPhase::Failed);
-    stop.cancel();
-    task.await?;
+    reporter.stop().await?;
     assert_eq!(stored_status(&cluster)["phase"], "Failed");
     assert_eq!(c.counts().by_code.get(&500).copied(), Some(9));
     Ok(())
